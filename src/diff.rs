@@ -1,0 +1,1 @@
+//! Typed diff of desired against live state, restricted to owned objects.

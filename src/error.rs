@@ -1,0 +1,146 @@
+//! One error type for the library; the binary maps it to exit codes.
+use std::fmt;
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A place in a file the user wrote (inventory, routes file, template).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.column > 0 {
+            write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+        } else {
+            write!(f, "{}:{}", self.file.display(), self.line)
+        }
+    }
+}
+
+/// Why a connection failed; shown in the recap and used to group errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    Connect,
+    Timeout,
+    HostKey,
+    Auth,
+    Sudo,
+    Channel,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportKind::Connect => "connect",
+            TransportKind::Timeout => "timeout",
+            TransportKind::HostKey => "host key",
+            TransportKind::Auth => "auth",
+            TransportKind::Sudo => "sudo",
+            TransportKind::Channel => "channel",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad user input at a known place: inventory, routes file.
+    #[error("{location}: {message}{}", hint_suffix(.hint))]
+    Input {
+        location: Location,
+        message: String,
+        hint: Option<String>,
+    },
+    /// Bad user input without a better place than a file (or none at all).
+    #[error("{message}{}", hint_suffix(.hint))]
+    Invalid {
+        message: String,
+        hint: Option<String>,
+    },
+    /// A template failed to parse or render.
+    #[error("template {name}{}: {message}", .line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Template {
+        name: String,
+        line: Option<usize>,
+        message: String,
+    },
+    /// Text from a host (or a rendered artefact) that a parser could not read.
+    #[error("{what}, line {line}: {message}")]
+    Parse {
+        what: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{host}: {kind}: {message}")]
+    Transport {
+        host: String,
+        kind: TransportKind,
+        message: String,
+    },
+    /// A remote command ran and failed.
+    #[error("{host}: {what} failed (exit {status}): {stderr}")]
+    Remote {
+        host: String,
+        what: String,
+        status: i32,
+        stderr: String,
+    },
+    /// After converging, the live state still differs from the desired one.
+    #[error("{host}: verification found {} object(s) not as desired:\n  {}", .residue.len(), .residue.join("\n  "))]
+    Verify { host: String, residue: Vec<String> },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    match hint {
+        Some(h) => format!("\n  hint: {h}"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::Invalid {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn parse(what: impl Into<String>, line: usize, message: impl Into<String>) -> Self {
+        Error::Parse {
+            what: what.into(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// A short class name for recaps and JSON ("auth", "host key", "verify", ...).
+    pub fn class(&self) -> String {
+        match self {
+            Error::Input { .. } | Error::Invalid { .. } => "input".into(),
+            Error::Template { .. } => "template".into(),
+            Error::Parse { .. } => "parse".into(),
+            Error::Transport { kind, .. } => kind.to_string(),
+            Error::Remote { .. } => "command failed".into(),
+            Error::Verify { .. } => "verification residue".into(),
+            Error::Io { .. } => "io".into(),
+        }
+    }
+}

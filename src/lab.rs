@@ -1,0 +1,1 @@
+//! The built-in lab: a dual-line gateway in network namespaces (scripts/lab.sh, embedded).

@@ -1,0 +1,119 @@
+//! The typed intent for one gateway: what the admin wants, already validated.
+//!
+//! Built from a host's merged inventory vars by [`build`] (see `build.rs`);
+//! consumed by `render`. Every value here has been checked, so rendering can
+//! put it into a remote command without further quoting concerns.
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use std::net::Ipv4Addr;
+
+mod build;
+pub use build::build;
+
+/// The seed's three ways of doing dual-line routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Prefix routes in main via each line, source-return tables.
+    Static,
+    /// `ip rule to <prefix> table <line>` per prefix, source-return tables.
+    Policy,
+    /// CONNMARK marks per line, `ip rule fwmark`, prefix routes.
+    Fwmark,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NatMode {
+    /// SNAT to each line's (static) address.
+    Snat,
+    /// MASQUERADE, for lines with dynamic addresses.
+    Masquerade,
+    /// No source NAT (routed public LAN).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lan {
+    pub interface: String,
+    /// The gateway's address with the LAN prefix length, e.g. 192.168.0.1/24.
+    pub address: Ipv4Net,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Line {
+    /// Name in rt_tables, e.g. "ctc".
+    pub name: String,
+    pub table: u32,
+    pub mark: u32,
+    pub interface: String,
+    /// The line's address with its prefix length, e.g. 198.51.100.2/24.
+    pub address: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// Carries the default route for destinations no list matches.
+    pub default: bool,
+    /// Destination prefixes routed via this line (inline + routes_file),
+    /// deduplicated, in first-seen order.
+    pub routes: Vec<Ipv4Net>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Forward {
+    pub proto: Proto,
+    pub port: u16,
+    pub to: Ipv4Addr,
+    pub to_port: Option<u16>,
+    /// Names of the lines this forward listens on (all lines when the inventory omits `lines`).
+    pub lines: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    pub from: Option<Ipv4Net>,
+    pub to: Option<Ipv4Net>,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gateway {
+    pub host: String,
+    pub method: Method,
+    pub lan: Vec<Lan>,
+    pub lines: Vec<Line>,
+    pub nat: NatMode,
+    pub forwards: Vec<Forward>,
+    pub hairpin: bool,
+    pub policies: Vec<Policy>,
+    /// First priority of dwprov's ip rule band (the band is `rule_priority..rule_priority+1000`).
+    pub rule_priority: u32,
+    /// The fwmark bits dwprov owns; every line mark must fit in it.
+    pub mark_mask: u32,
+    /// Kernel major.minor below which the seed's route-cache flush is needed; None = decide from facts.
+    pub route_cache_flush: Option<bool>,
+}
+
+impl Gateway {
+    pub fn line(&self, name: &str) -> Option<&Line> {
+        self.lines.iter().find(|l| l.name == name)
+    }
+
+    pub fn default_line(&self) -> Option<&Line> {
+        self.lines.iter().find(|l| l.default)
+    }
+}

@@ -1,0 +1,1 @@
+//! Intent → tera templates → text → the same parsers as live state.
