@@ -35,5 +35,8 @@ impl Inventory {
 
 /// Placeholder until the inventory work lands.
 pub fn load(path: &Path) -> Result<Inventory> {
-    Err(crate::Error::invalid(format!("{}: inventory loading not implemented yet", path.display())))
+    Err(crate::Error::invalid(format!(
+        "{}: inventory loading not implemented yet",
+        path.display()
+    )))
 }

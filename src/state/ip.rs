@@ -1,8 +1,824 @@
-//! ip rules and routes. Stub.
+//! IPv4 policy rules and routes.
+//!
+//! Two readers produce the same values: [`parse_rules_json`] /
+//! [`parse_routes_json`] read the live host (`ip -4 -j -d -N rule|route show`,
+//! numeric so table, protocol, scope and type names never depend on the
+//! host's /etc/iproute2 files), and [`parse_batch`] reads `ip -batch` lines
+//! (`rule add ...`, `route add ...`) as the templates render them. Both fill
+//! in the kernel's defaults so a rendered route and its live echo compare
+//! equal. [`Rule::to_batch`] / [`Route::to_batch`] write the command back.
+use crate::error::{Error, Result};
+use ipnet::Ipv4Net;
 use serde::Serialize;
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Rule {}
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum RuleAction {}
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Route {}
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+pub const TABLE_MAIN: u32 = 254;
+pub const TABLE_LOCAL: u32 = 255;
+pub const TABLE_DEFAULT: u32 = 253;
+
+/// A fwmark with its mask (mask 0xffffffff when none was given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Mark {
+    pub value: u32,
+    pub mask: u32,
+}
+
+impl fmt::Display for Mark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.mask == u32::MAX {
+            write!(f, "{:#x}", self.value)
+        } else {
+            write!(f, "{:#x}/{:#x}", self.value, self.mask)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Table(u32),
+    Goto(u32),
+    Blackhole,
+    Unreachable,
+    Prohibit,
+    Nop,
+}
+
+/// One `ip rule`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Rule {
+    pub priority: u32,
+    pub not: bool,
+    /// None = from all.
+    pub from: Option<Ipv4Net>,
+    pub to: Option<Ipv4Net>,
+    pub fwmark: Option<Mark>,
+    pub iif: Option<String>,
+    pub oif: Option<String>,
+    pub action: RuleAction,
+    /// rtnetlink protocol of the rule: dwprov tags its own with [`crate::ROUTE_PROTO`].
+    pub proto: u8,
+    /// Selectors dwprov does not model (tos, uidrange, ...), kept so such a rule
+    /// never compares equal to one without them.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Rule {
+    /// The arguments after `ip rule add|del`.
+    pub fn to_batch(&self) -> String {
+        let mut s = format!("priority {}", self.priority);
+        if self.not {
+            s.push_str(" not");
+        }
+        match self.from {
+            Some(n) => s.push_str(&format!(" from {}", net_str(n))),
+            None => s.push_str(" from all"),
+        }
+        if let Some(n) = self.to {
+            s.push_str(&format!(" to {}", net_str(n)));
+        }
+        if let Some(m) = self.fwmark {
+            s.push_str(&format!(" fwmark {m}"));
+        }
+        if let Some(i) = &self.iif {
+            s.push_str(&format!(" iif {i}"));
+        }
+        if let Some(o) = &self.oif {
+            s.push_str(&format!(" oif {o}"));
+        }
+        for (k, v) in &self.extra {
+            s.push_str(&format!(" {k} {v}"));
+        }
+        match &self.action {
+            RuleAction::Table(t) => s.push_str(&format!(" lookup {t}")),
+            RuleAction::Goto(t) => s.push_str(&format!(" goto {t}")),
+            RuleAction::Blackhole => s.push_str(" blackhole"),
+            RuleAction::Unreachable => s.push_str(" unreachable"),
+            RuleAction::Prohibit => s.push_str(" prohibit"),
+            RuleAction::Nop => s.push_str(" nop"),
+        }
+        s.push_str(&format!(" protocol {}", self.proto));
+        s
+    }
+
+    /// `ip rule show`-like text for plans, with table names where known.
+    pub fn display(&self, names: &dyn Fn(u32) -> String) -> String {
+        let mut s = format!("{}:\t", self.priority);
+        if self.not {
+            s.push_str("not ");
+        }
+        match self.from {
+            Some(n) => s.push_str(&format!("from {}", net_str(n))),
+            None => s.push_str("from all"),
+        }
+        if let Some(n) = self.to {
+            s.push_str(&format!(" to {}", net_str(n)));
+        }
+        if let Some(m) = self.fwmark {
+            s.push_str(&format!(" fwmark {m}"));
+        }
+        if let Some(i) = &self.iif {
+            s.push_str(&format!(" iif {i}"));
+        }
+        if let Some(o) = &self.oif {
+            s.push_str(&format!(" oif {o}"));
+        }
+        for (k, v) in &self.extra {
+            s.push_str(&format!(" {k} {v}"));
+        }
+        match &self.action {
+            RuleAction::Table(t) => s.push_str(&format!(" lookup {}", names(*t))),
+            RuleAction::Goto(t) => s.push_str(&format!(" goto {t}")),
+            other => s.push_str(&format!(" {}", format!("{other:?}").to_lowercase())),
+        }
+        s
+    }
+}
+
+/// One route of any table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Route {
+    pub table: u32,
+    pub dst: Ipv4Net,
+    pub tos: u8,
+    pub metric: u32,
+    /// unicast, local, broadcast, blackhole, unreachable, prohibit, throw, ...
+    pub kind: String,
+    pub via: Option<Ipv4Addr>,
+    pub dev: Option<String>,
+    pub src: Option<Ipv4Addr>,
+    pub proto: u8,
+    pub scope: u8,
+    pub onlink: bool,
+    /// Attributes dwprov does not model (nexthops, metrics, encap, ...).
+    pub extra: BTreeMap<String, String>,
+}
+
+/// What identifies a route to the kernel: `ip route replace` overwrites the
+/// route with the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct RouteKey {
+    pub table: u32,
+    pub dst: Ipv4Net,
+    pub tos: u8,
+    pub metric: u32,
+}
+
+impl Route {
+    pub fn key(&self) -> RouteKey {
+        RouteKey {
+            table: self.table,
+            dst: self.dst,
+            tos: self.tos,
+            metric: self.metric,
+        }
+    }
+
+    /// The arguments after `ip route add|replace|del`.
+    pub fn to_batch(&self) -> String {
+        let mut s = String::new();
+        if self.kind != "unicast" {
+            s.push_str(&self.kind);
+            s.push(' ');
+        }
+        s.push_str(&net_str(self.dst));
+        if self.tos != 0 {
+            s.push_str(&format!(" tos {:#x}", self.tos));
+        }
+        if let Some(v) = self.via {
+            s.push_str(&format!(" via {v}"));
+        }
+        if let Some(d) = &self.dev {
+            s.push_str(&format!(" dev {d}"));
+        }
+        if let Some(src) = self.src {
+            s.push_str(&format!(" src {src}"));
+        }
+        s.push_str(&format!(
+            " table {} proto {} scope {} metric {}",
+            self.table, self.proto, self.scope, self.metric
+        ));
+        if self.onlink {
+            s.push_str(" onlink");
+        }
+        s
+    }
+
+    /// `ip route show`-like text for plans (without the table).
+    pub fn display(&self) -> String {
+        let mut s = String::new();
+        if self.kind != "unicast" {
+            s.push_str(&self.kind);
+            s.push(' ');
+        }
+        if self.dst.prefix_len() == 0 {
+            s.push_str("default");
+        } else {
+            s.push_str(&net_str(self.dst));
+        }
+        if let Some(v) = self.via {
+            s.push_str(&format!(" via {v}"));
+        }
+        if let Some(d) = &self.dev {
+            s.push_str(&format!(" dev {d}"));
+        }
+        if self.scope == 253 {
+            s.push_str(" scope link");
+        }
+        if let Some(src) = self.src {
+            s.push_str(&format!(" src {src}"));
+        }
+        if self.metric != 0 {
+            s.push_str(&format!(" metric {}", self.metric));
+        }
+        if self.onlink {
+            s.push_str(" onlink");
+        }
+        for (k, v) in &self.extra {
+            s.push_str(&format!(" {k} {v}"));
+        }
+        s
+    }
+}
+
+/// `a.b.c.d` for /32, `a.b.c.d/n` otherwise.
+pub fn net_str(n: Ipv4Net) -> String {
+    if n.prefix_len() == 32 {
+        n.addr().to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+fn route_type_name(n: u8) -> String {
+    match n {
+        1 => "unicast",
+        2 => "local",
+        3 => "broadcast",
+        4 => "anycast",
+        5 => "multicast",
+        6 => "blackhole",
+        7 => "unreachable",
+        8 => "prohibit",
+        9 => "throw",
+        10 => "nat",
+        _ => return format!("type{n}"),
+    }
+    .to_string()
+}
+
+const ROUTE_TYPES: &[&str] = &[
+    "unicast",
+    "local",
+    "broadcast",
+    "anycast",
+    "multicast",
+    "blackhole",
+    "unreachable",
+    "prohibit",
+    "throw",
+    "nat",
+];
+
+/// iproute2's default scope for a route being added (ip/iproute.c).
+fn default_scope(kind: &str, has_gateway: bool) -> u8 {
+    match kind {
+        "local" | "nat" => 254,
+        "broadcast" | "multicast" | "anycast" => 253,
+        "unicast" if !has_gateway => 253,
+        _ => 0,
+    }
+}
+
+fn parse_prefix(addr: &str, len: Option<u8>) -> Option<Ipv4Net> {
+    if addr == "all" || addr == "default" {
+        return Some(Ipv4Net::default());
+    }
+    if let Some((a, l)) = addr.split_once('/') {
+        let a: Ipv4Addr = a.parse().ok()?;
+        return Ipv4Net::new(a, l.parse().ok()?).ok();
+    }
+    let a: Ipv4Addr = addr.parse().ok()?;
+    Ipv4Net::new(a, len.unwrap_or(32)).ok()
+}
+
+fn parse_u32(s: &str) -> Option<u32> {
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u32::from_str_radix(h, 16).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+fn parse_mark(s: &str) -> Option<Mark> {
+    match s.split_once('/') {
+        Some((v, m)) => Some(Mark {
+            value: parse_u32(v)?,
+            mask: parse_u32(m)?,
+        }),
+        None => Some(Mark {
+            value: parse_u32(s)?,
+            mask: u32::MAX,
+        }),
+    }
+}
+
+/// A JSON value as the text `ip` would print.
+fn json_str(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn json_num(v: &serde_json::Value) -> Option<u32> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => parse_u32(s),
+        _ => None,
+    }
+}
+
+fn json_array(text: &str, what: &str) -> Result<Vec<serde_json::Value>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str::<Vec<serde_json::Value>>(text)
+        .map_err(|e| Error::parse(what, e.line(), e.to_string()))
+}
+
+/// Parse `ip -4 -j -d -N rule show`.
+pub fn parse_rules_json(text: &str) -> Result<Vec<Rule>> {
+    const WHAT: &str = "ip -j rule output";
+    let mut rules = Vec::new();
+    for (i, v) in json_array(text, WHAT)?.iter().enumerate() {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| Error::parse(WHAT, 1, format!("entry {i} is not an object")))?;
+        let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
+        let mut rule = Rule {
+            priority: 0,
+            not: false,
+            from: None,
+            to: None,
+            fwmark: None,
+            iif: None,
+            oif: None,
+            action: RuleAction::Nop,
+            proto: 0,
+            extra: BTreeMap::new(),
+        };
+        let len = |k: &str| obj.get(k).and_then(json_num).map(|n| n.min(32) as u8);
+        let mut action = None;
+        let mut fwmask = u32::MAX;
+        for (k, val) in obj {
+            match k.as_str() {
+                "priority" => rule.priority = json_num(val).ok_or_else(|| bad("bad priority"))?,
+                "not" => rule.not = true,
+                "src" => {
+                    let s = json_str(val);
+                    if s != "all" {
+                        rule.from =
+                            Some(parse_prefix(&s, len("srclen")).ok_or_else(|| bad("bad src"))?);
+                    }
+                }
+                "dst" => {
+                    let s = json_str(val);
+                    if s != "all" {
+                        rule.to =
+                            Some(parse_prefix(&s, len("dstlen")).ok_or_else(|| bad("bad dst"))?);
+                    }
+                }
+                "srclen" | "dstlen" | "flags" => {}
+                "fwmark" => {
+                    rule.fwmark = Some(Mark {
+                        value: json_num(val).ok_or_else(|| bad("bad fwmark"))?,
+                        mask: u32::MAX,
+                    })
+                }
+                "fwmask" => fwmask = json_num(val).ok_or_else(|| bad("bad fwmask"))?,
+                "iif" => rule.iif = Some(json_str(val)),
+                "oif" => rule.oif = Some(json_str(val)),
+                "table" => {
+                    action = Some(RuleAction::Table(
+                        table_id(&json_str(val)).ok_or_else(|| bad("bad table"))?,
+                    ))
+                }
+                "target" => {
+                    action = Some(RuleAction::Goto(
+                        json_num(val).ok_or_else(|| bad("bad goto target"))?,
+                    ))
+                }
+                "action" => match json_str(val).as_str() {
+                    "blackhole" => action = Some(RuleAction::Blackhole),
+                    "unreachable" => action = Some(RuleAction::Unreachable),
+                    "prohibit" => action = Some(RuleAction::Prohibit),
+                    "nop" => action = action.or(Some(RuleAction::Nop)),
+                    "goto" => {}
+                    other => {
+                        rule.extra.insert("action".into(), other.to_string());
+                    }
+                },
+                "protocol" => {
+                    rule.proto = proto_id(&json_str(val)).ok_or_else(|| bad("bad protocol"))?
+                }
+                // iif/oif state flags, not part of the rule's identity
+                "iif_detached" | "oif_detached" => {}
+                other => {
+                    rule.extra.insert(other.to_string(), json_str(val));
+                }
+            }
+        }
+        if let Some(m) = &mut rule.fwmark {
+            m.mask = fwmask;
+        }
+        rule.action = action.unwrap_or(RuleAction::Nop);
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
+/// Table numbers, and the three names iproute2 knows without rt_tables.
+fn table_id(s: &str) -> Option<u32> {
+    match s {
+        "main" => Some(TABLE_MAIN),
+        "local" => Some(TABLE_LOCAL),
+        "default" => Some(TABLE_DEFAULT),
+        "unspec" => Some(0),
+        _ => parse_u32(s),
+    }
+}
+
+fn proto_id(s: &str) -> Option<u8> {
+    match s {
+        "unspec" => Some(0),
+        "redirect" => Some(1),
+        "kernel" => Some(2),
+        "boot" => Some(3),
+        "static" => Some(4),
+        crate::ROUTE_PROTO_NAME => Some(crate::ROUTE_PROTO),
+        _ => parse_u32(s).and_then(|n| u8::try_from(n).ok()),
+    }
+}
+
+fn scope_id(s: &str) -> Option<u8> {
+    match s {
+        "global" | "universe" => Some(0),
+        "site" => Some(200),
+        "link" => Some(253),
+        "host" => Some(254),
+        "nowhere" => Some(255),
+        _ => parse_u32(s).and_then(|n| u8::try_from(n).ok()),
+    }
+}
+
+/// Parse `ip -4 -j -d -N route show table all`.
+pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
+    const WHAT: &str = "ip -j route output";
+    let mut routes = Vec::new();
+    for (i, v) in json_array(text, WHAT)?.iter().enumerate() {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| Error::parse(WHAT, 1, format!("entry {i} is not an object")))?;
+        let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
+        let mut r = Route {
+            table: TABLE_MAIN,
+            dst: Ipv4Net::default(),
+            tos: 0,
+            metric: 0,
+            kind: "unicast".into(),
+            via: None,
+            dev: None,
+            src: None,
+            proto: 0,
+            scope: 0,
+            onlink: false,
+            extra: BTreeMap::new(),
+        };
+        for (k, val) in obj {
+            match k.as_str() {
+                "type" => {
+                    let s = json_str(val);
+                    r.kind = match s.parse::<u8>() {
+                        Ok(n) => route_type_name(n),
+                        Err(_) => s,
+                    };
+                }
+                "dst" => {
+                    r.dst = parse_prefix(&json_str(val), None).ok_or_else(|| bad("bad dst"))?
+                }
+                "gateway" => r.via = Some(json_str(val).parse().map_err(|_| bad("bad gateway"))?),
+                "dev" => r.dev = Some(json_str(val)),
+                "table" => r.table = table_id(&json_str(val)).ok_or_else(|| bad("bad table"))?,
+                "protocol" => {
+                    r.proto = proto_id(&json_str(val)).ok_or_else(|| bad("bad protocol"))?
+                }
+                "scope" => r.scope = scope_id(&json_str(val)).ok_or_else(|| bad("bad scope"))?,
+                "metric" => r.metric = json_num(val).ok_or_else(|| bad("bad metric"))?,
+                "prefsrc" => r.src = Some(json_str(val).parse().map_err(|_| bad("bad prefsrc"))?),
+                "tos" | "dsfield" => {
+                    r.tos = json_num(val)
+                        .and_then(|n| u8::try_from(n).ok())
+                        .ok_or_else(|| bad("bad tos"))?
+                }
+                "flags" => {
+                    if let Some(flags) = val.as_array() {
+                        r.onlink = flags.iter().any(|f| f.as_str() == Some("onlink"));
+                    }
+                }
+                // Runtime state, not configuration.
+                "expires" | "cache" | "pref" | "linkdown" | "offload" | "trap" => {}
+                other => {
+                    r.extra.insert(other.to_string(), json_str(val));
+                }
+            }
+        }
+        routes.push(r);
+    }
+    Ok(routes)
+}
+
+/// The rules and routes of an `ip -batch` script.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub rules: Vec<Rule>,
+    pub routes: Vec<Route>,
+}
+
+/// Parse `ip -batch` lines of the forms `rule add ...` and `route add|replace ...`
+/// (what the templates render). Blank lines and `#` comments are skipped.
+pub fn parse_batch(text: &str, what: &str) -> Result<Batch> {
+    let mut batch = Batch::default();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let err = |m: String| Error::parse(what, n + 1, format!("{m}: `{line}`"));
+        match words.as_slice() {
+            ["rule", "add", rest @ ..] => batch.rules.push(parse_rule_words(rest).map_err(err)?),
+            ["route", "add" | "replace", rest @ ..] => {
+                batch.routes.push(parse_route_words(rest).map_err(err)?)
+            }
+            _ => {
+                return Err(err(
+                    "expected `rule add ...` or `route add|replace ...`".into()
+                ))
+            }
+        }
+    }
+    Ok(batch)
+}
+
+fn parse_rule_words(w: &[&str]) -> std::result::Result<Rule, String> {
+    let mut rule = Rule {
+        priority: 0,
+        not: false,
+        from: None,
+        to: None,
+        fwmark: None,
+        iif: None,
+        oif: None,
+        action: RuleAction::Nop,
+        proto: 0,
+        extra: BTreeMap::new(),
+    };
+    let mut priority = None;
+    let mut action = None;
+    let mut i = 0;
+    let arg = |i: usize| {
+        w.get(i + 1)
+            .copied()
+            .ok_or_else(|| format!("`{}` needs a value", w[i]))
+    };
+    while i < w.len() {
+        match w[i] {
+            "not" => {
+                rule.not = true;
+                i += 1;
+                continue;
+            }
+            "priority" | "pref" | "prio" => {
+                priority = Some(parse_u32(arg(i)?).ok_or("bad priority")?);
+            }
+            "from" => {
+                let v = arg(i)?;
+                rule.from = if v == "all" {
+                    None
+                } else {
+                    Some(parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?)
+                };
+            }
+            "to" => {
+                let v = arg(i)?;
+                rule.to = if v == "all" {
+                    None
+                } else {
+                    Some(parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?)
+                };
+            }
+            "fwmark" => rule.fwmark = Some(parse_mark(arg(i)?).ok_or("bad fwmark")?),
+            "iif" | "dev" => rule.iif = Some(arg(i)?.to_string()),
+            "oif" => rule.oif = Some(arg(i)?.to_string()),
+            "lookup" | "table" => {
+                action = Some(RuleAction::Table(
+                    table_id(arg(i)?).ok_or("bad table (use its number)")?,
+                ))
+            }
+            "goto" => action = Some(RuleAction::Goto(parse_u32(arg(i)?).ok_or("bad goto")?)),
+            "protocol" | "proto" => rule.proto = proto_id(arg(i)?).ok_or("bad protocol")?,
+            "blackhole" => {
+                action = Some(RuleAction::Blackhole);
+                i += 1;
+                continue;
+            }
+            "unreachable" => {
+                action = Some(RuleAction::Unreachable);
+                i += 1;
+                continue;
+            }
+            "prohibit" => {
+                action = Some(RuleAction::Prohibit);
+                i += 1;
+                continue;
+            }
+            "nop" => {
+                action = Some(RuleAction::Nop);
+                i += 1;
+                continue;
+            }
+            other => return Err(format!("unsupported rule word `{other}`")),
+        }
+        i += 2;
+    }
+    rule.priority = priority.ok_or(
+        "a rule needs an explicit priority (ip rule has no replace and duplicates silently)",
+    )?;
+    rule.action = action.ok_or("a rule needs an action (lookup TABLE, goto, blackhole, ...)")?;
+    Ok(rule)
+}
+
+fn parse_route_words(w: &[&str]) -> std::result::Result<Route, String> {
+    let mut r = Route {
+        table: TABLE_MAIN,
+        dst: Ipv4Net::default(),
+        tos: 0,
+        metric: 0,
+        kind: "unicast".into(),
+        via: None,
+        dev: None,
+        src: None,
+        // iproute2 tags `ip route add` without `proto` as boot.
+        proto: 3,
+        scope: 0,
+        onlink: false,
+        extra: BTreeMap::new(),
+    };
+    let mut i = 0;
+    if let Some(t) = w.first().filter(|t| ROUTE_TYPES.contains(t)) {
+        r.kind = t.to_string();
+        i = 1;
+    }
+    let dst = w.get(i).ok_or("missing destination")?;
+    r.dst = parse_prefix(dst, None).ok_or_else(|| format!("bad destination {dst}"))?;
+    i += 1;
+    let mut scope = None;
+    let arg = |i: usize| {
+        w.get(i + 1)
+            .copied()
+            .ok_or_else(|| format!("`{}` needs a value", w[i]))
+    };
+    while i < w.len() {
+        match w[i] {
+            "via" => r.via = Some(arg(i)?.parse().map_err(|_| "bad via address")?),
+            "dev" | "oif" => r.dev = Some(arg(i)?.to_string()),
+            "src" => r.src = Some(arg(i)?.parse().map_err(|_| "bad src address")?),
+            "table" => r.table = table_id(arg(i)?).ok_or("bad table (use its number)")?,
+            "proto" | "protocol" => r.proto = proto_id(arg(i)?).ok_or("bad proto")?,
+            "scope" => scope = Some(scope_id(arg(i)?).ok_or("bad scope")?),
+            "metric" | "priority" | "preference" => {
+                r.metric = parse_u32(arg(i)?).ok_or("bad metric")?
+            }
+            "tos" | "dsfield" => {
+                r.tos = parse_u32(arg(i)?)
+                    .and_then(|n| u8::try_from(n).ok())
+                    .ok_or("bad tos")?
+            }
+            "onlink" => {
+                r.onlink = true;
+                i += 1;
+                continue;
+            }
+            other => return Err(format!("unsupported route word `{other}`")),
+        }
+        i += 2;
+    }
+    r.scope = scope.unwrap_or_else(|| default_scope(&r.kind, r.via.is_some()));
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = r#"[{"priority":0,"src":"all","table":"255","protocol":"2"},{"priority":1040,"src":"all","fwmark":"0x100","fwmask":"0xff00","table":"100","protocol":"201"},{"priority":1050,"src":"198.51.100.2","table":"100","protocol":"0"},{"priority":1060,"src":"all","dst":"1.2.3.0","dstlen":24,"iif":"d0","table":"100","protocol":"0"},{"priority":1070,"not":null,"src":"10.1.0.0","srclen":16,"table":"100","protocol":"201"},{"priority":32766,"src":"all","table":"254","protocol":"2"}]"#;
+    const ROUTES: &str = r#"[{"type":"1","dst":"10.0.0.0/8","gateway":"198.51.100.1","dev":"d0","table":"100","protocol":"201","scope":"0","metric":5,"flags":[]},{"type":"1","dst":"192.168.0.0/24","dev":"d1","table":"100","protocol":"3","scope":"253","flags":[]},{"type":"1","dst":"default","gateway":"198.51.100.1","dev":"d0","table":"254","protocol":"3","scope":"0","flags":[]},{"type":"2","dst":"127.0.0.1","dev":"lo","table":"255","protocol":"2","scope":"254","prefsrc":"127.0.0.1","flags":[]}]"#;
+
+    #[test]
+    fn live_rules_parse_numeric_output() {
+        let rules = parse_rules_json(RULES).unwrap();
+        assert_eq!(rules.len(), 6);
+        assert_eq!(
+            rules[1].fwmark,
+            Some(Mark {
+                value: 0x100,
+                mask: 0xff00
+            })
+        );
+        assert_eq!(rules[1].proto, 201);
+        assert_eq!(rules[2].from, Some("198.51.100.2/32".parse().unwrap()));
+        assert_eq!(rules[3].to, Some("1.2.3.0/24".parse().unwrap()));
+        assert_eq!(rules[3].iif.as_deref(), Some("d0"));
+        assert!(rules[4].not);
+        assert_eq!(rules[5].action, RuleAction::Table(254));
+    }
+
+    #[test]
+    fn rendered_rule_equals_its_live_echo() {
+        let live = parse_rules_json(RULES).unwrap();
+        let b = parse_batch(
+            "rule add priority 1040 fwmark 0x100/0xff00 lookup 100 protocol 201\n\
+             rule add priority 1070 not from 10.1.0.0/16 table 100 protocol 201",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(b.rules[0], live[1]);
+        assert_eq!(b.rules[1], live[4]);
+        // and what we write back parses to the same value
+        let again = parse_batch(&format!("rule add {}", live[4].to_batch()), "t").unwrap();
+        assert_eq!(again.rules[0], live[4]);
+    }
+
+    #[test]
+    fn rendered_route_equals_its_live_echo() {
+        let live = parse_routes_json(ROUTES).unwrap();
+        let b = parse_batch(
+            "route add 10.0.0.0/8 via 198.51.100.1 dev d0 table 100 proto 201 metric 5\n\
+             route add 192.168.0.0/24 dev d1 table 100\n\
+             route replace default via 198.51.100.1 dev d0",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(b.routes[0], live[0]);
+        assert_eq!(b.routes[1], live[1]);
+        assert_eq!(b.routes[2], live[2]);
+        assert_eq!(live[3].kind, "local");
+        for r in &live {
+            let again = parse_batch(&format!("route add {}", r.to_batch()), "t").unwrap();
+            assert_eq!(&again.routes[0], r);
+        }
+    }
+
+    #[test]
+    fn missing_table_output_is_an_error_not_a_panic() {
+        // `ip -j route show table N` of a missing table prints `[` and exits 2.
+        assert!(parse_routes_json("[").is_err());
+        assert!(parse_rules_json("{").is_err());
+        assert!(parse_routes_json("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn batch_errors_name_the_line() {
+        let e = parse_batch(
+            "rule add priority 5 lookup 100\nroute add 1.2.3.0/33 dev x",
+            "ip.batch",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 2"), "{e}");
+        let e = parse_batch("rule add from 1.2.3.4 lookup 100", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("explicit priority"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(s in ".{0,400}") {
+            let _ = parse_rules_json(&s);
+            let _ = parse_routes_json(&s);
+            let _ = parse_batch(&s, "p");
+        }
+
+        #[test]
+        fn json_like_input_never_panics(s in r#"\[\{("[a-z]{1,8}":("[0-9a-f./x]{0,12}"|[0-9]{1,12}|null),?){0,6}\}\]"#) {
+            let _ = parse_rules_json(&s);
+            let _ = parse_routes_json(&s);
+        }
+    }
+}
