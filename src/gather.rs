@@ -123,20 +123,32 @@ pub fn split_sections(text: &str, marker: &str) -> Result<BTreeMap<String, Secti
     let line_no = |r: &str| text[..text.len() - r.len()].lines().count() + 1;
     while !rest.is_empty() {
         let Some(after) = rest.strip_prefix(&begin) else {
-            return Err(Error::parse(WHAT, line_no(rest), "expected a section start"));
+            return Err(Error::parse(
+                WHAT,
+                line_no(rest),
+                "expected a section start",
+            ));
         };
-        let nl = after.find('\n').ok_or_else(|| Error::parse(WHAT, line_no(rest), "truncated section header"))?;
+        let nl = after
+            .find('\n')
+            .ok_or_else(|| Error::parse(WHAT, line_no(rest), "truncated section header"))?;
         let name = &after[..nl];
         let body = &after[nl + 1..];
         let end = format!("\n{marker} end {name} ");
-        let e = body.find(&end).ok_or_else(|| Error::parse(WHAT, line_no(rest), format!("section {name} has no end")))?;
+        let e = body.find(&end).ok_or_else(|| {
+            Error::parse(WHAT, line_no(rest), format!("section {name} has no end"))
+        })?;
         let stdout = &body[..e];
         let after_end = &body[e + end.len()..];
-        let nl2 = after_end.find('\n').ok_or_else(|| Error::parse(WHAT, line_no(rest), "truncated section end"))?;
+        let nl2 = after_end
+            .find('\n')
+            .ok_or_else(|| Error::parse(WHAT, line_no(rest), "truncated section end"))?;
         let status = after_end[..nl2].trim().parse::<i32>().unwrap_or(-1);
         let tail = &after_end[nl2 + 1..];
         let fin = format!("\n{marker} fin\n");
-        let f = tail.find(&fin).ok_or_else(|| Error::parse(WHAT, line_no(rest), format!("section {name} not finished")))?;
+        let f = tail.find(&fin).ok_or_else(|| {
+            Error::parse(WHAT, line_no(rest), format!("section {name} not finished"))
+        })?;
         out.insert(
             name.to_string(),
             Section {
@@ -203,7 +215,12 @@ pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<F
             facts.warnings.push(format!("iptables-save: {w}"));
         }
     }
-    facts.other_backend_rules = get("other_backend").stdout.trim().parse::<u32>().unwrap_or(0) > 0;
+    facts.other_backend_rules = get("other_backend")
+        .stdout
+        .trim()
+        .parse::<u32>()
+        .unwrap_or(0)
+        > 0;
     if facts.other_backend_rules {
         facts.warnings.push(format!(
             "rules exist in the other iptables backend than {}: they are invisible to dwprov and still filter packets",
@@ -213,13 +230,19 @@ pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<F
     facts.state.rt_tables = RtTables::parse(&get("rt_tables").stdout, "rt_tables")?;
     for line in get("sysctl").stdout.lines() {
         if let Some((k, v)) = line.split_once(' ') {
-            facts.state.sysctls.insert(k.to_string(), v.trim().to_string());
+            facts
+                .state
+                .sysctls
+                .insert(k.to_string(), v.trim().to_string());
         }
     }
     for (name, sec) in sections {
         if let Some(path) = name.strip_prefix("file ") {
             if sec.status == 0 {
-                facts.state.files.insert(path.to_string(), sec.stdout.clone());
+                facts
+                    .state
+                    .files
+                    .insert(path.to_string(), sec.stdout.clone());
             }
         }
     }
@@ -239,7 +262,8 @@ fn parse_addrs(text: &str) -> Result<Vec<Interface>> {
     let v: Vec<serde_json::Value> = if text.trim().is_empty() {
         Vec::new()
     } else {
-        serde_json::from_str(text).map_err(|e| Error::parse("ip -j addr output", e.line(), e.to_string()))?
+        serde_json::from_str(text)
+            .map_err(|e| Error::parse("ip -j addr output", e.line(), e.to_string()))?
     };
     let mut out = Vec::new();
     for i in v {
@@ -248,9 +272,20 @@ fn parse_addrs(text: &str) -> Result<Vec<Interface>> {
         };
         let up = i.get("operstate").and_then(|s| s.as_str()) != Some("DOWN");
         let mut addresses = Vec::new();
-        for a in i.get("addr_info").and_then(|a| a.as_array()).into_iter().flatten() {
-            let local = a.get("local").and_then(|l| l.as_str()).and_then(|l| l.parse().ok());
-            let len = a.get("prefixlen").and_then(|l| l.as_u64()).and_then(|l| u8::try_from(l).ok());
+        for a in i
+            .get("addr_info")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let local = a
+                .get("local")
+                .and_then(|l| l.as_str())
+                .and_then(|l| l.parse().ok());
+            let len = a
+                .get("prefixlen")
+                .and_then(|l| l.as_u64())
+                .and_then(|l| u8::try_from(l).ok());
             if let (Some(l), Some(p)) = (local, len) {
                 if let Ok(n) = ipnet::Ipv4Net::new(l, p) {
                     addresses.push(n);

@@ -8,6 +8,7 @@
 //! in the kernel's defaults so a rendered route and its live echo compare
 //! equal. [`Rule::to_batch`] / [`Route::to_batch`] write the command back.
 use crate::error::{Error, Result};
+use crate::state::RtTables;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -551,7 +552,8 @@ pub struct Batch {
 
 /// Parse `ip -batch` lines of the forms `rule add ...` and `route add|replace ...`
 /// (what the templates render). Blank lines and `#` comments are skipped.
-pub fn parse_batch(text: &str, what: &str) -> Result<Batch> {
+pub fn parse_batch(text: &str, what: &str, names: &RtTables) -> Result<Batch> {
+    let table = |s: &str| table_id(s).or_else(|| names.id_of(s));
     let mut batch = Batch::default();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -561,10 +563,12 @@ pub fn parse_batch(text: &str, what: &str) -> Result<Batch> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let err = |m: String| Error::parse(what, n + 1, format!("{m}: `{line}`"));
         match words.as_slice() {
-            ["rule", "add", rest @ ..] => batch.rules.push(parse_rule_words(rest).map_err(err)?),
-            ["route", "add" | "replace", rest @ ..] => {
-                batch.routes.push(parse_route_words(rest).map_err(err)?)
-            }
+            ["rule", "add", rest @ ..] => batch
+                .rules
+                .push(parse_rule_words(rest, &table).map_err(err)?),
+            ["route", "add" | "replace", rest @ ..] => batch
+                .routes
+                .push(parse_route_words(rest, &table).map_err(err)?),
             _ => {
                 return Err(err(
                     "expected `rule add ...` or `route add|replace ...`".into()
@@ -575,7 +579,10 @@ pub fn parse_batch(text: &str, what: &str) -> Result<Batch> {
     Ok(batch)
 }
 
-fn parse_rule_words(w: &[&str]) -> std::result::Result<Rule, String> {
+fn parse_rule_words(
+    w: &[&str],
+    table: &dyn Fn(&str) -> Option<u32>,
+) -> std::result::Result<Rule, String> {
     let mut rule = Rule {
         priority: 0,
         not: false,
@@ -627,7 +634,7 @@ fn parse_rule_words(w: &[&str]) -> std::result::Result<Rule, String> {
             "oif" => rule.oif = Some(arg(i)?.to_string()),
             "lookup" | "table" => {
                 action = Some(RuleAction::Table(
-                    table_id(arg(i)?).ok_or("bad table (use its number)")?,
+                    table(arg(i)?).ok_or_else(|| format!("unknown table `{}`", w[i + 1]))?,
                 ))
             }
             "goto" => action = Some(RuleAction::Goto(parse_u32(arg(i)?).ok_or("bad goto")?)),
@@ -663,7 +670,10 @@ fn parse_rule_words(w: &[&str]) -> std::result::Result<Rule, String> {
     Ok(rule)
 }
 
-fn parse_route_words(w: &[&str]) -> std::result::Result<Route, String> {
+fn parse_route_words(
+    w: &[&str],
+    table: &dyn Fn(&str) -> Option<u32>,
+) -> std::result::Result<Route, String> {
     let mut r = Route {
         table: TABLE_MAIN,
         dst: Ipv4Net::default(),
@@ -698,7 +708,10 @@ fn parse_route_words(w: &[&str]) -> std::result::Result<Route, String> {
             "via" => r.via = Some(arg(i)?.parse().map_err(|_| "bad via address")?),
             "dev" | "oif" => r.dev = Some(arg(i)?.to_string()),
             "src" => r.src = Some(arg(i)?.parse().map_err(|_| "bad src address")?),
-            "table" => r.table = table_id(arg(i)?).ok_or("bad table (use its number)")?,
+            "table" => {
+                let t = arg(i)?;
+                r.table = table(t).ok_or_else(|| format!("unknown table `{t}`"))?
+            }
             "proto" | "protocol" => r.proto = proto_id(arg(i)?).ok_or("bad proto")?,
             "scope" => scope = Some(scope_id(arg(i)?).ok_or("bad scope")?),
             "metric" | "priority" | "preference" => {
@@ -753,14 +766,20 @@ mod tests {
         let live = parse_rules_json(RULES).unwrap();
         let b = parse_batch(
             "rule add priority 1040 fwmark 0x100/0xff00 lookup 100 protocol 201\n\
-             rule add priority 1070 not from 10.1.0.0/16 table 100 protocol 201",
+             rule add priority 1070 not from 10.1.0.0/16 table ctc protocol 201",
             "test",
+            &RtTables::parse("100 ctc", "t").unwrap(),
         )
         .unwrap();
         assert_eq!(b.rules[0], live[1]);
         assert_eq!(b.rules[1], live[4]);
         // and what we write back parses to the same value
-        let again = parse_batch(&format!("rule add {}", live[4].to_batch()), "t").unwrap();
+        let again = parse_batch(
+            &format!("rule add {}", live[4].to_batch()),
+            "t",
+            &RtTables::default(),
+        )
+        .unwrap();
         assert_eq!(again.rules[0], live[4]);
     }
 
@@ -772,6 +791,7 @@ mod tests {
              route add 192.168.0.0/24 dev d1 table 100\n\
              route replace default via 198.51.100.1 dev d0",
             "t",
+            &RtTables::default(),
         )
         .unwrap();
         assert_eq!(b.routes[0], live[0]);
@@ -779,7 +799,12 @@ mod tests {
         assert_eq!(b.routes[2], live[2]);
         assert_eq!(live[3].kind, "local");
         for r in &live {
-            let again = parse_batch(&format!("route add {}", r.to_batch()), "t").unwrap();
+            let again = parse_batch(
+                &format!("route add {}", r.to_batch()),
+                "t",
+                &RtTables::default(),
+            )
+            .unwrap();
             assert_eq!(&again.routes[0], r);
         }
     }
@@ -797,13 +822,18 @@ mod tests {
         let e = parse_batch(
             "rule add priority 5 lookup 100\nroute add 1.2.3.0/33 dev x",
             "ip.batch",
+            &RtTables::default(),
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("line 2"), "{e}");
-        let e = parse_batch("rule add from 1.2.3.4 lookup 100", "t")
-            .unwrap_err()
-            .to_string();
+        let e = parse_batch(
+            "rule add from 1.2.3.4 lookup 100",
+            "t",
+            &RtTables::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("explicit priority"), "{e}");
     }
 
@@ -812,7 +842,7 @@ mod tests {
         fn parsers_never_panic(s in ".{0,400}") {
             let _ = parse_rules_json(&s);
             let _ = parse_routes_json(&s);
-            let _ = parse_batch(&s, "p");
+            let _ = parse_batch(&s, "p", &RtTables::default());
         }
 
         #[test]
