@@ -16,10 +16,22 @@ use std::path::Path;
 /// Built-in templates: (name, text).
 pub const BUILTIN: &[(&str, &str)] = &[
     ("ip.batch", include_str!("../../templates/ip.batch.tera")),
-    ("iptables.rules", include_str!("../../templates/iptables.rules.tera")),
-    ("rt_tables.conf", include_str!("../../templates/rt_tables.conf.tera")),
-    ("rt_protos.conf", include_str!("../../templates/rt_protos.conf.tera")),
-    ("sysctl.conf", include_str!("../../templates/sysctl.conf.tera")),
+    (
+        "iptables.rules",
+        include_str!("../../templates/iptables.rules.tera"),
+    ),
+    (
+        "rt_tables.conf",
+        include_str!("../../templates/rt_tables.conf.tera"),
+    ),
+    (
+        "rt_protos.conf",
+        include_str!("../../templates/rt_protos.conf.tera"),
+    ),
+    (
+        "sysctl.conf",
+        include_str!("../../templates/sysctl.conf.tera"),
+    ),
 ];
 
 /// Where each rendered file goes on the gateway.
@@ -53,13 +65,17 @@ impl Templates {
                     text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
                 }
             }
-            tera.add_raw_template(name, &text).map_err(|e| template_error(name, &e))?;
+            tera.add_raw_template(name, &text)
+                .map_err(|e| template_error(name, &e))?;
         }
         Ok(Templates { tera })
     }
 
     fn render(&self, name: &str, ctx: &tera::Context) -> Result<String> {
-        let text = self.tera.render(name, ctx).map_err(|e| template_error(name, &e))?;
+        let text = self
+            .tera
+            .render(name, ctx)
+            .map_err(|e| template_error(name, &e))?;
         Ok(text.trim_start_matches('\n').to_string())
     }
 }
@@ -81,7 +97,11 @@ fn template_error(name: &str, e: &tera::Error) -> Error {
     Error::Template {
         name: format!("{name}.tera"),
         line,
-        message: message.replace('\n', " ").split_whitespace().collect::<Vec<_>>().join(" "),
+        message: message
+            .replace('\n', " ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
     }
 }
 
@@ -309,13 +329,20 @@ pub fn render(gw: &Gateway, templates: &Templates, _facts: Option<&Facts>) -> Re
 
     for (name, path) in FILE_TARGETS {
         let text = templates.render(name, &ctx)?;
-        let text = if text.ends_with('\n') { text } else { text + "\n" };
+        let text = if text.ends_with('\n') {
+            text
+        } else {
+            text + "\n"
+        };
         desired.files.insert(path.to_string(), text.clone());
         artefacts.insert(path.to_string(), text);
     }
     let rt = &desired.files["/etc/iproute2/rt_tables.d/dwprov.conf"];
     desired.rt_tables = RtTables::parse(rt, "rt_tables.conf.tera output")?;
-    desired.sysctls = parse_sysctl_conf(&desired.files["/etc/sysctl.d/90-dwprov.conf"], "sysctl.conf.tera output")?;
+    desired.sysctls = parse_sysctl_conf(
+        &desired.files["/etc/sysctl.d/90-dwprov.conf"],
+        "sysctl.conf.tera output",
+    )?;
 
     let batch_text = templates.render("ip.batch", &ctx)?;
     let batch = ip::parse_batch(&batch_text, "ip.batch.tera output", &desired.rt_tables)?;
@@ -343,12 +370,16 @@ pub fn parse_sysctl_conf(text: &str, what: &str) -> Result<BTreeMap<String, Stri
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
             continue;
         }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| Error::parse(what, n + 1, format!("expected `key = value`, got `{line}`")))?;
+        let (k, v) = line.split_once('=').ok_or_else(|| {
+            Error::parse(what, n + 1, format!("expected `key = value`, got `{line}`"))
+        })?;
         // sysctl.d takes both spellings; slashes keep dotted interface names (eth0.100) intact.
         let k = k.trim();
-        let k = if k.contains('/') { k.to_string() } else { k.replace('.', "/") };
+        let k = if k.contains('/') {
+            k.to_string()
+        } else {
+            k.replace('.', "/")
+        };
         out.insert(k, v.trim().to_string());
     }
     Ok(out)
@@ -387,7 +418,10 @@ pub(crate) mod tests {
                     address: "203.0.113.2/24".parse().unwrap(),
                     gateway: "203.0.113.1".parse().unwrap(),
                     default: false,
-                    routes: vec!["100.65.0.0/16".parse().unwrap(), "100.64.0.0/16".parse().unwrap()],
+                    routes: vec![
+                        "100.65.0.0/16".parse().unwrap(),
+                        "100.64.0.0/16".parse().unwrap(),
+                    ],
                 },
             ],
             nat: NatMode::Snat,
@@ -494,7 +528,10 @@ pub(crate) mod tests {
         assert!(!has_fwmark(&s) && !has_fwmark(&p) && has_fwmark(&f));
         // source-return rules in every method
         for st in [&s, &p, &f] {
-            assert!(st.rules.iter().any(|r| r.from == Some("203.0.113.2/32".parse().unwrap())));
+            assert!(st
+                .rules
+                .iter()
+                .any(|r| r.from == Some("203.0.113.2/32".parse().unwrap())));
             assert!(st.rules.iter().all(|r| r.proto == crate::ROUTE_PROTO));
             assert!(st.routes.iter().all(|r| r.proto == crate::ROUTE_PROTO));
         }
