@@ -1,0 +1,371 @@
+//! Per-host pipeline (connect → gather → render → diff → apply → verify) and
+//! running it over many hosts at once. Each host is independent: its
+//! failure is its own outcome and never touches another host.
+use crate::converge::{self, ApplyScript};
+use crate::diff::{self, HostDiff, Summary, View};
+use crate::error::{Error, Result};
+use crate::gather::{self, Facts};
+use crate::inventory::Host;
+use crate::model::Gateway;
+use crate::render::{self, Rendered, Templates};
+use crate::transport::{self, ConnectOptions, Transport};
+use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Where a host is in the pipeline (for progress and error grouping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Validate,
+    Connect,
+    Gather,
+    Render,
+    Diff,
+    Apply,
+    Verify,
+    Done,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Validate => "validate",
+            Stage::Connect => "connect",
+            Stage::Gather => "gather",
+            Stage::Render => "render",
+            Stage::Diff => "diff",
+            Stage::Apply => "apply",
+            Stage::Verify => "verify",
+            Stage::Done => "done",
+        })
+    }
+}
+
+/// Receives stage changes; implemented by the CLI's progress display.
+pub trait Progress: Sync {
+    fn stage(&self, host: &str, stage: Stage);
+    fn finished(&self, host: &str, ok: bool);
+}
+
+/// A progress sink that shows nothing.
+pub struct Silent;
+impl Progress for Silent {
+    fn stage(&self, _: &str, _: Stage) {}
+    fn finished(&self, _: &str, _: bool) {}
+}
+
+/// The plan for one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostPlan {
+    pub host: String,
+    pub summary: Summary,
+    pub diff: HostDiff,
+    pub warnings: Vec<String>,
+    /// Digest of the gathered facts the plan was computed from.
+    pub facts_digest: String,
+    #[serde(skip)]
+    pub views: Vec<View>,
+    #[serde(skip)]
+    pub rendered: Rendered,
+    #[serde(skip)]
+    pub facts: Facts,
+}
+
+/// How one host ended.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub host: String,
+    pub plan: Option<HostPlan>,
+    /// Set when changes were applied (and verified).
+    pub applied: Option<ApplyStats>,
+    #[serde(serialize_with = "ser_error")]
+    pub error: Option<Error>,
+    pub failed_stage: Option<Stage>,
+}
+
+fn ser_error<S: serde::Serializer>(
+    e: &Option<Error>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match e {
+        None => s.serialize_none(),
+        Some(e) => {
+            use serde::ser::SerializeMap;
+            let mut m = s.serialize_map(Some(2))?;
+            m.serialize_entry("class", &e.class())?;
+            m.serialize_entry("message", &e.to_string())?;
+            m.end()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyStats {
+    pub changes: usize,
+    pub ip_lines: usize,
+    pub iptables_lines: usize,
+    pub script_bytes: usize,
+    pub remote_commands: usize,
+    pub round_trips: usize,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+    pub fn changed(&self) -> bool {
+        self.plan.as_ref().is_some_and(|p| !p.summary.is_empty())
+    }
+}
+
+/// Options shared by every host of a run.
+pub struct RunOptions<'a> {
+    pub templates: &'a Templates,
+    pub connect: ConnectOptions,
+    pub forks: usize,
+    pub progress: &'a dyn Progress,
+}
+
+/// Checks of intent against facts that must pass before anything changes.
+pub fn preflight(gw: &Gateway, facts: &Facts) -> Result<()> {
+    let mut problems = Vec::new();
+    if facts.uid != Some(0) {
+        problems.push(format!(
+            "commands run as uid {} instead of root (use user root or passwordless sudo)",
+            facts
+                .uid
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| "?".into())
+        ));
+    }
+    for tool in ["ip", "iptables-save", "iptables-restore"] {
+        if !facts.has_tool(tool) {
+            problems.push(format!(
+                "`{tool}` is not installed (Debian: apt-get install iproute2 iptables)"
+            ));
+        }
+    }
+    let mut check = |what: String, iface: &str, addr: ipnet::Ipv4Net| {
+        match facts.interface(iface) {
+        None => problems.push(format!("{what}: interface {iface} does not exist on the host")),
+        Some(i) if !i.addresses.contains(&addr) => problems.push(format!(
+            "{what}: {addr} is not configured on {iface} (it has {}); dwprov routes over addresses the host already has",
+            if i.addresses.is_empty() {
+                "no IPv4 address".to_string()
+            } else {
+                i.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+            }
+        )),
+        Some(_) => {}
+    }
+    };
+    for l in &gw.lan {
+        check("lan".into(), &l.interface, l.address);
+    }
+    for l in &gw.lines {
+        check(format!("line {}", l.name), &l.interface, l.address);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            message: format!(
+                "{}: not ready for dwprov:\n  - {}",
+                facts.host,
+                problems.join("\n  - ")
+            ),
+            hint: Some("fix the host (or the inventory) and run again; nothing was changed".into()),
+        })
+    }
+}
+
+/// Gather, render and diff one host over an open connection.
+pub fn plan_host(
+    gw: &Gateway,
+    t: &mut dyn Transport,
+    templates: &Templates,
+    progress: &dyn Progress,
+) -> Result<HostPlan> {
+    progress.stage(&gw.host, Stage::Gather);
+    let facts = gather::gather(t)?;
+    progress.stage(&gw.host, Stage::Render);
+    let rendered = render::render(gw, templates, Some(&facts))?;
+    preflight(gw, &facts)?;
+    progress.stage(&gw.host, Stage::Diff);
+    let diff = diff::diff(&rendered.desired, &facts.state);
+    let views = diff::views(&rendered.desired, &facts.state);
+    let mut warnings = facts.warnings.clone();
+    warnings.extend(rendered.warnings.iter().cloned());
+    Ok(HostPlan {
+        host: gw.host.clone(),
+        summary: Summary::of(&diff.changes),
+        diff,
+        warnings,
+        facts_digest: facts.digest.clone(),
+        views,
+        rendered,
+        facts,
+    })
+}
+
+/// Converge one host to its plan, then verify over a new connection.
+pub fn apply_host(
+    host: &Host,
+    plan: &HostPlan,
+    t: &mut dyn Transport,
+    opts: &RunOptions,
+) -> Result<ApplyStats> {
+    if !plan.diff.conflicts.is_empty() {
+        return Err(Error::Invalid {
+            message: format!(
+                "{}: refusing to apply: {}",
+                plan.host,
+                plan.diff.conflicts.join("; ")
+            ),
+            hint: None,
+        });
+    }
+    opts.progress.stage(&plan.host, Stage::Apply);
+    let script: ApplyScript = converge::script(&plan.diff.changes);
+    converge::execute(t, &script)?;
+    // Verify over a new connection: what matters is that the host is still
+    // reachable after the change and that it is in the desired state.
+    opts.progress.stage(&plan.host, Stage::Verify);
+    let mut t2 = transport::connect(&host.connection, &host.name, &opts.connect)?;
+    let facts = gather::gather(t2.as_mut())?;
+    let residue = diff::diff(&plan.rendered.desired, &facts.state);
+    if !residue.changes.is_empty() {
+        return Err(Error::Verify {
+            host: plan.host.clone(),
+            residue: residue.changes.iter().map(converge::describe).collect(),
+        });
+    }
+    Ok(ApplyStats {
+        changes: plan.diff.changes.len(),
+        ip_lines: script.ip_lines,
+        iptables_lines: script.iptables_lines,
+        script_bytes: script.script.len(),
+        remote_commands: script.commands,
+        round_trips: t.round_trips() + t2.round_trips(),
+    })
+}
+
+/// A host after planning: its outcome so far and the open connection to
+/// apply over (one connection per host for plan and apply).
+pub struct Prepared {
+    pub outcome: Outcome,
+    transport: Mutex<Option<Box<dyn Transport>>>,
+}
+
+/// Validate, connect, gather, render and diff one host. Never panics, never fails the run.
+pub fn prepare(host: &Host, opts: &RunOptions) -> Prepared {
+    let mut outcome = Outcome {
+        host: host.name.clone(),
+        plan: None,
+        applied: None,
+        error: None,
+        failed_stage: None,
+    };
+    let mut stage = Stage::Validate;
+    let mut transport = None;
+    let result = (|| -> Result<()> {
+        let gw = crate::model::build(host)?;
+        stage = Stage::Connect;
+        opts.progress.stage(&host.name, Stage::Connect);
+        let mut t = transport::connect(&host.connection, &host.name, &opts.connect)?;
+        stage = Stage::Gather;
+        outcome.plan = Some(plan_host(&gw, t.as_mut(), opts.templates, opts.progress)?);
+        transport = Some(t);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        outcome.error = Some(e);
+        outcome.failed_stage = Some(stage);
+    }
+    opts.progress.finished(&host.name, outcome.ok());
+    Prepared {
+        outcome,
+        transport: Mutex::new(transport),
+    }
+}
+
+/// Converge a prepared host with pending changes. Returns None when there was
+/// nothing to do (or planning had failed).
+pub fn apply_prepared(host: &Host, p: &Prepared, opts: &RunOptions) -> Option<Result<ApplyStats>> {
+    let plan = p.outcome.plan.as_ref()?;
+    if plan.summary.is_empty() && plan.diff.conflicts.is_empty() {
+        return None;
+    }
+    let mut guard = p.transport.lock().ok()?;
+    let t = guard.as_mut()?;
+    let r = apply_host(host, plan, t.as_mut(), opts);
+    opts.progress.finished(&host.name, r.is_ok());
+    Some(r)
+}
+
+impl Prepared {
+    /// Fold an apply result into the outcome.
+    pub fn finish(self, applied: Option<Result<ApplyStats>>) -> Outcome {
+        let mut o = self.outcome;
+        match applied {
+            Some(Ok(stats)) => o.applied = Some(stats),
+            Some(Err(e)) => {
+                o.failed_stage = Some(match &e {
+                    Error::Verify { .. } => Stage::Verify,
+                    _ => Stage::Apply,
+                });
+                o.error = Some(e);
+            }
+            None => {}
+        }
+        o
+    }
+}
+
+/// Run `f` for every item with at most `forks` at once; results in input order.
+pub fn parallel<T: Sync, R: Send>(items: &[T], forks: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let workers = forks.clamp(1, items.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                if let Ok(mut v) = results.lock() {
+                    v[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.expect("every index is filled by exactly one worker"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_keeps_order_and_bounds_concurrency() {
+        let running = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let items: Vec<usize> = (0..40).collect();
+        let out = parallel(&items, 4, |i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            running.fetch_sub(1, Ordering::SeqCst);
+            i * 2
+        });
+        assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert!(peak.load(Ordering::SeqCst) <= 4);
+        assert!(peak.load(Ordering::SeqCst) >= 2);
+    }
+}
