@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install what dwprov's lab and tests need, from Debian's packages.
+# Idempotent: skips apt when every tool is already there.
+set -euo pipefail
+need=()
+for pair in ip:iproute2 iptables:iptables sshd:openssh-server ssh:openssh-client \
+            conntrack:conntrack curl:curl python3:python3 nsenter:util-linux \
+            pkg-config:pkg-config; do
+    cmd=${pair%%:*} pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
+done
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # policy-rc.d keeps the package from starting this machine's own sshd.
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
