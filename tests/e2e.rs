@@ -1,0 +1,280 @@
+//! End-to-end: dwprov in the lab's controller namespace, over real SSH, against
+//! a real gateway namespace, proven with real traffic between lab hosts.
+mod common;
+
+use common::Lab;
+use std::process::Output;
+
+/// The seed's topology for `method`, reaching the lab's gateway.
+fn inventory(lab: &Lab, method: &str, forwards: &str, cnc_routes: &str) -> std::path::PathBuf {
+    let dir = lab.dir.display();
+    let yaml = format!(
+        r#"all:
+  vars:
+    ssh: {{user: root, identity_file: {dir}/id_ed25519, known_hosts: {dir}/known_hosts}}
+  children:
+    beijing:
+      hosts:
+        gw1:
+          address: 10.9.0.2
+          method: {method}
+          lan:
+            - {{interface: eth0, address: 192.168.0.1/24}}
+          lines:
+            - name: ctc
+              table: 100
+              mark: 0x100
+              interface: eth1
+              address: 198.51.100.2/24
+              gateway: 198.51.100.1
+              default: true
+              routes: [100.64.0.0/16]
+            - name: cnc
+              table: 200
+              mark: 0x200
+              interface: eth2
+              address: 203.0.113.2/24
+              gateway: 203.0.113.1
+              routes: [{cnc_routes}]
+          nat: {{mode: snat}}
+          forwards:
+{forwards}
+          hairpin: true
+"#
+    );
+    lab.write_file(&format!("inventory-{method}.yaml"), &yaml)
+}
+
+const FORWARDS: &str = "            - {proto: tcp, port: 80, to: 192.168.0.100}\n            - {proto: tcp, port: 2222, to: 192.168.0.100, to_port: 22, lines: [cnc]}";
+const CNC_ROUTES: &str = "100.65.0.0/16, 100.66.0.0/16";
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn plan_json(lab: &Lab, inv: &std::path::Path) -> (i32, serde_json::Value) {
+    let o = lab.dwprov(&["plan", "-i", inv.to_str().unwrap(), "--format", "json"]);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("plan json: {e}\n{}", text(&o)));
+    (o.status.code().unwrap_or(-1), v)
+}
+
+fn apply(lab: &Lab, inv: &std::path::Path) -> Output {
+    let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "apply failed:\n{}", text(&o));
+    o
+}
+
+fn changes(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    v["hosts"][0]["plan"]["diff"]["changes"].as_array().cloned().unwrap_or_default()
+}
+
+/// `peer=... local=...` from the echo servers.
+fn peer(body: &str) -> &str {
+    body.split_whitespace()
+        .find_map(|w| w.strip_prefix("peer="))
+        .unwrap_or("")
+}
+
+/// Foreign state an admin (or Docker) put on the gateway: must survive every apply.
+fn plant_foreign_state(lab: &Lab) {
+    lab.sh_ok(
+        "gw",
+        "ip rule add from 10.99.0.0/16 lookup 77 priority 500 && \
+         ip route add 10.99.0.0/16 via 198.51.100.1 table 77 && \
+         ip route add 10.98.0.0/16 via 203.0.113.1 proto static && \
+         iptables -A INPUT -s 10.99.0.0/16 -p tcp --dport 22 -j ACCEPT && \
+         iptables -t nat -N ADMIN && iptables -t nat -A PREROUTING -j ADMIN && \
+         iptables -t nat -A ADMIN -s 10.99.0.0/16 -j RETURN && \
+         printf '77\\tadmin\\n' >> /etc/iproute2/rt_tables",
+    );
+}
+
+fn assert_foreign_state(lab: &Lab) {
+    let rules = lab.sh_ok("gw", "ip rule show");
+    assert!(rules.contains("500:\tfrom 10.99.0.0/16 lookup admin"), "{rules}");
+    let routes = lab.sh_ok("gw", "ip route show table all");
+    assert!(routes.contains("10.99.0.0/16 via 198.51.100.1 dev eth1 table admin"), "{routes}");
+    assert!(routes.contains("10.98.0.0/16 via 203.0.113.1 dev eth2 proto static"), "{routes}");
+    let ipt = lab.sh_ok("gw", "iptables-save");
+    assert!(ipt.contains("-A INPUT -s 10.99.0.0/16 -p tcp -m tcp --dport 22 -j ACCEPT"), "{ipt}");
+    assert!(ipt.contains("-A PREROUTING -j ADMIN"), "{ipt}");
+    assert!(ipt.contains("-A ADMIN -s 10.99.0.0/16 -j RETURN"), "{ipt}");
+    let rt = lab.sh_ok("gw", "cat /etc/iproute2/rt_tables");
+    assert!(rt.contains("77\tadmin"), "{rt}");
+}
+
+/// The traffic scenarios of docs/methods.md; `cross_forward` is whether
+/// cross access to the forwarded server works with this method.
+fn assert_traffic(lab: &Lab, cross_forward: bool) {
+    let ok = |from: &str, url: &str| -> String {
+        lab.curl(from, url).unwrap_or_else(|e| panic!("{from} -> {url} failed: {e}"))
+    };
+    // 1. each ISP's user through its own line's address reaches the forwarded server
+    assert_eq!(peer(&ok("uctc", "http://198.51.100.2/")), "100.64.1.10");
+    assert_eq!(peer(&ok("ucnc", "http://203.0.113.2/")), "100.65.1.10");
+    // 2. cross access to the forwarded server (FAQ 1/2)
+    for (from, url) in [("uctc", "http://203.0.113.2/"), ("ucnc", "http://198.51.100.2/")] {
+        let r = lab.curl(from, url);
+        if cross_forward {
+            assert!(r.is_ok(), "{from} -> {url}: {r:?}");
+        } else {
+            assert!(r.is_err(), "{from} -> {url} should fail with this method: {r:?}");
+        }
+    }
+    // 2b. cross access to a service on the gateway itself
+    assert_eq!(peer(&ok("uctc", "http://203.0.113.2:8080/")), "100.64.1.10");
+    assert_eq!(peer(&ok("ucnc", "http://198.51.100.2:8080/")), "100.65.1.10");
+    // 3. hairpin: the LAN reaches the forward through both public addresses
+    assert_eq!(peer(&ok("cli", "http://198.51.100.2/")), "192.168.0.1");
+    assert_eq!(peer(&ok("cli", "http://203.0.113.2/")), "192.168.0.1");
+    // 4. the LAN leaves by the destination's line, seen with that line's address
+    assert_eq!(peer(&ok("cli", "http://100.64.1.10/")), "198.51.100.2");
+    assert_eq!(peer(&ok("cli", "http://100.65.1.10/")), "203.0.113.2");
+    // ... and so does the gateway's own traffic
+    assert_eq!(peer(&lab.sh_ok("gw", "curl -sS --max-time 3 http://100.64.1.10/")), "198.51.100.2");
+    assert_eq!(peer(&lab.sh_ok("gw", "curl -sS --max-time 3 http://100.65.1.10/")), "203.0.113.2");
+}
+
+#[test]
+fn fwmark_converges_owns_only_its_state_and_passes_every_scenario() {
+    let lab = Lab::up();
+    plant_foreign_state(&lab);
+    let inv = inventory(&lab, "fwmark", FORWARDS, CNC_ROUTES);
+
+    // Before: no dual-line routing, so cross access cannot work.
+    assert!(lab.curl("uctc", "http://203.0.113.2:8080/").is_err());
+
+    let (code, plan) = plan_json(&lab, &inv);
+    assert_eq!(code, 2, "plan must exit 2 with changes pending: {plan}");
+    assert!(changes(&plan).len() > 10);
+
+    apply(&lab, &inv);
+    assert_traffic(&lab, true);
+    assert_foreign_state(&lab);
+
+    // Idempotent: nothing left to do, and a second apply changes nothing.
+    let (code, plan) = plan_json(&lab, &inv);
+    assert_eq!(code, 0, "{plan}");
+    assert!(changes(&plan).is_empty(), "{plan}");
+    let before = lab.sh_ok("gw", "ip rule; ip route show table all; iptables-save | grep -v '^#'");
+    let o = apply(&lab, &inv);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("gw1: no changes +0 ~0 -0"), "{}", text(&o));
+    let after = lab.sh_ok("gw", "ip rule; ip route show table all; iptables-save | grep -v '^#'");
+    assert_eq!(before, after);
+
+    // Hand drift: delete one rule, one route, one iptables rule, edit rt_tables.d.
+    lab.sh_ok(
+        "gw",
+        "ip rule del priority 1101 && ip route del 100.66.0.0/16 && \
+         iptables -t nat -D DWPROV-POSTROUTING -s 192.168.0.0/24 -o eth2 -j SNAT --to-source 203.0.113.2 && \
+         sed -i 's/^200\\tcnc$/200\\tnetcom/' /etc/iproute2/rt_tables.d/dwprov.conf",
+    );
+    let (code, plan) = plan_json(&lab, &inv);
+    assert_eq!(code, 2);
+    let ch = changes(&plan);
+    let kinds: Vec<&str> = ch.iter().map(|c| c["object"].as_str().unwrap_or("")).collect();
+    assert_eq!(ch.len(), 4, "exactly the four drifted objects: {ch:#?}");
+    for k in ["rule", "route", "chain", "file"] {
+        assert!(kinds.contains(&k), "{kinds:?}");
+    }
+    assert_eq!(ch.iter().find(|c| c["object"] == "chain").unwrap()["chain"], "DWPROV-POSTROUTING");
+    apply(&lab, &inv);
+    assert_traffic(&lab, true);
+
+    // Inventory change: drop a forward and a prefix; only those change.
+    let inv2 = inventory(
+        &lab,
+        "fwmark",
+        "            - {proto: tcp, port: 80, to: 192.168.0.100}",
+        "100.65.0.0/16",
+    );
+    let (code, plan) = plan_json(&lab, &inv2);
+    assert_eq!(code, 2);
+    let ch = changes(&plan);
+    assert_eq!(ch.len(), 3, "route, DNAT chain, hairpin chain: {ch:#?}");
+    assert!(ch.iter().any(|c| c["object"] == "route" && c["to"].is_null()));
+    apply(&lab, &inv2);
+    let routes = lab.sh_ok("gw", "ip route show");
+    assert!(!routes.contains("100.66.0.0/16"), "{routes}");
+    let ipt = lab.sh_ok("gw", "iptables-save -t nat");
+    assert!(!ipt.contains("--dport 2222"), "{ipt}");
+    assert_traffic(&lab, true);
+    assert_foreign_state(&lab);
+}
+
+#[test]
+fn static_method_passes_its_documented_scenarios() {
+    let lab = Lab::up();
+    let inv = inventory(&lab, "static", FORWARDS, CNC_ROUTES);
+    apply(&lab, &inv);
+    assert_traffic(&lab, false);
+    let (code, _) = plan_json(&lab, &inv);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn policy_method_passes_its_documented_scenarios() {
+    let lab = Lab::up();
+    let inv = inventory(&lab, "policy", FORWARDS, CNC_ROUTES);
+    apply(&lab, &inv);
+    let rules = lab.sh_ok("gw", "ip rule show");
+    assert!(rules.contains("to 100.65.0.0/16 lookup cnc"), "{rules}");
+    assert_traffic(&lab, false);
+    let (code, _) = plan_json(&lab, &inv);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn gather_sees_planted_state_over_one_ssh_connection() {
+    let lab = Lab::up();
+    lab.sh_ok(
+        "gw",
+        "ip rule add from 10.7.0.0/16 lookup 70 priority 700 && \
+         ip route add 10.7.0.0/16 via 198.51.100.1 table 70 && \
+         iptables -t nat -A POSTROUTING -s 10.7.0.0/16 -o eth1 -j MASQUERADE",
+    );
+    let inv = lab.inventory();
+    let o = lab.dwprov(&["gather", "-i", inv.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let facts = &v["hosts"][0]["facts"];
+    let rules = facts["state"]["rules"].as_array().unwrap();
+    assert!(rules.iter().any(|r| r["priority"] == 700 && r["from"] == "10.7.0.0/16"), "{rules:?}");
+    let routes = facts["state"]["routes"].as_array().unwrap();
+    assert!(routes.iter().any(|r| r["table"] == 70 && r["dst"] == "10.7.0.0/16"), "{routes:?}");
+    let post = &facts["state"]["iptables"]["tables"]["nat"]["chains"]["POSTROUTING"]["rules"];
+    assert!(post.to_string().contains("MASQUERADE"), "{post}");
+    // One connection: sshd logged exactly one accepted session for this run.
+    let log = std::fs::read_to_string(lab.dir.join("sshd.log")).unwrap_or_default();
+    assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+}
+
+#[test]
+fn bad_inventory_changes_nothing_and_says_where() {
+    let lab = Lab::up();
+    let inv = inventory(&lab, "fwmark", FORWARDS, "100.65.0.0/33");
+    let before = lab.sh_ok("gw", "ip rule; ip route show table all; iptables-save | grep -v '^#'");
+    let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("inventory-fwmark.yaml:"), "{err}");
+    assert!(err.contains("100.65.0.0/33"), "{err}");
+    let after = lab.sh_ok("gw", "ip rule; ip route show table all; iptables-save | grep -v '^#'");
+    assert_eq!(before, after);
+}
+
+#[test]
+fn apply_refuses_without_yes_when_not_a_terminal() {
+    let lab = Lab::up();
+    let inv = inventory(&lab, "fwmark", FORWARDS, CNC_ROUTES);
+    let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--yes"));
+    let rules = lab.sh_ok("gw", "ip rule");
+    assert!(!rules.contains("lookup 100") && !rules.contains("lookup ctc"), "{rules}");
+}
