@@ -406,8 +406,11 @@ EOF
 gateway sshd: pid $(print_sshd_pid), 10.9.0.2:22 (log $DIR/sshd.log)
 run dwprov from the controller:
   ip netns exec $(ns ctl) dwprov ... -i $DIR/inventory.yaml
-a shell on the gateway as dwprov sees it:
-  $0 --prefix $PREFIX --dir $DIR exec gw bash
+a shell on the gateway as dwprov sees it (its netns + sshd's mount namespace):
+  lab.sh --prefix $PREFIX --dir $DIR exec gw bash
+  nsenter -t $(print_sshd_pid) -m -n -u -- bash
+tear down:
+  lab.sh --prefix $PREFIX --dir $DIR down   (or: dwprov lab down)
 inventory ($DIR/inventory.yaml):
 EOF
     sed 's/^/  /' "$DIR/inventory.yaml"
@@ -427,7 +430,7 @@ do_up() {
     preflight
     # Refuse rather than tear down: the existing lab may be someone else's run.
     if lab_exists; then
-        die "a lab with prefix '$PREFIX' already exists; run: $0 --prefix $PREFIX --dir $DIR down"
+        die "a lab with prefix '$PREFIX' already exists (not touching it); tear it down first: lab.sh --prefix $PREFIX --dir $DIR down"
     fi
     if [[ -e "$DIR" ]] && [[ -n "$(ls -A -- "$DIR" 2>/dev/null)" ]]; then
         die "lab dir $DIR exists and is not empty; run down or choose another --dir"
