@@ -1,10 +1,163 @@
 //! The built-in lab: a dual-line gateway in network namespaces (scripts/lab.sh, embedded).
-//! Stub: replaced by the lab work.
+//!
+//! `dwprov lab up|down|status` runs the embedded `scripts/lab.sh` with bash.
+//! The script and the echo server it starts are written to a private temporary
+//! directory for the duration of the call (lab.sh copies the echo server into
+//! the lab dir, so the running lab does not depend on that directory), and the
+//! script's output is streamed straight to our stdout/stderr.
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::{Error, Result};
+
+/// The lab script, as in the repository.
+pub const SCRIPT: &str = include_str!("../scripts/lab.sh");
+/// The HTTP echo server the lab runs on srv, gw, uctc and ucnc.
+pub const ECHO_SERVER: &str = include_str!("../scripts/echo_server.py");
+
+/// Exit status with which `lab.sh status` reports a lab that is not (fully) up.
+const STATUS_NOT_UP: i32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabAction {
     Up,
     Down,
     Status,
 }
-pub fn run(_action: LabAction, _prefix: &str, _dir: &std::path::Path) -> crate::Result<()> {
-    Err(crate::Error::invalid("lab not implemented yet"))
+
+impl LabAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabAction::Up => "up",
+            LabAction::Down => "down",
+            LabAction::Status => "status",
+        }
+    }
+}
+
+impl fmt::Display for LabAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Runs `lab.sh --prefix PREFIX --dir DIR ACTION`, streaming its output.
+///
+/// Needs root (network namespaces, mounts). `Status` fails when the lab is not
+/// fully up, after printing what it found.
+pub fn run(action: LabAction, prefix: &str, dir: &Path) -> Result<()> {
+    let scripts = ScriptDir::create()?;
+    let status = Command::new("bash")
+        .arg(&scripts.script)
+        .arg("--prefix")
+        .arg(prefix)
+        .arg("--dir")
+        .arg(dir)
+        .arg(action.as_str())
+        .env("DWLAB_ECHO_SERVER", &scripts.echo_server)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| Error::io("bash", e))?;
+    if status.success() {
+        return Ok(());
+    }
+    match (action, status.code()) {
+        (LabAction::Status, Some(STATUS_NOT_UP)) => Err(Error::Invalid {
+            message: format!("lab '{prefix}' is not up"),
+            hint: Some(format!("dwprov lab up --prefix {prefix}")),
+        }),
+        (_, Some(code)) => Err(Error::invalid(format!(
+            "lab {action} (prefix '{prefix}', dir {}) failed with exit status {code}",
+            dir.display()
+        ))),
+        (_, None) => Err(Error::invalid(format!(
+            "lab {action} (prefix '{prefix}') was killed by a signal"
+        ))),
+    }
+}
+
+/// A 0700 temporary directory holding the embedded files; removed on drop.
+struct ScriptDir {
+    path: PathBuf,
+    script: PathBuf,
+    echo_server: PathBuf,
+}
+
+impl ScriptDir {
+    fn create() -> Result<ScriptDir> {
+        let mut random = [0u8; 8];
+        getrandom::getrandom(&mut random)
+            .map_err(|e| Error::invalid(format!("no randomness for a temporary name: {e}")))?;
+        let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let path = std::env::temp_dir().join(format!("dwprov-lab-script-{name}"));
+        create_private_dir(&path)?;
+        let dir = ScriptDir {
+            script: path.join("lab.sh"),
+            echo_server: path.join("echo_server.py"),
+            path,
+        };
+        write_file(&dir.script, SCRIPT)?;
+        write_file(&dir.echo_server, ECHO_SERVER)?;
+        Ok(dir)
+    }
+}
+
+impl Drop for ScriptDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(unix)]
+fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    // create (not create_all): fails if the name already exists, so nobody can
+    // have prepared it for us in the shared temp dir.
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Error::io(path, e))
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(path: &Path) -> Result<()> {
+    fs::create_dir(path).map_err(|e| Error::io(path, e))
+}
+
+fn write_file(path: &Path, content: &str) -> Result<()> {
+    let mut file = fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(content.as_bytes())
+        .map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_files_are_the_scripts() {
+        assert!(SCRIPT.starts_with("#!/usr/bin/env bash"));
+        assert!(SCRIPT.contains("DWLAB_ECHO_SERVER"));
+        assert!(ECHO_SERVER.contains("peer={peer} local={local}"));
+    }
+
+    #[test]
+    fn script_dir_holds_both_files_and_is_removed() {
+        let dir = ScriptDir::create().unwrap();
+        let path = dir.path.clone();
+        assert_eq!(fs::read_to_string(&dir.script).unwrap(), SCRIPT);
+        assert_eq!(fs::read_to_string(&dir.echo_server).unwrap(), ECHO_SERVER);
+        drop(dir);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn action_names_match_the_script() {
+        for action in [LabAction::Up, LabAction::Down, LabAction::Status] {
+            assert!(SCRIPT.contains(&format!("{action})")), "{action}");
+        }
+    }
 }

@@ -1,0 +1,572 @@
+#!/usr/bin/env bash
+# dwprov test lab: a real dual-WAN gateway built from Linux network namespaces.
+#
+#   lab.sh [--prefix P] [--dir D] up|down|status
+#   lab.sh [--prefix P] [--dir D] exec ROLE CMD [ARG...]
+#
+# Topology (addresses are a contract: tests and docs depend on them):
+#
+#   uctc 100.64.1.10 ── ctc ════ peer 192.0.2.0/30 ════ cnc ── ucnc 100.65.1.10
+#                        │ 198.51.100.1                  │ 203.0.113.1
+#                        │                               │
+#                 eth1 198.51.100.2 ─── gw ─── eth2 203.0.113.2
+#                                 mgmt0 │ eth0 192.168.0.1
+#                  ctl 10.9.0.1 ────────┘  │
+#                                       lan (br0) ── srv 192.168.0.100
+#                                                └── cli 192.168.0.50
+#
+# Every namespace is named "${PREFIX}<role>". Nothing is created or configured
+# in the root namespace: veths are created inside one namespace with their peer
+# placed directly into the other.
+#
+# The gateway runs a real OpenSSH sshd in its own mount namespace with overlay
+# copies of /etc, /var and /root and private tmpfs /run and /tmp, so whatever
+# dwprov does over SSH never reaches this machine's files.
+#
+# `up` on a prefix that already exists fails (it never tears down a lab it did
+# not build); a failed `up` tears down what it built. `down` is idempotent.
+set -euo pipefail
+
+readonly ROLES=(gw ctl ctc cnc uctc ucnc lan srv cli)
+readonly MARKER=".dwprov-lab"   # only directories carrying this are ever rm -rf'd
+readonly PYTHON="${DWLAB_PYTHON:-/usr/bin/python3}"
+readonly SSHD="/usr/sbin/sshd"  # sshd re-execs itself: it needs an absolute path
+
+PREFIX="dwlab-"
+DIR="/tmp/dwprov-lab"
+ACTION=""
+EXEC_ROLE=""
+EXEC_CMD=()
+
+# ---------------------------------------------------------------- helpers
+
+log() { printf '[lab] %s\n' "$*"; }
+warn() { printf '[lab] warning: %s\n' "$*" >&2; }
+die() {
+    printf '[lab] error: %s\n' "$*" >&2
+    exit 1
+}
+
+usage() {
+    cat <<EOF
+usage: lab.sh [--prefix P] [--dir D] up|down|status
+       lab.sh [--prefix P] [--dir D] exec ROLE CMD [ARG...]
+
+  --prefix P   namespace name prefix (default dwlab-); namespaces are P<role>
+  --dir D      lab directory: keys, sshd config and logs, inventory (default /tmp/dwprov-lab)
+
+  up       build the lab (fails if a lab with this prefix exists)
+  down     tear the lab down (idempotent, also cleans up half-built labs)
+  status   list the lab's namespaces and whether sshd runs (exit 3 if not fully up)
+  exec     run CMD in ROLE's namespace (gw: also in sshd's mount namespace,
+           i.e. the gateway as dwprov sees it)
+
+roles: ${ROLES[*]}
+env:   DWLAB_ECHO_SERVER  path of echo_server.py (default: next to this script)
+       DWLAB_PYTHON       python interpreter (default /usr/bin/python3)
+EOF
+}
+
+ns() { printf '%s%s' "$PREFIX" "$1"; }
+
+ns_exists() { [[ -e "/run/netns/$(ns "$1")" ]]; }
+
+# Run a command inside a role's network namespace.
+in_ns() {
+    local role=$1
+    shift
+    ip netns exec "$(ns "$role")" "$@"
+}
+
+# sshd's pid if it is alive and really lives in this lab's gateway namespace.
+sshd_pid() {
+    local pid
+    [[ -r "$DIR/sshd.pid" ]] || return 1
+    pid=$(<"$DIR/sshd.pid")
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    ip netns identify "$pid" 2>/dev/null | grep -qxF "$(ns gw)"
+}
+
+# Like sshd_pid but prints the pid.
+print_sshd_pid() {
+    sshd_pid || return 1
+    cat "$DIR/sshd.pid"
+}
+
+# Poll CMD every 0.2 s for at most $1 seconds.
+wait_for() {
+    local seconds=$1 i
+    shift
+    for ((i = 0; i < seconds * 5; i++)); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------- arguments
+
+parse_args() {
+    while (($#)); do
+        case "$1" in
+        --prefix) [[ $# -ge 2 ]] || die "--prefix needs a value"; PREFIX=$2; shift 2 ;;
+        --prefix=*) PREFIX=${1#--prefix=}; shift ;;
+        --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; DIR=$2; shift 2 ;;
+        --dir=*) DIR=${1#--dir=}; shift ;;
+        -h | --help) usage; exit 0 ;;
+        up | down | status)
+            [[ -z "$ACTION" ]] || die "more than one action given"
+            ACTION=$1; shift ;;
+        exec)
+            [[ -z "$ACTION" ]] || die "more than one action given"
+            ACTION=exec; shift
+            [[ $# -ge 2 ]] || die "usage: lab.sh exec ROLE CMD [ARG...]"
+            EXEC_ROLE=$1; shift
+            EXEC_CMD=("$@")
+            break ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+        esac
+    done
+    [[ -n "$ACTION" ]] || { usage >&2; exit 2; }
+
+    # The prefix ends up in namespace names and file names: keep it boring.
+    [[ "$PREFIX" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$ ]] ||
+        die "bad prefix '$PREFIX' (letters, digits, _ . -; at most 40 characters)"
+    DIR=$(realpath -m -- "$DIR")
+    # The directory is written unquoted into sshd_config and inventory.yaml.
+    [[ "$DIR" =~ ^/[A-Za-z0-9_./+-]+$ ]] ||
+        die "bad lab dir '$DIR' (absolute, letters, digits, _ . / + - only)"
+    # Overlays of /etc /var /root cannot have their upper dir inside the lower
+    # one, and /run is replaced by a tmpfs in the gateway.
+    case "$DIR/" in
+    /etc/* | /var/* | /root/* | /run/* | /proc/* | /sys/* | /dev/*)
+        die "lab dir must not be under /etc, /var, /root, /run, /proc, /sys or /dev: $DIR" ;;
+    esac
+    [[ "$DIR" != "/" ]] || die "lab dir must not be /"
+}
+
+preflight() {
+    [[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces, mounts)"
+    local c
+    for c in ip iptables sysctl ss nsenter unshare ssh-keygen timeout setsid "$SSHD" "$PYTHON"; do
+        command -v "$c" >/dev/null || die "missing command: $c"
+    done
+}
+
+# ---------------------------------------------------------------- up: namespaces
+
+create_namespaces() {
+    local role
+    for role in "${ROLES[@]}"; do
+        ip netns add "$(ns "$role")"
+        in_ns "$role" ip link set lo up
+        # IPv4-only lab: no IPv6 link-local routes or router solicitations
+        # cluttering the gateway's state. Set before any interface exists so
+        # "default" applies to the veths created below.
+        in_ns "$role" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    done
+}
+
+# veth ROLE_A IF_A ROLE_B IF_B: one cable, created inside A with its peer born in B.
+veth() {
+    ip -n "$(ns "$1")" link add "$2" type veth peer name "$4" netns "$(ns "$3")"
+}
+
+# addr ROLE IF CIDR: address an interface and bring it up.
+addr() {
+    ip -n "$(ns "$1")" addr add "$3" dev "$2"
+    ip -n "$(ns "$1")" link set "$2" up
+}
+
+route() {
+    local role=$1
+    shift
+    ip -n "$(ns "$role")" route add "$@"
+}
+
+sysctl_in() {
+    local role=$1
+    shift
+    in_ns "$role" sysctl -qw "$@"
+}
+
+build_links() {
+    # Gateway <-> ISPs and management.
+    veth gw eth1 ctc cust0
+    veth gw eth2 cnc cust0
+    veth gw mgmt0 ctl eth0
+    # The "Internet": the two ISPs peer directly.
+    veth ctc peer0 cnc peer0
+    # Users behind each ISP.
+    veth ctc user0 uctc eth0
+    veth cnc user0 ucnc eth0
+    # LAN: a bridge in its own namespace, like a switch.
+    ip -n "$(ns lan)" link add br0 type bridge
+    ip -n "$(ns lan)" link set br0 up
+    local role
+    for role in gw srv cli; do
+        veth "$role" eth0 lan "p-$role"
+        ip -n "$(ns lan)" link set "p-$role" master br0
+        ip -n "$(ns lan)" link set "p-$role" up
+    done
+}
+
+configure_gw() {
+    addr gw eth0 192.168.0.1/24
+    addr gw eth1 198.51.100.2/24
+    addr gw eth2 203.0.113.2/24
+    addr gw mgmt0 10.9.0.2/24
+    # Forwarding on, but no default route and nothing beyond connected routes:
+    # routing policy is dwprov's job.
+    sysctl_in gw net.ipv4.ip_forward=1
+}
+
+configure_ctl() {
+    addr ctl eth0 10.9.0.1/24
+}
+
+# isp ROLE CUST_CIDR CUST_NET USER_CIDR PEER_CIDR PEER_GW REMOTE_NET...
+configure_isp() {
+    local role=$1 cust=$2 cust_net=$3 user=$4 peer=$5 peer_gw=$6
+    shift 6
+    addr "$role" cust0 "$cust"
+    addr "$role" user0 "$user"
+    addr "$role" peer0 "$peer"
+    local net
+    for net in "$@"; do
+        route "$role" "$net" via "$peer_gw"
+    done
+    sysctl_in "$role" net.ipv4.ip_forward=1
+    # Anti-spoofing, as real ISPs do: a customer may only send from the
+    # addresses it was given. This is what makes source-return routing on the
+    # gateway necessary (a reply leaving by the wrong line is dropped here).
+    in_ns "$role" iptables -A FORWARD -i cust0 ! -s "$cust_net" -j DROP
+    in_ns "$role" iptables -A INPUT -i cust0 ! -s "$cust_net" -j DROP
+}
+
+configure_hosts() {
+    addr uctc eth0 100.64.1.10/24
+    route uctc default via 100.64.1.1
+    addr ucnc eth0 100.65.1.10/24
+    route ucnc default via 100.65.1.1
+    addr srv eth0 192.168.0.100/24
+    route srv default via 192.168.0.1
+    addr cli eth0 192.168.0.50/24
+    route cli default via 192.168.0.1
+}
+
+# ---------------------------------------------------------------- up: sshd
+
+make_keys() {
+    ssh-keygen -q -t ed25519 -N '' -C "dwprov-lab-host" -f "$DIR/ssh_host_ed25519_key"
+    ssh-keygen -q -t ecdsa -N '' -C "dwprov-lab-host" -f "$DIR/ssh_host_ecdsa_key"
+    ssh-keygen -q -t ed25519 -N '' -C "dwprov-lab-client" -f "$DIR/id_ed25519"
+    cp "$DIR/id_ed25519.pub" "$DIR/authorized_keys"
+    # Only the ed25519 host key is pinned, as an operator would pin one key.
+    local type key _
+    read -r type key _ <"$DIR/ssh_host_ed25519_key.pub"
+    printf '10.9.0.2 %s %s\n' "$type" "$key" >"$DIR/known_hosts"
+}
+
+write_sshd_config() {
+    cat >"$DIR/sshd_config" <<EOF
+# dwprov lab gateway sshd (generated by lab.sh)
+Port 22
+ListenAddress 0.0.0.0
+HostKey $DIR/ssh_host_ed25519_key
+HostKey $DIR/ssh_host_ecdsa_key
+PidFile $DIR/sshd.pid
+AuthorizedKeysFile $DIR/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+# The lab dir lives under /tmp (world-writable parent): StrictModes would refuse it.
+StrictModes no
+UseDNS no
+# Tests open many sessions in parallel.
+MaxStartups 100:30:200
+MaxSessions 100
+LogLevel VERBOSE
+Subsystem sftp internal-sftp
+EOF
+}
+
+# Runs as `sh -c` inside the gateway's netns, in fresh mount and UTS namespaces.
+# $1 = lab dir, $2 = hostname, $3 = sshd. Ends by exec'ing sshd, so sshd's pid
+# is the handle on this mount namespace (lab.sh exec gw / nsenter -t).
+# shellcheck disable=SC2016
+readonly GW_INIT='set -eu
+d=$1 host=$2 sshd=$3
+# Copy-on-write /etc, /var, /root: reads see this machine, writes stay in $d.
+for p in etc var root; do
+    mount -t overlay "dwlab-$p" -o "lowerdir=/$p,upperdir=$d/overlay/$p/upper,workdir=$d/overlay/$p/work" "/$p"
+done
+# Private /run (sshd privsep dir, locks, pid files) and /tmp.
+mount -t tmpfs -o mode=0755 dwlab-run /run
+mkdir -p /run/sshd /run/lock /run/dwlab-dir
+# Keep the lab dir visible at its own path even when it lives under /tmp.
+mount --bind "$d" /run/dwlab-dir
+mount -t tmpfs -o mode=1777 dwlab-tmp /tmp
+mkdir -p "$d"
+mount --bind /run/dwlab-dir "$d"
+umount /run/dwlab-dir
+rmdir /run/dwlab-dir
+hostname "$host"
+printf "%s\n" "$host" >/etc/hostname
+# Config test first (needs /run/sshd, so only possible here): a clear message.
+"$sshd" -t -f "$d/sshd_config"
+exec "$sshd" -D -f "$d/sshd_config" -E "$d/sshd.log"'
+
+start_sshd() {
+    local p
+    for p in etc var root; do
+        mkdir -p "$DIR/overlay/$p/upper" "$DIR/overlay/$p/work"
+    done
+    # setsid: not killed by ^C in the terminal that ran `up`; stdio to files so
+    # whoever captured our output (cargo test) is not kept waiting for EOF.
+    setsid ip netns exec "$(ns gw)" \
+        unshare --mount --uts --propagation private \
+        sh -c "$GW_INIT" gw-init "$DIR" "$(ns gw)" "$SSHD" \
+        </dev/null >>"$DIR/gw-init.log" 2>&1 &
+    wait_for 10 sshd_pid || {
+        tail -n 20 "$DIR/gw-init.log" "$DIR/sshd.log" >&2 2>/dev/null || true
+        die "sshd did not start in $(ns gw)"
+    }
+    # Bounded wait until the controller can actually open a TCP connection.
+    wait_for 15 in_ns ctl timeout 1 bash -c ': </dev/tcp/10.9.0.2/22' || {
+        tail -n 20 "$DIR/sshd.log" >&2 2>/dev/null || true
+        die "sshd in $(ns gw) does not accept TCP on 10.9.0.2:22 from $(ns ctl)"
+    }
+}
+
+# ---------------------------------------------------------------- up: echo servers
+
+echo_server_source() {
+    local src="${DWLAB_ECHO_SERVER:-}"
+    if [[ -z "$src" ]]; then
+        src="$(dirname -- "${BASH_SOURCE[0]}")/echo_server.py"
+    fi
+    [[ -r "$src" ]] || die "echo server not found at $src (set DWLAB_ECHO_SERVER)"
+    printf '%s' "$src"
+}
+
+# start_echo ROLE PORT: echo server in ROLE's namespace (gw: in sshd's mount ns).
+start_echo() {
+    local role=$1 port=$2 name="echo-$1-$2"
+    local -a enter=(ip netns exec "$(ns "$role")")
+    if [[ "$role" == gw ]]; then
+        enter=(nsenter -t "$(print_sshd_pid)" -m -n -u --)
+    fi
+    setsid "${enter[@]}" "$PYTHON" -u "$DIR/echo_server.py" "$port" \
+        </dev/null >>"$DIR/$name.log" 2>&1 &
+    echo "$!" >"$DIR/$name.pid"
+}
+
+echo_listening() {
+    local role=$1 port=$2
+    [[ -n "$(in_ns "$role" ss -Hltn "sport = :$port")" ]]
+}
+
+start_echo_servers() {
+    cp -- "$(echo_server_source)" "$DIR/echo_server.py"
+    start_echo srv 80
+    start_echo gw 8080
+    start_echo uctc 80
+    start_echo ucnc 80
+    local spec
+    for spec in srv:80 gw:8080 uctc:80 ucnc:80; do
+        wait_for 10 echo_listening "${spec%%:*}" "${spec##*:}" || {
+            cat "$DIR/echo-${spec%%:*}-${spec##*:}.log" >&2 2>/dev/null || true
+            die "echo server ${spec} did not start"
+        }
+    done
+}
+
+write_inventory() {
+    cat >"$DIR/inventory.yaml" <<EOF
+all:
+  hosts:
+    gw1:
+      address: 10.9.0.2
+      ssh: {user: root, identity_file: $DIR/id_ed25519, known_hosts: $DIR/known_hosts}
+EOF
+}
+
+print_summary() {
+    local role
+    cat <<EOF
+
+[lab] up: prefix $PREFIX, dir $DIR
+namespaces:
+EOF
+    for role in "${ROLES[@]}"; do printf '  %-6s %s\n' "$role" "$(ns "$role")"; done
+    cat <<EOF
+gateway sshd: pid $(print_sshd_pid), 10.9.0.2:22 (log $DIR/sshd.log)
+run dwprov from the controller:
+  ip netns exec $(ns ctl) dwprov ... -i $DIR/inventory.yaml
+a shell on the gateway as dwprov sees it (its netns + sshd's mount namespace):
+  lab.sh --prefix $PREFIX --dir $DIR exec gw bash
+  nsenter -t $(print_sshd_pid) -m -n -u -- bash
+tear down:
+  lab.sh --prefix $PREFIX --dir $DIR down   (or: dwprov lab down)
+inventory ($DIR/inventory.yaml):
+EOF
+    sed 's/^/  /' "$DIR/inventory.yaml"
+}
+
+# ---------------------------------------------------------------- actions
+
+lab_exists() {
+    local role
+    for role in "${ROLES[@]}"; do
+        ns_exists "$role" && return 0
+    done
+    return 1
+}
+
+do_up() {
+    preflight
+    # Refuse rather than tear down: the existing lab may be someone else's run.
+    if lab_exists; then
+        die "a lab with prefix '$PREFIX' already exists (not touching it); tear it down first: lab.sh --prefix $PREFIX --dir $DIR down"
+    fi
+    if [[ -e "$DIR" ]] && [[ -n "$(ls -A -- "$DIR" 2>/dev/null)" ]]; then
+        die "lab dir $DIR exists and is not empty; run down or choose another --dir"
+    fi
+    # From here on, anything that fails leaves a half-built lab: tear it down.
+    trap 'rc=$?; if ((rc != 0)); then warn "up failed (exit $rc), tearing down"; do_down >&2 || true; fi' EXIT
+    mkdir -p "$DIR"
+    chmod 0700 "$DIR"
+    printf 'prefix=%s\n' "$PREFIX" >"$DIR/$MARKER"
+
+    log "creating namespaces ${PREFIX}{$(IFS=,; echo "${ROLES[*]}")}"
+    create_namespaces
+    build_links
+    configure_gw
+    configure_ctl
+    configure_isp ctc 198.51.100.1/24 198.51.100.0/24 100.64.1.1/24 192.0.2.1/30 192.0.2.2 \
+        100.65.0.0/16 203.0.113.0/24
+    configure_isp cnc 203.0.113.1/24 203.0.113.0/24 100.65.1.1/24 192.0.2.2/30 192.0.2.1 \
+        100.64.0.0/16 198.51.100.0/24
+    configure_hosts
+
+    log "starting sshd in $(ns gw)"
+    make_keys
+    write_sshd_config
+    start_sshd
+    log "starting echo servers"
+    start_echo_servers
+    write_inventory
+
+    trap - EXIT
+    print_summary
+}
+
+# Processes that must survive a teardown: ourselves and our ancestors (someone
+# may run `lab.sh down` from inside a lab namespace).
+protected_pids() {
+    local pid=$$
+    while [[ "$pid" =~ ^[0-9]+$ ]] && ((pid > 1)); do
+        echo "$pid"
+        pid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || break
+    done
+}
+
+lab_pids() {
+    local role protected
+    protected=$(protected_pids)
+    for role in "${ROLES[@]}"; do
+        ns_exists "$role" || continue
+        ip netns pids "$(ns "$role")" 2>/dev/null || true
+    done | grep -vxF -f <(printf '%s\n' "$protected") || true
+}
+
+no_lab_pids() { [[ -z "$(lab_pids)" ]]; }
+
+kill_lab_processes() {
+    local pids i
+    pids=$(lab_pids)
+    [[ -n "$pids" ]] || return 0
+    # shellcheck disable=SC2086 # word splitting of the pid list is intended
+    kill -TERM $pids 2>/dev/null || true
+    for ((i = 0; i < 25; i++)); do
+        [[ -n "$(lab_pids)" ]] || return 0
+        sleep 0.2
+    done
+    pids=$(lab_pids)
+    warn "processes survived SIGTERM, killing: $(echo $pids)"
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true
+    wait_for 5 no_lab_pids || warn "processes still alive: $(echo $(lab_pids))"
+}
+
+do_down() {
+    local role
+    kill_lab_processes
+    for role in "${ROLES[@]}"; do
+        if ns_exists "$role"; then
+            ip netns del "$(ns "$role")" || warn "could not delete namespace $(ns "$role")"
+        fi
+    done
+    if [[ -e "$DIR" ]]; then
+        if [[ -e "$DIR/$MARKER" ]]; then
+            rm -rf -- "$DIR"
+        else
+            warn "$DIR is not a lab dir (no $MARKER), leaving it alone"
+        fi
+    fi
+    log "down: prefix $PREFIX"
+}
+
+do_status() {
+    local role up=0 total=${#ROLES[@]} pid
+    for role in "${ROLES[@]}"; do
+        if ns_exists "$role"; then
+            printf '  %-6s %-24s present\n' "$role" "$(ns "$role")"
+            up=$((up + 1))
+        else
+            printf '  %-6s %-24s absent\n' "$role" "$(ns "$role")"
+        fi
+    done
+    if pid=$(print_sshd_pid); then
+        echo "sshd: running (pid $pid)"
+    else
+        echo "sshd: not running"
+    fi
+    if ((up == total)) && [[ -n "${pid:-}" ]]; then
+        echo "lab $PREFIX: up (dir $DIR)"
+    elif ((up == 0)); then
+        echo "lab $PREFIX: down"
+        return 3
+    else
+        echo "lab $PREFIX: partial ($up/$total namespaces) - run down"
+        return 3
+    fi
+}
+
+do_exec() {
+    local role=$EXEC_ROLE pid
+    [[ " ${ROLES[*]} " == *" $role "* ]] || die "unknown role '$role' (roles: ${ROLES[*]})"
+    ns_exists "$role" || die "namespace $(ns "$role") does not exist"
+    if [[ "$role" == gw ]]; then
+        pid=$(print_sshd_pid) || die "sshd is not running in $(ns gw): cannot enter its mount namespace"
+        exec nsenter -t "$pid" -m -n -u -- "${EXEC_CMD[@]}"
+    fi
+    exec ip netns exec "$(ns "$role")" "${EXEC_CMD[@]}"
+}
+
+main() {
+    parse_args "$@"
+    case "$ACTION" in
+    up) do_up ;;
+    down)
+        [[ $(id -u) -eq 0 ]] || die "must run as root"
+        do_down ;;
+    status) do_status ;;
+    exec) do_exec ;;
+    esac
+}
+
+main "$@"
