@@ -24,6 +24,8 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 /// How many nodes alias expansion may add before the document is refused
 /// (guards against "billion laughs" documents).
 const ALIAS_BUDGET: usize = 100_000;
+/// Deepest nesting of lists and maps accepted (keeps recursion on nodes bounded).
+const MAX_DEPTH: usize = 128;
 
 /// A YAML value with its source location.
 #[derive(Debug, Clone, PartialEq)]
@@ -592,6 +594,13 @@ impl MarkedEventReceiver for Builder<'_> {
                     Some("remove the tag"),
                 )
             }
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
+                self.fail(
+                    here,
+                    format!("lists and maps are nested more than {MAX_DEPTH} deep"),
+                    None,
+                )
+            }
             Event::SequenceStart(anchor, _) => {
                 if self.expecting_key() {
                     return self.fail(here, "map keys must be plain strings, found a list", None);
@@ -1012,6 +1021,13 @@ mod tests {
             .0
             .contains("more than one YAML document"));
         assert!(p("").is_null());
+        let deep = err(&"[".repeat(100_000)).0;
+        assert!(
+            deep.contains("nested more than") || deep.contains("recursion"),
+            "{deep}"
+        );
+        let deep = err(&format!("{}x", "- ".repeat(300))).0;
+        assert!(deep.contains("nested more than"), "{deep}");
         // billion laughs
         let mut s = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..10 {
@@ -1077,5 +1093,21 @@ mod tests {
         let (m, _, l, c) = at("ssh:\n  opts: [a, [b]]\n");
         assert!(m.contains("invalid type"), "{m}");
         assert_eq!((l, c), (2, 13));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = Node::parse(&text, "p.yaml");
+        }
+
+        #[test]
+        fn parse_yamlish_never_panics(text in "[a-z0-9 :,\\[\\]{}&*!#|>'\"~.\n-]{0,120}") {
+            if let Ok(n) = Node::parse(&text, "p.yaml") {
+                let _ = merge(n.clone(), n);
+            }
+        }
     }
 }

@@ -157,4 +157,22 @@ mod tests {
             eprintln!("{name}: {} prefixes in {dt:?}", r.len());
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse_routes(&text, Path::new("r.txt"));
+        }
+
+        #[test]
+        fn routesish_never_panics(text in "[0-9./# \t\r\n]{0,120}") {
+            if let Ok(nets) = parse_routes(&text, Path::new("r.txt")) {
+                for n in nets {
+                    proptest::prop_assert_eq!(n.network(), n.addr());
+                }
+            }
+        }
+    }
 }
