@@ -545,4 +545,29 @@ mod tests {
         }
         assert!(expand_path("~bob/id", b).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Corrupt the documented example anywhere: load + build give an
+        /// error or a gateway, never a panic.
+        #[test]
+        fn mutated_example_never_panics(
+            at in 0usize..2000,
+            cut in 0usize..8,
+            insert in "[a-z0-9 :,\\[\\]{}/.#\n-]{0,8}",
+        ) {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inventory");
+            let path = dir.join("good.yaml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let chars: Vec<char> = text.chars().collect();
+            let at = at % chars.len();
+            let end = (at + cut).min(chars.len());
+            let mutated: String = chars[..at].iter().chain(insert.chars().collect::<Vec<_>>().iter()).chain(chars[end..].iter()).collect();
+            if let Ok(inv) = parse(&mutated, &path) {
+                for h in &inv.hosts {
+                    let _ = crate::model::build(h);
+                }
+            }
+        }
+    }
 }
