@@ -346,7 +346,7 @@ fn documented_example_loads_and_builds() {
                 address: net("198.51.100.2/24"),
                 gateway: ip("198.51.100.1"),
                 default: true,
-                routes: dedup(&[chinanet.clone()]),
+                routes: dedup(std::slice::from_ref(&chinanet)),
             },
             Line {
                 name: "cnc".into(),
