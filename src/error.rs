@@ -93,6 +93,9 @@ pub enum Error {
     /// After converging, the live state still differs from the desired one.
     #[error("{host}: verification found {} object(s) not as desired:\n  {}", .residue.len(), .residue.join("\n  "))]
     Verify { host: String, residue: Vec<String> },
+    /// Several independent errors found in one pass (e.g. one per host).
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Multiple(Vec<Error>),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -141,6 +144,10 @@ impl Error {
             Error::Remote { .. } => "command failed".into(),
             Error::Verify { .. } => "verification residue".into(),
             Error::Io { .. } => "io".into(),
+            Error::Multiple(errs) => errs
+                .first()
+                .map(Error::class)
+                .unwrap_or_else(|| "input".into()),
         }
     }
 }

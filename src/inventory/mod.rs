@@ -1,9 +1,51 @@
 //! Ansible-shaped inventory: `all:` with `hosts:`, `children:` (nested groups)
 //! and `vars:`. Host vars override group vars, deep-merged.
-use crate::error::Result;
-use crate::transport::Connection;
-use crate::yaml::Node;
+//!
+//! Merge order for a host: `all.vars`, then the vars of every group the host
+//! belongs to (directly or through nesting) from outer to inner (by nesting
+//! depth, ties in file order), then the host's own vars (in file order if it
+//! is listed more than once). A group listed in several places has its vars
+//! merged in file order.
+//!
+//! [`load`] checks the structure, the top-level keys of every host's merged
+//! vars (connection keys and gateway keys, with "did you mean") and the
+//! connection settings. The gateway intent itself is checked by
+//! [`crate::model::build`], which needs only the [`Host`].
+use crate::error::{Error, Location, Result};
+use crate::transport::{Connection, SshTarget};
+use crate::yaml::{self, Node};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub mod names;
+pub mod routes;
+
+/// Host-level keys that say how to reach the host.
+pub const CONNECTION_KEYS: &[&str] = &["address", "connection", "ssh"];
+/// Host-level keys that describe the gateway (read by `model::build`).
+pub const GATEWAY_KEYS: &[&str] = &[
+    "method",
+    "lan",
+    "lines",
+    "nat",
+    "forwards",
+    "hairpin",
+    "policies",
+    "rule_priority",
+    "mark_mask",
+    "route_cache_flush",
+];
+/// Keys of the `ssh:` map.
+pub const SSH_KEYS: &[&str] = &[
+    "user",
+    "port",
+    "identity_file",
+    "known_hosts",
+    "connect_timeout",
+    "timeout",
+];
+const GROUP_KEYS: &[&str] = &["hosts", "children", "vars"];
 
 /// One host of the inventory with its merged vars.
 #[derive(Debug, Clone)]
@@ -11,10 +53,29 @@ pub struct Host {
     pub name: String,
     /// Groups the host belongs to, outermost first (without "all").
     pub groups: Vec<String>,
-    /// Merged vars: group vars (outer to inner), then host vars.
+    /// Merged vars: group vars (outer to inner), then host vars. Always a map.
     pub vars: Node,
     /// How to reach the host.
     pub connection: Connection,
+    /// The inventory file; relative paths in vars resolve against its directory.
+    pub file: PathBuf,
+    /// Where the host is (first) named in the inventory.
+    pub location: Location,
+}
+
+impl Host {
+    /// Directory relative paths in the host's vars resolve against.
+    pub fn base_dir(&self) -> &Path {
+        parent_dir(&self.file)
+    }
+
+    /// Whether the vars hold any gateway key: hosts without any are fine for
+    /// `gather`, while `model::build` on them fails with "host X has no `lines`".
+    pub fn has_gateway(&self) -> bool {
+        self.vars
+            .as_map()
+            .is_some_and(|m| m.iter().any(|e| GATEWAY_KEYS.contains(&e.key.as_str())))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -22,21 +83,491 @@ pub struct Inventory {
     pub file: PathBuf,
     /// Hosts in file order.
     pub hosts: Vec<Host>,
-    /// group name → member host names (transitively), for --limit.
-    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// group name → member host names (transitively, in host order), for
+    /// --limit. Includes "all".
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 impl Inventory {
     /// Directory relative paths in the inventory resolve against.
     pub fn base_dir(&self) -> &Path {
-        self.file.parent().unwrap_or(Path::new("."))
+        parent_dir(&self.file)
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
     }
 }
 
-/// Placeholder until the inventory work lands.
+fn parent_dir(file: &Path) -> &Path {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Read, parse and check an inventory file. Errors of several hosts are
+/// reported together ([`Error::Multiple`]).
 pub fn load(path: &Path) -> Result<Inventory> {
-    Err(crate::Error::invalid(format!(
-        "{}: inventory loading not implemented yet",
-        path.display()
-    )))
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse(&text, path)
+}
+
+/// [`load`] on text already read; `path` labels locations and anchors
+/// relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
+    let root = Node::parse(text, path)?;
+    let Some(entries) = root.as_map() else {
+        return Err(root.error(
+            format!(
+                "an inventory must be a map with an `all:` key, found {}",
+                root.kind()
+            ),
+            Some("start the file with `all:`".into()),
+        ));
+    };
+    for e in entries {
+        if e.key != "all" {
+            return Err(Error::Input {
+                location: e.key_location.clone(),
+                message: format!("unknown top-level key `{}`", e.key),
+                hint: Some(
+                    "the inventory has one top-level key, `all:`; put groups under `all.children`"
+                        .into(),
+                ),
+            });
+        }
+    }
+    let Some(all) = root.entry("all") else {
+        return Err(root.error(
+            "the inventory has no `all:` key",
+            Some("start the file with `all:`".into()),
+        ));
+    };
+
+    let mut w = Walk::default();
+    w.group("all", &all.value, &all.key_location, 0, &mut Vec::new())?;
+
+    let mut hosts = Vec::new();
+    let mut errors = Vec::new();
+    for h in &w.hosts {
+        match w.host(h, path) {
+            Ok(host) => hosts.push(host),
+            Err(e) => errors.push(e),
+        }
+    }
+    match errors.len() {
+        0 => {}
+        1 => return Err(errors.pop().unwrap()),
+        _ => return Err(Error::Multiple(errors)),
+    }
+
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    groups.insert("all".into(), hosts.iter().map(|h| h.name.clone()).collect());
+    for g in &w.groups {
+        if g.name != "all" {
+            groups.insert(g.name.clone(), Vec::new());
+        }
+    }
+    for h in &hosts {
+        for g in &h.groups {
+            groups.get_mut(g).expect("known group").push(h.name.clone());
+        }
+    }
+    Ok(Inventory {
+        file: path.to_path_buf(),
+        hosts,
+        groups,
+    })
+}
+
+#[derive(Default)]
+struct Walk {
+    /// Groups in order of first appearance.
+    groups: Vec<GroupInfo>,
+    /// Hosts in order of first appearance.
+    hosts: Vec<HostInfo>,
+}
+
+struct GroupInfo {
+    name: String,
+    /// Deepest nesting level the group appears at ("all" is 0).
+    depth: usize,
+    /// Vars of each place the group is written, in file order.
+    vars: Vec<Node>,
+}
+
+struct HostInfo {
+    name: String,
+    location: Location,
+    /// Vars of each place the host is listed, in file order.
+    vars: Vec<Node>,
+    /// Every group the host is in, transitively (including "all").
+    groups: Vec<String>,
+}
+
+fn null_or<'a>(n: &'a Node, what: &str) -> Result<Option<&'a [yaml::Entry]>> {
+    if n.is_null() {
+        return Ok(None);
+    }
+    match n.as_map() {
+        Some(m) => Ok(Some(m)),
+        None => Err(n.error(format!("{what} must be a map, found {}", n.kind()), None)),
+    }
+}
+
+impl Walk {
+    fn group(
+        &mut self,
+        name: &str,
+        node: &Node,
+        name_loc: &Location,
+        depth: usize,
+        chain: &mut Vec<String>,
+    ) -> Result<()> {
+        if chain.iter().any(|g| g == name) {
+            return Err(Error::Input {
+                location: name_loc.clone(),
+                message: format!("group `{name}` contains itself"),
+                hint: Some(format!("path: {} → {name}", chain.join(" → "))),
+            });
+        }
+        chain.push(name.to_string());
+        let what = format!("group `{name}`");
+        let entries = null_or(node, &what)?.unwrap_or(&[]);
+        for e in entries {
+            if !GROUP_KEYS.contains(&e.key.as_str()) {
+                let mut err = yaml::unknown_key_error(&e.key, &e.key_location, GROUP_KEYS, &what);
+                if let Error::Input { hint, .. } = &mut err {
+                    *hint = Some(format!(
+                        "{}; host settings go under `vars:` or under a host",
+                        hint.take().unwrap_or_default()
+                    ));
+                }
+                return Err(err);
+            }
+        }
+        let gi = match self.groups.iter().position(|g| g.name == name) {
+            Some(i) => i,
+            None => {
+                self.groups.push(GroupInfo {
+                    name: name.to_string(),
+                    depth,
+                    vars: Vec::new(),
+                });
+                self.groups.len() - 1
+            }
+        };
+        self.groups[gi].depth = self.groups[gi].depth.max(depth);
+        if let Some(vars) = node.get("vars") {
+            if null_or(vars, &format!("`vars` of {what}"))?.is_some() {
+                self.groups[gi].vars.push(vars.clone());
+            }
+        }
+        if let Some(hosts) = node.get("hosts") {
+            for h in null_or(hosts, &format!("`hosts` of {what}"))?.unwrap_or(&[]) {
+                names::inventory_name(&h.key).map_err(|m| Error::Input {
+                    location: h.key_location.clone(),
+                    message: format!("host name {m}"),
+                    hint: None,
+                })?;
+                null_or(&h.value, &format!("vars of host `{}`", h.key))?;
+                let i = match self.hosts.iter().position(|x| x.name == h.key) {
+                    Some(i) => i,
+                    None => {
+                        self.hosts.push(HostInfo {
+                            name: h.key.clone(),
+                            location: h.key_location.clone(),
+                            vars: Vec::new(),
+                            groups: Vec::new(),
+                        });
+                        self.hosts.len() - 1
+                    }
+                };
+                let info = &mut self.hosts[i];
+                if !h.value.is_null() {
+                    info.vars.push(h.value.clone());
+                }
+                for g in chain.iter() {
+                    if !info.groups.contains(g) {
+                        info.groups.push(g.clone());
+                    }
+                }
+            }
+        }
+        if let Some(children) = node.get("children") {
+            for c in null_or(children, &format!("`children` of {what}"))?.unwrap_or(&[]) {
+                names::inventory_name(&c.key).map_err(|m| Error::Input {
+                    location: c.key_location.clone(),
+                    message: format!("group name {m}"),
+                    hint: None,
+                })?;
+                if c.key == "all" {
+                    return Err(Error::Input {
+                        location: c.key_location.clone(),
+                        message: "`all` cannot be a child group".into(),
+                        hint: Some("every host is already in `all`".into()),
+                    });
+                }
+                self.group(&c.key, &c.value, &c.key_location, depth + 1, chain)?;
+            }
+        }
+        chain.pop();
+        Ok(())
+    }
+
+    fn host(&self, h: &HostInfo, file: &Path) -> Result<Host> {
+        // Groups by depth (outer first), ties in order of first appearance.
+        let mut groups: Vec<&GroupInfo> = self
+            .groups
+            .iter()
+            .filter(|g| h.groups.contains(&g.name))
+            .collect();
+        groups.sort_by_key(|g| g.depth); // stable: keeps file order on ties
+        let mut vars = Node::empty_map(h.location.clone());
+        for g in &groups {
+            for v in &g.vars {
+                vars = yaml::merge(vars, v.clone());
+            }
+        }
+        for v in &h.vars {
+            vars = yaml::merge(vars, v.clone());
+        }
+        // The merged map is the host's; point it at the host's name.
+        vars.location = h.location.clone();
+
+        let allowed: Vec<&str> = CONNECTION_KEYS
+            .iter()
+            .chain(GATEWAY_KEYS)
+            .copied()
+            .collect();
+        vars.check_keys(&allowed, &format!("vars of host `{}`", h.name))?;
+
+        let connection = connection(&h.name, &h.location, &vars, parent_dir(file))?;
+        Ok(Host {
+            name: h.name.clone(),
+            groups: groups
+                .iter()
+                .filter(|g| g.name != "all")
+                .map(|g| g.name.clone())
+                .collect(),
+            vars,
+            connection,
+            file: file.to_path_buf(),
+            location: h.location.clone(),
+        })
+    }
+}
+
+fn get_str<'a>(n: &'a Node, what: &str) -> Result<&'a str> {
+    n.as_str().ok_or_else(|| {
+        n.error(
+            format!("`{what}` must be a string, found {}", n.kind()),
+            None,
+        )
+    })
+}
+
+fn get_int(n: &Node, what: &str, lo: i64, hi: i64) -> Result<i64> {
+    let Some(i) = n.as_i64() else {
+        return Err(n.error(
+            format!("`{what}` must be an integer, found {}", n.kind()),
+            None,
+        ));
+    };
+    if i < lo || i > hi {
+        return Err(n.error(
+            format!("`{what}` is {i}, out of range"),
+            Some(format!("use a value from {lo} to {hi}")),
+        ));
+    }
+    Ok(i)
+}
+
+/// The connection settings from a host's merged vars.
+fn connection(host: &str, host_loc: &Location, vars: &Node, base: &Path) -> Result<Connection> {
+    let kind = match vars.get("connection") {
+        None => "ssh",
+        Some(n) => {
+            let s = get_str(n, "connection")?;
+            if s != "ssh" && s != "local" {
+                return Err(n.error(
+                    format!("unknown connection `{s}`"),
+                    Some("valid connections: ssh, local".into()),
+                ));
+            }
+            s
+        }
+    };
+    let ssh = vars.get("ssh");
+    if let Some(s) = ssh {
+        if !s.is_null() {
+            s.check_keys(SSH_KEYS, "ssh settings")?;
+        }
+    }
+    let address = match vars.get("address") {
+        Some(n) => {
+            let s = get_str(n, "address")?;
+            names::host_address(s).map_err(|m| {
+                n.error(
+                    m,
+                    Some("use an IP address or a DNS name, without a user or port".into()),
+                )
+            })?;
+            Some(s.to_string())
+        }
+        None => None,
+    };
+    if kind == "local" {
+        return Ok(Connection::Local);
+    }
+    let Some(address) = address else {
+        return Err(Error::Input {
+            location: host_loc.clone(),
+            message: format!("host `{host}` has no `address`"),
+            hint: Some(
+                "set `address: <IP or DNS name>`, or `connection: local` to run on this machine"
+                    .into(),
+            ),
+        });
+    };
+    let field = |k: &str| ssh.and_then(|s| s.get(k)).filter(|n| !n.is_null());
+    let user = match field("user") {
+        Some(n) => {
+            let s = get_str(n, "ssh.user")?;
+            names::user(s).map_err(|m| n.error(m, None))?;
+            s.to_string()
+        }
+        None => "root".to_string(),
+    };
+    let port = match field("port") {
+        Some(n) => get_int(n, "ssh.port", 1, 65535)? as u16,
+        None => 22,
+    };
+    let path = |k: &str| -> Result<Option<PathBuf>> {
+        match field(k) {
+            Some(n) => {
+                let s = get_str(n, &format!("ssh.{k}"))?;
+                expand_path(s, base).map(Some).map_err(|m| n.error(m, None))
+            }
+            None => Ok(None),
+        }
+    };
+    let identity_file = path("identity_file")?;
+    let known_hosts = path("known_hosts")?;
+    let connect_timeout = match field("connect_timeout") {
+        Some(n) => get_int(n, "ssh.connect_timeout", 1, 3600)? as u64,
+        None => 10,
+    };
+    let timeout = match field("timeout") {
+        Some(n) => get_int(n, "ssh.timeout", 1, 86400)? as u64,
+        None => 60,
+    };
+    Ok(Connection::Ssh(SshTarget {
+        host: host.to_string(),
+        address,
+        port,
+        user,
+        identity_file,
+        known_hosts,
+        connect_timeout: Duration::from_secs(connect_timeout),
+        timeout: Duration::from_secs(timeout),
+    }))
+}
+
+/// `~/x` → `$HOME/x`; relative paths against `base`; absolute as is.
+pub fn expand_path(s: &str, base: &Path) -> std::result::Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("empty path".into());
+    }
+    if s == "~" || s.starts_with("~/") {
+        let home = std::env::var_os("HOME").ok_or("`~` used but HOME is not set")?;
+        let rest = s.trim_start_matches('~').trim_start_matches('/');
+        return Ok(PathBuf::from(home).join(rest));
+    }
+    if s.starts_with('~') {
+        return Err(format!("`{s}`: only `~/` (your own home) is supported"));
+    }
+    let p = Path::new(s);
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inv(text: &str) -> Inventory {
+        parse(text, Path::new("/etc/dwprov/inv.yaml")).unwrap()
+    }
+
+    #[test]
+    fn groups_and_connection_defaults() {
+        let i = inv("all:\n  hosts:\n    a: {address: 10.0.0.1}\n  children:\n    bj:\n      hosts:\n        b: {address: b.example.com, ssh: {user: admin, port: 2222, identity_file: keys/id}}\n      children:\n        core:\n          hosts:\n            b:\n            c: {connection: local}\n");
+        let names: Vec<_> = i.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(i.groups["all"], ["a", "b", "c"]);
+        assert_eq!(i.groups["bj"], ["b", "c"]);
+        assert_eq!(i.groups["core"], ["b", "c"]);
+        assert_eq!(i.host("b").unwrap().groups, ["bj", "core"]);
+        let Connection::Ssh(t) = &i.host("a").unwrap().connection else {
+            panic!()
+        };
+        assert_eq!((t.user.as_str(), t.port), ("root", 22));
+        assert_eq!(t.connect_timeout, Duration::from_secs(10));
+        assert_eq!(t.timeout, Duration::from_secs(60));
+        assert_eq!(t.identity_file, None);
+        let Connection::Ssh(t) = &i.host("b").unwrap().connection else {
+            panic!()
+        };
+        assert_eq!((t.user.as_str(), t.port), ("admin", 2222));
+        assert_eq!(
+            t.identity_file.as_deref(),
+            Some(Path::new("/etc/dwprov/keys/id"))
+        );
+        assert_eq!(i.host("c").unwrap().connection, Connection::Local);
+        assert!(!i.host("a").unwrap().has_gateway());
+    }
+
+    #[test]
+    fn expand() {
+        let b = Path::new("/inv");
+        assert_eq!(expand_path("/k", b).unwrap(), PathBuf::from("/k"));
+        assert_eq!(expand_path("k/id", b).unwrap(), PathBuf::from("/inv/k/id"));
+        if let Some(home) = std::env::var_os("HOME") {
+            assert_eq!(
+                expand_path("~/.ssh/id", b).unwrap(),
+                PathBuf::from(home).join(".ssh/id")
+            );
+        }
+        assert!(expand_path("~bob/id", b).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Corrupt the documented example anywhere: load + build give an
+        /// error or a gateway, never a panic.
+        #[test]
+        fn mutated_example_never_panics(
+            at in 0usize..2000,
+            cut in 0usize..8,
+            insert in "[a-z0-9 :,\\[\\]{}/.#\n-]{0,8}",
+        ) {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inventory");
+            let path = dir.join("good.yaml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let chars: Vec<char> = text.chars().collect();
+            let at = at % chars.len();
+            let end = (at + cut).min(chars.len());
+            let mutated: String = chars[..at].iter().chain(insert.chars().collect::<Vec<_>>().iter()).chain(chars[end..].iter()).collect();
+            if let Ok(inv) = parse(&mutated, &path) {
+                for h in &inv.hosts {
+                    let _ = crate::model::build(h);
+                }
+            }
+        }
+    }
 }
