@@ -1,6 +1,0 @@
-//! iptables state parsed from `iptables-save` (or an iptables-restore payload)
-//! into a canonical typed form. Stub: filled in by the iptables work.
-use serde::Serialize;
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Iptables {}
