@@ -364,3 +364,6 @@ fn truncate(s: &str) -> String {
     }
     format!("{}...", &s[..end])
 }
+
+#[cfg(test)]
+mod tests;

@@ -137,6 +137,12 @@ pub(crate) fn parse_tokens(tokens: &[String]) -> Result<IptRule, String> {
                     Some((n, v)) => (n, Some(v.to_string())),
                     None => (&tok[2..], None),
                 };
+                if !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(format!("bad option name {tok:?}"));
+                }
                 option(&mut rule, &mut ctx, &mut cur, name, inline, negated)?;
             }
             _ => return Err(format!("unexpected {tok:?}")),
@@ -175,16 +181,27 @@ fn option(
     negated: bool,
 ) -> Result<(), String> {
     let knows_match = |m: &Match| match_spec(&m.module).map(|s| s.opt(name).is_some());
+    // Does the (known) protocol match take this option (`--dport` for tcp)?
+    let proto_takes = rule
+        .protocol
+        .as_ref()
+        .filter(|p| !p.negated)
+        .and_then(|p| match_spec(&p.value))
+        .is_some_and(|s| s.opt(name).is_some());
     // 1. The current match/target, if it knows the option or is unknown to us.
     let mut owner = match *ctx {
         Ctx::Match(i) => match knows_match(&rule.matches[i]) {
-            Some(true) | None => Some(Owner::Match(i)),
-            Some(false) => None,
+            Some(true) => Some(Owner::Match(i)),
+            // An extension unknown to dwprov takes everything but the
+            // protocol's options (`-m connlimit ... --dport 22`).
+            None if !proto_takes => Some(Owner::Match(i)),
+            _ => None,
         },
         Ctx::Target => {
             let t = rule.target.as_ref().map(|t| target_spec(&t.name));
             match t {
                 Some(Some(spec)) if spec.opt(name).is_none() => None,
+                Some(None) if proto_takes => None,
                 _ => Some(Owner::Target),
             }
         }
@@ -704,6 +721,10 @@ mod tests {
         );
         canon("-j TOS --set-tos 0x10/0xff", "-j TOS --set-tos 0x10/0xff");
         canon("-p sctp --dport 80", "-p sctp -m sctp --dport 80");
+        canon(
+            "-p tcp -m connlimit --connlimit-above 10 --connlimit-mask 32 --connlimit-saddr --dport 22",
+            "-p tcp -m connlimit --connlimit-above 10 --connlimit-mask 32 --connlimit-saddr -m tcp --dport 22",
+        );
         canon(
             "-m physdev --physdev-is-bridged -j KUBE-FORWARD",
             "-m physdev --physdev-is-bridged -j KUBE-FORWARD",
