@@ -4,6 +4,9 @@
 //! `iptables-restore` a rule, `iptables-save` it, compare.
 //!
 //! Extensions not listed are kept verbatim (options in the given order).
+
+// Every canonicaliser shares one fn-pointer signature; some need the Vec.
+#![allow(clippy::ptr_arg)]
 use super::Opt;
 
 /// How an option value is printed by iptables-save.
@@ -796,7 +799,7 @@ fn canon_limit(opts: &mut Vec<Opt>) -> Result<(), String> {
             true
         }
         // The default burst is not printed.
-        "limit-burst" => match one_arg(opt).and_then(|b| parse_u32(b)) {
+        "limit-burst" => match one_arg(opt).and_then(parse_u32) {
             Ok(5) => false,
             Ok(b) => {
                 set_arg(opt, b.to_string());

@@ -211,7 +211,7 @@ fn option(
     if owner.is_none() {
         if let Some(p) = rule.protocol.as_ref().filter(|p| !p.negated) {
             let proto = p.value.clone();
-            let fits = match_spec(&proto).map_or(true, |s| s.opt(name).is_some());
+            let fits = match_spec(&proto).is_none_or(|s| s.opt(name).is_some());
             if fits {
                 let existing = rule.matches.iter().rposition(|m| m.module == proto);
                 let idx = existing.unwrap_or_else(|| {

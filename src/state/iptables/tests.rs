@@ -32,7 +32,7 @@ fn parse(text: &str) -> Iptables {
     Iptables::parse(text).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn rules<'a>(ipt: &'a Iptables, table: &str, chain: &str) -> Vec<String> {
+fn rules(ipt: &Iptables, table: &str, chain: &str) -> Vec<String> {
     ipt.chain(table, chain)
         .unwrap_or_else(|| panic!("no chain {table}/{chain}"))
         .rules
