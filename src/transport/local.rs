@@ -32,7 +32,9 @@ impl Transport for LocalTransport {
         let mut stdin = child.stdin.take().expect("piped stdin");
         let body = script.as_bytes().to_vec();
         let writer = std::thread::spawn(move || stdin.write_all(&body));
-        let out = child.wait_with_output().map_err(|e| Error::io("/bin/sh", e))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::io("/bin/sh", e))?;
         let _ = writer.join();
         Ok(Output {
             status: out.status.code().unwrap_or(-1),
