@@ -280,7 +280,15 @@ impl SshTransport {
                         written += n;
                         progress |= n > 0;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // The window stays shut when the remote shell exited
+                        // without reading all of its script (`exit` early):
+                        // once the channel is closed, nothing will read the rest.
+                        if out_done && err_done && ch.wait_close().is_ok() {
+                            written = input.len();
+                            eof_sent = true;
+                        }
+                    }
                     Err(e) => {
                         if ch.eof() {
                             // The remote shell exited without reading all of its
