@@ -214,8 +214,7 @@ impl SshTransport {
             return Err(self.err(
                 TransportKind::Timeout,
                 format!(
-                    "{} ({}) went silent for {}s while {what}; raise the host's timeout if the script legitimately runs that long without output",
-                    self.host,
+                    "{} went silent for {}s while {what}; raise the host's timeout if the script legitimately runs that long without output",
                     self.peer,
                     self.timeout.as_secs_f32()
                 ),
@@ -251,7 +250,7 @@ impl SshTransport {
                 Err(e) => {
                     return Err(self.err(
                         TransportKind::Channel,
-                        format!("{} ({}): failed to {what}: {e}", self.host, self.peer),
+                        format!("{}: failed to {what}: {e}", self.peer),
                     ))
                 }
             }
@@ -298,10 +297,7 @@ impl SshTransport {
                         } else {
                             return Err(self.err(
                                 TransportKind::Channel,
-                                format!(
-                                    "{} ({}): sending the script failed: {e}",
-                                    self.host, self.peer
-                                ),
+                                format!("{}: sending the script failed: {e}", self.peer),
                             ));
                         }
                     }
@@ -317,10 +313,7 @@ impl SshTransport {
                     Err(e) => {
                         return Err(self.err(
                             TransportKind::Channel,
-                            format!(
-                                "{} ({}): closing the script's stdin failed: {e}",
-                                self.host, self.peer
-                            ),
+                            format!("{}: closing the script's stdin failed: {e}", self.peer),
                         ))
                     }
                 }
@@ -347,8 +340,7 @@ impl SshTransport {
                             return Err(self.err(
                                 TransportKind::Channel,
                                 format!(
-                                    "{} ({}): reading the script's {} failed: {e}",
-                                    self.host,
+                                    "{}: reading the script's {} failed: {e}",
                                     self.peer,
                                     if is_err { "stderr" } else { "stdout" }
                                 ),
@@ -391,8 +383,8 @@ impl Transport for SshTransport {
             return Err(self.err(
                 TransportKind::Channel,
                 format!(
-                    "{} ({}): connection unusable after an earlier failure ({why}); reconnect",
-                    self.host, self.peer
+                    "{}: connection unusable after an earlier failure ({why}); reconnect",
+                    self.peer
                 ),
             ));
         }
@@ -413,10 +405,10 @@ impl Transport for SshTransport {
                 return Err(self.err(
                     TransportKind::Sudo,
                     format!(
-                        "{} ({}): `sudo -n` refused for user {}: {msg}. dwprov needs root without a password prompt: \
+                        "{}: `sudo -n` refused for user {}: {msg}. dwprov needs root without a password prompt: \
                          give {} NOPASSWD sudo rights (e.g. `{} ALL=(root) NOPASSWD: /bin/sh` in /etc/sudoers.d/dwprov), \
                          or log in as root (user: root in the inventory)",
-                        self.host, self.peer, self.user, self.user, self.user
+                        self.peer, self.user, self.user, self.user
                     ),
                 ));
             }
@@ -534,17 +526,15 @@ fn tcp_connect(t: &SshTarget) -> Result<(TcpStream, SocketAddr)> {
                 } else {
                     e.to_string()
                 };
-                failures.push(format!(
-                    "{}: {what}",
-                    peer_label(&a.ip().to_string(), a.port())
-                ));
+                failures.push((peer_label(&a.ip().to_string(), a.port()), what));
             }
         }
     }
     let via = if addrs.len() > 1 || addrs[0].ip().to_string() != t.address {
-        format!(" (tried {})", failures.join("; "))
+        let each: Vec<String> = failures.iter().map(|(a, w)| format!("{a}: {w}")).collect();
+        format!(" (tried {})", each.join("; "))
     } else {
-        format!(": {}", failures.join("; "))
+        format!(": {}", failures[0].1)
     };
     if all_timeouts {
         Err(terr(
@@ -1027,7 +1017,7 @@ fn authenticate(t: &SshTarget, session: &Session, auth: &AuthSources) -> Result<
             .map(|k| k.display().to_string())
             .collect();
         tried.push(if names.is_empty() {
-            "default keys: none (HOME not set)".into()
+            "default keys: none to try".into()
         } else {
             format!("default keys: none present ({})", names.join(", "))
         });

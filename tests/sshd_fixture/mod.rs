@@ -344,7 +344,10 @@ impl Drop for Sshd {
             .output()
         {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
+                let _ = Command::new("kill")
+                    .args(["-9", pid])
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
