@@ -1,0 +1,405 @@
+//! The SSH transport against a real OpenSSH server in a private network
+//! namespace (see `sshd_fixture`). Needs root; fails loudly otherwise.
+mod sshd_fixture;
+
+use dwprov::error::{Error, TransportKind};
+use dwprov::transport::ssh::known_hosts;
+use dwprov::transport::Transport;
+use sshd_fixture::{Sshd, TEST_USER};
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn kind_and_message(e: &Error) -> (TransportKind, String) {
+    match e {
+        Error::Transport { kind, message, .. } => (*kind, message.clone()),
+        other => panic!("expected a transport error, got {other:?}"),
+    }
+}
+
+fn expect_err<T>(r: dwprov::Result<T>) -> (TransportKind, String) {
+    match r {
+        Ok(_) => panic!("expected an error, but it succeeded"),
+        Err(e) => {
+            eprintln!("error as shown to the admin: {e}");
+            kind_and_message(&e)
+        }
+    }
+}
+
+/// Record both host keys (as `ssh-keyscan` would) for the fixture's address.
+fn record_host_keys(s: &Sshd, types: &[&str]) {
+    let name = known_hosts::host_name("127.0.0.1", s.port);
+    let text: String = types
+        .iter()
+        .map(|t| format!("{name} {}\n", s.host_pub(t)))
+        .collect();
+    fs::write(s.path("known_hosts"), text).unwrap();
+}
+
+#[test]
+fn runs_scripts_with_output_status_and_big_payloads() {
+    let mut s = Sshd::new(2222);
+    s.start();
+    record_host_keys(&s, &["ed25519", "ecdsa"]);
+    let mut t = s.connect(&s.target("root"), false).expect("connect");
+    assert_eq!(t.remote_command(), "/bin/sh -s");
+
+    let out = t
+        .run_script("echo out; echo err >&2; id -u; exit 3\n")
+        .unwrap();
+    assert_eq!(out.stdout_str(), "out\n0\n");
+    assert_eq!(out.stderr_str(), "err\n");
+    assert_eq!(out.status, 3);
+
+    // 5 MiB on stdout while 1 MiB goes to stderr.
+    let t0 = Instant::now();
+    let out = t
+        .run_script(
+            "head -c 1048576 /dev/zero | tr '\\0' e >&2 &\n\
+             head -c 5242880 /dev/zero | tr '\\0' x\nwait\n",
+        )
+        .unwrap();
+    assert_eq!(out.status, 0);
+    assert_eq!(out.stdout.len(), 5 * 1024 * 1024);
+    assert!(out.stdout.iter().all(|&b| b == b'x'));
+    assert_eq!(out.stderr.len(), 1024 * 1024);
+    eprintln!("5 MiB out + 1 MiB err: {:?}", t0.elapsed());
+
+    // 5 MiB of script on stdin, counted remotely.
+    let line = "y".repeat(1023) + "\n";
+    let payload = line.repeat(5 * 1024);
+    let t0 = Instant::now();
+    let out = t
+        .run_script(&format!("wc -c <<'DWPROV_EOF'\n{payload}DWPROV_EOF\n"))
+        .unwrap();
+    assert_eq!(out.status, 0, "{}", out.stderr_str());
+    assert_eq!(out.stdout_str().trim(), (5 * 1024 * 1024).to_string());
+    eprintln!("5 MiB in: {:?}", t0.elapsed());
+
+    // Both directions at once: the remote echoes 5 MiB back while we still
+    // send it (deadlocks at the 2 MiB window unless both directions flow).
+    let t0 = Instant::now();
+    let out = t
+        .run_script(&format!(
+            "cat <<'DWPROV_EOF'\n{payload}DWPROV_EOF\necho done >&2\n"
+        ))
+        .unwrap();
+    assert_eq!(out.status, 0);
+    assert!(out.stdout == payload.as_bytes(), "echoed payload differs");
+    assert_eq!(out.stderr_str(), "done\n");
+    eprintln!("5 MiB echoed: {:?}", t0.elapsed());
+
+    // A shell that exits before reading the rest of its script.
+    let out = t.run_script(&format!("exit 7\n{payload}")).unwrap();
+    assert_eq!(out.status, 7);
+
+    // Killed by a signal.
+    let out = t.run_script("kill -TERM $$\n").unwrap();
+    assert_eq!(out.status, 128 + 15);
+
+    assert_eq!(t.round_trips(), 6);
+    let out = t.run_script("true\n").unwrap();
+    assert_eq!(out.status, 0);
+    assert_eq!(t.round_trips(), 7);
+}
+
+#[test]
+fn unknown_host_key_is_refused_unless_accept_new() {
+    let mut s = Sshd::new(2222);
+    s.start();
+    let target = s.target("root");
+    let marker = s.path("marker");
+    let script = format!("touch {}\n", marker.display());
+
+    // Refused: with the key type and fingerprint, and nothing ran.
+    let r = s.connect(&target, false).map(|mut t| t.run_script(&script));
+    let (kind, msg) = expect_err(r);
+    assert_eq!(kind, TransportKind::HostKey);
+    let (fp_ed, fp_ec) = (s.host_fingerprint("ed25519"), s.host_fingerprint("ecdsa"));
+    assert!(
+        msg.contains(&fp_ed) || msg.contains(&fp_ec),
+        "no fingerprint in: {msg}"
+    );
+    assert!(
+        msg.contains("127.0.0.1:2222")
+            && msg.contains("--accept-new-host-keys")
+            && msg.contains("ssh-keyscan")
+    );
+    assert!(
+        !marker.exists(),
+        "a script ran despite the unknown host key"
+    );
+    assert!(!s.saw_auth(), "authentication was attempted:\n{}", s.log());
+    assert!(
+        !s.path("known_hosts").exists(),
+        "known_hosts was written without accept-new"
+    );
+
+    // accept-new: connects, records the key, runs.
+    let mut t = s.connect(&target, true).expect("connect with accept-new");
+    t.run_script(&script).unwrap();
+    assert!(marker.exists());
+    let kh = fs::read_to_string(s.path("known_hosts")).unwrap();
+    let line = kh.lines().next().expect("a recorded key");
+    assert_eq!(kh.lines().count(), 1);
+    assert!(
+        line == format!("[127.0.0.1]:2222 {}", s.host_pub("ed25519"))
+            || line == format!("[127.0.0.1]:2222 {}", s.host_pub("ecdsa")),
+        "recorded line {line:?} is not the server's key"
+    );
+    // OpenSSH agrees with what was recorded.
+    let found = Command::new("ssh-keygen")
+        .args(["-F", "[127.0.0.1]:2222", "-f"])
+        .arg(s.path("known_hosts"))
+        .output()
+        .unwrap();
+    assert!(found.status.success());
+
+    // Next time, without accept-new: it is known.
+    let mut t = s
+        .connect(&target, false)
+        .expect("reconnect to a recorded host");
+    assert_eq!(t.run_script("echo ok\n").unwrap().stdout_str(), "ok\n");
+    assert_eq!(
+        fs::read_to_string(s.path("known_hosts")).unwrap(),
+        kh,
+        "known_hosts changed again"
+    );
+}
+
+#[test]
+fn changed_host_key_is_refused_even_with_accept_new() {
+    let mut s = Sshd::new(2222);
+    s.start();
+    let target = s.target("root");
+    let mut t = s.connect(&target, true).expect("first connection");
+    t.run_script("true\n").unwrap();
+    drop(t);
+    let recorded = fs::read_to_string(s.path("known_hosts")).unwrap();
+
+    s.stop();
+    s.regen_host_keys();
+    s.start();
+    let marker = s.path("marker");
+    for accept_new in [false, true] {
+        let r = s
+            .connect(&target, accept_new)
+            .map(|mut t| t.run_script(&format!("touch {}\n", marker.display())));
+        let (kind, msg) = expect_err(r);
+        assert_eq!(kind, TransportKind::HostKey);
+        assert!(
+            msg.contains("MISMATCH") && msg.contains("man-in-the-middle"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("known_hosts:1"),
+            "recorded line not named: {msg}"
+        );
+        assert!(
+            msg.contains(&s.host_fingerprint("ed25519"))
+                || msg.contains(&s.host_fingerprint("ecdsa"))
+        );
+        assert!(
+            !marker.exists(),
+            "a script ran despite the changed host key"
+        );
+        assert!(!s.saw_auth(), "authentication was attempted:\n{}", s.log());
+        assert_eq!(fs::read_to_string(s.path("known_hosts")).unwrap(), recorded);
+    }
+}
+
+#[test]
+fn recorded_ecdsa_key_is_used_when_server_also_offers_ed25519() {
+    // Port 22: plain `address` entries.
+    let mut s = Sshd::new(22);
+    s.start();
+    record_host_keys(&s, &["ecdsa"]);
+    let target = s.target("root");
+    let mut t = s
+        .connect(&target, false)
+        .expect("connect with an ecdsa-only known_hosts");
+    assert_eq!(t.run_script("echo ok\n").unwrap().stdout_str(), "ok\n");
+    drop(t);
+    // Same with the entry hashed by OpenSSH (`|1|salt|hmac`).
+    let out = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(s.path("known_hosts"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let kh = fs::read_to_string(s.path("known_hosts")).unwrap();
+    assert!(kh.starts_with("|1|"), "not hashed: {kh}");
+    let mut t = s
+        .connect(&target, false)
+        .expect("connect with a hashed ecdsa entry");
+    assert_eq!(t.run_script("echo ok\n").unwrap().stdout_str(), "ok\n");
+    drop(t);
+    // And the server no longer offering the recorded type is a host-key problem.
+    s.stop();
+    s.host_key_types = vec!["ed25519"];
+    s.start();
+    let (kind, msg) = expect_err(s.connect(&target, true));
+    assert_eq!(kind, TransportKind::HostKey, "{msg}");
+    assert!(msg.contains("no longer offers"), "{msg}");
+    assert!(!s.saw_auth());
+}
+
+#[test]
+fn unreachable_and_blackholed_addresses() {
+    let s = Sshd::new(2222); // sshd not started: nothing listens.
+    let mut target = s.target("root");
+
+    // Closed port: refused at once.
+    target.port = 1;
+    let t0 = Instant::now();
+    let (kind, msg) = expect_err(s.connect(&target, false));
+    assert_eq!(kind, TransportKind::Connect);
+    assert!(msg.contains("127.0.0.1:1"), "{msg}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+
+    // No route (only `lo` in the namespace).
+    target.address = "10.250.0.1".into();
+    target.port = 22;
+    let t0 = Instant::now();
+    let (kind, msg) = expect_err(s.connect(&target, false));
+    assert_eq!(kind, TransportKind::Connect);
+    assert!(msg.contains("10.250.0.1:22"), "{msg}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+
+    // Blackholed: packets leave on a veth toward a MAC nobody has, and vanish.
+    let ns = s.ns.as_str();
+    for args in [
+        vec![
+            "link", "add", "dwbh0", "type", "veth", "peer", "name", "dwbh1",
+        ],
+        vec!["link", "set", "dwbh0", "up"],
+        vec!["link", "set", "dwbh1", "up"],
+        vec!["addr", "add", "10.99.0.1/24", "dev", "dwbh0"],
+        vec![
+            "neigh",
+            "add",
+            "10.99.0.2",
+            "lladdr",
+            "02:00:00:00:99:02",
+            "dev",
+            "dwbh0",
+            "nud",
+            "permanent",
+        ],
+    ] {
+        let st = Command::new("ip")
+            .args(["-n", ns])
+            .args(&args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip {args:?}");
+    }
+    target.address = "10.99.0.2".into();
+    let t0 = Instant::now();
+    let (kind, msg) = expect_err(s.connect(&target, false));
+    let took = t0.elapsed();
+    assert_eq!(kind, TransportKind::Timeout, "{msg}");
+    assert!(msg.contains("10.99.0.2:22"), "{msg}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn wrong_client_key_is_an_auth_error_listing_what_was_tried() {
+    let mut s = Sshd::new(2222);
+    s.start();
+    record_host_keys(&s, &["ed25519", "ecdsa"]);
+    let mut target = s.target("root");
+    target.identity_file = Some(s.path("other_ed25519"));
+    let (kind, msg) = expect_err(s.connect(&target, false));
+    assert_eq!(kind, TransportKind::Auth);
+    assert!(
+        msg.contains(&format!(
+            "identity file {}",
+            s.path("other_ed25519").display()
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("rejected by the server"), "{msg}");
+    assert!(
+        msg.contains("ssh-agent") && msg.contains("default keys"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("root") && msg.contains("127.0.0.1:2222"),
+        "{msg}"
+    );
+
+    // A missing identity file, and an encrypted one with no terminal to ask.
+    target.identity_file = Some(s.path("missing_key"));
+    let (kind, msg) = expect_err(s.connect(&target, false));
+    assert_eq!(kind, TransportKind::Auth);
+    assert!(msg.contains("missing_key: cannot read it"), "{msg}");
+
+    let enc = s.path("encrypted_ed25519");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "correct horse", "-f"])
+        .arg(&enc)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    s.authorize("root", "encrypted_ed25519");
+    target.identity_file = Some(enc);
+    let (kind, msg) = expect_err(s.connect(&target, false));
+    assert_eq!(kind, TransportKind::Auth);
+    assert!(msg.contains("encrypted, and no terminal"), "{msg}");
+    assert!(!msg.contains("correct horse"));
+}
+
+#[test]
+fn non_root_user_without_nopasswd_sudo_is_a_sudo_error() {
+    let mut s = Sshd::new(2222);
+    s.with_user = true;
+    s.start();
+    record_host_keys(&s, &["ed25519", "ecdsa"]);
+    let marker = s.path("home/marker");
+    let mut t = s
+        .connect(&s.target(TEST_USER), false)
+        .expect("login as the non-root user");
+    assert_eq!(t.remote_command(), "sudo -n /bin/sh -s");
+    let (kind, msg) = expect_err(t.run_script(&format!("touch {}\n", marker.display())));
+    assert_eq!(kind, TransportKind::Sudo);
+    assert!(
+        msg.contains("NOPASSWD") && msg.contains(TEST_USER) && msg.contains("root"),
+        "{msg}"
+    );
+    assert!(!marker.exists());
+    assert!(s
+        .log()
+        .contains(&format!("Accepted publickey for {TEST_USER}")));
+}
+
+#[test]
+fn old_gateway_with_only_sha1_rsa_host_keys_is_explained() {
+    let supported = ssh2::Session::new()
+        .unwrap()
+        .supported_algs(ssh2::MethodType::HostKey)
+        .unwrap();
+    eprintln!("libssh2 host key algorithms: {supported:?}");
+    let mut s = Sshd::new(2222);
+    s.host_key_types = vec!["rsa"];
+    s.extra_config = "HostKeyAlgorithms ssh-rsa\n".into();
+    s.start();
+    let r = s.connect(&s.target("root"), true);
+    if supported.contains(&"ssh-rsa") {
+        // This libssh2 still speaks SHA-1 RSA: nothing to explain.
+        r.expect("connect with ssh-rsa");
+        return;
+    }
+    let (kind, msg) = expect_err(r);
+    assert_eq!(kind, TransportKind::Connect);
+    assert!(
+        msg.starts_with("old gateway:") && msg.contains("ssh-rsa"),
+        "{msg}"
+    );
+    assert!(!s.saw_auth());
+}
