@@ -129,9 +129,10 @@ pub fn iptables_payloads(changes: &[Change]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Heredoc with delimiter `d`; the payload never contains `d` (random).
-fn heredoc(cmd: &str, d: &str, payload: &str) -> String {
-    let mut s = format!("{cmd} <<'{d}'\n{payload}");
+/// `cmd` fed `payload` as a heredoc with delimiter `d` (random, so never
+/// inside the payload); on failure the script stops naming `what`.
+fn heredoc(cmd: &str, what: &str, d: &str, payload: &str) -> String {
+    let mut s = format!("{cmd} <<'{d}' || fail {}\n{payload}", sh_quote(what));
     if !payload.ends_with('\n') {
         s.push('\n');
     }
@@ -170,7 +171,8 @@ pub fn script(changes: &[Change]) -> ApplyScript {
                     let tmp = format!("{path}.dwprov-tmp");
                     let _ = writeln!(s, "mkdir -p {} || fail 'mkdir {}'", sh_quote(&dir), dir);
                     s.push_str(&heredoc(
-                        &format!("cat > {} ||  fail 'write {path}'", sh_quote(&tmp)),
+                        &format!("cat > {}", sh_quote(&tmp)),
+                        &format!("write {path}"),
                         &d,
                         content,
                     ));
@@ -201,7 +203,7 @@ pub fn script(changes: &[Change]) -> ApplyScript {
     let batch = ip_batch(changes);
     if !batch.is_empty() {
         out.ip_lines = batch.lines().count();
-        s.push_str(&heredoc("ip -4 -batch - || fail 'ip -batch'", &d, &batch));
+        s.push_str(&heredoc("ip -4 -batch -", "ip -batch", &d, &batch));
         out.commands += 1;
     }
     // iptables: test every table's payload first, then restore each.
@@ -209,7 +211,8 @@ pub fn script(changes: &[Change]) -> ApplyScript {
     for (table, p) in &payloads {
         out.iptables_lines += p.lines().count();
         s.push_str(&heredoc(
-            &format!("iptables-restore --noflush --test || fail 'iptables-restore --test of table {table}'"),
+            "iptables-restore --noflush --test",
+            &format!("iptables-restore --test of table {table}"),
             &d,
             p,
         ));
@@ -217,7 +220,8 @@ pub fn script(changes: &[Change]) -> ApplyScript {
     }
     for (table, p) in &payloads {
         s.push_str(&heredoc(
-            &format!("iptables-restore --noflush || fail 'iptables-restore of table {table}'"),
+            "iptables-restore --noflush",
+            &format!("iptables-restore of table {table}"),
             &d,
             p,
         ));
@@ -313,6 +317,45 @@ mod tests {
         let s = script(&[]);
         assert_eq!(s.commands, 0);
         assert_eq!(s.ip_lines, 0);
+    }
+
+    #[test]
+    fn script_writes_files_and_stops_at_the_first_failure() {
+        // Run the generated script with a fake root: files land where asked,
+        // content exact, and a failing step stops everything after it.
+        let dir = std::env::temp_dir().join(format!("dwprov-conv-{}", std::process::id()));
+        let path = dir.join("a b/x.conf").to_string_lossy().into_owned();
+        let changes = vec![Change::File {
+            path: path.clone(),
+            from: None,
+            to: Some("one\n'two' $HOME\n".into()),
+        }];
+        let s = script(&changes);
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&s.script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "one\n'two' $HOME\n"
+        );
+        let bad = format!("false <<'X' || fail 'step one'\nX\n{}", s.script);
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "fail() {{ echo \"dwprov: $1\" >&2; exit 3; }}\n{bad}"
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(STEP_FAILED));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("step one"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

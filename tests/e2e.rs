@@ -59,7 +59,8 @@ fn text(o: &Output) -> String {
 
 fn plan_json(lab: &Lab, inv: &std::path::Path) -> (i32, serde_json::Value) {
     let o = lab.dwprov(&["plan", "-i", inv.to_str().unwrap(), "--format", "json"]);
-    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("plan json: {e}\n{}", text(&o)));
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("plan json: {e}\n{}", text(&o)));
     (o.status.code().unwrap_or(-1), v)
 }
 
@@ -70,7 +71,10 @@ fn apply(lab: &Lab, inv: &std::path::Path) -> Output {
 }
 
 fn changes(v: &serde_json::Value) -> Vec<serde_json::Value> {
-    v["hosts"][0]["plan"]["diff"]["changes"].as_array().cloned().unwrap_or_default()
+    v["hosts"][0]["plan"]["diff"]["changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// `peer=... local=...` from the echo servers.
@@ -96,12 +100,24 @@ fn plant_foreign_state(lab: &Lab) {
 
 fn assert_foreign_state(lab: &Lab) {
     let rules = lab.sh_ok("gw", "ip rule show");
-    assert!(rules.contains("500:\tfrom 10.99.0.0/16 lookup admin"), "{rules}");
+    assert!(
+        rules.contains("500:\tfrom 10.99.0.0/16 lookup admin"),
+        "{rules}"
+    );
     let routes = lab.sh_ok("gw", "ip route show table all");
-    assert!(routes.contains("10.99.0.0/16 via 198.51.100.1 dev eth1 table admin"), "{routes}");
-    assert!(routes.contains("10.98.0.0/16 via 203.0.113.1 dev eth2 proto static"), "{routes}");
+    assert!(
+        routes.contains("10.99.0.0/16 via 198.51.100.1 dev eth1 table admin"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("10.98.0.0/16 via 203.0.113.1 dev eth2 proto static"),
+        "{routes}"
+    );
     let ipt = lab.sh_ok("gw", "iptables-save");
-    assert!(ipt.contains("-A INPUT -s 10.99.0.0/16 -p tcp -m tcp --dport 22 -j ACCEPT"), "{ipt}");
+    assert!(
+        ipt.contains("-A INPUT -s 10.99.0.0/16 -p tcp -m tcp --dport 22 -j ACCEPT"),
+        "{ipt}"
+    );
     assert!(ipt.contains("-A PREROUTING -j ADMIN"), "{ipt}");
     assert!(ipt.contains("-A ADMIN -s 10.99.0.0/16 -j RETURN"), "{ipt}");
     let rt = lab.sh_ok("gw", "cat /etc/iproute2/rt_tables");
@@ -112,23 +128,33 @@ fn assert_foreign_state(lab: &Lab) {
 /// cross access to the forwarded server works with this method.
 fn assert_traffic(lab: &Lab, cross_forward: bool) {
     let ok = |from: &str, url: &str| -> String {
-        lab.curl(from, url).unwrap_or_else(|e| panic!("{from} -> {url} failed: {e}"))
+        lab.curl(from, url)
+            .unwrap_or_else(|e| panic!("{from} -> {url} failed: {e}"))
     };
     // 1. each ISP's user through its own line's address reaches the forwarded server
     assert_eq!(peer(&ok("uctc", "http://198.51.100.2/")), "100.64.1.10");
     assert_eq!(peer(&ok("ucnc", "http://203.0.113.2/")), "100.65.1.10");
     // 2. cross access to the forwarded server (FAQ 1/2)
-    for (from, url) in [("uctc", "http://203.0.113.2/"), ("ucnc", "http://198.51.100.2/")] {
+    for (from, url) in [
+        ("uctc", "http://203.0.113.2/"),
+        ("ucnc", "http://198.51.100.2/"),
+    ] {
         let r = lab.curl(from, url);
         if cross_forward {
             assert!(r.is_ok(), "{from} -> {url}: {r:?}");
         } else {
-            assert!(r.is_err(), "{from} -> {url} should fail with this method: {r:?}");
+            assert!(
+                r.is_err(),
+                "{from} -> {url} should fail with this method: {r:?}"
+            );
         }
     }
     // 2b. cross access to a service on the gateway itself
     assert_eq!(peer(&ok("uctc", "http://203.0.113.2:8080/")), "100.64.1.10");
-    assert_eq!(peer(&ok("ucnc", "http://198.51.100.2:8080/")), "100.65.1.10");
+    assert_eq!(
+        peer(&ok("ucnc", "http://198.51.100.2:8080/")),
+        "100.65.1.10"
+    );
     // 3. hairpin: the LAN reaches the forward through both public addresses
     assert_eq!(peer(&ok("cli", "http://198.51.100.2/")), "192.168.0.1");
     assert_eq!(peer(&ok("cli", "http://203.0.113.2/")), "192.168.0.1");
@@ -136,8 +162,14 @@ fn assert_traffic(lab: &Lab, cross_forward: bool) {
     assert_eq!(peer(&ok("cli", "http://100.64.1.10/")), "198.51.100.2");
     assert_eq!(peer(&ok("cli", "http://100.65.1.10/")), "203.0.113.2");
     // ... and so does the gateway's own traffic
-    assert_eq!(peer(&lab.sh_ok("gw", "curl -sS --max-time 3 http://100.64.1.10/")), "198.51.100.2");
-    assert_eq!(peer(&lab.sh_ok("gw", "curl -sS --max-time 3 http://100.65.1.10/")), "203.0.113.2");
+    assert_eq!(
+        peer(&lab.sh_ok("gw", "curl -sS --max-time 3 http://100.64.1.10/")),
+        "198.51.100.2"
+    );
+    assert_eq!(
+        peer(&lab.sh_ok("gw", "curl -sS --max-time 3 http://100.65.1.10/")),
+        "203.0.113.2"
+    );
 }
 
 #[test]
@@ -161,10 +193,20 @@ fn fwmark_converges_owns_only_its_state_and_passes_every_scenario() {
     let (code, plan) = plan_json(&lab, &inv);
     assert_eq!(code, 0, "{plan}");
     assert!(changes(&plan).is_empty(), "{plan}");
-    let before = lab.sh_ok("gw", "ip rule; ip route show table all; iptables-save | grep -v '^#'");
+    let before = lab.sh_ok(
+        "gw",
+        "ip rule; ip route show table all; iptables-save | grep -v '^#'",
+    );
     let o = apply(&lab, &inv);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("gw1: no changes +0 ~0 -0"), "{}", text(&o));
-    let after = lab.sh_ok("gw", "ip rule; ip route show table all; iptables-save | grep -v '^#'");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("gw1: no changes +0 ~0 -0"),
+        "{}",
+        text(&o)
+    );
+    let after = lab.sh_ok(
+        "gw",
+        "ip rule; ip route show table all; iptables-save | grep -v '^#'",
+    );
     assert_eq!(before, after);
 
     // Hand drift: delete one rule, one route, one iptables rule, edit rt_tables.d.
@@ -177,12 +219,18 @@ fn fwmark_converges_owns_only_its_state_and_passes_every_scenario() {
     let (code, plan) = plan_json(&lab, &inv);
     assert_eq!(code, 2);
     let ch = changes(&plan);
-    let kinds: Vec<&str> = ch.iter().map(|c| c["object"].as_str().unwrap_or("")).collect();
+    let kinds: Vec<&str> = ch
+        .iter()
+        .map(|c| c["object"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(ch.len(), 4, "exactly the four drifted objects: {ch:#?}");
     for k in ["rule", "route", "chain", "file"] {
         assert!(kinds.contains(&k), "{kinds:?}");
     }
-    assert_eq!(ch.iter().find(|c| c["object"] == "chain").unwrap()["chain"], "DWPROV-POSTROUTING");
+    assert_eq!(
+        ch.iter().find(|c| c["object"] == "chain").unwrap()["chain"],
+        "DWPROV-POSTROUTING"
+    );
     apply(&lab, &inv);
     assert_traffic(&lab, true);
 
@@ -197,7 +245,9 @@ fn fwmark_converges_owns_only_its_state_and_passes_every_scenario() {
     assert_eq!(code, 2);
     let ch = changes(&plan);
     assert_eq!(ch.len(), 3, "route, DNAT chain, hairpin chain: {ch:#?}");
-    assert!(ch.iter().any(|c| c["object"] == "route" && c["to"].is_null()));
+    assert!(ch
+        .iter()
+        .any(|c| c["object"] == "route" && c["to"].is_null()));
     apply(&lab, &inv2);
     let routes = lab.sh_ok("gw", "ip route show");
     assert!(!routes.contains("100.66.0.0/16"), "{routes}");
@@ -244,9 +294,19 @@ fn gather_sees_planted_state_over_one_ssh_connection() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let facts = &v["hosts"][0]["facts"];
     let rules = facts["state"]["rules"].as_array().unwrap();
-    assert!(rules.iter().any(|r| r["priority"] == 700 && r["from"] == "10.7.0.0/16"), "{rules:?}");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["priority"] == 700 && r["from"] == "10.7.0.0/16"),
+        "{rules:?}"
+    );
     let routes = facts["state"]["routes"].as_array().unwrap();
-    assert!(routes.iter().any(|r| r["table"] == 70 && r["dst"] == "10.7.0.0/16"), "{routes:?}");
+    assert!(
+        routes
+            .iter()
+            .any(|r| r["table"] == 70 && r["dst"] == "10.7.0.0/16"),
+        "{routes:?}"
+    );
     let post = &facts["state"]["iptables"]["tables"]["nat"]["chains"]["POSTROUTING"]["rules"];
     assert!(post.to_string().contains("MASQUERADE"), "{post}");
     // One connection: sshd logged exactly one accepted session for this run.
@@ -258,13 +318,19 @@ fn gather_sees_planted_state_over_one_ssh_connection() {
 fn bad_inventory_changes_nothing_and_says_where() {
     let lab = Lab::up();
     let inv = inventory(&lab, "fwmark", FORWARDS, "100.65.0.0/33");
-    let before = lab.sh_ok("gw", "ip rule; ip route show table all; iptables-save | grep -v '^#'");
+    let before = lab.sh_ok(
+        "gw",
+        "ip rule; ip route show table all; iptables-save | grep -v '^#'",
+    );
     let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("inventory-fwmark.yaml:"), "{err}");
     assert!(err.contains("100.65.0.0/33"), "{err}");
-    let after = lab.sh_ok("gw", "ip rule; ip route show table all; iptables-save | grep -v '^#'");
+    let after = lab.sh_ok(
+        "gw",
+        "ip rule; ip route show table all; iptables-save | grep -v '^#'",
+    );
     assert_eq!(before, after);
 }
 
@@ -276,5 +342,8 @@ fn apply_refuses_without_yes_when_not_a_terminal() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--yes"));
     let rules = lab.sh_ok("gw", "ip rule");
-    assert!(!rules.contains("lookup 100") && !rules.contains("lookup ctc"), "{rules}");
+    assert!(
+        !rules.contains("lookup 100") && !rules.contains("lookup ctc"),
+        "{rules}"
+    );
 }
