@@ -3,7 +3,7 @@
 mod sshd_fixture;
 
 use dwprov::error::{Error, TransportKind};
-use dwprov::transport::ssh::known_hosts;
+use dwprov::transport::ssh::{known_hosts, SshTransport};
 use dwprov::transport::Transport;
 use sshd_fixture::{Sshd, TEST_USER};
 use std::fs;
@@ -402,4 +402,49 @@ fn old_gateway_with_only_sha1_rsa_host_keys_is_explained() {
         "{msg}"
     );
     assert!(!s.saw_auth());
+}
+
+#[test]
+fn silent_server_and_silent_script_time_out() {
+    let mut s = Sshd::new(2222);
+    s.start();
+    record_host_keys(&s, &["ed25519", "ecdsa"]);
+    let mut target = s.target("root");
+    target.timeout = Duration::from_secs(1);
+
+    // Something accepts TCP on the port but never speaks SSH.
+    let mut mute = target.clone();
+    mute.port = 2300;
+    let (r, took) = s.in_ns(|| {
+        let _listener = std::net::TcpListener::bind("127.0.0.1:2300").unwrap();
+        let t0 = Instant::now();
+        let r = SshTransport::connect_with(&mute, &Default::default(), &Sshd::auth());
+        (r, t0.elapsed())
+    });
+    let (kind, msg) = expect_err(r);
+    assert_eq!(kind, TransportKind::Timeout, "{msg}");
+    assert!(msg.contains("127.0.0.1:2300"), "{msg}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+
+    // A script silent for longer than `timeout`; the connection is then retired.
+    let mut t = s.connect(&target, false).unwrap();
+    let t0 = Instant::now();
+    let (kind, msg) = expect_err(t.run_script("sleep 5\n"));
+    assert_eq!(kind, TransportKind::Timeout, "{msg}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let (kind, msg) = expect_err(t.run_script("true\n"));
+    assert_eq!(kind, TransportKind::Channel);
+    assert!(msg.contains("reconnect"), "{msg}");
+    drop(t);
+
+    // `timeout` bounds silence, not duration: a chatty 2 s script is fine.
+    let mut t = s.connect(&target, false).unwrap();
+    let out = t
+        .run_script("for i in 1 2 3 4; do echo $i; sleep 0.5; done\n")
+        .unwrap();
+    assert_eq!(out.stdout_str(), "1\n2\n3\n4\n");
 }

@@ -392,9 +392,9 @@ impl Transport for SshTransport {
         let out = match self.run_inner(script) {
             Ok(o) => o,
             Err(e) => {
-                if let Error::Transport { kind, .. } = &e {
+                if let Error::Transport { kind, message, .. } = &e {
                     if matches!(kind, TransportKind::Timeout | TransportKind::Channel) {
-                        self.broken = Some(e.to_string());
+                        self.broken = Some(format!("{kind}: {message}"));
                     }
                 }
                 return Err(e);
