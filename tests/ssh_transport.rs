@@ -3,7 +3,7 @@
 mod sshd_fixture;
 
 use dwprov::error::{Error, TransportKind};
-use dwprov::transport::ssh::known_hosts;
+use dwprov::transport::ssh::{known_hosts, SshTransport};
 use dwprov::transport::Transport;
 use sshd_fixture::{Sshd, TEST_USER};
 use std::fs;
@@ -402,4 +402,126 @@ fn old_gateway_with_only_sha1_rsa_host_keys_is_explained() {
         "{msg}"
     );
     assert!(!s.saw_auth());
+}
+
+#[test]
+fn silent_server_and_silent_script_time_out() {
+    let mut s = Sshd::new(2222);
+    s.start();
+    record_host_keys(&s, &["ed25519", "ecdsa"]);
+    let mut target = s.target("root");
+    target.timeout = Duration::from_secs(1);
+
+    // Something accepts TCP on the port but never speaks SSH.
+    let mut mute = target.clone();
+    mute.port = 2300;
+    let (r, took) = s.in_ns(|| {
+        let _listener = std::net::TcpListener::bind("127.0.0.1:2300").unwrap();
+        let t0 = Instant::now();
+        let r = SshTransport::connect_with(&mute, &Default::default(), &Sshd::auth());
+        (r, t0.elapsed())
+    });
+    let (kind, msg) = expect_err(r);
+    assert_eq!(kind, TransportKind::Timeout, "{msg}");
+    assert!(msg.contains("127.0.0.1:2300"), "{msg}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+
+    // A script silent for longer than `timeout`; the connection is then retired.
+    let mut t = s.connect(&target, false).unwrap();
+    let t0 = Instant::now();
+    let (kind, msg) = expect_err(t.run_script("sleep 5\n"));
+    assert_eq!(kind, TransportKind::Timeout, "{msg}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let (kind, msg) = expect_err(t.run_script("true\n"));
+    assert_eq!(kind, TransportKind::Channel);
+    assert!(msg.contains("reconnect"), "{msg}");
+    drop(t);
+
+    // `timeout` bounds silence, not duration: a chatty 2 s script is fine.
+    let mut t = s.connect(&target, false).unwrap();
+    let out = t
+        .run_script("for i in 1 2 3 4; do echo $i; sleep 0.5; done\n")
+        .unwrap();
+    assert_eq!(out.stdout_str(), "1\n2\n3\n4\n");
+}
+
+/// Kills the ssh-agent it holds, even on panic.
+struct Agent(std::process::Child);
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ssh_agent_and_default_keys_are_tried_after_identity_file() {
+    use dwprov::transport::ssh::AuthSources;
+    let mut s = Sshd::new(2222);
+    s.start();
+    record_host_keys(&s, &["ed25519", "ecdsa"]);
+    let opts = Default::default();
+
+    // A default key, found after a missing one.
+    let mut target = s.target("root");
+    target.identity_file = None;
+    let auth = AuthSources {
+        agent_socket: None,
+        default_keys: vec![s.path("id_missing"), s.path("client_ed25519")],
+        prompt_passphrase: false,
+    };
+    let mut t = s
+        .in_ns(|| SshTransport::connect_with(&target, &opts, &auth))
+        .expect("default key");
+    assert_eq!(t.run_script("echo ok\n").unwrap().stdout_str(), "ok\n");
+
+    // An agent holding the authorised key, after a rejected identity file.
+    let sock = s.path("agent.sock");
+    let agent = Agent(
+        Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh-agent"),
+    );
+    let t0 = Instant::now();
+    while !sock.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "ssh-agent did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = Command::new("ssh-add")
+        .arg(s.path("client_ed25519"))
+        .env("SSH_AUTH_SOCK", &sock)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    target.identity_file = Some(s.path("other_ed25519"));
+    let auth = AuthSources {
+        agent_socket: Some(sock.clone()),
+        default_keys: vec![],
+        prompt_passphrase: false,
+    };
+    let mut t = s
+        .in_ns(|| SshTransport::connect_with(&target, &opts, &auth))
+        .expect("agent key");
+    assert_eq!(t.run_script("echo ok\n").unwrap().stdout_str(), "ok\n");
+    drop(t);
+
+    // An agent whose keys are all rejected is reported as such.
+    s.authorize("root", "other_ed25519");
+    target.identity_file = Some(s.path("missing_key"));
+    let (kind, msg) = expect_err(s.in_ns(|| SshTransport::connect_with(&target, &opts, &auth)));
+    assert_eq!(kind, TransportKind::Auth);
+    assert!(msg.contains("1 key(s), all rejected"), "{msg}");
+    drop(agent);
 }

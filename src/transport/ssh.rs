@@ -165,14 +165,25 @@ impl SshTransport {
             .copied()
             .filter(|a| supported.contains(a))
             .collect();
-        if !pref.is_empty() {
+        // Nothing recorded: libssh2's default order, minus host certificates
+        // (we verify plain keys only; a certificate would be pinned as a key).
+        let setting: Vec<&str> = if pref.is_empty() {
+            supported
+                .iter()
+                .copied()
+                .filter(|a| !a.contains("-cert-"))
+                .collect()
+        } else {
+            pref.clone()
+        };
+        if !setting.is_empty() {
             session
-                .method_pref(MethodType::HostKey, &pref.join(","))
+                .method_pref(MethodType::HostKey, &setting.join(","))
                 .map_err(|e| {
                     terr(
                         host,
                         TransportKind::Channel,
-                        format!("cannot set host key algorithms {}: {e}", pref.join(",")),
+                        format!("cannot set host key algorithms {}: {e}", setting.join(",")),
                     )
                 })?;
         }
@@ -392,9 +403,9 @@ impl Transport for SshTransport {
         let out = match self.run_inner(script) {
             Ok(o) => o,
             Err(e) => {
-                if let Error::Transport { kind, .. } = &e {
+                if let Error::Transport { kind, message, .. } = &e {
                     if matches!(kind, TransportKind::Timeout | TransportKind::Channel) {
-                        self.broken = Some(e.to_string());
+                        self.broken = Some(format!("{kind}: {message}"));
                     }
                 }
                 return Err(e);

@@ -267,7 +267,34 @@ impl Sshd {
         }
     }
 
+    /// Stop sshd and every process in the namespace.
     pub fn stop(&mut self) {
+        // Session processes first, while the listening sshd can still reap
+        // them; then the listener itself (our child: waited for).
+        let listener = self.child.as_ref().map(|c| c.id().to_string());
+        for signal in ["-TERM", "-KILL"] {
+            let Ok(out) = Command::new("ip")
+                .args(["netns", "pids", &self.ns])
+                .output()
+            else {
+                break;
+            };
+            let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter(|p| Some(*p) != listener.as_deref())
+                .map(String::from)
+                .collect();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in &pids {
+                let _ = Command::new("kill")
+                    .args([signal, pid])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -338,18 +365,6 @@ impl Sshd {
 impl Drop for Sshd {
     fn drop(&mut self) {
         self.stop();
-        // Session children (and anything else) left in the namespace.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.ns])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill")
-                    .args(["-9", pid])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         if std::env::var_os("DWPROV_KEEP_SSHD").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
