@@ -84,6 +84,9 @@ fn peer(body: &str) -> &str {
         .unwrap_or("")
 }
 
+/// Everything a change could touch, without iptables-save's timestamps.
+const SNAPSHOT: &str = "ip rule; ip route show table all; iptables-save | grep -v '^#'; cat /etc/iproute2/rt_tables.d/* 2>/dev/null; true";
+
 /// Foreign state an admin (or Docker) put on the gateway: must survive every apply.
 fn plant_foreign_state(lab: &Lab) {
     lab.sh_ok(
@@ -193,20 +196,14 @@ fn fwmark_converges_owns_only_its_state_and_passes_every_scenario() {
     let (code, plan) = plan_json(&lab, &inv);
     assert_eq!(code, 0, "{plan}");
     assert!(changes(&plan).is_empty(), "{plan}");
-    let before = lab.sh_ok(
-        "gw",
-        "ip rule; ip route show table all; iptables-save | grep -v '^#'",
-    );
+    let before = lab.sh_ok("gw", SNAPSHOT);
     let o = apply(&lab, &inv);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("gw1: no changes +0 ~0 -0"),
         "{}",
         text(&o)
     );
-    let after = lab.sh_ok(
-        "gw",
-        "ip rule; ip route show table all; iptables-save | grep -v '^#'",
-    );
+    let after = lab.sh_ok("gw", SNAPSHOT);
     assert_eq!(before, after);
 
     // Hand drift: delete one rule, one route, one iptables rule, edit rt_tables.d.
@@ -318,19 +315,13 @@ fn gather_sees_planted_state_over_one_ssh_connection() {
 fn bad_inventory_changes_nothing_and_says_where() {
     let lab = Lab::up();
     let inv = inventory(&lab, "fwmark", FORWARDS, "100.65.0.0/33");
-    let before = lab.sh_ok(
-        "gw",
-        "ip rule; ip route show table all; iptables-save | grep -v '^#'",
-    );
+    let before = lab.sh_ok("gw", SNAPSHOT);
     let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("inventory-fwmark.yaml:"), "{err}");
     assert!(err.contains("100.65.0.0/33"), "{err}");
-    let after = lab.sh_ok(
-        "gw",
-        "ip rule; ip route show table all; iptables-save | grep -v '^#'",
-    );
+    let after = lab.sh_ok("gw", SNAPSHOT);
     assert_eq!(before, after);
 }
 
