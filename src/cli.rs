@@ -56,7 +56,10 @@ pub enum Command {
     /// Show, per host, what apply would change. Exit 2 when changes are pending.
     Plan(PlanArgs),
     /// Plan, confirm, then converge each host and verify it over a new connection.
+    /// The gateway reverts by itself unless the result is confirmed (commit-confirmed).
     Apply(ApplyArgs),
+    /// Restore a snapshot taken before an apply (the newest, or --to ID); --list shows them.
+    Rollback(RollbackArgs),
     /// A dual-line gateway lab in network namespaces (needs root).
     Lab(LabArgs),
 }
@@ -79,6 +82,12 @@ pub struct InventoryArgs {
     /// How many hosts to work on at once.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub forks: usize,
+    /// Print the hosts --limit selects, and do nothing else.
+    #[arg(long)]
+    pub list_hosts: bool,
+    /// Progress as JSON lines on stdout (one event per stage and host, then a recap event).
+    #[arg(long)]
+    pub json_events: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -101,15 +110,72 @@ pub struct PlanArgs {
     /// Directory with templates overriding the built-in ones.
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
+    /// Save the plan (desired state, diff, digest of the live state) for `dwprov apply FILE`.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct ApplyArgs {
-    #[command(flatten)]
-    pub plan: PlanArgs,
+    /// A plan saved with `dwprov plan -o FILE`: apply exactly that, refusing
+    /// (per host) when the live state changed since.
+    #[arg(value_name = "PLAN")]
+    pub saved: Option<PathBuf>,
+    /// Inventory file (not needed with a saved plan).
+    #[arg(short, long, value_name = "FILE", required_unless_present = "saved")]
+    pub inventory: Option<PathBuf>,
+    #[arg(short, long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub forks: usize,
+    #[arg(long)]
+    pub list_hosts: bool,
+    #[arg(long)]
+    pub json_events: bool,
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
     /// Apply without asking (required when stdin is not a terminal).
     #[arg(short, long)]
     pub yes: bool,
+    /// Roll out in batches: a number, a percentage, or a list (`1,10%,100%`);
+    /// the first batch is the canary, the last size repeats.
+    #[arg(long, value_name = "SIZES")]
+    pub serial: Option<String>,
+    /// Stop the rollout when a batch fails more than this percentage of its hosts
+    /// (unreachable hosts count as failed). Later hosts are reported as skipped.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub max_fail_percent: f64,
+    /// Write failed and skipped hosts here, one a line, for `--limit @FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub retry_file: Option<PathBuf>,
+    /// Seconds an unconfirmed change stays before the gateway reverts it by itself.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub confirm_timeout: u64,
+    /// Apply without snapshot and self-revert: a change that cuts the
+    /// management path then strands the gateway. Not recommended.
+    #[arg(long)]
+    pub no_confirm: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RollbackArgs {
+    #[arg(short, long, value_name = "FILE")]
+    pub inventory: PathBuf,
+    /// The host(s) to roll back (required: rollback is never fleet-wide by accident).
+    #[arg(short, long, value_name = "PATTERN")]
+    pub limit: String,
+    /// Snapshot id (default: the newest).
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub to: Option<String>,
+    /// List the snapshots on each host instead.
+    #[arg(long)]
+    pub list: bool,
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -158,7 +224,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Gather(a) => gather(&a),
         Command::Render(a) => render(&a),
         Command::Plan(a) => plan_or_apply(&a, None),
-        Command::Apply(a) => plan_or_apply(&a.plan, Some(a.yes)),
+        Command::Apply(a) => apply(a),
+        Command::Rollback(a) => rollback(&a),
         Command::Lab(a) => {
             let action = match a.action {
                 LabCommand::Up => crate::lab::LabAction::Up,
@@ -402,31 +469,202 @@ fn render(a: &RenderArgs) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-fn plan_or_apply(a: &PlanArgs, apply: Option<bool>) -> Result<i32> {
-    let (_, hosts) = select(&a.inv.inventory, a.inv.limit.as_deref())?;
-    let templates = Templates::load(a.templates.as_deref())?;
-    // Bad input anywhere stops everything before any connection.
-    for h in &hosts {
-        crate::model::build(h)?;
+/// What `apply` adds to a plan run.
+struct ApplyMode {
+    yes: bool,
+    serial: Option<String>,
+    max_fail_percent: f64,
+    retry_file: Option<PathBuf>,
+    safety: fleet::Safety,
+    saved: Option<SavedPlan>,
+}
+
+/// A plan saved by `dwprov plan -o FILE`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedPlan {
+    format_version: u32,
+    inventory: PathBuf,
+    hosts: Vec<fleet::SavedHost>,
+}
+
+fn apply(a: ApplyArgs) -> Result<i32> {
+    let saved = match &a.saved {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            let plan: SavedPlan = serde_json::from_str(&text).map_err(|e| Error::Invalid {
+                message: format!("{}: not a dwprov plan: {e}", p.display()),
+                hint: Some("make one with `dwprov plan -i INVENTORY -o FILE`".into()),
+            })?;
+            Some(plan)
+        }
+        None => None,
+    };
+    let inventory = match (&a.inventory, &saved) {
+        (Some(i), _) => i.clone(),
+        (None, Some(p)) => p.inventory.clone(),
+        (None, None) => return Err(Error::invalid("apply needs -i INVENTORY or a saved plan")),
+    };
+    let limit = match (&a.limit, &saved) {
+        (Some(l), _) => Some(l.clone()),
+        (None, Some(p)) => Some(
+            p.hosts
+                .iter()
+                .map(|h| h.host.clone())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (None, None) => None,
+    };
+    if a.no_confirm {
+        eprintln!(
+            "{} --no-confirm: no snapshot, no self-revert. A change that cuts the management path strands the gateway.",
+            console::style("WARNING").red().bold()
+        );
     }
-    let progress = report::StderrProgress::new(hosts.len());
+    let args = PlanArgs {
+        inv: InventoryArgs {
+            inventory,
+            limit,
+            format: a.format,
+            accept_new_host_keys: a.accept_new_host_keys,
+            forks: a.forks,
+            list_hosts: a.list_hosts,
+            json_events: a.json_events,
+        },
+        templates: a.templates,
+        out: None,
+    };
+    plan_or_apply(
+        &args,
+        Some(ApplyMode {
+            yes: a.yes,
+            serial: a.serial,
+            max_fail_percent: a.max_fail_percent,
+            retry_file: a.retry_file,
+            safety: fleet::Safety {
+                confirm: !a.no_confirm,
+                timeout_secs: a.confirm_timeout,
+            },
+            saved,
+        }),
+    )
+}
+
+/// Batch sizes for `--serial` over `n` hosts: numbers or percentages; the
+/// last size repeats until every host has a batch.
+pub fn batches(n: usize, spec: Option<&str>) -> Result<Vec<usize>> {
+    let Some(spec) = spec else {
+        return Ok(if n == 0 { vec![] } else { vec![n] });
+    };
+    let mut sizes = Vec::new();
+    for w in spec.split(',').map(str::trim) {
+        let size = if let Some(p) = w.strip_suffix('%') {
+            let p: f64 = p
+                .parse()
+                .ok()
+                .filter(|p: &f64| *p > 0.0 && *p <= 100.0)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "--serial: `{w}` is not a percentage between 0 and 100"
+                    ))
+                })?;
+            ((n as f64 * p / 100.0).ceil() as usize).max(1)
+        } else {
+            w.parse::<usize>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                Error::invalid(format!(
+                    "--serial: `{w}` is not a positive number or a percentage"
+                ))
+            })?
+        };
+        sizes.push(size);
+    }
+    let mut out = Vec::new();
+    let mut left = n;
+    let mut i = 0;
+    while left > 0 {
+        let size = sizes[i.min(sizes.len() - 1)].min(left);
+        out.push(size);
+        left -= size;
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// JSON-lines progress events on stdout.
+struct JsonEvents(std::sync::Mutex<()>);
+impl fleet::Progress for JsonEvents {
+    fn stage(&self, host: &str, stage: fleet::Stage) {
+        let _g = self.0.lock();
+        println!(
+            "{}",
+            serde_json::json!({"format_version": 1, "event": "stage", "host": host, "stage": stage})
+        );
+    }
+    fn finished(&self, host: &str, ok: bool) {
+        let _g = self.0.lock();
+        println!(
+            "{}",
+            serde_json::json!({"format_version": 1, "event": "host_done", "host": host, "ok": ok})
+        );
+    }
+}
+
+fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
+    let (inv, hosts) = select(&a.inv.inventory, a.inv.limit.as_deref())?;
+    if a.inv.list_hosts {
+        for h in &hosts {
+            println!("{}", h.name);
+        }
+        return Ok(EXIT_OK);
+    }
+    let templates = Templates::load(a.templates.as_deref())?;
+    let saved = apply.as_ref().and_then(|m| m.saved.as_ref());
+    // Bad input anywhere stops everything before any connection.
+    if saved.is_none() {
+        let errors: Vec<Error> = hosts
+            .iter()
+            .filter_map(|h| crate::model::build(h).err())
+            .collect();
+        if !errors.is_empty() {
+            return Err(if errors.len() == 1 {
+                errors.into_iter().next().expect("one")
+            } else {
+                Error::Multiple(errors)
+            });
+        }
+    }
+    let events = a.inv.json_events;
+    let json_progress = JsonEvents(std::sync::Mutex::new(()));
+    let term_progress = report::StderrProgress::new(hosts.len());
+    let progress: &dyn fleet::Progress = if events {
+        &json_progress
+    } else {
+        &term_progress
+    };
     let opts = RunOptions {
         templates: &templates,
         connect: ConnectOptions {
             accept_new_host_keys: a.inv.accept_new_host_keys,
         },
         forks: a.inv.forks,
-        progress: &progress,
+        progress,
+        safety: apply.as_ref().map(|m| m.safety).unwrap_or_default(),
     };
-    let prepared = fleet::parallel(&hosts, opts.forks, |h| fleet::prepare(h, &opts));
-    progress.clear();
-    let text = a.inv.format == Format::Text;
+    let prepared = fleet::parallel(&hosts, opts.forks, |h| {
+        let s = saved.and_then(|p| p.hosts.iter().find(|s| s.host == h.name));
+        fleet::prepare_with(h, s, &opts)
+    });
+    term_progress.clear();
+    let text = a.inv.format == Format::Text && !events;
     if text {
         for p in &prepared {
             if p.outcome.plan.is_some() {
                 print!("{}", report::host_plan(&p.outcome));
             }
         }
+    }
+    if let Some(out) = &a.out {
+        save_plan(out, &inv, &prepared)?;
     }
     let pending = prepared
         .iter()
@@ -437,45 +675,42 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<bool>) -> Result<i32> {
                 .is_some_and(|pl| !pl.summary.is_empty())
         })
         .count();
-    let outcomes: Vec<Outcome> = match apply {
+    let outcomes: Vec<Outcome> = match &apply {
         None => prepared.into_iter().map(|p| p.finish(None)).collect(),
-        Some(yes) => {
-            if pending > 0 && !confirm(yes, pending)? {
+        Some(mode) => {
+            if pending > 0 && !confirm(mode.yes, pending)? {
                 eprintln!("nothing applied");
                 return Ok(EXIT_ERROR);
             }
-            let progress = report::StderrProgress::new(pending);
-            let opts = RunOptions {
-                progress: &progress,
-                ..opts
-            };
-            let results = fleet::parallel(&prepared, opts.forks, |p| {
-                let host = hosts
-                    .iter()
-                    .find(|h| h.name == p.outcome.host)
-                    .expect("prepared from hosts");
-                fleet::apply_prepared(host, p, &opts)
-            });
-            progress.clear();
-            prepared
-                .into_iter()
-                .zip(results)
-                .map(|(p, r)| p.finish(r))
-                .collect()
+            rollout(&hosts, prepared, mode, &opts)?
         }
     };
-    let failed = outcomes.iter().filter(|o| !o.ok()).count();
-    match a.inv.format {
-        Format::Text => print!("\n{}", report::recap(&outcomes, apply.is_some())),
-        Format::Json => println!(
+    let failed = outcomes.iter().filter(|o| !o.ok() || o.skipped).count();
+    if let Some(m) = &apply {
+        if let Some(path) = &m.retry_file {
+            let names: String = outcomes
+                .iter()
+                .filter(|o| !o.ok() || o.skipped)
+                .map(|o| format!("{}\n", o.host))
+                .collect();
+            std::fs::write(path, names).map_err(|e| Error::io(path, e))?;
+        }
+    }
+    let doc = serde_json::json!({
+        "format_version": 1,
+        "command": if apply.is_some() { "apply" } else { "plan" },
+        "hosts": outcomes,
+    });
+    if events {
+        println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "format_version": 1,
-                "command": if apply.is_some() { "apply" } else { "plan" },
-                "hosts": outcomes,
-            }))
-            .unwrap_or_default()
-        ),
+            serde_json::json!({"format_version": 1, "event": "recap", "recap": doc})
+        );
+    } else {
+        match a.inv.format {
+            Format::Text => print!("\n{}", report::recap(&outcomes, apply.is_some())),
+            Format::Json => println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default()),
+        }
     }
     let _ = std::io::stdout().flush();
     Ok(if failed > 0 {
@@ -485,6 +720,118 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<bool>) -> Result<i32> {
     } else {
         EXIT_OK
     })
+}
+
+/// Apply prepared hosts batch by batch; stop when a batch fails beyond
+/// --max-fail-percent, reporting the rest as skipped.
+fn rollout(
+    hosts: &[Host],
+    prepared: Vec<fleet::Prepared>,
+    mode: &ApplyMode,
+    opts: &RunOptions,
+) -> Result<Vec<Outcome>> {
+    let sizes = batches(prepared.len(), mode.serial.as_deref())?;
+    let mut rest = prepared.into_iter();
+    let mut outcomes = Vec::new();
+    let mut stopped = false;
+    for (n, size) in sizes.iter().enumerate() {
+        let batch: Vec<fleet::Prepared> = rest.by_ref().take(*size).collect();
+        if stopped {
+            outcomes.extend(batch.into_iter().map(fleet::Prepared::skip));
+            continue;
+        }
+        let results = fleet::parallel(&batch, opts.forks, |p| {
+            hosts
+                .iter()
+                .find(|h| h.name == p.outcome.host)
+                .and_then(|host| fleet::apply_prepared(host, p, opts))
+        });
+        let done: Vec<Outcome> = batch
+            .into_iter()
+            .zip(results)
+            .map(|(p, r)| p.finish(r))
+            .collect();
+        let failed = done.iter().filter(|o| !o.ok()).count();
+        let percent = failed as f64 * 100.0 / done.len().max(1) as f64;
+        if failed > 0 && percent > mode.max_fail_percent {
+            eprintln!(
+                "{} batch {} of {}: {failed} of {} host(s) failed ({percent:.0}% > --max-fail-percent {}): stopping the rollout",
+                console::style("stop:").red().bold(),
+                n + 1,
+                sizes.len(),
+                done.len(),
+                mode.max_fail_percent
+            );
+            stopped = true;
+        }
+        outcomes.extend(done);
+    }
+    Ok(outcomes)
+}
+
+fn save_plan(path: &std::path::Path, inv: &Inventory, prepared: &[fleet::Prepared]) -> Result<()> {
+    let hosts = prepared
+        .iter()
+        .filter_map(|p| p.outcome.plan.as_ref())
+        .map(|p| fleet::SavedHost {
+            host: p.host.clone(),
+            facts_digest: p.facts_digest.clone(),
+            artefacts: p.rendered.artefacts.clone(),
+        })
+        .collect();
+    let inventory = std::fs::canonicalize(&inv.file).unwrap_or_else(|_| inv.file.clone());
+    let plan = SavedPlan {
+        format_version: 1,
+        inventory,
+        hosts,
+    };
+    let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::invalid(e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+fn rollback(a: &RollbackArgs) -> Result<i32> {
+    let (_, hosts) = select(&a.inventory, Some(&a.limit))?;
+    if let Some(id) = &a.to {
+        if !crate::safe::valid_id(id) {
+            return Err(Error::invalid(format!(
+                "--to {id}: not a snapshot id (see `dwprov rollback --list`)"
+            )));
+        }
+    }
+    let opts = ConnectOptions {
+        accept_new_host_keys: a.accept_new_host_keys,
+    };
+    let script = if a.list {
+        crate::safe::list_script()
+    } else {
+        crate::safe::rollback_script(a.to.as_deref())
+    };
+    let mut failed = 0;
+    for h in &hosts {
+        let r = crate::transport::connect(&h.connection, &h.name, &opts)
+            .and_then(|mut t| t.run_script(&script));
+        match r {
+            Ok(o) if o.status == 0 => {
+                for line in o.stdout_str().lines() {
+                    println!("{}: {line}", h.name);
+                }
+            }
+            Ok(o) => {
+                failed += 1;
+                eprintln!(
+                    "{} {}: {}",
+                    console::style("error:").red().bold(),
+                    h.name,
+                    o.stderr_str().trim()
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{} {e}", console::style("error:").red().bold());
+            }
+        }
+    }
+    Ok(if failed > 0 { EXIT_ERROR } else { EXIT_OK })
 }
 
 /// Ask before changing hosts; refuse when nobody can answer.
@@ -519,6 +866,17 @@ mod tests {
         assert!(glob_match("*", ""));
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(!glob_match("a*b*c", "axxbyy"));
+    }
+
+    #[test]
+    fn serial_batches() {
+        assert_eq!(batches(10, Some("1,10%,100%")).unwrap(), [1, 1, 8]);
+        assert_eq!(batches(10, Some("3")).unwrap(), [3, 3, 3, 1]);
+        assert_eq!(batches(30, Some("1,50%")).unwrap(), [1, 15, 14]);
+        assert_eq!(batches(5, None).unwrap(), [5]);
+        assert!(batches(5, Some("0")).is_err());
+        assert!(batches(5, Some("150%")).is_err());
+        assert!(batches(5, Some("x")).is_err());
     }
 
     #[test]

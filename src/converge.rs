@@ -131,7 +131,7 @@ pub fn iptables_payloads(changes: &[Change]) -> BTreeMap<String, String> {
 
 /// `cmd` fed `payload` as a heredoc with delimiter `d` (random, so never
 /// inside the payload); on failure the script stops naming `what`.
-fn heredoc(cmd: &str, what: &str, d: &str, payload: &str) -> String {
+pub fn heredoc(cmd: &str, what: &str, d: &str, payload: &str) -> String {
     let mut s = format!("{cmd} <<'{d}' || fail {}\n{payload}", sh_quote(what));
     if !payload.ends_with('\n') {
         s.push('\n');
@@ -146,56 +146,42 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// Build the script that applies `changes`.
-pub fn script(changes: &[Change]) -> ApplyScript {
-    let d = crate::gather::marker().replace('-', "_").to_uppercase();
-    let mut out = ApplyScript::default();
-    let mut s = String::new();
-    s.push_str("PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH; export LC_ALL=C\n");
-    let _ = writeln!(
-        s,
-        "fail() {{ echo \"dwprov: $1\" >&2; exit {STEP_FAILED}; }}\numask 022"
-    );
+/// The shell prelude every dwprov script starts with.
+pub fn prelude() -> String {
+    format!(
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH; export LC_ALL=C\n\
+         fail() {{ echo \"dwprov: $1\" >&2; exit {STEP_FAILED}; }}\numask 022\n"
+    )
+}
 
+/// A fresh heredoc delimiter.
+pub fn delimiter() -> String {
+    crate::gather::marker().replace('-', "_").to_uppercase()
+}
+
+/// Build the script that applies `changes` (no snapshot, no revert).
+pub fn script(changes: &[Change]) -> ApplyScript {
+    let mut out = ApplyScript::default();
+    let body = body(changes, &delimiter(), &mut out);
+    out.script = format!("{}{body}exit 0\n", prelude());
+    out
+}
+
+/// The commands that apply `changes`, counting what they send into `out`.
+pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript) -> String {
+    let mut s = String::new();
     // Files: temp file in the same directory, then rename over the target.
     for c in changes {
         if let Change::File { path, to, .. } = c {
             out.files += 1;
-            let q = sh_quote(path);
-            match to {
-                Some(content) => {
-                    let dir = std::path::Path::new(path)
-                        .parent()
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "/".into());
-                    let tmp = format!("{path}.dwprov-tmp");
-                    let _ = writeln!(s, "mkdir -p {} || fail 'mkdir {}'", sh_quote(&dir), dir);
-                    s.push_str(&heredoc(
-                        &format!("cat > {}", sh_quote(&tmp)),
-                        &format!("write {path}"),
-                        &d,
-                        content,
-                    ));
-                    let _ = writeln!(s, "mv -f {} {q} || fail 'rename {path}'", sh_quote(&tmp));
-                    out.commands += 3;
-                }
-                None => {
-                    let _ = writeln!(s, "rm -f {q} || fail 'remove {path}'");
-                    out.commands += 1;
-                }
-            }
+            s.push_str(&file_commands(path, to.as_deref(), d));
+            out.commands += if to.is_some() { 3 } else { 1 };
         }
     }
     // Sysctls: straight to /proc/sys (the key is its path there).
     for c in changes {
         if let Change::Sysctl { key, to, .. } = c {
-            let p = format!("/proc/sys/{key}");
-            let _ = writeln!(
-                s,
-                "printf '%s\\n' {} > {} || fail 'sysctl {key}'",
-                sh_quote(to),
-                sh_quote(&p)
-            );
+            s.push_str(&sysctl_command(key, to));
             out.commands += 1;
         }
     }
@@ -203,7 +189,7 @@ pub fn script(changes: &[Change]) -> ApplyScript {
     let batch = ip_batch(changes);
     if !batch.is_empty() {
         out.ip_lines = batch.lines().count();
-        s.push_str(&heredoc("ip -4 -batch -", "ip -batch", &d, &batch));
+        s.push_str(&heredoc("ip -4 -batch -", "ip -batch", d, &batch));
         out.commands += 1;
     }
     // iptables: test every table's payload first, then restore each.
@@ -213,7 +199,7 @@ pub fn script(changes: &[Change]) -> ApplyScript {
         s.push_str(&heredoc(
             "iptables-restore --noflush --test",
             &format!("iptables-restore --test of table {table}"),
-            &d,
+            d,
             p,
         ));
         out.commands += 1;
@@ -222,14 +208,58 @@ pub fn script(changes: &[Change]) -> ApplyScript {
         s.push_str(&heredoc(
             "iptables-restore --noflush",
             &format!("iptables-restore of table {table}"),
-            &d,
+            d,
             p,
         ));
         out.commands += 1;
     }
-    s.push_str("exit 0\n");
-    out.script = s;
-    out
+    s
+}
+
+/// Write `content` to `path` atomically (temp file + rename), or remove it.
+pub fn file_commands(path: &str, content: Option<&str>, d: &str) -> String {
+    let q = sh_quote(path);
+    match content {
+        Some(content) => {
+            let dir = std::path::Path::new(path)
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "/".into());
+            let tmp = format!("{path}.dwprov-tmp");
+            let mut s = format!(
+                "mkdir -p {} || fail {}\n",
+                sh_quote(&dir),
+                sh_quote(&format!("mkdir {dir}"))
+            );
+            s.push_str(&heredoc(
+                &format!("cat > {}", sh_quote(&tmp)),
+                &format!("write {path}"),
+                d,
+                content,
+            ));
+            s.push_str(&format!(
+                "mv -f {} {q} || fail {}\n",
+                sh_quote(&tmp),
+                sh_quote(&format!("rename {path}"))
+            ));
+            s
+        }
+        None => format!(
+            "rm -f {q} || fail {}\n",
+            sh_quote(&format!("remove {path}"))
+        ),
+    }
+}
+
+/// Set a sysctl live (its key is its path under /proc/sys).
+pub fn sysctl_command(key: &str, value: &str) -> String {
+    let p = format!("/proc/sys/{key}");
+    format!(
+        "printf '%s\\n' {} > {} || fail {}\n",
+        sh_quote(value),
+        sh_quote(&p),
+        sh_quote(&format!("sysctl {key}"))
+    )
 }
 
 /// Run the script on the host.

@@ -96,6 +96,16 @@ pub enum Error {
     /// Several independent errors found in one pass (e.g. one per host).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Multiple(Vec<Error>),
+    /// An apply that did not complete, and what became of the gateway:
+    /// reverted already, or reverting itself when its timer fires.
+    #[error("{cause}\n  {}", if *.pending { format!("the gateway reverts itself to snapshot {snapshot} within {seconds} s (commit-confirmed apply)") } else { format!("the gateway was reverted to snapshot {snapshot}") })]
+    Reverted {
+        snapshot: String,
+        seconds: u64,
+        /// true: the revert timer is still armed; false: reverted already.
+        pending: bool,
+        cause: Box<Error>,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -144,6 +154,7 @@ impl Error {
             Error::Remote { .. } => "command failed".into(),
             Error::Verify { .. } => "verification residue".into(),
             Error::Io { .. } => "io".into(),
+            Error::Reverted { cause, .. } => cause.class(),
             Error::Multiple(errs) => errs
                 .first()
                 .map(Error::class)

@@ -82,6 +82,8 @@ pub struct Outcome {
     #[serde(serialize_with = "ser_error")]
     pub error: Option<Error>,
     pub failed_stage: Option<Stage>,
+    /// Not attempted: an earlier batch failed beyond --max-fail-percent.
+    pub skipped: bool,
 }
 
 fn ser_error<S: serde::Serializer>(
@@ -108,6 +110,8 @@ pub struct ApplyStats {
     pub script_bytes: usize,
     pub remote_commands: usize,
     pub round_trips: usize,
+    /// The snapshot taken before the change (commit-confirmed apply).
+    pub snapshot: Option<String>,
 }
 
 impl Outcome {
@@ -125,6 +129,7 @@ pub struct RunOptions<'a> {
     pub connect: ConnectOptions,
     pub forks: usize,
     pub progress: &'a dyn Progress,
+    pub safety: Safety,
 }
 
 /// Checks of intent against facts that must pass before anything changes.
@@ -209,7 +214,26 @@ pub fn plan_host(
     })
 }
 
-/// Converge one host to its plan, then verify over a new connection.
+/// Commit-confirmed apply settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Safety {
+    /// Snapshot, arm an on-host revert, verify over a new connection, disarm.
+    pub confirm: bool,
+    /// Seconds before an unconfirmed change reverts itself.
+    pub timeout_secs: u64,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety {
+            confirm: true,
+            timeout_secs: 60,
+        }
+    }
+}
+
+/// Converge one host to its plan, then verify over a new connection; with
+/// `opts.safety.confirm`, the gateway reverts by itself unless verified.
 pub fn apply_host(
     host: &Host,
     plan: &HostPlan,
@@ -227,19 +251,72 @@ pub fn apply_host(
         });
     }
     opts.progress.stage(&plan.host, Stage::Apply);
-    let script: ApplyScript = converge::script(&plan.diff.changes);
-    converge::execute(t, &script)?;
+    let safety = opts.safety;
+    let id = crate::safe::snapshot_id();
+    let reverted = |cause: Error, pending: bool| Error::Reverted {
+        snapshot: id.clone(),
+        seconds: safety.timeout_secs,
+        pending,
+        cause: Box::new(cause),
+    };
+    let script: ApplyScript = if safety.confirm {
+        crate::safe::apply_script(
+            &plan.diff.changes,
+            &plan.facts.state,
+            &plan.rendered.desired,
+            &id,
+            safety.timeout_secs,
+        )
+    } else {
+        converge::script(&plan.diff.changes)
+    };
+    if let Err(e) = converge::execute(t, &script) {
+        return Err(match (&e, safety.confirm) {
+            // The script itself reverted after a failed step.
+            (Error::Remote { status, .. }, true) if *status == converge::STEP_FAILED => {
+                reverted(e, false)
+            }
+            // Cut off mid-apply: the armed timer reverts.
+            (_, true) => reverted(e, true),
+            _ => e,
+        });
+    }
     // Verify over a new connection: what matters is that the host is still
     // reachable after the change and that it is in the desired state.
     opts.progress.stage(&plan.host, Stage::Verify);
-    let mut t2 = transport::connect(&host.connection, &host.name, &opts.connect)?;
-    let facts = gather::gather(t2.as_mut())?;
+    let mut t2 = match transport::connect(&host.connection, &host.name, &opts.connect) {
+        Ok(t2) => t2,
+        Err(e) if safety.confirm => return Err(reverted(e, true)),
+        Err(e) => return Err(e),
+    };
+    let facts = match gather::gather(t2.as_mut()) {
+        Ok(f) => f,
+        Err(e) if safety.confirm => return Err(reverted(e, true)),
+        Err(e) => return Err(e),
+    };
     let residue = diff::diff(&plan.rendered.desired, &facts.state);
     if !residue.changes.is_empty() {
-        return Err(Error::Verify {
+        let e = Error::Verify {
             host: plan.host.clone(),
             residue: residue.changes.iter().map(converge::describe).collect(),
-        });
+        };
+        if safety.confirm {
+            // Still reachable: revert now rather than wait for the timer.
+            let out = t2.run_script(&crate::safe::rollback_script(Some(&id)));
+            return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
+        }
+        return Err(e);
+    }
+    if safety.confirm {
+        let out = t2.run_script(&crate::safe::confirm_script(&id))?;
+        if out.status != 0 {
+            return Err(Error::Remote {
+                host: plan.host.clone(),
+                what: format!("confirm snapshot {id}"),
+                status: out.status,
+                stderr: out.stderr_str().trim().to_string(),
+            });
+        }
     }
     Ok(ApplyStats {
         changes: plan.diff.changes.len(),
@@ -248,6 +325,56 @@ pub fn apply_host(
         script_bytes: script.script.len(),
         remote_commands: script.commands,
         round_trips: t.round_trips() + t2.round_trips(),
+        snapshot: safety.confirm.then(|| id.clone()),
+    })
+}
+
+/// What a saved plan recorded for one host.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SavedHost {
+    pub host: String,
+    /// Digest of the live state the plan was computed from.
+    pub facts_digest: String,
+    /// The rendered artefacts: the desired state, re-parsed at apply time.
+    pub artefacts: std::collections::BTreeMap<String, String>,
+}
+
+/// Gather and diff against a saved plan's desired state; refuse when the
+/// live state is not the one the plan was made from.
+pub fn plan_saved(
+    saved: &SavedHost,
+    t: &mut dyn Transport,
+    progress: &dyn Progress,
+) -> Result<HostPlan> {
+    progress.stage(&saved.host, Stage::Gather);
+    let facts = gather::gather(t)?;
+    if facts.digest != saved.facts_digest {
+        return Err(Error::Invalid {
+            message: format!(
+                "{}: stale plan: the live state changed since the plan was made; nothing was changed on this host",
+                saved.host
+            ),
+            hint: Some("run `dwprov plan -o FILE` again, review it, then apply the new plan".into()),
+        });
+    }
+    let desired = render::desired_from_artefacts(&saved.artefacts)?;
+    progress.stage(&saved.host, Stage::Diff);
+    let diff = diff::diff(&desired, &facts.state);
+    let views = diff::views(&desired, &facts.state);
+    Ok(HostPlan {
+        host: saved.host.clone(),
+        summary: Summary::of(&diff.changes),
+        diff,
+        warnings: facts.warnings.clone(),
+        facts_digest: facts.digest.clone(),
+        views,
+        rendered: Rendered {
+            host: saved.host.clone(),
+            artefacts: saved.artefacts.clone(),
+            desired,
+            warnings: Vec::new(),
+        },
+        facts,
     })
 }
 
@@ -260,22 +387,35 @@ pub struct Prepared {
 
 /// Validate, connect, gather, render and diff one host. Never panics, never fails the run.
 pub fn prepare(host: &Host, opts: &RunOptions) -> Prepared {
+    prepare_with(host, None, opts)
+}
+
+/// As [`prepare`], against a saved plan's desired state when `saved` is given.
+pub fn prepare_with(host: &Host, saved: Option<&SavedHost>, opts: &RunOptions) -> Prepared {
     let mut outcome = Outcome {
         host: host.name.clone(),
         plan: None,
         applied: None,
         error: None,
         failed_stage: None,
+        skipped: false,
     };
     let mut stage = Stage::Validate;
     let mut transport = None;
     let result = (|| -> Result<()> {
-        let gw = crate::model::build(host)?;
+        let gw = match saved {
+            None => Some(crate::model::build(host)?),
+            Some(_) => None,
+        };
         stage = Stage::Connect;
         opts.progress.stage(&host.name, Stage::Connect);
         let mut t = transport::connect(&host.connection, &host.name, &opts.connect)?;
         stage = Stage::Gather;
-        outcome.plan = Some(plan_host(&gw, t.as_mut(), opts.templates, opts.progress)?);
+        outcome.plan = Some(match (saved, &gw) {
+            (Some(s), _) => plan_saved(s, t.as_mut(), opts.progress)?,
+            (None, Some(gw)) => plan_host(gw, t.as_mut(), opts.templates, opts.progress)?,
+            (None, None) => return Err(Error::invalid("no gateway intent and no saved plan")),
+        });
         transport = Some(t);
         Ok(())
     })();
@@ -305,6 +445,13 @@ pub fn apply_prepared(host: &Host, p: &Prepared, opts: &RunOptions) -> Option<Re
 }
 
 impl Prepared {
+    /// A host not attempted because the rollout stopped before its batch.
+    pub fn skip(self) -> Outcome {
+        let mut o = self.outcome;
+        o.skipped = true;
+        o
+    }
+
     /// Fold an apply result into the outcome.
     pub fn finish(self, applied: Option<Result<ApplyStats>>) -> Outcome {
         let mut o = self.outcome;

@@ -16,6 +16,7 @@ pub mod lab;
 pub mod model;
 pub mod render;
 pub mod report;
+pub mod safe;
 pub mod state;
 pub mod transport;
 pub mod yaml;

@@ -86,10 +86,17 @@ pub fn recap(outcomes: &[Outcome], apply: bool) -> String {
         .unwrap_or(4)
         .max(4);
     let _ = writeln!(s, "{}", Style::new().bold().apply_to("RECAP"));
-    let (mut ok, mut changed, mut failed) = (0, 0, 0);
+    let (mut ok, mut changed, mut failed, mut skipped) = (0, 0, 0, 0);
     for o in outcomes {
         let n = o.plan.as_ref().map(|p| p.diff.changes.len()).unwrap_or(0);
         let line = match &o.error {
+            None if o.skipped => {
+                skipped += 1;
+                Style::new().magenta().apply_to(format!(
+                    "{:width$}  skipped  changes={n} (rollout stopped before its batch)",
+                    o.host
+                ))
+            }
             Some(e) => {
                 failed += 1;
                 let stage = o.failed_stage.map(|s| s.to_string()).unwrap_or_default();
@@ -122,7 +129,7 @@ pub fn recap(outcomes: &[Outcome], apply: bool) -> String {
     }
     let _ = writeln!(
         s,
-        "{} host(s): {ok} ok, {changed} {}, {failed} failed",
+        "{} host(s): {ok} ok, {changed} {}, {failed} failed, {skipped} skipped",
         outcomes.len(),
         if apply {
             "changed"

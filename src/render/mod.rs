@@ -325,8 +325,6 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
 pub fn render(gw: &Gateway, templates: &Templates, _facts: Option<&Facts>) -> Result<Rendered> {
     let (ctx, warnings) = context(gw);
     let mut artefacts = BTreeMap::new();
-    let mut desired = State::default();
-
     for (name, path) in FILE_TARGETS {
         let text = templates.render(name, &ctx)?;
         let text = if text.ends_with('\n') {
@@ -334,32 +332,47 @@ pub fn render(gw: &Gateway, templates: &Templates, _facts: Option<&Facts>) -> Re
         } else {
             text + "\n"
         };
-        desired.files.insert(path.to_string(), text.clone());
         artefacts.insert(path.to_string(), text);
     }
-    let rt = &desired.files["/etc/iproute2/rt_tables.d/dwprov.conf"];
-    desired.rt_tables = RtTables::parse(rt, "rt_tables.conf.tera output")?;
-    desired.sysctls = parse_sysctl_conf(
-        &desired.files["/etc/sysctl.d/90-dwprov.conf"],
-        "sysctl.conf.tera output",
-    )?;
-
-    let batch_text = templates.render("ip.batch", &ctx)?;
-    let batch = ip::parse_batch(&batch_text, "ip.batch.tera output", &desired.rt_tables)?;
-    desired.rules = batch.rules;
-    desired.routes = batch.routes;
-    artefacts.insert("ip.batch".into(), batch_text);
-
-    let ipt_text = templates.render("iptables.rules", &ctx)?;
-    desired.iptables = Iptables::parse(&ipt_text)?;
-    artefacts.insert("iptables.rules".into(), ipt_text);
-
+    artefacts.insert("ip.batch".into(), templates.render("ip.batch", &ctx)?);
+    artefacts.insert(
+        "iptables.rules".into(),
+        templates.render("iptables.rules", &ctx)?,
+    );
+    let desired = desired_from_artefacts(&artefacts)?;
     Ok(Rendered {
         host: gw.host.clone(),
         artefacts,
         desired,
         warnings,
     })
+}
+
+/// Parse rendered artefacts into the desired state: every artefact named by
+/// an absolute path is a file; `ip.batch` and `iptables.rules` are parsed by
+/// the same parsers as live state. Saved plans go through here too.
+pub fn desired_from_artefacts(artefacts: &BTreeMap<String, String>) -> Result<State> {
+    let mut desired = State::default();
+    for (name, text) in artefacts {
+        if name.starts_with('/') {
+            desired.files.insert(name.clone(), text.clone());
+        }
+    }
+    if let Some(rt) = desired.files.get("/etc/iproute2/rt_tables.d/dwprov.conf") {
+        desired.rt_tables = RtTables::parse(rt, "rt_tables.conf.tera output")?;
+    }
+    if let Some(sys) = desired.files.get("/etc/sysctl.d/90-dwprov.conf") {
+        desired.sysctls = parse_sysctl_conf(sys, "sysctl.conf.tera output")?;
+    }
+    if let Some(b) = artefacts.get("ip.batch") {
+        let batch = ip::parse_batch(b, "ip.batch.tera output", &desired.rt_tables)?;
+        desired.rules = batch.rules;
+        desired.routes = batch.routes;
+    }
+    if let Some(i) = artefacts.get("iptables.rules") {
+        desired.iptables = Iptables::parse(i)?;
+    }
+    Ok(desired)
 }
 
 /// `key = value` lines of a sysctl.d file.

@@ -1,0 +1,318 @@
+//! Never strand a gateway: commit-confirmed apply.
+//!
+//! Before changing anything, the apply script saves a snapshot on the
+//! gateway (full `iptables-save`, `ip rule`, `ip route`, and a `revert.sh`
+//! that restores every object dwprov owns to what it was) and arms a revert
+//! that runs **on the gateway**, detached from the SSH session (`setsid`):
+//! after `confirm_timeout` seconds it runs `revert.sh` unless disarmed.
+//! dwprov disarms only after a *new* SSH connection verified the result, so
+//! a change that cuts the management path, or an SSH session killed in the
+//! middle of an apply, ends in the old state by itself.
+//!
+//! The revert does not depend on which part of the apply ran: it deletes
+//! every rule and route tagged with dwprov's protocol and re-adds the old
+//! ones, restores iptables tables whole from the snapshot (atomically per
+//! table), and rewrites or removes owned files and sysctls.
+use crate::converge::{self, heredoc, sh_quote, ApplyScript};
+use crate::diff::{is_owned_route, is_owned_rule, Change};
+use crate::state::State;
+use std::fmt::Write as _;
+
+/// Where snapshots live on the gateway.
+pub const SNAPSHOT_DIR: &str = "/var/lib/dwprov/snapshots";
+/// Snapshots kept per gateway (older ones are pruned on confirm).
+pub const KEEP_SNAPSHOTS: usize = 10;
+/// Tables dwprov may write, with their built-in chains: a table absent from
+/// the snapshot is restored as these chains, empty.
+const TABLES: &[(&str, &[&str])] = &[
+    ("filter", &["INPUT", "FORWARD", "OUTPUT"]),
+    ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
+    (
+        "mangle",
+        &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
+    ),
+    ("raw", &["PREROUTING", "OUTPUT"]),
+];
+
+/// A new snapshot id: UTC time plus a random suffix, sortable.
+pub fn snapshot_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    let nonce = crate::gather::marker();
+    let tail = &nonce[nonce.len().saturating_sub(6)..];
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{tail}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Is `id` a well-formed snapshot id (safe to put in a path)?
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// `revert.sh`: restores every owned object to its state in `old`.
+/// `desired` names the files and sysctls the apply may have changed.
+pub fn revert_script(old: &State, desired: &State, dir: &str) -> String {
+    let d = converge::delimiter();
+    let proto = crate::ROUTE_PROTO;
+    let mut s = String::from(
+        "#!/bin/sh\n# dwprov revert: puts back what dwprov owned before this snapshot.\n",
+    );
+    s.push_str(&converge::prelude());
+    let _ = writeln!(s, "S={}", sh_quote(dir));
+    let _ = writeln!(s, "echo reverting > \"$S/state\"");
+    // Rules and routes: whatever is there now, back to the old owned set.
+    let _ = writeln!(s, "ip -4 rule flush protocol {proto}");
+    let _ = writeln!(s, "ip -4 route flush table all proto {proto}");
+    let mut batch = String::new();
+    for r in old.routes.iter().filter(|r| is_owned_route(r)) {
+        let _ = writeln!(batch, "route replace {}", r.to_batch());
+    }
+    for r in old.rules.iter().filter(|r| is_owned_rule(r)) {
+        let _ = writeln!(batch, "rule add {}", r.to_batch());
+    }
+    if !batch.is_empty() {
+        s.push_str(&heredoc(
+            "ip -4 -force -batch -",
+            "restore rules and routes",
+            &d,
+            &batch,
+        ));
+    }
+    // iptables: whole tables from the snapshot, each table atomically.
+    s.push_str("iptables-restore < \"$S/iptables.restore\" || fail 'restore iptables'\n");
+    // Files and sysctls dwprov manages, back to their old content.
+    let paths: std::collections::BTreeSet<&String> =
+        old.files.keys().chain(desired.files.keys()).collect();
+    for p in paths {
+        s.push_str(&converge::file_commands(
+            p,
+            old.files.get(p).map(String::as_str),
+            &d,
+        ));
+    }
+    for k in desired.sysctls.keys() {
+        if let Some(v) = old.sysctls.get(k) {
+            s.push_str(&converge::sysctl_command(k, v));
+        }
+    }
+    s.push_str("echo reverted > \"$S/state\"\n");
+    s
+}
+
+/// Commands that take the snapshot and arm the revert, before any change.
+fn snapshot_and_arm(old: &State, desired: &State, id: &str, timeout_secs: u64) -> String {
+    let d = converge::delimiter();
+    let dir = format!("{SNAPSHOT_DIR}/{id}");
+    let mut s = String::new();
+    // Preflight: every directory we write to must be writable (read-only
+    // /etc, full disk) — found here, before anything changed.
+    let mut dirs: std::collections::BTreeSet<String> = desired
+        .files
+        .keys()
+        .filter_map(|p| {
+            std::path::Path::new(p)
+                .parent()
+                .map(|d| d.to_string_lossy().into_owned())
+        })
+        .collect();
+    dirs.insert(SNAPSHOT_DIR.into());
+    for dir in dirs {
+        let q = sh_quote(&dir);
+        let probe = sh_quote(&format!("{dir}/.dwprov-probe"));
+        let _ = writeln!(
+            s,
+            "mkdir -p {q} 2>/dev/null && echo probe > {probe} 2>/dev/null && rm -f {probe} || fail {}",
+            sh_quote(&format!("cannot write {dir} (read-only file system or disk full?); nothing was changed"))
+        );
+    }
+    let _ = writeln!(s, "S={}", sh_quote(&dir));
+    s.push_str("mkdir -p \"$S\" || fail 'create snapshot directory'\n");
+    s.push_str("iptables-save > \"$S/iptables.save\" || fail 'snapshot iptables'\n");
+    s.push_str("ip -4 -j -d -N rule show > \"$S/rules.json\" || fail 'snapshot rules'\n");
+    s.push_str(
+        "ip -4 -j -d -N route show table all > \"$S/routes.json\" || fail 'snapshot routes'\n",
+    );
+    s.push_str("{ cat \"$S/iptables.save\"\n");
+    for (t, chains) in TABLES {
+        let body: String = chains
+            .iter()
+            .map(|c| format!(":{c} ACCEPT [0:0]\\n"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  grep -q '^\\*{t}$' \"$S/iptables.save\" || printf '*{t}\\n{body}COMMIT\\n'"
+        );
+    }
+    s.push_str("} > \"$S/iptables.restore\" || fail 'snapshot iptables'\n");
+    s.push_str(&heredoc(
+        "cat > \"$S/revert.sh\"",
+        "write revert script",
+        &d,
+        &revert_script(old, desired, &dir),
+    ));
+    // Arm: a detached process in its own session survives the SSH session.
+    // It records its own pid: it leads its own process group, so
+    // disarming kills the group (the shell and its sleep) at once.
+    let _ = writeln!(
+        s,
+        "setsid sh -c 'echo $$ > \"$0/timer.pid\"; sleep {timeout_secs}; rm -f \"$0/timer.pid\"; sh \"$0/revert.sh\" > \"$0/revert.log\" 2>&1' \"$S\" </dev/null >/dev/null 2>&1 &\n\
+         i=0; while [ ! -s \"$S/timer.pid\" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n\
+         [ -s \"$S/timer.pid\" ] || fail 'arm the revert timer'\n\
+         echo armed > \"$S/state\""
+    );
+    s
+}
+
+/// The apply script with snapshot and armed revert. The changes run in a
+/// subshell so a failing step can revert at once instead of waiting.
+pub fn apply_script(
+    changes: &[Change],
+    old: &State,
+    desired: &State,
+    id: &str,
+    timeout_secs: u64,
+) -> ApplyScript {
+    let mut out = ApplyScript::default();
+    let d = converge::delimiter();
+    let body = converge::body(changes, &d, &mut out);
+    let mut s = converge::prelude();
+    s.push_str(&snapshot_and_arm(old, desired, id, timeout_secs));
+    s.push_str("( ");
+    s.push_str(&converge::prelude());
+    s.push_str(&body);
+    s.push_str(")\nrc=$?\n");
+    let _ = writeln!(
+        s,
+        "if [ $rc -ne 0 ]; then\n  {}\n  sh \"$S/revert.sh\" > \"$S/revert.log\" 2>&1 && echo 'dwprov: reverted to snapshot {id}' >&2\n  exit $rc\nfi",
+        disarm_commands()
+    );
+    s.push_str("echo applied > \"$S/state\"\nexit 0\n");
+    out.script = s;
+    out
+}
+
+fn disarm_commands() -> &'static str {
+    "p=$(cat \"$S/timer.pid\" 2>/dev/null); [ -n \"$p\" ] && kill -TERM -- -\"$p\" 2>/dev/null; rm -f \"$S/timer.pid\""
+}
+
+/// Disarm the revert of snapshot `id` (after verification) and prune old snapshots.
+pub fn confirm_script(id: &str) -> String {
+    let mut s = converge::prelude();
+    let _ = writeln!(s, "S={}", sh_quote(&format!("{SNAPSHOT_DIR}/{id}")));
+    s.push_str(
+        "p=$(cat \"$S/timer.pid\" 2>/dev/null) && kill -TERM -- -\"$p\" 2>/dev/null \\\n  \
+         || fail 'the revert timer is gone (it already ran, or is running): the change is NOT confirmed'\n\
+         rm -f \"$S/timer.pid\"\necho confirmed > \"$S/state\"\n",
+    );
+    let _ = writeln!(
+        s,
+        "ls -1d {SNAPSHOT_DIR}/*/ 2>/dev/null | sort -r | tail -n +{} | while read -r old; do rm -rf \"$old\"; done",
+        KEEP_SNAPSHOTS + 1
+    );
+    s
+}
+
+/// Revert to snapshot `id` now (or the newest when None).
+pub fn rollback_script(id: Option<&str>) -> String {
+    let mut s = converge::prelude();
+    match id {
+        Some(id) => {
+            let _ = writeln!(s, "S={}", sh_quote(&format!("{SNAPSHOT_DIR}/{id}")));
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "S=$(ls -1d {SNAPSHOT_DIR}/*/ 2>/dev/null | sort | tail -n 1); S=${{S%/}}"
+            );
+        }
+    }
+    s.push_str("[ -n \"$S\" ] && [ -f \"$S/revert.sh\" ] || fail 'no such snapshot on this host (dwprov rollback --list shows them)'\n");
+    s.push_str(disarm_commands());
+    s.push_str("\nsh \"$S/revert.sh\" > \"$S/revert.log\" 2>&1 || { cat \"$S/revert.log\" >&2; fail 'revert failed'; }\n");
+    s.push_str("echo \"rolled back: ${S##*/}\"\n");
+    s
+}
+
+/// List snapshots: `id state` per line, oldest first.
+pub fn list_script() -> String {
+    let mut s = converge::prelude();
+    let _ = writeln!(
+        s,
+        "for d in $(ls -1d {SNAPSHOT_DIR}/*/ 2>/dev/null | sort); do d=${{d%/}}; echo \"${{d##*/}} $(cat \"$d/state\" 2>/dev/null || echo unknown)\"; done"
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_ids_sort_by_time_and_are_path_safe() {
+        let a = snapshot_id();
+        assert!(valid_id(&a), "{a}");
+        assert_eq!(a.len(), "20261124T204501Z-abcdef".len(), "{a}");
+        assert!(!valid_id("../etc"));
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_416), (2025, 11, 24));
+    }
+
+    #[test]
+    fn apply_script_is_valid_shell() {
+        let s = apply_script(
+            &[],
+            &State::default(),
+            &State::default(),
+            "20261124T000000Z-abcdef",
+            60,
+        );
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-n")
+            .arg("-c")
+            .arg(&s.script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            s.script
+        );
+        for script in [
+            confirm_script("x"),
+            rollback_script(None),
+            rollback_script(Some("x")),
+            list_script(),
+        ] {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{script}");
+        }
+    }
+}
