@@ -214,7 +214,7 @@ pub fn apply_script(
 }
 
 fn disarm_commands() -> &'static str {
-    "p=$(cat \"$S/timer.pid\" 2>/dev/null); [ -n \"$p\" ] && kill -TERM -- -\"$p\" 2>/dev/null; rm -f \"$S/timer.pid\""
+    "p=$(cat \"$S/timer.pid\" 2>/dev/null); [ -n \"$p\" ] && kill -TERM -\"$p\" 2>/dev/null; rm -f \"$S/timer.pid\""
 }
 
 /// Disarm the revert of snapshot `id` (after verification) and prune old snapshots.
@@ -222,7 +222,7 @@ pub fn confirm_script(id: &str) -> String {
     let mut s = converge::prelude();
     let _ = writeln!(s, "S={}", sh_quote(&format!("{SNAPSHOT_DIR}/{id}")));
     s.push_str(
-        "p=$(cat \"$S/timer.pid\" 2>/dev/null) && kill -TERM -- -\"$p\" 2>/dev/null \\\n  \
+        "p=$(cat \"$S/timer.pid\" 2>/dev/null) && kill -TERM -\"$p\" 2>/dev/null \\\n  \
          || fail 'the revert timer is gone (it already ran, or is running): the change is NOT confirmed'\n\
          rm -f \"$S/timer.pid\"\necho confirmed > \"$S/state\"\n",
     );
