@@ -22,6 +22,8 @@
 //! `<temp_dir>/dwt-<pidns>-<pid>-<tag>`.
 #![allow(dead_code)]
 
+pub mod seed;
+
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,235 @@
+//! Never strand a gateway: commit-confirmed apply, self-revert after a
+//! lock-out or a connection cut mid-apply, rollback, bad situations found
+//! before anything changes. Real lab, real SSH, real packets.
+//!
+//! `DWPROV_LOCKOUT_TRIALS` and `DWPROV_CUT_TRIALS` raise the number of
+//! trials (scripts/stress.sh runs 20 and 50).
+mod common;
+
+use common::seed::*;
+use common::Lab;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Short SSH timeouts so a lock-out is noticed in seconds, not a minute.
+const FAST_SSH: &str = "          ssh: {connect_timeout: 2, timeout: 4}\n";
+const CONFIRM_SECS: u64 = 6;
+
+fn trials(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn apply_confirmed(lab: &Lab, inv: &Path) -> std::process::Output {
+    lab.dwprov(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--confirm-timeout",
+        &CONFIRM_SECS.to_string(),
+    ])
+}
+
+/// Wait until `dwprov plan` of `inv` exits 0 (the gateway is exactly as
+/// `inv` says), at most `limit`; returns how long it took.
+fn wait_until_planned(lab: &Lab, inv: &Path, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if plan_code(lab, inv) == 0 {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    None
+}
+
+#[test]
+fn a_change_that_cuts_the_management_path_reverts_by_itself() {
+    let lab = Lab::up();
+    let good = inventory_with(&lab, "good.yaml", "fwmark", FORWARDS, CNC_ROUTES, FAST_SSH);
+    // The controller's replies sent out the CTC line: the management path is cut.
+    let bad = inventory_with(
+        &lab,
+        "lockout.yaml",
+        "fwmark",
+        FORWARDS,
+        CNC_ROUTES,
+        &format!("{FAST_SSH}          policies:\n            - {{to: 10.9.0.0/24, line: ctc}}\n"),
+    );
+    assert_eq!(apply_confirmed(&lab, &good).status.code(), Some(0));
+    for trial in 0..trials("DWPROV_LOCKOUT_TRIALS", 1) {
+        let o = apply_confirmed(&lab, &bad);
+        assert_eq!(o.status.code(), Some(1), "trial {trial}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stdout) + String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("reverts itself to snapshot"),
+            "trial {trial}: {err}"
+        );
+        // Within the confirm timeout + 5 s the gateway is back as it was, and reachable.
+        let took = wait_until_planned(&lab, &good, Duration::from_secs(CONFIRM_SECS + 5 + 4));
+        assert!(
+            took.is_some(),
+            "trial {trial}: not back to the previous state in time"
+        );
+        let rules = lab.sh_ok("gw", "ip rule");
+        assert!(!rules.contains("10.9.0.0/24"), "trial {trial}: {rules}");
+    }
+    assert_traffic(&lab, true);
+    let snaps = lab.sh_ok("gw", "cat /var/lib/dwprov/snapshots/*/state");
+    assert!(
+        snaps.contains("reverted") && snaps.contains("confirmed"),
+        "{snaps}"
+    );
+}
+
+#[test]
+fn cutting_ssh_mid_apply_ends_in_the_old_or_the_new_state_never_a_mix() {
+    let lab = Lab::up();
+    let old = inventory_with(&lab, "old.yaml", "static", FORWARDS, CNC_ROUTES, FAST_SSH);
+    let new = inventory_with(
+        &lab,
+        "new.yaml",
+        "fwmark",
+        "            - {proto: tcp, port: 80, to: 192.168.0.100}",
+        "100.65.0.0/16",
+        FAST_SSH,
+    );
+    let n = trials("DWPROV_CUT_TRIALS", 3);
+    let (mut olds, mut news) = (0, 0);
+    for trial in 0..n {
+        assert_eq!(
+            apply_confirmed(&lab, &old).status.code(),
+            Some(0),
+            "trial {trial}: reset to old"
+        );
+        // Start the apply, then kill every SSH session from the gateway side
+        // at a point that moves through the apply from trial to trial.
+        let inv = new.to_str().unwrap().to_string();
+        let prefix = lab.prefix.clone();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &format!("{prefix}ctl"), common::DWPROV])
+            .args([
+                "apply",
+                "-i",
+                &inv,
+                "--yes",
+                "--confirm-timeout",
+                &CONFIRM_SECS.to_string(),
+            ])
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = (trial as u64 * 137) % 900;
+        std::thread::sleep(Duration::from_millis(delay));
+        lab.sh("gw", "pkill -KILL -f 'sshd: root@' ; true");
+        let _ = child.wait_with_output();
+        std::thread::sleep(Duration::from_secs(CONFIRM_SECS + 2));
+        let is_old = plan_code(&lab, &old) == 0;
+        let is_new = plan_code(&lab, &new) == 0;
+        assert!(
+            is_old ^ is_new,
+            "trial {trial} (kill after {delay} ms): a mix of old and new state"
+        );
+        if is_old {
+            olds += 1;
+        } else {
+            news += 1;
+        }
+    }
+    eprintln!("{n} trials: {olds} ended in the old state, {news} in the new one");
+    // The next apply converges.
+    assert_eq!(apply_confirmed(&lab, &new).status.code(), Some(0));
+    assert_eq!(plan_code(&lab, &new), 0);
+    assert_traffic(&lab, true);
+}
+
+#[test]
+fn rollback_restores_the_state_before_an_apply() {
+    let lab = Lab::up();
+    let a = inventory_with(&lab, "a.yaml", "static", FORWARDS, CNC_ROUTES, "");
+    let b = inventory_with(&lab, "b.yaml", "fwmark", FORWARDS, "100.65.0.0/16", "");
+    apply(&lab, &a);
+    apply(&lab, &b);
+    let list = lab.dwprov(&[
+        "rollback",
+        "-i",
+        a.to_str().unwrap(),
+        "--limit",
+        "gw1",
+        "--list",
+    ]);
+    let listed = String::from_utf8_lossy(&list.stdout).to_string();
+    assert_eq!(listed.matches(" confirmed").count(), 2, "{listed}");
+    let o = lab.dwprov(&["rollback", "-i", a.to_str().unwrap(), "--limit", "gw1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(plan_code(&lab, &a), 0, "rolled back to the state a left");
+    assert_traffic(&lab, false);
+    // Rolling back to the first snapshot restores the bare gateway.
+    let first = listed
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let o = lab.dwprov(&[
+        "rollback",
+        "-i",
+        a.to_str().unwrap(),
+        "--limit",
+        "gw1",
+        "--to",
+        &first,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rules = lab.sh_ok("gw", "ip rule");
+    assert_eq!(rules.lines().count(), 3, "{rules}");
+    let bad = lab.dwprov(&[
+        "rollback",
+        "-i",
+        a.to_str().unwrap(),
+        "--limit",
+        "gw1",
+        "--to",
+        "../../etc",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+}
+
+#[test]
+fn a_read_only_etc_is_found_before_anything_changes() {
+    let lab = Lab::up();
+    let inv = inventory(&lab, "fwmark", FORWARDS, CNC_ROUTES);
+    lab.sh_ok(
+        "gw",
+        "mkdir -p /etc/sysctl.d && mount --bind -o ro /etc/sysctl.d /etc/sysctl.d",
+    );
+    let before = lab.sh_ok("gw", SNAPSHOT);
+    let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout) + String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("cannot write /etc/sysctl.d"), "{out}");
+    assert_eq!(before, lab.sh_ok("gw", SNAPSHOT), "nothing may change");
+}
+
+#[test]
+fn a_missing_interface_is_refused_before_connecting_changes_anything() {
+    let lab = Lab::up();
+    let inv = inventory(&lab, "fwmark", FORWARDS, CNC_ROUTES);
+    let text_inv = std::fs::read_to_string(&inv)
+        .unwrap()
+        .replace("interface: eth2", "interface: eth9");
+    std::fs::write(&inv, text_inv).unwrap();
+    let before = lab.sh_ok("gw", SNAPSHOT);
+    let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout) + String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("interface eth9 does not exist"), "{out}");
+    assert_eq!(before, lab.sh_ok("gw", SNAPSHOT));
+}
