@@ -208,3 +208,75 @@ fn apply_refuses_without_yes_when_not_a_terminal() {
         "{rules}"
     );
 }
+
+#[test]
+fn a_changed_host_key_is_refused_and_nothing_runs() {
+    let lab = Lab::up();
+    // Record another key for the gateway's address, as if it had been replaced.
+    let other = lab.dir.join("other_host_key");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pubkey = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let fields: Vec<&str> = pubkey.split_whitespace().collect();
+    std::fs::write(
+        lab.dir.join("known_hosts"),
+        format!("10.9.0.2 {} {}\n", fields[0], fields[1]),
+    )
+    .unwrap();
+    let inv = inventory(&lab, "fwmark", FORWARDS, CNC_ROUTES);
+    let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout) + String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("MISMATCH") || out.contains("changed"), "{out}");
+    assert!(out.contains("cause=host key"), "{out}");
+    // Nothing ran: no authentication was even attempted, and no change was made.
+    let log = std::fs::read_to_string(lab.dir.join("sshd.log")).unwrap_or_default();
+    assert!(!log.contains("Accepted publickey"), "{log}");
+    let rules = lab.sh_ok("gw", "ip rule");
+    assert_eq!(rules.lines().count(), 3, "{rules}");
+    // --accept-new-host-keys never accepts a CHANGED key.
+    let o = lab.dwprov(&[
+        "gather",
+        "-i",
+        inv.to_str().unwrap(),
+        "--accept-new-host-keys",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn an_unreachable_host_fails_alone_with_a_clear_message() {
+    let lab = Lab::up();
+    let dir = lab.dir.display();
+    let inv = lab.write_file(
+        "two.yaml",
+        &format!(
+            "all:\n  vars:\n    ssh: {{user: root, identity_file: {dir}/id_ed25519, known_hosts: {dir}/known_hosts, connect_timeout: 2}}\n  hosts:\n    gw1: {{address: 10.9.0.2}}\n    gone: {{address: 10.9.0.99}}\n"
+        ),
+    );
+    let start = std::time::Instant::now();
+    let o = lab.dwprov(&["gather", "-i", inv.to_str().unwrap()]);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "bounded time"
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stdout.contains("── gw1"),
+        "the reachable host is still gathered: {stdout}"
+    );
+    assert!(
+        stderr.contains("gone") && stderr.contains("10.9.0.99:22"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("gw1:"),
+        "only the unreachable host fails: {stderr}"
+    );
+}
