@@ -215,7 +215,7 @@ fn diff_routes(desired: &State, live: &State, d: &mut HostDiff) {
                 to: Some(want.clone()),
             }),
             Some(live_routes) => {
-                if live_routes.iter().any(|r| *r == want) {
+                if live_routes.contains(&want) {
                     continue;
                 }
                 match live_routes.iter().find(|r| is_owned_route(r)) {
