@@ -213,6 +213,10 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript) -> String {
         ));
         out.commands += 1;
     }
+    // Boot files written above: enable units, start the flush loop (src/boot.rs).
+    let post = crate::boot::post_install(changes);
+    s.push_str(&post.script);
+    out.commands += post.commands;
     s
 }
 

@@ -98,7 +98,7 @@ f_systemd() { [ -d /run/systemd/system ] && echo yes || echo no; }
     s.push_str("sec other_backend f_other_backend\n");
     s.push_str("sec rt_tables f_rt_tables\n");
     s.push_str("sec sysctl f_sysctl\n");
-    for f in OWNED_FILES {
+    for f in OWNED_FILES.iter().chain(crate::boot::OWNED_FILES) {
         s.push_str(&format!("sec 'file {f}' f_file {f}\n"));
     }
     s.push_str("sec state_files f_state_files\n");
@@ -331,6 +331,12 @@ pub fn gather(t: &mut dyn Transport) -> Result<Facts> {
     }
     let sections = split_sections(&text, &m)?;
     let mut facts = parse_facts(t.host(), &sections)?;
+    // Test hook (undocumented for users): pretend the host runs this kernel,
+    // e.g. DWPROV_FAKE_KERNEL=3.2.0 to exercise the route-cache flush path
+    // on a modern lab gateway (tests/boot.rs).
+    if let Some(k) = std::env::var_os("DWPROV_FAKE_KERNEL") {
+        facts.kernel = k.to_string_lossy().into_owned();
+    }
     facts.digest = digest(&sections);
     Ok(facts)
 }

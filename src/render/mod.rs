@@ -57,7 +57,7 @@ impl Templates {
     pub fn load(override_dir: Option<&Path>) -> Result<Templates> {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![]);
-        for (name, text) in BUILTIN {
+        for (name, text) in BUILTIN.iter().chain(crate::boot::TEMPLATES) {
             let mut text = text.to_string();
             if let Some(dir) = override_dir {
                 let p = dir.join(format!("{name}.tera"));
@@ -71,7 +71,7 @@ impl Templates {
         Ok(Templates { tera })
     }
 
-    fn render(&self, name: &str, ctx: &tera::Context) -> Result<String> {
+    pub(crate) fn render(&self, name: &str, ctx: &tera::Context) -> Result<String> {
         let text = self
             .tera
             .render(name, ctx)
@@ -322,8 +322,8 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
 /// Render one gateway and parse the result into its desired state.
 /// `facts` (when known) refine the plan: e.g. the kernel version decides
 /// whether the route-cache flush unit is needed.
-pub fn render(gw: &Gateway, templates: &Templates, _facts: Option<&Facts>) -> Result<Rendered> {
-    let (ctx, warnings) = context(gw);
+pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Result<Rendered> {
+    let (ctx, mut warnings) = context(gw);
     let mut artefacts = BTreeMap::new();
     for (name, path) in FILE_TARGETS {
         let text = templates.render(name, &ctx)?;
@@ -339,7 +339,16 @@ pub fn render(gw: &Gateway, templates: &Templates, _facts: Option<&Facts>) -> Re
         "iptables.rules".into(),
         templates.render("iptables.rules", &ctx)?,
     );
-    let desired = desired_from_artefacts(&artefacts)?;
+    let mut desired = desired_from_artefacts(&artefacts)?;
+
+    // What restores this state at boot (src/boot.rs): owned files like the others.
+    let boot = crate::boot::files(gw, &desired, &crate::boot::Platform::of(facts), templates)?;
+    for (path, text) in boot.files {
+        desired.files.insert(path.clone(), text.clone());
+        artefacts.insert(path, text);
+    }
+    warnings.extend(boot.warnings);
+
     Ok(Rendered {
         host: gw.host.clone(),
         artefacts,
@@ -487,7 +496,19 @@ pub(crate) mod tests {
 
     fn artefacts_text(r: &Rendered) -> String {
         let mut s = String::new();
-        for (k, v) in &r.artefacts {
+        // Boot files have their own snapshots (src/boot.rs).
+        let boot = crate::boot::files(
+            &seed(Method::Static),
+            &r.desired,
+            &crate::boot::Platform::of(None),
+            &Templates::load(None).unwrap(),
+        )
+        .unwrap();
+        for (k, v) in r
+            .artefacts
+            .iter()
+            .filter(|(k, _)| !boot.files.contains_key(*k))
+        {
             s.push_str(&format!("==> {k}\n{v}\n"));
         }
         for w in &r.warnings {

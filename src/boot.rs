@@ -1,0 +1,636 @@
+//! Survive a reboot: what dwprov applies is kernel state (rules, routes,
+//! iptables, sysctls) and a reboot loses it, so dwprov also installs on the
+//! gateway what restores it at boot.
+//!
+//! The boot files are a pure function of (gateway, desired state, kernel
+//! version, systemd or not): [`files`]. They are owned files like the others,
+//! so the plan shows them and a changed desired state rewrites them.
+//!
+//! - `/etc/dwprov/ip.batch`: every desired route (`route replace`) and rule
+//!   (`rule add`), numeric tables and protocols;
+//! - `/etc/dwprov/iptables.rules`: an `iptables-restore --noflush` payload
+//!   (DWPROV-* chains, jumps inserted first in their built-in chains);
+//! - `/etc/dwprov/boot.sh`: POSIX sh loader, `early` (iptables, then sysctls
+//!   from `/etc/sysctl.d/90-dwprov.conf`) and `late` (sysctls, routes, rules)
+//!   stages, idempotent, non-zero exit naming what failed;
+//! - systemd: `dwprov.service` (early stage, before network-pre.target) and
+//!   `dwprov-routes.service` (late stage, after network-online.target: a route
+//!   via a line's gateway needs that line up with its address);
+//!   no systemd: `/etc/init.d/dwprov` (LSB, after `$network`, runs all stages);
+//! - kernels before 3.6 (IPv4 route cache, the seed's FAQ 2), or
+//!   `route_cache_flush: true`: `/etc/dwprov/route-cache-flush.sh`, a loop
+//!   running `ip route flush cache` every 2 s, as
+//!   `dwprov-route-cache-flush.service` or started by the init script.
+//!
+//! [`post_install`] yields the commands the apply script runs after writing
+//! these files (daemon-reload, enable, start the flush loop), only for the
+//! files that changed.
+use crate::diff::{is_owned_chain, is_owned_jump, Change};
+use crate::error::Result;
+use crate::gather::Facts;
+use crate::model::Gateway;
+use crate::render::Templates;
+use crate::state::State;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Where the boot files live (gather reads every file under it).
+pub const STATE_DIR: &str = crate::gather::STATE_DIR;
+/// The sysctl file render installs; boot.sh reads its values from there.
+pub const SYSCTL_CONF: &str = "/etc/sysctl.d/90-dwprov.conf";
+pub const IP_BATCH: &str = "/etc/dwprov/ip.batch";
+pub const IPTABLES_RULES: &str = "/etc/dwprov/iptables.rules";
+pub const BOOT_SH: &str = "/etc/dwprov/boot.sh";
+pub const FLUSH_SH: &str = "/etc/dwprov/route-cache-flush.sh";
+pub const UNIT_DIR: &str = "/etc/systemd/system";
+pub const EARLY_UNIT: &str = "dwprov.service";
+pub const LATE_UNIT: &str = "dwprov-routes.service";
+pub const FLUSH_UNIT: &str = "dwprov-route-cache-flush.service";
+pub const INIT_SCRIPT: &str = "/etc/init.d/dwprov";
+/// Pid of the detached flush loop (hosts without systemd).
+pub const FLUSH_PIDFILE: &str = "/run/dwprov-route-cache-flush.pid";
+/// The seed's advice: flush the route cache every 2 s.
+pub const FLUSH_INTERVAL_SECS: u32 = 2;
+/// The first kernel without the IPv4 route cache.
+pub const NO_CACHE_SINCE: (u32, u32) = (3, 6);
+
+/// Boot files outside [`STATE_DIR`] (gather reads them, diff prunes them).
+pub const OWNED_FILES: &[&str] = &[
+    "/etc/systemd/system/dwprov.service",
+    "/etc/systemd/system/dwprov-routes.service",
+    "/etc/systemd/system/dwprov-route-cache-flush.service",
+    INIT_SCRIPT,
+];
+
+/// Built-in boot templates (name, text); overridable as
+/// `--templates DIR` + `boot/NAME.tera`.
+pub const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "boot/ip.batch",
+        include_str!("../templates/boot/ip.batch.tera"),
+    ),
+    (
+        "boot/iptables.rules",
+        include_str!("../templates/boot/iptables.rules.tera"),
+    ),
+    (
+        "boot/boot.sh",
+        include_str!("../templates/boot/boot.sh.tera"),
+    ),
+    (
+        "boot/route-cache-flush.sh",
+        include_str!("../templates/boot/route-cache-flush.sh.tera"),
+    ),
+    (
+        "boot/dwprov.service",
+        include_str!("../templates/boot/dwprov.service.tera"),
+    ),
+    (
+        "boot/dwprov-routes.service",
+        include_str!("../templates/boot/dwprov-routes.service.tera"),
+    ),
+    (
+        "boot/dwprov-route-cache-flush.service",
+        include_str!("../templates/boot/dwprov-route-cache-flush.service.tera"),
+    ),
+    ("boot/init.d", include_str!("../templates/boot/init.d.tera")),
+];
+
+fn unit_path(unit: &str) -> String {
+    format!("{UNIT_DIR}/{unit}")
+}
+
+/// What the boot files depend on besides the gateway and its desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// `uname -r`; None when rendering without a host.
+    pub kernel: Option<String>,
+    pub systemd: bool,
+}
+
+impl Platform {
+    /// From gathered facts; without facts (`dwprov render`): systemd and a
+    /// kernel without route cache are assumed (the plan decides from the host).
+    pub fn of(facts: Option<&Facts>) -> Platform {
+        match facts {
+            Some(f) => Platform {
+                kernel: Some(f.kernel.clone()),
+                systemd: f.systemd,
+            },
+            None => Platform {
+                kernel: None,
+                systemd: true,
+            },
+        }
+    }
+}
+
+/// `major.minor` of a `uname -r` string: `3.5.7-foo` → (3, 5),
+/// `6.1.0-18-amd64` → (6, 1), `2.6.32` → (2, 6), `4` → (4, 0).
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let digits = |s: &str| -> Option<u32> {
+        let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        s[..end].parse().ok()
+    };
+    let r = release.trim();
+    let major = digits(r)?;
+    let rest = &r[r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len())..];
+    let minor = match rest.strip_prefix('.') {
+        Some(m) => digits(m)?,
+        None => 0,
+    };
+    Some((major, minor))
+}
+
+/// Whether this kernel caches IPv4 routes (before 3.6); None if unparsable.
+pub fn has_route_cache(release: &str) -> Option<bool> {
+    kernel_version(release).map(|v| v < NO_CACHE_SINCE)
+}
+
+/// Whether to install the route-cache flush, and the plan line saying why.
+pub fn route_cache_decision(gw: &Gateway, kernel: Option<&str>) -> (bool, String) {
+    let every = format!("`ip route flush cache` every {FLUSH_INTERVAL_SECS} s");
+    let faq = "cross access works for one address at a time (seed FAQ 2)";
+    let cached = kernel.and_then(has_route_cache);
+    let k = kernel.unwrap_or("unknown");
+    match (gw.route_cache_flush, kernel, cached) {
+        (Some(true), _, _) => (
+            true,
+            format!("route_cache_flush: true (inventory; kernel {k}): installing the route-cache flush loop ({every})"),
+        ),
+        (Some(false), _, Some(true)) => (
+            false,
+            format!("route_cache_flush: false (inventory), but kernel {k} caches IPv4 routes (before 3.6): {faq}"),
+        ),
+        (Some(false), _, _) => (
+            false,
+            "route_cache_flush: false (inventory): no route-cache flush".into(),
+        ),
+        (None, None, _) => (
+            false,
+            "no host facts: boot files assume systemd and a kernel without IPv4 route cache (plan decides from the host)".into(),
+        ),
+        (None, Some(_), Some(true)) => (
+            true,
+            format!("kernel {k} caches IPv4 routes (before 3.6): installing the route-cache flush loop ({every}), else {faq}"),
+        ),
+        (None, Some(_), Some(false)) => (
+            false,
+            format!("kernel {k} has no IPv4 route cache (gone since 3.6): no route-cache flush needed"),
+        ),
+        (None, Some(_), None) => (
+            false,
+            format!("cannot read kernel version {k:?}: assuming 3.6 or later (no IPv4 route cache, no flush loop); set route_cache_flush: true if it is older"),
+        ),
+    }
+}
+
+/// The boot files for one gateway, and plan lines about them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BootFiles {
+    /// Path → content.
+    pub files: BTreeMap<String, String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct IptTableCtx {
+    name: String,
+    chains: Vec<String>,
+    rules: Vec<String>,
+    jumps: Vec<String>,
+}
+
+/// iptables-restore lines for the owned part of the desired iptables state.
+fn ipt_tables(desired: &State) -> Vec<IptTableCtx> {
+    let mut out = Vec::new();
+    for (name, table) in &desired.iptables.tables {
+        let mut t = IptTableCtx {
+            name: name.clone(),
+            chains: Vec::new(),
+            rules: Vec::new(),
+            jumps: Vec::new(),
+        };
+        for (cname, chain) in &table.chains {
+            if is_owned_chain(cname) {
+                t.chains.push(cname.clone());
+                for r in &chain.rules {
+                    t.rules.push(format!("-A {cname} {r}"));
+                }
+            } else {
+                for r in chain.rules.iter().filter(|r| is_owned_jump(r)) {
+                    t.jumps.push(format!("-I {cname} 1 {r}"));
+                }
+            }
+        }
+        // Each `-I .. 1` goes first: insert in reverse to keep the order.
+        t.jumps.reverse();
+        if !t.chains.is_empty() || !t.jumps.is_empty() {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// The files that restore `desired` at boot on this platform. Pure.
+pub fn files(
+    gw: &Gateway,
+    desired: &State,
+    platform: &Platform,
+    templates: &Templates,
+) -> Result<BootFiles> {
+    let (flush, note) = route_cache_decision(gw, platform.kernel.as_deref());
+    let mut ctx = tera::Context::new();
+    ctx.insert("host", &gw.host);
+    ctx.insert("state_dir", STATE_DIR);
+    ctx.insert("sysctl_conf", SYSCTL_CONF);
+    ctx.insert("early_unit", EARLY_UNIT);
+    ctx.insert("late_unit", LATE_UNIT);
+    ctx.insert("flush_unit", FLUSH_UNIT);
+    ctx.insert("systemd", &platform.systemd);
+    ctx.insert("flush", &flush);
+    ctx.insert("flush_reason", &note);
+    ctx.insert("flush_interval", &FLUSH_INTERVAL_SECS);
+    ctx.insert("flush_pidfile", FLUSH_PIDFILE);
+    let routes: Vec<String> = desired.routes.iter().map(|r| r.to_batch()).collect();
+    let rules: Vec<String> = desired.rules.iter().map(|r| r.to_batch()).collect();
+    ctx.insert("routes", &routes);
+    ctx.insert("rules", &rules);
+    ctx.insert("ipt_tables", &ipt_tables(desired));
+    ctx.insert("init_script", INIT_SCRIPT);
+
+    let mut wanted: Vec<(&str, String)> = vec![
+        ("boot/ip.batch", IP_BATCH.into()),
+        ("boot/iptables.rules", IPTABLES_RULES.into()),
+        ("boot/boot.sh", BOOT_SH.into()),
+    ];
+    if flush {
+        wanted.push(("boot/route-cache-flush.sh", FLUSH_SH.into()));
+    }
+    if platform.systemd {
+        wanted.push(("boot/dwprov.service", unit_path(EARLY_UNIT)));
+        wanted.push(("boot/dwprov-routes.service", unit_path(LATE_UNIT)));
+        if flush {
+            wanted.push((
+                "boot/dwprov-route-cache-flush.service",
+                unit_path(FLUSH_UNIT),
+            ));
+        }
+    } else {
+        wanted.push(("boot/init.d", INIT_SCRIPT.into()));
+    }
+    let mut out = BootFiles {
+        files: BTreeMap::new(),
+        warnings: vec![note],
+    };
+    for (template, path) in wanted {
+        let text = templates.render(template, &ctx)?;
+        out.files
+            .insert(path, format!("{}\n", text.trim_end_matches('\n')));
+    }
+    Ok(out)
+}
+
+/// Commands the apply script runs after writing the files of `changes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostInstall {
+    /// Shell lines; they call the apply script's `fail STEP` on error.
+    pub script: String,
+    pub commands: usize,
+}
+
+/// Enable what was installed, stop what was removed: only for boot files in
+/// `changes` (a plan with no boot file change runs none of this).
+pub fn post_install(changes: &[Change]) -> PostInstall {
+    let (mut written, mut removed) = (Vec::new(), Vec::new());
+    for c in changes {
+        if let Change::File { path, to, .. } = c {
+            if to.is_some() {
+                written.push(path.as_str());
+            } else {
+                removed.push(path.as_str());
+            }
+        }
+    }
+    let w = |p: &str| written.contains(&p);
+    let r = |p: &str| removed.contains(&p);
+    let mut out = PostInstall::default();
+    let mut line = |s: &mut String, text: String| {
+        s.push_str(&text);
+        s.push('\n');
+        out.commands += 1;
+    };
+    let mut s = String::new();
+    let units = [EARLY_UNIT, LATE_UNIT, FLUSH_UNIT];
+    for u in units.iter().filter(|u| r(&unit_path(u))) {
+        // The unit file is gone: stop it while systemd still knows it, drop
+        // its enablement link (`systemctl disable` needs the file).
+        line(
+            &mut s,
+            format!("systemctl stop {u} 2>/dev/null; rm -f {UNIT_DIR}/multi-user.target.wants/{u}"),
+        );
+    }
+    if units.iter().any(|u| w(&unit_path(u)) || r(&unit_path(u))) {
+        line(
+            &mut s,
+            "systemctl daemon-reload || fail 'systemctl daemon-reload'".into(),
+        );
+    }
+    for u in units.iter().filter(|u| w(&unit_path(u))) {
+        line(
+            &mut s,
+            format!("systemctl --quiet enable {u} || fail 'systemctl enable {u}'"),
+        );
+    }
+    if w(INIT_SCRIPT) {
+        line(
+            &mut s,
+            format!("chmod 755 {INIT_SCRIPT} || fail 'chmod {INIT_SCRIPT}'"),
+        );
+        line(
+            &mut s,
+            "if command -v update-rc.d >/dev/null 2>&1; then update-rc.d dwprov defaults >/dev/null 2>&1 || fail 'update-rc.d dwprov defaults'; \
+             elif command -v chkconfig >/dev/null 2>&1; then chkconfig --add dwprov || fail 'chkconfig --add dwprov'; \
+             else echo 'dwprov: no update-rc.d or chkconfig: link /etc/init.d/dwprov into the boot sequence by hand' >&2; fi"
+                .into(),
+        );
+    }
+    if r(INIT_SCRIPT) {
+        line(
+            &mut s,
+            "if command -v update-rc.d >/dev/null 2>&1; then update-rc.d dwprov remove >/dev/null 2>&1; \
+             elif command -v chkconfig >/dev/null 2>&1; then chkconfig --del dwprov; fi; true"
+                .into(),
+        );
+    }
+    // The flush loop runs now, not only after the next boot.
+    if r(FLUSH_SH) {
+        line(
+            &mut s,
+            format!(
+                "if [ -f {FLUSH_PIDFILE} ]; then pid=$(cat {FLUSH_PIDFILE}); \
+                 if tr '\\0' ' ' <\"/proc/$pid/cmdline\" 2>/dev/null | grep -q 'route-cache-flush\\.sh'; then \
+                 kill -TERM -- \"-$pid\" 2>/dev/null || kill -TERM \"$pid\"; fi; rm -f {FLUSH_PIDFILE}; fi"
+            ),
+        );
+    } else if w(FLUSH_SH) || w(&unit_path(FLUSH_UNIT)) {
+        let unit = unit_path(FLUSH_UNIT);
+        line(
+            &mut s,
+            format!(
+                "if [ -f {unit} ]; then systemctl restart {FLUSH_UNIT} || fail 'systemctl restart {FLUSH_UNIT}'; \
+                 else sh {FLUSH_SH} restart || fail 'start the route-cache flush loop'; fi"
+            ),
+        );
+    }
+    out.script = s;
+    out
+}
+
+/// Everything above as text, for snapshots and `dwprov render`-like views.
+pub fn files_text(b: &BootFiles) -> String {
+    let mut s = String::new();
+    for (path, text) in &b.files {
+        let _ = write!(s, "==> {path}\n{text}");
+    }
+    for w in &b.warnings {
+        let _ = writeln!(s, "note: {w}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Method;
+    use crate::render::tests::seed;
+
+    fn boot(kernel: Option<&str>, systemd: bool, flush: Option<bool>) -> BootFiles {
+        let mut gw = seed(Method::Fwmark);
+        gw.route_cache_flush = flush;
+        let t = Templates::load(None).unwrap();
+        let r = crate::render::render(&gw, &t, None).unwrap();
+        let platform = Platform {
+            kernel: kernel.map(str::to_string),
+            systemd,
+        };
+        files(&gw, &r.desired, &platform, &t).unwrap()
+    }
+
+    #[test]
+    fn kernel_versions_compare_by_major_minor() {
+        assert_eq!(kernel_version("3.5.7-foo"), Some((3, 5)));
+        assert_eq!(kernel_version("6.1.0-18-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("2.6.32-5-686"), Some((2, 6)));
+        assert_eq!(kernel_version("3.10.0-1160.el7.x86_64"), Some((3, 10)));
+        assert_eq!(kernel_version("4"), Some((4, 0)));
+        assert_eq!(kernel_version(" 3.6 "), Some((3, 6)));
+        assert_eq!(kernel_version("Linux"), None);
+        assert_eq!(kernel_version(""), None);
+        assert_eq!(kernel_version("3.x"), None);
+        assert_eq!(has_route_cache("3.5.7-foo"), Some(true));
+        assert_eq!(has_route_cache("3.2.0-4-amd64"), Some(true));
+        assert_eq!(has_route_cache("2.6.32"), Some(true));
+        assert_eq!(has_route_cache("3.6.0"), Some(false));
+        // 3.10 is not "3.1": numeric, not lexical.
+        assert_eq!(has_route_cache("3.10.0"), Some(false));
+        assert_eq!(has_route_cache("6.1.0-18-amd64"), Some(false));
+        assert_eq!(has_route_cache("unknown"), None);
+    }
+
+    #[test]
+    fn the_kernel_decides_unless_the_inventory_does() {
+        let gw = |f| {
+            let mut g = seed(Method::Fwmark);
+            g.route_cache_flush = f;
+            g
+        };
+        let d = |f, k| route_cache_decision(&gw(f), k);
+        assert!(d(None, Some("3.2.0")).0);
+        assert!(d(None, Some("3.2.0")).1.contains("every 2 s"));
+        assert!(!d(None, Some("6.1.0-18-amd64")).0);
+        assert!(d(None, Some("6.1.0-18-amd64"))
+            .1
+            .contains("no IPv4 route cache"));
+        let (f, note) = d(None, Some("weird"));
+        assert!(!f && note.contains("assuming 3.6 or later"), "{note}");
+        assert!(!d(None, None).0);
+        assert!(d(Some(true), Some("6.1.0")).0);
+        let (f, note) = d(Some(false), Some("3.2.0"));
+        assert!(!f && note.contains("FAQ 2"), "{note}");
+    }
+
+    #[test]
+    fn snapshot_systemd_modern_kernel() {
+        insta::assert_snapshot!(files_text(&boot(Some("6.1.0-18-amd64"), true, None)));
+    }
+
+    #[test]
+    fn snapshot_systemd_old_kernel() {
+        let b = boot(Some("3.2.0-4-amd64"), true, None);
+        let paths: Vec<_> = b.files.keys().map(String::as_str).collect();
+        assert!(paths.contains(&"/etc/systemd/system/dwprov-route-cache-flush.service"));
+        assert!(paths.contains(&FLUSH_SH));
+        insta::assert_snapshot!(files_text(&b));
+    }
+
+    #[test]
+    fn snapshot_sysv_old_kernel() {
+        let b = boot(Some("3.2.0-4-amd64"), false, None);
+        assert!(!b.files.keys().any(|p| p.starts_with(UNIT_DIR)));
+        insta::assert_snapshot!(files_text(&b));
+    }
+
+    #[test]
+    fn sysv_modern_kernel_has_no_flush_and_no_units() {
+        let b = boot(Some("6.1.0"), false, None);
+        let paths: Vec<_> = b.files.keys().map(String::as_str).collect();
+        assert_eq!(paths, [BOOT_SH, IP_BATCH, IPTABLES_RULES, INIT_SCRIPT]);
+        assert!(!b.files[INIT_SCRIPT].contains("flush loop this kernel"));
+    }
+
+    #[test]
+    fn override_forces_the_flush_on_a_modern_kernel_and_off_on_an_old_one() {
+        assert!(boot(Some("6.1.0"), true, Some(true))
+            .files
+            .contains_key(FLUSH_SH));
+        assert!(!boot(Some("3.2.0"), true, Some(false))
+            .files
+            .contains_key(FLUSH_SH));
+    }
+
+    #[test]
+    fn every_file_is_marked_and_deterministic() {
+        for (k, s) in [(Some("3.2.0"), true), (Some("3.2.0"), false), (None, true)] {
+            let a = boot(k, s, None);
+            assert_eq!(a, boot(k, s, None));
+            for (path, text) in &a.files {
+                let head: Vec<_> = text.lines().take(2).collect();
+                assert!(
+                    head.iter().any(|l| l.starts_with("# Managed by dwprov")),
+                    "{path}: {head:?}"
+                );
+                assert!(text.ends_with('\n') && !text.ends_with("\n\n"), "{path}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_batch_holds_every_desired_rule_and_route() {
+        let gw = seed(Method::Policy);
+        let t = Templates::load(None).unwrap();
+        let r = crate::render::render(&gw, &t, None).unwrap();
+        let batch = &r.desired.files[IP_BATCH];
+        // Parsed back (replace reads as add), it is the desired state.
+        let back = crate::state::ip::parse_batch(
+            &batch.replace("route replace ", "route add "),
+            "boot ip.batch",
+            &r.desired.rt_tables,
+        )
+        .unwrap();
+        assert_eq!(back.rules, r.desired.rules);
+        assert_eq!(back.routes, r.desired.routes);
+        // And the iptables payload parses to the desired chains and jumps.
+        let ipt = crate::state::Iptables::parse(&r.desired.files[IPTABLES_RULES]).unwrap();
+        assert_eq!(ipt, r.desired.iptables);
+    }
+
+    /// `systemd-analyze verify` on the rendered units, in a temp dir (nothing
+    /// is enabled or started). Skipped with a message where systemd-analyze
+    /// is missing (scripts/test.sh installs it).
+    #[test]
+    fn units_pass_systemd_analyze_verify() {
+        let have = std::process::Command::new("systemd-analyze")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !have {
+            eprintln!("systemd-analyze not installed: skipping unit verification");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("dwprov-units-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let b = boot(Some("3.2.0"), true, None);
+        let mut units = Vec::new();
+        for (path, text) in &b.files {
+            if let Some(name) = path.strip_prefix(&format!("{UNIT_DIR}/")) {
+                let p = dir.join(name);
+                std::fs::write(&p, text).unwrap();
+                units.push(p);
+            }
+        }
+        assert_eq!(units.len(), 3);
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg("--man=no")
+            .args(&units)
+            .env("SYSTEMD_LOG_LEVEL", "notice")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Only complaints about our units count (the machine's own units may
+        // have their own).
+        let ours: Vec<_> = err.lines().filter(|l| l.contains("dwprov")).collect();
+        assert!(out.status.success() && ours.is_empty(), "{err}");
+    }
+
+    #[test]
+    fn post_install_only_for_changed_boot_files() {
+        let file = |p: &str, to: Option<&str>| Change::File {
+            path: p.into(),
+            from: None,
+            to: to.map(str::to_string),
+        };
+        assert_eq!(post_install(&[]), PostInstall::default());
+        assert_eq!(
+            post_install(&[file(IP_BATCH, Some("x")), file(SYSCTL_CONF, Some("y"))]),
+            PostInstall::default()
+        );
+        let p = post_install(&[file(&unit_path(EARLY_UNIT), Some("x"))]);
+        assert!(p.script.contains("daemon-reload"), "{}", p.script);
+        assert!(p.script.contains("enable dwprov.service"), "{}", p.script);
+        assert!(!p.script.contains("restart"), "{}", p.script);
+        let p = post_install(&[file(INIT_SCRIPT, Some("x")), file(FLUSH_SH, Some("y"))]);
+        assert!(p.script.contains("chmod 755 /etc/init.d/dwprov"));
+        assert!(p.script.contains("route-cache-flush.sh restart"));
+        assert!(!p.script.contains("daemon-reload"));
+        let p = post_install(&[file(FLUSH_SH, None), file(&unit_path(FLUSH_UNIT), None)]);
+        assert!(p
+            .script
+            .contains("systemctl stop dwprov-route-cache-flush.service"));
+        assert!(p.script.contains("kill -TERM"));
+        assert!(p.script.contains("daemon-reload"));
+        // Valid sh.
+        let out = std::process::Command::new("sh")
+            .arg("-n")
+            .arg("-c")
+            .arg(format!("fail() {{ exit 3; }}\n{}", p.script))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn scripts_are_valid_posix_sh() {
+        let b = boot(Some("3.2.0"), false, None);
+        for path in [BOOT_SH, FLUSH_SH, INIT_SCRIPT] {
+            let out = std::process::Command::new("sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(&b.files[path])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{path}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
