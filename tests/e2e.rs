@@ -110,7 +110,11 @@ fn fwmark_converges_owns_only_its_state_and_passes_every_scenario() {
     );
     let (code, plan) = plan_json(&lab, &inv2);
     assert_eq!(code, 2);
-    let ch = changes(&plan);
+    // The boot copies of the state (/etc/dwprov/ip.batch, iptables.rules) follow it.
+    let (boot, ch): (Vec<_>, Vec<_>) = changes(&plan).into_iter().partition(|c| {
+        c["object"] == "file" && c["path"].as_str().unwrap_or("").starts_with("/etc/dwprov/")
+    });
+    assert_eq!(boot.len(), 2, "ip.batch, iptables.rules: {boot:#?}");
     assert_eq!(ch.len(), 3, "route, DNAT chain, hairpin chain: {ch:#?}");
     assert!(ch
         .iter()
