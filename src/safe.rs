@@ -80,6 +80,8 @@ pub fn revert_script(old: &State, desired: &State, dir: &str) -> String {
         "#!/bin/sh\n# dwprov revert: puts back what dwprov owned before this snapshot.\n",
     );
     s.push_str(&converge::prelude());
+    // A revert goes on past a failing step: as much of the old state as can be had.
+    s.push_str("rc=0; fail() { echo \"dwprov revert: $1\" >&2; rc=3; }\n");
     let _ = writeln!(s, "S={}", sh_quote(dir));
     let _ = writeln!(s, "echo reverting > \"$S/state\"");
     // Rules and routes: whatever is there now, back to the old owned set.
@@ -105,19 +107,26 @@ pub fn revert_script(old: &State, desired: &State, dir: &str) -> String {
     // Files and sysctls dwprov manages, back to their old content.
     let paths: std::collections::BTreeSet<&String> =
         old.files.keys().chain(desired.files.keys()).collect();
+    let mut file_changes = Vec::new();
     for p in paths {
-        s.push_str(&converge::file_commands(
-            p,
-            old.files.get(p).map(String::as_str),
-            &d,
-        ));
+        let before = old.files.get(p);
+        s.push_str(&converge::file_commands(p, before.map(String::as_str), &d));
+        if before != desired.files.get(p) {
+            file_changes.push(Change::File {
+                path: p.clone(),
+                from: desired.files.get(p).cloned(),
+                to: before.cloned(),
+            });
+        }
     }
     for k in desired.sysctls.keys() {
         if let Some(v) = old.sysctls.get(k) {
             s.push_str(&converge::sysctl_command(k, v));
         }
     }
-    s.push_str("echo reverted > \"$S/state\"\n");
+    // Undo what installing boot files did (enable links, the flush loop).
+    s.push_str(&crate::boot::post_install(&file_changes).script);
+    s.push_str("echo reverted > \"$S/state\"\nexit $rc\n");
     s
 }
 
