@@ -252,7 +252,7 @@ fn unreachable_and_blackholed_addresses() {
     let mut target = s.target("root");
 
     // Closed port: refused at once.
-    target.port = 1;
+    target.port = Some(1);
     let t0 = Instant::now();
     let (kind, msg) = expect_err(s.connect(&target, false));
     assert_eq!(kind, TransportKind::Connect);
@@ -261,7 +261,7 @@ fn unreachable_and_blackholed_addresses() {
 
     // No route (only `lo` in the namespace).
     target.address = "10.250.0.1".into();
-    target.port = 22;
+    target.port = Some(22);
     let t0 = Instant::now();
     let (kind, msg) = expect_err(s.connect(&target, false));
     assert_eq!(kind, TransportKind::Connect);
@@ -414,11 +414,11 @@ fn silent_server_and_silent_script_time_out() {
 
     // Something accepts TCP on the port but never speaks SSH.
     let mut mute = target.clone();
-    mute.port = 2300;
+    mute.port = Some(2300);
     let (r, took) = s.in_ns(|| {
         let _listener = std::net::TcpListener::bind("127.0.0.1:2300").unwrap();
         let t0 = Instant::now();
-        let r = SshTransport::connect_with(&mute, &Default::default(), &Sshd::auth());
+        let r = SshTransport::connect_with(&mute, &Sshd::opts(false), &Sshd::auth());
         (r, t0.elapsed())
     });
     let (kind, msg) = expect_err(r);
@@ -464,7 +464,7 @@ fn ssh_agent_and_default_keys_are_tried_after_identity_file() {
     let mut s = Sshd::new(2222);
     s.start();
     record_host_keys(&s, &["ed25519", "ecdsa"]);
-    let opts = Default::default();
+    let opts = Sshd::opts(false);
 
     // A default key, found after a missing one.
     let mut target = s.target("root");
