@@ -422,9 +422,6 @@ fn open_link(
     };
     session.set_blocking(true);
     session.set_timeout(timeout_ms(ep.timeout));
-    if let Some(iv) = ep.server_alive_interval {
-        session.set_keepalive(true, iv.as_secs().clamp(1, u32::MAX as u64) as u32);
-    }
 
     // Prefer the host-key algorithms of the key types already recorded, or
     // libssh2 picks its own favourite and a known host reads as changed.
@@ -466,6 +463,11 @@ fn open_link(
 
     verify_host_key(ep, opts, &session, &kh, &kh_name, &kh_path)?;
     authenticate(ep, &session, auth)?;
+    // Only now: configured before the handshake, the bundled libssh2 failed
+    // the key exchange ("Unable to exchange encryption keys") in our tests.
+    if let Some(iv) = ep.server_alive_interval {
+        session.set_keepalive(true, iv.as_secs().clamp(1, u32::MAX as u64) as u32);
+    }
     Ok(Link { session, fd, pump })
 }
 

@@ -27,7 +27,7 @@ pub struct Sshd {
     child: Option<Child>,
     /// Create TEST_USER (bind-mounted passwd/shadow/group inside sshd's mount ns).
     pub with_user: bool,
-    /// Extra sshd_config lines.
+    /// Extra sshd_config lines (placed first: they override the defaults).
     pub extra_config: String,
     /// Host key types to generate and serve.
     pub host_key_types: Vec<&'static str>,
@@ -157,7 +157,9 @@ impl Sshd {
             self.regen_host_keys();
         }
         let d = self.dir.display();
-        let mut cfg = format!(
+        // Extra lines first: sshd takes the first value of a keyword, so they override.
+        let mut cfg = self.extra_config.clone();
+        cfg += &format!(
             "Port {}\nListenAddress {}\nPidFile none\nStrictModes no\nUsePAM no\n\
              PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PubkeyAuthentication yes\nAuthorizedKeysFile {d}/authorized_keys_%u\nLogLevel VERBOSE\n\
@@ -167,7 +169,6 @@ impl Sshd {
         for t in &self.host_key_types {
             cfg.push_str(&format!("HostKey {d}/host_{t}\n"));
         }
-        cfg.push_str(&self.extra_config);
         fs::write(self.path("sshd_config"), cfg).unwrap();
         let _ = fs::remove_file(self.path("sshd.log"));
         let mut setup = String::from(

@@ -136,13 +136,14 @@ fn resolve_in(
     }
     match &t.jump {
         Some(Jump::Host(b)) => {
-            let bep = resolve_in(
+            let mut bep = resolve_in(
                 b,
                 cfg,
                 home,
                 &[b.address.as_str(), b.host.as_str()],
                 depth + 1,
             )?;
+            bep.name = b.host.clone();
             push_hop(&mut ep, bep, &t.host);
         }
         Some(Jump::Spec(s)) => add_spec_hops(&mut ep, t, s, cfg, home, depth)?,
