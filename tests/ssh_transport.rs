@@ -688,6 +688,9 @@ fn proxyjump_runs_on_a_target_reachable_only_through_the_bastion() {
     for jump in [
         Jump::Spec(format!("root@{BASTION}:2222")),
         Jump::Host(Box::new(lab.bastion_target())),
+        // A chain: the second hop (the bastion again) is reached through the
+        // first, so two pumps are nested.
+        Jump::Spec(format!("{BASTION}:2222,{BASTION}:2222")),
     ] {
         let mut t = lab
             .connect(&lab.target_via(Some(jump.clone())), false)
