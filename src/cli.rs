@@ -802,6 +802,7 @@ fn rollback(a: &RollbackArgs) -> Result<i32> {
     }
     let opts = ConnectOptions {
         accept_new_host_keys: a.accept_new_host_keys,
+        ..Default::default()
     };
     let script = if a.list {
         crate::safe::list_script()
