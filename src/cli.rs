@@ -333,6 +333,7 @@ fn gather(a: &InventoryArgs) -> Result<i32> {
     let (_, hosts) = select(&a.inventory, a.limit.as_deref())?;
     let opts = ConnectOptions {
         accept_new_host_keys: a.accept_new_host_keys,
+        ..Default::default()
     };
     let results = fleet::parallel(&hosts, a.forks, |h| -> Result<crate::gather::Facts> {
         let mut t = crate::transport::connect(&h.connection, &h.name, &opts)?;
@@ -645,6 +646,7 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
         templates: &templates,
         connect: ConnectOptions {
             accept_new_host_keys: a.inv.accept_new_host_keys,
+            ..Default::default()
         },
         forks: a.inv.forks,
         progress,
@@ -800,6 +802,7 @@ fn rollback(a: &RollbackArgs) -> Result<i32> {
     }
     let opts = ConnectOptions {
         accept_new_host_keys: a.accept_new_host_keys,
+        ..Default::default()
     };
     let script = if a.list {
         crate::safe::list_script()

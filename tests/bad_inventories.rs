@@ -313,15 +313,15 @@ fn documented_example_loads_and_builds() {
         panic!("ssh expected")
     };
     assert_eq!(t.address, "10.9.0.2");
-    assert_eq!(t.user, "root");
-    assert_eq!(t.port, 22);
+    assert_eq!(t.user.as_deref(), Some("root"));
+    assert_eq!(t.port, None); // not in the inventory: ssh config, else 22
     let home = PathBuf::from(std::env::var_os("HOME").unwrap());
     assert_eq!(
         t.identity_file.as_deref(),
         Some(home.join(".ssh/id_ed25519").as_path())
     );
     assert_eq!(t.known_hosts, None);
-    assert_eq!(t.connect_timeout, Duration::from_secs(10));
+    assert_eq!(t.connect_timeout, None); // ssh config, else 10 s
     assert_eq!(t.timeout, Duration::from_secs(60));
 
     let gw = model::build(host).unwrap();
@@ -440,9 +440,9 @@ all:
     let Connection::Ssh(t) = &gw1.connection else {
         panic!()
     };
-    assert_eq!(t.user, "bob"); // host vars beat every group
-    assert_eq!(t.port, 2000); // outer beats all
-    assert_eq!(t.connect_timeout, Duration::from_secs(5)); // inner adds
+    assert_eq!(t.user.as_deref(), Some("bob")); // host vars beat every group
+    assert_eq!(t.port, Some(2000)); // outer beats all
+    assert_eq!(t.connect_timeout, Some(Duration::from_secs(5))); // inner adds
     assert_eq!(t.timeout, Duration::from_secs(45)); // other (depth 1) beats all
     assert_eq!(t.address, "10.0.0.1"); // host vars in `other` beat all.vars
     let v = &gw1.vars;
@@ -459,8 +459,8 @@ all:
         panic!()
     };
     assert_eq!(
-        (t.user.as_str(), t.port, t.address.as_str()),
-        ("alice", 2000, "10.0.0.9")
+        (t.user.as_deref(), t.port, t.address.as_str()),
+        (Some("alice"), Some(2000), "10.0.0.9")
     );
     assert_eq!(t.timeout, Duration::from_secs(30));
     assert_eq!(inv.groups["outer"], ["gw1", "gw2"]);

@@ -12,7 +12,7 @@
 //! connection settings. The gateway intent itself is checked by
 //! [`crate::model::build`], which needs only the [`Host`].
 use crate::error::{Error, Location, Result};
-use crate::transport::{Connection, SshTarget};
+use crate::transport::{Connection, Jump, SshTarget};
 use crate::yaml::{self, Node};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,8 @@ pub const SSH_KEYS: &[&str] = &[
     "known_hosts",
     "connect_timeout",
     "timeout",
+    "server_alive_interval",
+    "jump",
 ];
 const GROUP_KEYS: &[&str] = &["hosts", "children", "vars"];
 
@@ -155,6 +157,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
             Ok(host) => hosts.push(host),
             Err(e) => errors.push(e),
         }
+    }
+    if errors.is_empty() {
+        errors = resolve_jumps(&mut hosts);
     }
     match errors.len() {
         0 => {}
@@ -431,18 +436,20 @@ fn connection(host: &str, host_loc: &Location, vars: &Node, base: &Path) -> Resu
             ),
         });
     };
+    // Only what the inventory sets: the transport fills the rest from the
+    // ssh config, then from defaults (user root, port 22, connect_timeout 10).
     let field = |k: &str| ssh.and_then(|s| s.get(k)).filter(|n| !n.is_null());
     let user = match field("user") {
         Some(n) => {
             let s = get_str(n, "ssh.user")?;
             names::user(s).map_err(|m| n.error(m, None))?;
-            s.to_string()
+            Some(s.to_string())
         }
-        None => "root".to_string(),
+        None => None,
     };
     let port = match field("port") {
-        Some(n) => get_int(n, "ssh.port", 1, 65535)? as u16,
-        None => 22,
+        Some(n) => Some(get_int(n, "ssh.port", 1, 65535)? as u16),
+        None => None,
     };
     let path = |k: &str| -> Result<Option<PathBuf>> {
         match field(k) {
@@ -455,13 +462,29 @@ fn connection(host: &str, host_loc: &Location, vars: &Node, base: &Path) -> Resu
     };
     let identity_file = path("identity_file")?;
     let known_hosts = path("known_hosts")?;
-    let connect_timeout = match field("connect_timeout") {
-        Some(n) => get_int(n, "ssh.connect_timeout", 1, 3600)? as u64,
-        None => 10,
+    let secs = |k: &str, lo: i64, hi: i64| -> Result<Option<Duration>> {
+        match field(k) {
+            Some(n) => Ok(Some(Duration::from_secs(
+                get_int(n, &format!("ssh.{k}"), lo, hi)? as u64,
+            ))),
+            None => Ok(None),
+        }
     };
-    let timeout = match field("timeout") {
-        Some(n) => get_int(n, "ssh.timeout", 1, 86400)? as u64,
-        None => 60,
+    let connect_timeout = secs("connect_timeout", 1, 3600)?;
+    let timeout = secs("timeout", 1, 86400)?.unwrap_or(crate::transport::DEFAULT_TIMEOUT);
+    let server_alive_interval = secs("server_alive_interval", 0, 3600)?;
+    let jump = match field("jump") {
+        Some(n) => {
+            let s = get_str(n, "ssh.jump")?;
+            jump_spec(s).map_err(|m| {
+                n.error(
+                    m,
+                    Some("use `[user@]host[:port]`, the name of another inventory host, an ssh-config Host, or `none`".into()),
+                )
+            })?;
+            Some(Jump::Spec(s.to_string()))
+        }
+        None => None,
     };
     Ok(Connection::Ssh(SshTarget {
         host: host.to_string(),
@@ -470,9 +493,88 @@ fn connection(host: &str, host_loc: &Location, vars: &Node, base: &Path) -> Resu
         user,
         identity_file,
         known_hosts,
-        connect_timeout: Duration::from_secs(connect_timeout),
-        timeout: Duration::from_secs(timeout),
+        connect_timeout,
+        timeout,
+        server_alive_interval,
+        jump,
     }))
+}
+
+/// `ssh.jump`: `none`, or a comma-separated chain of `[user@]host[:port]`
+/// where host is an address, a DNS name, an ssh-config alias or an
+/// inventory host name. No whitespace or shell metacharacters.
+fn jump_spec(s: &str) -> std::result::Result<(), String> {
+    if s == "none" {
+        return Ok(());
+    }
+    for hop in crate::transport::ssh::config::parse_jump_list(s)? {
+        if let Some(u) = &hop.user {
+            names::user(u)?;
+        }
+        if names::host_address(&hop.host).is_err() && names::inventory_name(&hop.host).is_err() {
+            return Err(format!(
+                "jump host `{}` is not an IP address, a DNS name or a host name",
+                hop.host
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `ssh.jump` naming another inventory host becomes that host's connection
+/// settings (and its own jump, recursively).
+fn resolve_jumps(hosts: &mut [Host]) -> Vec<Error> {
+    let by_name: BTreeMap<String, Connection> = hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.connection.clone()))
+        .collect();
+    let mut errors = Vec::new();
+    for h in hosts.iter_mut() {
+        let Connection::Ssh(t) = &mut h.connection else {
+            continue;
+        };
+        let loc = h
+            .vars
+            .get_path(&["ssh", "jump"])
+            .map(|n| n.location.clone())
+            .unwrap_or_else(|| h.location.clone());
+        let mut chain = vec![h.name.clone()];
+        match inline_jump(t.jump.take(), &by_name, &mut chain) {
+            Ok(j) => t.jump = j,
+            Err(message) => errors.push(Error::Input {
+                location: loc,
+                message,
+                hint: Some("a jump host is `[user@]host[:port]`, an ssh-config Host, or another inventory host reached over ssh".into()),
+            }),
+        }
+    }
+    errors
+}
+
+fn inline_jump(
+    j: Option<Jump>,
+    by_name: &BTreeMap<String, Connection>,
+    chain: &mut Vec<String>,
+) -> std::result::Result<Option<Jump>, String> {
+    let Some(Jump::Spec(name)) = j else {
+        return Ok(j);
+    };
+    let Some(conn) = by_name.get(&name) else {
+        return Ok(Some(Jump::Spec(name)));
+    };
+    if chain.contains(&name) {
+        chain.push(name);
+        return Err(format!("jump hosts form a loop: {}", chain.join(" → ")));
+    }
+    let Connection::Ssh(b) = conn else {
+        return Err(format!(
+            "cannot jump through `{name}`: it has `connection: local`"
+        ));
+    };
+    let mut b = b.clone();
+    chain.push(name);
+    b.jump = inline_jump(b.jump.take(), by_name, chain)?;
+    Ok(Some(Jump::Host(Box::new(b))))
 }
 
 /// `~/x` → `$HOME/x`; relative paths against `base`; absolute as is.
@@ -516,20 +618,72 @@ mod tests {
         let Connection::Ssh(t) = &i.host("a").unwrap().connection else {
             panic!()
         };
-        assert_eq!((t.user.as_str(), t.port), ("root", 22));
-        assert_eq!(t.connect_timeout, Duration::from_secs(10));
+        // Unset in the inventory: ssh config and defaults apply at connect time.
+        assert_eq!((t.user.as_deref(), t.port), (None, None));
+        assert_eq!(t.connect_timeout, None);
         assert_eq!(t.timeout, Duration::from_secs(60));
         assert_eq!(t.identity_file, None);
         let Connection::Ssh(t) = &i.host("b").unwrap().connection else {
             panic!()
         };
-        assert_eq!((t.user.as_str(), t.port), ("admin", 2222));
+        assert_eq!((t.user.as_deref(), t.port), (Some("admin"), Some(2222)));
         assert_eq!(
             t.identity_file.as_deref(),
             Some(Path::new("/etc/dwprov/keys/id"))
         );
         assert_eq!(i.host("c").unwrap().connection, Connection::Local);
         assert!(!i.host("a").unwrap().has_gateway());
+    }
+
+    #[test]
+    fn jumps_name_inventory_hosts_or_specs() {
+        let i = inv("all:\n  hosts:\n    bastion: {address: 10.0.0.1, ssh: {user: ops, port: 2200, jump: outer}}\n    outer: {address: 10.0.0.254}\n    gw1: {address: gw1, ssh: {jump: bastion}}\n    gw2: {address: 10.0.1.2, ssh: {jump: 'admin@jump.example.net:2022,10.0.0.9'}}\n    gw3: {address: 10.0.1.3, ssh: {jump: none, server_alive_interval: 15}}\n");
+        let Connection::Ssh(t) = &i.host("gw1").unwrap().connection else {
+            panic!()
+        };
+        let Some(Jump::Host(b)) = &t.jump else {
+            panic!("{:?}", t.jump)
+        };
+        assert_eq!(
+            (b.address.as_str(), b.port, b.user.as_deref()),
+            ("10.0.0.1", Some(2200), Some("ops"))
+        );
+        let Some(Jump::Host(o)) = &b.jump else {
+            panic!("{:?}", b.jump)
+        };
+        assert_eq!(o.address, "10.0.0.254");
+        let Connection::Ssh(t) = &i.host("gw2").unwrap().connection else {
+            panic!()
+        };
+        assert_eq!(
+            t.jump,
+            Some(Jump::Spec("admin@jump.example.net:2022,10.0.0.9".into()))
+        );
+        let Connection::Ssh(t) = &i.host("gw3").unwrap().connection else {
+            panic!()
+        };
+        assert_eq!(t.server_alive_interval, Some(Duration::from_secs(15)));
+        // Still serializable.
+        assert!(serde_json::to_string(&i.host("gw1").unwrap().connection)
+            .unwrap()
+            .contains("\"jump\":{\"host\":{"));
+
+        let err = |text: &str| parse(text, Path::new("/i.yaml")).unwrap_err().to_string();
+        let e = err("all:\n  hosts:\n    a: {address: 10.0.0.1, ssh: {jump: 'x;reboot'}}\n");
+        assert!(e.contains("/i.yaml:3:40") && e.contains("';'"), "{e}");
+        let e = err("all:\n  hosts:\n    a: {address: 10.0.0.1, ssh: {jump: 'b c'}}\n");
+        assert!(e.contains("/i.yaml:3:40"), "{e}");
+        let e = err("all:\n  hosts:\n    a: {address: 10.0.0.1, ssh: {jump: 'Root@b'}}\n");
+        assert!(e.contains("not a valid user name"), "{e}");
+        let e = err("all:\n  hosts:\n    a: {address: 10.0.0.1, ssh: {jump: b}}\n    b: {address: 10.0.0.2, ssh: {jump: a}}\n");
+        assert!(
+            e.contains("loop: a → b → a") && e.contains("/i.yaml:3:40"),
+            "{e}"
+        );
+        let e = err("all:\n  hosts:\n    a: {address: 10.0.0.1, ssh: {jump: l}}\n    l: {connection: local}\n");
+        assert!(e.contains("connection: local"), "{e}");
+        let e = err("all:\n  hosts:\n    a: {address: 10.0.0.1, ssh: {jump: [b]}}\n");
+        assert!(e.contains("must be a string"), "{e}");
     }
 
     #[test]

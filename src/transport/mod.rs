@@ -40,7 +40,7 @@ pub trait Transport: Send {
     fn round_trips(&self) -> usize;
 }
 
-/// How to reach a host, from the inventory (and later ~/.ssh/config).
+/// How to reach a host, from the inventory (ssh config fills what it leaves out).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Connection {
@@ -49,20 +49,64 @@ pub enum Connection {
     Local,
 }
 
+/// SSH settings as the inventory gives them. `None` means "not set in the
+/// inventory": the transport then takes the value from the ssh config
+/// (`~/.ssh/config` or `-F`), else the default (see [`ssh::resolve`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SshTarget {
-    /// Inventory name, for messages and known_hosts fallbacks.
+    /// Inventory name, for messages; also matched against ssh-config `Host`.
     pub host: String,
-    /// Address or DNS name to connect to.
+    /// Address or DNS name to connect to, or an ssh-config `Host` alias
+    /// (matched like the argument of `ssh`; `HostName` replaces it).
     pub address: String,
-    pub port: u16,
-    pub user: String,
+    /// Default 22.
+    pub port: Option<u16>,
+    /// Default `root`.
+    pub user: Option<String>,
     pub identity_file: Option<PathBuf>,
     /// known_hosts file to verify against (default ~/.ssh/known_hosts).
     pub known_hosts: Option<PathBuf>,
-    pub connect_timeout: Duration,
-    /// Per-call timeout for blocking SSH operations.
+    /// Default 10 s.
+    pub connect_timeout: Option<Duration>,
+    /// Per-call timeout for blocking SSH operations (dwprov's own; no ssh-config equivalent).
     pub timeout: Duration,
+    /// Keep-alive interval (`ServerAliveInterval`); default: none.
+    pub server_alive_interval: Option<Duration>,
+    /// Bastion to go through (`ProxyJump`).
+    pub jump: Option<Jump>,
+}
+
+impl SshTarget {
+    /// A target with only a name and an address: everything else from the
+    /// ssh config or defaults.
+    pub fn new(host: &str, address: &str) -> SshTarget {
+        SshTarget {
+            host: host.to_string(),
+            address: address.to_string(),
+            port: None,
+            user: None,
+            identity_file: None,
+            known_hosts: None,
+            connect_timeout: None,
+            timeout: DEFAULT_TIMEOUT,
+            server_alive_interval: None,
+            jump: None,
+        }
+    }
+}
+
+/// Default of [`SshTarget::timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A bastion host (`ssh.jump` in the inventory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Jump {
+    /// Another inventory host: its connection settings (and its own jump).
+    Host(Box<SshTarget>),
+    /// `[user@]host[:port]` (comma-separated: a chain, outermost first), each
+    /// host possibly an ssh-config alias.
+    Spec(String),
 }
 
 /// Options that come from the command line rather than the inventory.
@@ -70,6 +114,9 @@ pub struct SshTarget {
 pub struct ConnectOptions {
     /// Record unknown host keys instead of refusing (like OpenSSH's accept-new).
     pub accept_new_host_keys: bool,
+    /// ssh config file (`-F FILE`); `None`: `~/.ssh/config` when it exists;
+    /// `Some("none")`: no ssh config at all (like `ssh -F none`).
+    pub ssh_config: Option<PathBuf>,
 }
 
 /// Open a connection of the kind `conn` says.

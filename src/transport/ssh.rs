@@ -8,16 +8,27 @@
 //!   `sudo -n /bin/sh -s`), pumped in non-blocking mode so that stdin, stdout
 //!   and stderr all flow at once; `timeout` bounds every wait (it is the
 //!   longest silence tolerated from the host).
+//! * Settings missing from the inventory come from the ssh config
+//!   ([`config`], [`resolve`]); bastions (`ProxyJump`) are reached with a
+//!   `direct-tcpip` channel pumped through a socket pair ([`jump`]), and the
+//!   target's host key is verified like any other.
+//! * `ServerAliveInterval` turns on keep-alives, sent while waiting.
 use super::{ConnectOptions, Output, SshTarget, Transport};
 use crate::error::{Error, Result, TransportKind};
 use ssh2::{ErrorCode, MethodType, Session};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub mod config;
+pub mod jump;
 pub mod known_hosts;
+pub mod resolve;
 use known_hosts::{Check, KnownHosts};
+use resolve::home_dir;
+pub use resolve::Endpoint;
 
 /// libssh2's LIBSSH2_ERROR_EAGAIN.
 const EAGAIN: i32 = -37;
@@ -66,14 +77,8 @@ impl AuthSources {
     }
 }
 
-fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-}
-
 /// The known_hosts file used for `t`: its own, or `~/.ssh/known_hosts`.
-pub fn known_hosts_path(t: &SshTarget) -> Result<PathBuf> {
+pub fn known_hosts_path(t: &Endpoint) -> Result<PathBuf> {
     if let Some(p) = &t.known_hosts {
         return Ok(p.clone());
     }
@@ -86,7 +91,7 @@ pub fn known_hosts_path(t: &SshTarget) -> Result<PathBuf> {
     })
 }
 
-fn terr(host: &str, kind: TransportKind, message: String) -> Error {
+pub(crate) fn terr(host: &str, kind: TransportKind, message: String) -> Error {
     Error::Transport {
         host: host.to_string(),
         kind,
@@ -101,11 +106,15 @@ pub struct SshTransport {
     peer: String,
     session: Session,
     /// A duplicate of the session's socket, to wait for readiness.
-    sock: TcpStream,
+    sock: OwnedFd,
     timeout: Duration,
+    /// Keep-alives configured (`ServerAliveInterval`): send them while waiting.
+    keepalive: bool,
     round_trips: usize,
     /// Set after a timeout or channel failure: the session cannot be trusted.
     broken: Option<String>,
+    /// The bastion pump(s) carrying the session; dropped last.
+    _pump: Option<jump::Pump>,
 }
 
 impl std::fmt::Debug for SshTransport {
@@ -125,86 +134,46 @@ impl SshTransport {
         Self::connect_with(t, opts, &AuthSources::from_env())
     }
 
-    /// [`SshTransport::connect`] with explicit auth sources.
+    /// [`SshTransport::connect`] with explicit auth sources: ssh config
+    /// applied (as `opts` says), then [`SshTransport::connect_endpoint`].
     pub fn connect_with(t: &SshTarget, opts: &ConnectOptions, auth: &AuthSources) -> Result<Self> {
-        let host = t.host.as_str();
-        let peer = peer_label(&t.address, t.port);
-        let kh_path = known_hosts_path(t)?;
-        let kh = KnownHosts::load(&kh_path).map_err(|e| {
-            terr(
-                host,
-                TransportKind::HostKey,
-                format!("cannot read known_hosts file {}: {e}", kh_path.display()),
-            )
-        })?;
-        let kh_name = known_hosts::host_name(&t.address, t.port);
+        let cfg = resolve::load_config(opts, &t.host)?;
+        let ep = resolve::resolve(t, &cfg)?;
+        Self::connect_endpoint(&ep, opts, auth)
+    }
 
-        let (stream, addr) = tcp_connect(t)?;
-        let sock = stream
-            .try_clone()
-            .map_err(|e| terr(host, TransportKind::Connect, format!("{peer}: {e}")))?;
-        let mut session = Session::new().map_err(|e| {
-            terr(
-                host,
-                TransportKind::Channel,
-                format!("cannot create an SSH session: {e}"),
-            )
-        })?;
-        session.set_tcp_stream(stream);
-        session.set_blocking(true);
-        session.set_timeout(timeout_ms(t.timeout));
-
-        // Prefer the host-key algorithms of the key types already recorded, or
-        // libssh2 picks its own favourite and a known host reads as changed.
-        let supported: Vec<&str> = session
-            .supported_algs(MethodType::HostKey)
-            .unwrap_or_default();
-        let recorded_algs = kh.algorithms_for(&kh_name);
-        let pref: Vec<&str> = recorded_algs
-            .iter()
-            .copied()
-            .filter(|a| supported.contains(a))
-            .collect();
-        // Nothing recorded: libssh2's default order, minus host certificates
-        // (we verify plain keys only; a certificate would be pinned as a key).
-        let setting: Vec<&str> = if pref.is_empty() {
-            supported
-                .iter()
-                .copied()
-                .filter(|a| !a.contains("-cert-"))
-                .collect()
+    /// Connect to a resolved endpoint, through its bastions if any.
+    pub fn connect_endpoint(
+        ep: &Endpoint,
+        opts: &ConnectOptions,
+        auth: &AuthSources,
+    ) -> Result<Self> {
+        let link = open_link(ep, &ep.jumps, opts, auth)?;
+        link.session.set_blocking(false);
+        let peer = if ep.jumps.is_empty() {
+            peer_label(&ep.address, ep.port)
         } else {
-            pref.clone()
+            format!(
+                "{} (via {})",
+                peer_label(&ep.address, ep.port),
+                ep.jumps
+                    .iter()
+                    .map(|j| j.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
-        if !setting.is_empty() {
-            session
-                .method_pref(MethodType::HostKey, &setting.join(","))
-                .map_err(|e| {
-                    terr(
-                        host,
-                        TransportKind::Channel,
-                        format!("cannot set host key algorithms {}: {e}", setting.join(",")),
-                    )
-                })?;
-        }
-
-        if let Err(e) = session.handshake() {
-            return Err(handshake_error(t, addr, &e, &pref, &kh, &kh_name));
-        }
-
-        verify_host_key(t, opts, &session, &kh, &kh_name, &kh_path)?;
-        authenticate(t, &session, auth)?;
-        session.set_blocking(false);
-
         Ok(SshTransport {
-            host: host.to_string(),
-            user: t.user.clone(),
+            host: ep.host.clone(),
+            user: ep.user.clone(),
             peer,
-            session,
-            sock,
-            timeout: t.timeout,
+            session: link.session,
+            sock: link.fd,
+            timeout: ep.timeout,
+            keepalive: ep.server_alive_interval.is_some(),
             round_trips: 0,
             broken: None,
+            _pump: link.pump,
         })
     }
 
@@ -243,7 +212,11 @@ impl SshTransport {
         // Cap each wait so that a readiness we cannot see (data libssh2
         // already buffered) costs at most a few milliseconds.
         let slice = (deadline - now).min(Duration::from_millis(50));
-        poll_socket(&self.sock, inbound || !outbound, outbound, slice);
+        if self.keepalive {
+            // Due ones only; EAGAIN is fine: libssh2 finishes it on the next call.
+            let _ = self.session.keepalive_send();
+        }
+        poll_fd(self.sock.as_raw_fd(), inbound || !outbound, outbound, slice);
         Ok(())
     }
 
@@ -388,6 +361,116 @@ impl SshTransport {
     }
 }
 
+/// An authenticated session and what carries it.
+pub(crate) struct Link {
+    pub(crate) session: Session,
+    /// A duplicate of the session's socket, to wait for readiness.
+    pub(crate) fd: OwnedFd,
+    /// The pump carrying the session through a bastion (direct TCP: none).
+    pub(crate) pump: Option<jump::Pump>,
+}
+
+/// Connect to `ep` (through the bastions `via`, outermost first), verify
+/// its host key against its own known_hosts name, authenticate.
+fn open_link(
+    ep: &Endpoint,
+    via: &[Endpoint],
+    opts: &ConnectOptions,
+    auth: &AuthSources,
+) -> Result<Link> {
+    let host = ep.host.as_str();
+    let peer = peer_label(&ep.address, ep.port);
+    let kh_path = known_hosts_path(ep)?;
+    let kh = KnownHosts::load(&kh_path).map_err(|e| {
+        terr(
+            host,
+            TransportKind::HostKey,
+            format!("cannot read known_hosts file {}: {e}", kh_path.display()),
+        )
+    })?;
+    // Through a bastion too: the target's own address and port, as OpenSSH does.
+    let kh_name = known_hosts::host_name(&ep.address, ep.port);
+
+    let mut session = Session::new().map_err(|e| {
+        terr(
+            host,
+            TransportKind::Channel,
+            format!("cannot create an SSH session: {e}"),
+        )
+    })?;
+    let (fd, addr, pump) = match via.split_last() {
+        None => {
+            let (stream, addr) = tcp_connect(ep)?;
+            let fd = stream
+                .try_clone()
+                .map(OwnedFd::from)
+                .map_err(|e| terr(host, TransportKind::Connect, format!("{peer}: {e}")))?;
+            session.set_tcp_stream(stream);
+            (fd, Some(addr), None)
+        }
+        Some((bastion, before)) => {
+            let b =
+                open_link(bastion, before, opts, auth).map_err(|e| jump::through(e, bastion))?;
+            let (stream, pump) = jump::tunnel(b, bastion, ep)?;
+            let fd = stream
+                .try_clone()
+                .map(OwnedFd::from)
+                .map_err(|e| terr(host, TransportKind::Connect, format!("{peer}: {e}")))?;
+            session.set_tcp_stream(stream);
+            (fd, None, Some(pump))
+        }
+    };
+    session.set_blocking(true);
+    session.set_timeout(timeout_ms(ep.timeout));
+
+    // Prefer the host-key algorithms of the key types already recorded, or
+    // libssh2 picks its own favourite and a known host reads as changed.
+    let supported: Vec<&str> = session
+        .supported_algs(MethodType::HostKey)
+        .unwrap_or_default();
+    let recorded_algs = kh.algorithms_for(&kh_name);
+    let pref: Vec<&str> = recorded_algs
+        .iter()
+        .copied()
+        .filter(|a| supported.contains(a))
+        .collect();
+    // Nothing recorded: libssh2's default order, minus host certificates
+    // (we verify plain keys only; a certificate would be pinned as a key).
+    let setting: Vec<&str> = if pref.is_empty() {
+        supported
+            .iter()
+            .copied()
+            .filter(|a| !a.contains("-cert-"))
+            .collect()
+    } else {
+        pref.clone()
+    };
+    if !setting.is_empty() {
+        session
+            .method_pref(MethodType::HostKey, &setting.join(","))
+            .map_err(|e| {
+                terr(
+                    host,
+                    TransportKind::Channel,
+                    format!("cannot set host key algorithms {}: {e}", setting.join(",")),
+                )
+            })?;
+    }
+
+    if let Err(e) = session.handshake() {
+        return Err(handshake_error(ep, addr, &e, &pref, &kh, &kh_name));
+    }
+
+    verify_host_key(ep, opts, &session, &kh, &kh_name, &kh_path)?;
+    authenticate(ep, &session, auth)?;
+    // Only now: configured before the handshake, the bundled libssh2 failed
+    // the key exchange ("Unable to exchange encryption keys") in our tests.
+    if let Some(iv) = ep.server_alive_interval {
+        session.set_keepalive(true, iv.as_secs().clamp(1, u32::MAX as u64) as u32);
+    }
+    Ok(Link { session, fd, pump })
+}
+
 impl Transport for SshTransport {
     fn run_script(&mut self, script: &str) -> Result<Output> {
         if let Some(why) = &self.broken {
@@ -493,7 +576,7 @@ fn peer_label(address: &str, port: u16) -> String {
 }
 
 /// Resolve `address` and try each result with `connect_timeout`.
-fn tcp_connect(t: &SshTarget) -> Result<(TcpStream, SocketAddr)> {
+fn tcp_connect(t: &Endpoint) -> Result<(TcpStream, SocketAddr)> {
     let peer = peer_label(&t.address, t.port);
     let addrs: Vec<SocketAddr> = (t.address.as_str(), t.port)
         .to_socket_addrs()
@@ -572,8 +655,8 @@ fn tcp_connect(t: &SshTarget) -> Result<(TcpStream, SocketAddr)> {
 /// Explain a failed handshake: timeout, not SSH at all, or algorithms we do
 /// not share with the host (old gateway, or host keys of other types).
 fn handshake_error(
-    t: &SshTarget,
-    addr: SocketAddr,
+    t: &Endpoint,
+    addr: Option<SocketAddr>,
     e: &ssh2::Error,
     pref: &[&str],
     kh: &KnownHosts,
@@ -590,7 +673,14 @@ fn handshake_error(
             ),
         );
     }
-    let probe = probe_server(addr, t.connect_timeout, t.timeout);
+    let probe = match addr {
+        Some(addr) => probe_server(addr, t.connect_timeout, t.timeout),
+        // Through a bastion: a probe would need another channel; say what we know.
+        None => Err(format!(
+            "through jump host {}",
+            t.jumps.last().map_or("?", |j| j.name.as_str())
+        )),
+    };
     let ours = |m: MethodType| -> Vec<&'static str> {
         Session::new()
             .ok()
@@ -760,7 +850,7 @@ fn probe_server(
 
 /// Refuse unknown (unless accept-new) and changed host keys; record accepted new ones.
 fn verify_host_key(
-    t: &SshTarget,
+    t: &Endpoint,
     opts: &ConnectOptions,
     session: &Session,
     kh: &KnownHosts,
@@ -880,7 +970,7 @@ fn key_is_encrypted(text: &str) -> bool {
     rest.get(4..4 + n).is_some_and(|c| c != b"none")
 }
 
-fn authenticate(t: &SshTarget, session: &Session, auth: &AuthSources) -> Result<()> {
+fn authenticate(t: &Endpoint, session: &Session, auth: &AuthSources) -> Result<()> {
     let user = t.user.as_str();
     let peer = peer_label(&t.address, t.port);
     let mut tried: Vec<String> = Vec::new();
@@ -1060,34 +1150,26 @@ fn describe_key_error(e: &ssh2::Error) -> String {
     }
 }
 
-/// Wait (at most `dur`) for the socket to become readable/writable.
-#[cfg(target_os = "linux")]
-fn poll_socket(sock: &TcpStream, read: bool, write: bool, dur: Duration) {
-    use std::os::fd::AsRawFd;
-    #[repr(C)]
-    struct PollFd {
-        fd: i32,
-        events: i16,
-        revents: i16,
-    }
-    extern "C" {
-        fn poll(fds: *mut PollFd, nfds: std::os::raw::c_ulong, timeout: i32) -> i32;
-    }
-    let mut pfd = PollFd {
-        fd: sock.as_raw_fd(),
-        events: if read { 0x001 } else { 0 } | if write { 0x004 } else { 0 },
-        revents: 0,
-    };
-    let ms = dur.as_millis().clamp(1, i32::MAX as u128) as i32;
-    // SAFETY: one valid pollfd, for the duration of the call.
-    unsafe {
-        poll(&mut pfd, 1, ms);
-    }
+/// Wait (at most `dur`) for `fd` to become readable/writable.
+pub(crate) fn poll_fd(fd: RawFd, read: bool, write: bool, dur: Duration) {
+    poll_fds(&[(fd, read, write)], dur);
 }
 
-#[cfg(not(target_os = "linux"))]
-fn poll_socket(_sock: &TcpStream, _read: bool, _write: bool, dur: Duration) {
-    std::thread::sleep(dur.min(Duration::from_millis(2)));
+/// Wait (at most `dur`) for any of `(fd, read, write)` to become ready.
+pub(crate) fn poll_fds(fds: &[(RawFd, bool, bool)], dur: Duration) {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&(fd, r, w)| libc::pollfd {
+            fd,
+            events: if r { libc::POLLIN } else { 0 } | if w { libc::POLLOUT } else { 0 },
+            revents: 0,
+        })
+        .collect();
+    let ms = dur.as_millis().clamp(1, i32::MAX as u128) as i32;
+    // SAFETY: valid pollfds, for the duration of the call.
+    unsafe {
+        libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms);
+    }
 }
 
 #[cfg(test)]

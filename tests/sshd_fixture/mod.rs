@@ -27,10 +27,12 @@ pub struct Sshd {
     child: Option<Child>,
     /// Create TEST_USER (bind-mounted passwd/shadow/group inside sshd's mount ns).
     pub with_user: bool,
-    /// Extra sshd_config lines.
+    /// Extra sshd_config lines (placed first: they override the defaults).
     pub extra_config: String,
     /// Host key types to generate and serve.
     pub host_key_types: Vec<&'static str>,
+    /// Address sshd listens on (and `target()` connects to).
+    pub listen: String,
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -89,6 +91,7 @@ impl Sshd {
             with_user: false,
             extra_config: String::new(),
             host_key_types: vec!["ed25519", "ecdsa"],
+            listen: "127.0.0.1".into(),
         };
         run(Command::new("ip").args(["netns", "add", &s.ns]));
         run(Command::new("ip").args(["-n", &s.ns, "link", "set", "lo", "up"]));
@@ -154,17 +157,18 @@ impl Sshd {
             self.regen_host_keys();
         }
         let d = self.dir.display();
-        let mut cfg = format!(
-            "Port {}\nListenAddress 127.0.0.1\nPidFile none\nStrictModes no\nUsePAM no\n\
+        // Extra lines first: sshd takes the first value of a keyword, so they override.
+        let mut cfg = self.extra_config.clone();
+        cfg += &format!(
+            "Port {}\nListenAddress {}\nPidFile none\nStrictModes no\nUsePAM no\n\
              PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PubkeyAuthentication yes\nAuthorizedKeysFile {d}/authorized_keys_%u\nLogLevel VERBOSE\n\
              PrintMotd no\nMaxStartups 50\n",
-            self.port
+            self.port, self.listen
         );
         for t in &self.host_key_types {
             cfg.push_str(&format!("HostKey {d}/host_{t}\n"));
         }
-        cfg.push_str(&self.extra_config);
         fs::write(self.path("sshd_config"), cfg).unwrap();
         let _ = fs::remove_file(self.path("sshd.log"));
         let mut setup = String::from(
@@ -303,31 +307,29 @@ impl Sshd {
 
     /// Run `f` on a thread inside the namespace (sockets it opens live there).
     pub fn in_ns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.ns);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                use std::os::fd::AsRawFd;
-                let fd = fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                // SAFETY: a valid netns fd; only this thread changes namespace.
-                let rc = unsafe { setns(fd.as_raw_fd(), CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
+        in_netns(&self.ns, f)
     }
 
     pub fn target(&self, user: &str) -> SshTarget {
         SshTarget {
             host: "gw-test".into(),
-            address: "127.0.0.1".into(),
-            port: self.port,
-            user: user.into(),
+            address: self.listen.clone(),
+            port: Some(self.port),
+            user: Some(user.into()),
             identity_file: Some(self.path("client_ed25519")),
             known_hosts: Some(self.path("known_hosts")),
-            connect_timeout: Duration::from_secs(2),
+            connect_timeout: Some(Duration::from_secs(2)),
             timeout: Duration::from_secs(20),
+            server_alive_interval: None,
+            jump: None,
+        }
+    }
+
+    /// Connect options that ignore the machine's ~/.ssh/config (`-F none`).
+    pub fn opts(accept_new: bool) -> ConnectOptions {
+        ConnectOptions {
+            accept_new_host_keys: accept_new,
+            ssh_config: Some(PathBuf::from("none")),
         }
     }
 
@@ -341,9 +343,7 @@ impl Sshd {
     }
 
     pub fn connect(&self, t: &SshTarget, accept_new: bool) -> dwprov::Result<SshTransport> {
-        let opts = ConnectOptions {
-            accept_new_host_keys: accept_new,
-        };
+        let opts = Self::opts(accept_new);
         self.in_ns(|| SshTransport::connect_with(t, &opts, &Self::auth()))
     }
 
@@ -370,4 +370,21 @@ impl Drop for Sshd {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Run `f` on a thread inside network namespace `ns` (sockets it opens live there).
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd;
+            let fd = fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: a valid netns fd; only this thread changes namespace.
+            let rc = unsafe { setns(fd.as_raw_fd(), CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
