@@ -43,6 +43,11 @@ pub struct Cli {
     /// Never colour output (NO_COLOR is honoured too).
     #[arg(long, global = true)]
     pub no_color: bool,
+    /// OpenSSH client config to read (default ~/.ssh/config; `none` for none).
+    /// Host, HostName, User, Port, IdentityFile, UserKnownHostsFile, ProxyJump,
+    /// ConnectTimeout, ServerAliveInterval; inventory values win.
+    #[arg(short = 'F', long = "ssh-config", global = true, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -219,7 +224,15 @@ pub fn main() -> i32 {
     }
 }
 
+/// `-F FILE`, set once per run before any connection.
+static SSH_CONFIG: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+fn ssh_config() -> Option<PathBuf> {
+    SSH_CONFIG.get().cloned().flatten()
+}
+
 pub fn run(cli: Cli) -> Result<i32> {
+    let _ = SSH_CONFIG.set(cli.ssh_config.clone());
     match cli.command {
         Command::Gather(a) => gather(&a),
         Command::Render(a) => render(&a),
@@ -333,7 +346,7 @@ fn gather(a: &InventoryArgs) -> Result<i32> {
     let (_, hosts) = select(&a.inventory, a.limit.as_deref())?;
     let opts = ConnectOptions {
         accept_new_host_keys: a.accept_new_host_keys,
-        ..Default::default()
+        ssh_config: ssh_config(),
     };
     let results = fleet::parallel(&hosts, a.forks, |h| -> Result<crate::gather::Facts> {
         let mut t = crate::transport::connect(&h.connection, &h.name, &opts)?;
@@ -646,7 +659,7 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
         templates: &templates,
         connect: ConnectOptions {
             accept_new_host_keys: a.inv.accept_new_host_keys,
-            ..Default::default()
+            ssh_config: ssh_config(),
         },
         forks: a.inv.forks,
         progress,
@@ -802,7 +815,7 @@ fn rollback(a: &RollbackArgs) -> Result<i32> {
     }
     let opts = ConnectOptions {
         accept_new_host_keys: a.accept_new_host_keys,
-        ..Default::default()
+        ssh_config: ssh_config(),
     };
     let script = if a.list {
         crate::safe::list_script()
