@@ -1,0 +1,18 @@
+# Run on the lab gateway (`lab.sh exec gw sh -s < reset.sh`, with RP_ETH1,
+# RP_ETH2 prepended): remove everything dwprov and the ssh baseline put there,
+# so the next apply starts from a clean gateway. Only what dwprov owns (proto
+# 201, DWPROV-* chains, its files) and the baseline's proto 202 routes go.
+set -e
+ip rule flush protocol 201
+ip route flush table all proto 201
+ip route flush table all proto 202
+# Every DWPROV line: chain declarations, their rules, and the jumps to them.
+iptables-save | grep -v DWPROV | iptables-restore
+rm -f /etc/iproute2/rt_tables.d/dwprov.conf /etc/iproute2/rt_protos.d/dwprov.conf \
+    /etc/sysctl.d/90-dwprov.conf
+rm -rf /etc/dwprov
+printf '%s\n' "$RP_ETH1" >/proc/sys/net/ipv4/conf/eth1/rp_filter
+printf '%s\n' "$RP_ETH2" >/proc/sys/net/ipv4/conf/eth2/rp_filter
+# Nothing of dwprov's may be left.
+test -z "$(ip route show table all proto 201; ip route show table all proto 202
+    ip rule show | grep -E 'proto (201|dwprov)'; iptables-save | grep DWPROV)"

@@ -1,0 +1,400 @@
+#!/usr/bin/env bash
+# dwprov benchmarks on a lab gateway of their own: figures, not pass/fail.
+#
+#   sudo scripts/bench.sh [-n N] [--keep-bashrc]
+#
+# Builds `cargo build --release`, brings up a lab (unique prefix dwb<pid>-,
+# dir /tmp/dwprov-bench-<pid>; torn down on exit, also on failure or ^C) and
+# prints, as median [min-max] of N runs (default 7, or BENCH_N):
+#   1 gather            dwprov gather vs `ssh gw /bin/sh -s < bench/gather.sh`
+#   2 render            dwprov render with both ISP lists: wall time, peak RSS
+#   3 apply from empty  dwprov apply vs `ssh gw ip -batch -` of the same routes
+#   4 no-op plan        dwprov plan on the converged gateway vs the raw gather
+#   5 one prefix added  dwprov apply of one more prefix, with its apply figures
+# dwprov and ssh both run in the lab's controller namespace. The baseline is
+# OpenSSH's client with the lab's key and known_hosts; its key exchange is
+# pinned to curve25519-sha256, which is what dwprov's libssh2 negotiates with
+# this sshd (set BENCH_SSH_KEX= to use OpenSSH's default, a post-quantum
+# hybrid that costs more per connection).
+#
+# --keep-bashrc: the lab gateway's /root is a copy-on-write view of this
+# machine's /root, and bash (root's login shell) sources ~/.bashrc for every
+# SSH command. By default the bench empties the *lab's* copy (the write stays
+# in the lab dir) so a developer's shell profile is not measured as dwprov;
+# this flag keeps it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+N=${BENCH_N:-7}
+KEEP_BASHRC=no
+SSH_KEX=${BENCH_SSH_KEX-curve25519-sha256}
+while (($#)); do
+    case "$1" in
+    -n) N=${2:?-n needs a number}; shift 2 ;;
+    -n*) N=${1#-n}; shift ;;
+    --keep-bashrc) KEEP_BASHRC=yes; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[[ "$N" =~ ^[0-9]+$ ]] && ((N >= 1)) || { echo "N must be a positive number" >&2; exit 2; }
+((N >= 5)) || echo "note: N=$N; medians of fewer than 5 runs are noisy" >&2
+[ "$(id -u)" = 0 ] || { echo "the lab needs root (network namespaces): run with sudo" >&2; exit 1; }
+
+P="dwb$$-"
+D="/tmp/dwprov-bench-$$"
+BIN=$ROOT/target/release/dwprov
+LAB=("$ROOT/scripts/lab.sh" --prefix "$P" --dir "$D")
+CNC_LIST=$ROOT/examples/isp/unicom.txt
+CTC_LIST=$ROOT/examples/isp/chinanet.txt
+EXTRA_PREFIX=100.66.0.0/16   # the "one prefix added" (in neither list)
+
+# Progress goes to stderr, the figures to stdout.
+say() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- setup
+
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+scripts/install-deps.sh >&2
+if [ ! -x /usr/bin/time ]; then
+    say "installing Debian's time (for peak RSS)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null; }
+fi
+say "cargo build --release"
+cargo build --release --quiet
+
+[ -e "/run/netns/${P}gw" ] && die "a lab with prefix $P exists already (not touching it)"
+LAB_UP=no
+cleanup() {
+    local rc=$?
+    if [ "$LAB_UP" = yes ]; then
+        "${LAB[@]}" down >/dev/null 2>&1 || say "warning: lab down failed: ${LAB[*]} down"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+LAB_UP=yes   # lab.sh up tears down a half-built lab itself; down is idempotent
+say "lab up (prefix $P, dir $D)"
+"${LAB[@]}" up >/dev/null
+
+gw() { "${LAB[@]}" exec gw "$@"; }
+ctl() { ip netns exec "${P}ctl" "$@"; }
+SSH=(ssh -F /dev/null -i "$D/id_ed25519" -o UserKnownHostsFile="$D/known_hosts"
+    -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes
+    -o ControlMaster=no -o ControlPath=none -o LogLevel=ERROR)
+[ -n "$SSH_KEX" ] && SSH+=(-o "KexAlgorithms=$SSH_KEX")
+SSH+=(root@10.9.0.2)
+
+if [ "$KEEP_BASHRC" = no ]; then
+    gw sh -c ': >/root/.bashrc'   # the lab's overlay copy only
+fi
+RP_ETH1=$(gw cat /proc/sys/net/ipv4/conf/eth1/rp_filter)
+RP_ETH2=$(gw cat /proc/sys/net/ipv4/conf/eth2/rp_filter)
+reset_gw() {
+    { printf 'RP_ETH1=%s RP_ETH2=%s\n' "$RP_ETH1" "$RP_ETH2"; cat bench/reset.sh; } | gw sh -s ||
+        die "resetting the lab gateway failed"
+}
+accepted() { grep -c 'Accepted publickey' "$D/sshd.log" || true; }
+
+# Inventories: the lab's own (bare) plus the dual-line topology.
+B=$D/bench
+mkdir -p "$B"
+inventory() { # FILE CTC_EXTRA CNC_EXTRA: routes_file lines (or nothing)
+    cat >"$1" <<EOF
+all:
+  hosts:
+    gw1:
+      address: 10.9.0.2
+      ssh: {user: root, identity_file: $D/id_ed25519, known_hosts: $D/known_hosts}
+      method: fwmark
+      lan:
+        - {interface: eth0, address: 192.168.0.1/24}
+      lines:
+        - name: ctc
+          table: 100
+          mark: 0x100
+          interface: eth1
+          address: 198.51.100.2/24
+          gateway: 198.51.100.1
+          default: true
+$2
+        - name: cnc
+          table: 200
+          mark: 0x200
+          interface: eth2
+          address: 203.0.113.2/24
+          gateway: 203.0.113.1
+$3
+      nat: {mode: snat}
+      forwards:
+        - {proto: tcp, port: 80, to: 192.168.0.100}
+        - {proto: tcp, port: 2222, to: 192.168.0.100, to_port: 22, lines: [cnc]}
+      hairpin: true
+EOF
+}
+INV_BARE=$D/inventory.yaml
+INV_FULL=$B/full.yaml    # both lists (render)
+INV_CNC=$B/cnc.yaml      # CNC list only (apply, plan)
+INV_PLUS=$B/cnc-plus1.yaml
+inventory "$INV_FULL" "          routes: [100.64.0.0/16]
+          routes_file: '$CTC_LIST'" "          routes: [100.65.0.0/16]
+          routes_file: '$CNC_LIST'"
+inventory "$INV_CNC" "          routes: [100.64.0.0/16]" "          routes: [100.65.0.0/16]
+          routes_file: '$CNC_LIST'"
+inventory "$INV_PLUS" "          routes: [100.64.0.0/16]" "          routes: [100.65.0.0/16, $EXTRA_PREFIX]
+          routes_file: '$CNC_LIST'"
+CNC_PREFIXES=$(grep -cE '^[0-9]' "$CNC_LIST")
+CTC_PREFIXES=$(grep -cE '^[0-9]' "$CTC_LIST")
+awk '/^[0-9]/ {print "route replace " $1 " via 203.0.113.1 dev eth2 proto 202"}' "$CNC_LIST" >"$B/cnc-202.batch"
+echo "route replace $EXTRA_PREFIX via 203.0.113.1 dev eth2 proto 202" >"$B/one-202.batch"
+
+# bench/gather.sh is a copy of src/gather.rs::script(): say so if it drifted.
+gather_drift() {
+    local src=src/gather.rs line want have
+    while IFS= read -r line; do
+        case "$line" in 'sec() '* | f_*) grep -qF -- "$line" "$src" || echo "function: ${line%%\{*}" ;; esac
+    done <bench/gather.sh
+    want=$(grep -oE '"sec [a-z_]+ ' "$src" | awk '{print $2}' | sort | tr '\n' ' ')
+    have=$(grep -E '^sec [a-z_]+ ' bench/gather.sh | awk '{print $2}' | sort | tr '\n' ' ')
+    [ "$want" = "$have" ] || echo "sections: src has [$want], copy has [$have]"
+    want=$(sed -n '/^const TOOLS/,/^];/p' "$src" | grep -o '"[^"]*"' | tr -d '"' | tr '\n' ' ')
+    have=$(sed -n 's/^sec tools f_tools //p' bench/gather.sh)
+    [ "${want% }" = "$have" ] || echo "tools: src has [$want], copy has [$have]"
+    for want in $(grep -o '"/etc/[^"]*"' "$src" | sed -n '1,3p' | tr -d '"'); do
+        grep -qF "sec 'file $want' f_file $want" bench/gather.sh || echo "owned file $want"
+    done
+}
+DRIFT=$(gather_drift)
+
+# ---------------------------------------------------------------- measuring
+
+# run_us CMD...: run it (stdout to $OUT, stderr to $ERR), set US (microseconds) and RC.
+OUT=$B/out ERR=$B/err
+run_us() {
+    local s e
+    s=$EPOCHREALTIME
+    set +e
+    "$@" >"$OUT" 2>"$ERR"
+    RC=$?
+    set -e
+    e=$EPOCHREALTIME
+    US=$(( ${e/./} - ${s/./} ))
+}
+must() { # what: RC must be one of the rest
+    local what=$1 ok
+    shift
+    for ok in "$@"; do [ "$RC" = "$ok" ] && return 0; done
+    sed 's/^/  /' "$ERR" >&2
+    if grep -q '"error":{' "$OUT"; then
+        grep -o '"error":{[^}]*}' "$OUT" | head -n 3 | sed 's/^/  /' >&2
+    else
+        tail -n 20 "$OUT" | sed 's/^/  /' >&2
+    fi
+    die "$what exited $RC"
+}
+# dw LABEL RECOVER CMD...: a dwprov run that must exit 0. A run that fails
+# with an SSH channel error (seen intermittently under load: "reading the
+# script's stdout failed: transport read") is recorded in FLAKES, RECOVER
+# restores the step's starting point, and the run is repeated (3 tries).
+FLAKES=()
+dw() {
+    local label=$1 recover=$2 try msg
+    shift 2
+    for try in 1 2 3; do
+        ((try == 1)) || "$recover"
+        run_us "$@"
+        [ "$RC" = 0 ] && return 0
+        grep -qE '"class":"channel"|cause=channel' "$OUT" || break
+        msg=$(sed -n 's/.*"message":"\([^"]*\)".*/\1/p; /^gw1: channel/p' "$OUT" | head -n 1)
+        FLAKES+=("$label: ${msg:-channel error}")
+        say "retrying $label after: ${msg:-channel error}"
+    done
+    must "$label" 0
+}
+nothing() { :; }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+minmax() { printf '%s\n' "$@" | sort -n | sed -n '1p;$p' | tr '\n' ' '; }
+ms() { awk -v u="$1" 'BEGIN {printf "%.1f", u/1000}'; }
+# fig LIST...: "123.4 ms [120-130]"
+fig() {
+    local m lo hi
+    m=$(median "$@")
+    read -r lo hi <<<"$(minmax "$@")"
+    printf '%s ms [%s-%s]' "$(ms "$m")" "$(ms "$lo" | cut -d. -f1)" "$(ms "$hi" | cut -d. -f1)"
+}
+ratio() { awk -v a="$(median $1)" -v b="$(median $2)" 'BEGIN {printf "%.2fx", a/b}'; }
+meets() { # ratio-string target
+    awk -v r="${1%x}" -v t="$2" 'BEGIN {print (r <= t) ? "met" : "MISSED"}'
+}
+applied() { # JSON file → "changes ip_lines iptables_lines script_bytes remote_commands round_trips"
+    python3 -c 'import json,sys
+a = json.load(open(sys.argv[1]))["hosts"][0]["applied"]
+print(*(a[k] for k in ("changes","ip_lines","iptables_lines","script_bytes","remote_commands","round_trips")))' "$1"
+}
+
+# 1. gather on a bare gateway ------------------------------------------------
+say "1/5 gather (bare gateway), N=$N"
+G_D=() G_S=() G_CONN=()
+ctl "$BIN" gather -i "$INV_BARE" >/dev/null 2>&1 || die "dwprov gather fails on the lab"  # warm-up
+ctl "${SSH[@]}" /bin/sh -s <bench/gather.sh >/dev/null 2>&1 || die "ssh to the lab fails"
+for ((i = 0; i < N; i++)); do
+    for who in $( ((i % 2)) && echo "ssh dwprov" || echo "dwprov ssh"); do
+        if [ "$who" = dwprov ]; then
+            a=$(accepted) f=${#FLAKES[@]}
+            dw "dwprov gather" nothing ctl "$BIN" gather -i "$INV_BARE" --no-color
+            G_D+=("$US")
+            ((f != ${#FLAKES[@]})) || G_CONN+=($(($(accepted) - a)))
+        else
+            run_us ctl "${SSH[@]}" /bin/sh -s <bench/gather.sh
+            must "ssh gather" 0
+            G_S+=("$US") G_BYTES=$(wc -c <"$OUT")
+        fi
+    done
+done
+
+# 2. render with both lists ----------------------------------------------------
+say "2/5 render (both lists), N=$N"
+R_T=() R_RSS=()
+for ((i = 0; i < N; i++)); do
+    run_us /usr/bin/time -v -o "$B/time.txt" "$BIN" render -i "$INV_FULL" --limit gw1
+    must "dwprov render" 0
+    R_T+=("$US")
+    R_RSS+=("$(awk -F': ' '/Maximum resident set size/ {print $2}' "$B/time.txt")")
+done
+R_ROUTES=$(grep -c '^route ' "$OUT")
+
+# 3. apply from empty ----------------------------------------------------------
+say "3/5 apply from empty (CNC list), N=$N"
+A_D=() A_S=() A_CONN=() A_CHANGES=()
+for ((i = 0; i < N; i++)); do
+    for who in $( ((i % 2)) && echo "ssh dwprov" || echo "dwprov ssh"); do
+        reset_gw
+        if [ "$who" = dwprov ]; then
+            a=$(accepted) f=${#FLAKES[@]}
+            dw "dwprov apply (from empty)" reset_gw ctl "$BIN" apply -i "$INV_CNC" --yes --format json --no-color
+            A_D+=("$US")
+            ((f != ${#FLAKES[@]})) || A_CONN+=($(($(accepted) - a)))
+            cp "$OUT" "$B/apply-empty.json"
+            A_CHANGES+=("$(applied "$B/apply-empty.json" | cut -d' ' -f1)")
+        else
+            run_us ctl "${SSH[@]}" ip -batch - <"$B/cnc-202.batch"
+            must "ssh ip -batch" 0
+            A_S+=("$US")
+            A_202=$(gw sh -c 'ip route show table all proto 202 | wc -l')
+        fi
+    done
+done
+[ "$(printf '%s\n' "${A_CHANGES[@]}" | sort -u | wc -l)" = 1 ] ||
+    die "apply from empty changed a different number of objects per run (${A_CHANGES[*]}): the reset is incomplete"
+[ "$A_202" = "$CNC_PREFIXES" ] || die "the baseline installed $A_202 routes, expected $CNC_PREFIXES"
+# Where the time of one apply goes: progress lines on stderr, stamped on arrival.
+reset_gw
+PH=$B/phases
+t0=$EPOCHREALTIME
+ctl "$BIN" apply -i "$INV_CNC" --yes --no-color 2>&1 >/dev/null |
+    while IFS= read -r l; do printf '%s %s\n' "$(( ${EPOCHREALTIME/./} - ${t0/./} ))" "$l"; done >"$PH"
+t1=$EPOCHREALTIME
+PHASES=$(awk -v end="$(( ${t1/./} - ${t0/./} ))" '
+    { t[NR] = $1; $1 = ""; $2 = ""; s[NR] = substr($0, 3) }
+    END { printf "start->connect %.0f", t[1]/1000
+          for (i = 1; i <= NR; i++) {
+              nx = (i < NR) ? t[i+1] : end
+              if (s[i] != "done" && nx - t[i] >= 500) printf ", %s %.0f", s[i], (nx - t[i])/1000
+          }
+          printf " (ms; total %.0f)", end/1000 }' "$PH")
+
+# 4. no-op plan on the converged gateway ---------------------------------------
+say "4/5 no-op plan (converged gateway), N=$N"
+P_D=() P_S=()
+for ((i = 0; i < N; i++)); do
+    for who in $( ((i % 2)) && echo "ssh dwprov" || echo "dwprov ssh"); do
+        if [ "$who" = dwprov ]; then
+            dw "dwprov plan (exit 0: nothing to do)" nothing ctl "$BIN" plan -i "$INV_CNC" --no-color
+            P_D+=("$US")
+        else
+            run_us ctl "${SSH[@]}" /bin/sh -s <bench/gather.sh
+            must "ssh gather" 0
+            P_S+=("$US") P_BYTES=$(wc -c <"$OUT")
+        fi
+    done
+done
+
+# 5. one prefix added ----------------------------------------------------------
+say "5/5 one prefix added, N=$N"
+O_D=() O_S=()
+converge() { dw "dwprov apply (back to the CNC inventory)" nothing ctl "$BIN" apply -i "$INV_CNC" --yes --format json --no-color; }
+for ((i = 0; i < N; i++)); do
+    dw "dwprov apply (one prefix added)" converge ctl "$BIN" apply -i "$INV_PLUS" --yes --format json --no-color
+    O_D+=("$US")
+    cp "$OUT" "$B/apply-one.json"
+    # Back to the converged state (one change the other way), untimed.
+    converge
+    run_us ctl "${SSH[@]}" ip -batch - <"$B/one-202.batch"
+    must "ssh ip -batch (one route)" 0
+    O_S+=("$US")
+    gw ip route flush table all proto 202
+done
+
+# ---------------------------------------------------------------- report
+
+R1=$(ratio "${G_D[*]}" "${G_S[*]}")
+R3=$(ratio "${A_D[*]}" "${A_S[*]}")
+R4=$(ratio "${P_D[*]}" "${P_S[*]}")
+R5=$(ratio "${O_D[*]}" "${O_S[*]}")
+conns() { printf '%s\n' "$@" | sort -u | tr '\n' '/' | sed 's#/$##'; }
+rss_kb=$(printf '%s\n' "${R_RSS[@]}" | sort -n | tail -1)
+cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+sshv=$(ssh -V 2>&1 | cut -d, -f1)
+rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- src templates Cargo.toml Cargo.lock 2>/dev/null || rev="$rev+dirty"
+
+cat <<EOF
+dwprov benchmarks  $(date -u '+%Y-%m-%d %H:%M:%S UTC')
+machine   $(nproc) cores ($cpu), kernel $(uname -r), Debian $(cat /etc/debian_version 2>/dev/null || echo '?')
+load      $LOAD0 before, $(cut -d' ' -f1-3 /proc/loadavg) after (1/5/15 min): other work on the machine skews the figures
+dwprov    $("$BIN" --version | awk '{print $2}') (commit $rev), release build; $sshv
+method    median [min-max] of N=$N runs, wall clock from the controller namespace ($P)
+baseline  OpenSSH client, lab key + known_hosts, KexAlgorithms=${SSH_KEX:-default}; one connection per run
+gateway   lab sshd; root's ~/.bashrc $([ "$KEEP_BASHRC" = no ] && echo "emptied in the lab's copy (--keep-bashrc keeps this machine's)" || echo "as on this machine (--keep-bashrc)")
+EOF
+[ -z "$DRIFT" ] || printf 'WARNING   bench/gather.sh no longer matches src/gather.rs: %s\n' "$DRIFT"
+echo
+fmt='%-34s %-24s %-24s %-8s %s\n'
+# shellcheck disable=SC2059
+{
+printf "$fmt" "benchmark" "dwprov" "baseline (ssh)" "ratio" "target"
+printf "$fmt" "1 gather, bare gateway" "$(fig "${G_D[@]}")" "$(fig "${G_S[@]}")" "$R1" "-"
+printf "$fmt" "  (what runs)" "gather -i INV" "sh -s < gather cmds" "" ""
+printf "$fmt" "2 render --limit gw1" "$(fig "${R_T[@]}")" "-" "" "-"
+printf "$fmt" "  ($((CTC_PREFIXES + CNC_PREFIXES)) prefixes in)" "$R_ROUTES routes out" "" "" ""
+printf "$fmt" "  peak RSS (max of runs)" "$(awk -v k="$rss_kb" 'BEGIN {printf "%.1f MiB", k/1024}')" "" "" ""
+printf "$fmt" "3 apply from empty" "$(fig "${A_D[@]}")" "$(fig "${A_S[@]}")" "$R3" "<= 1.5x $(meets "$R3" 1.5)"
+printf "$fmt" "  ($CNC_PREFIXES CNC prefixes)" "apply --yes" "ip -batch - <routes" "" ""
+printf "$fmt" "4 no-op plan, converged" "$(fig "${P_D[@]}")" "$(fig "${P_S[@]}")" "$R4" "<= 1.3x $(meets "$R4" 1.3)"
+printf "$fmt" "  (what runs)" "plan -i INV (exit 0)" "sh -s < gather cmds" "" ""
+printf "$fmt" "5 one prefix added" "$(fig "${O_D[@]}")" "$(fig "${O_S[@]}")" "$R5" "-"
+printf "$fmt" "  (what runs)" "apply --yes" "ip -batch - <1 route" "" ""
+}
+echo
+echo "ssh connections (sshd 'Accepted publickey' per run): gather $(conns "${G_CONN[@]}"), apply $(conns "${A_CONN[@]}") (plan + verify)"
+if ((${#FLAKES[@]})); then
+    echo "dwprov runs repeated after an SSH channel error: ${#FLAKES[@]} (not in the figures)"
+    printf '  %s\n' "${FLAKES[@]}"
+else
+    echo "dwprov runs repeated after an SSH channel error: none"
+fi
+echo "gather output over ssh: $G_BYTES bytes bare, $P_BYTES bytes converged"
+echo "one apply from empty, phases: $PHASES"
+echo
+fmt2='%-22s %8s %9s %15s %13s %16s %12s\n'
+# shellcheck disable=SC2059
+{
+printf "$fmt2" "hosts[0].applied" changes ip_lines iptables_lines script_bytes remote_commands round_trips
+printf "$fmt2" "apply from empty" $(applied "$B/apply-empty.json")
+printf "$fmt2" "one prefix added" $(applied "$B/apply-one.json")
+}
