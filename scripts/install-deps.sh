@@ -14,7 +14,13 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # policy-rc.d keeps the package from starting this machine's own sshd.
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # The lab runs its own sshd in a namespace: keep the package from starting
+    # (or enabling) this machine's sshd, with a temporary policy-rc.d.
+    made_policy=no
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=yes
+    fi
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || { [ $made_policy = yes ] && rm -f /usr/sbin/policy-rc.d; exit 1; }
+    [ $made_policy = yes ] && rm -f /usr/sbin/policy-rc.d
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }

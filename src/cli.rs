@@ -299,11 +299,11 @@ pub fn limit_hosts(inv: &Inventory, pattern: &str) -> Result<Vec<Host>> {
         }
     }
     let matches = |pat: &str, host: &Host| -> bool {
-        glob_match(pat, &host.name)
+        crate::pattern::glob(pat, &host.name)
             || inv
                 .groups
                 .iter()
-                .any(|(g, members)| glob_match(pat, g) && members.contains(&host.name))
+                .any(|(g, members)| crate::pattern::glob(pat, g) && members.contains(&host.name))
     };
     let includes: Vec<&String> = words.iter().filter(|w| !w.starts_with('!')).collect();
     let excludes: Vec<&str> = words.iter().filter_map(|w| w.strip_prefix('!')).collect();
@@ -314,32 +314,6 @@ pub fn limit_hosts(inv: &Inventory, pattern: &str) -> Result<Vec<Host>> {
         .filter(|h| !excludes.iter().any(|p| matches(p, h)))
         .cloned()
         .collect())
-}
-
-/// `*` and `?` globbing.
-pub fn glob_match(pat: &str, s: &str) -> bool {
-    let (p, s): (Vec<char>, Vec<char>) = (pat.chars().collect(), s.chars().collect());
-    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
 }
 
 fn gather(a: &InventoryArgs) -> Result<i32> {
@@ -873,16 +847,6 @@ fn confirm(yes: bool, pending: usize) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("gw*", "gw12"));
-        assert!(glob_match("g?1", "gw1"));
-        assert!(!glob_match("gw*", "bastion"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("a*b*c", "axxbyyc"));
-        assert!(!glob_match("a*b*c", "axxbyy"));
-    }
 
     #[test]
     fn serial_batches() {

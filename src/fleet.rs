@@ -214,6 +214,18 @@ pub fn plan_host(
     })
 }
 
+/// Run a read-only step (connect + gather) again, on a new connection, when
+/// the SSH channel broke under it; anything else fails at once.
+fn once_more_on_channel_error<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    match f() {
+        Err(Error::Transport {
+            kind: crate::error::TransportKind::Channel,
+            ..
+        }) => f(),
+        other => other,
+    }
+}
+
 /// Commit-confirmed apply settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Safety {
@@ -284,13 +296,13 @@ pub fn apply_host(
     // Verify over a new connection: what matters is that the host is still
     // reachable after the change and that it is in the desired state.
     opts.progress.stage(&plan.host, Stage::Verify);
-    let mut t2 = match transport::connect(&host.connection, &host.name, &opts.connect) {
-        Ok(t2) => t2,
-        Err(e) if safety.confirm => return Err(reverted(e, true)),
-        Err(e) => return Err(e),
-    };
-    let facts = match gather::gather(t2.as_mut()) {
-        Ok(f) => f,
+    let verify = once_more_on_channel_error(|| {
+        let mut t2 = transport::connect(&host.connection, &host.name, &opts.connect)?;
+        let facts = gather::gather(t2.as_mut())?;
+        Ok((t2, facts))
+    });
+    let (mut t2, facts) = match verify {
+        Ok(v) => v,
         Err(e) if safety.confirm => return Err(reverted(e, true)),
         Err(e) => return Err(e),
     };
@@ -407,15 +419,19 @@ pub fn prepare_with(host: &Host, saved: Option<&SavedHost>, opts: &RunOptions) -
             None => Some(crate::model::build(host)?),
             Some(_) => None,
         };
-        stage = Stage::Connect;
-        opts.progress.stage(&host.name, Stage::Connect);
-        let mut t = transport::connect(&host.connection, &host.name, &opts.connect)?;
-        stage = Stage::Gather;
-        outcome.plan = Some(match (saved, &gw) {
-            (Some(s), _) => plan_saved(s, t.as_mut(), opts.progress)?,
-            (None, Some(gw)) => plan_host(gw, t.as_mut(), opts.templates, opts.progress)?,
-            (None, None) => return Err(Error::invalid("no gateway intent and no saved plan")),
-        });
+        let (t, plan) = once_more_on_channel_error(|| {
+            stage = Stage::Connect;
+            opts.progress.stage(&host.name, Stage::Connect);
+            let mut t = transport::connect(&host.connection, &host.name, &opts.connect)?;
+            stage = Stage::Gather;
+            let plan = match (saved, &gw) {
+                (Some(s), _) => plan_saved(s, t.as_mut(), opts.progress)?,
+                (None, Some(gw)) => plan_host(gw, t.as_mut(), opts.templates, opts.progress)?,
+                (None, None) => return Err(Error::invalid("no gateway intent and no saved plan")),
+            };
+            Ok((t, plan))
+        })?;
+        outcome.plan = Some(plan);
         transport = Some(t);
         Ok(())
     })();

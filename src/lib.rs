@@ -15,6 +15,7 @@ pub mod gather;
 pub mod inventory;
 pub mod lab;
 pub mod model;
+pub mod pattern;
 pub mod render;
 pub mod report;
 pub mod safe;

@@ -67,46 +67,10 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// The arguments after `ip rule add|del`.
-    pub fn to_batch(&self) -> String {
-        let mut s = format!("priority {}", self.priority);
-        if self.not {
-            s.push_str(" not");
-        }
-        match self.from {
-            Some(n) => s.push_str(&format!(" from {}", net_str(n))),
-            None => s.push_str(" from all"),
-        }
-        if let Some(n) = self.to {
-            s.push_str(&format!(" to {}", net_str(n)));
-        }
-        if let Some(m) = self.fwmark {
-            s.push_str(&format!(" fwmark {m}"));
-        }
-        if let Some(i) = &self.iif {
-            s.push_str(&format!(" iif {i}"));
-        }
-        if let Some(o) = &self.oif {
-            s.push_str(&format!(" oif {o}"));
-        }
-        for (k, v) in &self.extra {
-            s.push_str(&format!(" {k} {v}"));
-        }
-        match &self.action {
-            RuleAction::Table(t) => s.push_str(&format!(" lookup {t}")),
-            RuleAction::Goto(t) => s.push_str(&format!(" goto {t}")),
-            RuleAction::Blackhole => s.push_str(" blackhole"),
-            RuleAction::Unreachable => s.push_str(" unreachable"),
-            RuleAction::Prohibit => s.push_str(" prohibit"),
-            RuleAction::Nop => s.push_str(" nop"),
-        }
-        s.push_str(&format!(" protocol {}", self.proto));
-        s
-    }
-
-    /// `ip rule show`-like text for plans, with table names where known.
-    pub fn display(&self, names: &dyn Fn(u32) -> String) -> String {
-        let mut s = format!("{}:\t", self.priority);
+    /// `[not] from X [to Y] [fwmark M] [iif I] [oif O] [extra...]`, as both
+    /// `ip rule add` and `ip rule show` spell the selector.
+    fn selector(&self) -> String {
+        let mut s = String::new();
         if self.not {
             s.push_str("not ");
         }
@@ -129,12 +93,35 @@ impl Rule {
         for (k, v) in &self.extra {
             s.push_str(&format!(" {k} {v}"));
         }
-        match &self.action {
-            RuleAction::Table(t) => s.push_str(&format!(" lookup {}", names(*t))),
-            RuleAction::Goto(t) => s.push_str(&format!(" goto {t}")),
-            other => s.push_str(&format!(" {}", format!("{other:?}").to_lowercase())),
-        }
         s
+    }
+
+    /// The arguments after `ip rule add|del`.
+    pub fn to_batch(&self) -> String {
+        let action = match &self.action {
+            RuleAction::Table(t) => format!("lookup {t}"),
+            RuleAction::Goto(t) => format!("goto {t}"),
+            RuleAction::Blackhole => "blackhole".into(),
+            RuleAction::Unreachable => "unreachable".into(),
+            RuleAction::Prohibit => "prohibit".into(),
+            RuleAction::Nop => "nop".into(),
+        };
+        format!(
+            "priority {} {} {action} protocol {}",
+            self.priority,
+            self.selector(),
+            self.proto
+        )
+    }
+
+    /// `ip rule show`-like text for plans, with table names where known.
+    pub fn display(&self, names: &dyn Fn(u32) -> String) -> String {
+        let action = match &self.action {
+            RuleAction::Table(t) => format!("lookup {}", names(*t)),
+            RuleAction::Goto(t) => format!("goto {t}"),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        format!("{}:\t{} {action}", self.priority, self.selector())
     }
 }
 

@@ -306,30 +306,7 @@ fn host_matches(patterns: &[String], names: &[String]) -> bool {
 
 /// `*` and `?` glob (OpenSSH's match_pattern), case-insensitive.
 pub fn glob(pat: &str, s: &str) -> bool {
-    let p: Vec<char> = pat.to_ascii_lowercase().chars().collect();
-    let s: Vec<char> = s.to_ascii_lowercase().chars().collect();
-    let (mut pi, mut si) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(sp) = star {
-            pi = sp + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
+    crate::pattern::glob(&pat.to_ascii_lowercase(), &s.to_ascii_lowercase())
 }
 
 /// `%h` (the host as named), `%d` (home), `%%`.
@@ -393,7 +370,7 @@ fn include_files(arg: &str, home: Option<&Path>) -> Result<Vec<PathBuf>, String>
             .filter_map(|e| e.ok())
             .filter(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
-                !n.starts_with('.') && glob_cs(&name, &n)
+                !n.starts_with('.') && crate::pattern::glob(&name, &n)
             })
             .map(|e| e.path())
             .collect(),
@@ -401,33 +378,6 @@ fn include_files(arg: &str, home: Option<&Path>) -> Result<Vec<PathBuf>, String>
     };
     out.sort();
     Ok(out)
-}
-
-/// Case-sensitive glob for file names.
-fn glob_cs(pat: &str, s: &str) -> bool {
-    let (p, s) = (pat.as_bytes(), s.as_bytes());
-    let (mut pi, mut si) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(sp) = star {
-            pi = sp + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len()
 }
 
 /// `ssh_config` TIME: seconds, or a sum like `1m30s` (s, m, h, d, w).
