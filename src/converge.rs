@@ -192,26 +192,26 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript) -> String {
         s.push_str(&heredoc("ip -4 -batch -", "ip -batch", d, &batch));
         out.commands += 1;
     }
-    // iptables: test every table's payload first, then restore each.
+    // iptables: every table in one payload (each COMMIT is atomic for its
+    // table), tested first so a bad payload changes nothing, then loaded.
     let payloads = iptables_payloads(changes);
-    for (table, p) in &payloads {
-        out.iptables_lines += p.lines().count();
+    if !payloads.is_empty() {
+        let all: String = payloads.values().map(String::as_str).collect();
+        let tables: Vec<&str> = payloads.keys().map(String::as_str).collect();
+        out.iptables_lines += all.lines().count();
         s.push_str(&heredoc(
             "iptables-restore --noflush --test",
-            &format!("iptables-restore --test of table {table}"),
+            &format!("iptables-restore --test (tables {})", tables.join(", ")),
             d,
-            p,
+            &all,
         ));
-        out.commands += 1;
-    }
-    for (table, p) in &payloads {
         s.push_str(&heredoc(
             "iptables-restore --noflush",
-            &format!("iptables-restore of table {table}"),
+            &format!("iptables-restore (tables {})", tables.join(", ")),
             d,
-            p,
+            &all,
         ));
-        out.commands += 1;
+        out.commands += 2;
     }
     // Boot files written above: enable units, start the flush loop (src/boot.rs).
     let post = crate::boot::post_install(changes);
