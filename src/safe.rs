@@ -181,17 +181,65 @@ fn snapshot_and_arm(old: &State, desired: &State, id: &str, timeout_secs: u64) -
         &d,
         &revert_script(old, desired, &dir),
     ));
-    // Arm: a detached process in its own session survives the SSH session.
-    // It records its own pid: it leads its own process group, so
-    // disarming kills the group (the shell and its sleep) at once.
+    // Arm, on the gateway, independent of this SSH session: a transient
+    // systemd timer where systemd runs, otherwise a detached process.
+    let (service, timer) = revert_units(id, timeout_secs);
+    let unit = unit_name(id);
     let _ = writeln!(
         s,
-        "setsid sh -c 'echo $$ > \"$0/timer.pid\"; sleep {timeout_secs}; rm -f \"$0/timer.pid\"; sh \"$0/revert.sh\" > \"$0/revert.log\" 2>&1' \"$S\" </dev/null >/dev/null 2>&1 &\n\
-         i=0; while [ ! -s \"$S/timer.pid\" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n\
-         [ -s \"$S/timer.pid\" ] || fail 'arm the revert timer'\n\
+        "if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then"
+    );
+    s.push_str(&heredoc(
+        &format!("  cat > /run/systemd/system/{unit}.service"),
+        "write revert unit",
+        &d,
+        &service,
+    ));
+    s.push_str(&heredoc(
+        &format!("  cat > /run/systemd/system/{unit}.timer"),
+        "write revert timer",
+        &d,
+        &timer,
+    ));
+    let _ = writeln!(
+        s,
+        "  systemctl daemon-reload && systemctl start {unit}.timer || fail 'arm the revert timer'
+  echo {unit} > \"$S/timer.unit\"
+else"
+    );
+    // The detached process records its own pid: it leads its own process
+    // group, so disarming kills the group (the shell and its sleep) at once.
+    let _ = writeln!(
+        s,
+        "  setsid sh -c 'echo $$ > \"$0/timer.pid\"; sleep {timeout_secs}; rm -f \"$0/timer.pid\"; sh \"$0/revert.sh\" > \"$0/revert.log\" 2>&1' \"$S\" </dev/null >/dev/null 2>&1 &\n\
+         \x20 i=0; while [ ! -s \"$S/timer.pid\" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n\
+         \x20 [ -s \"$S/timer.pid\" ] || fail 'arm the revert timer'\n\
+         fi\n\
          echo armed > \"$S/state\""
     );
     s
+}
+
+/// The transient unit name of a snapshot's revert timer.
+pub fn unit_name(id: &str) -> String {
+    format!("dwprov-revert-{id}")
+}
+
+/// The revert service and timer (written under /run/systemd/system, so
+/// they vanish on reboot like the state they guard).
+pub fn revert_units(id: &str, timeout_secs: u64) -> (String, String) {
+    let dir = format!("{SNAPSHOT_DIR}/{id}");
+    let service = format!(
+        "# Managed by dwprov: reverts snapshot {id} unless the apply is confirmed.\n\
+         [Unit]\nDescription=dwprov: revert to snapshot {id}\n\n\
+         [Service]\nType=oneshot\nExecStart=/bin/sh -c 'sh {dir}/revert.sh > {dir}/revert.log 2>&1'\n"
+    );
+    let timer = format!(
+        "# Managed by dwprov: fires the revert of snapshot {id} after {timeout_secs} s.\n\
+         [Unit]\nDescription=dwprov: revert to snapshot {id} unless confirmed\n\n\
+         [Timer]\nOnActiveSec={timeout_secs}s\nAccuracySec=1s\nRemainAfterElapse=no\n"
+    );
+    (service, timer)
 }
 
 /// The apply script with snapshot and armed revert. The changes run in a
@@ -222,19 +270,26 @@ pub fn apply_script(
     out
 }
 
+/// Stop whichever revert timer is armed for snapshot `$S`.
 fn disarm_commands() -> &'static str {
-    "p=$(cat \"$S/timer.pid\" 2>/dev/null); [ -n \"$p\" ] && kill -TERM -\"$p\" 2>/dev/null; rm -f \"$S/timer.pid\""
+    "if [ -f \"$S/timer.unit\" ]; then u=$(cat \"$S/timer.unit\"); systemctl stop \"$u.timer\" 2>/dev/null; \
+     rm -f \"/run/systemd/system/$u.timer\" \"/run/systemd/system/$u.service\"; systemctl daemon-reload 2>/dev/null; \
+     rm -f \"$S/timer.unit\"; fi\n\
+     p=$(cat \"$S/timer.pid\" 2>/dev/null); [ -n \"$p\" ] && kill -TERM -\"$p\" 2>/dev/null; rm -f \"$S/timer.pid\""
 }
 
 /// Disarm the revert of snapshot `id` (after verification) and prune old snapshots.
 pub fn confirm_script(id: &str) -> String {
     let mut s = converge::prelude();
     let _ = writeln!(s, "S={}", sh_quote(&format!("{SNAPSHOT_DIR}/{id}")));
+    // The timer must still be pending: if it fired, the change is gone.
     s.push_str(
-        "p=$(cat \"$S/timer.pid\" 2>/dev/null) && kill -TERM -\"$p\" 2>/dev/null \\\n  \
-         || fail 'the revert timer is gone (it already ran, or is running): the change is NOT confirmed'\n\
-         rm -f \"$S/timer.pid\"\necho confirmed > \"$S/state\"\n",
+        "if [ -f \"$S/timer.unit\" ]; then systemctl is-active --quiet \"$(cat \"$S/timer.unit\").timer\"; \
+         else p=$(cat \"$S/timer.pid\" 2>/dev/null) && kill -0 \"$p\" 2>/dev/null; fi \\\n  \
+         || fail 'the revert timer is gone (it already ran, or is running): the change is NOT confirmed'\n",
     );
+    s.push_str(disarm_commands());
+    s.push_str("\necho confirmed > \"$S/state\"\n");
     let _ = writeln!(
         s,
         "ls -1d {SNAPSHOT_DIR}/*/ 2>/dev/null | sort -r | tail -n +{} | while read -r old; do rm -rf \"$old\"; done",
@@ -286,6 +341,35 @@ mod tests {
         assert!(!valid_id("../etc"));
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_416), (2025, 11, 24));
+    }
+
+    /// The systemd path of the revert timer: the units pass
+    /// `systemd-analyze verify` (scripts/test.sh installs it).
+    #[test]
+    fn revert_units_pass_systemd_analyze_verify() {
+        let dir = std::env::temp_dir().join(format!("dwprov-revert-units-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = "20261124T000000Z-abcdef";
+        let (service, timer) = revert_units(id, 60);
+        let (s, t) = (
+            dir.join(format!("{}.service", unit_name(id))),
+            dir.join(format!("{}.timer", unit_name(id))),
+        );
+        std::fs::write(&s, service).unwrap();
+        std::fs::write(&t, timer).unwrap();
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&s)
+            .arg(&t)
+            .env("SYSTEMD_LOG_LEVEL", "notice")
+            .output()
+            .expect(
+                "systemd-analyze (Debian package systemd; scripts/install-deps.sh installs it)",
+            );
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let ours: Vec<_> = err.lines().filter(|l| l.contains("dwprov")).collect();
+        assert!(out.status.success() && ours.is_empty(), "{err}");
     }
 
     #[test]
