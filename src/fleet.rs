@@ -284,6 +284,8 @@ pub fn apply_host(
     };
     if let Err(e) = converge::execute(t, &script) {
         return Err(match (&e, safety.confirm) {
+            // Stopped before the revert was armed: nothing changed.
+            (Error::Remote { status, .. }, true) if *status == crate::safe::NOTHING_CHANGED => e,
             // The script itself reverted after a failed step.
             (Error::Remote { status, .. }, true) if *status == converge::STEP_FAILED => {
                 reverted(e, false)

@@ -18,6 +18,8 @@ use crate::diff::{is_owned_route, is_owned_rule, Change};
 use crate::state::State;
 use std::fmt::Write as _;
 
+/// Exit status of an apply script that stopped before changing anything.
+pub const NOTHING_CHANGED: i32 = 4;
 /// Where snapshots live on the gateway.
 pub const SNAPSHOT_DIR: &str = "/var/lib/dwprov/snapshots";
 /// Snapshots kept per gateway (older ones are pruned on confirm).
@@ -134,7 +136,12 @@ pub fn revert_script(old: &State, desired: &State, dir: &str) -> String {
 fn snapshot_and_arm(old: &State, desired: &State, id: &str, timeout_secs: u64) -> String {
     let d = converge::delimiter();
     let dir = format!("{SNAPSHOT_DIR}/{id}");
-    let mut s = String::new();
+    // Until the revert is armed nothing has changed: failures say so, with
+    // their own exit status.
+    let mut s = format!(
+        "nochange() {{ echo \"dwprov: $1; nothing was changed\" >&2; exit {NOTHING_CHANGED}; }}\n\
+         fail() {{ nochange \"$1\"; }}\n"
+    );
     // Preflight: every directory we write to must be writable (read-only
     // /etc, full disk) — found here, before anything changed.
     let mut dirs: std::collections::BTreeSet<String> = desired
@@ -152,16 +159,16 @@ fn snapshot_and_arm(old: &State, desired: &State, id: &str, timeout_secs: u64) -
         let probe = sh_quote(&format!("{dir}/.dwprov-probe"));
         let _ = writeln!(
             s,
-            "mkdir -p {q} 2>/dev/null && echo probe > {probe} 2>/dev/null && rm -f {probe} || fail {}",
-            sh_quote(&format!("cannot write {dir} (read-only file system or disk full?); nothing was changed"))
+            "mkdir -p {q} 2>/dev/null && echo probe > {probe} 2>/dev/null && rm -f {probe} || nochange {}",
+            sh_quote(&format!("cannot write {dir} (read-only file system or disk full?)"))
         );
     }
     let _ = writeln!(s, "S={}", sh_quote(&dir));
-    s.push_str("mkdir -p \"$S\" || fail 'create snapshot directory'\n");
-    s.push_str("iptables-save > \"$S/iptables.save\" || fail 'snapshot iptables'\n");
-    s.push_str("ip -4 -j -d -N rule show > \"$S/rules.json\" || fail 'snapshot rules'\n");
+    s.push_str("mkdir -p \"$S\" || nochange 'create snapshot directory'\n");
+    s.push_str("iptables-save > \"$S/iptables.save\" || nochange 'snapshot iptables'\n");
+    s.push_str("ip -4 -j -d -N rule show > \"$S/rules.json\" || nochange 'snapshot rules'\n");
     s.push_str(
-        "ip -4 -j -d -N route show table all > \"$S/routes.json\" || fail 'snapshot routes'\n",
+        "ip -4 -j -d -N route show table all > \"$S/routes.json\" || nochange 'snapshot routes'\n",
     );
     s.push_str("{ cat \"$S/iptables.save\"\n");
     for (t, chains) in TABLES {
@@ -174,7 +181,7 @@ fn snapshot_and_arm(old: &State, desired: &State, id: &str, timeout_secs: u64) -
             "  grep -q '^\\*{t}$' \"$S/iptables.save\" || printf '*{t}\\n{body}COMMIT\\n'"
         );
     }
-    s.push_str("} > \"$S/iptables.restore\" || fail 'snapshot iptables'\n");
+    s.push_str("} > \"$S/iptables.restore\" || nochange 'snapshot iptables'\n");
     s.push_str(&heredoc(
         "cat > \"$S/revert.sh\"",
         "write revert script",
@@ -203,7 +210,7 @@ fn snapshot_and_arm(old: &State, desired: &State, id: &str, timeout_secs: u64) -
     ));
     let _ = writeln!(
         s,
-        "  systemctl daemon-reload && systemctl start {unit}.timer || fail 'arm the revert timer'
+        "  systemctl daemon-reload && systemctl start {unit}.timer || nochange 'arm the revert timer'
   echo {unit} > \"$S/timer.unit\"
 else"
     );
@@ -213,9 +220,15 @@ else"
         s,
         "  setsid sh -c 'echo $$ > \"$0/timer.pid\"; sleep {timeout_secs}; rm -f \"$0/timer.pid\"; sh \"$0/revert.sh\" > \"$0/revert.log\" 2>&1' \"$S\" </dev/null >/dev/null 2>&1 &\n\
          \x20 i=0; while [ ! -s \"$S/timer.pid\" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n\
-         \x20 [ -s \"$S/timer.pid\" ] || fail 'arm the revert timer'\n\
+         \x20 [ -s \"$S/timer.pid\" ] || nochange 'arm the revert timer'\n\
          fi\n\
          echo armed > \"$S/state\""
+    );
+    // From here on a failure has changed something: the prelude's `fail`.
+    let _ = writeln!(
+        s,
+        "fail() {{ echo \"dwprov: $1\" >&2; exit {}; }}",
+        converge::STEP_FAILED
     );
     s
 }
