@@ -320,7 +320,7 @@ StrictModes no
 UseDNS no
 MaxStartups 100:30:200
 MaxSessions 100
-LogLevel INFO
+LogLevel VERBOSE
 Subsystem sftp internal-sftp
 EOF
 }

@@ -145,6 +145,27 @@ impl Fleet {
         );
     }
 
+    /// A failed test's gateway logs (sshd, init) and inventories survive the
+    /// teardown in `<temp_dir>/dwf-failed-<name>/`, for the post-mortem.
+    fn keep_logs(&self) {
+        let name = self.prefix.trim_end_matches('-');
+        let keep = std::env::temp_dir().join(format!("dwf-failed-{name}"));
+        let _ = fs::create_dir_all(&keep);
+        for entry in fs::read_dir(self.dir.join("gw")).into_iter().flatten().flatten() {
+            let host = entry.file_name().to_string_lossy().into_owned();
+            for log in ["sshd.log", "init.log"] {
+                let _ = fs::copy(entry.path().join(log), keep.join(format!("{host}-{log}")));
+            }
+        }
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "yaml" || e == "txt" || e == "json") {
+                let _ = fs::copy(&p, keep.join(entry.file_name()));
+            }
+        }
+        eprintln!("fleet {}: logs kept in {}", self.prefix, keep.display());
+    }
+
     fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.join(name);
         fs::write(&p, text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -154,6 +175,9 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.keep_logs();
+        }
         let out = fleet_sh(&self.prefix, &self.dir, &["down"]);
         if !out.status.success() {
             // Never panic in Drop (it may run while unwinding): report.
