@@ -83,6 +83,14 @@ rc=0
 in_ctl env NO_COLOR=1 "$DWPROV" plan -i "$INV" --forks 100 >"$OUT/plan-check.log" 2>&1 || rc=$?
 ((rc == 0)) || { tail -n 30 "$OUT/plan-check.log" >&2; die "a plan after apply is not a no-op (exit $rc)"; }
 
+# The sshd logs of the hosts a run reports errors on, for the post-mortem.
+keep_host_logs() {
+    local h
+    for h in $(sed -n 's/^error on \([A-Za-z0-9_.-]*\):$/\1/p' "$OUT/$1.log"); do
+        cp -- "$DIR/gw/$h/sshd.log" "$OUT/$1-$h-sshd.log" 2>/dev/null || true
+    done
+}
+
 # measure NAME CMD...: one run under /usr/bin/time -v; sets M_WALL (s), M_RSS (MB).
 measure() {
     local name=$1 rc attempt
@@ -93,9 +101,11 @@ measure() {
         ((rc != 0)) || break
         # A session killed from outside (another test on this machine running
         # `pkill -f 'sshd: root@'` reaches every lab: they share one pid
-        # namespace) shows as a channel error: run again, say so.
-        if grep -q 'channel: .*\(transport read\|Session(-43)\|Unexpected error\)' "$OUT/$name.log" && ((attempt < 3)); then
-            log "$name: an SSH session was cut from outside (attempt $attempt): $(grep -m1 'channel: ' "$OUT/$name.log")"
+        # namespace) shows as a channel error, a starved machine as a
+        # timeout: run again, and say so (the count is in the report).
+        keep_host_logs "$name"
+        if grep -q ': \(channel\|timeout\): ' "$OUT/$name.log" && ((attempt < 3)); then
+            log "$name: a session failed (attempt $attempt, run repeated): $(grep -m1 ': \(channel\|timeout\): ' "$OUT/$name.log")"
             RETRIES=$((RETRIES + 1))
             continue
         fi
