@@ -472,6 +472,13 @@ fn serial_batches_run_in_order() {
     assert_eq!(hs.len(), 10);
     for (name, h) in &hs {
         assert_ok_applied(h);
+        let applied = &h["applied"];
+        assert!(applied["changes"].as_u64().unwrap_or(0) > 0, "{applied:#}");
+        assert!(applied["snapshot"].is_string(), "commit-confirmed: {applied:#}");
+        assert_eq!(
+            applied["changes"].as_u64(),
+            Some(h["plan"]["diff"]["changes"].as_array().unwrap().len() as u64)
+        );
         f.assert_applied(name);
     }
 }
@@ -688,4 +695,25 @@ fn saved_plan_refuses_a_drifted_host() {
         "plan", "-i", inv.to_str().unwrap(), "--limit", "!gw003", "--format", "json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+}
+
+/// An apply that fails its writability preflight changed nothing and took
+/// no snapshot: the message must not claim the gateway "was reverted to
+/// snapshot X" (a snapshot that does not exist on the gateway).
+#[test]
+fn failed_preflight_does_not_claim_a_revert() {
+    let f = Fleet::up(1, &["--fail-apply", "1"]);
+    let inv = f.inventory();
+    let o = f.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let hs = hosts(&json(&o));
+    let msg = host(&hs, "gw001")["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("nothing was changed"), "{msg}");
+    f.assert_untouched("gw001");
+    let snapshots = f.gw_sh("gw001", "ls /var/lib/dwprov/snapshots 2>/dev/null; true");
+    assert!(snapshots.trim().is_empty(), "no snapshot taken: {snapshots}");
+    assert!(
+        !msg.contains("reverted to snapshot"),
+        "dwprov claims a revert to a snapshot that was never taken:\n{msg}"
+    );
 }
