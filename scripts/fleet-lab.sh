@@ -2,6 +2,7 @@
 # dwprov fleet lab: N light gateways in network namespaces, one controller.
 #
 #   fleet-lab.sh up   --prefix P --dir D --count N [--unreachable] [--fail-apply I[,I...]]
+#                     [--bastion I[,I...]]
 #   fleet-lab.sh down --prefix P --dir D
 #   fleet-lab.sh status --prefix P --dir D
 #   fleet-lab.sh inventory --prefix P --dir D [--order H1,H2,...] [--out FILE]
@@ -14,6 +15,17 @@
 #   P gw001 mgmt0 10.10.1.1/16 ┤
 #   P gw002 mgmt0 10.10.1.2/16 ┤     gateway i: 10.10.(1 + (i-1)/200).(1 + (i-1)%200)
 #   ...                        ┘
+#
+# With --bastion LIST, those gateways hang off a second switch instead,
+# reachable only through the bastion (the controller has no route there):
+#
+#   P bastion eth0 10.10.0.2/16 (on P sw) ── eth1 10.20.0.1/16 ── P sw2: br0
+#   P gwNNN mgmt0 10.20.(1 + (i-1)/200).(1 + (i-1)%200)/16 (on P sw2)
+#
+# The bastion runs the same sshd as a gateway (own host key, pinned in
+# known_hosts under 10.10.0.2); in the inventory it is host `bastion` (group
+# `bastions`, no gateway intent: plan and apply with --limit '!bastions') and
+# the hidden gateways (group `behind_bastion`) have `ssh: {jump: bastion}`.
 #
 # Each gateway has exactly the interfaces the inventory names, addressed like
 # the single-gateway lab (scripts/lab.sh): eth0 192.168.0.1/24 (lan),
@@ -37,6 +49,7 @@
 #                       read-only bind mount: `dwprov plan` works (gather only
 #                       reads), `dwprov apply` fails its writability preflight
 #                       before changing anything. They are in group `broken`.
+#   --bastion LIST      gateways (by number) reachable only through the bastion.
 #
 # Nothing is created or configured in the root namespace: every veth is
 # created inside a lab namespace with its peer born in another one. Every
@@ -49,6 +62,7 @@ set -euo pipefail
 readonly MARKER=".dwprov-fleet-lab"   # only directories carrying this are ever rm -rf'd
 readonly SSHD="/usr/sbin/sshd"        # sshd re-execs itself: it needs an absolute path
 readonly DOWN_ADDR="10.10.255.254"    # the unreachable host's address
+readonly BASTION_ADDR="10.10.0.2"     # the bastion on the controller's switch
 readonly MAX_COUNT=999
 
 PREFIX=""
@@ -57,6 +71,7 @@ COUNT=""
 ACTION=""
 UNREACHABLE=0
 FAIL_APPLY=""
+BASTION=""
 ORDER=""
 OUT=""
 EXEC_HOST=""
@@ -84,6 +99,7 @@ usage: fleet-lab.sh up     --prefix P --dir D --count N [--unreachable] [--fail-
   --count N         gateways to build (1..$MAX_COUNT)
   --unreachable     add inventory host gwdown ($DOWN_ADDR) that cannot be reached
   --fail-apply LIST gateway numbers whose apply fails (read-only /etc/sysctl.d)
+  --bastion LIST    gateway numbers reachable only through host bastion ($BASTION_ADDR)
   --order LIST      inventory: host order (default: gw001.. then gwdown)
   --out FILE        inventory: where to write it (default D/inventory.yaml)
 
@@ -94,9 +110,16 @@ EOF
 
 ns_ctl() { printf '%sctl' "$PREFIX"; }
 ns_sw() { printf '%ssw' "$PREFIX"; }
+ns_sw2() { printf '%ssw2' "$PREFIX"; }
+ns_bastion() { printf '%sbastion' "$PREFIX"; }
 gw_name() { printf 'gw%03d' "$1"; }
 ns_gw() { printf '%sgw%03d' "$PREFIX" "$1"; }
-gw_addr() { printf '10.10.%d.%d' $((1 + ($1 - 1) / 200)) $((1 + ($1 - 1) % 200)); }
+# Gateways behind the bastion live in 10.20/16, the others in 10.10/16.
+gw_addr() {
+    local net=10
+    is_hidden "$1" && net=20
+    printf '10.%d.%d.%d' "$net" $((1 + ($1 - 1) / 200)) $((1 + ($1 - 1) % 200))
+}
 
 ns_exists() { [[ -e "/run/netns/$1" ]]; }
 
@@ -108,7 +131,7 @@ lab_namespaces() {
         name=${f##*/}
         [[ "$name" == "$PREFIX"* ]] || continue
         rest=${name#"$PREFIX"}
-        if [[ "$rest" == ctl || "$rest" == sw || "$rest" =~ ^gw[0-9]{3}$ ]]; then
+        if [[ "$rest" =~ ^(ctl|sw|sw2|bastion|gw[0-9]{3})$ ]]; then
             printf '%s\n' "$name"
         fi
     done
@@ -150,6 +173,8 @@ parse_args() {
         --unreachable) UNREACHABLE=1; shift ;;
         --fail-apply) [[ $# -ge 2 ]] || die "--fail-apply needs a value"; FAIL_APPLY=$2; shift 2 ;;
         --fail-apply=*) FAIL_APPLY=${1#--fail-apply=}; shift ;;
+        --bastion) [[ $# -ge 2 ]] || die "--bastion needs a value"; BASTION=$2; shift 2 ;;
+        --bastion=*) BASTION=${1#--bastion=}; shift ;;
         --order) [[ $# -ge 2 ]] || die "--order needs a value"; ORDER=$2; shift 2 ;;
         --order=*) ORDER=${1#--order=}; shift ;;
         --out) [[ $# -ge 2 ]] || die "--out needs a value"; OUT=$2; shift 2 ;;
@@ -198,12 +223,10 @@ parse_args() {
         [[ "$COUNT" =~ ^[0-9]+$ ]] && ((COUNT >= 1 && COUNT <= MAX_COUNT)) ||
             die "--count must be a number between 1 and $MAX_COUNT (got '${COUNT}')"
         local i
-        if [[ -n "$FAIL_APPLY" ]]; then
-            for i in ${FAIL_APPLY//,/ }; do
-                [[ "$i" =~ ^[0-9]+$ ]] && ((10#$i >= 1 && 10#$i <= COUNT)) ||
-                    die "--fail-apply: '$i' is not a gateway number between 1 and $COUNT"
-            done
-        fi
+        for i in ${FAIL_APPLY//,/ } ${BASTION//,/ }; do
+            [[ "$i" =~ ^[0-9]+$ ]] && ((10#$i >= 1 && 10#$i <= COUNT)) ||
+                die "--fail-apply/--bastion: '$i' is not a gateway number between 1 and $COUNT"
+        done
     fi
     if [[ -n "$OUT" ]]; then
         OUT=$(realpath -m -- "$OUT")
@@ -219,13 +242,15 @@ preflight() {
     done
 }
 
-is_failing() {
+in_list() {
     local i=$1 f
-    for f in ${FAIL_APPLY//,/ }; do
+    for f in ${2//,/ }; do
         ((10#$f == i)) && return 0
     done
     return 1
 }
+is_failing() { in_list "$1" "$FAIL_APPLY"; }
+is_hidden() { in_list "$1" "$BASTION"; }
 
 # ---------------------------------------------------------------- up
 
@@ -233,13 +258,17 @@ create_namespaces() {
     local i
     ip netns add "$(ns_ctl)"
     ip netns add "$(ns_sw)"
+    if [[ -n "$BASTION" ]]; then
+        ip netns add "$(ns_sw2)"
+        ip netns add "$(ns_bastion)"
+    fi
     for ((i = 1; i <= COUNT; i++)); do
         ip netns add "$(ns_gw "$i")"
     done
     # Controller and switch: IPv4 only, loopback up. (Gateways do the same
     # in their init, which already runs inside their namespace: no extra fork.)
     local n
-    for n in "$(ns_ctl)" "$(ns_sw)"; do
+    for n in "$(ns_ctl)" "$(ns_sw)" ${BASTION:+"$(ns_sw2)"} ${BASTION:+"$(ns_bastion)"}; do
         ip netns exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
         ip -n "$n" link set lo up
     done
@@ -253,12 +282,33 @@ build_links() {
         echo "link set br0 up"
         echo "link add p-ctl type veth peer name eth0 netns $(ns_ctl)"
         echo "link set p-ctl master br0 up"
+        if [[ -n "$BASTION" ]]; then
+            echo "link add p-bastion type veth peer name eth0 netns $(ns_bastion)"
+            echo "link set p-bastion master br0 up"
+        fi
         local i
         for ((i = 1; i <= COUNT; i++)); do
+            is_hidden "$i" && continue
             printf 'link add p%03d type veth peer name mgmt0 netns %s\n' "$i" "$(ns_gw "$i")"
             printf 'link set p%03d master br0 up\n' "$i"
         done
     } | ip -n "$(ns_sw)" -batch -
+    if [[ -n "$BASTION" ]]; then
+        # The hidden switch: only the bastion and the hidden gateways on it.
+        {
+            echo "link add br0 type bridge"
+            echo "link set br0 up"
+            echo "link add p-bastion type veth peer name eth1 netns $(ns_bastion)"
+            echo "link set p-bastion master br0 up"
+            for ((i = 1; i <= COUNT; i++)); do
+                is_hidden "$i" || continue
+                printf 'link add p%03d type veth peer name mgmt0 netns %s\n' "$i" "$(ns_gw "$i")"
+                printf 'link set p%03d master br0 up\n' "$i"
+            done
+        } | ip -n "$(ns_sw2)" -batch -
+        printf '%s\n' "addr add $BASTION_ADDR/16 dev eth0" "addr add 10.20.0.1/16 dev eth1" \
+            "link set eth0 up" "link set eth1 up" | ip -n "$(ns_bastion)" -batch -
+    fi
     ip -n "$(ns_ctl)" addr add 10.10.0.1/16 dev eth0
     ip -n "$(ns_ctl)" link set eth0 up
     if ((UNREACHABLE)); then
@@ -300,6 +350,12 @@ make_keys() {
         read -r type key _ <"$DIR/gw/$name/ssh_host_ed25519_key.pub"
         printf '%s %s %s\n' "$(gw_addr "$i")" "$type" "$key" >>"$DIR/known_hosts"
     done
+    if [[ -n "$BASTION" ]]; then
+        mkdir -p "$DIR/gw/bastion"
+        ssh-keygen -q -t ed25519 -N '' -C "dwprov-fleet-lab-bastion" -f "$DIR/gw/bastion/ssh_host_ed25519_key"
+        read -r type key _ <"$DIR/gw/bastion/ssh_host_ed25519_key.pub"
+        printf '%s %s %s\n' "$BASTION_ADDR" "$type" "$key" >>"$DIR/known_hosts"
+    fi
 }
 
 write_sshd_config() {
@@ -331,10 +387,14 @@ write_hosts_tsv() {
     for ((i = 1; i <= COUNT; i++)); do
         flags=ok
         is_failing "$i" && flags=fail-apply
+        is_hidden "$i" && flags="$flags,bastion"
         printf '%s\t%s\t%s\t%s\n' "$(gw_name "$i")" "$(gw_addr "$i")" "$(ns_gw "$i")" "$flags" >>"$DIR/hosts.tsv"
     done
     if ((UNREACHABLE)); then
         printf 'gwdown\t%s\t-\tunreachable\n' "$DOWN_ADDR" >>"$DIR/hosts.tsv"
+    fi
+    if [[ -n "$BASTION" ]]; then
+        printf 'bastion\t%s\t%s\tbastion-host\n' "$BASTION_ADDR" "$(ns_bastion)" >>"$DIR/hosts.tsv"
     fi
 }
 
@@ -373,24 +433,28 @@ if [ "$check" = 1 ]; then
 fi
 exec "$sshd" -D -f "$d/sshd_config" -h "$g/ssh_host_ed25519_key" -o "PidFile=$g/sshd.pid" -E "$g/sshd.log"'
 
+# start_one NAME NETNS FAIL CHECK: the sshd of one host, in its namespace.
+start_one() {
+    local name=$1 netns=$2 fail=$3 check=$4 g="$DIR/gw/$1" p
+    for p in etc var root; do
+        mkdir -p "$g/overlay/$p/upper" "$g/overlay/$p/work"
+    done
+    # setsid: not killed by ^C in the terminal that ran `up`; stdio to
+    # files so whoever captured our output is not kept waiting for EOF.
+    setsid ip netns exec "$netns" \
+        unshare --mount --uts --propagation private \
+        sh -c "$GW_INIT" gw-init "$DIR" "$g" "$name" "$SSHD" "$fail" "$check" \
+        </dev/null >>"$g/init.log" 2>&1 &
+}
+
 start_gateways() {
-    local i name g fail
+    local i name fail
     for ((i = 1; i <= COUNT; i++)); do
-        name=$(gw_name "$i")
-        g="$DIR/gw/$name"
-        local p
-        for p in etc var root; do
-            mkdir -p "$g/overlay/$p/upper" "$g/overlay/$p/work"
-        done
         fail=0
         is_failing "$i" && fail=1
-        # setsid: not killed by ^C in the terminal that ran `up`; stdio to
-        # files so whoever captured our output is not kept waiting for EOF.
-        setsid ip netns exec "$(ns_gw "$i")" \
-            unshare --mount --uts --propagation private \
-            sh -c "$GW_INIT" gw-init "$DIR" "$g" "$name" "$SSHD" "$fail" "$((i == 1 ? 1 : 0))" \
-            </dev/null >>"$g/init.log" 2>&1 &
+        start_one "$(gw_name "$i")" "$(ns_gw "$i")" "$fail" "$((i == 1 ? 1 : 0))"
     done
+    [[ -z "$BASTION" ]] || start_one bastion "$(ns_bastion)" 0 0
     # Every sshd must be up and in its own namespace.
     local deadline=$((SECONDS + 30 + COUNT / 5))
     for ((i = 1; i <= COUNT; i++)); do
@@ -403,15 +467,34 @@ start_gateways() {
             sleep 0.1
         done
     done
-    # And reachable over TCP from the controller: one shell probes them all.
-    local addrs=()
-    for ((i = 1; i <= COUNT; i++)); do addrs+=("$(gw_addr "$i")"); done
+    if [[ -n "$BASTION" ]]; then
+        until sshd_pid bastion >/dev/null; do
+            ((SECONDS <= deadline)) || die "sshd did not start in $(ns_bastion)"
+            sleep 0.1
+        done
+    fi
+    # And reachable over TCP from the controller (the hidden ones from the
+    # bastion): one shell per vantage point probes them all.
+    local addrs=() hidden=()
+    for ((i = 1; i <= COUNT; i++)); do
+        if is_hidden "$i"; then hidden+=("$(gw_addr "$i")"); else addrs+=("$(gw_addr "$i")"); fi
+    done
+    [[ -z "$BASTION" ]] || addrs+=("$BASTION_ADDR")
+    probe_from "$(ns_ctl)" "${addrs[@]}"
+    ((${#hidden[@]} == 0)) || probe_from "$(ns_bastion)" "${hidden[@]}"
+}
+
+# probe_from NETNS ADDR...: wait until every ADDR accepts TCP on port 22.
+probe_from() {
+    local netns=$1
+    shift
+    (($#)) || return 0
     # shellcheck disable=SC2016
-    ip netns exec "$(ns_ctl)" timeout $((30 + COUNT / 5)) bash -c '
+    ip netns exec "$netns" timeout $((30 + $# / 5)) bash -c '
         for a in "$@"; do
             until timeout 1 bash -c ": </dev/tcp/$a/22" 2>/dev/null; do sleep 0.1; done
-        done' probe "${addrs[@]}" ||
-        die "not every gateway accepts TCP on port 22 from $(ns_ctl)"
+        done' probe "$@" ||
+        die "not every host accepts TCP on port 22 from $netns"
 }
 
 # ---------------------------------------------------------------- inventory
@@ -439,18 +522,21 @@ write_inventory() {
         order=("${names[@]}")
     fi
     local n_gw=0
-    for name in "${names[@]}"; do [[ "$name" == gwdown ]] || n_gw=$((n_gw + 1)); done
+    for name in "${names[@]}"; do [[ "$name" =~ ^gw[0-9]+$ ]] && n_gw=$((n_gw + 1)); done
     local half=$(((n_gw + 1) / 2))
-    local -a bj=() sh=() broken=() down=()
+    local -a bj=() sh=() broken=() down=() hidden=() bastions=()
     for name in "${order[@]}"; do
-        if [[ "$name" == gwdown ]]; then
+        [[ ",${flag[$name]}," == *,bastion,* ]] && hidden+=("$name")
+        if [[ "$name" == bastion ]]; then
+            bastions+=("$name")
+        elif [[ "$name" == gwdown ]]; then
             down+=("$name")
         elif ((10#${name#gw} <= half)); then
             bj+=("$name")
         else
             sh+=("$name")
         fi
-        [[ "${flag[$name]}" == fail-apply ]] && broken+=("$name")
+        [[ ",${flag[$name]}," == *,fail-apply,* ]] && broken+=("$name")
     done
     local tmp="$out.tmp.$$"
     {
@@ -462,9 +548,14 @@ all:
   hosts:
 EOF
         for name in "${order[@]}"; do
+            if [[ "$name" == bastion ]]; then
+                # Only a way in: no gateway intent.
+                printf '    %s:\n      address: %s\n' "$name" "${addr[$name]}"
+                continue
+            fi
+            printf '    %s:\n      address: %s\n' "$name" "${addr[$name]}"
+            [[ ",${flag[$name]}," == *,bastion,* ]] && echo "      ssh: {jump: bastion}"
             cat <<EOF
-    $name:
-      address: ${addr[$name]}
       method: fwmark
       lan:
         - {interface: eth0, address: 192.168.0.1/24}
@@ -491,6 +582,8 @@ EOF
         group shanghai ${sh[@]+"${sh[@]}"}
         group broken ${broken[@]+"${broken[@]}"}
         group unreachable ${down[@]+"${down[@]}"}
+        group behind_bastion ${hidden[@]+"${hidden[@]}"}
+        group bastions ${bastions[@]+"${bastions[@]}"}
     } >"$tmp"
     mv -f -- "$tmp" "$out"
 }
@@ -601,7 +694,7 @@ do_status() {
         done <"$DIR/hosts.tsv"
     fi
     echo "namespaces: $n_ns; gateways with sshd: $running/$total"
-    if ((total > 0 && running == total && n_ns == total + 2)); then
+    if ((total > 0 && running == total && n_ns >= total + 2)); then
         echo "fleet lab $PREFIX: up (dir $DIR)"
     elif ((n_ns == 0)); then
         echo "fleet lab $PREFIX: down"
@@ -614,7 +707,7 @@ do_status() {
 
 do_exec() {
     local pid
-    [[ "$EXEC_HOST" =~ ^gw[0-9]{3}$ ]] || die "unknown host '$EXEC_HOST' (gw001...)"
+    [[ "$EXEC_HOST" =~ ^(gw[0-9]{3}|bastion)$ ]] || die "unknown host '$EXEC_HOST' (gw001..., bastion)"
     pid=$(sshd_pid "$EXEC_HOST") || die "sshd of $EXEC_HOST is not running: cannot enter its namespaces"
     exec nsenter -t "$pid" -m -n -u -- "${EXEC_CMD[@]}"
 }
