@@ -717,3 +717,82 @@ fn failed_preflight_does_not_claim_a_revert() {
         "dwprov claims a revert to a snapshot that was never taken:\n{msg}"
     );
 }
+
+/// Gateways reachable only through a bastion (`ssh: {jump: bastion}`):
+/// applied like the others; the bastion's host key and the target's are both
+/// checked (either one wrong refuses the host, and nothing else).
+#[test]
+fn bastion_reaches_hidden_gateways_and_checks_both_host_keys() {
+    let f = Fleet::up(4, &["--bastion", "3,4"]);
+    let inv = f.inventory();
+    assert_eq!(list_hosts(&f, &inv, "behind_bastion"), ["gw003", "gw004"]);
+    assert_eq!(list_hosts(&f, &inv, "bastions"), ["bastion"]);
+    // The controller has no way to the hidden switch by itself.
+    let route = Command::new("ip")
+        .args(["netns", "exec", &format!("{}ctl", f.prefix), "ip", "route", "get", "10.20.1.3"])
+        .output()
+        .expect("ip route get");
+    assert!(!route.status.success(), "10.20.1.3 must not be routable from ctl:\n{}", show(&route));
+
+    // Both host keys are checked: a wrong key for either hop refuses gw003
+    // (class "host key", the hop named), never touching it; gw001 is fine.
+    let known = f.dir.join("known_hosts");
+    let good = fs::read_to_string(&known).unwrap();
+    let other = f.dir.join("other_key");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success(), "{}", show(&out));
+    let pubkey = fs::read_to_string(other.with_extension("pub")).unwrap();
+    let wrong: Vec<&str> = pubkey.split_whitespace().take(2).collect();
+    for (addr, expect) in [
+        ("10.10.0.2", "jump host bastion: HOST KEY MISMATCH for 10.10.0.2:22"),
+        ("10.20.1.3", "HOST KEY MISMATCH for 10.20.1.3:22"),
+    ] {
+        let forged: String = good
+            .lines()
+            .map(|l| {
+                if l.split_whitespace().next() == Some(addr) {
+                    format!("{addr} {} {}\n", wrong[0], wrong[1])
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        fs::write(&known, forged).unwrap();
+        let o = f.dwprov(&[
+            "apply", "-i", inv.to_str().unwrap(), "--limit", "gw001,gw003", "--yes",
+            "--max-fail-percent", "100", "--format", "json",
+        ]);
+        fs::write(&known, &good).unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+        let hs = hosts(&json(&o));
+        let h = host(&hs, "gw003");
+        assert_eq!(h["error"]["class"], "host key", "{h:#}");
+        let msg = h["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(expect), "wrong {addr} key: {msg}");
+        f.assert_untouched("gw003");
+        assert!(host(&hs, "gw001")["error"].is_null(), "{:#}", host(&hs, "gw001"));
+    }
+
+    // With the right keys: every gateway, hidden or not, is applied and
+    // verified (the verify connection goes through the bastion too).
+    let o = f.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--limit", "!bastions", "--yes", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let hs = hosts(&json(&o));
+    for name in gws(1..=4) {
+        let h = host(&hs, &name);
+        assert!(h["error"].is_null(), "{h:#}");
+        f.assert_applied(&name);
+    }
+    let o = f.dwprov(&["plan", "-i", inv.to_str().unwrap(), "--limit", "behind_bastion"]);
+    assert_eq!(o.status.code(), Some(0), "nothing left to do:\n{}", show(&o));
+    // The hidden gateways saw only the bastion as their SSH peer.
+    for name in ["gw003", "gw004"] {
+        let log = fs::read_to_string(f.dir.join("gw").join(name).join("sshd.log")).unwrap();
+        assert!(log.contains("Accepted publickey for root from 10.20.0.1"), "{name}:\n{log}");
+        assert!(!log.contains("from 10.10.0.1"), "{name} reached directly:\n{log}");
+    }
+}
