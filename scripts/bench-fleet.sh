@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Fleet benchmark: a no-op `dwprov plan` over 100 gateways (scripts/fleet-lab.sh),
+# with --forks 1, 10 and 100, and Ansible's `--check` gathering the same state
+# from the same hosts with the same key, side by side.
+#
+#   sudo scripts/bench-fleet.sh
+#
+# Steps: cargo build --release; fleet-lab.sh up (100 gateways); dwprov apply
+# once (so every plan after it is a no-op); then each measured run under
+# /usr/bin/time -v: wall time and peak RSS (the largest single process of
+# the run: for dwprov the whole run, for Ansible the biggest of its forks).
+# Ansible (ansible-core from PyPI, in a venv) runs only if it is installed or
+# installable; it gathers `ip -j rule`, `ip -j route`, `iptables-save` with
+# three `command` tasks (check_mode: false), which is what dwprov's plan reads.
+# The lab is torn down at the end, also on failure or ^C.
+#
+# env: BENCH_COUNT (100)  BENCH_FORKS ("1 10 100")  BENCH_RUNS (3: dwprov runs
+#      per setting, the median is shown)  BENCH_ANSIBLE (auto|no)
+#      BENCH_VENV (/tmp/dwprov-bench-venv: reused between runs)
+#      CARGO_BUILD_JOBS (passed to cargo)
+set -euo pipefail
+
+readonly ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+readonly FLEET_SH="$ROOT/scripts/fleet-lab.sh"
+readonly COUNT=${BENCH_COUNT:-100}
+readonly FORKS=${BENCH_FORKS:-1 10 100}
+readonly RUNS=${BENCH_RUNS:-3}
+readonly ANSIBLE=${BENCH_ANSIBLE:-auto}
+readonly VENV=${BENCH_VENV:-/tmp/dwprov-bench-venv}
+readonly PREFIX="dwbench-$$-"
+readonly DIR="/tmp/dwprov-bench-$$"
+readonly TIME=/usr/bin/time
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+    printf '[bench] error: %s\n' "$*" >&2
+    exit 1
+}
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces)"
+[[ "$COUNT" =~ ^[0-9]+$ ]] || die "BENCH_COUNT must be a number"
+
+if [[ ! -x $TIME ]]; then
+    log "installing Debian's time (for /usr/bin/time -v)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null ||
+        die "cannot install the time package"
+fi
+
+log "cargo build --release"
+(cd "$ROOT" && cargo build --release --quiet ${CARGO_BUILD_JOBS:+-j "$CARGO_BUILD_JOBS"})
+readonly DWPROV="$ROOT/target/release/dwprov"
+
+DONE=0
+RETRIES=0
+teardown() {
+    bash "$FLEET_SH" down --prefix "$PREFIX" --dir "$DIR" >/dev/null 2>&1 ||
+        log "warning: teardown of $PREFIX failed; run: $FLEET_SH down --prefix $PREFIX --dir $DIR"
+    # Logs and timings stay for a post-mortem when something failed.
+    if ((DONE && !RETRIES)); then rm -rf -- "$DIR.out"; elif [[ -d "$DIR.out" ]]; then log "logs kept in $DIR.out"; fi
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+
+log "fleet-lab.sh up: $COUNT gateways"
+t0=$(date +%s%N)
+bash "$FLEET_SH" up --prefix "$PREFIX" --dir "$DIR" --count "$COUNT" >/dev/null
+LAB_UP=$(awk -v ns=$(($(date +%s%N) - t0)) 'BEGIN { printf "%.1f", ns / 1e9 }')
+INV="$DIR/inventory.yaml"
+OUT="$DIR.out"   # outside the lab dir: the lab dir goes away with `down`
+mkdir -p "$OUT"
+
+in_ctl() { ip netns exec "${PREFIX}ctl" "$@"; }
+
+log "dwprov apply once (forks 100), so that the measured plans are no-ops"
+# Apply is idempotent: a second try converges what a cut session left out.
+for attempt in 1 2 3; do
+    rc=0
+    in_ctl env NO_COLOR=1 "$DWPROV" apply -i "$INV" --yes --forks 100 >"$OUT/apply.log" 2>&1 || rc=$?
+    ((rc == 0)) && break
+    log "initial apply: exit $rc (attempt $attempt): $(grep -m1 'error on' -A1 "$OUT/apply.log" | tail -n 1)"
+done
+((rc == 0)) || { tail -n 30 "$OUT/apply.log" >&2; die "the initial apply failed"; }
+rc=0
+in_ctl env NO_COLOR=1 "$DWPROV" plan -i "$INV" --forks 100 >"$OUT/plan-check.log" 2>&1 || rc=$?
+((rc == 0)) || { tail -n 30 "$OUT/plan-check.log" >&2; die "a plan after apply is not a no-op (exit $rc)"; }
+
+# The sshd logs of the hosts a run reports errors on, for the post-mortem.
+keep_host_logs() {
+    local h
+    for h in $(sed -n 's/^error on \([A-Za-z0-9_.-]*\):$/\1/p' "$OUT/$1.log"); do
+        cp -- "$DIR/gw/$h/sshd.log" "$OUT/$1-$h-sshd.log" 2>/dev/null || true
+    done
+}
+
+# measure NAME CMD...: one run under /usr/bin/time -v; sets M_WALL (s), M_RSS (MB).
+measure() {
+    local name=$1 rc attempt
+    shift
+    for attempt in 1 2 3; do
+        rc=0
+        "$TIME" -v -o "$OUT/$name.time" "$@" >"$OUT/$name.log" 2>&1 || rc=$?
+        ((rc != 0)) || break
+        # The caller looks at the output itself (Ansible: per-host recap).
+        [[ -n "${ALLOW_FAIL:-}" ]] && break
+        # A session killed from outside (another test on this machine running
+        # `pkill -f 'sshd: root@'` reaches every lab: they share one pid
+        # namespace) shows as a channel error, a starved machine as a
+        # timeout: run again, and say so (the count is in the report).
+        keep_host_logs "$name"
+        if grep -q ': \(channel\|timeout\): ' "$OUT/$name.log" && ((attempt < 3)); then
+            log "$name: a session failed (attempt $attempt, run repeated): $(grep -m1 ': \(channel\|timeout\): ' "$OUT/$name.log")"
+            RETRIES=$((RETRIES + 1))
+            continue
+        fi
+        tail -n 20 "$OUT/$name.log" >&2
+        die "$name: exit $rc (logs in $OUT)"
+    done
+    read -r M_WALL M_RSS < <(awk -F': ' '
+        /Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; wall = s }
+        /Maximum resident set size/ { rss = $2 / 1024 }
+        END { printf "%.2f %.1f\n", wall, rss }' "$OUT/$name.time")
+}
+
+# median of numbers on stdin
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+declare -A WALL=() RSS=() NOTE=()
+RETRIES=0
+for f in $FORKS; do
+    walls=() rsses=()
+    for ((r = 1; r <= RUNS; r++)); do
+        measure "dwprov-f$f-r$r" ip netns exec "${PREFIX}ctl" env NO_COLOR=1 "$DWPROV" plan -i "$INV" --forks "$f"
+        w=$M_WALL m=$M_RSS
+        walls+=("$w") rsses+=("$m")
+        log "dwprov plan --forks $f run $r: ${w}s, ${m} MB"
+    done
+    WALL[dwprov-$f]=$(printf '%s\n' "${walls[@]}" | median)
+    RSS[dwprov-$f]=$(printf '%s\n' "${rsses[@]}" | median)
+done
+
+# ------------------------------------------------------------------ Ansible
+
+ANSIBLE_PLAYBOOK=""
+ANSIBLE_NOTE=""
+find_ansible() {
+    if [[ "$ANSIBLE" == no ]]; then
+        ANSIBLE_NOTE="skipped (BENCH_ANSIBLE=no)"
+        return 1
+    fi
+    if command -v ansible-playbook >/dev/null; then
+        ANSIBLE_PLAYBOOK=$(command -v ansible-playbook)
+        return 0
+    fi
+    if [[ -x "$VENV/bin/ansible-playbook" ]]; then
+        ANSIBLE_PLAYBOOK="$VENV/bin/ansible-playbook"
+        return 0
+    fi
+    log "installing ansible-core from PyPI into $VENV"
+    if python3 -m venv "$VENV" >"$OUT/venv.log" 2>&1 &&
+        "$VENV/bin/pip" install -q ansible-core >>"$OUT/venv.log" 2>&1; then
+        ANSIBLE_PLAYBOOK="$VENV/bin/ansible-playbook"
+        return 0
+    fi
+    tail -n 5 "$OUT/venv.log" >&2 || true
+    ANSIBLE_NOTE="not installed and not installable (see above)"
+    return 1
+}
+
+if find_ansible; then
+    AVER=$("$ANSIBLE_PLAYBOOK" --version | head -n 1)
+    log "ansible: $AVER"
+    {
+        echo "[gateways]"
+        while IFS=$'\t' read -r name addr _ _; do
+            echo "$name ansible_host=$addr"
+        done <"$DIR/hosts.tsv"
+        cat <<EOF
+[gateways:vars]
+ansible_user=root
+ansible_ssh_private_key_file=$DIR/id_ed25519
+ansible_ssh_common_args=-F /dev/null -o UserKnownHostsFile=$DIR/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes
+ansible_python_interpreter=/usr/bin/python3
+EOF
+    } >"$OUT/hosts.ini"
+    cat >"$OUT/gather.yml" <<'EOF'
+# What `dwprov plan` reads on each gateway, gathered the Ansible way.
+- hosts: gateways
+  gather_facts: false
+  tasks:
+    - name: ip rules
+      command: ip -4 -j -d rule show
+      check_mode: false
+      changed_when: false
+    - name: ip routes
+      command: ip -4 -j -d route show table all
+      check_mode: false
+      changed_when: false
+    - name: iptables
+      command: iptables-save
+      check_mode: false
+      changed_when: false
+EOF
+    for f in $FORKS; do
+        # A fresh ControlPath dir per run: no SSH connection is reused from
+        # an earlier run (dwprov connects afresh every run too). Everything
+        # Ansible writes stays in $OUT (never ~/.ansible).
+        mkdir -p "$OUT/ansible-$f/cp" "$OUT/ansible-$f/tmp"
+        ALLOW_FAIL=1 measure "ansible-f$f" ip netns exec "${PREFIX}ctl" env \
+            ANSIBLE_HOME="$OUT/ansible-$f" ANSIBLE_LOCAL_TEMP="$OUT/ansible-$f/tmp" \
+            ANSIBLE_SSH_CONTROL_PATH_DIR="$OUT/ansible-$f/cp" ANSIBLE_HOST_KEY_CHECKING=True \
+            ANSIBLE_REMOTE_TMP=/tmp/.ansible ANSIBLE_NOCOLOR=1 ANSIBLE_RETRY_FILES_ENABLED=False \
+            "$ANSIBLE_PLAYBOOK" -i "$OUT/hosts.ini" --check -f "$f" "$OUT/gather.yml"
+        w=$M_WALL m=$M_RSS
+        # Hosts Ansible could not finish: a session cut from outside (see
+        # measure) shows as UNREACHABLE "Shared connection ... closed".
+        bad=$(grep -Ec "unreachable=[1-9]|failed=[1-9]" "$OUT/ansible-f$f.log" || true)
+        if ((bad > 2)); then
+            tail -n 20 "$OUT/ansible-f$f.log" >&2
+            die "ansible run with -f $f: $bad hosts failed (logs in $OUT)"
+        fi
+        WALL[ansible-$f]=$w
+        RSS[ansible-$f]=$m
+        if ((bad > 0)); then
+            NOTE[ansible-$f]=" ($bad cut)"
+            RETRIES=$((RETRIES + 1))
+            log "ansible -f $f: $bad host(s) failed: $(grep -m1 'UNREACHABLE\|FAILED' "$OUT/ansible-f$f.log" | cut -c1-200)"
+        fi
+        log "ansible-playbook --check -f $f: ${w}s, ${m} MB"
+    done
+fi
+
+# ------------------------------------------------------------------ report
+
+echo
+echo "Fleet benchmark: no-op plan over $COUNT gateways ($(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "lab up: ${LAB_UP}s; dwprov: $("$DWPROV" --version); median of $RUNS runs; runs repeated after an outside kill: $RETRIES"
+[[ -n "$ANSIBLE_PLAYBOOK" ]] && echo "ansible: $AVER (1 run each; 3 command tasks, --check)"
+[[ -n "$ANSIBLE_NOTE" ]] && echo "ansible: $ANSIBLE_NOTE"
+echo
+printf '%-8s | %-22s | %-22s\n' "forks" "dwprov plan" "ansible-playbook --check"
+printf '%-8s | %-22s | %-22s\n' "" "wall s / peak RSS MB" "wall s / peak RSS MB"
+printf -- '---------+------------------------+------------------------\n'
+for f in $FORKS; do
+    d="${WALL[dwprov-$f]} / ${RSS[dwprov-$f]}"
+    a="-"
+    [[ -n "${WALL[ansible-$f]:-}" ]] && a="${WALL[ansible-$f]} / ${RSS[ansible-$f]}${NOTE[ansible-$f]:-}"
+    printf '%-8s | %-22s | %-22s\n' "$f" "$d" "$a"
+done
+echo
+best=${WALL[dwprov-100]:-}
+if [[ -n "$best" ]]; then
+    verdict() { awk -v v="$1" -v t="$2" 'BEGIN { print (v <= t) ? "met" : "MISSED" }'; }
+    echo "targets (forks 100): wall ${best}s <= 5s: $(verdict "$best" 5); peak RSS ${RSS[dwprov-100]} MB <= 50 MB: $(verdict "${RSS[dwprov-100]}" 50)"
+fi
+DONE=1
