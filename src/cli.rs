@@ -417,8 +417,29 @@ pub fn facts_text(f: &crate::gather::Facts) -> String {
     s
 }
 
+/// Drop hosts without gateway intent (bastions, jump hosts), saying so.
+fn gateways_only(hosts: Vec<Host>, keep_all: bool) -> Result<Vec<Host>> {
+    if keep_all {
+        return Ok(hosts);
+    }
+    let (gws, others): (Vec<Host>, Vec<Host>) = hosts.into_iter().partition(|h| h.has_gateway());
+    for h in &others {
+        eprintln!(
+            "{}: no gateway intent (connection settings only): nothing to plan",
+            h.name
+        );
+    }
+    if gws.is_empty() {
+        return Err(Error::invalid(
+            "none of the selected hosts has gateway intent (method, lan, lines)",
+        ));
+    }
+    Ok(gws)
+}
+
 fn render(a: &RenderArgs) -> Result<i32> {
     let (_, hosts) = select(&a.inventory, a.limit.as_deref())?;
+    let hosts = gateways_only(hosts, false)?;
     let templates = Templates::load(a.templates.as_deref())?;
     // Validate every host first: bad input changes nothing and prints nothing else.
     let gws = hosts
@@ -607,6 +628,8 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
     }
     let templates = Templates::load(a.templates.as_deref())?;
     let saved = apply.as_ref().and_then(|m| m.saved.as_ref());
+    // Hosts with connection settings only (a bastion) have nothing to plan.
+    let hosts = gateways_only(hosts, saved.is_some())?;
     // Bad input anywhere stops everything before any connection.
     if saved.is_none() {
         let errors: Vec<Error> = hosts

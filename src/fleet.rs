@@ -251,6 +251,24 @@ pub fn apply_host(
     plan: &HostPlan,
     t: &mut dyn Transport,
     opts: &RunOptions,
+) -> Result<ApplyStats, StagedError> {
+    let mut stage = Stage::Apply;
+    apply_host_at(host, plan, t, opts, &mut stage).map_err(|error| StagedError { stage, error })
+}
+
+/// An apply error with the stage it happened in (apply or verify).
+#[derive(Debug)]
+pub struct StagedError {
+    pub stage: Stage,
+    pub error: Error,
+}
+
+fn apply_host_at(
+    host: &Host,
+    plan: &HostPlan,
+    t: &mut dyn Transport,
+    opts: &RunOptions,
+    stage: &mut Stage,
 ) -> Result<ApplyStats> {
     if !plan.diff.conflicts.is_empty() {
         return Err(Error::Invalid {
@@ -298,6 +316,7 @@ pub fn apply_host(
     // Verify over a new connection: what matters is that the host is still
     // reachable after the change and that it is in the desired state.
     opts.progress.stage(&plan.host, Stage::Verify);
+    *stage = Stage::Verify;
     let verify = once_more_on_channel_error(|| {
         let mut t2 = transport::connect(&host.connection, &host.name, &opts.connect)?;
         let facts = gather::gather(t2.as_mut())?;
@@ -450,7 +469,11 @@ pub fn prepare_with(host: &Host, saved: Option<&SavedHost>, opts: &RunOptions) -
 
 /// Converge a prepared host with pending changes. Returns None when there was
 /// nothing to do (or planning had failed).
-pub fn apply_prepared(host: &Host, p: &Prepared, opts: &RunOptions) -> Option<Result<ApplyStats>> {
+pub fn apply_prepared(
+    host: &Host,
+    p: &Prepared,
+    opts: &RunOptions,
+) -> Option<Result<ApplyStats, StagedError>> {
     let plan = p.outcome.plan.as_ref()?;
     if plan.summary.is_empty() && plan.diff.conflicts.is_empty() {
         return None;
@@ -471,15 +494,13 @@ impl Prepared {
     }
 
     /// Fold an apply result into the outcome.
-    pub fn finish(self, applied: Option<Result<ApplyStats>>) -> Outcome {
+    pub fn finish(self, applied: Option<Result<ApplyStats, StagedError>>) -> Outcome {
         let mut o = self.outcome;
         match applied {
             Some(Ok(stats)) => o.applied = Some(stats),
             Some(Err(e)) => {
-                o.failed_stage = Some(match &e {
-                    Error::Verify { .. } => Stage::Verify,
-                    _ => Stage::Apply,
-                });
+                o.failed_stage = Some(e.stage);
+                let e = e.error;
                 o.error = Some(e);
             }
             None => {}

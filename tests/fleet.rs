@@ -86,7 +86,11 @@ impl Fleet {
                 path.display().to_string(),
             ],
         );
-        assert!(out.status.success(), "fleet-lab.sh inventory:\n{}", show(&out));
+        assert!(
+            out.status.success(),
+            "fleet-lab.sh inventory:\n{}",
+            show(&out)
+        );
         path
     }
 
@@ -107,8 +111,8 @@ impl Fleet {
     /// mount namespace); asserts success, returns stdout.
     fn gw_sh(&self, host: &str, cmd: &str) -> String {
         let pidfile = self.dir.join("gw").join(host).join("sshd.pid");
-        let pid = fs::read_to_string(&pidfile)
-            .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
+        let pid =
+            fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
         let out = Command::new("nsenter")
             .args(["-t", pid.trim(), "-m", "-n", "-u", "--", "sh", "-c", cmd])
             .stdin(Stdio::null())
@@ -151,7 +155,11 @@ impl Fleet {
         let name = self.prefix.trim_end_matches('-');
         let keep = std::env::temp_dir().join(format!("dwf-failed-{name}"));
         let _ = fs::create_dir_all(&keep);
-        for entry in fs::read_dir(self.dir.join("gw")).into_iter().flatten().flatten() {
+        for entry in fs::read_dir(self.dir.join("gw"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let host = entry.file_name().to_string_lossy().into_owned();
             for log in ["sshd.log", "init.log"] {
                 let _ = fs::copy(entry.path().join(log), keep.join(format!("{host}-{log}")));
@@ -159,7 +167,9 @@ impl Fleet {
         }
         for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let p = entry.path();
-            if p.extension().is_some_and(|e| e == "yaml" || e == "txt" || e == "json") {
+            if p.extension()
+                .is_some_and(|e| e == "yaml" || e == "txt" || e == "json")
+            {
                 let _ = fs::copy(&p, keep.join(entry.file_name()));
             }
         }
@@ -181,7 +191,11 @@ impl Drop for Fleet {
         let out = fleet_sh(&self.prefix, &self.dir, &["down"]);
         if !out.status.success() {
             // Never panic in Drop (it may run while unwinding): report.
-            eprintln!("fleet-lab.sh down (prefix {}) failed:\n{}", self.prefix, show(&out));
+            eprintln!(
+                "fleet-lab.sh down (prefix {}) failed:\n{}",
+                self.prefix,
+                show(&out)
+            );
         }
         live().retain(|(p, _)| p != &self.prefix);
     }
@@ -248,18 +262,25 @@ fn sweep_dead_fleets() {
     for dir in [Path::new("/run/netns"), tmp.as_path()] {
         for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix(NAME_PREFIX) else { continue };
+            let Some(rest) = name.strip_prefix(NAME_PREFIX) else {
+                continue;
+            };
             let parts: Vec<&str> = rest.splitn(4, '-').collect();
             if parts.len() < 3 || u64::from_str_radix(parts[0], 16).ok() != Some(pid_ns()) {
                 continue;
             }
-            let Ok(pid) = parts[1].parse::<u32>() else { continue };
+            let Ok(pid) = parts[1].parse::<u32>() else {
+                continue;
+            };
             if !parts[2].chars().all(|c| c.is_ascii_hexdigit())
                 || Path::new(&format!("/proc/{pid}")).exists()
             {
                 continue;
             }
-            dead.insert(format!("{NAME_PREFIX}{}-{}-{}", parts[0], parts[1], parts[2]));
+            dead.insert(format!(
+                "{NAME_PREFIX}{}-{}-{}",
+                parts[0], parts[1], parts[2]
+            ));
         }
     }
     for name in dead {
@@ -308,7 +329,12 @@ fn hosts(doc: &Value) -> Vec<(String, Value)> {
         .as_array()
         .unwrap_or_else(|| panic!("no hosts[] in {doc:#}"))
         .iter()
-        .map(|h| (h["host"].as_str().expect("host name").to_string(), h.clone()))
+        .map(|h| {
+            (
+                h["host"].as_str().expect("host name").to_string(),
+                h.clone(),
+            )
+        })
         .collect()
 }
 
@@ -320,7 +346,14 @@ fn host<'a>(hs: &'a [(String, Value)], name: &str) -> &'a Value {
 }
 
 fn list_hosts(f: &Fleet, inv: &Path, limit: &str) -> Vec<String> {
-    let o = f.dwprov(&["plan", "-i", inv.to_str().unwrap(), "--limit", limit, "--list-hosts"]);
+    let o = f.dwprov(&[
+        "plan",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        limit,
+        "--list-hosts",
+    ]);
     assert_eq!(o.status.code(), Some(0), "--limit {limit}:\n{}", show(&o));
     stdout(&o).lines().map(str::to_string).collect()
 }
@@ -345,7 +378,10 @@ fn assert_skipped(h: &Value) {
 fn list_hosts_and_fleet_plan() {
     let f = Fleet::up(6, &["--unreachable"]);
     let inv = f.inventory();
-    let all: Vec<String> = gws(1..=6).into_iter().chain(["gwdown".to_string()]).collect();
+    let all: Vec<String> = gws(1..=6)
+        .into_iter()
+        .chain(["gwdown".to_string()])
+        .collect();
 
     assert_eq!(list_hosts(&f, &inv, "all"), all);
     assert_eq!(list_hosts(&f, &inv, "canary"), ["gw001"]);
@@ -359,22 +395,56 @@ fn list_hosts_and_fleet_plan() {
         // `[` is not a glob character: `!gw00[5]` excludes nothing.
         ["gw001", "gw003", "gw004", "gw005", "gw006"]
     );
-    assert_eq!(list_hosts(&f, &inv, "shanghai,canary"), ["gw001", "gw004", "gw005", "gw006"]);
+    assert_eq!(
+        list_hosts(&f, &inv, "shanghai,canary"),
+        ["gw001", "gw004", "gw005", "gw006"]
+    );
     let file = f.write("limit.txt", "gw005\n\n  gwdown  \ngw002\n");
     let at = format!("@{}", file.display());
     assert_eq!(list_hosts(&f, &inv, &at), ["gw002", "gw005", "gwdown"]);
-    assert_eq!(list_hosts(&f, &inv, &format!("{at},!unreachable")), ["gw002", "gw005"]);
+    assert_eq!(
+        list_hosts(&f, &inv, &format!("{at},!unreachable")),
+        ["gw002", "gw005"]
+    );
     // Same selection for apply; --list-hosts applies nothing.
-    let o = f.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--limit", "canary", "--list-hosts"]);
-    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "gw001\n"), "{}", show(&o));
+    let o = f.dwprov(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        "canary",
+        "--list-hosts",
+    ]);
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(0), "gw001\n"),
+        "{}",
+        show(&o)
+    );
     // No match: an error naming the hosts, not an empty run.
-    let o = f.dwprov(&["plan", "-i", inv.to_str().unwrap(), "--limit", "nosuch*", "--list-hosts"]);
+    let o = f.dwprov(&[
+        "plan",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        "nosuch*",
+        "--list-hosts",
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no host"), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no host"),
+        "{}",
+        show(&o)
+    );
 
     // The whole fleet, planned: six pending, gwdown failed at connect.
     let o = f.dwprov(&["plan", "-i", inv.to_str().unwrap(), "--format", "json"]);
-    assert_eq!(o.status.code(), Some(1), "gwdown failed, so exit 1:\n{}", show(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "gwdown failed, so exit 1:\n{}",
+        show(&o)
+    );
     let doc = json(&o);
     assert_eq!(doc["format_version"], 1, "{doc:#}");
     assert_eq!(doc["command"], "plan");
@@ -382,16 +452,32 @@ fn list_hosts_and_fleet_plan() {
     assert_eq!(hs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), all);
     for name in gws(1..=6) {
         let h = host(&hs, &name);
-        for key in ["host", "plan", "applied", "error", "failed_stage", "skipped"] {
+        for key in [
+            "host",
+            "plan",
+            "applied",
+            "error",
+            "failed_stage",
+            "skipped",
+        ] {
             assert!(h.get(key).is_some(), "{name}: no `{key}` in {h:#}");
         }
         let plan = &h["plan"];
         for key in ["summary", "diff", "warnings", "facts_digest"] {
             assert!(plan.get(key).is_some(), "{name}: no plan.{key} in {plan:#}");
         }
-        assert!(h["error"].is_null() && h["applied"].is_null() && h["skipped"] == false, "{h:#}");
-        assert!(!plan["diff"]["changes"].as_array().unwrap().is_empty(), "{name}: {plan:#}");
-        assert!(plan["diff"]["conflicts"].as_array().unwrap().is_empty(), "{name}: {plan:#}");
+        assert!(
+            h["error"].is_null() && h["applied"].is_null() && h["skipped"] == false,
+            "{h:#}"
+        );
+        assert!(
+            !plan["diff"]["changes"].as_array().unwrap().is_empty(),
+            "{name}: {plan:#}"
+        );
+        assert!(
+            plan["diff"]["conflicts"].as_array().unwrap().is_empty(),
+            "{name}: {plan:#}"
+        );
         assert_eq!(plan["facts_digest"].as_str().unwrap().len(), 64, "{plan:#}");
         f.assert_untouched(&name);
     }
@@ -400,7 +486,10 @@ fn list_hosts_and_fleet_plan() {
     assert_eq!(down["failed_stage"], "connect", "{down:#}");
     assert_eq!(down["error"]["class"], "connect", "{down:#}");
     assert!(
-        down["error"]["message"].as_str().unwrap().contains("10.10.255.254"),
+        down["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("10.10.255.254"),
         "{down:#}"
     );
 }
@@ -412,7 +501,13 @@ fn serial_batches_run_in_order() {
     let f = Fleet::up(10, &[]);
     let inv = f.inventory();
     let o = f.dwprov(&[
-        "apply", "-i", inv.to_str().unwrap(), "--yes", "--serial", "1,50%", "--json-events",
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--serial",
+        "1,50%",
+        "--json-events",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let events: Vec<Value> = stdout(&o)
@@ -446,14 +541,19 @@ fn serial_batches_run_in_order() {
         assert_eq!(
             events
                 .iter()
-                .filter(|e| e["event"] == "stage" && e["host"] == h.as_str() && e["stage"] == "apply")
+                .filter(|e| e["event"] == "stage"
+                    && e["host"] == h.as_str()
+                    && e["stage"] == "apply")
                 .count(),
             1,
             "{h} applied once"
         );
         assert!(first(&h, "connect") < first(&h, "gather"));
         assert!(first(&h, "apply") < first(&h, "verify"));
-        assert!(first(&h, "verify") < last_done(&h), "{h}: host_done after verify");
+        assert!(
+            first(&h, "verify") < last_done(&h),
+            "{h}: host_done after verify"
+        );
         let done = &events[last_done(&h)];
         assert_eq!(done["ok"], true, "{done}");
     }
@@ -474,7 +574,10 @@ fn serial_batches_run_in_order() {
         assert_ok_applied(h);
         let applied = &h["applied"];
         assert!(applied["changes"].as_u64().unwrap_or(0) > 0, "{applied:#}");
-        assert!(applied["snapshot"].is_string(), "commit-confirmed: {applied:#}");
+        assert!(
+            applied["snapshot"].is_string(),
+            "commit-confirmed: {applied:#}"
+        );
         assert_eq!(
             applied["changes"].as_u64(),
             Some(h["plan"]["diff"]["changes"].as_array().unwrap().len() as u64)
@@ -496,7 +599,14 @@ fn canary_failure_stops_the_rollout() {
     assert_eq!(list_hosts(&f, &inv, "broken"), ["gw005"]);
 
     let o = f.dwprov(&[
-        "apply", "-i", inv.to_str().unwrap(), "--yes", "--serial", "1", "--format", "json",
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--serial",
+        "1",
+        "--format",
+        "json",
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -504,13 +614,19 @@ fn canary_failure_stops_the_rollout() {
     let doc = json(&o);
     assert_eq!(doc["command"], "apply");
     let hs = hosts(&doc);
-    assert_eq!(hs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), order);
+    assert_eq!(
+        hs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        order
+    );
     let canary = host(&hs, "gw005");
     assert_eq!(canary["skipped"], false, "{canary:#}");
     assert_eq!(canary["failed_stage"], "apply", "{canary:#}");
     assert!(canary["applied"].is_null(), "{canary:#}");
     let msg = canary["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("/etc/sysctl.d"), "the cause is named: {canary:#}");
+    assert!(
+        msg.contains("/etc/sysctl.d"),
+        "the cause is named: {canary:#}"
+    );
     for name in &order[1..] {
         let h = host(&hs, name);
         assert_skipped(h);
@@ -533,8 +649,18 @@ fn max_fail_percent_and_retry_file() {
     let inv = f.inventory();
     let retry1 = f.dir.join("retry1.txt");
     let o = f.dwprov(&[
-        "apply", "-i", inv.to_str().unwrap(), "--yes", "--serial", "10", "--max-fail-percent", "5",
-        "--retry-file", retry1.to_str().unwrap(), "--format", "json",
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--serial",
+        "10",
+        "--max-fail-percent",
+        "5",
+        "--retry-file",
+        retry1.to_str().unwrap(),
+        "--format",
+        "json",
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let hs = hosts(&json(&o));
@@ -556,7 +682,10 @@ fn max_fail_percent_and_retry_file() {
         .collect();
     let mut expected = vec!["gw001".to_string()];
     expected.extend(gws(11..=20));
-    assert_eq!(listed, expected, "retry file: failed and skipped hosts, exactly");
+    assert_eq!(
+        listed, expected,
+        "retry file: failed and skipped hosts, exactly"
+    );
 
     // Rerun just those; batch 1 is gw001 + gw011..gw019 (1 of 10 failed,
     // 10% <= 20%): the rollout goes on to gw020.
@@ -564,17 +693,37 @@ fn max_fail_percent_and_retry_file() {
     let limit = format!("@{}", retry1.display());
     assert_eq!(list_hosts(&f, &inv, &limit), expected);
     let o = f.dwprov(&[
-        "apply", "-i", inv.to_str().unwrap(), "--limit", &limit, "--yes", "--serial", "10",
-        "--max-fail-percent", "20", "--retry-file", retry2.to_str().unwrap(), "--format", "json",
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        &limit,
+        "--yes",
+        "--serial",
+        "10",
+        "--max-fail-percent",
+        "20",
+        "--retry-file",
+        retry2.to_str().unwrap(),
+        "--format",
+        "json",
     ]);
-    assert_eq!(o.status.code(), Some(1), "a host failed: exit 1\n{}", show(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a host failed: exit 1\n{}",
+        show(&o)
+    );
     assert!(
         !String::from_utf8_lossy(&o.stderr).contains("stopping the rollout"),
         "{}",
         show(&o)
     );
     let hs = hosts(&json(&o));
-    assert_eq!(hs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), expected);
+    assert_eq!(
+        hs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        expected
+    );
     assert_eq!(host(&hs, "gw001")["failed_stage"], "apply");
     for name in gws(11..=20) {
         assert_ok_applied(host(&hs, &name));
@@ -589,11 +738,22 @@ fn max_fail_percent_and_retry_file() {
 #[test]
 fn unreachable_host_counts_as_failed() {
     let f = Fleet::up(4, &["--unreachable"]);
-    let inv = f.inventory_ordered("down-first.yaml", &["gwdown", "gw001", "gw002", "gw003", "gw004"]);
+    let inv = f.inventory_ordered(
+        "down-first.yaml",
+        &["gwdown", "gw001", "gw002", "gw003", "gw004"],
+    );
     let retry = f.dir.join("retry.txt");
     let o = f.dwprov(&[
-        "apply", "-i", inv.to_str().unwrap(), "--yes", "--serial", "1", "--format", "json",
-        "--retry-file", retry.to_str().unwrap(),
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--serial",
+        "1",
+        "--format",
+        "json",
+        "--retry-file",
+        retry.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let hs = hosts(&json(&o));
@@ -610,7 +770,14 @@ fn unreachable_host_counts_as_failed() {
     );
     // With room for it (one of five is 20%), the others go ahead.
     let o = f.dwprov(&[
-        "apply", "-i", inv.to_str().unwrap(), "--yes", "--max-fail-percent", "20", "--format", "json",
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--max-fail-percent",
+        "20",
+        "--format",
+        "json",
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let hs = hosts(&json(&o));
@@ -626,14 +793,30 @@ fn unreachable_host_counts_as_failed() {
 fn recap_lines_and_totals() {
     let f = Fleet::up(5, &["--unreachable", "--fail-apply", "3"]);
     let inv = f.inventory();
-    let o = f.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--limit", "canary", "--yes"]);
+    let o = f.dwprov(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        "canary",
+        "--yes",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     // Batch 1: gw001 (no changes left), gw002 (changes), gw003 (fails) ->
     // 33% > 0%: stop. Batch 2: gw004, gw005 skipped; gwdown failed to connect.
-    let o = f.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes", "--serial", "3"]);
+    let o = f.dwprov(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--serial",
+        "3",
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let out = stdout(&o);
-    let recap = &out[out.find("RECAP").unwrap_or_else(|| panic!("no RECAP:\n{out}"))..];
+    let recap = &out[out
+        .find("RECAP")
+        .unwrap_or_else(|| panic!("no RECAP:\n{out}"))..];
     let line = |host: &str| -> Vec<String> {
         let lines: Vec<&str> = recap
             .lines()
@@ -667,12 +850,21 @@ fn saved_plan_refuses_a_drifted_host() {
     let f = Fleet::up(4, &[]);
     let inv = f.inventory();
     let plan = f.dir.join("p.json");
-    let o = f.dwprov(&["plan", "-i", inv.to_str().unwrap(), "-o", plan.to_str().unwrap()]);
+    let o = f.dwprov(&[
+        "plan",
+        "-i",
+        inv.to_str().unwrap(),
+        "-o",
+        plan.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "changes pending:\n{}", show(&o));
     assert!(plan.exists());
 
     // An admin changes gw003 by hand after the plan was reviewed.
-    f.gw_sh("gw003", "ip route add 10.98.0.0/16 via 203.0.113.1 proto static");
+    f.gw_sh(
+        "gw003",
+        "ip route add 10.98.0.0/16 via 203.0.113.1 proto static",
+    );
 
     let o = f.dwprov(&["apply", plan.to_str().unwrap(), "--yes", "--format", "json"]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
@@ -692,7 +884,13 @@ fn saved_plan_refuses_a_drifted_host() {
     }
     // What was applied is what the inventory wants: nothing left to do there.
     let o = f.dwprov(&[
-        "plan", "-i", inv.to_str().unwrap(), "--limit", "!gw003", "--format", "json",
+        "plan",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        "!gw003",
+        "--format",
+        "json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
 }
@@ -704,14 +902,27 @@ fn saved_plan_refuses_a_drifted_host() {
 fn failed_preflight_does_not_claim_a_revert() {
     let f = Fleet::up(1, &["--fail-apply", "1"]);
     let inv = f.inventory();
-    let o = f.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes", "--format", "json"]);
+    let o = f.dwprov(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--format",
+        "json",
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let hs = hosts(&json(&o));
-    let msg = host(&hs, "gw001")["error"]["message"].as_str().unwrap_or_default().to_string();
+    let msg = host(&hs, "gw001")["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(msg.contains("nothing was changed"), "{msg}");
     f.assert_untouched("gw001");
     let snapshots = f.gw_sh("gw001", "ls /var/lib/dwprov/snapshots 2>/dev/null; true");
-    assert!(snapshots.trim().is_empty(), "no snapshot taken: {snapshots}");
+    assert!(
+        snapshots.trim().is_empty(),
+        "no snapshot taken: {snapshots}"
+    );
     assert!(
         !msg.contains("reverted to snapshot"),
         "dwprov claims a revert to a snapshot that was never taken:\n{msg}"
@@ -729,10 +940,22 @@ fn bastion_reaches_hidden_gateways_and_checks_both_host_keys() {
     assert_eq!(list_hosts(&f, &inv, "bastions"), ["bastion"]);
     // The controller has no way to the hidden switch by itself.
     let route = Command::new("ip")
-        .args(["netns", "exec", &format!("{}ctl", f.prefix), "ip", "route", "get", "10.20.1.3"])
+        .args([
+            "netns",
+            "exec",
+            &format!("{}ctl", f.prefix),
+            "ip",
+            "route",
+            "get",
+            "10.20.1.3",
+        ])
         .output()
         .expect("ip route get");
-    assert!(!route.status.success(), "10.20.1.3 must not be routable from ctl:\n{}", show(&route));
+    assert!(
+        !route.status.success(),
+        "10.20.1.3 must not be routable from ctl:\n{}",
+        show(&route)
+    );
 
     // Both host keys are checked: a wrong key for either hop refuses gw003
     // (class "host key", the hop named), never touching it; gw001 is fine.
@@ -748,7 +971,10 @@ fn bastion_reaches_hidden_gateways_and_checks_both_host_keys() {
     let pubkey = fs::read_to_string(other.with_extension("pub")).unwrap();
     let wrong: Vec<&str> = pubkey.split_whitespace().take(2).collect();
     for (addr, expect) in [
-        ("10.10.0.2", "jump host bastion: HOST KEY MISMATCH for 10.10.0.2:22"),
+        (
+            "10.10.0.2",
+            "jump host bastion: HOST KEY MISMATCH for 10.10.0.2:22",
+        ),
         ("10.20.1.3", "HOST KEY MISMATCH for 10.20.1.3:22"),
     ] {
         let forged: String = good
@@ -763,8 +989,16 @@ fn bastion_reaches_hidden_gateways_and_checks_both_host_keys() {
             .collect();
         fs::write(&known, forged).unwrap();
         let o = f.dwprov(&[
-            "apply", "-i", inv.to_str().unwrap(), "--limit", "gw001,gw003", "--yes",
-            "--max-fail-percent", "100", "--format", "json",
+            "apply",
+            "-i",
+            inv.to_str().unwrap(),
+            "--limit",
+            "gw001,gw003",
+            "--yes",
+            "--max-fail-percent",
+            "100",
+            "--format",
+            "json",
         ]);
         fs::write(&known, &good).unwrap();
         assert_eq!(o.status.code(), Some(1), "{}", show(&o));
@@ -774,12 +1008,25 @@ fn bastion_reaches_hidden_gateways_and_checks_both_host_keys() {
         let msg = h["error"]["message"].as_str().unwrap_or_default();
         assert!(msg.contains(expect), "wrong {addr} key: {msg}");
         f.assert_untouched("gw003");
-        assert!(host(&hs, "gw001")["error"].is_null(), "{:#}", host(&hs, "gw001"));
+        assert!(
+            host(&hs, "gw001")["error"].is_null(),
+            "{:#}",
+            host(&hs, "gw001")
+        );
     }
 
     // With the right keys: every gateway, hidden or not, is applied and
     // verified (the verify connection goes through the bastion too).
-    let o = f.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--limit", "!bastions", "--yes", "--format", "json"]);
+    let o = f.dwprov(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        "!bastions",
+        "--yes",
+        "--format",
+        "json",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let hs = hosts(&json(&o));
     for name in gws(1..=4) {
@@ -787,12 +1034,29 @@ fn bastion_reaches_hidden_gateways_and_checks_both_host_keys() {
         assert!(h["error"].is_null(), "{h:#}");
         f.assert_applied(&name);
     }
-    let o = f.dwprov(&["plan", "-i", inv.to_str().unwrap(), "--limit", "behind_bastion"]);
-    assert_eq!(o.status.code(), Some(0), "nothing left to do:\n{}", show(&o));
+    let o = f.dwprov(&[
+        "plan",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        "behind_bastion",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "nothing left to do:\n{}",
+        show(&o)
+    );
     // The hidden gateways saw only the bastion as their SSH peer.
     for name in ["gw003", "gw004"] {
         let log = fs::read_to_string(f.dir.join("gw").join(name).join("sshd.log")).unwrap();
-        assert!(log.contains("Accepted publickey for root from 10.20.0.1"), "{name}:\n{log}");
-        assert!(!log.contains("from 10.10.0.1"), "{name} reached directly:\n{log}");
+        assert!(
+            log.contains("Accepted publickey for root from 10.20.0.1"),
+            "{name}:\n{log}"
+        );
+        assert!(
+            !log.contains("from 10.10.0.1"),
+            "{name} reached directly:\n{log}"
+        );
     }
 }

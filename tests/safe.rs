@@ -85,6 +85,24 @@ fn a_change_that_cuts_the_management_path_reverts_by_itself() {
     );
 }
 
+/// SIGKILL the sshd session processes of this lab's gateway only. Network
+/// namespaces share the machine's pid namespace, so a plain `pkill` would
+/// cut every SSH session on the machine (other labs, other tests).
+fn kill_gateway_ssh_sessions(lab: &Lab) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "pids", &lab.ns("gw")])
+        .output()
+        .unwrap();
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).starts_with("sshd: root@") {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status();
+        }
+    }
+}
+
 #[test]
 fn cutting_ssh_mid_apply_ends_in_the_old_or_the_new_state_never_a_mix() {
     let lab = Lab::up();
@@ -138,7 +156,7 @@ fn cutting_ssh_mid_apply_ends_in_the_old_or_the_new_state_never_a_mix() {
             .unwrap();
         let delay = (trial as u64 * 137) % 900;
         std::thread::sleep(Duration::from_millis(delay));
-        lab.sh("gw", "pkill -KILL -f 'sshd: root@' ; true");
+        kill_gateway_ssh_sessions(&lab);
         let _ = child.wait_with_output();
         std::thread::sleep(Duration::from_secs(CONFIRM_SECS + 2));
         let is_old = plan_code(&lab, &old) == 0;
