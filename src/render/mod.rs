@@ -49,6 +49,8 @@ const POLICY_RULES_WARN: usize = 256;
 /// The loaded template set.
 pub struct Templates {
     tera: tera::Tera,
+    /// Template sources, to locate render-time errors (tera 1 gives no line).
+    sources: BTreeMap<String, String>,
 }
 
 impl Templates {
@@ -56,6 +58,7 @@ impl Templates {
     /// ...) in `override_dir` taking its place.
     pub fn load(override_dir: Option<&Path>) -> Result<Templates> {
         let mut tera = tera::Tera::default();
+        let mut sources = BTreeMap::new();
         tera.autoescape_on(vec![]);
         for (name, text) in BUILTIN.iter().chain(crate::boot::TEMPLATES) {
             let mut text = text.to_string();
@@ -66,22 +69,25 @@ impl Templates {
                 }
             }
             tera.add_raw_template(name, &text)
-                .map_err(|e| template_error(name, &e))?;
+                .map_err(|e| template_error(name, &e, None))?;
+            sources.insert(name.to_string(), text);
         }
-        Ok(Templates { tera })
+        Ok(Templates { tera, sources })
     }
 
     pub(crate) fn render(&self, name: &str, ctx: &tera::Context) -> Result<String> {
         let text = self
             .tera
             .render(name, ctx)
-            .map_err(|e| template_error(name, &e))?;
+            .map_err(|e| template_error(name, &e, self.sources.get(name).map(String::as_str)))?;
         Ok(text.trim_start_matches('\n').to_string())
     }
 }
 
-/// Tera errors nest their cause; parse errors carry ` --> L:C`.
-fn template_error(name: &str, e: &tera::Error) -> Error {
+/// Tera errors nest their cause; parse errors carry ` --> L:C`. Render-time
+/// errors carry no line in tera 1: they name the variable or filter in
+/// backticks, so the first line of `source` using it is reported.
+fn template_error(name: &str, e: &tera::Error, source: Option<&str>) -> Error {
     let mut message = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -93,7 +99,12 @@ fn template_error(name: &str, e: &tera::Error) -> Error {
         .split("--> ")
         .nth(1)
         .and_then(|r| r.split(':').next())
-        .and_then(|l| l.trim().parse().ok());
+        .and_then(|l| l.trim().parse().ok())
+        .or_else(|| {
+            let source = source?;
+            let word = message.split('`').nth(1).filter(|w| !w.is_empty())?;
+            source.lines().position(|l| l.contains(word)).map(|i| i + 1)
+        });
     Error::Template {
         name: format!("{name}.tera"),
         line,
@@ -582,5 +593,23 @@ pub(crate) mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("ip.batch.tera"), "{err}");
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_render_time_error_names_the_template_and_the_line() {
+        let dir = std::env::temp_dir().join(format!("dwprov-tpl-rt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("iptables.rules.tera"),
+            "# ok\n# still ok\n{{ gw.no_such_thing }}\n",
+        )
+        .unwrap();
+        let t = Templates::load(Some(&dir)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = render(&seed(Method::Fwmark), &t, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("iptables.rules.tera line 3"), "{err}");
     }
 }
