@@ -36,7 +36,7 @@ impl fmt::Display for Mark {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleAction {
     Table(u32),
@@ -44,11 +44,12 @@ pub enum RuleAction {
     Blackhole,
     Unreachable,
     Prohibit,
+    #[default]
     Nop,
 }
 
 /// One `ip rule`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Rule {
     pub priority: u32,
     pub not: bool,
@@ -348,18 +349,7 @@ pub fn parse_rules_json(text: &str) -> Result<Vec<Rule>> {
             .as_object()
             .ok_or_else(|| Error::parse(WHAT, 1, format!("entry {i} is not an object")))?;
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
-        let mut rule = Rule {
-            priority: 0,
-            not: false,
-            from: None,
-            to: None,
-            fwmark: None,
-            iif: None,
-            oif: None,
-            action: RuleAction::Nop,
-            proto: 0,
-            extra: BTreeMap::new(),
-        };
+        let mut rule = Rule::default();
         let len = |k: &str| obj.get(k).and_then(json_num).map(|n| n.min(32) as u8);
         let mut action = None;
         let mut fwmask = u32::MAX;
@@ -570,18 +560,7 @@ fn parse_rule_words(
     w: &[&str],
     table: &dyn Fn(&str) -> Option<u32>,
 ) -> std::result::Result<Rule, String> {
-    let mut rule = Rule {
-        priority: 0,
-        not: false,
-        from: None,
-        to: None,
-        fwmark: None,
-        iif: None,
-        oif: None,
-        action: RuleAction::Nop,
-        proto: 0,
-        extra: BTreeMap::new(),
-    };
+    let mut rule = Rule::default();
     let mut priority = None;
     let mut action = None;
     let mut i = 0;
