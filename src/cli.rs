@@ -21,7 +21,12 @@ Typical use:
   dwprov render -i inventory.yaml            show what the templates produce (no SSH)
   dwprov plan   -i inventory.yaml            show what would change on each gateway
   dwprov apply  -i inventory.yaml            change it (asks first; --yes for scripts)
+  dwprov rollback -i inventory.yaml -l gw1   put back the state from before the last apply
   dwprov lab up                              a dual-line gateway in network namespaces to try it on
+
+Safety: apply snapshots each gateway and arms a revert there; it disarms it only
+after verifying over a new SSH connection, so a change that cuts the management
+path reverts itself after --confirm-timeout seconds.
 
 Exit codes:
   0  success; for plan: no changes pending
@@ -30,8 +35,8 @@ Exit codes:
 
 dwprov owns only what it creates: ip rules and routes tagged `proto dwprov` (201),
 iptables chains DWPROV-* with one commented jump each, and its files
-(/etc/iproute2/rt_tables.d/dwprov.conf, rt_protos.d/dwprov.conf, /etc/sysctl.d/90-dwprov.conf).
-Everything else on a gateway is left as it is.";
+(/etc/iproute2/rt_tables.d/dwprov.conf, rt_protos.d/dwprov.conf, /etc/sysctl.d/90-dwprov.conf,
+/etc/dwprov/* and its boot units). Everything else on a gateway is left as it is.";
 
 #[derive(Parser, Debug)]
 #[command(name = "dwprov", version, about = "Idempotent provisioning of dual-WAN (multi-line) Linux gateways",
@@ -97,10 +102,13 @@ pub struct InventoryArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RenderArgs {
+    /// Inventory file (Ansible-shaped YAML).
     #[arg(short, long, value_name = "FILE")]
     pub inventory: PathBuf,
+    /// Hosts to render: names, group names, globs, !exclusions, @file.
     #[arg(short, long, value_name = "PATTERN")]
     pub limit: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Directory with templates overriding the built-in ones (same file names, e.g. ip.batch.tera).
@@ -129,18 +137,25 @@ pub struct ApplyArgs {
     /// Inventory file (not needed with a saved plan).
     #[arg(short, long, value_name = "FILE", required_unless_present = "saved")]
     pub inventory: Option<PathBuf>,
+    /// Hosts to act on: names, group names, globs (gw*), !exclusions, @file, comma-separated.
     #[arg(short, long, value_name = "PATTERN")]
     pub limit: Option<String>,
+    /// Output format (json: the whole run as one document with format_version).
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Record unknown SSH host keys instead of refusing. A CHANGED key is always refused.
     #[arg(long)]
     pub accept_new_host_keys: bool,
+    /// How many hosts to work on at once.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub forks: usize,
+    /// Print the hosts --limit selects, and do nothing else.
     #[arg(long)]
     pub list_hosts: bool,
+    /// Progress as JSON lines on stdout (stage and host_done events, then a recap event).
     #[arg(long)]
     pub json_events: bool,
+    /// Directory with templates overriding the built-in ones (same file names).
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
     /// Apply without asking (required when stdin is not a terminal).
@@ -168,6 +183,7 @@ pub struct ApplyArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RollbackArgs {
+    /// Inventory file.
     #[arg(short, long, value_name = "FILE")]
     pub inventory: PathBuf,
     /// The host(s) to roll back (required: rollback is never fleet-wide by accident).
@@ -179,6 +195,7 @@ pub struct RollbackArgs {
     /// List the snapshots on each host instead.
     #[arg(long)]
     pub list: bool,
+    /// Record unknown SSH host keys instead of refusing.
     #[arg(long)]
     pub accept_new_host_keys: bool,
 }
