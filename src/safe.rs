@@ -38,16 +38,18 @@ const TABLES: &[(&str, &[&str])] = &[
 
 /// A new snapshot id: UTC time plus a random suffix, sortable.
 pub fn snapshot_id() -> String {
-    let secs = std::time::SystemTime::now()
+    // Milliseconds: two applies within one second must still sort in order
+    // ("the newest snapshot" is the last by name).
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or_default();
+    let (secs, millis) = (now.as_secs(), now.subsec_millis());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
     let nonce = crate::gather::marker();
     let tail = &nonce[nonce.len().saturating_sub(6)..];
     format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{tail}",
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}{millis:03}Z-{tail}",
         rem / 3600,
         (rem % 3600) / 60,
         rem % 60
@@ -350,7 +352,13 @@ mod tests {
     fn snapshot_ids_sort_by_time_and_are_path_safe() {
         let a = snapshot_id();
         assert!(valid_id(&a), "{a}");
-        assert_eq!(a.len(), "20261124T204501Z-abcdef".len(), "{a}");
+        assert_eq!(a.len(), "20261124T204501123Z-abcdef".len(), "{a}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = snapshot_id();
+        assert!(
+            b[..19] > a[..19],
+            "{a} then {b}: later ids sort after earlier ones"
+        );
         assert!(!valid_id("../etc"));
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_416), (2025, 11, 24));
