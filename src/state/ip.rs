@@ -145,6 +145,27 @@ pub struct Route {
     pub extra: BTreeMap<String, String>,
 }
 
+/// A unicast route to 0.0.0.0/0 in main with every attribute unset: what
+/// both parsers start from before reading a route's fields.
+impl Default for Route {
+    fn default() -> Self {
+        Route {
+            table: TABLE_MAIN,
+            dst: Ipv4Net::default(),
+            tos: 0,
+            metric: 0,
+            kind: "unicast".into(),
+            via: None,
+            dev: None,
+            src: None,
+            proto: 0,
+            scope: 0,
+            onlink: false,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
 /// What identifies a route to the kernel: `ip route replace` overwrites the
 /// route with the same key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -463,20 +484,7 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
             .as_object()
             .ok_or_else(|| Error::parse(WHAT, 1, format!("entry {i} is not an object")))?;
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
-        let mut r = Route {
-            table: TABLE_MAIN,
-            dst: Ipv4Net::default(),
-            tos: 0,
-            metric: 0,
-            kind: "unicast".into(),
-            via: None,
-            dev: None,
-            src: None,
-            proto: 0,
-            scope: 0,
-            onlink: false,
-            extra: BTreeMap::new(),
-        };
+        let mut r = Route::default();
         for (k, val) in obj {
             match k.as_str() {
                 "type" => {
@@ -641,19 +649,9 @@ fn parse_route_words(
     table: &dyn Fn(&str) -> Option<u32>,
 ) -> std::result::Result<Route, String> {
     let mut r = Route {
-        table: TABLE_MAIN,
-        dst: Ipv4Net::default(),
-        tos: 0,
-        metric: 0,
-        kind: "unicast".into(),
-        via: None,
-        dev: None,
-        src: None,
         // iproute2 tags `ip route add` without `proto` as boot.
         proto: 3,
-        scope: 0,
-        onlink: false,
-        extra: BTreeMap::new(),
+        ..Route::default()
     };
     let mut i = 0;
     if let Some(t) = w.first().filter(|t| ROUTE_TYPES.contains(t)) {
