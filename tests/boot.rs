@@ -5,45 +5,14 @@
 //! keeps /etc; then exactly what the init script runs at boot restores it.
 mod common;
 
+use common::seed::{self, text};
 use common::Lab;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// The seed's topology (method fwmark) reaching the lab's gateway.
 fn inventory(lab: &Lab) -> PathBuf {
-    let dir = lab.dir.display();
-    let yaml = format!(
-        r#"all:
-  vars:
-    ssh: {{user: root, identity_file: {dir}/id_ed25519, known_hosts: {dir}/known_hosts}}
-  hosts:
-    gw1:
-      address: 10.9.0.2
-      method: fwmark
-      lan:
-        - {{interface: eth0, address: 192.168.0.1/24}}
-      lines:
-        - {{name: ctc, table: 100, mark: 0x100, interface: eth1, address: 198.51.100.2/24,
-           gateway: 198.51.100.1, default: true, routes: [100.64.0.0/16]}}
-        - {{name: cnc, table: 200, mark: 0x200, interface: eth2, address: 203.0.113.2/24,
-           gateway: 203.0.113.1, routes: [100.65.0.0/16, 100.66.0.0/16]}}
-      nat: {{mode: snat}}
-      forwards:
-        - {{proto: tcp, port: 80, to: 192.168.0.100}}
-        - {{proto: tcp, port: 2222, to: 192.168.0.100, to_port: 22, lines: [cnc]}}
-      hairpin: true
-"#
-    );
-    lab.write_file("inventory-boot.yaml", &yaml)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    seed::inventory(lab, "fwmark", seed::FORWARDS, seed::CNC_ROUTES)
 }
 
 /// dwprov in the controller namespace; `kernel` sets the DWPROV_FAKE_KERNEL
@@ -106,37 +75,6 @@ fn files_and_warnings(plan: &serde_json::Value) -> (Vec<String>, Vec<String>) {
         .map(|w| w.as_str().unwrap_or("").to_string())
         .collect();
     (files, warnings)
-}
-
-fn peer(body: &str) -> &str {
-    body.split_whitespace()
-        .find_map(|w| w.strip_prefix("peer="))
-        .unwrap_or("")
-}
-
-/// The fwmark scenarios of docs/methods.md (as in tests/e2e.rs).
-fn assert_traffic(lab: &Lab) {
-    let ok = |from: &str, url: &str| -> String {
-        lab.curl(from, url)
-            .unwrap_or_else(|e| panic!("{from} -> {url} failed: {e}"))
-    };
-    assert_eq!(peer(&ok("uctc", "http://198.51.100.2/")), "100.64.1.10");
-    assert_eq!(peer(&ok("ucnc", "http://203.0.113.2/")), "100.65.1.10");
-    assert_eq!(peer(&ok("uctc", "http://203.0.113.2/")), "100.64.1.10");
-    assert_eq!(peer(&ok("ucnc", "http://198.51.100.2/")), "100.65.1.10");
-    assert_eq!(peer(&ok("uctc", "http://203.0.113.2:8080/")), "100.64.1.10");
-    assert_eq!(
-        peer(&ok("ucnc", "http://198.51.100.2:8080/")),
-        "100.65.1.10"
-    );
-    assert_eq!(peer(&ok("cli", "http://198.51.100.2/")), "192.168.0.1");
-    assert_eq!(peer(&ok("cli", "http://203.0.113.2/")), "192.168.0.1");
-    assert_eq!(peer(&ok("cli", "http://100.64.1.10/")), "198.51.100.2");
-    assert_eq!(peer(&ok("cli", "http://100.65.1.10/")), "203.0.113.2");
-    assert_eq!(
-        peer(&lab.sh_ok("gw", "curl -sS --max-time 3 http://100.65.1.10/")),
-        "203.0.113.2"
-    );
 }
 
 /// What a reboot loses, keeping /etc: dwprov's rules and routes, DWPROV
@@ -262,7 +200,7 @@ fn applied_state_survives_a_reboot_through_the_init_script() {
     );
 
     apply(&lab, None, &inv);
-    assert_traffic(&lab);
+    seed::assert_traffic(&lab, true);
     assert_plan_empty(&lab, None, &inv, "right after apply");
     let mode = lab.sh_ok("gw", "stat -c %a /etc/init.d/dwprov");
     assert_eq!(mode.trim(), "755");
@@ -275,14 +213,14 @@ fn applied_state_survives_a_reboot_through_the_init_script() {
     lab.sh_ok("gw", "/etc/init.d/dwprov start");
     assert_plan_empty(&lab, None, &inv, "after boot");
     assert_no_duplicates(&lab);
-    assert_traffic(&lab);
+    seed::assert_traffic(&lab, true);
 
     // Idempotent: loaded twice more in a row, nothing changes or doubles.
     lab.sh_ok("gw", "sh /etc/dwprov/boot.sh");
     lab.sh_ok("gw", "sh /etc/dwprov/boot.sh all");
     assert_plan_empty(&lab, None, &inv, "after boot.sh twice");
     assert_no_duplicates(&lab);
-    assert_traffic(&lab);
+    seed::assert_traffic(&lab, true);
 
     // The systemd units' two stages: early (before the network), late (after).
     reboot(&lab, None, &inv);
@@ -350,7 +288,7 @@ fn old_kernel_gets_the_route_cache_flush_loop() {
     let pid = flush_loop(&lab).expect("the init script did not start the flush loop");
     assert_ne!(pid, first);
     assert_plan_empty(&lab, old, &inv, "after boot");
-    assert_traffic(&lab);
+    seed::assert_traffic(&lab, true);
     // Started again: still the one loop.
     lab.sh_ok("gw", "/etc/init.d/dwprov start");
     assert_eq!(flush_loop(&lab), Some(pid));

@@ -124,13 +124,17 @@ pub fn assert_traffic(lab: &Lab, cross_forward: bool) {
     assert_eq!(peer(&ok("uctc", "http://198.51.100.2/")), "100.64.1.10");
     assert_eq!(peer(&ok("ucnc", "http://203.0.113.2/")), "100.65.1.10");
     // 2. cross access to the forwarded server (FAQ 1/2)
-    for (from, url) in [
-        ("uctc", "http://203.0.113.2/"),
-        ("ucnc", "http://198.51.100.2/"),
+    for (from, url, seen_as) in [
+        ("uctc", "http://203.0.113.2/", "100.64.1.10"),
+        ("ucnc", "http://198.51.100.2/", "100.65.1.10"),
     ] {
         let r = lab.curl(from, url);
         if cross_forward {
-            assert!(r.is_ok(), "{from} -> {url}: {r:?}");
+            assert_eq!(
+                r.as_deref().map(peer),
+                Ok(seen_as),
+                "{from} -> {url}: {r:?}"
+            );
         } else {
             assert!(
                 r.is_err(),
