@@ -11,6 +11,13 @@ iptables-save | grep -v DWPROV | iptables-restore
 rm -f /etc/iproute2/rt_tables.d/dwprov.conf /etc/iproute2/rt_protos.d/dwprov.conf \
     /etc/sysctl.d/90-dwprov.conf
 rm -rf /etc/dwprov
+# The boot hook (init script and its rc links, or units), so every run
+# installs it again.
+if [ -e /etc/init.d/dwprov ] && command -v update-rc.d >/dev/null 2>&1; then
+    update-rc.d dwprov remove >/dev/null 2>&1 || true
+fi
+rm -f /etc/init.d/dwprov /etc/systemd/system/dwprov.service \
+    /etc/systemd/system/dwprov-routes.service /etc/systemd/system/dwprov-route-cache-flush.service
 printf '%s\n' "$RP_ETH1" >/proc/sys/net/ipv4/conf/eth1/rp_filter
 printf '%s\n' "$RP_ETH2" >/proc/sys/net/ipv4/conf/eth2/rp_filter
 # Nothing of dwprov's may be left.
