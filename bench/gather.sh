@@ -21,7 +21,7 @@ f_systemd() { [ -d /run/systemd/system ] && echo yes || echo no; }
 f_iptables_version() { V=$(iptables -V 2>&1); r=$?; [ $r -eq 0 ] && printf '%s\n' "$V" || { printf '%s\n' "$V" >&2; V=; }; return $r; }
 sec uid id -u
 sec kernel uname -r
-sec tools f_tools ip iptables iptables-save iptables-restore iptables-legacy-save iptables-nft-save sysctl systemctl setsid conntrack
+sec tools f_tools ip iptables iptables-save iptables-restore iptables-legacy-save iptables-nft-save sysctl systemctl setsid conntrack awk sha256sum
 sec systemd f_systemd
 sec rules ip -4 -j -d -N rule show
 sec routes ip -4 -j -d -N route show table all
@@ -39,4 +39,4 @@ sec 'file /etc/systemd/system/dwprov-routes.service' f_file /etc/systemd/system/
 sec 'file /etc/systemd/system/dwprov-route-cache-flush.service' f_file /etc/systemd/system/dwprov-route-cache-flush.service
 sec 'file /etc/init.d/dwprov' f_file /etc/init.d/dwprov
 sec state_files f_state_files
-for f in /etc/dwprov/* /etc/dwprov/.[!.]*; do [ -f "$f" ] && sec "file $f" f_file "$f"; done
+for f in /etc/dwprov/* /etc/dwprov/.[!.]*; do [ -f "$f" ] || continue; sec "file $f" f_file "$f"; done

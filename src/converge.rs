@@ -159,23 +159,96 @@ pub fn delimiter() -> String {
     crate::gather::marker().replace('-', "_").to_uppercase()
 }
 
+/// What the host can do beyond POSIX sh, from its gathered facts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caps {
+    /// `awk` and `sha256sum` are there: a file is sent as an edit of its
+    /// gathered content (O(changed lines)) instead of whole.
+    pub file_delta: bool,
+}
+
+impl Caps {
+    pub fn of(facts: &crate::gather::Facts) -> Caps {
+        Caps {
+            file_delta: facts.has_tool("awk") && facts.has_tool("sha256sum"),
+        }
+    }
+}
+
 /// Build the script that applies `changes` (no snapshot, no revert).
-pub fn script(changes: &[Change]) -> ApplyScript {
+pub fn script(changes: &[Change], caps: Caps) -> ApplyScript {
     let mut out = ApplyScript::default();
-    let body = body(changes, &delimiter(), &mut out);
-    out.script = format!("{}{body}exit 0\n", prelude());
+    let d = delimiter();
+    let mut s = prelude();
+    // The iptables payload is tested before anything changes.
+    if let Some((test, tables)) = iptables_test(changes, &d, &mut out) {
+        s.push_str(&test);
+        let _ = writeln!(
+            s,
+            "wait $tp || fail {}",
+            sh_quote(&format!(
+                "iptables-restore --test rejected the payload (tables {tables}); nothing was changed"
+            ))
+        );
+    }
+    s.push_str(&body(changes, &d, &mut out, caps));
+    s.push_str("exit 0\n");
+    out.script = s;
     out
 }
 
+/// `script`, then gather again in the same round trip (`gather::script`
+/// framed by `marker`): the verification of an apply without a new
+/// connection (`--no-confirm`).
+pub fn script_verified(changes: &[Change], caps: Caps, marker: &str) -> ApplyScript {
+    let mut out = script(changes, caps);
+    out.script.truncate(out.script.len() - "exit 0\n".len());
+    out.script.push_str(&crate::gather::script(marker));
+    out
+}
+
+/// `iptables-restore --noflush --test` of the payload as a background job
+/// (its pid in `$tp`; the caller `wait`s before changing anything), so the
+/// test overlaps the snapshot. Returns it with the tables it names; None
+/// when no iptables table changes.
+pub fn iptables_test(
+    changes: &[Change],
+    d: &str,
+    out: &mut ApplyScript,
+) -> Option<(String, String)> {
+    let payloads = iptables_payloads(changes);
+    if payloads.is_empty() {
+        return None;
+    }
+    let all: String = payloads.values().map(String::as_str).collect();
+    let tables: Vec<&str> = payloads.keys().map(String::as_str).collect();
+    out.commands += 1;
+    let s = format!("iptables-restore --noflush --test >/dev/null <<'{d}' &\n{all}{d}\ntp=$!\n");
+    Some((s, tables.join(", ")))
+}
+
 /// The commands that apply `changes`, counting what they send into `out`.
-pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript) -> String {
+pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> String {
     let mut s = String::new();
-    // Files: temp file in the same directory, then rename over the target.
+    // Files: temp file in the same directory, then rename over the target;
+    // a big file that exists is sent as an edit of what is there.
     for c in changes {
-        if let Change::File { path, to, .. } = c {
+        if let Change::File { path, from, to } = c {
             out.files += 1;
-            s.push_str(&file_commands(path, to.as_deref(), d));
-            out.commands += if to.is_some() { 3 } else { 1 };
+            let delta = match (from, to) {
+                (Some(old), Some(new)) if caps.file_delta => file_delta_commands(path, old, new, d),
+                _ => None,
+            };
+            match delta {
+                Some(cmds) => {
+                    s.push_str(&cmds);
+                    out.commands += 3;
+                }
+                None => {
+                    s.push_str(&file_commands(path, to.as_deref(), d));
+                    out.commands += if to.is_some() { 2 } else { 1 };
+                }
+            }
         }
     }
     // Sysctls: straight to /proc/sys (the key is its path there).
@@ -193,25 +266,20 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript) -> String {
         out.commands += 1;
     }
     // iptables: every table in one payload (each COMMIT is atomic for its
-    // table), tested first so a bad payload changes nothing, then loaded.
+    // table; the caller ran `iptables_test` first, so a bad payload never
+    // gets here).
     let payloads = iptables_payloads(changes);
     if !payloads.is_empty() {
         let all: String = payloads.values().map(String::as_str).collect();
         let tables: Vec<&str> = payloads.keys().map(String::as_str).collect();
         out.iptables_lines += all.lines().count();
         s.push_str(&heredoc(
-            "iptables-restore --noflush --test",
-            &format!("iptables-restore --test (tables {})", tables.join(", ")),
-            d,
-            &all,
-        ));
-        s.push_str(&heredoc(
             "iptables-restore --noflush",
             &format!("iptables-restore (tables {})", tables.join(", ")),
             d,
             &all,
         ));
-        out.commands += 2;
+        out.commands += 1;
     }
     // Boot files written above: enable units, start the flush loop (src/boot.rs).
     let post = crate::boot::post_install(changes);
@@ -231,7 +299,7 @@ pub fn file_commands(path: &str, content: Option<&str>, d: &str) -> String {
                 .unwrap_or_else(|| "/".into());
             let tmp = format!("{path}.dwprov-tmp");
             let mut s = format!(
-                "mkdir -p {} || fail {}\n",
+                "[ -d {0} ] || mkdir -p {0} || fail {1}\n",
                 sh_quote(&dir),
                 sh_quote(&format!("mkdir {dir}"))
             );
@@ -253,6 +321,72 @@ pub fn file_commands(path: &str, content: Option<&str>, d: &str) -> String {
             sh_quote(&format!("remove {path}"))
         ),
     }
+}
+
+/// Files smaller than this go whole: an edit saves little and costs two
+/// more programs on the host.
+const DELTA_MIN_BYTES: usize = 16 * 1024;
+
+/// Rewrite `path` from `old` (its content as gathered) to `new` by sending
+/// only the changed lines: `K a b` copies old lines a..b, `I n` inserts the
+/// next n lines; awk builds the temp file, and it replaces `path` only if
+/// its SHA-256 is the planned one (the file changed since gather: fail, the
+/// apply reverts). None when whole is about as small.
+pub fn file_delta_commands(path: &str, old: &str, new: &str, d: &str) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    if new.len() < DELTA_MIN_BYTES || !old.ends_with('\n') || !new.ends_with('\n') {
+        return None;
+    }
+    let diff = similar::TextDiff::from_lines(old, new);
+    let new_lines: Vec<&str> = new.split_inclusive('\n').collect();
+    let mut edits = String::new();
+    for op in diff.ops() {
+        match *op {
+            similar::DiffOp::Equal { old_index, len, .. } => {
+                let _ = writeln!(edits, "K {} {}", old_index + 1, old_index + len);
+            }
+            similar::DiffOp::Delete { .. } => {}
+            similar::DiffOp::Insert {
+                new_index, new_len, ..
+            }
+            | similar::DiffOp::Replace {
+                new_index, new_len, ..
+            } => {
+                let _ = writeln!(edits, "I {new_len}");
+                for l in new_lines.get(new_index..new_index + new_len)? {
+                    edits.push_str(l);
+                }
+            }
+        }
+    }
+    if edits.len() * 2 > new.len() {
+        return None;
+    }
+    let hash: String = Sha256::digest(new.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let q = sh_quote(path);
+    let tmp = sh_quote(&format!("{path}.dwprov-tmp"));
+    let mut s = format!(
+        "awk -v old={q} 'n > 0 {{ print; n--; next }} $1 == \"I\" {{ n = $2 + 0; next }} \
+         $1 == \"K\" {{ while (ln < $3 + 0) {{ if ((getline l < old) <= 0) exit 2; ln++; if (ln >= $2 + 0) print l }}; next }} \
+         {{ exit 2 }}' > {tmp} <<'{d}' || fail {}\n{edits}{d}\n",
+        sh_quote(&format!("edit {path}"))
+    );
+    let _ = writeln!(
+        s,
+        "h=$(sha256sum < {tmp}) && [ \"${{h%% *}}\" = {hash} ] || {{ rm -f {tmp}; fail {}; }}",
+        sh_quote(&format!(
+            "{path} changed on the host since it was gathered (its edit does not give the planned content)"
+        ))
+    );
+    let _ = writeln!(
+        s,
+        "mv -f {tmp} {q} || fail {}",
+        sh_quote(&format!("rename {path}"))
+    );
+    Some(s)
 }
 
 /// Set a sysctl live (its key is its path under /proc/sys).
@@ -348,7 +482,7 @@ mod tests {
 
     #[test]
     fn no_changes_no_commands() {
-        let s = script(&[]);
+        let s = script(&[], Caps::default());
         assert_eq!(s.commands, 0);
         assert_eq!(s.ip_lines, 0);
     }
@@ -364,7 +498,7 @@ mod tests {
             from: None,
             to: Some("one\n'two' $HOME\n".into()),
         }];
-        let s = script(&changes);
+        let s = script(&changes, Caps::default());
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(&s.script)
@@ -395,5 +529,104 @@ mod tests {
     #[test]
     fn quoting_survives_hostile_text() {
         assert_eq!(sh_quote("a'b"), r#"'a'\''b'"#);
+    }
+
+    /// Run `file_delta_commands` for `old` -> `new` on a real file with the
+    /// host's sh, awk and sha256sum; `live` is what the file holds then.
+    fn run_delta(old: &str, new: &str, live: &str) -> (std::process::Output, String) {
+        let dir = std::env::temp_dir().join(format!(
+            "dwprov-delta-{}-{}",
+            std::process::id(),
+            crate::gather::marker()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ip.batch").to_string_lossy().into_owned();
+        std::fs::write(&path, live).unwrap();
+        let cmds = file_delta_commands(&path, old, new, &delimiter()).expect("a delta");
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("{}{cmds}", prelude()))
+            .output()
+            .unwrap();
+        let after = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (out, after)
+    }
+
+    #[test]
+    fn big_files_travel_as_edits_that_rebuild_them_exactly() {
+        let lines: Vec<String> = (0..3000)
+            .map(|i| {
+                format!(
+                    "route replace 10.{}.{}.0/24 via 192.0.2.1 dev eth1 proto 201\n",
+                    i / 256,
+                    i % 256
+                )
+            })
+            .collect();
+        let old: String = lines.concat();
+        type Edit = Box<dyn Fn(&mut Vec<String>)>;
+        let edits: Vec<Edit> = vec![
+            Box::new(|l| l.insert(0, "# new first line\n".into())),
+            Box::new(|l| {
+                l.push("route replace 100.66.0.0/16 via 192.0.2.9 dev eth2 proto 201\n".into())
+            }),
+            Box::new(|l| {
+                l.remove(1500);
+            }),
+            Box::new(|l| {
+                l[7] = "route replace 1.1.1.0/24 via 192.0.2.1 dev eth1 proto 201\n".into()
+            }),
+            Box::new(|l| {
+                l.truncate(2990);
+                l.insert(
+                    100,
+                    "a line with 'quotes', $dollars, \\back\\slashes and   spaces  \n".into(),
+                );
+                l.insert(101, "\n".into());
+            }),
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut l = lines.clone();
+            edit(&mut l);
+            let new: String = l.concat();
+            let cmds = file_delta_commands("/x", &old, &new, "D").unwrap();
+            assert!(
+                cmds.len() < 2_000,
+                "edit {i}: O(changes), got {} bytes",
+                cmds.len()
+            );
+            let (out, after) = run_delta(&old, &new, &old);
+            assert!(
+                out.status.success(),
+                "edit {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                after == new,
+                "edit {i}: the file is not the planned content"
+            );
+        }
+        // Small files and whole rewrites go whole.
+        assert!(file_delta_commands("/x", "a\n", "b\n", "D").is_none());
+        assert!(file_delta_commands("/x", &old, &old.replace("eth1", "eth3"), "D").is_none());
+    }
+
+    #[test]
+    fn an_edit_of_a_file_that_changed_since_gather_fails_and_leaves_it() {
+        let old: String = (0..3000)
+            .map(|i| format!("line {i} of the boot batch\n"))
+            .collect();
+        let new = format!("{old}one more\n");
+        let live = old.replace("line 5 ", "line five ");
+        let (out, after) = run_delta(&old, &new, &live);
+        assert_eq!(out.status.code(), Some(STEP_FAILED));
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("changed on the host since it was gathered"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(after == live, "the file must be left as it was");
     }
 }

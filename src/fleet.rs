@@ -289,28 +289,50 @@ fn apply_host_at(
         pending,
         cause: Box::new(cause),
     };
-    let script: ApplyScript = if safety.confirm {
-        crate::safe::apply_script(
-            &plan.diff.changes,
-            &plan.facts.state,
-            &plan.rendered.desired,
-            &id,
-            safety.timeout_secs,
-        )
-    } else {
-        converge::script(&plan.diff.changes)
-    };
+    let caps = converge::Caps::of(&plan.facts);
+    if !safety.confirm {
+        // No revert to disarm: verify in the same round trip.
+        let m = gather::marker();
+        let script = converge::script_verified(&plan.diff.changes, caps, &m);
+        let out = t.run_script(&script.script)?;
+        if out.status != 0 {
+            return Err(Error::Remote {
+                host: plan.host.clone(),
+                what: "apply".into(),
+                status: out.status,
+                stderr: out.stderr_str().trim().to_string(),
+            });
+        }
+        opts.progress.stage(&plan.host, Stage::Verify);
+        *stage = Stage::Verify;
+        let facts = gather::facts_from_output(&plan.host, &out, &m)?;
+        check_residue(plan, &facts)?;
+        return Ok(ApplyStats {
+            changes: plan.diff.changes.len(),
+            ip_lines: script.ip_lines,
+            iptables_lines: script.iptables_lines,
+            script_bytes: script.script.len(),
+            remote_commands: script.commands,
+            round_trips: t.round_trips(),
+            snapshot: None,
+        });
+    }
+    let script: ApplyScript = crate::safe::apply_script(
+        &plan.diff.changes,
+        &plan.facts.state,
+        &plan.rendered.desired,
+        &id,
+        safety.timeout_secs,
+        caps,
+    );
     if let Err(e) = converge::execute(t, &script) {
-        return Err(match (&e, safety.confirm) {
+        return Err(match &e {
             // Stopped before the revert was armed: nothing changed.
-            (Error::Remote { status, .. }, true) if *status == crate::safe::NOTHING_CHANGED => e,
+            Error::Remote { status, .. } if *status == crate::safe::NOTHING_CHANGED => e,
             // The script itself reverted after a failed step.
-            (Error::Remote { status, .. }, true) if *status == converge::STEP_FAILED => {
-                reverted(e, false)
-            }
+            Error::Remote { status, .. } if *status == converge::STEP_FAILED => reverted(e, false),
             // Cut off mid-apply: the armed timer reverts.
-            (_, true) => reverted(e, true),
-            _ => e,
+            _ => reverted(e, true),
         });
     }
     // Verify over a new connection: what matters is that the host is still
@@ -324,32 +346,21 @@ fn apply_host_at(
     });
     let (mut t2, facts) = match verify {
         Ok(v) => v,
-        Err(e) if safety.confirm => return Err(reverted(e, true)),
-        Err(e) => return Err(e),
+        Err(e) => return Err(reverted(e, true)),
     };
-    let residue = diff::diff(&plan.rendered.desired, &facts.state);
-    if !residue.changes.is_empty() {
-        let e = Error::Verify {
-            host: plan.host.clone(),
-            residue: residue.changes.iter().map(converge::describe).collect(),
-        };
-        if safety.confirm {
-            // Still reachable: revert now rather than wait for the timer.
-            let out = t2.run_script(&crate::safe::rollback_script(Some(&id)));
-            return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
-        }
-        return Err(e);
+    if let Err(e) = check_residue(plan, &facts) {
+        // Still reachable: revert now rather than wait for the timer.
+        let out = t2.run_script(&crate::safe::rollback_script(Some(&id)));
+        return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
     }
-    if safety.confirm {
-        let out = t2.run_script(&crate::safe::confirm_script(&id))?;
-        if out.status != 0 {
-            return Err(Error::Remote {
-                host: plan.host.clone(),
-                what: format!("confirm snapshot {id}"),
-                status: out.status,
-                stderr: out.stderr_str().trim().to_string(),
-            });
-        }
+    let out = t2.run_script(&crate::safe::confirm_script(&id))?;
+    if out.status != 0 {
+        return Err(Error::Remote {
+            host: plan.host.clone(),
+            what: format!("confirm snapshot {id}"),
+            status: out.status,
+            stderr: out.stderr_str().trim().to_string(),
+        });
     }
     Ok(ApplyStats {
         changes: plan.diff.changes.len(),
@@ -358,7 +369,20 @@ fn apply_host_at(
         script_bytes: script.script.len(),
         remote_commands: script.commands,
         round_trips: t.round_trips() + t2.round_trips(),
-        snapshot: safety.confirm.then(|| id.clone()),
+        snapshot: Some(id),
+    })
+}
+
+/// The live state after an apply must be the desired one: anything left is
+/// a verification residue, named object by object.
+fn check_residue(plan: &HostPlan, facts: &Facts) -> Result<()> {
+    let residue = diff::diff(&plan.rendered.desired, &facts.state);
+    if residue.changes.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Verify {
+        host: plan.host.clone(),
+        residue: residue.changes.iter().map(converge::describe).collect(),
     })
 }
 

@@ -68,6 +68,8 @@ const TOOLS: &[&str] = &[
     "systemctl",
     "setsid",
     "conntrack",
+    "awk",
+    "sha256sum",
 ];
 
 /// The gather script. `marker` frames the sections.
@@ -114,7 +116,7 @@ f_iptables_version() { V=$(iptables -V 2>&1); r=$?; [ $r -eq 0 ] && printf '%s\n
         s.push_str(&format!("sec 'file {f}' f_file {f}\n"));
     }
     s.push_str("sec state_files f_state_files\n");
-    s.push_str("for f in /etc/dwprov/* /etc/dwprov/.[!.]*; do [ -f \"$f\" ] && sec \"file $f\" f_file \"$f\"; done\n");
+    s.push_str("for f in /etc/dwprov/* /etc/dwprov/.[!.]*; do [ -f \"$f\" ] || continue; sec \"file $f\" f_file \"$f\"; done\n");
     s
 }
 
@@ -332,17 +334,24 @@ pub fn marker() -> String {
 pub fn gather(t: &mut dyn Transport) -> Result<Facts> {
     let m = marker();
     let out = t.run_script(&script(&m))?;
+    facts_from_output(t.host(), &out, &m)
+}
+
+/// Facts from the output of a script that ends with `script(marker)`
+/// (a gather, or an apply that verifies in the same round trip).
+pub fn facts_from_output(host: &str, out: &crate::transport::Output, m: &str) -> Result<Facts> {
     let text = out.stdout_str();
-    if out.status != 0 && !text.contains(&m) {
+    let start = text.find(&format!("{m} begin "));
+    if out.status != 0 && start.is_none() {
         return Err(Error::Remote {
-            host: t.host().into(),
+            host: host.into(),
             what: "gather".into(),
             status: out.status,
             stderr: out.stderr_str().trim().to_string(),
         });
     }
-    let sections = split_sections(&text, &m)?;
-    let mut facts = parse_facts(t.host(), &sections)?;
+    let sections = split_sections(&text[start.unwrap_or(0)..], m)?;
+    let mut facts = parse_facts(host, &sections)?;
     // Test hook (undocumented for users): pretend the host runs this kernel,
     // e.g. DWPROV_FAKE_KERNEL=3.2.0 to exercise the route-cache flush path
     // on a modern lab gateway (tests/boot.rs).
@@ -405,6 +414,12 @@ mod tests {
             .arg(script(&m))
             .output()
             .unwrap();
+        // A gather that worked exits 0 (raw `ssh` runs of it, e.g. the bench, rely on it).
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let sections = split_sections(&String::from_utf8_lossy(&out.stdout), &m).unwrap();
         assert!(sections.contains_key("rules"));
         assert_eq!(sections["kernel"].status, 0);
@@ -414,10 +429,17 @@ mod tests {
         // Every sysctl the script reads, with this machine's value.
         let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
         assert_eq!(
-            facts.state.sysctls.get("net/ipv4/ip_forward").map(String::as_str),
+            facts
+                .state
+                .sysctls
+                .get("net/ipv4/ip_forward")
+                .map(String::as_str),
             Some(forward.trim())
         );
-        assert!(facts.state.sysctls.contains_key("net/ipv4/conf/lo/rp_filter"));
+        assert!(facts
+            .state
+            .sysctls
+            .contains_key("net/ipv4/conf/lo/rp_filter"));
         // stderr is framed per section (the temp-file path of `sec`).
         assert!(sections["uid"].stderr.is_empty());
     }

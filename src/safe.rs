@@ -1,18 +1,22 @@
 //! Never strand a gateway: commit-confirmed apply.
 //!
 //! Before changing anything, the apply script saves a snapshot on the
-//! gateway (full `iptables-save`, `ip rule`, `ip route`, and a `revert.sh`
-//! that restores every object dwprov owns to what it was) and arms a revert
-//! that runs **on the gateway**, detached from the SSH session (`setsid`):
-//! after `confirm_timeout` seconds it runs `revert.sh` unless disarmed.
-//! dwprov disarms only after a *new* SSH connection verified the result, so
-//! a change that cuts the management path, or an SSH session killed in the
-//! middle of an apply, ends in the old state by itself.
+//! gateway (full `iptables-save`, `ip rule`, `ip route`, copies of the owned
+//! files, and a `revert.sh` that restores every object dwprov owns to what
+//! it was) and arms a revert that runs **on the gateway**, detached from the
+//! SSH session (`setsid`): after `confirm_timeout` seconds it runs
+//! `revert.sh` unless disarmed. dwprov disarms only after a *new* SSH
+//! connection verified the result, so a change that cuts the management
+//! path, or an SSH session killed in the middle of an apply, ends in the old
+//! state by itself.
 //!
 //! The revert does not depend on which part of the apply ran: it deletes
 //! every rule and route tagged with dwprov's protocol and re-adds the old
 //! ones, restores iptables tables whole from the snapshot (atomically per
-//! table), and rewrites or removes owned files and sysctls.
+//! table), and puts back owned files and sysctls. What the gateway already
+//! has (its iptables, its files, the boot batch when it matches the live
+//! rules and routes) is copied there rather than sent: the apply of one more
+//! prefix on a 4,000-prefix gateway sends a few kB, not the list.
 use crate::converge::{self, heredoc, sh_quote, ApplyScript};
 use crate::diff::{is_owned_route, is_owned_rule, Change};
 use crate::state::State;
@@ -75,7 +79,35 @@ pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
-/// `revert.sh`: restores every owned object to its state in `old`.
+/// Where the snapshot keeps its copy of the `i`-th owned file of `old`.
+fn file_copy(i: usize) -> String {
+    format!("$S/files/{i}")
+}
+
+/// Is the boot batch in `old` exactly the owned rules and routes that are
+/// live? Then the snapshot's copy of it can restore them, and they need not
+/// travel in `revert.sh` (a 4,000-prefix line is ~300 kB each apply).
+fn boot_batch_matches(old: &State) -> bool {
+    use std::collections::BTreeSet;
+    let Some(text) = old.files.get(crate::boot::IP_BATCH) else {
+        return false;
+    };
+    let Ok(batch) = crate::state::ip::parse_batch(text, "gathered boot batch", &old.rt_tables)
+    else {
+        return false;
+    };
+    let live_rules: BTreeSet<_> = old.rules.iter().filter(|r| is_owned_rule(r)).collect();
+    let live_routes: BTreeSet<_> = old.routes.iter().filter(|r| is_owned_route(r)).collect();
+    batch.rules.len() == live_rules.len()
+        && batch.routes.len() == live_routes.len()
+        && batch.rules.iter().collect::<BTreeSet<_>>() == live_rules
+        && batch.routes.iter().collect::<BTreeSet<_>>() == live_routes
+}
+
+/// `revert.sh`: restores every owned object to its state in `old`, from
+/// what the snapshot saved on the gateway (iptables-save, copies of the
+/// owned files) plus what only the controller knows (old owned rules and
+/// routes when the boot batch does not hold them, old sysctl values).
 /// `desired` names the files and sysctls the apply may have changed.
 pub fn revert_script(old: &State, desired: &State, dir: &str) -> String {
     let d = converge::delimiter();
@@ -91,30 +123,58 @@ pub fn revert_script(old: &State, desired: &State, dir: &str) -> String {
     // Rules and routes: whatever is there now, back to the old owned set.
     let _ = writeln!(s, "ip -4 rule flush protocol {proto}");
     let _ = writeln!(s, "ip -4 route flush table all proto {proto}");
-    let mut batch = String::new();
-    for r in old.routes.iter().filter(|r| is_owned_route(r)) {
-        let _ = writeln!(batch, "route replace {}", r.to_batch());
-    }
-    for r in old.rules.iter().filter(|r| is_owned_rule(r)) {
-        let _ = writeln!(batch, "rule add {}", r.to_batch());
-    }
-    if !batch.is_empty() {
-        s.push_str(&heredoc(
-            "ip -4 -force -batch -",
-            "restore rules and routes",
-            &d,
-            &batch,
-        ));
+    let boot_copy = old
+        .files
+        .keys()
+        .position(|p| p == crate::boot::IP_BATCH)
+        .filter(|_| boot_batch_matches(old));
+    if let Some(i) = boot_copy {
+        let _ = writeln!(
+            s,
+            "ip -4 -force -batch \"{}\" || fail 'restore rules and routes'",
+            file_copy(i)
+        );
+    } else {
+        let mut batch = String::new();
+        for r in old.routes.iter().filter(|r| is_owned_route(r)) {
+            let _ = writeln!(batch, "route replace {}", r.to_batch());
+        }
+        for r in old.rules.iter().filter(|r| is_owned_rule(r)) {
+            let _ = writeln!(batch, "rule add {}", r.to_batch());
+        }
+        if !batch.is_empty() {
+            s.push_str(&heredoc(
+                "ip -4 -force -batch -",
+                "restore rules and routes",
+                &d,
+                &batch,
+            ));
+        }
     }
     // iptables: whole tables from the snapshot, each table atomically.
     s.push_str("iptables-restore < \"$S/iptables.restore\" || fail 'restore iptables'\n");
-    // Files and sysctls dwprov manages, back to their old content.
+    // Files dwprov manages, back to their old content (copied at snapshot
+    // time) or removed when they did not exist.
     let paths: std::collections::BTreeSet<&String> =
         old.files.keys().chain(desired.files.keys()).collect();
     let mut file_changes = Vec::new();
     for p in paths {
+        let q = sh_quote(p);
+        match old.files.keys().position(|k| k == p) {
+            Some(i) => {
+                let tmp = sh_quote(&format!("{p}.dwprov-tmp"));
+                let _ = writeln!(
+                    s,
+                    "cp \"{}\" {tmp} && mv -f {tmp} {q} || fail {}",
+                    file_copy(i),
+                    sh_quote(&format!("restore {p}"))
+                );
+            }
+            None => {
+                let _ = writeln!(s, "rm -f {q} || fail {}", sh_quote(&format!("remove {p}")));
+            }
+        }
         let before = old.files.get(p);
-        s.push_str(&converge::file_commands(p, before.map(String::as_str), &d));
         if before != desired.files.get(p) {
             file_changes.push(Change::File {
                 path: p.clone(),
@@ -135,7 +195,16 @@ pub fn revert_script(old: &State, desired: &State, dir: &str) -> String {
 }
 
 /// Commands that take the snapshot and arm the revert, before any change.
-fn snapshot_and_arm(old: &State, desired: &State, id: &str, timeout_secs: u64) -> String {
+/// `test` (the background `iptables-restore --test` and the tables it names)
+/// starts first and is waited for before arming, so it overlaps the snapshot
+/// and a payload it rejects changes nothing.
+fn snapshot_and_arm(
+    old: &State,
+    desired: &State,
+    id: &str,
+    timeout_secs: u64,
+    test: Option<(String, String)>,
+) -> String {
     let d = converge::delimiter();
     let dir = format!("{SNAPSHOT_DIR}/{id}");
     // Until the revert is armed nothing has changed: failures say so, with
@@ -145,7 +214,8 @@ fn snapshot_and_arm(old: &State, desired: &State, id: &str, timeout_secs: u64) -
          fail() {{ nochange \"$1\"; }}\n"
     );
     // Preflight: every directory we write to must be writable (read-only
-    // /etc, full disk) — found here, before anything changed.
+    // /etc, full disk) — found here, before anything changed. Builtins only
+    // (a fork per directory adds up over a fleet), one `rm` at the end.
     let mut dirs: std::collections::BTreeSet<String> = desired
         .files
         .keys()
@@ -156,42 +226,28 @@ fn snapshot_and_arm(old: &State, desired: &State, id: &str, timeout_secs: u64) -
         })
         .collect();
     dirs.insert(SNAPSHOT_DIR.into());
+    let mut probes = Vec::new();
     for dir in dirs {
         let q = sh_quote(&dir);
         let probe = sh_quote(&format!("{dir}/.dwprov-probe"));
         let _ = writeln!(
             s,
-            "mkdir -p {q} 2>/dev/null && echo probe > {probe} 2>/dev/null && rm -f {probe} || nochange {}",
+            "{{ [ -d {q} ] || mkdir -p {q}; }} 2>/dev/null && {{ echo probe > {probe}; }} 2>/dev/null || nochange {}",
             sh_quote(&format!("cannot write {dir} (read-only file system or disk full?)"))
         );
+        probes.push(probe);
     }
+    let _ = writeln!(s, "rm -f {}", probes.join(" "));
     let _ = writeln!(s, "S={}", sh_quote(&dir));
-    s.push_str("mkdir -p \"$S\" || nochange 'create snapshot directory'\n");
-    s.push_str("iptables-save > \"$S/iptables.save\" || nochange 'snapshot iptables'\n");
-    s.push_str("ip -4 -j -d -N rule show > \"$S/rules.json\" || nochange 'snapshot rules'\n");
-    s.push_str(
-        "ip -4 -j -d -N route show table all > \"$S/routes.json\" || nochange 'snapshot routes'\n",
-    );
-    s.push_str("{ cat \"$S/iptables.save\"\n");
-    for (t, chains) in TABLES {
-        let body: String = chains
-            .iter()
-            .map(|c| format!(":{c} ACCEPT [0:0]\\n"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "  grep -q '^\\*{t}$' \"$S/iptables.save\" || printf '*{t}\\n{body}COMMIT\\n'"
-        );
+    s.push_str("mkdir -p \"$S/files\" || nochange 'create snapshot directory'\n");
+    if let Some((start, _)) = &test {
+        s.push_str(start);
     }
-    s.push_str("} > \"$S/iptables.restore\" || nochange 'snapshot iptables'\n");
-    s.push_str(&heredoc(
-        "cat > \"$S/revert.sh\"",
-        "write revert script",
-        &d,
-        &revert_script(old, desired, &dir),
-    ));
     // Arm, on the gateway, independent of this SSH session: a transient
-    // systemd timer where systemd runs, otherwise a detached process.
+    // systemd timer where systemd runs, otherwise a detached process. It is
+    // launched before the snapshot is taken (it fires only after the
+    // timeout, by when revert.sh is written) so that the snapshot overlaps
+    // its start; a stop before the change disarms it again.
     let (service, timer) = revert_units(id, timeout_secs);
     let unit = unit_name(id);
     let _ = writeln!(
@@ -221,10 +277,67 @@ else"
     let _ = writeln!(
         s,
         "  setsid sh -c 'echo $$ > \"$0/timer.pid\"; sleep {timeout_secs}; rm -f \"$0/timer.pid\"; sh \"$0/revert.sh\" > \"$0/revert.log\" 2>&1' \"$S\" </dev/null >/dev/null 2>&1 &\n\
-         \x20 i=0; while [ ! -s \"$S/timer.pid\" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n\
+         fi"
+    );
+    // Stopping now must stop the timer too (waiting for its pid if needed).
+    let _ = writeln!(
+        s,
+        "nochange() {{ echo \"dwprov: $1; nothing was changed\" >&2\n\
+         \x20 [ -f \"$S/timer.unit\" ] || {{ i=0; while [ ! -s \"$S/timer.pid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done; }}\n\
+         \x20 {}\n\
+         \x20 exit {NOTHING_CHANGED}; }}",
+        disarm_commands()
+    );
+    s.push_str("iptables-save > \"$S/iptables.save\" || nochange 'snapshot iptables'\n");
+    s.push_str("ip -4 -j -d -N rule show > \"$S/rules.json\" || nochange 'snapshot rules'\n");
+    s.push_str(
+        "ip -4 -j -d -N route show table all > \"$S/routes.json\" || nochange 'snapshot routes'\n",
+    );
+    // A table absent from the save is restored as its built-in chains, empty.
+    s.push_str("t=$(grep '^\\*' \"$S/iptables.save\")\n{ cat \"$S/iptables.save\"\n");
+    for (t, chains) in TABLES {
+        let body: String = chains
+            .iter()
+            .map(|c| format!(":{c} ACCEPT [0:0]\\n"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  case \"$t\" in *'*{t}'*) ;; *) printf '*{t}\\n{body}COMMIT\\n' ;; esac"
+        );
+    }
+    s.push_str("} > \"$S/iptables.restore\" || nochange 'snapshot iptables'\n");
+    // The owned files as they are, for revert.sh (nothing of them travels).
+    for (i, p) in old.files.keys().enumerate() {
+        let _ = writeln!(
+            s,
+            "cp {} \"$S/files/{i}\" || nochange {}",
+            sh_quote(p),
+            sh_quote(&format!("snapshot {p}"))
+        );
+    }
+    s.push_str(&heredoc(
+        "cat > \"$S/revert.sh\"",
+        "write revert script",
+        &d,
+        &revert_script(old, desired, &dir),
+    ));
+    if let Some((_, tables)) = &test {
+        let _ = writeln!(
+            s,
+            "wait $tp || nochange {}",
+            sh_quote(&format!(
+                "iptables-restore --test rejected the payload (tables {tables})"
+            ))
+        );
+    }
+    // The detached timer is up by now (it was launched before the
+    // snapshot); wait for its pid only if it is not.
+    s.push_str(
+        "if [ ! -f \"$S/timer.unit\" ]; then\n\
+         \x20 i=0; while [ ! -s \"$S/timer.pid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n\
          \x20 [ -s \"$S/timer.pid\" ] || nochange 'arm the revert timer'\n\
          fi\n\
-         echo armed > \"$S/state\""
+         echo armed > \"$S/state\"\n",
     );
     // From here on a failure has changed something: the prelude's `fail`.
     let _ = writeln!(
@@ -265,12 +378,14 @@ pub fn apply_script(
     desired: &State,
     id: &str,
     timeout_secs: u64,
+    caps: converge::Caps,
 ) -> ApplyScript {
     let mut out = ApplyScript::default();
     let d = converge::delimiter();
-    let body = converge::body(changes, &d, &mut out);
+    let test = converge::iptables_test(changes, &d, &mut out);
+    let body = converge::body(changes, &d, &mut out, caps);
     let mut s = converge::prelude();
-    s.push_str(&snapshot_and_arm(old, desired, id, timeout_secs));
+    s.push_str(&snapshot_and_arm(old, desired, id, timeout_secs, test));
     s.push_str("( ");
     s.push_str(&converge::prelude());
     s.push_str(&body);
@@ -401,6 +516,7 @@ mod tests {
             &State::default(),
             "20261124T000000Z-abcdef",
             60,
+            converge::Caps::default(),
         );
         let out = std::process::Command::new("/bin/sh")
             .arg("-n")

@@ -53,10 +53,7 @@ fn captured_output_with_one_object_lost_shows_exactly_that_change() {
         ..State::default()
     };
     let desired = State {
-        rules: rules
-            .into_iter()
-            .filter(|r| diff::is_owned_rule(r))
-            .collect(),
+        rules: rules.into_iter().filter(diff::is_owned_rule).collect(),
         ..State::default()
     };
     live.rules.retain(|r| r.priority != 1101);

@@ -263,3 +263,91 @@ fn a_missing_interface_is_refused_before_connecting_changes_anything() {
     assert!(out.contains("interface eth9 does not exist"), "{out}");
     assert_eq!(before, lab.sh_ok("gw", SNAPSHOT));
 }
+
+/// A converged gateway with a real ISP list (3,894 prefixes): one more
+/// prefix sends O(changes), not the list (the boot batch travels as an
+/// edit, the snapshot copies the old files on the gateway), and rolling
+/// that apply back restores every prefix from the snapshot's copy.
+#[test]
+fn one_more_prefix_sends_only_the_change_and_rolls_back_in_full() {
+    let lab = Lab::up();
+    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/isp/unicom.txt");
+    // The CNC line carries the list besides its inline routes.
+    let with_list = |name: &str, inline: &str| {
+        let p = inventory_with(&lab, name, "fwmark", FORWARDS, inline, "");
+        let yaml = std::fs::read_to_string(&p).unwrap().replace(
+            &format!("routes: [{inline}]"),
+            &format!(
+                "routes: [{inline}]\n              routes_file: '{}'",
+                list.display()
+            ),
+        );
+        lab.write_file(name, &yaml)
+    };
+    let a = with_list("a.yaml", "100.65.0.0/16");
+    let b = with_list("b.yaml", "100.65.0.0/16, 100.66.0.0/16");
+    apply(&lab, &a);
+    let routes = |lab: &Lab| lab.sh_ok("gw", "ip route show table all proto 201 | wc -l");
+    let before: usize = routes(&lab).trim().parse().unwrap();
+    assert!(before > 3_894, "{before} routes");
+    let o = lab.dwprov(&[
+        "apply",
+        "-i",
+        b.to_str().unwrap(),
+        "--yes",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let applied = &v["hosts"][0]["applied"];
+    assert_eq!(applied["ip_lines"], 1, "{applied}");
+    assert_eq!(
+        applied["changes"], 2,
+        "the route and the boot batch: {applied}"
+    );
+    let bytes = applied["script_bytes"].as_u64().unwrap();
+    assert!(bytes < 16_000, "{bytes} bytes sent for one prefix");
+    assert_eq!(plan_code(&lab, &b), 0);
+    let o = lab.dwprov(&["rollback", "-i", b.to_str().unwrap(), "--limit", "gw1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(plan_code(&lab, &a), 0, "rolled back to exactly what a left");
+    assert_eq!(routes(&lab).trim().parse::<usize>().unwrap(), before);
+}
+
+/// `--no-confirm`: no snapshot, no revert timer, and the verification runs
+/// in the apply's own round trip (one SSH connection in all).
+#[test]
+fn no_confirm_verifies_in_the_same_round_trip() {
+    let lab = Lab::up();
+    let inv = inventory(&lab, "fwmark", FORWARDS, CNC_ROUTES);
+    let logins = |lab: &Lab| {
+        std::fs::read_to_string(lab.dir.join("sshd.log"))
+            .unwrap()
+            .matches("Accepted publickey")
+            .count()
+    };
+    let n = logins(&lab);
+    let o = lab.dwprov(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--no-confirm",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let applied = &v["hosts"][0]["applied"];
+    assert_eq!(
+        applied["round_trips"], 2,
+        "gather, then apply + verify: {applied}"
+    );
+    assert!(applied["snapshot"].is_null(), "{applied}");
+    assert_eq!(logins(&lab) - n, 1, "one SSH connection");
+    let snaps = lab.sh_ok("gw", "ls /var/lib/dwprov/snapshots 2>/dev/null | wc -l");
+    assert_eq!(snaps.trim(), "0", "no snapshot taken");
+    assert_eq!(plan_code(&lab, &inv), 0);
+    assert_traffic(&lab, true);
+}
