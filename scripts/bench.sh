@@ -8,7 +8,8 @@
 # prints, as median [min-max] of N runs (default 7, or BENCH_N):
 #   1 gather            dwprov gather vs `ssh gw /bin/sh -s < bench/gather.sh`
 #   2 render            dwprov render with both ISP lists: wall time, peak RSS
-#   3 apply from empty  dwprov apply vs `ssh gw ip -batch -` of the same routes
+#   3 apply from empty  dwprov apply (commit-confirmed, and --no-confirm) vs
+#                       `ssh gw ip -batch -` of the same routes
 #   4 no-op plan        dwprov plan on the converged gateway vs the raw gather
 #   5 one prefix added  dwprov apply of one more prefix, with its apply figures
 # dwprov and ssh both run in the lab's controller namespace. The baseline is
@@ -270,9 +271,9 @@ R_ROUTES=$(grep -c '^route ' "$OUT")
 
 # 3. apply from empty ----------------------------------------------------------
 say "3/5 apply from empty (CNC list), N=$N"
-A_D=() A_S=() A_CONN=() A_CHANGES=()
+A_D=() A_N=() A_S=() A_CONN=() A_CHANGES=()
 for ((i = 0; i < N; i++)); do
-    for who in $( ((i % 2)) && echo "ssh dwprov" || echo "dwprov ssh"); do
+    for who in $( ((i % 2)) && echo "ssh dwprov nc" || echo "nc dwprov ssh"); do
         reset_gw
         if [ "$who" = dwprov ]; then
             a=$(accepted) f=${#FLAKES[@]}
@@ -281,6 +282,10 @@ for ((i = 0; i < N; i++)); do
             ((f != ${#FLAKES[@]})) || A_CONN+=($(($(accepted) - a)))
             cp "$OUT" "$B/apply-empty.json"
             A_CHANGES+=("$(applied "$B/apply-empty.json" | cut -d' ' -f1)")
+        elif [ "$who" = nc ]; then
+            dw "dwprov apply --no-confirm (from empty)" reset_gw ctl "$BIN" apply -i "$INV_CNC" --yes --no-confirm --format json --no-color
+            A_N+=("$US")
+            cp "$OUT" "$B/apply-empty-nc.json"
         else
             run_us ctl "${SSH[@]}" ip -batch - <"$B/cnc-202.batch"
             must "ssh ip -batch" 0
@@ -344,6 +349,7 @@ done
 
 R1=$(ratio "${G_D[*]}" "${G_S[*]}")
 R3=$(ratio "${A_D[*]}" "${A_S[*]}")
+R3N=$(ratio "${A_N[*]}" "${A_S[*]}")
 R4=$(ratio "${P_D[*]}" "${P_S[*]}")
 R5=$(ratio "${O_D[*]}" "${O_S[*]}")
 conns() { printf '%s\n' "$@" | sort -u | tr '\n' '/' | sed 's#/$##'; }
@@ -375,6 +381,8 @@ printf "$fmt" "  ($((CTC_PREFIXES + CNC_PREFIXES)) prefixes in)" "$R_ROUTES rout
 printf "$fmt" "  peak RSS (max of runs)" "$(awk -v k="$rss_kb" 'BEGIN {printf "%.1f MiB", k/1024}')" "" "" ""
 printf "$fmt" "3 apply from empty" "$(fig "${A_D[@]}")" "$(fig "${A_S[@]}")" "$R3" "<= 1.5x $(meets "$R3" 1.5)"
 printf "$fmt" "  ($CNC_PREFIXES CNC prefixes)" "apply --yes" "ip -batch - <routes" "" ""
+printf "$fmt" "3b the same, --no-confirm" "$(fig "${A_N[@]}")" "$(fig "${A_S[@]}")" "$R3N" "<= 1.5x $(meets "$R3N" 1.5)"
+printf "$fmt" "  (no snapshot, no new connection)" "apply --yes --no-confirm" "" "" ""
 printf "$fmt" "4 no-op plan, converged" "$(fig "${P_D[@]}")" "$(fig "${P_S[@]}")" "$R4" "<= 1.3x $(meets "$R4" 1.3)"
 printf "$fmt" "  (what runs)" "plan -i INV (exit 0)" "sh -s < gather cmds" "" ""
 printf "$fmt" "5 one prefix added" "$(fig "${O_D[@]}")" "$(fig "${O_S[@]}")" "$R5" "-"
@@ -396,5 +404,6 @@ fmt2='%-22s %8s %9s %15s %13s %16s %12s\n'
 {
 printf "$fmt2" "hosts[0].applied" changes ip_lines iptables_lines script_bytes remote_commands round_trips
 printf "$fmt2" "apply from empty" $(applied "$B/apply-empty.json")
+printf "$fmt2" "  --no-confirm" $(applied "$B/apply-empty-nc.json")
 printf "$fmt2" "one prefix added" $(applied "$B/apply-one.json")
 }
