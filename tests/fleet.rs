@@ -133,6 +133,43 @@ impl Fleet {
         )
     }
 
+    /// Kill the processes serving `host`'s open SSH connections (every
+    /// descendant of its sshd listener, found by pid), as if the sessions
+    /// died while idle. Returns how many processes were killed.
+    fn kill_ssh_sessions(&self, host: &str) -> usize {
+        let pidfile = self.dir.join("gw").join(host).join("sshd.pid");
+        let listener: u32 = fs::read_to_string(&pidfile)
+            .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()))
+            .trim()
+            .parse()
+            .expect("sshd pid");
+        let parents: Vec<(u32, u32)> = fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+                // pid (comm) state ppid ...: comm may hold spaces.
+                let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+                Some((pid, ppid.parse().ok()?))
+            })
+            .collect();
+        let mut doomed = vec![];
+        let mut frontier = vec![listener];
+        while let Some(p) = frontier.pop() {
+            for &(pid, _) in parents.iter().filter(|(_, pp)| *pp == p) {
+                doomed.push(pid);
+                frontier.push(pid);
+            }
+        }
+        for pid in &doomed {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        doomed.len()
+    }
+
     fn assert_untouched(&self, host: &str) {
         let owned = self.owned(host);
         assert!(
@@ -893,6 +930,135 @@ fn saved_plan_refuses_a_drifted_host() {
         "json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+}
+
+/// `--serial 1,100%` plans every host first, then rolls out the canary; the
+/// hosts of batch 2 are gathered again just before their batch. Paused there
+/// (test hook DWPROV_TEST_PAUSE_BEFORE_BATCH), gw003 is changed by hand and
+/// gw004's idle SSH connection is killed: gw003 is refused as a stale plan
+/// (failed, class "stale plan", untouched, in the retry file), gw004 is
+/// re-checked over a new connection and applied, gw002 over the connection
+/// it was planned on. A rerun for the retry file applies gw003.
+#[test]
+fn later_batch_host_changed_during_rollout_is_refused_as_stale() {
+    let f = Fleet::up(4, &[]);
+    let inv = f.inventory();
+    let pause = f.dir.join("pause");
+    let retry = f.dir.join("retry.txt");
+    let (out_path, err_path) = (f.dir.join("apply.out"), f.dir.join("apply.err"));
+    let mut child = Command::new("ip")
+        .args(["netns", "exec"])
+        .arg(format!("{}ctl", f.prefix))
+        .arg(DWPROV)
+        .args([
+            "apply",
+            "-i",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--serial",
+            "1,100%",
+        ])
+        .args(["--format", "json", "--retry-file", retry.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .env("DWPROV_TEST_PAUSE_BEFORE_BATCH", &pause)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("spawn dwprov");
+    let logs = || {
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            fs::read_to_string(&out_path).unwrap_or_default(),
+            fs::read_to_string(&err_path).unwrap_or_default()
+        )
+    };
+    let started = std::time::Instant::now();
+    while fs::read_to_string(&pause).ok().as_deref() != Some("2\n") {
+        if let Some(st) = child.try_wait().expect("wait") {
+            panic!("dwprov ended ({st}) before pausing at batch 2:\n{}", logs());
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no pause before batch 2:\n{}",
+            logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Between the batches: the canary is done, batch 2 not started.
+    f.assert_applied("gw001");
+    for name in ["gw002", "gw003", "gw004"] {
+        f.assert_untouched(name);
+    }
+    f.gw_sh(
+        "gw003",
+        "ip route add 10.98.0.0/16 via 203.0.113.1 proto static",
+    );
+    let killed = f.kill_ssh_sessions("gw004");
+    assert!(killed > 0, "gw004 had no SSH session to kill");
+    fs::remove_file(&pause).unwrap();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if started.elapsed().as_secs() > 300 {
+            let _ = child.kill();
+            panic!("dwprov did not finish:\n{}", logs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1), "gw003 failed: exit 1\n{}", logs());
+    let doc: Value = serde_json::from_str(&fs::read_to_string(&out_path).unwrap())
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", logs()));
+    let hs = hosts(&doc);
+    let stale = host(&hs, "gw003");
+    assert_eq!(stale["error"]["class"], "stale plan", "{stale:#}");
+    assert_eq!(stale["failed_stage"], "gather", "{stale:#}");
+    assert_eq!(stale["skipped"], false, "{stale:#}");
+    assert!(stale["applied"].is_null(), "{stale:#}");
+    assert!(stale["plan"].is_object(), "{stale:#}");
+    let msg = stale["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("gw003: stale plan") && msg.contains("nothing was changed"),
+        "{msg}"
+    );
+    f.assert_untouched("gw003");
+    assert!(f
+        .gw_sh("gw003", "ip route show")
+        .contains("10.98.0.0/16 via 203.0.113.1 dev eth2 proto static"));
+    for name in ["gw001", "gw002", "gw004"] {
+        assert_ok_applied(host(&hs, name));
+        f.assert_applied(name);
+    }
+    assert_eq!(fs::read_to_string(&retry).unwrap(), "gw003\n");
+    // SSH logins: plan + verify; gw003 was re-checked over its planning
+    // connection and refused; gw004's died while idle: one more.
+    for (name, logins) in [("gw001", 2), ("gw002", 2), ("gw003", 1), ("gw004", 3)] {
+        let log = fs::read_to_string(f.dir.join("gw").join(name).join("sshd.log")).unwrap();
+        assert_eq!(
+            log.matches("Accepted publickey for root").count(),
+            logins,
+            "{name}:\n{log}"
+        );
+    }
+
+    // Run again for the retry file: gw003 is planned afresh and applied;
+    // the route added by hand is not dwprov's and stays.
+    let o = f.dwprov(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        &format!("@{}", retry.display()),
+        "--yes",
+        "--serial",
+        "1,100%",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    f.assert_applied("gw003");
+    assert!(f
+        .gw_sh("gw003", "ip route show")
+        .contains("10.98.0.0/16 via 203.0.113.1 dev eth2 proto static"));
 }
 
 /// An apply that fails its writability preflight changed nothing and took
