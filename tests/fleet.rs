@@ -406,6 +406,97 @@ fn assert_skipped(h: &Value) {
     assert!(h["applied"].is_null(), "{h:#}");
 }
 
+/// A dwprov run with the test hook DWPROV_TEST_PAUSE_BEFORE_BATCH: it
+/// pauses before each batch after the first (writing the batch number to
+/// the pause file) until the test removes the file.
+struct PausedApply {
+    child: std::process::Child,
+    pause: PathBuf,
+    out: PathBuf,
+    err: PathBuf,
+    started: std::time::Instant,
+}
+
+impl PausedApply {
+    fn start(f: &Fleet, args: &[&str]) -> PausedApply {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pause = f.dir.join(format!("pause-{n}"));
+        let (out, err) = (
+            f.dir.join(format!("run-{n}.out")),
+            f.dir.join(format!("run-{n}.err")),
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec"])
+            .arg(format!("{}ctl", f.prefix))
+            .arg(DWPROV)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("DWPROV_TEST_PAUSE_BEFORE_BATCH", &pause)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run dwprov {args:?}: {e}"));
+        PausedApply {
+            child,
+            pause,
+            out,
+            err,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            fs::read_to_string(&self.out).unwrap_or_default(),
+            fs::read_to_string(&self.err).unwrap_or_default()
+        )
+    }
+
+    /// Until dwprov waits before batch `batch` (1-based).
+    fn wait_for_pause(&mut self, batch: usize) {
+        let want = format!("{batch}\n");
+        while fs::read_to_string(&self.pause).ok() != Some(want.clone()) {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                panic!(
+                    "dwprov ended ({st}) before pausing at batch {batch}:\n{}",
+                    self.logs()
+                );
+            }
+            assert!(
+                self.started.elapsed().as_secs() < 120,
+                "no pause before batch {batch}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn resume(&self) {
+        fs::remove_file(&self.pause).expect("remove the pause file");
+    }
+
+    /// Exit status, stdout, and both outputs for messages.
+    fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                break st;
+            }
+            if self.started.elapsed().as_secs() > 300 {
+                let _ = self.child.kill();
+                panic!("dwprov did not finish:\n{}", self.logs());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        (
+            status,
+            fs::read_to_string(&self.out).unwrap_or_default(),
+            self.logs(),
+        )
+    }
+}
+
 // ------------------------------------------------------------------ tests
 
 /// `--list-hosts` with --limit groups, globs, !exclusions and @file; and a
@@ -943,48 +1034,23 @@ fn saved_plan_refuses_a_drifted_host() {
 fn later_batch_host_changed_during_rollout_is_refused_as_stale() {
     let f = Fleet::up(4, &[]);
     let inv = f.inventory();
-    let pause = f.dir.join("pause");
     let retry = f.dir.join("retry.txt");
-    let (out_path, err_path) = (f.dir.join("apply.out"), f.dir.join("apply.err"));
-    let mut child = Command::new("ip")
-        .args(["netns", "exec"])
-        .arg(format!("{}ctl", f.prefix))
-        .arg(DWPROV)
-        .args([
+    let mut run = PausedApply::start(
+        &f,
+        &[
             "apply",
             "-i",
             inv.to_str().unwrap(),
             "--yes",
             "--serial",
             "1,100%",
-        ])
-        .args(["--format", "json", "--retry-file", retry.to_str().unwrap()])
-        .env("NO_COLOR", "1")
-        .env("DWPROV_TEST_PAUSE_BEFORE_BATCH", &pause)
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).unwrap())
-        .stderr(fs::File::create(&err_path).unwrap())
-        .spawn()
-        .expect("spawn dwprov");
-    let logs = || {
-        format!(
-            "--- stdout\n{}\n--- stderr\n{}",
-            fs::read_to_string(&out_path).unwrap_or_default(),
-            fs::read_to_string(&err_path).unwrap_or_default()
-        )
-    };
-    let started = std::time::Instant::now();
-    while fs::read_to_string(&pause).ok().as_deref() != Some("2\n") {
-        if let Some(st) = child.try_wait().expect("wait") {
-            panic!("dwprov ended ({st}) before pausing at batch 2:\n{}", logs());
-        }
-        assert!(
-            started.elapsed().as_secs() < 120,
-            "no pause before batch 2:\n{}",
-            logs()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+            "--format",
+            "json",
+            "--retry-file",
+            retry.to_str().unwrap(),
+        ],
+    );
+    run.wait_for_pause(2);
     // Between the batches: the canary is done, batch 2 not started.
     f.assert_applied("gw001");
     for name in ["gw002", "gw003", "gw004"] {
@@ -996,20 +1062,11 @@ fn later_batch_host_changed_during_rollout_is_refused_as_stale() {
     );
     let killed = f.kill_ssh_sessions("gw004");
     assert!(killed > 0, "gw004 had no SSH session to kill");
-    fs::remove_file(&pause).unwrap();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if started.elapsed().as_secs() > 300 {
-            let _ = child.kill();
-            panic!("dwprov did not finish:\n{}", logs());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(1), "gw003 failed: exit 1\n{}", logs());
-    let doc: Value = serde_json::from_str(&fs::read_to_string(&out_path).unwrap())
-        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", logs()));
+    run.resume();
+    let (status, stdout, logs) = run.finish();
+    assert_eq!(status.code(), Some(1), "gw003 failed: exit 1\n{logs}");
+    let doc: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{logs}"));
     let hs = hosts(&doc);
     let stale = host(&hs, "gw003");
     assert_eq!(stale["error"]["class"], "stale plan", "{stale:#}");
@@ -1059,6 +1116,41 @@ fn later_batch_host_changed_during_rollout_is_refused_as_stale() {
     assert!(f
         .gw_sh("gw003", "ip route show")
         .contains("10.98.0.0/16 via 203.0.113.1 dev eth2 proto static"));
+}
+
+/// Re-checking a later batch must not refuse a host whose live state did
+/// not change. An address with a finite lifetime (DHCP, SLAAC-like) does:
+/// `ip -j addr` shows its remaining valid_life_time, which counts down, and
+/// the facts digest hashes that output, so such a host reads as changed a
+/// second later and is refused as stale (saved plans have the same problem).
+#[test]
+#[ignore = "gather's facts digest includes address lifetimes, which count down: fix in src/gather.rs, then un-ignore"]
+fn later_batch_host_with_a_dhcp_like_address_is_not_stale() {
+    let f = Fleet::up(2, &[]);
+    let inv = f.inventory();
+    f.gw_sh(
+        "gw002",
+        "ip addr add 192.0.2.9/32 dev eth0p valid_lft 3600 preferred_lft 3600",
+    );
+    let mut run = PausedApply::start(
+        &f,
+        &[
+            "apply",
+            "-i",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--serial",
+            "1,100%",
+            "--format",
+            "json",
+        ],
+    );
+    run.wait_for_pause(2);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    run.resume();
+    let (status, _, logs) = run.finish();
+    assert_eq!(status.code(), Some(0), "{logs}");
+    f.assert_applied("gw002");
 }
 
 /// An apply that fails its writability preflight changed nothing and took
