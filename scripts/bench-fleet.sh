@@ -3,7 +3,7 @@
 # with --forks 1, 10 and 100, and Ansible's `--check` gathering the same state
 # from the same hosts with the same key, side by side.
 #
-#   sudo scripts/bench-fleet.sh
+#   sudo scripts/bench-fleet.sh [--keep-bashrc]
 #
 # Steps: cargo build --release; fleet-lab.sh up (100 gateways); dwprov apply
 # once (so every plan after it is a no-op); then each measured run under
@@ -13,6 +13,20 @@
 # installable; it gathers `ip -j rule`, `ip -j route`, `iptables-save` with
 # three `command` tasks (check_mode: false), which is what dwprov's plan reads.
 # The lab is torn down at the end, also on failure or ^C.
+#
+# Where the time goes: each dwprov run also reports its own CPU time (user +
+# sys) and the CPU the gateways spent serving it (sshd and everything it ran,
+# all gateways together: the cutime/cstime their sshd listeners gained). On
+# this machine the gateways share the controller's cores, so a run whose
+# gateway CPU exceeds (cores x target) cannot meet the target, whatever
+# dwprov does.
+#
+# --keep-bashrc: each gateway's /root is a copy-on-write view of this
+# machine's /root, and bash (root's login shell) sources ~/.bashrc for every
+# SSH command. By default the bench empties every *gateway's* copy (the
+# write stays in the lab dir), as scripts/bench.sh does, so a developer's
+# shell profile (here `pyenv init`: about 100 ms of CPU per SSH session) is
+# not measured as dwprov's or Ansible's cost; this flag keeps it.
 #
 # env: BENCH_COUNT (100)  BENCH_FORKS ("1 10 100")  BENCH_RUNS (3: dwprov runs
 #      per setting, the median is shown)  BENCH_ANSIBLE (auto|no)
@@ -36,6 +50,15 @@ die() {
     printf '[bench] error: %s\n' "$*" >&2
     exit 1
 }
+
+KEEP_BASHRC=no
+while (($#)); do
+    case "$1" in
+    --keep-bashrc) KEEP_BASHRC=yes; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces)"
 [[ "$COUNT" =~ ^[0-9]+$ ]] || die "BENCH_COUNT must be a number"
@@ -71,6 +94,30 @@ mkdir -p "$OUT"
 
 in_ctl() { ip netns exec "${PREFIX}ctl" "$@"; }
 
+# Each gateway's sshd pid: the handle on its mount namespace and the root of
+# every process that serves an SSH session there.
+GW_PIDS=()
+for pidfile in "$DIR"/gw/gw*/sshd.pid; do GW_PIDS+=("$(<"$pidfile")"); done
+((${#GW_PIDS[@]} == COUNT)) || die "found ${#GW_PIDS[@]} gateway sshd pids, expected $COUNT"
+if [[ "$KEEP_BASHRC" == no ]]; then
+    log "emptying root's ~/.bashrc in every gateway's copy of /root (--keep-bashrc keeps it)"
+    for pid in "${GW_PIDS[@]}"; do
+        nsenter -t "$pid" -m -- sh -c ': >/root/.bashrc' || die "cannot empty ~/.bashrc on the gateway of sshd $pid"
+    done
+fi
+
+# CPU ticks that every gateway's sshd and its reaped descendants have used.
+gateway_ticks() {
+    local pid total=0 f
+    for pid in "${GW_PIDS[@]}"; do
+        # Fields after "(comm) ": state is 0, utime 11, stime 12, cutime 13, cstime 14.
+        read -r -a f < <(sed 's/^.*) //' "/proc/$pid/stat")
+        total=$((total + f[11] + f[12] + f[13] + f[14]))
+    done
+    echo "$total"
+}
+readonly HZ=$(getconf CLK_TCK)
+
 log "dwprov apply once (forks 100), so that the measured plans are no-ops"
 # Apply is idempotent: a second try converges what a cut session left out.
 for attempt in 1 2 3; do
@@ -92,13 +139,16 @@ keep_host_logs() {
     done
 }
 
-# measure NAME CMD...: one run under /usr/bin/time -v; sets M_WALL (s), M_RSS (MB).
+# measure NAME CMD...: one run under /usr/bin/time -v; sets M_WALL (s),
+# M_RSS (MB), M_CPU (the command's user + sys, s), M_GW_CPU (gateways, s).
 measure() {
-    local name=$1 rc attempt
+    local name=$1 rc attempt t0
     shift
     for attempt in 1 2 3; do
         rc=0
+        t0=$(gateway_ticks)
         "$TIME" -v -o "$OUT/$name.time" "$@" >"$OUT/$name.log" 2>&1 || rc=$?
+        M_GW_CPU=$(awk -v t=$(($(gateway_ticks) - t0)) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')
         ((rc != 0)) || break
         # The caller looks at the output itself (Ansible: per-host recap).
         [[ -n "${ALLOW_FAIL:-}" ]] && break
@@ -115,27 +165,30 @@ measure() {
         tail -n 20 "$OUT/$name.log" >&2
         die "$name: exit $rc (logs in $OUT)"
     done
-    read -r M_WALL M_RSS < <(awk -F': ' '
+    read -r M_WALL M_RSS M_CPU < <(awk -F': ' '
         /Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; wall = s }
         /Maximum resident set size/ { rss = $2 / 1024 }
-        END { printf "%.2f %.1f\n", wall, rss }' "$OUT/$name.time")
+        /User time \(seconds\)|System time \(seconds\)/ { cpu += $2 }
+        END { printf "%.2f %.1f %.2f\n", wall, rss, cpu }' "$OUT/$name.time")
 }
 
 # median of numbers on stdin
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-declare -A WALL=() RSS=() NOTE=()
+declare -A WALL=() RSS=() NOTE=() CPU=() GWCPU=()
 RETRIES=0
 for f in $FORKS; do
-    walls=() rsses=()
+    walls=() rsses=() cpus=() gwcpus=()
     for ((r = 1; r <= RUNS; r++)); do
         measure "dwprov-f$f-r$r" ip netns exec "${PREFIX}ctl" env NO_COLOR=1 "$DWPROV" plan -i "$INV" --forks "$f"
         w=$M_WALL m=$M_RSS
-        walls+=("$w") rsses+=("$m")
-        log "dwprov plan --forks $f run $r: ${w}s, ${m} MB"
+        walls+=("$w") rsses+=("$m") cpus+=("$M_CPU") gwcpus+=("$M_GW_CPU")
+        log "dwprov plan --forks $f run $r: ${w}s, ${m} MB; CPU: dwprov ${M_CPU}s, gateways ${M_GW_CPU}s"
     done
     WALL[dwprov-$f]=$(printf '%s\n' "${walls[@]}" | median)
     RSS[dwprov-$f]=$(printf '%s\n' "${rsses[@]}" | median)
+    CPU[dwprov-$f]=$(printf '%s\n' "${cpus[@]}" | median)
+    GWCPU[dwprov-$f]=$(printf '%s\n' "${gwcpus[@]}" | median)
 done
 
 # ------------------------------------------------------------------ Ansible
@@ -236,15 +289,21 @@ echo "Fleet benchmark: no-op plan over $COUNT gateways ($(nproc) cores, load $(c
 echo "lab up: ${LAB_UP}s; dwprov: $("$DWPROV" --version); median of $RUNS runs; runs repeated after an outside kill: $RETRIES"
 [[ -n "$ANSIBLE_PLAYBOOK" ]] && echo "ansible: $AVER (1 run each; 3 command tasks, --check)"
 [[ -n "$ANSIBLE_NOTE" ]] && echo "ansible: $ANSIBLE_NOTE"
+if [[ "$KEEP_BASHRC" == no ]]; then
+    echo "gateways: root's ~/.bashrc emptied in the lab's copies (--keep-bashrc keeps this machine's)"
+else
+    echo "gateways: root's ~/.bashrc as on this machine (--keep-bashrc), sourced by every SSH session"
+fi
 echo
-printf '%-8s | %-22s | %-22s\n' "forks" "dwprov plan" "ansible-playbook --check"
-printf '%-8s | %-22s | %-22s\n' "" "wall s / peak RSS MB" "wall s / peak RSS MB"
-printf -- '---------+------------------------+------------------------\n'
+printf '%-8s | %-22s | %-26s | %-22s\n' "forks" "dwprov plan" "CPU: dwprov / gateways" "ansible-playbook --check"
+printf '%-8s | %-22s | %-26s | %-22s\n' "" "wall s / peak RSS MB" "s (all $COUNT gateways)" "wall s / peak RSS MB"
+printf -- '---------+------------------------+----------------------------+------------------------\n'
 for f in $FORKS; do
     d="${WALL[dwprov-$f]} / ${RSS[dwprov-$f]}"
+    c="${CPU[dwprov-$f]} / ${GWCPU[dwprov-$f]}"
     a="-"
     [[ -n "${WALL[ansible-$f]:-}" ]] && a="${WALL[ansible-$f]} / ${RSS[ansible-$f]}${NOTE[ansible-$f]:-}"
-    printf '%-8s | %-22s | %-22s\n' "$f" "$d" "$a"
+    printf '%-8s | %-22s | %-26s | %-22s\n' "$f" "$d" "$c" "$a"
 done
 echo
 best=${WALL[dwprov-100]:-}

@@ -162,7 +162,10 @@ pub struct ApplyArgs {
     #[arg(short, long)]
     pub yes: bool,
     /// Roll out in batches: a number, a percentage, or a list (`1,10%,100%`);
-    /// the first batch is the canary, the last size repeats.
+    /// the first batch is the canary, the last size repeats. Every host is
+    /// planned first; a host of a later batch is gathered again just before
+    /// its batch and refused as a stale plan (untouched, counted as failed)
+    /// when its live state changed since.
     #[arg(long, value_name = "SIZES")]
     pub serial: Option<String>,
     /// Stop the rollout when a batch fails more than this percentage of its hosts
@@ -769,11 +772,18 @@ fn rollout(
             outcomes.extend(batch.into_iter().map(fleet::Prepared::skip));
             continue;
         }
+        // Batch 1 was just planned. Later batches were planned before the
+        // earlier ones rolled out: each of their hosts is gathered again and
+        // refused as stale when its live state changed in the meantime.
+        let recheck = n > 0;
+        if recheck {
+            test_pause_before_batch(n + 1);
+        }
         let results = fleet::parallel(&batch, opts.forks, |p| {
             hosts
                 .iter()
                 .find(|h| h.name == p.outcome.host)
-                .and_then(|host| fleet::apply_prepared(host, p, opts))
+                .and_then(|host| fleet::apply_prepared(host, p, opts, recheck))
         });
         let done: Vec<Outcome> = batch
             .into_iter()
@@ -796,6 +806,28 @@ fn rollout(
         outcomes.extend(done);
     }
     Ok(outcomes)
+}
+
+/// Test hook, not for users: with `DWPROV_TEST_PAUSE_BEFORE_BATCH=FILE` a
+/// rollout pauses before each batch after the first: dwprov writes the
+/// batch number (1-based) to FILE and waits until FILE is removed (at most
+/// 120 s). tests/fleet.rs changes a gateway there, after it was planned and
+/// before its batch re-checks it.
+fn test_pause_before_batch(batch: usize) {
+    let Some(path) = std::env::var_os("DWPROV_TEST_PAUSE_BEFORE_BATCH") else {
+        return;
+    };
+    let path = PathBuf::from(path);
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(".tmp");
+    if std::fs::write(&tmp, format!("{batch}\n")).is_err() || std::fs::rename(&tmp, &path).is_err()
+    {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while path.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn save_plan(path: &std::path::Path, inv: &Inventory, prepared: &[fleet::Prepared]) -> Result<()> {

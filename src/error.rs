@@ -93,6 +93,15 @@ pub enum Error {
     /// After converging, the live state still differs from the desired one.
     #[error("{host}: verification found {} object(s) not as desired:\n  {}", .residue.len(), .residue.join("\n  "))]
     Verify { host: String, residue: Vec<String> },
+    /// Refused before changing anything: the host's live state is no longer
+    /// the one its plan was made from (a saved plan, or a host of a later
+    /// `--serial` batch re-gathered just before its batch).
+    #[error("{host}: stale plan: {message}{}", hint_suffix(.hint))]
+    Stale {
+        host: String,
+        message: String,
+        hint: Option<String>,
+    },
     /// Several independent errors found in one pass (e.g. one per host).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Multiple(Vec<Error>),
@@ -153,6 +162,7 @@ impl Error {
             Error::Transport { kind, .. } => kind.to_string(),
             Error::Remote { .. } => "command failed".into(),
             Error::Verify { .. } => "verification residue".into(),
+            Error::Stale { .. } => "stale plan".into(),
             Error::Io { .. } => "io".into(),
             Error::Reverted { cause, .. } => cause.class(),
             Error::Multiple(errs) => errs

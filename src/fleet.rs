@@ -406,12 +406,14 @@ pub fn plan_saved(
     progress.stage(&saved.host, Stage::Gather);
     let facts = gather::gather(t)?;
     if facts.digest != saved.facts_digest {
-        return Err(Error::Invalid {
-            message: format!(
-                "{}: stale plan: the live state changed since the plan was made; nothing was changed on this host",
-                saved.host
+        return Err(Error::Stale {
+            host: saved.host.clone(),
+            message:
+                "the live state changed since the plan was made; nothing was changed on this host"
+                    .into(),
+            hint: Some(
+                "run `dwprov plan -o FILE` again, review it, then apply the new plan".into(),
             ),
-            hint: Some("run `dwprov plan -o FILE` again, review it, then apply the new plan".into()),
         });
     }
     let desired = render::desired_from_artefacts(&saved.artefacts)?;
@@ -493,20 +495,82 @@ pub fn prepare_with(host: &Host, saved: Option<&SavedHost>, opts: &RunOptions) -
 
 /// Converge a prepared host with pending changes. Returns None when there was
 /// nothing to do (or planning had failed).
+///
+/// With `recheck` (hosts of the second and later `--serial` batches, planned
+/// minutes before their turn on a big fleet), the host is gathered again
+/// first and refused as a stale plan, untouched, when its live state is no
+/// longer the one the plan was made from.
 pub fn apply_prepared(
     host: &Host,
     p: &Prepared,
     opts: &RunOptions,
+    recheck: bool,
 ) -> Option<Result<ApplyStats, StagedError>> {
     let plan = p.outcome.plan.as_ref()?;
     if plan.summary.is_empty() && plan.diff.conflicts.is_empty() {
         return None;
     }
     let mut guard = p.transport.lock().ok()?;
+    guard.as_ref()?;
+    if recheck {
+        if let Err(e) = recheck_live_state(host, plan, &mut guard, opts) {
+            opts.progress.finished(&host.name, false);
+            return Some(Err(e));
+        }
+    }
     let t = guard.as_mut()?;
     let r = apply_host(host, plan, t.as_mut(), opts);
     opts.progress.finished(&host.name, r.is_ok());
     Some(r)
+}
+
+/// Gather again (one round trip over the host's open connection, or over a
+/// new one when that died while idle) and refuse when the live state's
+/// digest is not the one the plan was computed from. On success the
+/// connection to apply over is back in `slot`.
+fn recheck_live_state(
+    host: &Host,
+    plan: &HostPlan,
+    slot: &mut Option<Box<dyn Transport>>,
+    opts: &RunOptions,
+) -> Result<(), StagedError> {
+    opts.progress.stage(&host.name, Stage::Gather);
+    let mut stage = Stage::Gather;
+    let mut idle = slot.take();
+    let regathered = once_more_on_channel_error(|| {
+        let mut t = match idle.take() {
+            Some(t) => t,
+            None => {
+                stage = Stage::Connect;
+                opts.progress.stage(&host.name, Stage::Connect);
+                let t = transport::connect(&host.connection, &host.name, &opts.connect)?;
+                stage = Stage::Gather;
+                opts.progress.stage(&host.name, Stage::Gather);
+                t
+            }
+        };
+        let facts = gather::gather(t.as_mut())?;
+        Ok((t, facts))
+    });
+    let (t, facts) = regathered.map_err(|error| StagedError { stage, error })?;
+    if facts.digest != plan.facts_digest {
+        return Err(StagedError {
+            stage: Stage::Gather,
+            error: Error::Stale {
+                host: host.name.clone(),
+                message: "the live state changed since it was planned at the start of this rollout \
+                          (re-gathered before its batch); nothing was changed on this host"
+                    .into(),
+                hint: Some(
+                    "run `dwprov plan` to see what changed, then `dwprov apply` again for this host \
+                     (--retry-file lists it for --limit @FILE)"
+                        .into(),
+                ),
+            },
+        });
+    }
+    *slot = Some(t);
+    Ok(())
 }
 
 impl Prepared {

@@ -133,6 +133,43 @@ impl Fleet {
         )
     }
 
+    /// Kill the processes serving `host`'s open SSH connections (every
+    /// descendant of its sshd listener, found by pid), as if the sessions
+    /// died while idle. Returns how many processes were killed.
+    fn kill_ssh_sessions(&self, host: &str) -> usize {
+        let pidfile = self.dir.join("gw").join(host).join("sshd.pid");
+        let listener: u32 = fs::read_to_string(&pidfile)
+            .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()))
+            .trim()
+            .parse()
+            .expect("sshd pid");
+        let parents: Vec<(u32, u32)> = fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+                // pid (comm) state ppid ...: comm may hold spaces.
+                let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+                Some((pid, ppid.parse().ok()?))
+            })
+            .collect();
+        let mut doomed = vec![];
+        let mut frontier = vec![listener];
+        while let Some(p) = frontier.pop() {
+            for &(pid, _) in parents.iter().filter(|(_, pp)| *pp == p) {
+                doomed.push(pid);
+                frontier.push(pid);
+            }
+        }
+        for pid in &doomed {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        doomed.len()
+    }
+
     fn assert_untouched(&self, host: &str) {
         let owned = self.owned(host);
         assert!(
@@ -367,6 +404,97 @@ fn assert_ok_applied(h: &Value) {
 fn assert_skipped(h: &Value) {
     assert_eq!(h["skipped"], true, "not skipped: {h:#}");
     assert!(h["applied"].is_null(), "{h:#}");
+}
+
+/// A dwprov run with the test hook DWPROV_TEST_PAUSE_BEFORE_BATCH: it
+/// pauses before each batch after the first (writing the batch number to
+/// the pause file) until the test removes the file.
+struct PausedApply {
+    child: std::process::Child,
+    pause: PathBuf,
+    out: PathBuf,
+    err: PathBuf,
+    started: std::time::Instant,
+}
+
+impl PausedApply {
+    fn start(f: &Fleet, args: &[&str]) -> PausedApply {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pause = f.dir.join(format!("pause-{n}"));
+        let (out, err) = (
+            f.dir.join(format!("run-{n}.out")),
+            f.dir.join(format!("run-{n}.err")),
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec"])
+            .arg(format!("{}ctl", f.prefix))
+            .arg(DWPROV)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("DWPROV_TEST_PAUSE_BEFORE_BATCH", &pause)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run dwprov {args:?}: {e}"));
+        PausedApply {
+            child,
+            pause,
+            out,
+            err,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            fs::read_to_string(&self.out).unwrap_or_default(),
+            fs::read_to_string(&self.err).unwrap_or_default()
+        )
+    }
+
+    /// Until dwprov waits before batch `batch` (1-based).
+    fn wait_for_pause(&mut self, batch: usize) {
+        let want = format!("{batch}\n");
+        while fs::read_to_string(&self.pause).ok() != Some(want.clone()) {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                panic!(
+                    "dwprov ended ({st}) before pausing at batch {batch}:\n{}",
+                    self.logs()
+                );
+            }
+            assert!(
+                self.started.elapsed().as_secs() < 120,
+                "no pause before batch {batch}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn resume(&self) {
+        fs::remove_file(&self.pause).expect("remove the pause file");
+    }
+
+    /// Exit status, stdout, and both outputs for messages.
+    fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                break st;
+            }
+            if self.started.elapsed().as_secs() > 300 {
+                let _ = self.child.kill();
+                panic!("dwprov did not finish:\n{}", self.logs());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        (
+            status,
+            fs::read_to_string(&self.out).unwrap_or_default(),
+            self.logs(),
+        )
+    }
 }
 
 // ------------------------------------------------------------------ tests
@@ -893,6 +1021,136 @@ fn saved_plan_refuses_a_drifted_host() {
         "json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+}
+
+/// `--serial 1,100%` plans every host first, then rolls out the canary; the
+/// hosts of batch 2 are gathered again just before their batch. Paused there
+/// (test hook DWPROV_TEST_PAUSE_BEFORE_BATCH), gw003 is changed by hand and
+/// gw004's idle SSH connection is killed: gw003 is refused as a stale plan
+/// (failed, class "stale plan", untouched, in the retry file), gw004 is
+/// re-checked over a new connection and applied, gw002 over the connection
+/// it was planned on. A rerun for the retry file applies gw003.
+#[test]
+fn later_batch_host_changed_during_rollout_is_refused_as_stale() {
+    let f = Fleet::up(4, &[]);
+    let inv = f.inventory();
+    let retry = f.dir.join("retry.txt");
+    let mut run = PausedApply::start(
+        &f,
+        &[
+            "apply",
+            "-i",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--serial",
+            "1,100%",
+            "--format",
+            "json",
+            "--retry-file",
+            retry.to_str().unwrap(),
+        ],
+    );
+    run.wait_for_pause(2);
+    // Between the batches: the canary is done, batch 2 not started.
+    f.assert_applied("gw001");
+    for name in ["gw002", "gw003", "gw004"] {
+        f.assert_untouched(name);
+    }
+    f.gw_sh(
+        "gw003",
+        "ip route add 10.98.0.0/16 via 203.0.113.1 proto static",
+    );
+    let killed = f.kill_ssh_sessions("gw004");
+    assert!(killed > 0, "gw004 had no SSH session to kill");
+    run.resume();
+    let (status, stdout, logs) = run.finish();
+    assert_eq!(status.code(), Some(1), "gw003 failed: exit 1\n{logs}");
+    let doc: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{logs}"));
+    let hs = hosts(&doc);
+    let stale = host(&hs, "gw003");
+    assert_eq!(stale["error"]["class"], "stale plan", "{stale:#}");
+    assert_eq!(stale["failed_stage"], "gather", "{stale:#}");
+    assert_eq!(stale["skipped"], false, "{stale:#}");
+    assert!(stale["applied"].is_null(), "{stale:#}");
+    assert!(stale["plan"].is_object(), "{stale:#}");
+    let msg = stale["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("gw003: stale plan") && msg.contains("nothing was changed"),
+        "{msg}"
+    );
+    f.assert_untouched("gw003");
+    assert!(f
+        .gw_sh("gw003", "ip route show")
+        .contains("10.98.0.0/16 via 203.0.113.1 dev eth2 proto static"));
+    for name in ["gw001", "gw002", "gw004"] {
+        assert_ok_applied(host(&hs, name));
+        f.assert_applied(name);
+    }
+    assert_eq!(fs::read_to_string(&retry).unwrap(), "gw003\n");
+    // SSH logins: plan + verify; gw003 was re-checked over its planning
+    // connection and refused; gw004's died while idle: one more.
+    for (name, logins) in [("gw001", 2), ("gw002", 2), ("gw003", 1), ("gw004", 3)] {
+        let log = fs::read_to_string(f.dir.join("gw").join(name).join("sshd.log")).unwrap();
+        assert_eq!(
+            log.matches("Accepted publickey for root").count(),
+            logins,
+            "{name}:\n{log}"
+        );
+    }
+
+    // Run again for the retry file: gw003 is planned afresh and applied;
+    // the route added by hand is not dwprov's and stays.
+    let o = f.dwprov(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        &format!("@{}", retry.display()),
+        "--yes",
+        "--serial",
+        "1,100%",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    f.assert_applied("gw003");
+    assert!(f
+        .gw_sh("gw003", "ip route show")
+        .contains("10.98.0.0/16 via 203.0.113.1 dev eth2 proto static"));
+}
+
+/// Re-checking a later batch must not refuse a host whose live state did
+/// not change. An address with a finite lifetime (DHCP, SLAAC-like) does:
+/// `ip -j addr` shows its remaining valid_life_time, which counts down, and
+/// the facts digest hashes that output, so such a host reads as changed a
+/// second later and is refused as stale (saved plans have the same problem).
+#[test]
+#[ignore = "gather's facts digest includes address lifetimes, which count down: fix in src/gather.rs, then un-ignore"]
+fn later_batch_host_with_a_dhcp_like_address_is_not_stale() {
+    let f = Fleet::up(2, &[]);
+    let inv = f.inventory();
+    f.gw_sh(
+        "gw002",
+        "ip addr add 192.0.2.9/32 dev eth0p valid_lft 3600 preferred_lft 3600",
+    );
+    let mut run = PausedApply::start(
+        &f,
+        &[
+            "apply",
+            "-i",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--serial",
+            "1,100%",
+            "--format",
+            "json",
+        ],
+    );
+    run.wait_for_pause(2);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    run.resume();
+    let (status, _, logs) = run.finish();
+    assert_eq!(status.code(), Some(0), "{logs}");
+    f.assert_applied("gw002");
 }
 
 /// An apply that fails its writability preflight changed nothing and took
