@@ -1124,7 +1124,6 @@ fn later_batch_host_changed_during_rollout_is_refused_as_stale() {
 /// the facts digest hashes that output, so such a host reads as changed a
 /// second later and is refused as stale (saved plans have the same problem).
 #[test]
-#[ignore = "gather's facts digest includes address lifetimes, which count down: fix in src/gather.rs, then un-ignore"]
 fn later_batch_host_with_a_dhcp_like_address_is_not_stale() {
     let f = Fleet::up(2, &[]);
     let inv = f.inventory();
