@@ -163,9 +163,10 @@ pub struct ApplyArgs {
     pub yes: bool,
     /// Roll out in batches: a number, a percentage, or a list (`1,10%,100%`);
     /// the first batch is the canary, the last size repeats. Every host is
-    /// planned first; a host of a later batch is gathered again just before
-    /// its batch and refused as a stale plan (untouched, counted as failed)
-    /// when its live state changed since.
+    /// planned first; a host of a later batch (and, after a [y/N] prompt,
+    /// of every batch) is gathered again just before its batch and refused
+    /// as a stale plan (untouched, counted as failed) when its live state
+    /// changed since.
     #[arg(long, value_name = "SIZES")]
     pub serial: Option<String>,
     /// Stop the rollout when a batch fails more than this percentage of its hosts
@@ -772,11 +773,12 @@ fn rollout(
             outcomes.extend(batch.into_iter().map(fleet::Prepared::skip));
             continue;
         }
-        // Batch 1 was just planned. Later batches were planned before the
-        // earlier ones rolled out: each of their hosts is gathered again and
-        // refused as stale when its live state changed in the meantime.
-        let recheck = n > 0;
-        if recheck {
+        // Batch 1 was just planned, unless a person was asked first (the
+        // prompt may have waited minutes). Later batches were planned before
+        // the earlier ones rolled out. Such hosts are gathered again and
+        // refused as stale when their live state changed in the meantime.
+        let recheck = n > 0 || !mode.yes;
+        if n > 0 {
             test_pause_before_batch(n + 1);
         }
         let results = fleet::parallel(&batch, opts.forks, |p| {
