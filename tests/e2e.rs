@@ -284,3 +284,52 @@ fn an_unreachable_host_fails_alone_with_a_clear_message() {
         "only the unreachable host fails: {stderr}"
     );
 }
+
+/// `apply` without `--yes` at a terminal asks, and applies on "y". The plan
+/// was made before the question: a host whose live state changed while the
+/// prompt waited is refused as a stale plan and left as it is. Runs dwprov
+/// under a pseudo-terminal (`script` from bsdutils).
+#[test]
+fn the_prompt_applies_on_yes_and_refuses_a_host_that_changed_meanwhile() {
+    use std::io::{Read, Write};
+    let lab = Lab::up();
+    let inv = inventory(&lab, "fwmark", FORWARDS, CNC_ROUTES);
+    // Run apply at a pty; before answering, optionally change the gateway.
+    let at_prompt = |drift: bool| -> String {
+        let cmd = format!(
+            "ip netns exec {} {} apply -i {}",
+            lab.ns("ctl"),
+            common::DWPROV,
+            inv.display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qfec", &cmd, "/dev/null"])
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (bsdutils)");
+        let mut out = child.stdout.take().unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("[y/N]") {
+            let n = out.read(&mut buf).unwrap();
+            assert!(n > 0, "no prompt:\n{}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        if drift {
+            lab.sh_ok("gw", "ip route add 10.123.0.0/16 dev eth1 table 100");
+        }
+        child.stdin.as_mut().unwrap().write_all(b"y\n").unwrap();
+        out.read_to_end(&mut seen).unwrap();
+        assert!(child.wait().unwrap().code().is_some());
+        String::from_utf8_lossy(&seen).into_owned()
+    };
+    let refused = at_prompt(true);
+    assert!(refused.contains("stale plan"), "{refused}");
+    let rules = lab.sh_ok("gw", "ip rule");
+    assert!(!rules.contains("lookup 100"), "nothing applied: {rules}");
+    let applied = at_prompt(false);
+    assert!(applied.contains("1 changed"), "{applied}");
+    assert_eq!(plan_code(&lab, &inv), 0, "{applied}");
+}
