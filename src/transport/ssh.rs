@@ -216,6 +216,7 @@ impl SshTransport {
             // Due ones only; EAGAIN is fine: libssh2 finishes it on the next call.
             let _ = self.session.keepalive_send();
         }
+        quickack(self.sock.as_raw_fd());
         poll_fd(self.sock.as_raw_fd(), inbound || !outbound, outbound, slice);
         Ok(())
     }
@@ -1179,6 +1180,30 @@ pub(crate) fn poll_fds(fds: &[(RawFd, bool, bool)], dur: Duration) {
     unsafe {
         libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms);
     }
+}
+
+/// ACK what has arrived now instead of after the delayed-ACK timer (40 ms
+/// on Linux). sshd sends non-interactive sessions with Nagle on: right after
+/// auth it sends its host keys, and its channel-open confirmation then waits
+/// for our ACK of those, which the kernel would delay, costing 40 ms per
+/// connection. Quick-ACK mode does not stick, so this runs before each wait.
+fn quickack(fd: RawFd) {
+    #[cfg(target_os = "linux")]
+    {
+        let one: libc::c_int = 1;
+        // SAFETY: a valid fd and option buffer; failure only costs latency.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
 }
 
 #[cfg(test)]
