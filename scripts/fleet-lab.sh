@@ -60,6 +60,9 @@
 set -euo pipefail
 
 readonly MARKER=".dwprov-fleet-lab"   # only directories carrying this are ever rm -rf'd
+# wait_for and the teardown, shared with lab.sh.
+# shellcheck source=lab-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lab-lib.sh"
 readonly SSHD="/usr/sbin/sshd"        # sshd re-execs itself: it needs an absolute path
 readonly DOWN_ADDR="10.10.255.254"    # the unreachable host's address
 readonly BASTION_ADDR="10.10.0.2"     # the bastion on the controller's switch
@@ -135,17 +138,6 @@ lab_namespaces() {
             printf '%s\n' "$name"
         fi
     done
-}
-
-# Poll CMD every 0.2 s for at most $1 seconds.
-wait_for() {
-    local seconds=$1 i
-    shift
-    for ((i = 0; i < seconds * 5; i++)); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.2
-    done
-    return 1
 }
 
 # sshd's pid of gateway NAME if alive and really in that gateway's namespace.
@@ -627,55 +619,8 @@ tear down:
 EOF
 }
 
-# Processes that must survive a teardown: ourselves and our ancestors.
-protected_pids() {
-    local pid=$$
-    while [[ "$pid" =~ ^[0-9]+$ ]] && ((pid > 1)); do
-        echo "$pid"
-        pid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || break
-    done
-}
-
-lab_pids() {
-    local n protected
-    protected=$(protected_pids)
-    for n in $(lab_namespaces); do
-        ip netns pids "$n" 2>/dev/null || true
-    done | grep -vxF -f <(printf '%s\n' "$protected") || true
-}
-
-no_lab_pids() { [[ -z "$(lab_pids)" ]]; }
-
-kill_lab_processes() {
-    local pids i
-    pids=$(lab_pids)
-    [[ -n "$pids" ]] || return 0
-    # shellcheck disable=SC2086 # word splitting of the pid list is intended
-    kill -TERM $pids 2>/dev/null || true
-    for ((i = 0; i < 25; i++)); do
-        [[ -n "$(lab_pids)" ]] || return 0
-        sleep 0.2
-    done
-    pids=$(lab_pids)
-    warn "processes survived SIGTERM, killing: $(echo $pids)"
-    # shellcheck disable=SC2086
-    kill -KILL $pids 2>/dev/null || true
-    wait_for 5 no_lab_pids || warn "processes still alive: $(echo $(lab_pids))"
-}
-
 do_down() {
-    local n
-    kill_lab_processes
-    for n in $(lab_namespaces); do
-        ip netns del "$n" || warn "could not delete namespace $n"
-    done
-    if [[ -e "$DIR" ]]; then
-        if [[ -e "$DIR/$MARKER" ]]; then
-            rm -rf -- "$DIR"
-        else
-            warn "$DIR is not a fleet lab dir (no $MARKER), leaving it alone"
-        fi
-    fi
+    teardown_lab
     log "down: prefix $PREFIX"
 }
 

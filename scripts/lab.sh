@@ -31,6 +31,10 @@ readonly ROLES=(gw ctl ctc cnc uctc ucnc lan srv cli)
 readonly MARKER=".dwprov-lab"   # only directories carrying this are ever rm -rf'd
 readonly PYTHON="${DWLAB_PYTHON:-/usr/bin/python3}"
 readonly SSHD="/usr/sbin/sshd"  # sshd re-execs itself: it needs an absolute path
+# wait_for and the teardown, shared with fleet-lab.sh (`dwprov lab` writes it
+# next to its copy of this script).
+# shellcheck source=lab-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lab-lib.sh"
 
 PREFIX="dwlab-"
 DIR="/tmp/dwprov-lab"
@@ -71,6 +75,14 @@ ns() { printf '%s%s' "$PREFIX" "$1"; }
 
 ns_exists() { [[ -e "/run/netns/$(ns "$1")" ]]; }
 
+# Every namespace of this lab that exists (lab-lib.sh tears these down).
+lab_namespaces() {
+    local role
+    for role in "${ROLES[@]}"; do
+        if ns_exists "$role"; then printf '%s\n' "$(ns "$role")"; fi
+    done
+}
+
 # Run a command inside a role's network namespace.
 in_ns() {
     local role=$1
@@ -92,17 +104,6 @@ sshd_pid() {
 print_sshd_pid() {
     sshd_pid || return 1
     cat "$DIR/sshd.pid"
-}
-
-# Poll CMD every 0.2 s for at most $1 seconds.
-wait_for() {
-    local seconds=$1 i
-    shift
-    for ((i = 0; i < seconds * 5; i++)); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.2
-    done
-    return 1
 }
 
 # ---------------------------------------------------------------- arguments
@@ -464,59 +465,8 @@ do_up() {
     print_summary
 }
 
-# Processes that must survive a teardown: ourselves and our ancestors (someone
-# may run `lab.sh down` from inside a lab namespace).
-protected_pids() {
-    local pid=$$
-    while [[ "$pid" =~ ^[0-9]+$ ]] && ((pid > 1)); do
-        echo "$pid"
-        pid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || break
-    done
-}
-
-lab_pids() {
-    local role protected
-    protected=$(protected_pids)
-    for role in "${ROLES[@]}"; do
-        ns_exists "$role" || continue
-        ip netns pids "$(ns "$role")" 2>/dev/null || true
-    done | grep -vxF -f <(printf '%s\n' "$protected") || true
-}
-
-no_lab_pids() { [[ -z "$(lab_pids)" ]]; }
-
-kill_lab_processes() {
-    local pids i
-    pids=$(lab_pids)
-    [[ -n "$pids" ]] || return 0
-    # shellcheck disable=SC2086 # word splitting of the pid list is intended
-    kill -TERM $pids 2>/dev/null || true
-    for ((i = 0; i < 25; i++)); do
-        [[ -n "$(lab_pids)" ]] || return 0
-        sleep 0.2
-    done
-    pids=$(lab_pids)
-    warn "processes survived SIGTERM, killing: $(echo $pids)"
-    # shellcheck disable=SC2086
-    kill -KILL $pids 2>/dev/null || true
-    wait_for 5 no_lab_pids || warn "processes still alive: $(echo $(lab_pids))"
-}
-
 do_down() {
-    local role
-    kill_lab_processes
-    for role in "${ROLES[@]}"; do
-        if ns_exists "$role"; then
-            ip netns del "$(ns "$role")" || warn "could not delete namespace $(ns "$role")"
-        fi
-    done
-    if [[ -e "$DIR" ]]; then
-        if [[ -e "$DIR/$MARKER" ]]; then
-            rm -rf -- "$DIR"
-        else
-            warn "$DIR is not a lab dir (no $MARKER), leaving it alone"
-        fi
-    fi
+    teardown_lab
     log "down: prefix $PREFIX"
 }
 

@@ -180,7 +180,8 @@ pub struct ApplyArgs {
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub confirm_timeout: u64,
     /// Apply without snapshot and self-revert: a change that cuts the
-    /// management path then strands the gateway. Not recommended.
+    /// management path then strands the gateway. Not recommended. The result
+    /// is verified in the apply's own round trip (no new connection).
     #[arg(long)]
     pub no_confirm: bool,
 }

@@ -177,6 +177,11 @@ impl Caps {
 
 /// Build the script that applies `changes` (no snapshot, no revert).
 pub fn script(changes: &[Change], caps: Caps) -> ApplyScript {
+    script_then(changes, caps, "exit 0\n")
+}
+
+/// The script that applies `changes`, then runs `tail`.
+fn script_then(changes: &[Change], caps: Caps, tail: &str) -> ApplyScript {
     let mut out = ApplyScript::default();
     let d = delimiter();
     let mut s = prelude();
@@ -192,7 +197,7 @@ pub fn script(changes: &[Change], caps: Caps) -> ApplyScript {
         );
     }
     s.push_str(&body(changes, &d, &mut out, caps));
-    s.push_str("exit 0\n");
+    s.push_str(tail);
     out.script = s;
     out
 }
@@ -201,10 +206,7 @@ pub fn script(changes: &[Change], caps: Caps) -> ApplyScript {
 /// framed by `marker`): the verification of an apply without a new
 /// connection (`--no-confirm`).
 pub fn script_verified(changes: &[Change], caps: Caps, marker: &str) -> ApplyScript {
-    let mut out = script(changes, caps);
-    out.script.truncate(out.script.len() - "exit 0\n".len());
-    out.script.push_str(&crate::gather::script(marker));
-    out
+    script_then(changes, caps, &crate::gather::script(marker))
 }
 
 /// `iptables-restore --noflush --test` of the payload as a background job

@@ -17,6 +17,8 @@ use crate::{Error, Result};
 pub const SCRIPT: &str = include_str!("../scripts/lab.sh");
 /// The HTTP echo server the lab runs on srv, gw, uctc and ucnc.
 pub const ECHO_SERVER: &str = include_str!("../scripts/echo_server.py");
+/// Sourced by the lab script (wait_for, teardown), next to it.
+pub const LAB_LIB: &str = include_str!("../scripts/lab-lib.sh");
 
 /// Exit status with which `lab.sh status` reports a lab that is not (fully) up.
 const STATUS_NOT_UP: i32 = 3;
@@ -101,6 +103,7 @@ impl ScriptDir {
         };
         write_file(&dir.script, SCRIPT)?;
         write_file(&dir.echo_server, ECHO_SERVER)?;
+        write_file(&dir.path.join("lab-lib.sh"), LAB_LIB)?;
         Ok(dir)
     }
 }

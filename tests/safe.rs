@@ -351,3 +351,68 @@ fn no_confirm_verifies_in_the_same_round_trip() {
     assert_eq!(plan_code(&lab, &inv), 0);
     assert_traffic(&lab, true);
 }
+
+/// An iptables payload the kernel side rejects (`iptables-restore --test`
+/// fails; here a stand-in bind-mounted in the gateway's own mount
+/// namespace) stops the apply before any change: the revert timer that was
+/// already launched is stopped again, and nothing else is left behind.
+#[test]
+fn a_rejected_iptables_payload_changes_nothing_and_stops_the_timer() {
+    let lab = Lab::up();
+    let inv = inventory(&lab, "fwmark", FORWARDS, CNC_ROUTES);
+    // iptables-restore and iptables-save are links to one multi-call
+    // binary, and a bind mount lands on that binary: the stand-in serves
+    // every name from a copy of it and fails only `iptables-restore --test`.
+    let real = lab.sh_ok("gw", "readlink -f /usr/sbin/iptables-restore");
+    let copy = lab.dir.join("xtables-multi-copy");
+    std::fs::copy(real.trim(), &copy).unwrap();
+    let fake = lab.dir.join("xtables-multi-rejects-tests");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nn=${{0##*/}}\n\
+             if [ \"$n\" = iptables-restore ]; then for a; do [ \"$a\" = --test ] && {{ echo 'iptables-restore: line 3 failed' >&2; exit 1; }}; done; fi\n\
+             exec {} \"$n\" \"$@\"\n",
+            copy.display()
+        ),
+    )
+    .unwrap();
+    lab.sh_ok(
+        "gw",
+        &format!(
+            "chmod 755 {0} {1} && mount --bind {0} {2}",
+            fake.display(),
+            copy.display(),
+            real.trim()
+        ),
+    );
+    let before = lab.sh_ok("gw", SNAPSHOT);
+    let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout) + String::from_utf8_lossy(&o.stderr);
+    assert!(
+        out.contains("iptables-restore --test rejected the payload")
+            && out.contains("nothing was changed")
+            && out.contains("line 3 failed"),
+        "{out}"
+    );
+    assert!(!out.contains("reverted"), "nothing to revert: {out}");
+    assert_eq!(before, lab.sh_ok("gw", SNAPSHOT), "nothing may change");
+    // No revert timer left running (its `sleep` would fire revert.sh later).
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", &lab.ns("gw")])
+        .output()
+        .unwrap();
+    let timers: Vec<String> = String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter_map(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("revert.sh"))
+        .collect();
+    assert!(timers.is_empty(), "{timers:?}");
+    let pidfiles = lab.sh_ok(
+        "gw",
+        "ls /var/lib/dwprov/snapshots/*/timer.pid 2>/dev/null | wc -l",
+    );
+    assert_eq!(pidfiles.trim(), "0");
+}

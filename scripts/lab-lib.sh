@@ -1,0 +1,69 @@
+# Shared by scripts/lab.sh and scripts/fleet-lab.sh (sourced, bash): waiting
+# and tearing a lab down. The sourcing script defines `warn` and
+# `lab_namespaces` (every namespace of its lab, built or half-built), and
+# sets DIR and MARKER.
+
+# Poll CMD every 0.2 s for at most $1 seconds.
+wait_for() {
+    local seconds=$1 i
+    shift
+    for ((i = 0; i < seconds * 5; i++)); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    return 1
+}
+
+# Processes that must survive a teardown: ourselves and our ancestors.
+protected_pids() {
+    local pid=$$
+    while [[ "$pid" =~ ^[0-9]+$ ]] && ((pid > 1)); do
+        echo "$pid"
+        pid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || break
+    done
+}
+
+# Every process in the lab's namespaces, but ours.
+lab_pids() {
+    local n protected
+    protected=$(protected_pids)
+    for n in $(lab_namespaces); do
+        ip netns pids "$n" 2>/dev/null || true
+    done | grep -vxF -f <(printf '%s\n' "$protected") || true
+}
+
+no_lab_pids() { [[ -z "$(lab_pids)" ]]; }
+
+kill_lab_processes() {
+    local pids i
+    pids=$(lab_pids)
+    [[ -n "$pids" ]] || return 0
+    # shellcheck disable=SC2086 # word splitting of the pid list is intended
+    kill -TERM $pids 2>/dev/null || true
+    for ((i = 0; i < 25; i++)); do
+        [[ -n "$(lab_pids)" ]] || return 0
+        sleep 0.2
+    done
+    pids=$(lab_pids)
+    warn "processes survived SIGTERM, killing: $(echo $pids)"
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true
+    wait_for 5 no_lab_pids || warn "processes still alive: $(echo $(lab_pids))"
+}
+
+# Kill the lab's processes, delete its namespaces, and remove DIR if it
+# carries MARKER (a directory without it is never rm -rf'd).
+teardown_lab() {
+    local n
+    kill_lab_processes
+    for n in $(lab_namespaces); do
+        ip netns del "$n" || warn "could not delete namespace $n"
+    done
+    if [[ -e "$DIR" ]]; then
+        if [[ -e "$DIR/$MARKER" ]]; then
+            rm -rf -- "$DIR"
+        else
+            warn "$DIR is not a lab dir (no $MARKER), leaving it alone"
+        fi
+    fi
+}
