@@ -244,8 +244,10 @@ impl Default for Safety {
     }
 }
 
-/// Converge one host to its plan, then verify over a new connection; with
-/// `opts.safety.confirm`, the gateway reverts by itself unless verified.
+/// Converge one host to its plan. Commit-confirmed (the default): snapshot
+/// and armed revert first, then verify over a new connection and confirm;
+/// the gateway reverts by itself unless confirmed. With `--no-confirm`:
+/// verified in the apply's own round trip.
 pub fn apply_host(
     host: &Host,
     plan: &HostPlan,
@@ -281,7 +283,11 @@ fn apply_host_at(
         });
     }
     opts.progress.stage(&plan.host, Stage::Apply);
+    let caps = converge::Caps::of(&plan.facts);
     let safety = opts.safety;
+    if !safety.confirm {
+        return apply_unconfirmed(plan, t, opts, stage, caps);
+    }
     let id = crate::safe::snapshot_id();
     let reverted = |cause: Error, pending: bool| Error::Reverted {
         snapshot: id.clone(),
@@ -289,34 +295,6 @@ fn apply_host_at(
         pending,
         cause: Box::new(cause),
     };
-    let caps = converge::Caps::of(&plan.facts);
-    if !safety.confirm {
-        // No revert to disarm: verify in the same round trip.
-        let m = gather::marker();
-        let script = converge::script_verified(&plan.diff.changes, caps, &m);
-        let out = t.run_script(&script.script)?;
-        if out.status != 0 {
-            return Err(Error::Remote {
-                host: plan.host.clone(),
-                what: "apply".into(),
-                status: out.status,
-                stderr: out.stderr_str().trim().to_string(),
-            });
-        }
-        opts.progress.stage(&plan.host, Stage::Verify);
-        *stage = Stage::Verify;
-        let facts = gather::facts_from_output(&plan.host, &out, &m)?;
-        check_residue(plan, &facts)?;
-        return Ok(ApplyStats {
-            changes: plan.diff.changes.len(),
-            ip_lines: script.ip_lines,
-            iptables_lines: script.iptables_lines,
-            script_bytes: script.script.len(),
-            remote_commands: script.commands,
-            round_trips: t.round_trips(),
-            snapshot: None,
-        });
-    }
     let script: ApplyScript = crate::safe::apply_script(
         &plan.diff.changes,
         &plan.facts.state,
@@ -370,6 +348,41 @@ fn apply_host_at(
         remote_commands: script.commands,
         round_trips: t.round_trips() + t2.round_trips(),
         snapshot: Some(id),
+    })
+}
+
+/// `--no-confirm`: no snapshot and no revert to disarm, so the apply script
+/// verifies in its own round trip (it ends with a gather).
+fn apply_unconfirmed(
+    plan: &HostPlan,
+    t: &mut dyn Transport,
+    opts: &RunOptions,
+    stage: &mut Stage,
+    caps: converge::Caps,
+) -> Result<ApplyStats> {
+    let m = gather::marker();
+    let script = converge::script_verified(&plan.diff.changes, caps, &m);
+    let out = t.run_script(&script.script)?;
+    if out.status != 0 {
+        return Err(Error::Remote {
+            host: plan.host.clone(),
+            what: "apply".into(),
+            status: out.status,
+            stderr: out.stderr_str().trim().to_string(),
+        });
+    }
+    opts.progress.stage(&plan.host, Stage::Verify);
+    *stage = Stage::Verify;
+    let facts = gather::facts_from_output(&plan.host, &out, &m)?;
+    check_residue(plan, &facts)?;
+    Ok(ApplyStats {
+        changes: plan.diff.changes.len(),
+        ip_lines: script.ip_lines,
+        iptables_lines: script.iptables_lines,
+        script_bytes: script.script.len(),
+        remote_commands: script.commands,
+        round_trips: t.round_trips(),
+        snapshot: None,
     })
 }
 
