@@ -185,18 +185,20 @@ fn script_then(changes: &[Change], caps: Caps, tail: &str) -> ApplyScript {
     let mut out = ApplyScript::default();
     let d = delimiter();
     let mut s = prelude();
-    // The iptables payload is tested before anything changes.
-    if let Some((test, tables)) = iptables_test(changes, &d, &mut out) {
-        s.push_str(&test);
-        let _ = writeln!(
-            s,
-            "wait $tp || fail {}",
-            sh_quote(&format!(
-                "iptables-restore --test rejected the payload (tables {tables}); nothing was changed"
-            ))
-        );
+    // The iptables payload is tested before anything changes, while the
+    // new files are staged.
+    let test = iptables_test(changes, &d, &mut out);
+    let body = body(changes, &d, &mut out, caps);
+    if let Some((start, _)) = &test {
+        s.push_str(start);
     }
-    s.push_str(&body(changes, &d, &mut out, caps));
+    s.push_str(&body.stage);
+    if let Some((_, tables)) = &test {
+        s.push_str(&body.wait_for_test(&format!(
+            "iptables-restore --test rejected the payload (tables {tables}); nothing was changed"
+        )));
+    }
+    s.push_str(&body.commit);
     s.push_str(tail);
     out.script = s;
     out
@@ -229,30 +231,62 @@ pub fn iptables_test(
     Some((s, tables.join(", ")))
 }
 
+/// The commands that apply `changes`, in two parts. `stage` writes each new
+/// file's content to a temp file beside it and changes nothing, so it can
+/// run while the iptables payload is tested; `commit` renames the temp files
+/// into place and changes the kernel state.
+#[derive(Debug, Default)]
+pub struct Body {
+    pub stage: String,
+    pub commit: String,
+    /// The temp files `stage` writes (shell-quoted).
+    pub staged: Vec<String>,
+}
+
+impl Body {
+    /// Wait for the background `iptables-restore --test` (`$tp`); when it
+    /// failed, remove the staged files and stop with `message` (through
+    /// `fail`, which the caller defines).
+    pub fn wait_for_test(&self, message: &str) -> String {
+        let cleanup = if self.staged.is_empty() {
+            String::new()
+        } else {
+            format!("rm -f {}; ", self.staged.join(" "))
+        };
+        format!("wait $tp || {{ {cleanup}fail {}; }}\n", sh_quote(message))
+    }
+}
+
 /// The commands that apply `changes`, counting what they send into `out`.
-pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> String {
-    let mut s = String::new();
+pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> Body {
+    let mut b = Body::default();
     // Files: temp file in the same directory, then rename over the target;
     // a big file that exists is sent as an edit of what is there.
     for c in changes {
         if let Change::File { path, from, to } = c {
             out.files += 1;
-            let delta = match (from, to) {
-                (Some(old), Some(new)) if caps.file_delta => file_delta_commands(path, old, new, d),
+            let Some(new) = to else {
+                let _ = writeln!(
+                    b.commit,
+                    "rm -f {} || fail {}",
+                    sh_quote(path),
+                    sh_quote(&format!("remove {path}"))
+                );
+                out.commands += 1;
+                continue;
+            };
+            let delta = match from {
+                Some(old) if caps.file_delta => file_delta_commands(path, old, new, d),
                 _ => None,
             };
-            match delta {
-                Some(cmds) => {
-                    s.push_str(&cmds);
-                    out.commands += 3;
-                }
-                None => {
-                    s.push_str(&file_commands(path, to.as_deref(), d));
-                    out.commands += if to.is_some() { 2 } else { 1 };
-                }
-            }
+            out.commands += if delta.is_some() { 3 } else { 2 };
+            b.stage
+                .push_str(&delta.unwrap_or_else(|| stage_file(path, new, d)));
+            b.commit.push_str(&commit_file(path));
+            b.staged.push(sh_quote(&temp_path(path)));
         }
     }
+    let s = &mut b.commit;
     // Sysctls: straight to /proc/sys (the key is its path there).
     for c in changes {
         if let Change::Sysctl { key, to, .. } = c {
@@ -287,53 +321,56 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> S
     let post = crate::boot::post_install(changes);
     s.push_str(&post.script);
     out.commands += post.commands;
+    b
+}
+
+/// The temp file a new content of `path` is staged in (same directory, so
+/// the rename is atomic).
+fn temp_path(path: &str) -> String {
+    format!("{path}.dwprov-tmp")
+}
+
+/// Write `content` to the temp file of `path` (see [`commit_file`]).
+pub fn stage_file(path: &str, content: &str, d: &str) -> String {
+    let dir = std::path::Path::new(path)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".into());
+    let mut s = format!(
+        "[ -d {0} ] || mkdir -p {0} || fail {1}\n",
+        sh_quote(&dir),
+        sh_quote(&format!("mkdir {dir}"))
+    );
+    s.push_str(&heredoc(
+        &format!("cat > {}", sh_quote(&temp_path(path))),
+        &format!("write {path}"),
+        d,
+        content,
+    ));
     s
 }
 
-/// Write `content` to `path` atomically (temp file + rename), or remove it.
-pub fn file_commands(path: &str, content: Option<&str>, d: &str) -> String {
-    let q = sh_quote(path);
-    match content {
-        Some(content) => {
-            let dir = std::path::Path::new(path)
-                .parent()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "/".into());
-            let tmp = format!("{path}.dwprov-tmp");
-            let mut s = format!(
-                "[ -d {0} ] || mkdir -p {0} || fail {1}\n",
-                sh_quote(&dir),
-                sh_quote(&format!("mkdir {dir}"))
-            );
-            s.push_str(&heredoc(
-                &format!("cat > {}", sh_quote(&tmp)),
-                &format!("write {path}"),
-                d,
-                content,
-            ));
-            s.push_str(&format!(
-                "mv -f {} {q} || fail {}\n",
-                sh_quote(&tmp),
-                sh_quote(&format!("rename {path}"))
-            ));
-            s
-        }
-        None => format!(
-            "rm -f {q} || fail {}\n",
-            sh_quote(&format!("remove {path}"))
-        ),
-    }
+/// Rename the staged temp file over `path`: atomic, readers see the old or
+/// the new content.
+pub fn commit_file(path: &str) -> String {
+    format!(
+        "mv -f {} {} || fail {}\n",
+        sh_quote(&temp_path(path)),
+        sh_quote(path),
+        sh_quote(&format!("rename {path}"))
+    )
 }
 
 /// Files smaller than this go whole: an edit saves little and costs two
 /// more programs on the host.
 const DELTA_MIN_BYTES: usize = 16 * 1024;
 
-/// Rewrite `path` from `old` (its content as gathered) to `new` by sending
-/// only the changed lines: `K a b` copies old lines a..b, `I n` inserts the
-/// next n lines; awk builds the temp file, and it replaces `path` only if
-/// its SHA-256 is the planned one (the file changed since gather: fail, the
-/// apply reverts). None when whole is about as small.
+/// Stage the new content `new` of `path` from `old` (its content as
+/// gathered) by sending only the changed lines: `K a b` copies old lines
+/// a..b, `I n` inserts the next n lines; awk builds the temp file, which is
+/// kept only if its SHA-256 is the planned one (the file changed since
+/// gather: fail before anything changed). [`commit_file`] renames it. None
+/// when whole is about as small.
 pub fn file_delta_commands(path: &str, old: &str, new: &str, d: &str) -> Option<String> {
     use sha2::{Digest, Sha256};
     if new.len() < DELTA_MIN_BYTES || !old.ends_with('\n') || !new.ends_with('\n') {
@@ -369,7 +406,7 @@ pub fn file_delta_commands(path: &str, old: &str, new: &str, d: &str) -> Option<
         .map(|b| format!("{b:02x}"))
         .collect();
     let q = sh_quote(path);
-    let tmp = sh_quote(&format!("{path}.dwprov-tmp"));
+    let tmp = sh_quote(&temp_path(path));
     let mut s = format!(
         "awk -v old={q} 'n > 0 {{ print; n--; next }} $1 == \"I\" {{ n = $2 + 0; next }} \
          $1 == \"K\" {{ while (ln < $3 + 0) {{ if ((getline l < old) <= 0) exit 2; ln++; if (ln >= $2 + 0) print l }}; next }} \
@@ -382,11 +419,6 @@ pub fn file_delta_commands(path: &str, old: &str, new: &str, d: &str) -> Option<
         sh_quote(&format!(
             "{path} changed on the host since it was gathered (its edit does not give the planned content)"
         ))
-    );
-    let _ = writeln!(
-        s,
-        "mv -f {tmp} {q} || fail {}",
-        sh_quote(&format!("rename {path}"))
     );
     Some(s)
 }
@@ -547,7 +579,7 @@ mod tests {
         let cmds = file_delta_commands(&path, old, new, &delimiter()).expect("a delta");
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
-            .arg(format!("{}{cmds}", prelude()))
+            .arg(format!("{}{cmds}{}", prelude(), commit_file(&path)))
             .output()
             .unwrap();
         let after = std::fs::read_to_string(&path).unwrap();

@@ -194,16 +194,18 @@ pub fn revert_script(old: &State, desired: &State, dir: &str) -> String {
     s
 }
 
-/// Commands that take the snapshot and arm the revert, before any change.
-/// `test` (the background `iptables-restore --test` and the tables it names)
-/// starts first and is waited for before arming, so it overlaps the snapshot
-/// and a payload it rejects changes nothing.
+/// Commands that take the snapshot, stage the new files and arm the revert,
+/// before any change. `test` (the background `iptables-restore --test` and
+/// the tables it names) starts first and is waited for before arming, so it
+/// overlaps the snapshot and the staging, and a payload it rejects changes
+/// nothing.
 fn snapshot_and_arm(
     old: &State,
     desired: &State,
     id: &str,
     timeout_secs: u64,
     test: Option<(String, String)>,
+    body: &converge::Body,
 ) -> String {
     let d = converge::delimiter();
     let dir = format!("{SNAPSHOT_DIR}/{id}");
@@ -321,14 +323,13 @@ else"
         &d,
         &revert_script(old, desired, &dir),
     ));
+    // The new files go to temp files beside them (no change yet) while the
+    // iptables test may still run.
+    s.push_str(&body.stage);
     if let Some((_, tables)) = &test {
-        let _ = writeln!(
-            s,
-            "wait $tp || nochange {}",
-            sh_quote(&format!(
-                "iptables-restore --test rejected the payload (tables {tables})"
-            ))
-        );
+        s.push_str(&body.wait_for_test(&format!(
+            "iptables-restore --test rejected the payload (tables {tables})"
+        )));
     }
     // The detached timer is up by now (it was launched before the
     // snapshot); wait for its pid only if it is not.
@@ -385,10 +386,17 @@ pub fn apply_script(
     let test = converge::iptables_test(changes, &d, &mut out);
     let body = converge::body(changes, &d, &mut out, caps);
     let mut s = converge::prelude();
-    s.push_str(&snapshot_and_arm(old, desired, id, timeout_secs, test));
+    s.push_str(&snapshot_and_arm(
+        old,
+        desired,
+        id,
+        timeout_secs,
+        test,
+        &body,
+    ));
     s.push_str("( ");
     s.push_str(&converge::prelude());
-    s.push_str(&body);
+    s.push_str(&body.commit);
     s.push_str(")\nrc=$?\n");
     let _ = writeln!(
         s,

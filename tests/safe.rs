@@ -415,4 +415,14 @@ fn a_rejected_iptables_payload_changes_nothing_and_stops_the_timer() {
         "ls /var/lib/dwprov/snapshots/*/timer.pid 2>/dev/null | wc -l",
     );
     assert_eq!(pidfiles.trim(), "0");
+    // The files staged while the test ran are gone again.
+    let staged = lab.sh_ok(
+        "gw",
+        "find /etc -name '*.dwprov-tmp' | wc -l; ls -A /etc/dwprov 2>/dev/null | wc -l",
+    );
+    assert_eq!(
+        staged.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0"],
+        "{staged}"
+    );
 }
