@@ -187,17 +187,10 @@ fn script_then(changes: &[Change], caps: Caps, tail: &str) -> ApplyScript {
     let mut s = prelude();
     // The iptables payload is tested before anything changes, while the
     // new files are staged.
-    let test = iptables_test(changes, &d, &mut out);
     let body = body(changes, &d, &mut out, caps);
-    if let Some((start, _)) = &test {
-        s.push_str(start);
-    }
+    s.push_str(&body.test_start);
     s.push_str(&body.stage);
-    if let Some((_, tables)) = &test {
-        s.push_str(&body.wait_for_test(&format!(
-            "iptables-restore --test rejected the payload (tables {tables}); nothing was changed"
-        )));
-    }
+    s.push_str(&body.wait_for_test("; nothing was changed"));
     s.push_str(&body.commit);
     s.push_str(tail);
     out.script = s;
@@ -211,32 +204,17 @@ pub fn script_verified(changes: &[Change], caps: Caps, marker: &str) -> ApplyScr
     script_then(changes, caps, &crate::gather::script(marker))
 }
 
+/// The commands that apply `changes`, in three parts. `test_start` starts
 /// `iptables-restore --noflush --test` of the payload as a background job
-/// (its pid in `$tp`; the caller `wait`s before changing anything), so the
-/// test overlaps the snapshot. Returns it with the tables it names; None
-/// when no iptables table changes.
-pub fn iptables_test(
-    changes: &[Change],
-    d: &str,
-    out: &mut ApplyScript,
-) -> Option<(String, String)> {
-    let payloads = iptables_payloads(changes);
-    if payloads.is_empty() {
-        return None;
-    }
-    let all: String = payloads.values().map(String::as_str).collect();
-    let tables: Vec<&str> = payloads.keys().map(String::as_str).collect();
-    out.commands += 1;
-    let s = format!("iptables-restore --noflush --test >/dev/null <<'{d}' &\n{all}{d}\ntp=$!\n");
-    Some((s, tables.join(", ")))
-}
-
-/// The commands that apply `changes`, in two parts. `stage` writes each new
-/// file's content to a temp file beside it and changes nothing, so it can
-/// run while the iptables payload is tested; `commit` renames the temp files
-/// into place and changes the kernel state.
+/// (its pid in `$tp`), so that the test overlaps the snapshot and `stage`;
+/// `stage` writes each new file's content to a temp file beside it and
+/// changes nothing; after [`Body::wait_for_test`], `commit` renames the temp
+/// files into place and changes the kernel state.
 #[derive(Debug, Default)]
 pub struct Body {
+    pub test_start: String,
+    /// The tables the iptables payload writes ("" when none).
+    pub tables: String,
     pub stage: String,
     pub commit: String,
     /// The temp files `stage` writes (shell-quoted).
@@ -244,22 +222,43 @@ pub struct Body {
 }
 
 impl Body {
-    /// Wait for the background `iptables-restore --test` (`$tp`); when it
-    /// failed, remove the staged files and stop with `message` (through
-    /// `fail`, which the caller defines).
-    pub fn wait_for_test(&self, message: &str) -> String {
+    /// Wait for the background iptables test, if any; when it failed,
+    /// remove the staged files and stop (through `fail`, which the caller
+    /// defines) with a message ending in `suffix`.
+    pub fn wait_for_test(&self, suffix: &str) -> String {
+        if self.test_start.is_empty() {
+            return String::new();
+        }
         let cleanup = if self.staged.is_empty() {
             String::new()
         } else {
             format!("rm -f {}; ", self.staged.join(" "))
         };
-        format!("wait $tp || {{ {cleanup}fail {}; }}\n", sh_quote(message))
+        let message = format!(
+            "iptables-restore --test rejected the payload (tables {}){suffix}",
+            self.tables
+        );
+        format!("wait $tp || {{ {cleanup}fail {}; }}\n", sh_quote(&message))
     }
 }
 
 /// The commands that apply `changes`, counting what they send into `out`.
 pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> Body {
     let mut b = Body::default();
+    // iptables: every table in one payload (each COMMIT is atomic for its
+    // table), tested before anything changes.
+    let payloads = iptables_payloads(changes);
+    let ipt: String = payloads.values().map(String::as_str).collect();
+    if !payloads.is_empty() {
+        b.tables = payloads
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        b.test_start =
+            format!("iptables-restore --noflush --test >/dev/null <<'{d}' &\n{ipt}{d}\ntp=$!\n");
+        out.commands += 1;
+    }
     // Files: temp file in the same directory, then rename over the target;
     // a big file that exists is sent as an edit of what is there.
     for c in changes {
@@ -301,19 +300,13 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
         s.push_str(&heredoc("ip -4 -batch -", "ip -batch", d, &batch));
         out.commands += 1;
     }
-    // iptables: every table in one payload (each COMMIT is atomic for its
-    // table; the caller ran `iptables_test` first, so a bad payload never
-    // gets here).
-    let payloads = iptables_payloads(changes);
-    if !payloads.is_empty() {
-        let all: String = payloads.values().map(String::as_str).collect();
-        let tables: Vec<&str> = payloads.keys().map(String::as_str).collect();
-        out.iptables_lines += all.lines().count();
+    if !ipt.is_empty() {
+        out.iptables_lines += ipt.lines().count();
         s.push_str(&heredoc(
             "iptables-restore --noflush",
-            &format!("iptables-restore (tables {})", tables.join(", ")),
+            &format!("iptables-restore (tables {})", b.tables),
             d,
-            &all,
+            &ipt,
         ));
         out.commands += 1;
     }
@@ -326,7 +319,7 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
 
 /// The temp file a new content of `path` is staged in (same directory, so
 /// the rename is atomic).
-fn temp_path(path: &str) -> String {
+pub fn temp_path(path: &str) -> String {
     format!("{path}.dwprov-tmp")
 }
 
@@ -434,8 +427,9 @@ pub fn sysctl_command(key: &str, value: &str) -> String {
     )
 }
 
-/// Run the script on the host.
-pub fn execute(t: &mut dyn Transport, script: &ApplyScript) -> Result<()> {
+/// Run the script on the host; a non-zero exit is an error naming the step
+/// the script reported on stderr.
+pub fn execute(t: &mut dyn Transport, script: &ApplyScript) -> Result<crate::transport::Output> {
     let out = t.run_script(&script.script)?;
     if out.status != 0 {
         return Err(Error::Remote {
@@ -445,7 +439,7 @@ pub fn execute(t: &mut dyn Transport, script: &ApplyScript) -> Result<()> {
             stderr: out.stderr_str().trim().to_string(),
         });
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Describe changes that are still pending after an apply (verification residue).

@@ -362,15 +362,7 @@ fn apply_unconfirmed(
 ) -> Result<ApplyStats> {
     let m = gather::marker();
     let script = converge::script_verified(&plan.diff.changes, caps, &m);
-    let out = t.run_script(&script.script)?;
-    if out.status != 0 {
-        return Err(Error::Remote {
-            host: plan.host.clone(),
-            what: "apply".into(),
-            status: out.status,
-            stderr: out.stderr_str().trim().to_string(),
-        });
-    }
+    let out = converge::execute(t, &script)?;
     opts.progress.stage(&plan.host, Stage::Verify);
     *stage = Stage::Verify;
     let facts = gather::facts_from_output(&plan.host, &out, &m)?;

@@ -162,7 +162,7 @@ pub fn revert_script(old: &State, desired: &State, dir: &str) -> String {
         let q = sh_quote(p);
         match old.files.keys().position(|k| k == p) {
             Some(i) => {
-                let tmp = sh_quote(&format!("{p}.dwprov-tmp"));
+                let tmp = sh_quote(&converge::temp_path(p));
                 let _ = writeln!(
                     s,
                     "cp \"{}\" {tmp} && mv -f {tmp} {q} || fail {}",
@@ -195,16 +195,14 @@ pub fn revert_script(old: &State, desired: &State, dir: &str) -> String {
 }
 
 /// Commands that take the snapshot, stage the new files and arm the revert,
-/// before any change. `test` (the background `iptables-restore --test` and
-/// the tables it names) starts first and is waited for before arming, so it
-/// overlaps the snapshot and the staging, and a payload it rejects changes
-/// nothing.
+/// before any change. The background `iptables-restore --test` of `body`
+/// starts first and is waited for before arming, so it overlaps the
+/// snapshot and the staging, and a payload it rejects changes nothing.
 fn snapshot_and_arm(
     old: &State,
     desired: &State,
     id: &str,
     timeout_secs: u64,
-    test: Option<(String, String)>,
     body: &converge::Body,
 ) -> String {
     let d = converge::delimiter();
@@ -242,9 +240,7 @@ fn snapshot_and_arm(
     let _ = writeln!(s, "rm -f {}", probes.join(" "));
     let _ = writeln!(s, "S={}", sh_quote(&dir));
     s.push_str("mkdir -p \"$S/files\" || nochange 'create snapshot directory'\n");
-    if let Some((start, _)) = &test {
-        s.push_str(start);
-    }
+    s.push_str(&body.test_start);
     // Arm, on the gateway, independent of this SSH session: a transient
     // systemd timer where systemd runs, otherwise a detached process. It is
     // launched before the snapshot is taken (it fires only after the
@@ -281,11 +277,15 @@ else"
         "  setsid sh -c 'echo $$ > \"$0/timer.pid\"; sleep {timeout_secs}; rm -f \"$0/timer.pid\"; sh \"$0/revert.sh\" > \"$0/revert.log\" 2>&1' \"$S\" </dev/null >/dev/null 2>&1 &\n\
          fi"
     );
-    // Stopping now must stop the timer too (waiting for its pid if needed).
+    // Stopping now must stop the timer too. `timer_up` waits (at most 5 s,
+    // polling at 10 ms) until the detached timer has recorded its pid.
     let _ = writeln!(
         s,
-        "nochange() {{ echo \"dwprov: $1; nothing was changed\" >&2\n\
-         \x20 [ -f \"$S/timer.unit\" ] || {{ i=0; while [ ! -s \"$S/timer.pid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done; }}\n\
+        "timer_up() {{ [ -f \"$S/timer.unit\" ] && return 0\n\
+         \x20 i=0; while [ ! -s \"$S/timer.pid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n\
+         \x20 [ -s \"$S/timer.pid\" ]; }}\n\
+         nochange() {{ echo \"dwprov: $1; nothing was changed\" >&2\n\
+         \x20 timer_up\n\
          \x20 {}\n\
          \x20 exit {NOTHING_CHANGED}; }}",
         disarm_commands()
@@ -326,20 +326,9 @@ else"
     // The new files go to temp files beside them (no change yet) while the
     // iptables test may still run.
     s.push_str(&body.stage);
-    if let Some((_, tables)) = &test {
-        s.push_str(&body.wait_for_test(&format!(
-            "iptables-restore --test rejected the payload (tables {tables})"
-        )));
-    }
-    // The detached timer is up by now (it was launched before the
-    // snapshot); wait for its pid only if it is not.
-    s.push_str(
-        "if [ ! -f \"$S/timer.unit\" ]; then\n\
-         \x20 i=0; while [ ! -s \"$S/timer.pid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n\
-         \x20 [ -s \"$S/timer.pid\" ] || nochange 'arm the revert timer'\n\
-         fi\n\
-         echo armed > \"$S/state\"\n",
-    );
+    s.push_str(&body.wait_for_test(""));
+    // The timer is up by now (it was launched before the snapshot).
+    s.push_str("timer_up || nochange 'arm the revert timer'\necho armed > \"$S/state\"\n");
     // From here on a failure has changed something: the prelude's `fail`.
     let _ = writeln!(
         s,
@@ -383,17 +372,9 @@ pub fn apply_script(
 ) -> ApplyScript {
     let mut out = ApplyScript::default();
     let d = converge::delimiter();
-    let test = converge::iptables_test(changes, &d, &mut out);
     let body = converge::body(changes, &d, &mut out, caps);
     let mut s = converge::prelude();
-    s.push_str(&snapshot_and_arm(
-        old,
-        desired,
-        id,
-        timeout_secs,
-        test,
-        &body,
-    ));
+    s.push_str(&snapshot_and_arm(old, desired, id, timeout_secs, &body));
     s.push_str("( ");
     s.push_str(&converge::prelude());
     s.push_str(&body.commit);
