@@ -10,16 +10,13 @@ mod common;
 
 use common::fleet::{Fleet, PausedApply};
 use common::seed::text as show;
+use common::Run;
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 // ------------------------------------------------------------------ helpers
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", show(o)))
@@ -53,16 +50,14 @@ fn host<'a>(hs: &'a [(String, Value)], name: &str) -> &'a Value {
 }
 
 fn list_hosts(f: &Fleet, inv: &Path, limit: &str) -> Vec<String> {
-    let o = f.dwprov(&[
-        "plan",
-        "-i",
-        inv.to_str().unwrap(),
-        "--limit",
-        limit,
-        "--list-hosts",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "--limit {limit}:\n{}", show(&o));
-    stdout(&o).lines().map(str::to_string).collect()
+    f.dwprov_cmd()
+        .args(["plan", "-i", inv.to_str().unwrap()])
+        .args(["--limit", limit, "--list-hosts"])
+        .expect_exit(0)
+        .stdout()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn assert_ok_applied(h: &Value) {
@@ -114,45 +109,27 @@ fn list_hosts_and_fleet_plan() {
         ["gw002", "gw005"]
     );
     // Same selection for apply; --list-hosts applies nothing.
-    let o = f.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--limit",
-        "canary",
-        "--list-hosts",
-    ]);
-    assert_eq!(
-        (o.status.code(), stdout(&o).as_str()),
-        (Some(0), "gw001\n"),
-        "{}",
-        show(&o)
-    );
+    f.dwprov_cmd()
+        .args(["apply", "-i", inv.to_str().unwrap()])
+        .args(["--limit", "canary", "--list-hosts"])
+        .expect_exit(0)
+        .stdout_is("gw001\n")
+        .run();
     // No match: an error naming the hosts, not an empty run.
-    let o = f.dwprov(&[
-        "plan",
-        "-i",
-        inv.to_str().unwrap(),
-        "--limit",
-        "nosuch*",
-        "--list-hosts",
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no host"),
-        "{}",
-        show(&o)
-    );
+    f.dwprov_cmd()
+        .args(["plan", "-i", inv.to_str().unwrap()])
+        .args(["--limit", "nosuch*", "--list-hosts"])
+        .expect_exit(1)
+        .stderr_has("no host")
+        .run();
 
-    // The whole fleet, planned: six pending, gwdown failed at connect.
-    let o = f.dwprov(&["plan", "-i", inv.to_str().unwrap(), "--format", "json"]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "gwdown failed, so exit 1:\n{}",
-        show(&o)
-    );
-    let doc = json(&o);
+    // The whole fleet, planned: six pending, gwdown failed at connect, so exit 1.
+    let doc = f
+        .dwprov_cmd()
+        .args(["plan", "-i", inv.to_str().unwrap(), "--format", "json"])
+        .context("gwdown failed, so exit 1")
+        .expect_exit(1)
+        .json();
     assert_eq!(doc["format_version"], 1, "{doc:#}");
     assert_eq!(doc["command"], "plan");
     let hs = hosts(&doc);
@@ -207,17 +184,13 @@ fn list_hosts_and_fleet_plan() {
 fn serial_batches_run_in_order() {
     let f = Fleet::up(10, &[]);
     let inv = f.inventory();
-    let o = f.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--yes",
-        "--serial",
-        "1,50%",
-        "--json-events",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    let events: Vec<Value> = stdout(&o)
+    let out = f
+        .dwprov_cmd()
+        .args(["apply", "-i", inv.to_str().unwrap(), "--yes"])
+        .args(["--serial", "1,50%", "--json-events"])
+        .expect_exit(0)
+        .stdout();
+    let events: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
@@ -235,13 +208,13 @@ fn serial_batches_run_in_order() {
         events
             .iter()
             .position(|e| e["event"] == "stage" && e["host"] == host && e["stage"] == stage)
-            .unwrap_or_else(|| panic!("{host} never in stage {stage}:\n{}", stdout(&o)))
+            .unwrap_or_else(|| panic!("{host} never in stage {stage}:\n{}", out))
     };
     let last_done = |host: &str| {
         events
             .iter()
             .rposition(|e| e["event"] == "host_done" && e["host"] == host)
-            .unwrap_or_else(|| panic!("no host_done for {host}:\n{}", stdout(&o)))
+            .unwrap_or_else(|| panic!("no host_done for {host}:\n{}", out))
     };
     let batches = [gws(1..=1), gws(2..=6), gws(7..=10)];
     for h in gws(1..=10) {
@@ -272,7 +245,7 @@ fn serial_batches_run_in_order() {
             "batch {:?} must be done (event {finished}) before batch {:?} applies (event {next}):\n{}",
             w[0],
             w[1],
-            stdout(&o)
+            out
         );
     }
     let hs = hosts(&recap["recap"]);
@@ -305,20 +278,13 @@ fn canary_failure_stops_the_rollout() {
     assert_eq!(list_hosts(&f, &inv, "canary"), ["gw005"]);
     assert_eq!(list_hosts(&f, &inv, "broken"), ["gw005"]);
 
-    let o = f.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--yes",
-        "--serial",
-        "1",
-        "--format",
-        "json",
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("stopping the rollout"), "{}", show(&o));
-    let doc = json(&o);
+    let doc = f
+        .dwprov_cmd()
+        .args(["apply", "-i", inv.to_str().unwrap(), "--yes"])
+        .args(["--serial", "1", "--format", "json"])
+        .expect_exit(1)
+        .stderr_has("stopping the rollout")
+        .json();
     assert_eq!(doc["command"], "apply");
     let hs = hosts(&doc);
     assert_eq!(
@@ -355,22 +321,14 @@ fn max_fail_percent_and_retry_file() {
     let f = Fleet::up(20, &["--fail-apply", "1"]);
     let inv = f.inventory();
     let retry1 = f.dir.join("retry1.txt");
-    let o = f.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--yes",
-        "--serial",
-        "10",
-        "--max-fail-percent",
-        "5",
-        "--retry-file",
-        retry1.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    let hs = hosts(&json(&o));
+    let doc = f
+        .dwprov_cmd()
+        .args(["apply", "-i", inv.to_str().unwrap(), "--yes"])
+        .args(["--serial", "10", "--max-fail-percent", "5"])
+        .args(["--retry-file", retry1.to_str().unwrap(), "--format", "json"])
+        .expect_exit(1)
+        .json();
+    let hs = hosts(&doc);
     assert_eq!(host(&hs, "gw001")["failed_stage"], "apply");
     assert_eq!(host(&hs, "gw001")["skipped"], false);
     f.assert_untouched("gw001");
@@ -399,34 +357,16 @@ fn max_fail_percent_and_retry_file() {
     let retry2 = f.dir.join("retry2.txt");
     let limit = format!("@{}", retry1.display());
     assert_eq!(list_hosts(&f, &inv, &limit), expected);
-    let o = f.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--limit",
-        &limit,
-        "--yes",
-        "--serial",
-        "10",
-        "--max-fail-percent",
-        "20",
-        "--retry-file",
-        retry2.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "a host failed: exit 1\n{}",
-        show(&o)
-    );
-    assert!(
-        !String::from_utf8_lossy(&o.stderr).contains("stopping the rollout"),
-        "{}",
-        show(&o)
-    );
-    let hs = hosts(&json(&o));
+    let doc = f
+        .dwprov_cmd()
+        .args(["apply", "-i", inv.to_str().unwrap(), "--limit", &limit])
+        .args(["--yes", "--serial", "10", "--max-fail-percent", "20"])
+        .args(["--retry-file", retry2.to_str().unwrap(), "--format", "json"])
+        .context("a host failed: exit 1")
+        .expect_exit(1)
+        .stderr_lacks("stopping the rollout")
+        .json();
+    let hs = hosts(&doc);
     assert_eq!(
         hs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
         expected
@@ -450,20 +390,20 @@ fn unreachable_host_counts_as_failed() {
         &["gwdown", "gw001", "gw002", "gw003", "gw004"],
     );
     let retry = f.dir.join("retry.txt");
-    let o = f.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--yes",
-        "--serial",
-        "1",
-        "--format",
-        "json",
-        "--retry-file",
-        retry.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    let hs = hosts(&json(&o));
+    let doc = f
+        .dwprov_cmd()
+        .args([
+            "apply",
+            "-i",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--serial",
+            "1",
+        ])
+        .args(["--format", "json", "--retry-file", retry.to_str().unwrap()])
+        .expect_exit(1)
+        .json();
+    let hs = hosts(&doc);
     let down = host(&hs, "gwdown");
     assert_eq!(down["failed_stage"], "connect", "{down:#}");
     assert_eq!(down["error"]["class"], "connect", "{down:#}");
@@ -476,18 +416,13 @@ fn unreachable_host_counts_as_failed() {
         "gwdown\ngw001\ngw002\ngw003\ngw004\n"
     );
     // With room for it (one of five is 20%), the others go ahead.
-    let o = f.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--yes",
-        "--max-fail-percent",
-        "20",
-        "--format",
-        "json",
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    let hs = hosts(&json(&o));
+    let doc = f
+        .dwprov_cmd()
+        .args(["apply", "-i", inv.to_str().unwrap(), "--yes"])
+        .args(["--max-fail-percent", "20", "--format", "json"])
+        .expect_exit(1)
+        .json();
+    let hs = hosts(&doc);
     assert_eq!(host(&hs, "gwdown")["failed_stage"], "connect");
     for name in gws(1..=4) {
         assert_ok_applied(host(&hs, &name));
@@ -500,27 +435,31 @@ fn unreachable_host_counts_as_failed() {
 fn recap_lines_and_totals() {
     let f = Fleet::up(5, &["--unreachable", "--fail-apply", "3"]);
     let inv = f.inventory();
-    let o = f.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--limit",
-        "canary",
-        "--yes",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    f.dwprov_cmd()
+        .args([
+            "apply",
+            "-i",
+            inv.to_str().unwrap(),
+            "--limit",
+            "canary",
+            "--yes",
+        ])
+        .expect_exit(0)
+        .run();
     // Batch 1: gw001 (no changes left), gw002 (changes), gw003 (fails) ->
     // 33% > 0%: stop. Batch 2: gw004, gw005 skipped; gwdown failed to connect.
-    let o = f.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--yes",
-        "--serial",
-        "3",
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    let out = stdout(&o);
+    let out = f
+        .dwprov_cmd()
+        .args([
+            "apply",
+            "-i",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--serial",
+            "3",
+        ])
+        .expect_exit(1)
+        .stdout();
     let recap = &out[out
         .find("RECAP")
         .unwrap_or_else(|| panic!("no RECAP:\n{out}"))..];
@@ -557,14 +496,12 @@ fn saved_plan_refuses_a_drifted_host() {
     let f = Fleet::up(4, &[]);
     let inv = f.inventory();
     let plan = f.dir.join("p.json");
-    let o = f.dwprov(&[
-        "plan",
-        "-i",
-        inv.to_str().unwrap(),
-        "-o",
-        plan.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "changes pending:\n{}", show(&o));
+    f.dwprov_cmd()
+        .args(["plan", "-i", inv.to_str().unwrap()])
+        .args(["-o", plan.to_str().unwrap()])
+        .context("changes pending")
+        .expect_exit(2)
+        .run();
     assert!(plan.exists());
 
     // An admin changes gw003 by hand after the plan was reviewed.
@@ -573,9 +510,12 @@ fn saved_plan_refuses_a_drifted_host() {
         "ip route add 10.98.0.0/16 via 203.0.113.1 proto static",
     );
 
-    let o = f.dwprov(&["apply", plan.to_str().unwrap(), "--yes", "--format", "json"]);
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    let hs = hosts(&json(&o));
+    let doc = f
+        .dwprov_cmd()
+        .args(["apply", plan.to_str().unwrap(), "--yes", "--format", "json"])
+        .expect_exit(1)
+        .json();
+    let hs = hosts(&doc);
     assert_eq!(hs.len(), 4);
     let stale = host(&hs, "gw003");
     assert!(stale["applied"].is_null(), "{stale:#}");
@@ -590,16 +530,11 @@ fn saved_plan_refuses_a_drifted_host() {
         f.assert_applied(name);
     }
     // What was applied is what the inventory wants: nothing left to do there.
-    let o = f.dwprov(&[
-        "plan",
-        "-i",
-        inv.to_str().unwrap(),
-        "--limit",
-        "!gw003",
-        "--format",
-        "json",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    f.dwprov_cmd()
+        .args(["plan", "-i", inv.to_str().unwrap()])
+        .args(["--limit", "!gw003", "--format", "json"])
+        .expect_exit(0)
+        .run();
 }
 
 /// `--serial 1,100%` plans every host first, then rolls out the canary; the
@@ -670,7 +605,7 @@ fn later_batch_host_changed_during_rollout_is_refused_as_stale() {
     // SSH logins: plan + verify; gw003 was re-checked over its planning
     // connection and refused; gw004's died while idle: one more.
     for (name, logins) in [("gw001", 2), ("gw002", 2), ("gw003", 1), ("gw004", 3)] {
-        let log = fs::read_to_string(f.dir.join("gw").join(name).join("sshd.log")).unwrap();
+        let log = f.sshd_log(name);
         assert_eq!(
             log.matches("Accepted publickey for root").count(),
             logins,
@@ -680,17 +615,12 @@ fn later_batch_host_changed_during_rollout_is_refused_as_stale() {
 
     // Run again for the retry file: gw003 is planned afresh and applied;
     // the route added by hand is not dwprov's and stays.
-    let o = f.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--limit",
-        &format!("@{}", retry.display()),
-        "--yes",
-        "--serial",
-        "1,100%",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    f.dwprov_cmd()
+        .args(["apply", "-i", inv.to_str().unwrap()])
+        .args(["--limit", &format!("@{}", retry.display())])
+        .args(["--yes", "--serial", "1,100%"])
+        .expect_exit(0)
+        .run();
     f.assert_applied("gw003");
     assert!(f
         .gw_sh("gw003", "ip route show")
@@ -738,16 +668,19 @@ fn later_batch_host_with_a_dhcp_like_address_is_not_stale() {
 fn failed_preflight_does_not_claim_a_revert() {
     let f = Fleet::up(1, &["--fail-apply", "1"]);
     let inv = f.inventory();
-    let o = f.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--yes",
-        "--format",
-        "json",
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    let hs = hosts(&json(&o));
+    let doc = f
+        .dwprov_cmd()
+        .args([
+            "apply",
+            "-i",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--format",
+            "json",
+        ])
+        .expect_exit(1)
+        .json();
+    let hs = hosts(&doc);
     let msg = host(&hs, "gw001")["error"]["message"]
         .as_str()
         .unwrap_or_default()
@@ -775,35 +708,22 @@ fn bastion_reaches_hidden_gateways_and_checks_both_host_keys() {
     assert_eq!(list_hosts(&f, &inv, "behind_bastion"), ["gw003", "gw004"]);
     assert_eq!(list_hosts(&f, &inv, "bastions"), ["bastion"]);
     // The controller has no way to the hidden switch by itself.
-    let route = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &format!("{}ctl", f.prefix),
-            "ip",
-            "route",
-            "get",
-            "10.20.1.3",
-        ])
-        .output()
-        .expect("ip route get");
-    assert!(
-        !route.status.success(),
-        "10.20.1.3 must not be routable from ctl:\n{}",
-        show(&route)
-    );
+    Run::from(f.ctl_command("ip"))
+        .args(["route", "get", "10.20.1.3"])
+        .context("10.20.1.3 must not be routable from ctl")
+        .expect_failure()
+        .run();
 
     // Both host keys are checked: a wrong key for either hop refuses gw003
     // (class "host key", the hop named), never touching it; gw001 is fine.
     let known = f.dir.join("known_hosts");
     let good = fs::read_to_string(&known).unwrap();
     let other = f.dir.join("other_key");
-    let out = Command::new("ssh-keygen")
+    Run::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
         .arg(&other)
-        .output()
-        .expect("ssh-keygen");
-    assert!(out.status.success(), "{}", show(&out));
+        .expect_success()
+        .run();
     let pubkey = fs::read_to_string(other.with_extension("pub")).unwrap();
     let wrong: Vec<&str> = pubkey.split_whitespace().take(2).collect();
     for (addr, expect) in [
@@ -853,39 +773,32 @@ fn bastion_reaches_hidden_gateways_and_checks_both_host_keys() {
 
     // With the right keys: every gateway, hidden or not, is applied and
     // verified (the verify connection goes through the bastion too).
-    let o = f.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--limit",
-        "!bastions",
-        "--yes",
-        "--format",
-        "json",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    let hs = hosts(&json(&o));
+    let doc = f
+        .dwprov_cmd()
+        .args(["apply", "-i", inv.to_str().unwrap(), "--limit", "!bastions"])
+        .args(["--yes", "--format", "json"])
+        .expect_exit(0)
+        .json();
+    let hs = hosts(&doc);
     for name in gws(1..=4) {
         let h = host(&hs, &name);
         assert!(h["error"].is_null(), "{h:#}");
         f.assert_applied(&name);
     }
-    let o = f.dwprov(&[
-        "plan",
-        "-i",
-        inv.to_str().unwrap(),
-        "--limit",
-        "behind_bastion",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "nothing left to do:\n{}",
-        show(&o)
-    );
+    f.dwprov_cmd()
+        .args([
+            "plan",
+            "-i",
+            inv.to_str().unwrap(),
+            "--limit",
+            "behind_bastion",
+        ])
+        .context("nothing left to do")
+        .expect_exit(0)
+        .run();
     // The hidden gateways saw only the bastion as their SSH peer.
     for name in ["gw003", "gw004"] {
-        let log = fs::read_to_string(f.dir.join("gw").join(name).join("sshd.log")).unwrap();
+        let log = f.sshd_log(name);
         assert!(
             log.contains("Accepted publickey for root from 10.20.0.1"),
             "{name}:\n{log}"
