@@ -30,9 +30,9 @@ fn panic_of(f: impl FnOnce()) -> Option<String> {
 
 #[test]
 fn checks_that_hold_return_the_output() {
+    out_err_3().expect_failure().run();
     let out = out_err_3()
         .expect_exit(3)
-        .expect_failure()
         .stdout_has("ou")
         .stdout_is("out\n")
         .stdout_lacks("err")

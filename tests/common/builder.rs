@@ -20,7 +20,10 @@
 //!
 //! Entry points: `Lab::dwprov_cmd`, `Lab::sh_cmd` (here), `Fleet::dwprov_cmd`,
 //! `Fleet::gw_sh_cmd` (in `fleet.rs`), and `Run::new` / `Run::from(Command)`
-//! for anything else.
+//! for anything else. (`_cmd`, because `lab.dwprov(&[..])` and `lab.sh(..)`
+//! already name the plain runs, which return the Output unchecked.)
+//! One exit expectation holds at a time (the last `expect_*` wins); stream
+//! checks add up.
 use super::{Lab, DWPROV};
 use std::ffi::OsStr;
 use std::io::Write;
