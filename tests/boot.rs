@@ -6,9 +6,8 @@
 mod common;
 
 use common::seed::{self, text};
-use common::Lab;
+use common::{Lab, Run};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 /// The seed's topology (method fwmark) reaching the lab's gateway.
 fn inventory(lab: &Lab) -> PathBuf {
@@ -17,40 +16,29 @@ fn inventory(lab: &Lab) -> PathBuf {
 
 /// dwprov in the controller namespace; `kernel` sets the DWPROV_FAKE_KERNEL
 /// test hook (the gathered `uname -r` is replaced by it).
-fn dwprov(lab: &Lab, kernel: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec"])
-        .arg(lab.ns("ctl"))
-        .arg(common::DWPROV)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("DWPROV_FAKE_KERNEL")
-        .stdin(Stdio::null());
-    if let Some(k) = kernel {
-        cmd.env("DWPROV_FAKE_KERNEL", k);
+fn dwprov(lab: &Lab, kernel: Option<&str>) -> Run {
+    let run = lab.dwprov_cmd().env_remove("DWPROV_FAKE_KERNEL");
+    match kernel {
+        Some(k) => run.env("DWPROV_FAKE_KERNEL", k),
+        None => run,
     }
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run dwprov {args:?}: {e}"))
 }
 
 fn plan_json(lab: &Lab, kernel: Option<&str>, inv: &Path) -> (i32, serde_json::Value) {
-    let o = dwprov(
-        lab,
-        kernel,
-        &["plan", "-i", inv.to_str().unwrap(), "--format", "json"],
-    );
+    let o = dwprov(lab, kernel)
+        .args(["plan", "-i", inv.to_str().unwrap(), "--format", "json"])
+        .run();
     let v = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("plan json: {e}\n{}", text(&o)));
     (o.status.code().unwrap_or(-1), v)
 }
 
 fn apply(lab: &Lab, kernel: Option<&str>, inv: &Path) {
-    let o = dwprov(
-        lab,
-        kernel,
-        &["apply", "-i", inv.to_str().unwrap(), "--yes"],
-    );
-    assert_eq!(o.status.code(), Some(0), "apply failed:\n{}", text(&o));
+    dwprov(lab, kernel)
+        .args(["apply", "-i", inv.to_str().unwrap(), "--yes"])
+        .context("apply failed")
+        .expect_exit(0)
+        .run();
 }
 
 fn assert_plan_empty(lab: &Lab, kernel: Option<&str>, inv: &Path, when: &str) {

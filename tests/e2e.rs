@@ -160,9 +160,11 @@ fn gather_sees_planted_state_over_one_ssh_connection() {
          iptables -t nat -A POSTROUTING -s 10.7.0.0/16 -o eth1 -j MASQUERADE",
     );
     let inv = lab.inventory();
-    let o = lab.dwprov(&["gather", "-i", inv.to_str().unwrap(), "--format", "json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = lab
+        .dwprov_cmd()
+        .args(["gather", "-i", inv.to_str().unwrap(), "--format", "json"])
+        .expect_exit(0)
+        .json();
     let facts = &v["hosts"][0]["facts"];
     let rules = facts["state"]["rules"].as_array().unwrap();
     assert!(
@@ -190,11 +192,12 @@ fn bad_inventory_changes_nothing_and_says_where() {
     let lab = Lab::up();
     let inv = inventory(&lab, "fwmark", FORWARDS, "100.65.0.0/33");
     let before = lab.sh_ok("gw", SNAPSHOT);
-    let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("inventory-fwmark.yaml:"), "{err}");
-    assert!(err.contains("100.65.0.0/33"), "{err}");
+    lab.dwprov_cmd()
+        .args(["apply", "-i", inv.to_str().unwrap(), "--yes"])
+        .expect_exit(1)
+        .stderr_has("inventory-fwmark.yaml:")
+        .stderr_has("100.65.0.0/33")
+        .run();
     let after = lab.sh_ok("gw", SNAPSHOT);
     assert_eq!(before, after);
 }
@@ -203,9 +206,11 @@ fn bad_inventory_changes_nothing_and_says_where() {
 fn apply_refuses_without_yes_when_not_a_terminal() {
     let lab = Lab::up();
     let inv = inventory(&lab, "fwmark", FORWARDS, CNC_ROUTES);
-    let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--yes"));
+    lab.dwprov_cmd()
+        .args(["apply", "-i", inv.to_str().unwrap()])
+        .expect_exit(1)
+        .stderr_has("--yes")
+        .run();
     let rules = lab.sh_ok("gw", "ip rule");
     assert!(
         !rules.contains("lookup 100") && !rules.contains("lookup ctc"),
@@ -243,13 +248,11 @@ fn a_changed_host_key_is_refused_and_nothing_runs() {
     let rules = lab.sh_ok("gw", "ip rule");
     assert_eq!(rules.lines().count(), 3, "{rules}");
     // --accept-new-host-keys never accepts a CHANGED key.
-    let o = lab.dwprov(&[
-        "gather",
-        "-i",
-        inv.to_str().unwrap(),
-        "--accept-new-host-keys",
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    lab.dwprov_cmd()
+        .args(["gather", "-i", inv.to_str().unwrap()])
+        .arg("--accept-new-host-keys")
+        .expect_exit(1)
+        .run();
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! private /etc, the LAN, and a clean teardown. Needs root.
 mod common;
 
-use common::{lab_sh, Lab, ROLES};
+use common::{lab_sh, Lab, Run, ROLES};
 use std::path::Path;
 
 fn netns_list() -> String {
@@ -161,25 +161,16 @@ fn sshd_accepts_lab_key_and_gateway_etc_is_private() {
 
     let key = lab.dir.join("id_ed25519");
     let known = lab.dir.join("known_hosts");
-    let out = lab.exec(
-        "ctl",
-        &[
-            "ssh",
-            "-i",
-            key.to_str().unwrap(),
-            "-o",
-            &format!("UserKnownHostsFile={}", known.display()),
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "root@10.9.0.2",
-            "cat /etc/hostname; touch /etc/dwprov-lab-probe",
-        ],
-    );
-    assert!(out.status.success(), "ssh failed: {}", text(&out.stderr));
     // The gateway has its own /etc (and hostname) ...
-    assert_eq!(text(&out.stdout), format!("{}\n", lab.ns("gw")));
+    Run::from(lab.command("ctl", "ssh"))
+        .args(["-i", key.to_str().unwrap()])
+        .args(["-o", &format!("UserKnownHostsFile={}", known.display())])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+        .arg("root@10.9.0.2")
+        .arg("cat /etc/hostname; touch /etc/dwprov-lab-probe")
+        .expect_success()
+        .stdout_is(&format!("{}\n", lab.ns("gw")))
+        .run();
     // ... so the probe exists there and not on this machine.
     assert!(
         !Path::new("/etc/dwprov-lab-probe").exists(),
@@ -196,49 +187,24 @@ fn sshd_accepts_lab_key_and_gateway_etc_is_private() {
     assert!(!Path::new(&format!("/tmp/{}probe", lab.prefix)).exists());
 
     // Key-only: no password authentication offered.
-    let out = lab.exec(
-        "ctl",
-        &[
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-o",
-            &format!("UserKnownHostsFile={}", known.display()),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "PubkeyAuthentication=no",
-            "root@10.9.0.2",
-            "true",
-        ],
-    );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("Permission denied (publickey)"),
-        "{}",
-        text(&out.stderr)
-    );
+    Run::from(lab.command("ctl", "ssh"))
+        .args(["-F", "/dev/null"])
+        .args(["-o", &format!("UserKnownHostsFile={}", known.display())])
+        .args(["-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no"])
+        .args(["root@10.9.0.2", "true"])
+        .expect_failure()
+        .stderr_has("Permission denied (publickey)")
+        .run();
     // The pinned key is really checked: a wrong known_hosts is refused.
     let wrong = lab.write_file("wrong_known_hosts", "10.9.0.2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n");
-    let out = lab.exec(
-        "ctl",
-        &[
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-i",
-            key.to_str().unwrap(),
-            "-o",
-            &format!("UserKnownHostsFile={}", wrong.display()),
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "root@10.9.0.2",
-            "true",
-        ],
-    );
-    assert!(!out.status.success(), "wrong host key accepted");
+    Run::from(lab.command("ctl", "ssh"))
+        .args(["-F", "/dev/null", "-i", key.to_str().unwrap()])
+        .args(["-o", &format!("UserKnownHostsFile={}", wrong.display())])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+        .args(["root@10.9.0.2", "true"])
+        .context("wrong host key accepted")
+        .expect_failure()
+        .run();
 }
 
 #[test]
@@ -269,8 +235,7 @@ fn lan_client_reaches_server_and_gateway_service() {
 #[test]
 fn dwprov_runs_in_the_controller_namespace() {
     let lab = Lab::up();
-    let out = lab.dwprov(&["--help"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    lab.dwprov_cmd().arg("--help").expect_success().run();
     let ssh = lab.ssh("hostname");
     assert_eq!(
         text(&ssh.stdout),
@@ -319,18 +284,13 @@ fn failed_up_and_partial_labs_are_cleaned_up() {
     let dir = std::env::temp_dir().join(format!("dwt-partial-{}", std::process::id()));
     let prefix = format!("dwtp{}-", std::process::id());
     // Fails after namespaces and sshd exist: the echo server cannot be found.
-    let out = std::process::Command::new("bash")
+    Run::new("bash")
         .arg(common::LAB_SH)
         .args(["--prefix", &prefix, "--dir", dir.to_str().unwrap(), "up"])
         .env("DWLAB_ECHO_SERVER", "/nonexistent/echo_server.py")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("tearing down"),
-        "{}",
-        text(&out.stderr)
-    );
+        .expect_failure()
+        .stderr_has("tearing down")
+        .run();
     assert_eq!(lab_namespaces(&prefix), Vec::<String>::new());
     assert!(!dir.exists());
 

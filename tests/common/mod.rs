@@ -20,9 +20,15 @@
 //! pid namespace, so the sweep never mistakes a live process in another pid
 //! namespace for a dead one), namespaces `<prefix><role>`, lab dir
 //! `<temp_dir>/dwt-<pidns>-<pid>-<tag>`.
+// Every test binary compiles this module whole (`mod common;`) and uses only
+// part of it: what one binary leaves unused is not dead code.
 #![allow(dead_code)]
 
+pub mod builder;
+pub mod fleet;
 pub mod seed;
+
+pub use builder::Run;
 
 use std::fs;
 use std::io::Read;
