@@ -172,3 +172,48 @@ impl Error {
         }
     }
 }
+
+/// Every exit status dwprov decides, named in one place: the binary's
+/// (what a CI gate on `dwprov plan` reads, Terraform's `-detailed-exitcode`
+/// convention) and the gateway scripts' (how the controller tells a step
+/// that failed and reverted from one that changed nothing).
+pub mod exit {
+    /// Success; for `plan`: nothing to do.
+    pub const OK: i32 = 0;
+    /// Any error, usage errors included (a mistyped command, a missing
+    /// `-i`, an unknown `--format`): never 2, so a CI gate on `plan` does
+    /// not read a typo as "changes pending".
+    pub const ERROR: i32 = 1;
+    /// `plan` only: changes are pending.
+    pub const CHANGES: i32 = 2;
+
+    /// Gateway side: an apply step failed (stderr names it); the script
+    /// reverted what it had done. Defined next to the script that uses it.
+    pub use crate::converge::STEP_FAILED;
+    /// Gateway side: the apply script stopped before changing anything.
+    pub use crate::safe::NOTHING_CHANGED;
+    /// Gateway side: a tool is missing (the shell's "command not found";
+    /// gather reports a gateway without `ip` with it).
+    pub const TOOL_MISSING: i32 = 127;
+}
+
+impl Error {
+    /// The binary's exit status for this error, decided here and nowhere
+    /// else. Every error is [`exit::ERROR`]; the match is exhaustive so a
+    /// new variant has to decide.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Input { .. }
+            | Error::Invalid { .. }
+            | Error::Template { .. }
+            | Error::Parse { .. }
+            | Error::Transport { .. }
+            | Error::Remote { .. }
+            | Error::Verify { .. }
+            | Error::Stale { .. }
+            | Error::Multiple(_)
+            | Error::Reverted { .. }
+            | Error::Io { .. } => exit::ERROR,
+        }
+    }
+}
