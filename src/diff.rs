@@ -383,7 +383,7 @@ pub fn table_names(states: &[&State]) -> crate::state::RtTables {
 }
 
 /// The file naming dwprov's line tables (rendered by `render`).
-const OWNED_RT_TABLES: &str = "/etc/iproute2/rt_tables.d/dwprov.conf";
+pub const OWNED_RT_TABLES: &str = "/etc/iproute2/rt_tables.d/dwprov.conf";
 
 /// An ip rule as plans and `gather` show it: `ip rule`'s spelling with
 /// table names, and `proto dwprov` on the rules dwprov owns, as `ip` prints it.

@@ -229,6 +229,17 @@ pub fn facts_text(f: &Facts, detail: Detail) -> String {
     for (id, n) in &f.state.rt_tables.entries {
         let _ = writeln!(s, "  {id}\t{n}");
     }
+    let own = crate::diff::OWNED_RT_TABLES;
+    if let Some(Ok(t)) = f
+        .state
+        .files
+        .get(own)
+        .map(|text| crate::state::RtTables::parse(text, own))
+    {
+        for (id, n) in &t.entries {
+            let _ = writeln!(s, "  {id}\t{n}  (dwprov: {own})");
+        }
+    }
     let _ = writeln!(s, "ip rules:");
     for r in &f.state.rules {
         let _ = writeln!(s, "  {}", crate::diff::rule_text(r, &names));
