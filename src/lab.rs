@@ -26,7 +26,10 @@ pub const LAB_LIB: &str = include_str!("../scripts/lab-lib.sh");
 /// them into the lab dir): the binary's lab works without the repository.
 pub const ISP_LISTS: &[(&str, &str)] = &[
     ("chinanet.txt", include_str!("../examples/isp/chinanet.txt")),
-    ("unicom-only.txt", include_str!("../examples/isp/unicom-only.txt")),
+    (
+        "unicom-only.txt",
+        include_str!("../examples/isp/unicom-only.txt"),
+    ),
 ];
 
 /// Exit status with which `lab.sh status` reports a lab that is not (fully) up.
