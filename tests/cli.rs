@@ -267,3 +267,48 @@ fn plans_show_traffic_first_files_as_one_line_and_counts_match() {
     let o = lab.dwprov(&["plan", "-i", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 }
+
+/// `scripts/install-deps.sh` puts back what a package's postinst enabled at
+/// boot (openssh-server's links for this machine's sshd), checked on its
+/// functions over a scratch tree (the real apt run was checked by hand in
+/// overlays of /etc, /var and /usr: see the commit).
+#[test]
+fn install_deps_leaves_service_enablement_as_it_was() {
+    let dir = std::env::temp_dir().join(format!("dwprov-enablement-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        r#"set -e
+source {root}/scripts/install-deps.sh
+D={d}
+mkdir -p $D/systemd/multi-user.target.wants $D/rc2.d $D/dsh/multi-user.target.wants
+ln -s /lib/systemd/system/cron.service $D/systemd/multi-user.target.wants/cron.service
+ln -s ../init.d/cron $D/rc2.d/S01cron
+ln -s /lib/systemd/system/old.service $D/systemd/alias.service
+ENABLEMENT_DIRS=($D/systemd $D/rc2.d $D/dsh)
+enablement > $D/before
+# What openssh-server's postinst does despite policy-rc.d:
+ln -s /lib/systemd/system/ssh.service $D/systemd/multi-user.target.wants/ssh.service
+ln -s /lib/systemd/system/ssh.service $D/systemd/sshd.service
+ln -s ../init.d/ssh $D/rc2.d/S01ssh
+touch $D/dsh/multi-user.target.wants/ssh.service $D/dsh/ssh.service.dsh-also
+# and a link changed, one removed:
+ln -sfn /lib/systemd/system/new.service $D/systemd/alias.service
+rm $D/rc2.d/S01cron
+restore_enablement $D/before
+enablement > $D/after
+cmp $D/before $D/after
+"#,
+        root = env!("CARGO_MANIFEST_DIR"),
+        d = dir.display()
+    );
+    let o = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("S01ssh"), "{}", text(&o));
+    assert!(!dir.join("systemd/sshd.service").exists());
+    assert_eq!(
+        std::fs::read_link(dir.join("rc2.d/S01cron")).unwrap(),
+        std::path::Path::new("../init.d/cron")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
