@@ -312,3 +312,46 @@ cmp $D/before $D/after
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The scripts find cargo as root without sudo and through sudo, whose
+/// Debian `secure_path` leaves out ~/.cargo/bin.
+#[test]
+fn scripts_find_cargo_under_secure_path() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let homes = ["/root/.cargo/bin/cargo", "/usr/local/cargo/bin/cargo"];
+    let expect_found = homes.iter().any(|p| std::path::Path::new(p).exists());
+    for sudo_user in [None, Some("root")] {
+        let mut cmd = Command::new("/bin/bash");
+        cmd.env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", "/root")
+            .current_dir(root)
+            .args(["-c", "source scripts/cargo-env.sh && find_cargo && \"$CARGO\" --version"]);
+        if let Some(u) = sudo_user {
+            cmd.env("SUDO_USER", u);
+        }
+        let o = cmd.output().unwrap();
+        if expect_found {
+            assert!(o.status.success(), "SUDO_USER={sudo_user:?}: {}", text(&o));
+            assert!(stdout(&o).starts_with("cargo "), "{}", text(&o));
+        } else {
+            assert!(String::from_utf8_lossy(&o.stderr).contains("rustup"), "{}", text(&o));
+        }
+    }
+}
+
+#[test]
+fn install_puts_dwprov_on_a_prefix() {
+    let dir = std::env::temp_dir().join(format!("dwprov-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install.sh"))
+        .arg("--prefix")
+        .arg(&dir)
+        .args(["--binary", DWPROV])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let v = Command::new(dir.join("bin/dwprov")).arg("--version").output().unwrap();
+    assert!(stdout(&v).starts_with("dwprov "), "{}", text(&v));
+    let _ = std::fs::remove_dir_all(&dir);
+}
