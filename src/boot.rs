@@ -186,16 +186,17 @@ pub fn route_cache_decision(gw: &Gateway, kernel: Option<&str>) -> (bool, String
     }
 }
 
-/// Whether the route-cache decision is worth a warning in every plan: the
-/// inventory turned off a flush this kernel needs, or the kernel version
-/// cannot be read. Everything else (no cache since 3.6, a flush loop the
-/// kernel or the inventory asks for, rendering without facts) is the normal
-/// case: a note, shown where asked ([`notes`]: `plan -v`, `render`).
+/// Whether the route-cache decision is worth a warning in every plan: an
+/// old kernel gets the flush loop (a process dwprov runs there for good),
+/// the inventory turned off a flush this kernel needs, or the kernel version
+/// cannot be read. Everything else (no cache since 3.6, the flush the
+/// inventory asks for, rendering without facts) is the normal case: a note,
+/// shown where asked ([`notes`]: `plan -v`, `render`).
 pub fn route_cache_warns(gw: &Gateway, kernel: Option<&str>) -> bool {
     let cached = kernel.and_then(has_route_cache);
     matches!(
         (gw.route_cache_flush, kernel, cached),
-        (Some(false), _, Some(true)) | (None, Some(_), None)
+        (Some(false), _, Some(true)) | (None, Some(_), None) | (None, Some(_), Some(true))
     )
 }
 
@@ -506,6 +507,8 @@ mod tests {
         let off = boot(Some("3.2.0"), true, Some(false));
         assert!(off.warnings[0].contains("FAQ 2") && off.notes.is_empty());
         assert!(notes(&gw, Some("weird")).is_empty());
+        let old = boot(Some("3.2.0-4-amd64"), true, None);
+        assert!(old.warnings[0].contains("every 2 s") && old.notes.is_empty());
     }
 
     #[test]
