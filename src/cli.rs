@@ -52,6 +52,12 @@ iptables chains DWPROV-* with one commented jump each, and its files
 (/etc/iproute2/rt_tables.d/dwprov.conf, rt_protos.d/dwprov.conf, /etc/sysctl.d/90-dwprov.conf,
 /etc/dwprov/* and its boot units). Everything else on a gateway is left as it is.";
 
+const PLAN_EXIT_CODES: &str = "\
+EXIT CODES:
+  0  no changes pending on any host
+  1  error (bad inventory, unreachable host, ...) or usage error (unknown flag, missing -i)
+  2  changes are pending (like terraform plan -detailed-exitcode)";
+
 #[derive(Parser, Debug)]
 #[command(name = "dwprov", version, about = "Idempotent provisioning of dual-WAN (multi-line) Linux gateways",
     long_about = "dwprov renders policy routing (per-ISP routes, source-return tables, CONNMARK/fwmark), \
@@ -80,6 +86,7 @@ pub enum Command {
     Render(RenderArgs),
     /// Show, per host, what apply would change. Exit 2 when changes are pending
     /// (exit 1 for any error, usage errors included).
+    #[command(after_help = PLAN_EXIT_CODES)]
     Plan(PlanArgs),
     /// Plan, confirm, then converge each host and verify it over a new connection.
     /// The gateway reverts by itself unless the result is confirmed (commit-confirmed).

@@ -68,6 +68,8 @@ fn help_documents_exit_codes_and_limit_files() {
     let help = stdout(&dwprov(&["--help"]));
     assert!(help.contains("EXIT CODES"), "{help}");
     assert!(help.contains("usage error"), "{help}");
+    let plan = stdout(&dwprov(&["plan", "--help"]));
+    assert!(plan.contains("EXIT CODES") && plan.contains("2  changes are pending"), "{plan}");
     for cmd in ["gather", "render", "plan", "apply"] {
         let h = stdout(&dwprov(&[cmd, "--help"]));
         assert!(
