@@ -535,25 +535,6 @@ fn apply(a: ApplyArgs) -> Result<i32> {
     )
 }
 
-/// JSON-lines progress events on stdout.
-struct JsonEvents(std::sync::Mutex<()>);
-impl fleet::Progress for JsonEvents {
-    fn stage(&self, host: &str, stage: fleet::Stage) {
-        let _g = self.0.lock();
-        println!(
-            "{}",
-            serde_json::json!({"format_version": 1, "event": "stage", "host": host, "stage": stage})
-        );
-    }
-    fn finished(&self, host: &str, ok: bool) {
-        let _g = self.0.lock();
-        println!(
-            "{}",
-            serde_json::json!({"format_version": 1, "event": "host_done", "host": host, "ok": ok})
-        );
-    }
-}
-
 fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
     let (inv, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
     if list_hosts(&a.inv.hosts, &hosts) {
@@ -582,7 +563,7 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
         }
     }
     let events = a.json_events;
-    let json_progress = JsonEvents(std::sync::Mutex::new(()));
+    let json_progress = report::JsonEvents::default();
     let term_progress = report::StderrProgress::new(hosts.len());
     let progress: &dyn fleet::Progress = if events {
         &json_progress

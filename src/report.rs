@@ -356,6 +356,26 @@ pub fn recap(outcomes: &[Outcome], apply: bool) -> String {
     s
 }
 
+/// JSON-lines progress events on stdout.
+#[derive(Default)]
+pub struct JsonEvents(std::sync::Mutex<()>);
+impl Progress for JsonEvents {
+    fn stage(&self, host: &str, stage: Stage) {
+        let _g = self.0.lock();
+        println!(
+            "{}",
+            serde_json::json!({"format_version": 1, "event": "stage", "host": host, "stage": stage})
+        );
+    }
+    fn finished(&self, host: &str, ok: bool) {
+        let _g = self.0.lock();
+        println!(
+            "{}",
+            serde_json::json!({"format_version": 1, "event": "host_done", "host": host, "ok": ok})
+        );
+    }
+}
+
 /// Progress on stderr: a spinner line per active host on a terminal, plain
 /// lines otherwise.
 pub struct StderrProgress {

@@ -69,7 +69,10 @@ fn help_documents_exit_codes_and_limit_files() {
     assert!(help.contains("EXIT CODES"), "{help}");
     assert!(help.contains("usage error"), "{help}");
     let plan = stdout(&dwprov(&["plan", "--help"]));
-    assert!(plan.contains("EXIT CODES") && plan.contains("2  changes are pending"), "{plan}");
+    assert!(
+        plan.contains("EXIT CODES") && plan.contains("2  changes are pending"),
+        "{plan}"
+    );
     for cmd in ["gather", "render", "plan", "apply"] {
         let h = stdout(&dwprov(&[cmd, "--help"]));
         assert!(
@@ -304,9 +307,17 @@ cmp $D/before $D/after
         root = env!("CARGO_MANIFEST_DIR"),
         d = dir.display()
     );
-    let o = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("S01ssh"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("S01ssh"),
+        "{}",
+        text(&o)
+    );
     assert!(!dir.join("systemd/sshd.service").exists());
     assert_eq!(
         std::fs::read_link(dir.join("rc2.d/S01cron")).unwrap(),
@@ -325,10 +336,16 @@ fn scripts_find_cargo_under_secure_path() {
     for sudo_user in [None, Some("root")] {
         let mut cmd = Command::new("/bin/bash");
         cmd.env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("HOME", "/root")
             .current_dir(root)
-            .args(["-c", "source scripts/cargo-env.sh && find_cargo && \"$CARGO\" --version"]);
+            .args([
+                "-c",
+                "source scripts/cargo-env.sh && find_cargo && \"$CARGO\" --version",
+            ]);
         if let Some(u) = sudo_user {
             cmd.env("SUDO_USER", u);
         }
@@ -337,7 +354,11 @@ fn scripts_find_cargo_under_secure_path() {
             assert!(o.status.success(), "SUDO_USER={sudo_user:?}: {}", text(&o));
             assert!(stdout(&o).starts_with("cargo "), "{}", text(&o));
         } else {
-            assert!(String::from_utf8_lossy(&o.stderr).contains("rustup"), "{}", text(&o));
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("rustup"),
+                "{}",
+                text(&o)
+            );
         }
     }
 }
@@ -353,7 +374,10 @@ fn install_puts_dwprov_on_a_prefix() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let v = Command::new(dir.join("bin/dwprov")).arg("--version").output().unwrap();
+    let v = Command::new(dir.join("bin/dwprov"))
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(stdout(&v).starts_with("dwprov "), "{}", text(&v));
     let _ = std::fs::remove_dir_all(&dir);
 }

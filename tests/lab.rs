@@ -414,7 +414,10 @@ fn dwprov_lab_up_writes_a_ready_inventory_and_prints_the_next_command() {
     let inv = dir.join("inventory.yaml");
     let next = format!("ip netns exec {prefix}ctl {bin} plan -i {}", inv.display());
     assert!(stdout.contains(&next), "no `{next}` in:\n{stdout}");
-    assert!(stdout.contains(&format!("{bin} lab down --prefix {prefix}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{bin} lab down --prefix {prefix}")),
+        "{stdout}"
+    );
     assert!(dir.join("isp/unicom-only.txt").exists());
     // The printed command, as printed, plans the gateway: changes pending.
     let argv: Vec<&str> = next.split(' ').collect();
@@ -432,6 +435,9 @@ fn dwprov_lab_up_writes_a_ready_inventory_and_prints_the_next_command() {
         text(&plan.stderr)
     );
     let p = text(&plan.stdout);
-    assert!(p.contains("@@ routes table main: +7"), "the ISP lists are routed:\n{p}");
+    assert!(
+        p.contains("@@ routes table main: +7"),
+        "the ISP lists are routed:\n{p}"
+    );
     assert!(!p.contains("warning:"), "{p}");
 }
