@@ -16,7 +16,7 @@ source scripts/cargo-env.sh
 find_cargo
 echo "== checking the Debian packages the lab needs (iproute2, iptables, openssh-server, ...)"
 scripts/install-deps.sh
-echo "== building dwprov (release; the first build takes about 2 minutes, cargo shows its progress)"
+echo "== building dwprov (release; a first build takes 2-5 minutes on 2 cores, cargo shows its progress)"
 "${AS_USER[@]}" "$CARGO" build --release --bin dwprov
 BIN=$PWD/target/release/dwprov
 INV=examples/seed-$METHOD/inventory.yaml
