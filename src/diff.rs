@@ -585,7 +585,9 @@ fn file_line(path: &str, from: Option<&str>, to: Option<&str>) -> String {
 /// The readable plan of `changes`: groups in [`ViewKind`] order (then by
 /// title), lines sorted within a group (rules by priority).
 pub fn views_of(changes: &[Change], names: &dyn Fn(u32) -> String) -> Vec<View> {
-    let mut groups: BTreeMap<(ViewKind, String), Vec<(Option<&Rule>, ViewLine)>> = BTreeMap::new();
+    // Per group, its lines with the rule they show (rules sort by priority).
+    type Lines<'a> = Vec<(Option<&'a Rule>, ViewLine)>;
+    let mut groups: BTreeMap<(ViewKind, String), Lines> = BTreeMap::new();
     for c in changes {
         let (kind, title, lines) = change_lines(c, names);
         let rule = match c {
