@@ -96,9 +96,9 @@ impl Summary {
     /// chain rewritten as a whole counts the rules that come and go.
     pub fn of(changes: &[Change]) -> Summary {
         let mut s = Summary::default();
-        let names = |id: u32| id.to_string();
+        let names = |_: u32| String::new();
         for c in changes {
-            for l in change_lines(c, &names).2 {
+            for l in lines_of(c, &names, false).2 {
                 match l.sign {
                     Sign::Add => s.add += 1,
                     Sign::Remove => s.remove += 1,
@@ -412,7 +412,20 @@ pub fn change_lines(
     c: &Change,
     names: &dyn Fn(u32) -> String,
 ) -> (ViewKind, String, Vec<ViewLine>) {
-    let line = |sign, text: String| ViewLine { sign, text };
+    lines_of(c, names, true)
+}
+
+/// [`change_lines`]; without `text` only the signs (and kinds) are
+/// computed, for [`Summary::of`]: the same lines, so the same counts.
+fn lines_of(
+    c: &Change,
+    names: &dyn Fn(u32) -> String,
+    text: bool,
+) -> (ViewKind, String, Vec<ViewLine>) {
+    let line = |sign, f: &dyn Fn() -> String| ViewLine {
+        sign,
+        text: if text { f() } else { String::new() },
+    };
     let add_remove = |from: bool, to: bool| match (from, to) {
         (false, _) => Sign::Add,
         (true, false) => Sign::Remove,
@@ -424,18 +437,20 @@ pub fn change_lines(
             (
                 ViewKind::Files,
                 "files".into(),
-                vec![line(sign, file_line(path, from.as_deref(), to.as_deref()))],
+                vec![line(sign, &|| {
+                    file_line(path, from.as_deref(), to.as_deref())
+                })],
             )
         }
         Change::Sysctl { key, from, to } => {
-            let text = match from {
+            let text = || match from {
                 Some(f) => format!("{key} = {to} (was {f})"),
                 None => format!("{key} = {to}"),
             };
             (
                 ViewKind::Sysctls,
                 "sysctls".into(),
-                vec![line(add_remove(from.is_some(), true), text)],
+                vec![line(add_remove(from.is_some(), true), &text)],
             )
         }
         Change::Rule { op, rule } => {
@@ -447,7 +462,7 @@ pub fn change_lines(
             (
                 ViewKind::Rules,
                 "ip rules".into(),
-                vec![line(sign, rule_text(rule, names))],
+                vec![line(sign, &|| rule_text(rule, names))],
             )
         }
         Change::Route { from, to } => {
@@ -456,7 +471,7 @@ pub fn change_lines(
                 "routes table {}",
                 r.map(|r| names(r.table)).unwrap_or_default()
             );
-            let text = match (from, to) {
+            let text = || match (from, to) {
                 (Some(f), Some(t)) => format!("{} (was: {})", route_text(t), f.display()),
                 (Some(r), None) | (None, Some(r)) => route_text(r),
                 (None, None) => String::new(),
@@ -464,7 +479,7 @@ pub fn change_lines(
             (
                 ViewKind::Routes,
                 title,
-                vec![line(add_remove(from.is_some(), to.is_some()), text)],
+                vec![line(add_remove(from.is_some(), to.is_some()), &text)],
             )
         }
         Change::Jump {
@@ -481,7 +496,7 @@ pub fn change_lines(
             (
                 ViewKind::Iptables,
                 format!("iptables {table} {chain}"),
-                vec![line(sign, format!("-A {chain} {rule}"))],
+                vec![line(sign, &|| format!("-A {chain} {rule}"))],
             )
         }
         Change::Chain {
@@ -497,22 +512,21 @@ pub fn change_lines(
             let mut lines: Vec<ViewLine> = old
                 .iter()
                 .filter(|r| !new.contains(r))
-                .map(|r| line(Sign::Remove, format!("-A {chain} {r}")))
+                .map(|r| line(Sign::Remove, &|| format!("-A {chain} {r}")))
                 .chain(
                     new.iter()
                         .filter(|r| !old.contains(r))
-                        .map(|r| line(Sign::Add, format!("-A {chain} {r}"))),
+                        .map(|r| line(Sign::Add, &|| format!("-A {chain} {r}"))),
                 )
                 .collect();
             if lines.is_empty() {
                 // Same rules, other order or count; or an empty chain made or dropped.
                 lines.push(match (from, to) {
-                    (None, _) => line(Sign::Add, format!(":{chain} (new empty chain)")),
-                    (_, None) => line(Sign::Remove, format!(":{chain} (empty chain)")),
-                    _ => line(
-                        Sign::Change,
-                        format!(":{chain} rules reordered ({} rules)", new.len()),
-                    ),
+                    (None, _) => line(Sign::Add, &|| format!(":{chain} (new empty chain)")),
+                    (_, None) => line(Sign::Remove, &|| format!(":{chain} (empty chain)")),
+                    _ => line(Sign::Change, &|| {
+                        format!(":{chain} rules reordered ({} rules)", new.len())
+                    }),
                 });
             }
             (
