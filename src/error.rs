@@ -195,6 +195,9 @@ pub mod exit {
     /// Gateway side: a tool is missing (the shell's "command not found";
     /// gather reports a gateway without `ip` with it).
     pub const TOOL_MISSING: i32 = 127;
+
+    /// `scripts/lab.sh status`: the lab is not (fully) up.
+    pub const LAB_NOT_UP: i32 = 3;
 }
 
 impl Error {

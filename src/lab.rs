@@ -32,8 +32,6 @@ pub const ISP_LISTS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Exit status with which `lab.sh status` reports a lab that is not (fully) up.
-const STATUS_NOT_UP: i32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabAction {
@@ -85,7 +83,7 @@ pub fn run(action: LabAction, prefix: &str, dir: &Path) -> Result<()> {
         return Ok(());
     }
     match (action, status.code()) {
-        (LabAction::Status, Some(STATUS_NOT_UP)) => Err(Error::Invalid {
+        (LabAction::Status, Some(crate::error::exit::LAB_NOT_UP)) => Err(Error::Invalid {
             message: format!("lab '{prefix}' is not up"),
             hint: Some(format!("dwprov lab up --prefix {prefix}")),
         }),
