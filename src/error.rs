@@ -188,10 +188,14 @@ pub mod exit {
     pub const CHANGES: i32 = 2;
 
     /// Gateway side: an apply step failed (stderr names it); the script
-    /// reverted what it had done. Defined next to the script that uses it.
-    pub use crate::converge::STEP_FAILED;
-    /// Gateway side: the apply script stopped before changing anything.
-    pub use crate::safe::NOTHING_CHANGED;
+    /// reverted what it had done. `converge::STEP_FAILED` still holds its
+    /// own copy (to become `pub use crate::error::exit::STEP_FAILED`); a
+    /// test keeps the two equal. Named here, not imported from there: the
+    /// error module stays at the bottom of the import graph.
+    pub const STEP_FAILED: i32 = 3;
+    /// Gateway side: the apply script stopped before changing anything
+    /// (`safe::NOTHING_CHANGED`, likewise).
+    pub const NOTHING_CHANGED: i32 = 4;
     /// Gateway side: a tool is missing (the shell's "command not found";
     /// gather reports a gateway without `ip` with it).
     pub const TOOL_MISSING: i32 = 127;
@@ -218,5 +222,34 @@ impl Error {
             | Error::Reverted { .. }
             | Error::Io { .. } => exit::ERROR,
         }
+    }
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_statuses_are_the_scripts_own() {
+        assert_eq!(exit::STEP_FAILED, crate::converge::STEP_FAILED);
+        assert_eq!(exit::NOTHING_CHANGED, crate::safe::NOTHING_CHANGED);
+        let all = [
+            exit::OK,
+            exit::ERROR,
+            exit::CHANGES,
+            exit::STEP_FAILED,
+            exit::NOTHING_CHANGED,
+        ];
+        let mut distinct = all.to_vec();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), all.len(), "{all:?}");
+    }
+
+    #[test]
+    fn every_error_exits_1() {
+        let e = Error::invalid("x");
+        assert_eq!(e.exit_code(), exit::ERROR);
+        assert_eq!(Error::Multiple(vec![e]).exit_code(), exit::ERROR);
     }
 }

@@ -32,7 +32,6 @@ pub const ISP_LISTS: &[(&str, &str)] = &[
     ),
 ];
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabAction {
     Up,
