@@ -125,7 +125,7 @@ parse_args() {
             ACTION=$1; shift ;;
         exec)
             [[ -z "$ACTION" ]] || die "more than one action given"
-            ACTION=exec; shift
+            ACTION="exec"; shift
             [[ $# -ge 2 ]] || die "usage: lab.sh exec ROLE CMD [ARG...]"
             EXEC_ROLE=$1; shift
             EXEC_CMD=("$@")
@@ -491,6 +491,7 @@ do_up() {
         die "lab dir $DIR exists and is not empty; run down or choose another --dir"
     fi
     # From here on, anything that fails leaves a half-built lab: tear it down.
+    # shellcheck disable=SC2154  # rc is assigned inside the trap string
     trap 'rc=$?; if ((rc != 0)); then warn "up failed (exit $rc), tearing down"; do_down >&2 || true; fi' EXIT
     mkdir -p "$DIR"
     chmod 0700 "$DIR"
