@@ -2,18 +2,22 @@
 # The main job on the built-in lab gateway: build a dual-line gateway in
 # network namespaces, run `dwprov apply` from the controller namespace over
 # real SSH, then prove the seed's scenarios with real traffic.
-#   sudo scripts/demo.sh            # tears the lab down at the end
+#   sudo scripts/demo.sh            # tears the lab down at the end (as root: scripts/demo.sh)
 #   sudo scripts/demo.sh --keep     # leaves it up to play with (dwprov lab down removes it)
 #   METHOD=static sudo -E scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "the lab needs root (network namespaces): run with sudo" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "the lab needs root (network namespaces): run as root, or with sudo" >&2; exit 1; }
 KEEP=no; [ "${1:-}" = --keep ] && KEEP=yes
 METHOD=${METHOD:-fwmark}
 P=dwlab- D=/tmp/dwprov-lab
+# shellcheck source=scripts/cargo-env.sh
+source scripts/cargo-env.sh
+find_cargo
+echo "== checking the Debian packages the lab needs (iproute2, iptables, openssh-server, ...)"
 scripts/install-deps.sh
-echo "== building dwprov"
-cargo build --release --quiet
+echo "== building dwprov (release; a first build takes 2-5 minutes on 2 cores, cargo shows its progress)"
+"${AS_USER[@]}" "$CARGO" build --release --bin dwprov
 BIN=$PWD/target/release/dwprov
 INV=examples/seed-$METHOD/inventory.yaml
 ctl() { ip netns exec "${P}ctl" "$BIN" "$@"; }
@@ -25,7 +29,12 @@ echo "== dwprov lab up"
 "$BIN" lab up --prefix "$P" --dir "$D"
 
 echo; echo "== dwprov plan -i $INV   (exit 2: changes pending)"
-set +e; ctl plan -i "$INV" --no-color | tail -n 40; set -e
+# The plan's groups (with their counts), the generated files and the summary;
+# the whole plan (thousands of ISP routes) goes to a file.
+PLAN=$(mktemp /tmp/dwprov-demo-plan.XXXXXX)
+set +e; ctl plan -i "$INV" --no-color >"$PLAN" 2>/dev/null; code=$?; set -e
+grep -E '^(@@|──|warning:|conflict:|\+/etc/|gw1: )' "$PLAN" || true
+echo "(exit $code; the whole plan: $PLAN, $(wc -l <"$PLAN") lines)"
 echo; echo "== dwprov apply -i $INV --yes"
 ctl apply -i "$INV" --yes --no-color | tail -n 4
 

@@ -68,6 +68,10 @@ usage: lab.sh [--prefix P] [--dir D] up|down|status
 roles: ${ROLES[*]}
 env:   DWLAB_ECHO_SERVER  path of echo_server.py (default: next to this script)
        DWLAB_PYTHON       python interpreter (default /usr/bin/python3)
+       DWLAB_ISP_DIR      chinanet.txt + unicom-only.txt for the ready inventory
+                          (default: examples/isp of this repository)
+       DWLAB_DWPROV       how to name dwprov in the hints (default: dwprov)
+       DWLAB_CALLER       how to name this script in the hints (default: lab.sh)
 EOF
 }
 
@@ -121,7 +125,7 @@ parse_args() {
             ACTION=$1; shift ;;
         exec)
             [[ -z "$ACTION" ]] || die "more than one action given"
-            ACTION=exec; shift
+            ACTION="exec"; shift
             [[ $# -ge 2 ]] || die "usage: lab.sh exec ROLE CMD [ARG...]"
             EXEC_ROLE=$1; shift
             EXEC_CMD=("$@")
@@ -385,18 +389,65 @@ start_echo_servers() {
     done
 }
 
+# The example ISP lists for the ready inventory, copied into the lab dir so the
+# inventory works from any directory: DWLAB_ISP_DIR (`dwprov lab` writes its
+# embedded copies there), else this repository's examples/isp. None: the
+# inventory routes only the lab's own user networks.
+copy_isp_lists() {
+    local src="${DWLAB_ISP_DIR:-$(dirname -- "${BASH_SOURCE[0]}")/../examples/isp}" f
+    for f in chinanet.txt unicom-only.txt; do
+        [[ -r "$src/$f" ]] || return 1
+    done
+    mkdir -p "$DIR/isp"
+    cp -- "$src/chinanet.txt" "$src/unicom-only.txt" "$DIR/isp/"
+}
+
+# A ready inventory for the lab's gateway: the seed's topology, method fwmark
+# (as examples/seed-fwmark), so `dwprov plan -i $DIR/inventory.yaml` works as is.
 write_inventory() {
+    local ctc_list="" cnc_list=""
+    if copy_isp_lists; then
+        ctc_list="
+          routes_file: isp/chinanet.txt     # 4,164 real prefixes"
+        cnc_list="
+          routes_file: isp/unicom-only.txt  # 3,475 (unicom.txt less those ctc lists)"
+    fi
     cat >"$DIR/inventory.yaml" <<EOF
+# The lab gateway (written by lab up): the seed's dual-line topology, method fwmark.
 all:
   hosts:
     gw1:
       address: 10.9.0.2
       ssh: {user: root, identity_file: $DIR/id_ed25519, known_hosts: $DIR/known_hosts}
+      method: fwmark
+      lan:
+        - {interface: eth0, address: 192.168.0.1/24}
+      lines:
+        - name: ctc
+          table: 100
+          mark: 0x100
+          interface: eth1
+          address: 198.51.100.2/24
+          gateway: 198.51.100.1
+          default: true
+          routes: [100.64.0.0/16]           # the lab's CTC users$ctc_list
+        - name: cnc
+          table: 200
+          mark: 0x200
+          interface: eth2
+          address: 203.0.113.2/24
+          gateway: 203.0.113.1
+          routes: [100.65.0.0/16]           # the lab's CNC users$cnc_list
+      nat: {mode: snat}
+      forwards:
+        - {proto: tcp, port: 80, to: 192.168.0.100}
+        - {proto: tcp, port: 2222, to: 192.168.0.100, to_port: 22, lines: [cnc]}
+      hairpin: true
 EOF
 }
 
 print_summary() {
-    local role
+    local role dwprov="${DWLAB_DWPROV:-dwprov}" caller="${DWLAB_CALLER:-lab.sh}"
     cat <<EOF
 
 [lab] up: prefix $PREFIX, dir $DIR
@@ -405,16 +456,19 @@ EOF
     for role in "${ROLES[@]}"; do printf '  %-6s %s\n' "$role" "$(ns "$role")"; done
     cat <<EOF
 gateway sshd: pid $(print_sshd_pid), 10.9.0.2:22 (log $DIR/sshd.log)
-run dwprov from the controller:
-  ip netns exec $(ns ctl) dwprov ... -i $DIR/inventory.yaml
+inventory: $DIR/inventory.yaml (gateway gw1, method fwmark, lines ctc + cnc, LAN, port forwards)
+next, from the controller namespace (as root):
+  ip netns exec $(ns ctl) $dwprov plan -i $DIR/inventory.yaml
+  ip netns exec $(ns ctl) $dwprov apply -i $DIR/inventory.yaml
 a shell on the gateway as dwprov sees it (its netns + sshd's mount namespace):
-  lab.sh --prefix $PREFIX --dir $DIR exec gw bash
   nsenter -t $(print_sshd_pid) -m -n -u -- bash
-tear down:
-  lab.sh --prefix $PREFIX --dir $DIR down   (or: dwprov lab down)
-inventory ($DIR/inventory.yaml):
 EOF
-    sed 's/^/  /' "$DIR/inventory.yaml"
+    if [[ $caller == lab.sh ]]; then
+        echo "  lab.sh --prefix $PREFIX --dir $DIR exec gw bash"
+        printf 'tear down:\n  lab.sh --prefix %s --dir %s down\n' "$PREFIX" "$DIR"
+    else
+        printf 'tear down:\n  %s down --prefix %s --dir %s\n' "$caller" "$PREFIX" "$DIR"
+    fi
 }
 
 # ---------------------------------------------------------------- actions
@@ -437,6 +491,7 @@ do_up() {
         die "lab dir $DIR exists and is not empty; run down or choose another --dir"
     fi
     # From here on, anything that fails leaves a half-built lab: tear it down.
+    # shellcheck disable=SC2154  # rc is assigned inside the trap string
     trap 'rc=$?; if ((rc != 0)); then warn "up failed (exit $rc), tearing down"; do_down >&2 || true; fi' EXIT
     mkdir -p "$DIR"
     chmod 0700 "$DIR"

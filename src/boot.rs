@@ -186,12 +186,38 @@ pub fn route_cache_decision(gw: &Gateway, kernel: Option<&str>) -> (bool, String
     }
 }
 
+/// Whether the route-cache decision is worth a warning in every plan: an
+/// old kernel gets the flush loop (a process dwprov runs there for good),
+/// the inventory turned off a flush this kernel needs, or the kernel version
+/// cannot be read. Everything else (no cache since 3.6, the flush the
+/// inventory asks for, rendering without facts) is the normal case: a note,
+/// shown where asked ([`notes`]: `plan -v`, `render`).
+pub fn route_cache_warns(gw: &Gateway, kernel: Option<&str>) -> bool {
+    let cached = kernel.and_then(has_route_cache);
+    matches!(
+        (gw.route_cache_flush, kernel, cached),
+        (Some(false), _, Some(true)) | (None, Some(_), None) | (None, Some(_), Some(true))
+    )
+}
+
+/// The route-cache decision when it is a note rather than a warning (see
+/// [`route_cache_warns`]); empty otherwise (the warning is in the plan).
+pub fn notes(gw: &Gateway, kernel: Option<&str>) -> Vec<String> {
+    if route_cache_warns(gw, kernel) {
+        return Vec::new();
+    }
+    vec![route_cache_decision(gw, kernel).1]
+}
+
 /// The boot files for one gateway, and plan lines about them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BootFiles {
     /// Path → content.
     pub files: BTreeMap<String, String>,
+    /// Shown in every plan.
     pub warnings: Vec<String>,
+    /// The normal case, shown only where asked (`plan -v`, `render`).
+    pub notes: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -280,9 +306,15 @@ pub fn files(
     } else {
         wanted.push(("boot/init.d", INIT_SCRIPT.into()));
     }
+    let warns = route_cache_warns(gw, platform.kernel.as_deref());
     let mut out = BootFiles {
         files: BTreeMap::new(),
-        warnings: vec![note],
+        warnings: if warns {
+            vec![note.clone()]
+        } else {
+            Vec::new()
+        },
+        notes: if warns { Vec::new() } else { vec![note] },
     };
     for (template, path) in wanted {
         let text = templates.render(template, &ctx)?;
@@ -394,7 +426,7 @@ pub fn files_text(b: &BootFiles) -> String {
     for (path, text) in &b.files {
         let _ = write!(s, "==> {path}\n{text}");
     }
-    for w in &b.warnings {
+    for w in b.warnings.iter().chain(&b.notes) {
         let _ = writeln!(s, "note: {w}");
     }
     s
@@ -459,6 +491,24 @@ mod tests {
         assert!(d(Some(true), Some("6.1.0")).0);
         let (f, note) = d(Some(false), Some("3.2.0"));
         assert!(!f && note.contains("FAQ 2"), "{note}");
+    }
+
+    #[test]
+    fn a_kernel_without_route_cache_is_a_note_not_a_warning() {
+        let modern = boot(Some("6.1.0-18-amd64"), true, None);
+        assert!(modern.warnings.is_empty(), "{:?}", modern.warnings);
+        assert!(modern.notes[0].contains("no IPv4 route cache"));
+        let gw = seed(Method::Fwmark);
+        assert_eq!(notes(&gw, Some("6.1.0-18-amd64")), modern.notes);
+        // Without facts (render): a note saying what was assumed.
+        assert!(notes(&gw, None)[0].contains("no host facts"));
+        // What the admin should act on stays a warning, in every plan.
+        assert!(!boot(Some("weird"), true, None).warnings.is_empty());
+        let off = boot(Some("3.2.0"), true, Some(false));
+        assert!(off.warnings[0].contains("FAQ 2") && off.notes.is_empty());
+        assert!(notes(&gw, Some("weird")).is_empty());
+        let old = boot(Some("3.2.0-4-amd64"), true, None);
+        assert!(old.warnings[0].contains("every 2 s") && old.notes.is_empty());
     }
 
     #[test]

@@ -1,20 +1,29 @@
-//! Command-line interface: flags defined once, lowered into actions.
-use crate::error::{Error, Result};
-use crate::fleet::{self, Outcome, RunOptions};
-use crate::inventory::{Host, Inventory};
+//! Command-line interface: flag groups defined once, lowered into actions.
+//!
+//! Flags shared by several commands are `#[command(flatten)]` groups
+//! ([`InventoryArgs`], [`HostsArgs`], [`ConnectArgs`], [`OutputArgs`],
+//! [`TemplateArgs`]); what they lower into lives with its module: host
+//! selection in [`crate::inventory::select`], rollout policy in
+//! [`crate::fleet::rollout`], the saved plan in [`crate::saved_plan`], the
+//! readable output in [`crate::report`], exit codes in
+//! [`crate::error::exit`] and [`Error::exit_code`].
+use crate::error::{exit, Error, Result};
+use crate::fleet::{self, rollout, Outcome, RunOptions};
+use crate::inventory::select::{gateways_only, select};
 use crate::render::Templates;
 use crate::report;
+use crate::saved_plan::{self, SavedPlan};
 use crate::transport::ConnectOptions;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-/// Exit code: success, nothing pending.
-pub const EXIT_OK: i32 = 0;
-/// Exit code: an error (bad input, unreachable host, failed apply...).
-pub const EXIT_ERROR: i32 = 1;
+/// Exit code: success, nothing pending (see [`crate::error::exit`]).
+pub const EXIT_OK: i32 = exit::OK;
+/// Exit code: an error, usage errors included.
+pub const EXIT_ERROR: i32 = exit::ERROR;
 /// Exit code of `plan`: changes are pending.
-pub const EXIT_CHANGES: i32 = 2;
+pub const EXIT_CHANGES: i32 = exit::CHANGES;
 
 const AFTER_HELP: &str = "\
 Typical use:
@@ -24,19 +33,30 @@ Typical use:
   dwprov rollback -i inventory.yaml -l gw1   put back the state from before the last apply
   dwprov lab up                              a dual-line gateway in network namespaces to try it on
 
+--limit (gather, render, plan, apply, rollback): host names, group names, globs (gw*),
+!exclusions and @FILE (one pattern a line, as --retry-file writes), comma-separated.
+
 Safety: apply snapshots each gateway and arms a revert there; it disarms it only
 after verifying over a new SSH connection, so a change that cuts the management
 path reverts itself after --confirm-timeout seconds.
 
-Exit codes:
+EXIT CODES:
   0  success; for plan: no changes pending
-  1  error: bad inventory, unreachable host, failed or unverified apply
-  2  plan only: changes are pending (like terraform plan -detailed-exitcode)
+  1  error: bad inventory, unreachable host, failed or unverified apply, and also
+     a usage error (unknown command or flag, missing -i, bad --format value)
+  2  plan only: changes are pending (like terraform plan -detailed-exitcode);
+     never a usage error, so a CI gate can read 2 as \"changes pending\"
 
 dwprov owns only what it creates: ip rules and routes tagged `proto dwprov` (201),
 iptables chains DWPROV-* with one commented jump each, and its files
 (/etc/iproute2/rt_tables.d/dwprov.conf, rt_protos.d/dwprov.conf, /etc/sysctl.d/90-dwprov.conf,
 /etc/dwprov/* and its boot units). Everything else on a gateway is left as it is.";
+
+const PLAN_EXIT_CODES: &str = "\
+EXIT CODES:
+  0  no changes pending on any host
+  1  error (bad inventory, unreachable host, ...) or usage error (unknown flag, missing -i)
+  2  changes are pending (like terraform plan -detailed-exitcode)";
 
 #[derive(Parser, Debug)]
 #[command(name = "dwprov", version, about = "Idempotent provisioning of dual-WAN (multi-line) Linux gateways",
@@ -59,11 +79,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print each host's live state as dwprov sees it (rules, routes, iptables, facts).
-    Gather(InventoryArgs),
+    /// Print each host's live state as dwprov sees it (rules, routes, iptables, facts);
+    /// objects dwprov owns are marked `[dwprov]`.
+    Gather(GatherArgs),
     /// Print what the templates render for each host, without connecting.
     Render(RenderArgs),
-    /// Show, per host, what apply would change. Exit 2 when changes are pending.
+    /// Show, per host, what apply would change. Exit 2 when changes are pending
+    /// (exit 1 for any error, usage errors included).
+    #[command(after_help = PLAN_EXIT_CODES)]
     Plan(PlanArgs),
     /// Plan, confirm, then converge each host and verify it over a new connection.
     /// The gateway reverts by itself unless the result is confirmed (commit-confirmed).
@@ -74,17 +97,31 @@ pub enum Command {
     Lab(LabArgs),
 }
 
+/// Which hosts: `--limit` and `--list-hosts`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HostsArgs {
+    /// Hosts to act on: names, group names, globs (gw*), !exclusions, @FILE
+    /// (one pattern a line, e.g. a --retry-file), comma-separated.
+    #[arg(short, long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    /// Print the hosts --limit selects, and do nothing else.
+    #[arg(long)]
+    pub list_hosts: bool,
+}
+
+/// The inventory and the hosts of it to act on.
 #[derive(Args, Debug, Clone)]
 pub struct InventoryArgs {
     /// Inventory file (Ansible-shaped YAML: all: hosts/children/vars).
     #[arg(short, long, value_name = "FILE")]
     pub inventory: PathBuf,
-    /// Hosts to act on: names, group names, globs (gw*), !exclusions, comma-separated.
-    #[arg(short, long, value_name = "PATTERN")]
-    pub limit: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
+    #[command(flatten)]
+    pub hosts: HostsArgs,
+}
+
+/// How to connect, and to how many hosts at once.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
     /// Record unknown SSH host keys instead of refusing (like OpenSSH's accept-new).
     /// A key that CHANGED is always refused.
     #[arg(long)]
@@ -92,37 +129,96 @@ pub struct InventoryArgs {
     /// How many hosts to work on at once.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub forks: usize,
-    /// Print the hosts --limit selects, and do nothing else.
-    #[arg(long)]
-    pub list_hosts: bool,
-    /// Progress as JSON lines on stdout (one event per stage and host, then a recap event).
-    #[arg(long)]
-    pub json_events: bool,
 }
 
-#[derive(Args, Debug, Clone)]
-pub struct RenderArgs {
-    /// Inventory file (Ansible-shaped YAML).
-    #[arg(short, long, value_name = "FILE")]
-    pub inventory: PathBuf,
-    /// Hosts to render: names, group names, globs, !exclusions, @file.
-    #[arg(short, long, value_name = "PATTERN")]
-    pub limit: Option<String>,
-    /// Output format.
+impl Default for ConnectArgs {
+    fn default() -> Self {
+        ConnectArgs {
+            accept_new_host_keys: false,
+            forks: 10,
+        }
+    }
+}
+
+impl ConnectArgs {
+    fn options(&self) -> ConnectOptions {
+        ConnectOptions {
+            accept_new_host_keys: self.accept_new_host_keys,
+            ssh_config: ssh_config(),
+        }
+    }
+}
+
+/// What to print, and how much of it.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct OutputArgs {
+    /// Output format (json and yaml: one document with format_version).
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// More detail in text output: notes (e.g. the kernel's route cache) and the
+    /// content of generated files (as --show-files).
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Show the content of generated files (boot script, boot batch, units), not
+    /// only one line each.
+    #[arg(long)]
+    pub show_files: bool,
+}
+
+impl OutputArgs {
+    fn detail(&self) -> report::Detail {
+        report::Detail {
+            verbose: self.verbose,
+            files: self.verbose || self.show_files,
+        }
+    }
+}
+
+/// Template overrides.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TemplateArgs {
     /// Directory with templates overriding the built-in ones (same file names, e.g. ip.batch.tera).
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct GatherArgs {
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub templates: TemplateArgs,
+    /// List the prefixes that more than one line lists, and the line that routes
+    /// each (the first in `lines:` listing it), instead of the rendered files.
+    #[arg(long)]
+    pub overlaps: bool,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub inv: InventoryArgs,
-    /// Directory with templates overriding the built-in ones.
-    #[arg(long, value_name = "DIR")]
-    pub templates: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub templates: TemplateArgs,
+    /// Progress as JSON lines on stdout (one event per stage and host, then a recap event).
+    #[arg(long)]
+    pub json_events: bool,
     /// Save the plan (desired state, diff, digest of the live state) for `dwprov apply FILE`.
     #[arg(short = 'o', long = "out", value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -137,27 +233,17 @@ pub struct ApplyArgs {
     /// Inventory file (not needed with a saved plan).
     #[arg(short, long, value_name = "FILE", required_unless_present = "saved")]
     pub inventory: Option<PathBuf>,
-    /// Hosts to act on: names, group names, globs (gw*), !exclusions, @file, comma-separated.
-    #[arg(short, long, value_name = "PATTERN")]
-    pub limit: Option<String>,
-    /// Output format (json: the whole run as one document with format_version).
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
-    /// Record unknown SSH host keys instead of refusing. A CHANGED key is always refused.
-    #[arg(long)]
-    pub accept_new_host_keys: bool,
-    /// How many hosts to work on at once.
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    pub forks: usize,
-    /// Print the hosts --limit selects, and do nothing else.
-    #[arg(long)]
-    pub list_hosts: bool,
+    #[command(flatten)]
+    pub hosts: HostsArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub templates: TemplateArgs,
     /// Progress as JSON lines on stdout (stage and host_done events, then a recap event).
     #[arg(long)]
     pub json_events: bool,
-    /// Directory with templates overriding the built-in ones (same file names).
-    #[arg(long, value_name = "DIR")]
-    pub templates: Option<PathBuf>,
     /// Apply without asking (required when stdin is not a terminal).
     #[arg(short, long)]
     pub yes: bool,
@@ -224,15 +310,20 @@ pub enum LabCommand {
     Status,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
+    #[default]
     Text,
     Json,
+    Yaml,
 }
 
 /// Entry point of the binary: returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     if cli.no_color || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
         console::set_colors_enabled(false);
         console::set_colors_enabled_stderr(false);
@@ -241,8 +332,20 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{} {e}", console::style("error:").red().bold());
-            EXIT_ERROR
+            e.exit_code()
         }
+    }
+}
+
+/// clap's own message, with our exit code: `--help`/`--version` succeed,
+/// every usage error is 1 (clap would say 2, which is `plan`'s "changes
+/// pending").
+fn usage_error(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => EXIT_OK,
+        _ => EXIT_ERROR,
     }
 }
 
@@ -273,229 +376,101 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// Load the inventory and pick the hosts `--limit` selects.
-fn select(inventory: &std::path::Path, limit: Option<&str>) -> Result<(Inventory, Vec<Host>)> {
-    let inv = crate::inventory::load(inventory)?;
-    let hosts = match limit {
-        None => inv.hosts.clone(),
-        Some(l) => limit_hosts(&inv, l)?,
-    };
-    if hosts.is_empty() {
-        return Err(Error::Invalid {
-            message: format!(
-                "no host of {} matches --limit {}",
-                inventory.display(),
-                limit.unwrap_or("")
-            ),
-            hint: Some(format!(
-                "hosts: {}",
-                inv.hosts
-                    .iter()
-                    .map(|h| h.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        });
-    }
-    Ok((inv, hosts))
-}
-
-/// Ansible-style `--limit`: `a,b`, groups, globs, `!exclusions`, `@file`.
-pub fn limit_hosts(inv: &Inventory, pattern: &str) -> Result<Vec<Host>> {
-    let mut words: Vec<String> = Vec::new();
-    for w in pattern
-        .split([',', ':'])
-        .map(str::trim)
-        .filter(|w| !w.is_empty())
-    {
-        if let Some(file) = w.strip_prefix('@') {
-            let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-            words.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string),
-            );
-        } else {
-            words.push(w.to_string());
+/// `--list-hosts`: print the selection; true when that was all to do.
+fn list_hosts(a: &HostsArgs, hosts: &[crate::inventory::Host]) -> bool {
+    if a.list_hosts {
+        for h in hosts {
+            println!("{}", h.name);
         }
     }
-    let matches = |pat: &str, host: &Host| -> bool {
-        crate::pattern::glob(pat, &host.name)
-            || inv
-                .groups
-                .iter()
-                .any(|(g, members)| crate::pattern::glob(pat, g) && members.contains(&host.name))
-    };
-    let includes: Vec<&String> = words.iter().filter(|w| !w.starts_with('!')).collect();
-    let excludes: Vec<&str> = words.iter().filter_map(|w| w.strip_prefix('!')).collect();
-    Ok(inv
-        .hosts
-        .iter()
-        .filter(|h| includes.is_empty() || includes.iter().any(|p| matches(p, h)))
-        .filter(|h| !excludes.iter().any(|p| matches(p, h)))
-        .cloned()
-        .collect())
+    a.list_hosts
 }
 
-fn gather(a: &InventoryArgs) -> Result<i32> {
-    let (_, hosts) = select(&a.inventory, a.limit.as_deref())?;
-    let opts = ConnectOptions {
-        accept_new_host_keys: a.accept_new_host_keys,
-        ssh_config: ssh_config(),
-    };
-    let results = fleet::parallel(&hosts, a.forks, |h| -> Result<crate::gather::Facts> {
-        let mut t = crate::transport::connect(&h.connection, &h.name, &opts)?;
-        crate::gather::gather(t.as_mut())
-    });
+/// One JSON or YAML document on stdout.
+fn print_doc(format: Format, doc: &serde_json::Value) -> Result<()> {
+    match format {
+        Format::Yaml => print!("{}", crate::yaml::to_yaml(doc)?),
+        _ => println!("{}", serde_json::to_string_pretty(doc).unwrap_or_default()),
+    }
+    Ok(())
+}
+
+fn gather(a: &GatherArgs) -> Result<i32> {
+    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+    if list_hosts(&a.inv.hosts, &hosts) {
+        return Ok(EXIT_OK);
+    }
+    let opts = a.connect.options();
+    let results = fleet::parallel(
+        &hosts,
+        a.connect.forks,
+        |h| -> Result<crate::gather::Facts> {
+            let mut t = crate::transport::connect(&h.connection, &h.name, &opts)?;
+            crate::gather::gather(t.as_mut())
+        },
+    );
+    let text = a.output.format == Format::Text;
     let mut failed = 0;
-    let mut json = Vec::new();
+    let mut docs = Vec::new();
     for (h, r) in hosts.iter().zip(results) {
         match r {
-            Ok(f) => match a.format {
-                Format::Json => json.push(serde_json::json!({"host": h.name, "facts": f})),
-                Format::Text => print!("{}", facts_text(&f)),
-            },
+            Ok(f) if text => print!("{}", report::facts_text(&f, a.output.detail())),
+            Ok(f) => docs.push(serde_json::json!({"host": h.name, "facts": f})),
             Err(e) => {
                 failed += 1;
-                match a.format {
-                    Format::Json => json.push(serde_json::json!({"host": h.name, "error": {"class": e.class(), "message": e.to_string()}})),
-                    Format::Text => eprintln!("{} {}: {e}", console::style("error:").red().bold(), h.name),
+                if text {
+                    eprintln!("{} {}: {e}", console::style("error:").red().bold(), h.name);
+                } else {
+                    docs.push(serde_json::json!({"host": h.name, "error": {"class": e.class(), "message": e.to_string()}}));
                 }
             }
         }
     }
-    if a.format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"format_version": 1, "hosts": json}))
-                .unwrap_or_default()
-        );
+    if !text {
+        print_doc(
+            a.output.format,
+            &serde_json::json!({"format_version": 1, "hosts": docs}),
+        )?;
     }
     Ok(if failed > 0 { EXIT_ERROR } else { EXIT_OK })
 }
 
-/// The typed live state as text, in the tools' own spelling.
-pub fn facts_text(f: &crate::gather::Facts) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let names = |id: u32| f.state.rt_tables.label(id);
-    let _ = writeln!(s, "── {}", f.host);
-    let _ = writeln!(
-        s,
-        "kernel {}  iptables {}  systemd {}  uid {}",
-        f.kernel,
-        f.iptables_backend.as_deref().unwrap_or("?"),
-        if f.systemd { "yes" } else { "no" },
-        f.uid.map(|u| u.to_string()).unwrap_or_else(|| "?".into())
-    );
-    for w in &f.warnings {
-        let _ = writeln!(s, "warning: {w}");
-    }
-    let _ = writeln!(s, "interfaces:");
-    for i in &f.interfaces {
-        let addrs: Vec<String> = i.addresses.iter().map(|a| a.to_string()).collect();
-        let _ = writeln!(
-            s,
-            "  {} {} {}",
-            i.name,
-            if i.up { "up" } else { "down" },
-            addrs.join(" ")
-        );
-    }
-    let _ = writeln!(s, "rt_tables:");
-    for (id, n) in &f.state.rt_tables.entries {
-        let _ = writeln!(s, "  {id}\t{n}");
-    }
-    let _ = writeln!(s, "ip rules:");
-    for r in &f.state.rules {
-        let _ = writeln!(s, "  {}", r.display(&names));
-    }
-    let mut tables: Vec<u32> = f.state.routes.iter().map(|r| r.table).collect();
-    tables.sort();
-    tables.dedup();
-    for t in tables {
-        let _ = writeln!(s, "routes table {}:", names(t));
-        for r in f.state.routes.iter().filter(|r| r.table == t) {
-            let _ = writeln!(s, "  {}", r.display());
-        }
-    }
-    for (tname, table) in &f.state.iptables.tables {
-        let _ = writeln!(s, "iptables {tname}:");
-        for (cname, chain) in &table.chains {
-            let _ = writeln!(s, "  :{cname} {}", chain.policy.as_deref().unwrap_or("-"));
-            for r in &chain.rules {
-                let _ = writeln!(s, "  -A {cname} {r}");
-            }
-        }
-    }
-    let _ = writeln!(s, "sysctls:");
-    for (k, v) in &f.state.sysctls {
-        let _ = writeln!(s, "  {k} = {v}");
-    }
-    for (p, c) in &f.state.files {
-        let _ = writeln!(s, "file {p}: {} lines", c.lines().count());
-    }
-    s
-}
-
-/// Drop hosts without gateway intent (bastions, jump hosts), saying so.
-fn gateways_only(hosts: Vec<Host>, keep_all: bool) -> Result<Vec<Host>> {
-    if keep_all {
-        return Ok(hosts);
-    }
-    let (gws, others): (Vec<Host>, Vec<Host>) = hosts.into_iter().partition(|h| h.has_gateway());
-    for h in &others {
-        eprintln!(
-            "{}: no gateway intent (connection settings only): nothing to plan",
-            h.name
-        );
-    }
-    if gws.is_empty() {
-        return Err(Error::invalid(
-            "none of the selected hosts has gateway intent (method, lan, lines)",
-        ));
-    }
-    Ok(gws)
-}
-
 fn render(a: &RenderArgs) -> Result<i32> {
-    let (_, hosts) = select(&a.inventory, a.limit.as_deref())?;
+    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+    if list_hosts(&a.inv.hosts, &hosts) {
+        return Ok(EXIT_OK);
+    }
     let hosts = gateways_only(hosts, false)?;
-    let templates = Templates::load(a.templates.as_deref())?;
+    let templates = Templates::load(a.templates.templates.as_deref())?;
     // Validate every host first: bad input changes nothing and prints nothing else.
     let gws = hosts
         .iter()
         .map(crate::model::build)
         .collect::<Result<Vec<_>>>()?;
-    let mut json = Vec::new();
+    if a.overlaps {
+        for gw in &gws {
+            print!("{}", report::overlaps_text(gw));
+        }
+        return Ok(EXIT_OK);
+    }
+    let mut docs = Vec::new();
     for gw in &gws {
         let r = crate::render::render(gw, &templates, None)?;
-        match a.format {
-            Format::Json => json.push(serde_json::json!({
+        if a.output.format == Format::Text {
+            // Without a host there are no facts: the notes say what was assumed.
+            let notes = crate::boot::notes(gw, None);
+            print!("{}", report::rendered_text(&r, &notes));
+        } else {
+            docs.push(serde_json::json!({
                 "host": r.host, "artefacts": r.artefacts, "desired": r.desired, "warnings": r.warnings,
-            })),
-            Format::Text => {
-                println!("{}", console::style(format!("── {}", r.host)).bold());
-                for w in &r.warnings {
-                    println!("{} {w}", console::style("warning:").yellow());
-                }
-                for (name, text) in &r.artefacts {
-                    println!("{}", console::style(format!("==> {name}")).cyan());
-                    print!("{text}");
-                    if !text.ends_with('\n') {
-                        println!();
-                    }
-                }
-            }
+            }));
         }
     }
-    if a.format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"format_version": 1, "hosts": json}))
-                .unwrap_or_default()
-        );
+    if a.output.format != Format::Text {
+        print_doc(
+            a.output.format,
+            &serde_json::json!({"format_version": 1, "hosts": docs}),
+        )?;
     }
     Ok(EXIT_OK)
 }
@@ -503,47 +478,22 @@ fn render(a: &RenderArgs) -> Result<i32> {
 /// What `apply` adds to a plan run.
 struct ApplyMode {
     yes: bool,
-    serial: Option<String>,
-    max_fail_percent: f64,
+    policy: rollout::Policy,
     retry_file: Option<PathBuf>,
     safety: fleet::Safety,
     saved: Option<SavedPlan>,
 }
 
-/// A plan saved by `dwprov plan -o FILE`.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SavedPlan {
-    format_version: u32,
-    inventory: PathBuf,
-    hosts: Vec<fleet::SavedHost>,
-}
-
 fn apply(a: ApplyArgs) -> Result<i32> {
-    let saved = match &a.saved {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-            let plan: SavedPlan = serde_json::from_str(&text).map_err(|e| Error::Invalid {
-                message: format!("{}: not a dwprov plan: {e}", p.display()),
-                hint: Some("make one with `dwprov plan -i INVENTORY -o FILE`".into()),
-            })?;
-            Some(plan)
-        }
-        None => None,
-    };
+    let saved = a.saved.as_deref().map(saved_plan::load).transpose()?;
     let inventory = match (&a.inventory, &saved) {
         (Some(i), _) => i.clone(),
         (None, Some(p)) => p.inventory.clone(),
         (None, None) => return Err(Error::invalid("apply needs -i INVENTORY or a saved plan")),
     };
-    let limit = match (&a.limit, &saved) {
+    let limit = match (&a.hosts.limit, &saved) {
         (Some(l), _) => Some(l.clone()),
-        (None, Some(p)) => Some(
-            p.hosts
-                .iter()
-                .map(|h| h.host.clone())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+        (None, Some(p)) => Some(p.limit()),
         (None, None) => None,
     };
     if a.no_confirm {
@@ -555,22 +505,26 @@ fn apply(a: ApplyArgs) -> Result<i32> {
     let args = PlanArgs {
         inv: InventoryArgs {
             inventory,
-            limit,
-            format: a.format,
-            accept_new_host_keys: a.accept_new_host_keys,
-            forks: a.forks,
-            list_hosts: a.list_hosts,
-            json_events: a.json_events,
+            hosts: HostsArgs {
+                limit,
+                list_hosts: a.hosts.list_hosts,
+            },
         },
+        connect: a.connect,
+        output: a.output,
         templates: a.templates,
+        json_events: a.json_events,
         out: None,
     };
     plan_or_apply(
         &args,
         Some(ApplyMode {
             yes: a.yes,
-            serial: a.serial,
-            max_fail_percent: a.max_fail_percent,
+            policy: rollout::Policy {
+                serial: a.serial,
+                max_fail_percent: a.max_fail_percent,
+                recheck_first: !a.yes,
+            },
             retry_file: a.retry_file,
             safety: fleet::Safety {
                 confirm: !a.no_confirm,
@@ -581,83 +535,25 @@ fn apply(a: ApplyArgs) -> Result<i32> {
     )
 }
 
-/// Batch sizes for `--serial` over `n` hosts: numbers or percentages; the
-/// last size repeats until every host has a batch.
-pub fn batches(n: usize, spec: Option<&str>) -> Result<Vec<usize>> {
-    let Some(spec) = spec else {
-        return Ok(if n == 0 { vec![] } else { vec![n] });
-    };
-    let mut sizes = Vec::new();
-    for w in spec.split(',').map(str::trim) {
-        let size = if let Some(p) = w.strip_suffix('%') {
-            let p: f64 = p
-                .parse()
-                .ok()
-                .filter(|p: &f64| *p > 0.0 && *p <= 100.0)
-                .ok_or_else(|| {
-                    Error::invalid(format!(
-                        "--serial: `{w}` is not a percentage between 0 and 100"
-                    ))
-                })?;
-            ((n as f64 * p / 100.0).ceil() as usize).max(1)
-        } else {
-            w.parse::<usize>().ok().filter(|s| *s > 0).ok_or_else(|| {
-                Error::invalid(format!(
-                    "--serial: `{w}` is not a positive number or a percentage"
-                ))
-            })?
-        };
-        sizes.push(size);
-    }
-    let mut out = Vec::new();
-    let mut left = n;
-    let mut i = 0;
-    while left > 0 {
-        let size = sizes[i.min(sizes.len() - 1)].min(left);
-        out.push(size);
-        left -= size;
-        i += 1;
-    }
-    Ok(out)
-}
-
-/// JSON-lines progress events on stdout.
-struct JsonEvents(std::sync::Mutex<()>);
-impl fleet::Progress for JsonEvents {
-    fn stage(&self, host: &str, stage: fleet::Stage) {
-        let _g = self.0.lock();
-        println!(
-            "{}",
-            serde_json::json!({"format_version": 1, "event": "stage", "host": host, "stage": stage})
-        );
-    }
-    fn finished(&self, host: &str, ok: bool) {
-        let _g = self.0.lock();
-        println!(
-            "{}",
-            serde_json::json!({"format_version": 1, "event": "host_done", "host": host, "ok": ok})
-        );
-    }
-}
-
 fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
-    let (inv, hosts) = select(&a.inv.inventory, a.inv.limit.as_deref())?;
-    if a.inv.list_hosts {
-        for h in &hosts {
-            println!("{}", h.name);
-        }
+    let (inv, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+    if list_hosts(&a.inv.hosts, &hosts) {
         return Ok(EXIT_OK);
     }
-    let templates = Templates::load(a.templates.as_deref())?;
+    let templates = Templates::load(a.templates.templates.as_deref())?;
     let saved = apply.as_ref().and_then(|m| m.saved.as_ref());
     // Hosts with connection settings only (a bastion) have nothing to plan.
     let hosts = gateways_only(hosts, saved.is_some())?;
     // Bad input anywhere stops everything before any connection.
+    let mut gateways = Vec::new();
     if saved.is_none() {
-        let errors: Vec<Error> = hosts
-            .iter()
-            .filter_map(|h| crate::model::build(h).err())
-            .collect();
+        let mut errors = Vec::new();
+        for h in &hosts {
+            match crate::model::build(h) {
+                Ok(gw) => gateways.push(gw),
+                Err(e) => errors.push(e),
+            }
+        }
         if !errors.is_empty() {
             return Err(if errors.len() == 1 {
                 errors.into_iter().next().expect("one")
@@ -666,8 +562,8 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
             });
         }
     }
-    let events = a.inv.json_events;
-    let json_progress = JsonEvents(std::sync::Mutex::new(()));
+    let events = a.json_events;
+    let json_progress = report::JsonEvents::default();
     let term_progress = report::StderrProgress::new(hosts.len());
     let progress: &dyn fleet::Progress = if events {
         &json_progress
@@ -676,39 +572,34 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
     };
     let opts = RunOptions {
         templates: &templates,
-        connect: ConnectOptions {
-            accept_new_host_keys: a.inv.accept_new_host_keys,
-            ssh_config: ssh_config(),
-        },
-        forks: a.inv.forks,
+        connect: a.connect.options(),
+        forks: a.connect.forks,
         progress,
         safety: apply.as_ref().map(|m| m.safety).unwrap_or_default(),
     };
     let prepared = fleet::parallel(&hosts, opts.forks, |h| {
-        let s = saved.and_then(|p| p.hosts.iter().find(|s| s.host == h.name));
-        fleet::prepare_with(h, s, &opts)
+        fleet::prepare_with(h, saved.and_then(|p| p.host(&h.name)), &opts)
     });
     term_progress.clear();
-    let text = a.inv.format == Format::Text && !events;
-    if text {
+    if a.output.format == Format::Text && !events {
+        let detail = a.output.detail();
         for p in &prepared {
-            if p.outcome.plan.is_some() {
-                print!("{}", report::host_plan(&p.outcome));
-            }
+            let Some(plan) = &p.outcome.plan else {
+                continue;
+            };
+            let notes = match gateways.iter().find(|g| g.host == plan.host) {
+                Some(gw) if detail.verbose => {
+                    crate::boot::notes(gw, Some(plan.facts.kernel.as_str()))
+                }
+                _ => Vec::new(),
+            };
+            print!("{}", report::host_plan(&p.outcome, &notes, detail));
         }
     }
     if let Some(out) = &a.out {
-        save_plan(out, &inv, &prepared)?;
+        saved_plan::save(out, &SavedPlan::of(&inv, &prepared))?;
     }
-    let pending = prepared
-        .iter()
-        .filter(|p| {
-            p.outcome
-                .plan
-                .as_ref()
-                .is_some_and(|pl| !pl.summary.is_empty())
-        })
-        .count();
+    let pending = prepared.iter().filter(|p| p.outcome.changed()).count();
     let outcomes: Vec<Outcome> = match &apply {
         None => prepared.into_iter().map(|p| p.finish(None)).collect(),
         Some(mode) => {
@@ -716,19 +607,12 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
                 eprintln!("nothing applied");
                 return Ok(EXIT_ERROR);
             }
-            rollout(&hosts, prepared, mode, &opts)?
+            rollout::rollout(&hosts, prepared, &mode.policy, &opts)?
         }
     };
     let failed = outcomes.iter().filter(|o| !o.ok() || o.skipped).count();
-    if let Some(m) = &apply {
-        if let Some(path) = &m.retry_file {
-            let names: String = outcomes
-                .iter()
-                .filter(|o| !o.ok() || o.skipped)
-                .map(|o| format!("{}\n", o.host))
-                .collect();
-            std::fs::write(path, names).map_err(|e| Error::io(path, e))?;
-        }
+    if let Some(path) = apply.as_ref().and_then(|m| m.retry_file.as_ref()) {
+        rollout::write_retry_file(path, &outcomes)?;
     }
     let doc = serde_json::json!({
         "format_version": 1,
@@ -741,9 +625,9 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
             serde_json::json!({"format_version": 1, "event": "recap", "recap": doc})
         );
     } else {
-        match a.inv.format {
+        match a.output.format {
             Format::Text => print!("\n{}", report::recap(&outcomes, apply.is_some())),
-            Format::Json => println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default()),
+            f => print_doc(f, &doc)?,
         }
     }
     let _ = std::io::stdout().flush();
@@ -754,103 +638,6 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
     } else {
         EXIT_OK
     })
-}
-
-/// Apply prepared hosts batch by batch; stop when a batch fails beyond
-/// --max-fail-percent, reporting the rest as skipped.
-fn rollout(
-    hosts: &[Host],
-    prepared: Vec<fleet::Prepared>,
-    mode: &ApplyMode,
-    opts: &RunOptions,
-) -> Result<Vec<Outcome>> {
-    let sizes = batches(prepared.len(), mode.serial.as_deref())?;
-    let mut rest = prepared.into_iter();
-    let mut outcomes = Vec::new();
-    let mut stopped = false;
-    for (n, size) in sizes.iter().enumerate() {
-        let batch: Vec<fleet::Prepared> = rest.by_ref().take(*size).collect();
-        if stopped {
-            outcomes.extend(batch.into_iter().map(fleet::Prepared::skip));
-            continue;
-        }
-        // Batch 1 was just planned, unless a person was asked first (the
-        // prompt may have waited minutes). Later batches were planned before
-        // the earlier ones rolled out. Such hosts are gathered again and
-        // refused as stale when their live state changed in the meantime.
-        let recheck = n > 0 || !mode.yes;
-        if n > 0 {
-            test_pause_before_batch(n + 1);
-        }
-        let results = fleet::parallel(&batch, opts.forks, |p| {
-            hosts
-                .iter()
-                .find(|h| h.name == p.outcome.host)
-                .and_then(|host| fleet::apply_prepared(host, p, opts, recheck))
-        });
-        let done: Vec<Outcome> = batch
-            .into_iter()
-            .zip(results)
-            .map(|(p, r)| p.finish(r))
-            .collect();
-        let failed = done.iter().filter(|o| !o.ok()).count();
-        let percent = failed as f64 * 100.0 / done.len().max(1) as f64;
-        if failed > 0 && percent > mode.max_fail_percent {
-            eprintln!(
-                "{} batch {} of {}: {failed} of {} host(s) failed ({percent:.0}% > --max-fail-percent {}): stopping the rollout",
-                console::style("stop:").red().bold(),
-                n + 1,
-                sizes.len(),
-                done.len(),
-                mode.max_fail_percent
-            );
-            stopped = true;
-        }
-        outcomes.extend(done);
-    }
-    Ok(outcomes)
-}
-
-/// Test hook, not for users: with `DWPROV_TEST_PAUSE_BEFORE_BATCH=FILE` a
-/// rollout pauses before each batch after the first: dwprov writes the
-/// batch number (1-based) to FILE and waits until FILE is removed (at most
-/// 120 s). tests/fleet.rs changes a gateway there, after it was planned and
-/// before its batch re-checks it.
-fn test_pause_before_batch(batch: usize) {
-    let Some(path) = std::env::var_os("DWPROV_TEST_PAUSE_BEFORE_BATCH") else {
-        return;
-    };
-    let path = PathBuf::from(path);
-    let mut tmp = path.clone().into_os_string();
-    tmp.push(".tmp");
-    if std::fs::write(&tmp, format!("{batch}\n")).is_err() || std::fs::rename(&tmp, &path).is_err()
-    {
-        return;
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while path.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
-fn save_plan(path: &std::path::Path, inv: &Inventory, prepared: &[fleet::Prepared]) -> Result<()> {
-    let hosts = prepared
-        .iter()
-        .filter_map(|p| p.outcome.plan.as_ref())
-        .map(|p| fleet::SavedHost {
-            host: p.host.clone(),
-            facts_digest: p.facts_digest.clone(),
-            artefacts: p.rendered.artefacts.clone(),
-        })
-        .collect();
-    let inventory = std::fs::canonicalize(&inv.file).unwrap_or_else(|_| inv.file.clone());
-    let plan = SavedPlan {
-        format_version: 1,
-        inventory,
-        hosts,
-    };
-    let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::invalid(e.to_string()))?;
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }
 
 fn rollback(a: &RollbackArgs) -> Result<i32> {
@@ -924,19 +711,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn serial_batches() {
-        assert_eq!(batches(10, Some("1,10%,100%")).unwrap(), [1, 1, 8]);
-        assert_eq!(batches(10, Some("3")).unwrap(), [3, 3, 3, 1]);
-        assert_eq!(batches(30, Some("1,50%")).unwrap(), [1, 15, 14]);
-        assert_eq!(batches(5, None).unwrap(), [5]);
-        assert!(batches(5, Some("0")).is_err());
-        assert!(batches(5, Some("150%")).is_err());
-        assert!(batches(5, Some("x")).is_err());
-    }
-
-    #[test]
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn usage_errors_are_not_exit_2() {
+        for argv in [
+            &["dwprov", "aply"][..],
+            &["dwprov", "plan"],
+            &["dwprov", "plan", "-i", "x.yaml", "--format", "xml"],
+            &["dwprov"],
+        ] {
+            let e = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(usage_error(&e), EXIT_ERROR, "{argv:?}");
+        }
+        let help = Cli::try_parse_from(["dwprov", "--help"]).unwrap_err();
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
     }
 }

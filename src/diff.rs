@@ -81,7 +81,8 @@ impl Change {
     }
 }
 
-/// Counts for the `+3 ~1 -2` summary.
+/// Counts for the `+3 ~1 -2` summary: lines of the readable plan, not
+/// objects (a chain that gains one DNAT rule is `+1`, as shown).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub add: usize,
@@ -90,13 +91,19 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Counts of the `+ ~ -` lines the readable plan shows for `changes`
+    /// ([`change_lines`]): what a plan says it changes is what it shows. A
+    /// chain rewritten as a whole counts the rules that come and go.
     pub fn of(changes: &[Change]) -> Summary {
         let mut s = Summary::default();
+        let names = |_: u32| String::new();
         for c in changes {
-            match c.sign() {
-                1 => s.add += 1,
-                -1 => s.remove += 1,
-                _ => s.change += 1,
+            for l in lines_of(c, &names, false).2 {
+                match l.sign {
+                    Sign::Add => s.add += 1,
+                    Sign::Remove => s.remove += 1,
+                    Sign::Change => s.change += 1,
+                }
             }
         }
         s
@@ -311,125 +318,323 @@ fn diff_iptables(desired: &State, live: &State, d: &mut HostDiff) {
     }
 }
 
-/// One group of the readable plan: old and new lines of one kind of object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct View {
-    pub title: String,
-    pub old: Vec<String>,
-    pub new: Vec<String>,
+/// How a line of the readable plan changes its object; the `+ ~ -` of the
+/// summary counts exactly these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sign {
+    Add,
+    Change,
+    Remove,
 }
 
-/// Owned objects of both states as text, grouped by kind (rules, routes per
-/// table, iptables table/chain, files, sysctls); only groups that differ.
-pub fn views(desired: &State, live: &State) -> Vec<View> {
-    let names = |id: u32| {
-        desired
-            .rt_tables
-            .name_of(id)
-            .map(str::to_string)
-            .unwrap_or_else(|| live.rt_tables.label(id))
-    };
-    let mut out = Vec::new();
-    let mut push = |title: String, mut old: Vec<String>, mut new: Vec<String>, sort: bool| {
-        if sort {
-            old.sort();
-            new.sort();
+impl Sign {
+    pub fn mark(self) -> char {
+        match self {
+            Sign::Add => '+',
+            Sign::Change => '~',
+            Sign::Remove => '-',
         }
-        if old != new {
-            out.push(View { title, old, new });
+    }
+}
+
+/// One line of the readable plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewLine {
+    pub sign: Sign,
+    pub text: String,
+}
+
+/// What a group of the plan holds, in the order plans show them: what
+/// changes the traffic first (rules, routes, firewall), then sysctls, then
+/// the generated files (one line each; their content with `-v`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ViewKind {
+    Rules,
+    Routes,
+    Iptables,
+    Sysctls,
+    Files,
+}
+
+/// One group of the readable plan: the changed objects of one kind (ip
+/// rules, routes of one table, one iptables chain, sysctls, files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub kind: ViewKind,
+    pub title: String,
+    pub lines: Vec<ViewLine>,
+}
+
+/// Table names for display: the rt_tables of `states` (first wins), and
+/// dwprov's own `rt_tables.d/dwprov.conf` among their files (gather keeps
+/// that file apart from the foreign rt_tables entries).
+pub fn table_names(states: &[&State]) -> crate::state::RtTables {
+    let mut names = crate::state::RtTables::default();
+    for s in states {
+        names.entries.extend(s.rt_tables.entries.iter().cloned());
+        if let Some(text) = s.files.get(OWNED_RT_TABLES) {
+            if let Ok(own) = crate::state::RtTables::parse(text, OWNED_RT_TABLES) {
+                names.extend(own);
+            }
         }
-    };
-    for (path, _) in desired
-        .files
-        .iter()
-        .chain(live.files.iter())
-        .collect::<BTreeMap<_, _>>()
-    {
-        let lines = |s: Option<&String>| {
-            s.map(|t| t.lines().map(str::to_string).collect())
-                .unwrap_or_default()
-        };
-        push(
-            format!("file {path}"),
-            lines(live.files.get(path)),
-            lines(desired.files.get(path)),
-            false,
-        );
     }
-    let sys = |s: &State| -> Vec<String> {
-        desired
-            .sysctls
-            .keys()
-            .filter_map(|k| s.sysctls.get(k).map(|v| format!("{k} = {v}")))
-            .collect()
-    };
-    push("sysctls".into(), sys(live), sys(desired), true);
-    let rules = |s: &State, owned_only: bool| -> Vec<String> {
-        let mut r: Vec<&Rule> = s
-            .rules
-            .iter()
-            .filter(|r| !owned_only || is_owned_rule(r))
-            .collect();
-        r.sort();
-        r.iter().map(|r| r.display(&names)).collect()
-    };
-    let (old_rules, new_rules) = (rules(live, true), rules(desired, false));
-    push("ip rules".into(), old_rules, new_rules, false);
-    let tables: BTreeSet<u32> = desired
-        .routes
-        .iter()
-        .chain(live.routes.iter().filter(|r| is_owned_route(r)))
-        .map(|r| r.table)
-        .collect();
-    for t in tables {
-        let routes = |s: &State, owned_only: bool| -> Vec<String> {
-            s.routes
-                .iter()
-                .filter(|r| r.table == t && (!owned_only || is_owned_route(r)))
-                .map(|r| r.display())
-                .collect()
-        };
-        push(
-            format!("routes table {}", names(t)),
-            routes(live, true),
-            routes(desired, false),
-            true,
-        );
+    names
+}
+
+/// The file naming dwprov's line tables (rendered by `render`).
+pub const OWNED_RT_TABLES: &str = "/etc/iproute2/rt_tables.d/dwprov.conf";
+
+/// An ip rule as plans and `gather` show it: `ip rule`'s spelling with
+/// table names, and `proto dwprov` on the rules dwprov owns, as `ip` prints it.
+pub fn rule_text(r: &Rule, names: &dyn Fn(u32) -> String) -> String {
+    format!("{}{}", r.display(names), owner_tag(is_owned_rule(r)))
+}
+
+/// A route as plans and `gather` show it (see [`rule_text`]).
+pub fn route_text(r: &Route) -> String {
+    format!("{}{}", r.display(), owner_tag(is_owned_route(r)))
+}
+
+fn owner_tag(owned: bool) -> String {
+    if owned {
+        format!(" proto {}", crate::ROUTE_PROTO_NAME)
+    } else {
+        String::new()
     }
-    let tables: BTreeSet<&String> = desired
-        .iptables
-        .tables
-        .keys()
-        .chain(live.iptables.tables.keys())
-        .collect();
-    for table in tables {
-        let chains: BTreeSet<&String> = [&desired.iptables, &live.iptables]
-            .iter()
-            .filter_map(|i| i.tables.get(table))
-            .flat_map(|t| t.chains.keys())
-            .collect();
-        for chain in chains {
-            let get = |s: &State| -> Vec<String> {
-                s.iptables
-                    .chain(table, chain)
-                    .map(|c| {
-                        c.rules
-                            .iter()
-                            .filter(|r| is_owned_chain(chain) || is_owned_jump(r))
-                            .map(|r| format!("-A {chain} {r}"))
-                            .collect()
-                    })
-                    .unwrap_or_default()
+}
+
+/// The lines of the readable plan for one change: its group (kind, title)
+/// and its `+ ~ -` lines. [`Summary::of`] counts these very lines, so the
+/// counts always match what a plan shows. A chain rewritten as a whole is
+/// shown (and counted) by the rules that come and go.
+pub fn change_lines(
+    c: &Change,
+    names: &dyn Fn(u32) -> String,
+) -> (ViewKind, String, Vec<ViewLine>) {
+    lines_of(c, names, true)
+}
+
+/// [`change_lines`]; without `text` only the signs (and kinds) are
+/// computed, for [`Summary::of`]: the same lines, so the same counts.
+fn lines_of(
+    c: &Change,
+    names: &dyn Fn(u32) -> String,
+    text: bool,
+) -> (ViewKind, String, Vec<ViewLine>) {
+    let line = |sign, f: &dyn Fn() -> String| ViewLine {
+        sign,
+        text: if text { f() } else { String::new() },
+    };
+    let add_remove = |from: bool, to: bool| match (from, to) {
+        (false, _) => Sign::Add,
+        (true, false) => Sign::Remove,
+        (true, true) => Sign::Change,
+    };
+    match c {
+        Change::File { path, from, to } => {
+            let sign = add_remove(from.is_some(), to.is_some());
+            (
+                ViewKind::Files,
+                "files".into(),
+                vec![line(sign, &|| {
+                    file_line(path, from.as_deref(), to.as_deref())
+                })],
+            )
+        }
+        Change::Sysctl { key, from, to } => {
+            let text = || match from {
+                Some(f) => format!("{key} = {to} (was {f})"),
+                None => format!("{key} = {to}"),
             };
-            push(
-                format!("iptables {table} {chain}"),
-                get(live),
-                get(desired),
-                false,
+            (
+                ViewKind::Sysctls,
+                "sysctls".into(),
+                vec![line(add_remove(from.is_some(), true), &text)],
+            )
+        }
+        Change::Rule { op, rule } => {
+            let sign = if *op == Op::Add {
+                Sign::Add
+            } else {
+                Sign::Remove
+            };
+            (
+                ViewKind::Rules,
+                "ip rules".into(),
+                vec![line(sign, &|| rule_text(rule, names))],
+            )
+        }
+        Change::Route { from, to } => {
+            let r = to.as_ref().or(from.as_ref());
+            let title = format!(
+                "routes table {}",
+                r.map(|r| names(r.table)).unwrap_or_default()
             );
+            let text = || match (from, to) {
+                (Some(f), Some(t)) => format!("{} (was: {})", route_text(t), f.display()),
+                (Some(r), None) | (None, Some(r)) => route_text(r),
+                (None, None) => String::new(),
+            };
+            (
+                ViewKind::Routes,
+                title,
+                vec![line(add_remove(from.is_some(), to.is_some()), &text)],
+            )
+        }
+        Change::Jump {
+            table,
+            chain,
+            op,
+            rule,
+        } => {
+            let sign = if *op == Op::Add {
+                Sign::Add
+            } else {
+                Sign::Remove
+            };
+            (
+                ViewKind::Iptables,
+                format!("iptables {table} {chain}"),
+                vec![line(sign, &|| format!("-A {chain} {rule}"))],
+            )
+        }
+        Change::Chain {
+            table,
+            chain,
+            from,
+            to,
+        } => {
+            let (old, new) = (
+                from.as_deref().unwrap_or_default(),
+                to.as_deref().unwrap_or_default(),
+            );
+            let mut lines: Vec<ViewLine> = old
+                .iter()
+                .filter(|r| !new.contains(r))
+                .map(|r| line(Sign::Remove, &|| format!("-A {chain} {r}")))
+                .chain(
+                    new.iter()
+                        .filter(|r| !old.contains(r))
+                        .map(|r| line(Sign::Add, &|| format!("-A {chain} {r}"))),
+                )
+                .collect();
+            if lines.is_empty() {
+                // Same rules, other order or count; or an empty chain made or dropped.
+                lines.push(match (from, to) {
+                    (None, _) => line(Sign::Add, &|| format!(":{chain} (new empty chain)")),
+                    (_, None) => line(Sign::Remove, &|| format!(":{chain} (empty chain)")),
+                    _ => line(Sign::Change, &|| {
+                        format!(":{chain} rules reordered ({} rules)", new.len())
+                    }),
+                });
+            }
+            (
+                ViewKind::Iptables,
+                format!("iptables {table} {chain}"),
+                lines,
+            )
         }
     }
-    out
+}
+
+/// What an owned file is, for the one line a plan shows of it.
+pub fn file_purpose(path: &str) -> &'static str {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if path.contains("/rt_tables.d/") {
+        "names of the line tables"
+    } else if path.contains("/rt_protos.d/") {
+        "names route protocol 201 `dwprov`"
+    } else if path.contains("/sysctl.d/") {
+        "sysctls, applied at boot"
+    } else if name == "ip.batch" {
+        "ip rules and routes restored at boot"
+    } else if name == "iptables.rules" {
+        "iptables chains restored at boot"
+    } else if name == "boot.sh" {
+        "boot restore script"
+    } else if name.starts_with("route-cache-flush") {
+        "route-cache flush loop (kernels before 3.6)"
+    } else if name.ends_with(".service") {
+        "systemd unit running the boot restore"
+    } else if path.starts_with("/etc/init.d/") {
+        "init script running the boot restore (no systemd)"
+    } else {
+        "file owned by dwprov"
+    }
+}
+
+/// `PATH  SIZE  what it is` (and how much of it changes).
+fn file_line(path: &str, from: Option<&str>, to: Option<&str>) -> String {
+    let size = |t: &str| {
+        let n = t.len();
+        if n < 1024 {
+            format!("{n} B")
+        } else {
+            format!("{:.1} kB", n as f64 / 1024.0)
+        }
+    };
+    let what = file_purpose(path);
+    match (from, to) {
+        (Some(f), Some(t)) => {
+            let d = similar::TextDiff::from_lines(f, t);
+            let (mut plus, mut minus) = (0, 0);
+            for op in d.ops() {
+                for c in d.iter_changes(op) {
+                    match c.tag() {
+                        similar::ChangeTag::Insert => plus += 1,
+                        similar::ChangeTag::Delete => minus += 1,
+                        similar::ChangeTag::Equal => {}
+                    }
+                }
+            }
+            format!("{path}  {}  {what}  (+{plus} -{minus} lines)", size(t))
+        }
+        (_, Some(t)) => format!("{path}  {}  {what}", size(t)),
+        (Some(f), None) => format!("{path}  {}  {what}", size(f)),
+        (None, None) => path.to_string(),
+    }
+}
+
+/// The readable plan of `changes`: groups in [`ViewKind`] order (then by
+/// title), lines sorted within a group (rules by priority).
+pub fn views_of(changes: &[Change], names: &dyn Fn(u32) -> String) -> Vec<View> {
+    // Per group, its lines with the rule they show (rules sort by priority).
+    type Lines<'a> = Vec<(Option<&'a Rule>, ViewLine)>;
+    let mut groups: BTreeMap<(ViewKind, String), Lines> = BTreeMap::new();
+    for c in changes {
+        let (kind, title, lines) = change_lines(c, names);
+        let rule = match c {
+            Change::Rule { rule, .. } => Some(rule),
+            _ => None,
+        };
+        groups
+            .entry((kind, title))
+            .or_default()
+            .extend(lines.into_iter().map(|l| (rule, l)));
+    }
+    groups
+        .into_iter()
+        .map(|((kind, title), mut lines)| {
+            match kind {
+                ViewKind::Rules => lines.sort_by(|a, b| a.0.cmp(&b.0)),
+                // A chain keeps its order: removed rules, then added ones.
+                ViewKind::Iptables => {}
+                _ => lines.sort_by(|a, b| a.1.text.cmp(&b.1.text)),
+            }
+            View {
+                kind,
+                title,
+                lines: lines.into_iter().map(|(_, l)| l).collect(),
+            }
+        })
+        .collect()
+}
+
+/// The readable plan of `desired` against `live` (owned objects only).
+pub fn views(desired: &State, live: &State) -> Vec<View> {
+    let names = table_names(&[desired, live]);
+    views_of(&diff(desired, live).changes, &|id| names.label(id))
 }
 
 #[cfg(test)]
@@ -501,6 +706,70 @@ mod tests {
             d.conflicts[0].contains("does not own"),
             "{}",
             d.conflicts[0]
+        );
+    }
+
+    #[test]
+    fn counts_match_the_lines_shown() {
+        let nat = "*nat\n:DWPROV-PREROUTING - [0:0]\n-A PREROUTING -m comment --comment dwprov -j DWPROV-PREROUTING\n-A DWPROV-PREROUTING -d 1.2.3.4/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 192.168.0.100\n-A DWPROV-PREROUTING -d 1.2.3.4/32 -p tcp -m tcp --dport 22 -j DNAT --to-destination 192.168.0.100\nCOMMIT\n";
+        let desired = state(
+            "rule add priority 1200 from 1.2.3.2 lookup 100 protocol 201\nroute add default via 1.2.3.1 dev eth1 table 100 proto 201\nroute add 10.0.0.0/8 via 1.2.3.1 dev eth1 table 100 proto 201",
+            nat,
+        );
+        // Drift: a DNAT deleted by hand, a route changed, a rule gone.
+        let live = state(
+            "route add default via 1.2.3.9 dev eth1 table 100 proto 201\nroute add 10.0.0.0/8 via 1.2.3.1 dev eth1 table 100 proto 201",
+            &nat.replace("-A DWPROV-PREROUTING -d 1.2.3.4/32 -p tcp -m tcp --dport 22 -j DNAT --to-destination 192.168.0.100\n", ""),
+        );
+        let d = diff(&desired, &live);
+        let s = Summary::of(&d.changes);
+        // The re-added DNAT is one added line, as shown; not "~1" for its chain.
+        assert_eq!((s.add, s.change, s.remove), (2, 1, 0), "{:#?}", d.changes);
+        let v = views(&desired, &live);
+        let shown = |sign| {
+            v.iter()
+                .flat_map(|v| &v.lines)
+                .filter(|l| l.sign == sign)
+                .count()
+        };
+        assert_eq!(
+            (shown(Sign::Add), shown(Sign::Change), shown(Sign::Remove)),
+            (s.add, s.change, s.remove)
+        );
+        let ipt = v.iter().find(|v| v.kind == ViewKind::Iptables).unwrap();
+        assert_eq!(ipt.lines.len(), 1);
+        assert_eq!(ipt.lines[0].sign, Sign::Add);
+        assert!(
+            ipt.lines[0].text.contains("--dport 22 -j DNAT"),
+            "{:?}",
+            ipt.lines
+        );
+        // Traffic first: rules, routes, firewall; files and sysctls last.
+        let kinds: Vec<ViewKind> = v.iter().map(|v| v.kind).collect();
+        let mut sorted = kinds.clone();
+        sorted.sort();
+        assert_eq!(kinds, sorted);
+        // Owned objects say so, as `ip` prints them.
+        assert!(v[0].lines[0].text.ends_with("proto dwprov"), "{:?}", v[0]);
+    }
+
+    #[test]
+    fn a_file_is_one_line_with_size_and_purpose() {
+        let mut desired = State::default();
+        desired
+            .files
+            .insert("/etc/dwprov/boot.sh".into(), "#!/bin/sh\n".repeat(300));
+        let v = views(&desired, &State::default());
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].kind, ViewKind::Files);
+        assert_eq!(v[0].lines.len(), 1);
+        assert_eq!(
+            v[0].lines[0].text,
+            "/etc/dwprov/boot.sh  2.9 kB  boot restore script"
+        );
+        assert_eq!(
+            Summary::of(&diff(&desired, &State::default()).changes).add,
+            1
         );
     }
 

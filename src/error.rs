@@ -172,3 +172,84 @@ impl Error {
         }
     }
 }
+
+/// Every exit status dwprov decides, named in one place: the binary's
+/// (what a CI gate on `dwprov plan` reads, Terraform's `-detailed-exitcode`
+/// convention) and the gateway scripts' (how the controller tells a step
+/// that failed and reverted from one that changed nothing).
+pub mod exit {
+    /// Success; for `plan`: nothing to do.
+    pub const OK: i32 = 0;
+    /// Any error, usage errors included (a mistyped command, a missing
+    /// `-i`, an unknown `--format`): never 2, so a CI gate on `plan` does
+    /// not read a typo as "changes pending".
+    pub const ERROR: i32 = 1;
+    /// `plan` only: changes are pending.
+    pub const CHANGES: i32 = 2;
+
+    /// Gateway side: an apply step failed (stderr names it); the script
+    /// reverted what it had done. `converge::STEP_FAILED` still holds its
+    /// own copy (to become `pub use crate::error::exit::STEP_FAILED`); a
+    /// test keeps the two equal. Named here, not imported from there: the
+    /// error module stays at the bottom of the import graph.
+    pub const STEP_FAILED: i32 = 3;
+    /// Gateway side: the apply script stopped before changing anything
+    /// (`safe::NOTHING_CHANGED`, likewise).
+    pub const NOTHING_CHANGED: i32 = 4;
+    /// Gateway side: a tool is missing (the shell's "command not found";
+    /// gather reports a gateway without `ip` with it).
+    pub const TOOL_MISSING: i32 = 127;
+
+    /// `scripts/lab.sh status`: the lab is not (fully) up.
+    pub const LAB_NOT_UP: i32 = 3;
+}
+
+impl Error {
+    /// The binary's exit status for this error, decided here and nowhere
+    /// else. Every error is [`exit::ERROR`]; the match is exhaustive so a
+    /// new variant has to decide.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Input { .. }
+            | Error::Invalid { .. }
+            | Error::Template { .. }
+            | Error::Parse { .. }
+            | Error::Transport { .. }
+            | Error::Remote { .. }
+            | Error::Verify { .. }
+            | Error::Stale { .. }
+            | Error::Multiple(_)
+            | Error::Reverted { .. }
+            | Error::Io { .. } => exit::ERROR,
+        }
+    }
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_statuses_are_the_scripts_own() {
+        assert_eq!(exit::STEP_FAILED, crate::converge::STEP_FAILED);
+        assert_eq!(exit::NOTHING_CHANGED, crate::safe::NOTHING_CHANGED);
+        let all = [
+            exit::OK,
+            exit::ERROR,
+            exit::CHANGES,
+            exit::STEP_FAILED,
+            exit::NOTHING_CHANGED,
+        ];
+        let mut distinct = all.to_vec();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), all.len(), "{all:?}");
+    }
+
+    #[test]
+    fn every_error_exits_1() {
+        let e = Error::invalid("x");
+        assert_eq!(e.exit_code(), exit::ERROR);
+        assert_eq!(Error::Multiple(vec![e]).exit_code(), exit::ERROR);
+    }
+}

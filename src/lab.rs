@@ -1,6 +1,9 @@
 //! The built-in lab: a dual-line gateway in network namespaces (scripts/lab.sh, embedded).
 //!
 //! `dwprov lab up|down|status` runs the embedded `scripts/lab.sh` with bash.
+//! `up` writes a ready inventory for the lab gateway (`DIR/inventory.yaml`,
+//! the seed's topology with the example ISP lists, embedded too) and prints
+//! the exact `plan` command to run next, naming this binary.
 //! The script and the echo server it starts are written to a private temporary
 //! directory for the duration of the call (lab.sh copies the echo server into
 //! the lab dir, so the running lab does not depend on that directory), and the
@@ -19,9 +22,15 @@ pub const SCRIPT: &str = include_str!("../scripts/lab.sh");
 pub const ECHO_SERVER: &str = include_str!("../scripts/echo_server.py");
 /// Sourced by the lab script (wait_for, teardown), next to it.
 pub const LAB_LIB: &str = include_str!("../scripts/lab-lib.sh");
-
-/// Exit status with which `lab.sh status` reports a lab that is not (fully) up.
-const STATUS_NOT_UP: i32 = 3;
+/// The example ISP lists the ready lab inventory routes (`lab up` copies
+/// them into the lab dir): the binary's lab works without the repository.
+pub const ISP_LISTS: &[(&str, &str)] = &[
+    ("chinanet.txt", include_str!("../examples/isp/chinanet.txt")),
+    (
+        "unicom-only.txt",
+        include_str!("../examples/isp/unicom-only.txt"),
+    ),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabAction {
@@ -52,6 +61,7 @@ impl fmt::Display for LabAction {
 /// fully up, after printing what it found.
 pub fn run(action: LabAction, prefix: &str, dir: &Path) -> Result<()> {
     let scripts = ScriptDir::create()?;
+    let dwprov = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("dwprov"));
     let status = Command::new("bash")
         .arg(&scripts.script)
         .arg("--prefix")
@@ -60,6 +70,11 @@ pub fn run(action: LabAction, prefix: &str, dir: &Path) -> Result<()> {
         .arg(dir)
         .arg(action.as_str())
         .env("DWLAB_ECHO_SERVER", &scripts.echo_server)
+        .env("DWLAB_ISP_DIR", &scripts.isp)
+        // The hints name this binary and its own `lab` command, not a
+        // lab.sh the user may not have.
+        .env("DWLAB_DWPROV", &dwprov)
+        .env("DWLAB_CALLER", format!("{} lab", dwprov.display()))
         .stdin(Stdio::null())
         .status()
         .map_err(|e| Error::io("bash", e))?;
@@ -67,7 +82,7 @@ pub fn run(action: LabAction, prefix: &str, dir: &Path) -> Result<()> {
         return Ok(());
     }
     match (action, status.code()) {
-        (LabAction::Status, Some(STATUS_NOT_UP)) => Err(Error::Invalid {
+        (LabAction::Status, Some(crate::error::exit::LAB_NOT_UP)) => Err(Error::Invalid {
             message: format!("lab '{prefix}' is not up"),
             hint: Some(format!("dwprov lab up --prefix {prefix}")),
         }),
@@ -86,6 +101,8 @@ struct ScriptDir {
     path: PathBuf,
     script: PathBuf,
     echo_server: PathBuf,
+    /// The ISP lists ([`ISP_LISTS`]).
+    isp: PathBuf,
 }
 
 impl ScriptDir {
@@ -99,8 +116,13 @@ impl ScriptDir {
         let dir = ScriptDir {
             script: path.join("lab.sh"),
             echo_server: path.join("echo_server.py"),
+            isp: path.join("isp"),
             path,
         };
+        fs::create_dir(&dir.isp).map_err(|e| Error::io(&dir.isp, e))?;
+        for (name, text) in ISP_LISTS {
+            write_file(&dir.isp.join(name), text)?;
+        }
         write_file(&dir.script, SCRIPT)?;
         write_file(&dir.echo_server, ECHO_SERVER)?;
         write_file(&dir.path.join("lab-lib.sh"), LAB_LIB)?;
@@ -153,6 +175,11 @@ mod tests {
         let path = dir.path.clone();
         assert_eq!(fs::read_to_string(&dir.script).unwrap(), SCRIPT);
         assert_eq!(fs::read_to_string(&dir.echo_server).unwrap(), ECHO_SERVER);
+        assert_eq!(
+            fs::read_to_string(dir.isp.join("unicom-only.txt")).unwrap(),
+            ISP_LISTS[1].1
+        );
+        assert!(SCRIPT.contains("DWLAB_ISP_DIR") && SCRIPT.contains("unicom-only.txt"));
         drop(dir);
         assert!(!path.exists());
     }

@@ -19,6 +19,7 @@ pub mod pattern;
 pub mod render;
 pub mod report;
 pub mod safe;
+pub mod saved_plan;
 pub mod state;
 pub mod transport;
 pub mod yaml;

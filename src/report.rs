@@ -1,57 +1,98 @@
 //! What people read: coloured unified plan diffs, summaries, the recap.
-use crate::diff::View;
+use crate::diff::{Change, Sign, View, ViewKind};
 use crate::fleet::{Outcome, Progress, Stage};
+use crate::gather::Facts;
+use crate::model::Gateway;
+use crate::render::Rendered;
 use console::Style;
 use similar::{ChangeTag, TextDiff};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
 /// Lines shown per group before eliding (the JSON plan always has everything).
 pub const MAX_LINES_PER_GROUP: usize = 60;
 
-/// A unified diff of one view, coloured when `console` colours are on.
-pub fn view_diff(v: &View) -> String {
-    let old: Vec<&str> = v.old.iter().map(String::as_str).collect();
-    let new: Vec<&str> = v.new.iter().map(String::as_str).collect();
-    let diff = TextDiff::from_slices(&old, &new);
-    let (del, add, head) = (
-        Style::new().red(),
-        Style::new().green(),
-        Style::new().cyan().bold(),
+/// How much of a plan (or of gathered facts) to show in text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Detail {
+    /// `-v`: notes on normal conditions, and every line of long groups.
+    pub verbose: bool,
+    /// `-v`/`--show-files`: the content of generated files, not one line each.
+    pub files: bool,
+}
+
+/// One group of the plan: `@@ title: +a ~b -c @@` and its lines, long
+/// groups cut at [`MAX_LINES_PER_GROUP`] unless `all`.
+pub fn view_text(v: &View, all: bool) -> String {
+    let head = Style::new().cyan().bold();
+    let count = |sign| v.lines.iter().filter(|l| l.sign == sign).count();
+    let counts: Vec<String> = [Sign::Add, Sign::Change, Sign::Remove]
+        .into_iter()
+        .map(|sign| (sign, count(sign)))
+        .filter(|(_, n)| *n > 0)
+        .map(|(sign, n)| format!("{}{n}", sign.mark()))
+        .collect();
+    let mut s = format!(
+        "{}\n",
+        head.apply_to(format!("@@ {}: {} @@", v.title, counts.join(" ")))
     );
-    let mut s = format!("{}\n", head.apply_to(format!("@@ {} @@", v.title)));
-    let mut shown = 0usize;
-    let mut hidden = 0usize;
-    for group in diff.grouped_ops(2) {
-        for op in group {
-            for c in diff.iter_changes(&op) {
-                if shown >= MAX_LINES_PER_GROUP {
-                    if c.tag() != ChangeTag::Equal {
-                        hidden += 1;
-                    }
-                    continue;
-                }
-                shown += 1;
-                let text = c.value();
-                let _ = match c.tag() {
-                    ChangeTag::Delete => writeln!(s, "{}", del.apply_to(format!("-{text}"))),
-                    ChangeTag::Insert => writeln!(s, "{}", add.apply_to(format!("+{text}"))),
-                    ChangeTag::Equal => writeln!(s, " {text}"),
-                };
-            }
-        }
-    }
-    if hidden > 0 {
+    let limit = if all { usize::MAX } else { MAX_LINES_PER_GROUP };
+    for l in v.lines.iter().take(limit) {
         let _ = writeln!(
             s,
-            "  … {hidden} more changed lines (`--format json` lists all)"
+            "{}",
+            sign_style(l.sign).apply_to(format!("{}{}", l.sign.mark(), l.text))
+        );
+    }
+    if v.lines.len() > limit {
+        let _ = writeln!(
+            s,
+            "  … {} more lines (`-v` shows them, `--format json` lists every change)",
+            v.lines.len() - limit
         );
     }
     s
 }
 
-/// The readable plan of one host.
-pub fn host_plan(o: &Outcome) -> String {
+fn sign_style(sign: Sign) -> Style {
+    match sign {
+        Sign::Add => Style::new().green(),
+        Sign::Change => Style::new().yellow(),
+        Sign::Remove => Style::new().red(),
+    }
+}
+
+/// A file's content as a unified diff (a new file: every line `+`).
+fn file_content(from: Option<&str>, to: Option<&str>) -> String {
+    let diff = TextDiff::from_lines(from.unwrap_or(""), to.unwrap_or(""));
+    let mut s = String::new();
+    for group in diff.grouped_ops(2) {
+        for op in group {
+            for c in diff.iter_changes(&op) {
+                let text = c.value().trim_end_matches('\n');
+                let _ = match c.tag() {
+                    ChangeTag::Delete => {
+                        writeln!(s, "    {}", Style::new().red().apply_to(format!("-{text}")))
+                    }
+                    ChangeTag::Insert => writeln!(
+                        s,
+                        "    {}",
+                        Style::new().green().apply_to(format!("+{text}"))
+                    ),
+                    ChangeTag::Equal => writeln!(s, "     {text}"),
+                };
+            }
+        }
+    }
+    s
+}
+
+/// The readable plan of one host: warnings and conflicts, then rules,
+/// routes and the firewall, sysctls, and the generated files one line each
+/// (their content with `detail.files`); `notes` (normal conditions) only
+/// with `detail.verbose`. The summary line counts the lines shown.
+pub fn host_plan(o: &Outcome, notes: &[String], detail: Detail) -> String {
     let mut s = String::new();
     let bold = Style::new().bold();
     let _ = writeln!(s, "{}", bold.apply_to(format!("── {} ", o.host)));
@@ -64,8 +105,35 @@ pub fn host_plan(o: &Outcome) -> String {
     for c in &p.diff.conflicts {
         let _ = writeln!(s, "{} {c}", Style::new().red().bold().apply_to("conflict:"));
     }
+    if detail.verbose {
+        for n in notes {
+            let _ = writeln!(s, "{} {n}", Style::new().dim().apply_to("note:"));
+        }
+    }
     for v in &p.views {
-        s.push_str(&view_diff(v));
+        if v.kind == ViewKind::Files && detail.files {
+            s.push_str(&view_text(v, true));
+            let mut files: Vec<(&String, Option<&str>, Option<&str>)> = p
+                .diff
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::File { path, from, to } => Some((path, from.as_deref(), to.as_deref())),
+                    _ => None,
+                })
+                .collect();
+            files.sort();
+            for (path, from, to) in files {
+                let _ = writeln!(
+                    s,
+                    "  {}",
+                    Style::new().cyan().apply_to(format!("==> {path}"))
+                );
+                s.push_str(&file_content(from, to));
+            }
+        } else {
+            s.push_str(&view_text(v, detail.verbose));
+        }
     }
     let verb = if p.summary.is_empty() {
         "no changes"
@@ -73,6 +141,144 @@ pub fn host_plan(o: &Outcome) -> String {
         "changes"
     };
     let _ = writeln!(s, "{}: {verb} {}", o.host, p.summary);
+    s
+}
+
+/// `dwprov render` text: warnings, notes, then every artefact.
+pub fn rendered_text(r: &Rendered, notes: &[String]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}",
+        Style::new().bold().apply_to(format!("── {}", r.host))
+    );
+    for w in &r.warnings {
+        let _ = writeln!(s, "{} {w}", Style::new().yellow().apply_to("warning:"));
+    }
+    for n in notes {
+        let _ = writeln!(s, "{} {n}", Style::new().dim().apply_to("note:"));
+    }
+    for (name, text) in &r.artefacts {
+        let _ = writeln!(s, "{}", Style::new().cyan().apply_to(format!("==> {name}")));
+        s.push_str(text);
+        if !text.ends_with('\n') {
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// `dwprov render --overlaps`: every prefix listed for more than one line
+/// of a gateway, and the line that routes it (the first in `lines:` that
+/// lists it; the later ones skip it).
+pub fn overlaps_text(gw: &Gateway) -> String {
+    let mut first: HashMap<ipnet::Ipv4Net, &str> = HashMap::new();
+    let mut s = String::new();
+    let mut n = 0;
+    for l in &gw.lines {
+        for p in &l.routes {
+            match first.get(p) {
+                None => {
+                    first.insert(*p, &l.name);
+                }
+                Some(winner) if *winner != l.name.as_str() => {
+                    n += 1;
+                    let _ = writeln!(s, "{p}\tline {} also lists it; routed via {winner}", l.name);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    format!(
+        "── {}: {n} prefix(es) listed for more than one line (the first line listing a prefix routes it)\n{s}",
+        gw.host
+    )
+}
+
+/// `dwprov gather` text: the typed live state in the tools' own spelling,
+/// with table names and `proto dwprov` on dwprov's rules and routes, as in
+/// plans ([`crate::diff::rule_text`], [`crate::diff::route_text`]).
+pub fn facts_text(f: &Facts, detail: Detail) -> String {
+    let mut s = String::new();
+    let names = crate::diff::table_names(&[&f.state]);
+    let names = |id: u32| names.label(id);
+    let _ = writeln!(s, "── {}", f.host);
+    let _ = writeln!(
+        s,
+        "kernel {}  iptables {}  systemd {}  uid {}",
+        f.kernel,
+        f.iptables_backend.as_deref().unwrap_or("?"),
+        if f.systemd { "yes" } else { "no" },
+        f.uid.map(|u| u.to_string()).unwrap_or_else(|| "?".into())
+    );
+    for w in &f.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    let _ = writeln!(s, "interfaces:");
+    for i in &f.interfaces {
+        let addrs: Vec<String> = i.addresses.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(
+            s,
+            "  {} {} {}",
+            i.name,
+            if i.up { "up" } else { "down" },
+            addrs.join(" ")
+        );
+    }
+    let _ = writeln!(s, "rt_tables:");
+    for (id, n) in &f.state.rt_tables.entries {
+        let _ = writeln!(s, "  {id}\t{n}");
+    }
+    let own = crate::diff::OWNED_RT_TABLES;
+    if let Some(Ok(t)) = f
+        .state
+        .files
+        .get(own)
+        .map(|text| crate::state::RtTables::parse(text, own))
+    {
+        for (id, n) in &t.entries {
+            let _ = writeln!(s, "  {id}\t{n}  (dwprov: {own})");
+        }
+    }
+    let _ = writeln!(s, "ip rules:");
+    for r in &f.state.rules {
+        let _ = writeln!(s, "  {}", crate::diff::rule_text(r, &names));
+    }
+    let mut tables: Vec<u32> = f.state.routes.iter().map(|r| r.table).collect();
+    tables.sort();
+    tables.dedup();
+    for t in tables {
+        let _ = writeln!(s, "routes table {}:", names(t));
+        for r in f.state.routes.iter().filter(|r| r.table == t) {
+            let _ = writeln!(s, "  {}", crate::diff::route_text(r));
+        }
+    }
+    for (tname, table) in &f.state.iptables.tables {
+        let _ = writeln!(s, "iptables {tname}:");
+        for (cname, chain) in &table.chains {
+            let _ = writeln!(s, "  :{cname} {}", chain.policy.as_deref().unwrap_or("-"));
+            for r in &chain.rules {
+                let _ = writeln!(s, "  -A {cname} {r}");
+            }
+        }
+    }
+    let _ = writeln!(s, "sysctls:");
+    for (k, v) in &f.state.sysctls {
+        let _ = writeln!(s, "  {k} = {v}");
+    }
+    for (p, c) in &f.state.files {
+        let _ = writeln!(
+            s,
+            "file {p}: {} lines, {}",
+            c.lines().count(),
+            crate::diff::file_purpose(p)
+        );
+        if detail.files {
+            for line in c.lines() {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
+    }
     s
 }
 
@@ -148,6 +354,26 @@ pub fn recap(outcomes: &[Outcome], apply: bool) -> String {
         }
     }
     s
+}
+
+/// JSON-lines progress events on stdout.
+#[derive(Default)]
+pub struct JsonEvents(std::sync::Mutex<()>);
+impl Progress for JsonEvents {
+    fn stage(&self, host: &str, stage: Stage) {
+        let _g = self.0.lock();
+        println!(
+            "{}",
+            serde_json::json!({"format_version": 1, "event": "stage", "host": host, "stage": stage})
+        );
+    }
+    fn finished(&self, host: &str, ok: bool) {
+        let _g = self.0.lock();
+        println!(
+            "{}",
+            serde_json::json!({"format_version": 1, "event": "host_done", "host": host, "ok": ok})
+        );
+    }
 }
 
 /// Progress on stderr: a spinner line per active host on a terminal, plain

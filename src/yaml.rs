@@ -1111,3 +1111,22 @@ mod tests {
         }
     }
 }
+
+/// A value as a YAML document (`--format yaml` of gather, plan, apply and
+/// render): the one use of serde_yaml, which serialises any `Serialize`
+/// value; reading YAML stays with yaml-rust2 above, for the locations.
+pub fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_yaml::to_string(value).map_err(|e| Error::invalid(format!("cannot write YAML: {e}")))
+}
+
+#[cfg(test)]
+mod to_yaml_tests {
+    #[test]
+    fn a_document_round_trips_through_the_parser() {
+        let doc = serde_json::json!({"format_version": 1, "hosts": [{"host": "gw1", "facts": {"kernel": "6.1", "rules": ["1100:\tfrom all lookup cnc"]}}]});
+        let text = super::to_yaml(&doc).unwrap();
+        assert!(text.contains("format_version: 1"), "{text}");
+        let back = super::Node::parse(&text, "out.yaml").unwrap();
+        assert!(format!("{back:?}").contains("lookup cnc"));
+    }
+}

@@ -168,7 +168,8 @@ fn applied_state_survives_a_reboot_through_the_init_script() {
     let inv = inventory(&lab);
 
     // The plan shows the boot files like any other owned file; the lab has
-    // no systemd, so an init script and no units; its kernel has no route cache.
+    // no systemd, so an init script and no units; its kernel has no route
+    // cache, a normal condition: no warning (a note with `plan -v`).
     let (code, plan) = plan_json(&lab, None, &inv);
     assert_eq!(code, 2);
     let (files, warnings) = files_and_warnings(&plan);
@@ -183,7 +184,7 @@ fn applied_state_survives_a_reboot_through_the_init_script() {
     assert!(!files.iter().any(|p| p.contains("systemd")), "{files:?}");
     assert!(!files.iter().any(|p| p.contains("flush")), "{files:?}");
     assert!(
-        warnings.iter().any(|w| w.contains("no IPv4 route cache")),
+        !warnings.iter().any(|w| w.contains("route cache")),
         "{warnings:?}"
     );
 

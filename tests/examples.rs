@@ -37,3 +37,25 @@ fn every_shipped_inventory_loads_builds_and_renders() {
         }
     }
 }
+
+/// The shipped examples plan without warnings: their prefix lists do not
+/// overlap (examples/isp/unicom-only.txt), and a healthy kernel's lack of a
+/// route cache is a note, not a warning.
+#[test]
+fn shipped_examples_render_without_warnings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let templates = dwprov::render::Templates::load(None).unwrap();
+    let files: Vec<_> = inventories()
+        .into_iter()
+        .filter(|f| f.starts_with(root.join("examples")))
+        .collect();
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        let inv = dwprov::inventory::load(&f).unwrap();
+        for h in &inv.hosts {
+            let gw = dwprov::model::build(h).unwrap();
+            let r = dwprov::render::render(&gw, &templates, None).unwrap();
+            assert!(r.warnings.is_empty(), "{}: {:?}", f.display(), r.warnings);
+        }
+    }
+}

@@ -343,3 +343,61 @@ fn library_api_runs_the_embedded_script() {
     assert_eq!(lab_namespaces(&prefix), Vec::<String>::new());
     assert!(!dir.exists());
 }
+
+#[test]
+fn dwprov_lab_up_writes_a_ready_inventory_and_prints_the_next_command() {
+    let dir = std::env::temp_dir().join(format!("dwt-ready-{}", std::process::id()));
+    let prefix = format!("dwtr{}-", std::process::id());
+    let bin = env!("CARGO_BIN_EXE_dwprov");
+    // Tear down even if an assertion below fails.
+    struct Down<'a>(&'a str, &'a Path, &'a str);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(self.2)
+                .args(["lab", "down", "--prefix", self.0, "--dir"])
+                .arg(self.1)
+                .output();
+        }
+    }
+    let _down = Down(&prefix, &dir, bin);
+    // From a directory without the repository: the binary carries what it needs.
+    let out = std::process::Command::new(bin)
+        .args(["lab", "up", "--prefix", &prefix, "--dir"])
+        .arg(&dir)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    // No hint names a lab.sh the user does not have.
+    assert!(!stdout.contains("lab.sh"), "{stdout}");
+    let inv = dir.join("inventory.yaml");
+    let next = format!("ip netns exec {prefix}ctl {bin} plan -i {}", inv.display());
+    assert!(stdout.contains(&next), "no `{next}` in:\n{stdout}");
+    assert!(
+        stdout.contains(&format!("{bin} lab down --prefix {prefix}")),
+        "{stdout}"
+    );
+    assert!(dir.join("isp/unicom-only.txt").exists());
+    // The printed command, as printed, plans the gateway: changes pending.
+    let argv: Vec<&str> = next.split(' ').collect();
+    let plan = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .env("NO_COLOR", "1")
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "{}{}",
+        text(&plan.stdout),
+        text(&plan.stderr)
+    );
+    let p = text(&plan.stdout);
+    assert!(
+        p.contains("@@ routes table main: +7"),
+        "the ISP lists are routed:\n{p}"
+    );
+    assert!(!p.contains("warning:"), "{p}");
+}

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 pub mod names;
 pub mod routes;
+pub mod select;
 
 /// Host-level keys that say how to reach the host.
 pub const CONNECTION_KEYS: &[&str] = &["address", "connection", "ssh"];

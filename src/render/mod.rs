@@ -216,8 +216,9 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
         }
         if dup > 0 {
             warnings.push(format!(
-                "{dup} prefix(es) of line {} are also listed for an earlier line and go via that line",
-                l.name
+                "{dup} prefix(es) of line {} are also listed for an earlier line, which wins (the first line \
+                 listing a prefix routes it); `dwprov render -i INVENTORY --limit {} --overlaps` lists them",
+                l.name, gw.host
             ));
         }
         if gw.method == Method::Policy && prefixes.len() > POLICY_RULES_WARN {
