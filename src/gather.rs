@@ -44,7 +44,8 @@ pub struct Facts {
     pub systemd: bool,
     /// Things worth telling the admin (iptables-save warnings, ...).
     pub warnings: Vec<String>,
-    /// SHA-256 of the raw fact output: a saved plan is stale when it changes.
+    /// [`plan_digest`] of these facts with the scope their owned objects give:
+    /// a saved plan is stale when it changes.
     pub digest: String,
 }
 
@@ -518,19 +519,143 @@ fn watchdog_error(host: &str, text: &str, m: &str) -> Option<Error> {
     })
 }
 
-/// Digest of what matters for a plan (not counters, not uid).
-/// Digest of what was gathered, over the typed facts rather than the raw
-/// output: counters, timestamps and address lifetimes (a DHCP lease counts
-/// down every second) change all the time without the state changing.
-fn digest(facts: &Facts) -> String {
-    let mut h = Sha256::new();
-    let typed = Facts {
-        warnings: Vec::new(),
-        digest: String::new(),
-        ..facts.clone()
+/// dwprov's rule band with the default `rule_priority` (1000): the collision
+/// scope for ip rules when neither a plan nor the host shows dwprov's rules.
+pub const DEFAULT_BAND: (u32, u32) = (1000, 1999);
+
+/// A plan's dependencies, hashed: what a saved plan (or a host of a later
+/// `--serial` batch) is checked against before it is applied.
+///
+/// It covers what shaped the plan and what applying it touches, and nothing
+/// else, so foreign churn elsewhere (fail2ban adding an INPUT rule on every
+/// ban, another tool's ip rule outside dwprov's band, a Docker bridge route,
+/// a DHCP lease counting down) does not make a plan stale:
+/// - the host's facts: kernel, uid, tools, systemd, iptables backend,
+///   interfaces with their state and addresses (not address lifetimes);
+/// - every owned object: ip rules and routes of protocol dwprov, `DWPROV-*`
+///   chains and the jumps into them, the owned files, the sysctls dwprov
+///   sets, the table names;
+/// - foreign objects that collide with owned ones (desired or live): ip rules
+///   at a priority from dwprov's lowest to its highest rule (they interleave
+///   with dwprov's), routes with the key (table, destination, tos, metric) of
+///   a dwprov route, and any route in a table dwprov routes in, other than
+///   main, local and default.
+///
+/// `desired` is the plan's desired state; with an empty one the scope comes
+/// from the owned objects on the host alone ([`Facts::digest`]), and where
+/// the host holds none yet (a first plan), from the default band
+/// ([`DEFAULT_BAND`]) and every table but main, local and default.
+pub fn plan_digest(facts: &Facts, desired: &State) -> String {
+    use crate::diff::{is_owned_chain, is_owned_jump, is_owned_route, is_owned_rule};
+    use crate::state::ip::{RouteKey, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN};
+    use std::collections::BTreeSet;
+    let live = &facts.state;
+    let owned_rules = || live.rules.iter().filter(|r| is_owned_rule(r));
+    let (lo, hi) = desired
+        .rules
+        .iter()
+        .chain(owned_rules())
+        .map(|r| r.priority)
+        .fold(None, |b: Option<(u32, u32)>, p| {
+            Some(b.map_or((p, p), |(lo, hi)| (lo.min(p), hi.max(p))))
+        })
+        .unwrap_or(DEFAULT_BAND);
+    let rules: Vec<&crate::state::Rule> = live
+        .rules
+        .iter()
+        .filter(|r| is_owned_rule(r) || (lo..=hi).contains(&r.priority))
+        .collect();
+    let ours = || {
+        desired
+            .routes
+            .iter()
+            .chain(live.routes.iter().filter(|r| is_owned_route(r)))
     };
-    h.update(serde_json::to_vec(&typed).unwrap_or_default());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    let keys: BTreeSet<RouteKey> = ours().map(|r| r.key()).collect();
+    let standard = |t: u32| [TABLE_MAIN, TABLE_LOCAL, TABLE_DEFAULT].contains(&t);
+    let tables: BTreeSet<u32> = ours().map(|r| r.table).filter(|&t| !standard(t)).collect();
+    // Nothing of dwprov's known yet: every table but the standard ones.
+    let in_our_table = |t: u32| {
+        if keys.is_empty() {
+            !standard(t)
+        } else {
+            tables.contains(&t)
+        }
+    };
+    let routes: Vec<&crate::state::Route> = live
+        .routes
+        .iter()
+        .filter(|r| is_owned_route(r) || keys.contains(&r.key()) || in_our_table(r.table))
+        .collect();
+    // (table, chain, owned chain's rules or the owned jumps of a built-in one)
+    let mut firewall = Vec::new();
+    for (table, t) in &live.iptables.tables {
+        for (chain, c) in &t.chains {
+            let rules: Vec<_> = if is_owned_chain(chain) {
+                c.rules.iter().collect()
+            } else {
+                c.rules.iter().filter(|r| is_owned_jump(r)).collect()
+            };
+            if is_owned_chain(chain) || !rules.is_empty() {
+                firewall.push((table, chain, rules));
+            }
+        }
+    }
+    #[derive(Serialize)]
+    struct Scope<'a> {
+        kernel: &'a str,
+        uid: Option<u32>,
+        tools: &'a BTreeMap<String, bool>,
+        systemd: bool,
+        iptables_backend: &'a Option<String>,
+        other_backend_rules: bool,
+        interfaces: &'a [Interface],
+        rt_tables: &'a RtTables,
+        files: &'a BTreeMap<String, String>,
+        sysctls: &'a BTreeMap<String, String>,
+        rules: Vec<&'a crate::state::Rule>,
+        routes: Vec<&'a crate::state::Route>,
+        firewall: Vec<(
+            &'a String,
+            &'a String,
+            Vec<&'a crate::state::iptables::IptRule>,
+        )>,
+    }
+    let scope = Scope {
+        kernel: &facts.kernel,
+        uid: facts.uid,
+        tools: &facts.tools,
+        systemd: facts.systemd,
+        iptables_backend: &facts.iptables_backend,
+        other_backend_rules: facts.other_backend_rules,
+        interfaces: &facts.interfaces,
+        rt_tables: &live.rt_tables,
+        files: &live.files,
+        sysctls: &live.sysctls,
+        rules,
+        routes,
+        firewall,
+    };
+    /// Feeds serde_json's output straight into the hash (no 3 MB buffer).
+    struct HashWriter(Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.update(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = HashWriter(Sha256::new());
+    // Serializing these plain types cannot fail.
+    let _ = serde_json::to_writer(&mut h, &scope);
+    h.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// [`plan_digest`] with the scope the host's owned objects give.
+fn digest(facts: &Facts) -> String {
+    plan_digest(facts, &State::default())
 }
 
 #[cfg(test)]
@@ -768,6 +893,128 @@ mod tests {
                 r#"[{"dst":"10.0.0.0/8","dev":"eth1","table":"main","protocol":"201","scope":"link"}]"#
             )
         );
+    }
+
+    /// Facts of a converged-looking host: owned rules at 1100/1200, an owned
+    /// route in table 200 and one in main, an owned chain and its jump.
+    fn host_facts(extra_rules: &str, extra_routes: &str, extra_ipt: &str) -> Facts {
+        let rules = format!(
+            r#"[{{"priority":0,"src":"all","table":"local"}},
+                {{"priority":1100,"src":"all","fwmark":"0x200","table":"200","protocol":"201"}},
+                {{"priority":1200,"src":"203.0.113.2","table":"200","protocol":"201"}}{extra_rules},
+                {{"priority":32766,"src":"all","table":"main"}}]"#
+        );
+        let routes = format!(
+            r#"[{{"dst":"default","gateway":"203.0.113.1","dev":"eth2","table":"200","protocol":"201","scope":"global","type":"unicast"}},
+                {{"dst":"100.65.0.0/16","gateway":"203.0.113.1","dev":"eth2","protocol":"201","scope":"global","type":"unicast"}},
+                {{"dst":"203.0.113.0/24","dev":"eth2","protocol":"kernel","scope":"link","prefsrc":"203.0.113.2","type":"unicast"}}{extra_routes}]"#
+        );
+        let ipt = format!(
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:DWPROV-FWD - [0:0]\n\
+             -A FORWARD -m comment --comment dwprov -j DWPROV-FWD\n-A DWPROV-FWD -j ACCEPT\n{extra_ipt}COMMIT\n"
+        );
+        let mut m = BTreeMap::new();
+        m.insert("tools".to_string(), sec("ip yes\niptables-save yes\n"));
+        m.insert("rules".to_string(), sec(&rules));
+        m.insert("routes".to_string(), sec(&routes));
+        m.insert("iptables".to_string(), sec(&ipt));
+        let mut f = parse_facts("h", &m).unwrap();
+        f.digest = digest(&f);
+        f
+    }
+
+    /// Foreign churn elsewhere leaves the digest alone; owned drift and
+    /// foreign objects that collide with owned ones change it.
+    #[test]
+    fn digest_covers_what_the_plan_depends_on() {
+        let base = host_facts("", "", "").digest;
+        let same = |r: &str, rt: &str, ipt: &str| host_facts(r, rt, ipt).digest == base;
+        // fail2ban, another tool's rule outside the band, a Docker route, a foreign chain.
+        assert!(same("", "", "-A INPUT -s 10.98.0.0/16 -j DROP\n"));
+        assert!(same(
+            r#",{"priority":5210,"src":"all","fwmark":"0x80000","table":"52"}"#,
+            "",
+            ""
+        ));
+        assert!(same(
+            "",
+            r#",{"dst":"172.17.0.0/16","dev":"docker0","protocol":"kernel","scope":"link","type":"unicast"}"#,
+            ""
+        ));
+        assert!(same(
+            "",
+            "",
+            ":FOREIGN - [0:0]\n-A FOREIGN -j RETURN\n-A INPUT -j FOREIGN\n"
+        ));
+        // Collisions: a rule between dwprov's, a route in dwprov's table, a
+        // route with the key of a dwprov route, a DWPROV-* chain.
+        assert!(!same(
+            r#",{"priority":1150,"src":"all","table":"main"}"#,
+            "",
+            ""
+        ));
+        assert!(!same(
+            "",
+            r#",{"dst":"10.123.0.0/16","dev":"eth1","table":"200","protocol":"boot","scope":"link","type":"unicast"}"#,
+            ""
+        ));
+        assert!(!same(
+            "",
+            r#",{"dst":"100.65.0.0/16","gateway":"198.51.100.1","dev":"eth1","protocol":"static","scope":"global","type":"unicast"}"#,
+            ""
+        ));
+        assert!(!same("", "", ":DWPROV-X - [0:0]\n"));
+        // Owned drift: a dwprov route gone, dwprov's jump gone.
+        let mut f = host_facts("", "", "");
+        f.state.routes.retain(|r| r.dst.prefix_len() != 16);
+        assert_ne!(digest(&f), base);
+        let mut f = host_facts("", "", "");
+        f.state
+            .iptables
+            .tables
+            .get_mut("filter")
+            .unwrap()
+            .chains
+            .get_mut("FORWARD")
+            .unwrap()
+            .rules
+            .clear();
+        assert_ne!(digest(&f), base);
+
+        // With the plan's desired state, its band and tables count even on a
+        // host where dwprov owns nothing yet.
+        let mut bare = host_facts("", "", "");
+        bare.state.rules.retain(|r| !crate::diff::is_owned_rule(r));
+        bare.state
+            .routes
+            .retain(|r| !crate::diff::is_owned_route(r));
+        let desired = State {
+            rules: host_facts("", "", "")
+                .state
+                .rules
+                .into_iter()
+                .filter(crate::diff::is_owned_rule)
+                .collect(),
+            ..State::default()
+        };
+        let with_rule = |prio: u32| {
+            let mut f = bare.clone();
+            f.state.rules.push(crate::state::Rule {
+                priority: prio,
+                action: crate::state::RuleAction::Table(254),
+                ..Default::default()
+            });
+            plan_digest(&f, &desired)
+        };
+        assert_ne!(plan_digest(&bare, &desired), with_rule(1150));
+        assert_eq!(plan_digest(&bare, &desired), with_rule(5210));
+        // Without one, the default band stands in.
+        let mut f = bare.clone();
+        f.state.rules.push(crate::state::Rule {
+            priority: 1500,
+            ..Default::default()
+        });
+        assert_ne!(digest(&bare), digest(&f));
     }
 
     proptest::proptest! {
