@@ -21,9 +21,9 @@
 #
 # --keep-bashrc: the lab gateway's /root is a copy-on-write view of this
 # machine's /root, and bash (root's login shell) sources ~/.bashrc for every
-# SSH command. By default the bench empties the *lab's* copy (the write stays
-# in the lab dir) so a developer's shell profile is not measured as dwprov;
-# this flag keeps it.
+# SSH command. The lab empties its copy (the write stays in the lab dir) so a
+# developer's shell profile is not measured as dwprov; this flag copies this
+# machine's ~/.bashrc into the lab's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -92,8 +92,11 @@ SSH=(ssh -F /dev/null -i "$D/id_ed25519" -o UserKnownHostsFile="$D/known_hosts"
 [ -n "$SSH_KEX" ] && SSH+=(-o "KexAlgorithms=$SSH_KEX")
 SSH+=(root@10.9.0.2)
 
-if [ "$KEEP_BASHRC" = no ]; then
-    gw sh -c ': >/root/.bashrc'   # the lab's overlay copy only
+# The lab starts with empty start-up files in its /root (scripts/lab-lib.sh
+# quiet_root_home); --keep-bashrc puts this machine's ~/.bashrc back, in the
+# lab's overlay copy only.
+if [ "$KEEP_BASHRC" = yes ] && [ -f /root/.bashrc ]; then
+    gw sh -c 'cat >/root/.bashrc' </root/.bashrc
 fi
 RP_ETH1=$(gw cat /proc/sys/net/ipv4/conf/eth1/rp_filter)
 RP_ETH2=$(gw cat /proc/sys/net/ipv4/conf/eth2/rp_filter)
