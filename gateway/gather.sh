@@ -32,6 +32,7 @@ if G_E=$(mktemp 2>/dev/null) && [ -f "$G_E" ]; then
     # The running section ("number command"), for the watchdog.
     G_S=$G_E.sec
     G_K=0
+    G_M=$$
     trap 'rm -f "$G_E" "$G_S"; [ -z "$G_W" ] || kill "$G_W" 2>/dev/null' EXIT
     sec() {
         G_N=$1; shift
@@ -44,7 +45,7 @@ if G_E=$(mktemp 2>/dev/null) && [ -f "$G_E" ]; then
     }
     # One background shell for the whole gather, waking once a second: a
     # command that runs G_DEADLINE seconds (a stalled tool, a hung NFS
-    # mount) ends everything. sshd does not kill a session's processes when
+    # mount), or the gather shell's death, ends everything. sshd does not kill a session's processes when
     # the client gives up, so without this they would linger; killing the
     # process group (sshd made this shell its leader) takes grandchildren too.
     g_watchdog() {
@@ -54,6 +55,9 @@ if G_E=$(mktemp 2>/dev/null) && [ -f "$G_E" ]; then
         while :; do
             sleep 1 3>&- & g_sleep=$!
             wait "$g_sleep"
+            # The gather shell died (the controller went away and a write
+            # to it failed): end what it left running.
+            kill -0 "$G_M" 2>/dev/null || kill -KILL 0
             g_cur=''
             read -r g_cur <"$G_S" 2>/dev/null || :
             if [ "$g_cur" = "$g_last" ]; then g_ticks=$((g_ticks + 1)); else g_last=$g_cur g_ticks=0; fi
