@@ -531,10 +531,12 @@ pub const DEFAULT_BAND: (u32, u32) = (1000, 1999);
 /// ban, another tool's ip rule outside dwprov's band, a Docker bridge route,
 /// a DHCP lease counting down) does not make a plan stale:
 /// - the host's facts: kernel, uid, tools, systemd, iptables backend,
-///   interfaces with their state and addresses (not address lifetimes);
+///   interfaces with their state and addresses (not address lifetimes):
+///   those with an address or carrying a dwprov route (a container's
+///   address-less veth does not count), and the sysctls of those, of
+///   `all`/`default`, and those dwprov sets;
 /// - every owned object: ip rules and routes of protocol dwprov, `DWPROV-*`
-///   chains and the jumps into them, the owned files, the sysctls dwprov
-///   sets, the table names;
+///   chains and the jumps into them, the owned files, the table names;
 /// - foreign objects that collide with owned ones (desired or live): ip rules
 ///   at a priority from dwprov's lowest to its highest rule (they interleave
 ///   with dwprov's), routes with the key (table, destination, tos, metric) of
@@ -587,6 +589,30 @@ pub fn plan_digest(facts: &Facts, desired: &State) -> String {
         .iter()
         .filter(|r| is_owned_route(r) || keys.contains(&r.key()) || in_our_table(r.table))
         .collect();
+    // Interfaces with an address, and those dwprov routes through: not a
+    // container's address-less veth coming and going.
+    let devs: BTreeSet<&str> = ours().filter_map(|r| r.dev.as_deref()).collect();
+    let interfaces: Vec<&Interface> = facts
+        .interfaces
+        .iter()
+        .filter(|i| !i.addresses.is_empty() || devs.contains(i.name.as_str()))
+        .collect();
+    // The sysctls dwprov sets, and those of the interfaces above (a new
+    // veth brings its own conf/IF/rp_filter).
+    let sysctls: BTreeMap<&String, &String> = live
+        .sysctls
+        .iter()
+        .filter(|(k, _)| {
+            desired.sysctls.contains_key(*k)
+                || match k.strip_prefix("net/ipv4/conf/") {
+                    Some(rest) => {
+                        let dev = rest.split('/').next().unwrap_or_default();
+                        dev == "all" || dev == "default" || interfaces.iter().any(|i| i.name == dev)
+                    }
+                    None => true,
+                }
+        })
+        .collect();
     // (table, chain, owned chain's rules or the owned jumps of a built-in one)
     let mut firewall = Vec::new();
     for (table, t) in &live.iptables.tables {
@@ -609,10 +635,10 @@ pub fn plan_digest(facts: &Facts, desired: &State) -> String {
         systemd: bool,
         iptables_backend: &'a Option<String>,
         other_backend_rules: bool,
-        interfaces: &'a [Interface],
+        interfaces: Vec<&'a Interface>,
         rt_tables: &'a RtTables,
         files: &'a BTreeMap<String, String>,
-        sysctls: &'a BTreeMap<String, String>,
+        sysctls: BTreeMap<&'a String, &'a String>,
         rules: Vec<&'a crate::state::Rule>,
         routes: Vec<&'a crate::state::Route>,
         firewall: Vec<(
@@ -628,10 +654,10 @@ pub fn plan_digest(facts: &Facts, desired: &State) -> String {
         systemd: facts.systemd,
         iptables_backend: &facts.iptables_backend,
         other_backend_rules: facts.other_backend_rules,
-        interfaces: &facts.interfaces,
+        interfaces,
         rt_tables: &live.rt_tables,
         files: &live.files,
-        sysctls: &live.sysctls,
+        sysctls,
         rules,
         routes,
         firewall,
@@ -946,6 +972,18 @@ mod tests {
             "",
             ":FOREIGN - [0:0]\n-A FOREIGN -j RETURN\n-A INPUT -j FOREIGN\n"
         ));
+        // A container's veth (no address) comes up.
+        let mut f = host_facts("", "", "");
+        f.interfaces.push(Interface {
+            name: "veth1a2b".into(),
+            up: true,
+            addresses: Vec::new(),
+        });
+        assert_eq!(digest(&f), base);
+        f.interfaces[0]
+            .addresses
+            .push("172.17.0.1/16".parse().unwrap());
+        assert_ne!(digest(&f), base);
         // Collisions: a rule between dwprov's, a route in dwprov's table, a
         // route with the key of a dwprov route, a DWPROV-* chain.
         assert!(!same(
