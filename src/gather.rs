@@ -1,9 +1,19 @@
 //! Collect live facts from a host in one round trip and parse them into typed state.
 //!
-//! One shell script runs every fact command; each command's stdout, stderr
-//! and exit status come back in a section framed by an unguessable marker,
-//! so no output can be mistaken for another's (and a missing table's `[`
-//! with exit 2 is seen for what it is).
+//! One shell program, `gateway/gather.sh` (embedded; Rust passes only quoted
+//! parameters before it), runs every fact command; each command's stdout,
+//! stderr and exit status come back in a section framed by an unguessable
+//! marker, so no output can be mistaken for another's (and a missing
+//! table's `[` with exit 2 is seen for what it is).
+//!
+//! Bounded on both ends: on the gateway a watchdog ends a command that runs
+//! past its deadline (half the connection's timeout) together with the whole
+//! script, and reports which; on the controller a [`SectionWatch`] stops a
+//! command that prints more than [`MAX_SECTION`]. The output is parsed in
+//! place (sections borrow it) and the JSON of rules and routes one entry at
+//! a time.
+//!
+//! [`plan_digest`] hashes what a plan depends on, for stale-plan checks.
 use crate::error::{Error, Result};
 use crate::state::{ip, Iptables, RtTables, State};
 use crate::transport::Transport;
