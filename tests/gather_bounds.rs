@@ -43,6 +43,8 @@ fn fake_ip(lab: &Lab, when: &str, then: &str) {
 
 /// Runs dwprov in the controller namespace; returns (exit code, stdout +
 /// stderr, peak RSS in KiB of dwprov itself, wall time).
+// The child is reaped by wait4 (for its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn dwprov_measured(lab: &Lab, args: &[&str]) -> (Option<i32>, String, i64, Duration) {
     let out = lab.dir.join("measured.out");
     let started = Instant::now();
