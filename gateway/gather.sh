@@ -48,9 +48,11 @@ if G_E=$(mktemp 2>/dev/null) && [ -f "$G_E" ]; then
     }
     # One background shell for the whole gather, waking once a second: a
     # command that runs G_DEADLINE seconds (a stalled tool, a hung NFS
-    # mount), or the gather shell's death, ends everything. sshd does not kill a session's processes when
-    # the client gives up, so without this they would linger; killing the
-    # process group (sshd made this shell its leader) takes grandchildren too.
+    # mount), or the gather shell's death, ends everything. sshd does not
+    # kill a session's processes when the client gives up (checked with
+    # OpenSSH 9.2: a `sleep` outlives its channel), so without this they
+    # would linger; killing the process group (sshd made this shell its
+    # leader; the local transport does the same) takes grandchildren too.
     g_watchdog() {
         trap 'kill "$g_sleep" 2>/dev/null; exit 0' TERM
         trap '' PIPE
