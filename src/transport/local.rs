@@ -121,3 +121,30 @@ impl Transport for LocalTransport {
         self.round_trips
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A script that prints without end is stopped at [`MAX_STDOUT`], its
+    /// process group ended, with an error naming the host and the limit.
+    #[test]
+    fn output_past_the_limit_stops_the_run() {
+        let mut t = LocalTransport::new("gw1");
+        let script = format!("head -c {} /dev/zero; echo done\n", MAX_STDOUT + (1 << 20));
+        let e = t.run_script(&script).unwrap_err().to_string();
+        assert!(
+            e.starts_with("gw1: a script printed more than 256 MiB on stdout"),
+            "{e}"
+        );
+        let out = t.run_script("echo hello; echo oops >&2; exit 3\n").unwrap();
+        assert_eq!(
+            (
+                out.status,
+                out.stdout_str().as_str(),
+                out.stderr_str().as_str()
+            ),
+            (3, "hello\n", "oops\n")
+        );
+    }
+}
