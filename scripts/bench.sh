@@ -6,7 +6,8 @@
 # Builds `cargo build --release`, brings up a lab (unique prefix dwb<pid>-,
 # dir /tmp/dwprov-bench-<pid>; torn down on exit, also on failure or ^C) and
 # prints, as median [min-max] of N runs (default 7, or BENCH_N):
-#   1 gather            dwprov gather vs `ssh gw /bin/sh -s < bench/gather.sh`
+#   1 gather            dwprov gather vs `ssh gw /bin/sh -s < GATHER` (GATHER: the
+#                       exact script dwprov sent, gateway/gather.sh + parameters)
 #   2 render            dwprov render with both ISP lists: wall time, peak RSS
 #   3 apply from empty  dwprov apply (commit-confirmed, and --no-confirm) vs
 #                       `ssh gw ip -batch -` of the same routes
@@ -20,9 +21,9 @@
 #
 # --keep-bashrc: the lab gateway's /root is a copy-on-write view of this
 # machine's /root, and bash (root's login shell) sources ~/.bashrc for every
-# SSH command. By default the bench empties the *lab's* copy (the write stays
-# in the lab dir) so a developer's shell profile is not measured as dwprov;
-# this flag keeps it.
+# SSH command. The lab empties its copy (the write stays in the lab dir) so a
+# developer's shell profile is not measured as dwprov; this flag copies this
+# machine's ~/.bashrc into the lab's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -91,8 +92,11 @@ SSH=(ssh -F /dev/null -i "$D/id_ed25519" -o UserKnownHostsFile="$D/known_hosts"
 [ -n "$SSH_KEX" ] && SSH+=(-o "KexAlgorithms=$SSH_KEX")
 SSH+=(root@10.9.0.2)
 
-if [ "$KEEP_BASHRC" = no ]; then
-    gw sh -c ': >/root/.bashrc'   # the lab's overlay copy only
+# The lab starts with empty start-up files in its /root (scripts/lab-lib.sh
+# quiet_root_home); --keep-bashrc puts this machine's ~/.bashrc back, in the
+# lab's overlay copy only.
+if [ "$KEEP_BASHRC" = yes ] && [ -f /root/.bashrc ]; then
+    gw sh -c 'cat >/root/.bashrc' </root/.bashrc
 fi
 RP_ETH1=$(gw cat /proc/sys/net/ipv4/conf/eth1/rp_filter)
 RP_ETH2=$(gw cat /proc/sys/net/ipv4/conf/eth2/rp_filter)
@@ -154,23 +158,10 @@ CTC_PREFIXES=$(grep -cE '^[0-9]' "$CTC_LIST")
 awk '/^[0-9]/ {print "route replace " $1 " via 203.0.113.1 dev eth2 proto 202"}' "$CNC_LIST" >"$B/cnc-202.batch"
 echo "route replace $EXTRA_PREFIX via 203.0.113.1 dev eth2 proto 202" >"$B/one-202.batch"
 
-# bench/gather.sh is a copy of src/gather.rs::script(): say so if it drifted.
-gather_drift() {
-    local src=src/gather.rs line want have
-    while IFS= read -r line; do
-        case "$line" in 'sec() '* | f_*) grep -qF -- "$line" "$src" || echo "function: ${line%%\{*}" ;; esac
-    done <bench/gather.sh
-    want=$(grep -oE '"sec [a-z_]+ ' "$src" | awk '{print $2}' | sort | tr '\n' ' ')
-    have=$(grep -E '^sec [a-z_]+ ' bench/gather.sh | awk '{print $2}' | sort | tr '\n' ' ')
-    [ "$want" = "$have" ] || echo "sections: src has [$want], copy has [$have]"
-    want=$(sed -n '/^const TOOLS/,/^];/p' "$src" | grep -o '"[^"]*"' | tr -d '"' | tr '\n' ' ')
-    have=$(sed -n 's/^sec tools f_tools //p' bench/gather.sh)
-    [ "${want% }" = "$have" ] || echo "tools: src has [$want], copy has [$have]"
-    for want in $(grep -o '"/etc/[^"]*"' "$src" | sed -n '1,3p' | tr -d '"'); do
-        grep -qF "sec 'file $want' f_file $want" bench/gather.sh || echo "owned file $want"
-    done
-}
-DRIFT=$(gather_drift)
+# The raw-ssh baseline runs the very script dwprov sends (gateway/gather.sh
+# with its parameters), captured by dwprov's DWPROV_GATHER_SCRIPT_OUT hook
+# during the warm-up gather below.
+GATHER=$B/gather.sh
 
 # ---------------------------------------------------------------- measuring
 
@@ -241,8 +232,9 @@ print(*(a[k] for k in ("changes","ip_lines","iptables_lines","script_bytes","rem
 # 1. gather on a bare gateway ------------------------------------------------
 say "1/5 gather (bare gateway), N=$N"
 G_D=() G_S=() G_CONN=()
-ctl "$BIN" gather -i "$INV_BARE" >/dev/null 2>&1 || die "dwprov gather fails on the lab"  # warm-up
-ctl "${SSH[@]}" /bin/sh -s <bench/gather.sh >/dev/null 2>&1 || die "ssh to the lab fails"
+DWPROV_GATHER_SCRIPT_OUT=$GATHER ctl "$BIN" gather -i "$INV_BARE" >/dev/null 2>&1 ||
+    die "dwprov gather fails on the lab"  # warm-up, and the script for the baseline
+ctl "${SSH[@]}" /bin/sh -s <"$GATHER" >/dev/null 2>&1 || die "ssh to the lab fails"
 for ((i = 0; i < N; i++)); do
     for who in $( ((i % 2)) && echo "ssh dwprov" || echo "dwprov ssh"); do
         if [ "$who" = dwprov ]; then
@@ -251,7 +243,7 @@ for ((i = 0; i < N; i++)); do
             G_D+=("$US")
             ((f != ${#FLAKES[@]})) || G_CONN+=($(($(accepted) - a)))
         else
-            run_us ctl "${SSH[@]}" /bin/sh -s <bench/gather.sh
+            run_us ctl "${SSH[@]}" /bin/sh -s <"$GATHER"
             must "ssh gather" 0
             G_S+=("$US") G_BYTES=$(wc -c <"$OUT")
         fi
@@ -322,7 +314,7 @@ for ((i = 0; i < N; i++)); do
             dw "dwprov plan (exit 0: nothing to do)" nothing ctl "$BIN" plan -i "$INV_CNC" --no-color
             P_D+=("$US")
         else
-            run_us ctl "${SSH[@]}" /bin/sh -s <bench/gather.sh
+            run_us ctl "${SSH[@]}" /bin/sh -s <"$GATHER"
             must "ssh gather" 0
             P_S+=("$US") P_BYTES=$(wc -c <"$OUT")
         fi
@@ -368,7 +360,6 @@ method    median [min-max] of N=$N runs, wall clock from the controller namespac
 baseline  OpenSSH client, lab key + known_hosts, KexAlgorithms=${SSH_KEX:-default}; one connection per run
 gateway   lab sshd; root's ~/.bashrc $([ "$KEEP_BASHRC" = no ] && echo "emptied in the lab's copy (--keep-bashrc keeps this machine's)" || echo "as on this machine (--keep-bashrc)")
 EOF
-[ -z "$DRIFT" ] || printf 'WARNING   bench/gather.sh no longer matches src/gather.rs: %s\n' "$DRIFT"
 echo
 fmt='%-34s %-24s %-24s %-8s %s\n'
 # shellcheck disable=SC2059

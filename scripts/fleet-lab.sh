@@ -363,6 +363,8 @@ KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin prohibit-password
 UsePAM no
+# No ~/.ssh/rc of this machine's root before every command.
+PermitUserRC no
 # The lab dir lives under /tmp (world-writable parent): StrictModes would refuse it.
 StrictModes no
 UseDNS no
@@ -431,6 +433,7 @@ start_one() {
     for p in etc var root; do
         mkdir -p "$g/overlay/$p/upper" "$g/overlay/$p/work"
     done
+    quiet_root_home "$g/overlay/root/upper"
     # setsid: not killed by ^C in the terminal that ran `up`; stdio to
     # files so whoever captured our output is not kept waiting for EOF.
     setsid ip netns exec "$netns" \

@@ -3,6 +3,20 @@
 # `lab_namespaces` (every namespace of its lab, built or half-built), and
 # sets DIR and MARKER.
 
+# quiet_root_home UPPER: the lab gateway's /root is a copy-on-write view of
+# this machine's, and bash (root's login shell) sources ~/.bashrc for every
+# SSH command: a developer's profile (pyenv, nvm, conda: seconds per login on
+# a loaded machine, or a wait on a lock another session left) must not run
+# on a lab gateway. Empty start-up files in the /root overlay's upper dir
+# (written before it is mounted) hide this machine's from the lab only.
+quiet_root_home() {
+    local upper=$1 f
+    mkdir -p "$upper"
+    for f in .bashrc .bash_profile .bash_login .profile .bash_logout; do
+        : >"$upper/$f"
+    done
+}
+
 # Poll CMD every 0.2 s for at most $1 seconds.
 wait_for() {
     local seconds=$1 i

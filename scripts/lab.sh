@@ -287,6 +287,8 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 UsePAM no
+# No ~/.ssh/rc of this machine's root before every command.
+PermitUserRC no
 # The lab dir lives under /tmp (world-writable parent): StrictModes would refuse it.
 StrictModes no
 UseDNS no
@@ -329,6 +331,7 @@ start_sshd() {
     for p in etc var root; do
         mkdir -p "$DIR/overlay/$p/upper" "$DIR/overlay/$p/work"
     done
+    quiet_root_home "$DIR/overlay/root/upper"
     # setsid: not killed by ^C in the terminal that ran `up`; stdio to files so
     # whoever captured our output (cargo test) is not kept waiting for EOF.
     setsid ip netns exec "$(ns gw)" \

@@ -1,9 +1,19 @@
 //! Collect live facts from a host in one round trip and parse them into typed state.
 //!
-//! One shell script runs every fact command; each command's stdout, stderr
-//! and exit status come back in a section framed by an unguessable marker,
-//! so no output can be mistaken for another's (and a missing table's `[`
-//! with exit 2 is seen for what it is).
+//! One shell program, `gateway/gather.sh` (embedded; Rust passes only quoted
+//! parameters before it), runs every fact command; each command's stdout,
+//! stderr and exit status come back in a section framed by an unguessable
+//! marker, so no output can be mistaken for another's (and a missing
+//! table's `[` with exit 2 is seen for what it is).
+//!
+//! Bounded on both ends: on the gateway a watchdog ends a command that runs
+//! past its deadline (half the connection's timeout) together with the whole
+//! script, and reports which; on the controller a [`SectionWatch`] stops a
+//! command that prints more than [`MAX_SECTION`]. The output is parsed in
+//! place (sections borrow it) and the JSON of rules and routes one entry at
+//! a time.
+//!
+//! [`plan_digest`] hashes what a plan depends on, for stale-plan checks.
 use crate::error::{Error, Result};
 use crate::state::{ip, Iptables, RtTables, State};
 use crate::transport::Transport;
@@ -44,7 +54,8 @@ pub struct Facts {
     pub systemd: bool,
     /// Things worth telling the admin (iptables-save warnings, ...).
     pub warnings: Vec<String>,
-    /// SHA-256 of the raw fact output: a saved plan is stale when it changes.
+    /// [`plan_digest`] of these facts with the scope their owned objects give:
+    /// a saved plan is stale when it changes.
     pub digest: String,
 }
 
@@ -72,68 +83,186 @@ const TOOLS: &[&str] = &[
     "sha256sum",
 ];
 
+/// The gateway-side gather program; [`script`] puts its parameters before it.
+pub const GATHER_SH: &str = include_str!("../gateway/gather.sh");
+
+/// How long one fact command may run on the gateway when the caller gives
+/// no deadline (the watchdog in gateway/gather.sh then ends the gather).
+pub const DEFAULT_DEADLINE_SECS: u64 = 30;
+
+/// Most output one fact command may print (stdout and stderr together):
+/// past it the gather stops with an error naming the command. A converged
+/// 16,000-prefix gateway prints about 2 MB of routes.
+pub const MAX_SECTION: usize = 64 << 20;
+
 /// The gather script. `marker` frames the sections.
 pub fn script(marker: &str) -> String {
-    let mut s = String::new();
-    s.push_str("PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH; export LC_ALL=C\n");
-    s.push_str(&format!("D='{marker}'\nexec 3>&1\n"));
-    // Each fork costs about a millisecond on a small gateway, and gather runs
-    // on every plan of every host: stderr goes to one temp file instead of a
-    // `$(...)` subshell per section, and the helpers use shell builtins. Where
-    // no temp file can be made (read-only /tmp), the subshell version runs.
-    // A /proc/sys file read a byte at a time (dash's `read`) ends after the
-    // value, without its newline: `read` then fails with the value set.
-    s.push_str(
-        r#"if E=$(mktemp 2>/dev/null) && [ -f "$E" ]; then
-trap 'rm -f "$E"' EXIT
-sec() { n=$1; shift; printf '%s begin %s\n' "$D" "$n"; "$@" 2>"$E"; r=$?; printf '\n%s end %s %s\n' "$D" "$n" "$r"; if [ -s "$E" ]; then cat "$E"; fi; printf '\n%s fin\n' "$D"; }
-else
-sec() { n=$1; shift; printf '%s begin %s\n' "$D" "$n"; e=$("$@" 2>&1 1>&3); r=$?; printf '\n%s end %s %s\n' "$D" "$n" "$r"; printf '%s' "$e"; printf '\n%s fin\n' "$D"; }
-fi
-f_sysctl() { for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/rp_filter; do [ -f "$f" ] || continue; v=; read -r v < "$f"; [ -n "$v" ] && printf '%s %s\n' "${f#/proc/sys/}" "$v"; done; return 0; }
-f_tools() { for t in "$@"; do if command -v "$t" >/dev/null 2>&1; then echo "$t yes"; else echo "$t no"; fi; done; }
-f_rt_tables() { if [ -f /etc/iproute2/rt_tables ]; then cat /etc/iproute2/rt_tables; elif [ -f /usr/share/iproute2/rt_tables ]; then cat /usr/share/iproute2/rt_tables; fi; for f in /etc/iproute2/rt_tables.d/*.conf; do [ -f "$f" ] && [ "$f" != /etc/iproute2/rt_tables.d/dwprov.conf ] && cat "$f"; done; return 0; }
-f_file() { [ -f "$1" ] && cat "$1"; }
-f_state_files() { for f in /etc/dwprov/* /etc/dwprov/.[!.]*; do [ -f "$f" ] && printf '%s\n' "$f"; done; return 0; }
-f_other_backend() { [ -n "$V" ] || V=$(iptables -V 2>/dev/null); case "$V" in *nf_tables*) o=iptables-legacy-save;; *) o=iptables-nft-save;; esac; command -v "$o" >/dev/null 2>&1 || return 0; "$o" 2>/dev/null | grep -c '^-A' ; return 0; }
-f_systemd() { [ -d /run/systemd/system ] && echo yes || echo no; }
-f_iptables_version() { V=$(iptables -V 2>&1); r=$?; [ $r -eq 0 ] && printf '%s\n' "$V" || { printf '%s\n' "$V" >&2; V=; }; return $r; }
-"#,
-    );
-    s.push_str("sec uid id -u\n");
-    s.push_str("sec kernel uname -r\n");
-    s.push_str(&format!("sec tools f_tools {}\n", TOOLS.join(" ")));
-    s.push_str("sec systemd f_systemd\n");
-    s.push_str("sec rules ip -4 -j -d -N rule show\n");
-    s.push_str("sec routes ip -4 -j -d -N route show table all\n");
-    s.push_str("sec addrs ip -4 -j addr show\n");
-    s.push_str("sec iptables_version f_iptables_version\n");
-    s.push_str("sec iptables iptables-save\n");
-    s.push_str("sec other_backend f_other_backend\n");
-    s.push_str("sec rt_tables f_rt_tables\n");
-    s.push_str("sec sysctl f_sysctl\n");
-    for f in OWNED_FILES.iter().chain(crate::boot::OWNED_FILES) {
-        s.push_str(&format!("sec 'file {f}' f_file {f}\n"));
-    }
-    s.push_str("sec state_files f_state_files\n");
-    s.push_str("for f in /etc/dwprov/* /etc/dwprov/.[!.]*; do [ -f \"$f\" ] || continue; sec \"file $f\" f_file \"$f\"; done\n");
-    s
+    script_with(marker, DEFAULT_DEADLINE_SECS)
 }
 
-/// One command's output.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Section {
-    pub stdout: String,
-    pub stderr: String,
+/// The gather script with a per-command deadline of `deadline_secs` (at least 1).
+pub fn script_with(marker: &str, deadline_secs: u64) -> String {
+    let files: Vec<&str> = OWNED_FILES
+        .iter()
+        .chain(crate::boot::OWNED_FILES)
+        .copied()
+        .collect();
+    format!(
+        "D={}\nG_DEADLINE={}\nG_TOOLS={}\nG_FILES={}\n{GATHER_SH}",
+        sh_quote(marker),
+        deadline_secs.max(1),
+        sh_quote(&TOOLS.join(" ")),
+        sh_quote(&files.join(" "))
+    )
+}
+
+/// `'text'`, safe for sh (a `'` becomes `'\''`).
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The command a section runs, as gateway/gather.sh spells it (for messages).
+pub fn section_command(section: &str) -> String {
+    let fixed = match section {
+        "uid" => "id -u",
+        "kernel" => "uname -r",
+        "tools" => "command -v (the tool check)",
+        "systemd" => "[ -d /run/systemd/system ]",
+        "rules" => "ip -4 -j -d -N rule show",
+        "routes" => "ip -4 -j -d -N route show table all",
+        "addrs" => "ip -4 -j addr show",
+        "iptables_version" => "iptables -V",
+        "iptables" => "iptables-save",
+        "other_backend" => "iptables-legacy-save / iptables-nft-save (the other backend)",
+        "rt_tables" => "cat /etc/iproute2/rt_tables*",
+        "sysctl" => "read /proc/sys/net/ipv4/...",
+        "state_files" => "ls /etc/dwprov",
+        other => {
+            return match other.strip_prefix("file ") {
+                Some(path) => format!("cat {path}"),
+                None => other.to_string(),
+            }
+        }
+    };
+    fixed.to_string()
+}
+
+/// A command line as the watchdog reports it (`"$*"` of a section): the
+/// helper functions of gather.sh read as what they run.
+fn watchdog_command(reported: &str) -> String {
+    let (first, rest) = reported.split_once(' ').unwrap_or((reported, ""));
+    match first {
+        "f_tools" => section_command("tools"),
+        "f_systemd" => section_command("systemd"),
+        "f_iptables_version" => section_command("iptables_version"),
+        "f_other_backend" => section_command("other_backend"),
+        "f_rt_tables" => section_command("rt_tables"),
+        "f_sysctl" => section_command("sysctl"),
+        "f_state_files" => section_command("state_files"),
+        "f_file" => format!("cat {rest}"),
+        _ => reported.to_string(),
+    }
+}
+
+/// Follows a gather's output as it arrives: which section runs, and how
+/// much it printed; stops the run when one section passes `limit`.
+pub struct SectionWatch {
+    host: String,
+    begin: Vec<u8>,
+    limit: usize,
+    /// Where to look for the next section start.
+    scan: usize,
+    /// The running section and where its output starts.
+    section: Option<(String, usize)>,
+}
+
+impl SectionWatch {
+    pub fn new(host: &str, marker: &str, limit: usize) -> SectionWatch {
+        SectionWatch {
+            host: host.to_string(),
+            begin: format!("{marker} begin ").into_bytes(),
+            limit,
+            scan: 0,
+            section: None,
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    let mut from = 0;
+    while let Some(p) = hay[from..].iter().position(|&b| b == first) {
+        let at = from + p;
+        if hay[at..].starts_with(needle) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+impl crate::transport::Watch for SectionWatch {
+    fn stdout(&mut self, all: &[u8], _new: usize) -> Result<()> {
+        let mut partial = false;
+        while let Some(p) = find(&all[self.scan..], &self.begin) {
+            let name_at = self.scan + p + self.begin.len();
+            let Some(nl) = all[name_at..].iter().position(|&b| b == b'\n') else {
+                // The header is not complete yet: read it next time.
+                self.scan += p;
+                partial = true;
+                break;
+            };
+            let name = String::from_utf8_lossy(&all[name_at..name_at + nl]).into_owned();
+            self.scan = name_at + nl + 1;
+            self.section = Some((name, self.scan));
+        }
+        if !partial {
+            // A marker split across chunks is found on the next call.
+            self.scan = self.scan.max(all.len().saturating_sub(self.begin.len()));
+        }
+        if let Some((name, start)) = &self.section {
+            if all.len() - start > self.limit {
+                return Err(Error::Invalid {
+                    message: format!(
+                        "{}: gather: `{}` printed more than {} MiB; stopped reading it, nothing was changed",
+                        self.host,
+                        section_command(name),
+                        self.limit >> 20
+                    ),
+                    hint: Some(
+                        "run that command on the gateway and look at its output: a tool that prints \
+                         without end (a broken wrapper, a loop) or a state far larger than a gateway holds"
+                            .into(),
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn waiting_for(&self) -> Option<String> {
+        self.section
+            .as_ref()
+            .map(|(name, _)| format!("`{}` (gather) had not finished", section_command(name)))
+    }
+}
+
+/// One command's output (borrowed from the script's output: a 16,000-prefix
+/// route table is not copied again for its section).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Section<'a> {
+    pub stdout: &'a str,
+    pub stderr: &'a str,
     pub status: i32,
 }
 
 /// Split the script's output into named sections.
-pub fn split_sections(text: &str, marker: &str) -> Result<BTreeMap<String, Section>> {
+pub fn split_sections<'a>(text: &'a str, marker: &str) -> Result<BTreeMap<String, Section<'a>>> {
     const WHAT: &str = "gather output";
     let mut out = BTreeMap::new();
     let mut rest = text;
     let begin = format!("{marker} begin ");
+    let fin = format!("\n{marker} fin\n");
     let line_no = |r: &str| text[..text.len() - r.len()].lines().count() + 1;
     while !rest.is_empty() {
         let Some(after) = rest.strip_prefix(&begin) else {
@@ -159,15 +288,14 @@ pub fn split_sections(text: &str, marker: &str) -> Result<BTreeMap<String, Secti
             .ok_or_else(|| Error::parse(WHAT, line_no(rest), "truncated section end"))?;
         let status = after_end[..nl2].trim().parse::<i32>().unwrap_or(-1);
         let tail = &after_end[nl2 + 1..];
-        let fin = format!("\n{marker} fin\n");
         let f = tail.find(&fin).ok_or_else(|| {
             Error::parse(WHAT, line_no(rest), format!("section {name} not finished"))
         })?;
         out.insert(
             name.to_string(),
             Section {
-                stdout: stdout.to_string(),
-                stderr: tail[..f].to_string(),
+                stdout,
+                stderr: &tail[..f],
                 status,
             },
         );
@@ -178,7 +306,7 @@ pub fn split_sections(text: &str, marker: &str) -> Result<BTreeMap<String, Secti
 
 /// Parse the sections into facts. Pure: tested with captured output.
 pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<Facts> {
-    let get = |n: &str| sections.get(n).cloned().unwrap_or_default();
+    let get = |n: &str| sections.get(n).copied().unwrap_or_default();
     let mut facts = Facts {
         host: host.to_string(),
         ..Facts::default()
@@ -203,13 +331,13 @@ pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<F
     if rules.status != 0 {
         return Err(remote(host, "ip rule show", &rules));
     }
-    facts.state.rules = ip::parse_rules_json(&rules.stdout)?;
+    facts.state.rules = ip::parse_rules_json(rules.stdout)?;
     let routes = get("routes");
     if routes.status != 0 {
         return Err(remote(host, "ip route show table all", &routes));
     }
-    facts.state.routes = ip::parse_routes_json(&routes.stdout)?;
-    facts.interfaces = parse_addrs(&get("addrs").stdout)?;
+    facts.state.routes = ip::parse_routes_json(routes.stdout)?;
+    facts.interfaces = parse_addrs(get("addrs").stdout)?;
 
     let version = get("iptables_version").stdout;
     facts.iptables_backend = if version.contains("nf_tables") {
@@ -224,7 +352,7 @@ pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<F
         if ipt.status != 0 {
             return Err(remote(host, "iptables-save", &ipt));
         }
-        facts.state.iptables = Iptables::parse(&ipt.stdout)?;
+        facts.state.iptables = Iptables::parse(ipt.stdout)?;
         for w in ipt.stderr.lines().filter(|l| !l.trim().is_empty()) {
             facts.warnings.push(format!("iptables-save: {w}"));
         }
@@ -241,7 +369,7 @@ pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<F
             facts.iptables_backend.as_deref().unwrap_or("the default")
         ));
     }
-    facts.state.rt_tables = RtTables::parse(&get("rt_tables").stdout, "rt_tables")?;
+    facts.state.rt_tables = RtTables::parse(get("rt_tables").stdout, "rt_tables")?;
     for line in get("sysctl").stdout.lines() {
         if let Some((k, v)) = line.split_once(' ') {
             facts
@@ -256,7 +384,7 @@ pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<F
                 facts
                     .state
                     .files
-                    .insert(path.to_string(), sec.stdout.clone());
+                    .insert(path.to_string(), sec.stdout.to_string());
             }
         }
     }
@@ -330,17 +458,38 @@ pub fn marker() -> String {
     format!("dwprov-{hex}")
 }
 
-/// Gather facts over an open connection: one round trip.
+/// Gather facts over an open connection: one round trip. Each command may
+/// run half the connection's timeout on the gateway and print
+/// [`MAX_SECTION`] bytes.
 pub fn gather(t: &mut dyn Transport) -> Result<Facts> {
     let m = marker();
-    let out = t.run_script(&script(&m))?;
+    let deadline = (t.timeout().as_secs() / 2).max(1);
+    let script = script_with(&m, deadline);
+    // Test and benchmark hook (undocumented for users): write the exact
+    // gather script to this file, so scripts/bench.sh times the very same
+    // program over plain ssh.
+    if let Some(path) = std::env::var_os("DWPROV_GATHER_SCRIPT_OUT") {
+        std::fs::write(&path, &script).map_err(|e| Error::io(path, e))?;
+    }
+    let mut watch = SectionWatch::new(t.host(), &m, MAX_SECTION);
+    let out = t.run_script_watched(&script, &mut watch)?;
     facts_from_output(t.host(), &out, &m)
 }
 
 /// Facts from the output of a script that ends with `script(marker)`
 /// (a gather, or an apply that verifies in the same round trip).
 pub fn facts_from_output(host: &str, out: &crate::transport::Output, m: &str) -> Result<Facts> {
-    let text = out.stdout_str();
+    let lossy;
+    let text = match std::str::from_utf8(&out.stdout) {
+        Ok(t) => t,
+        Err(_) => {
+            lossy = String::from_utf8_lossy(&out.stdout);
+            &lossy
+        }
+    };
+    if let Some(e) = watchdog_error(host, text, m) {
+        return Err(e);
+    }
     let start = text.find(&format!("{m} begin "));
     if out.status != 0 && start.is_none() {
         return Err(Error::Remote {
@@ -362,19 +511,187 @@ pub fn facts_from_output(host: &str, out: &crate::transport::Output, m: &str) ->
     Ok(facts)
 }
 
-/// Digest of what matters for a plan (not counters, not uid).
-/// Digest of what was gathered, over the typed facts rather than the raw
-/// output: counters, timestamps and address lifetimes (a DHCP lease counts
-/// down every second) change all the time without the state changing.
-fn digest(facts: &Facts) -> String {
-    let mut h = Sha256::new();
-    let typed = Facts {
-        warnings: Vec::new(),
-        digest: String::new(),
-        ..facts.clone()
+/// The gateway's watchdog ended the gather (`$D timeout SECONDS COMMAND`):
+/// the error names the command that hung.
+fn watchdog_error(host: &str, text: &str, m: &str) -> Option<Error> {
+    let tag = format!("\n{m} timeout ");
+    let at = text.find(&tag)? + tag.len();
+    let line = text[at..].lines().next().unwrap_or_default();
+    let (secs, command) = line.split_once(' ').unwrap_or((line, "?"));
+    Some(Error::Transport {
+        host: host.into(),
+        kind: crate::error::TransportKind::Timeout,
+        message: format!(
+            "gather: `{}` did not finish within {secs} s on the gateway; its watchdog ended the gather \
+             and every process it started (nothing was changed). Run that command on the gateway to see why it hangs",
+            watchdog_command(command)
+        ),
+    })
+}
+
+/// dwprov's rule band with the default `rule_priority` (1000): the collision
+/// scope for ip rules when neither a plan nor the host shows dwprov's rules.
+pub const DEFAULT_BAND: (u32, u32) = (1000, 1999);
+
+/// A plan's dependencies, hashed: what a saved plan (or a host of a later
+/// `--serial` batch) is checked against before it is applied.
+///
+/// It covers what shaped the plan and what applying it touches, and nothing
+/// else, so foreign churn elsewhere (fail2ban adding an INPUT rule on every
+/// ban, another tool's ip rule outside dwprov's band, a Docker bridge route,
+/// a DHCP lease counting down) does not make a plan stale:
+/// - the host's facts: kernel, uid, tools, systemd, iptables backend,
+///   interfaces with their state and addresses (not address lifetimes):
+///   those with an address or carrying a dwprov route (a container's
+///   address-less veth does not count), and the sysctls of those, of
+///   `all`/`default`, and those dwprov sets;
+/// - every owned object: ip rules and routes of protocol dwprov, `DWPROV-*`
+///   chains and the jumps into them, the owned files, the table names;
+/// - foreign objects that collide with owned ones (desired or live): ip rules
+///   at a priority from dwprov's lowest to its highest rule (they interleave
+///   with dwprov's), routes with the key (table, destination, tos, metric) of
+///   a dwprov route, and any route in a table dwprov routes in, other than
+///   main, local and default.
+///
+/// `desired` is the plan's desired state; with an empty one the scope comes
+/// from the owned objects on the host alone ([`Facts::digest`]), and where
+/// the host holds none yet (a first plan), from the default band
+/// ([`DEFAULT_BAND`]) and every table but main, local and default.
+pub fn plan_digest(facts: &Facts, desired: &State) -> String {
+    use crate::diff::{is_owned_chain, is_owned_jump, is_owned_route, is_owned_rule};
+    use crate::state::ip::{RouteKey, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN};
+    use std::collections::BTreeSet;
+    let live = &facts.state;
+    let owned_rules = || live.rules.iter().filter(|r| is_owned_rule(r));
+    let (lo, hi) = desired
+        .rules
+        .iter()
+        .chain(owned_rules())
+        .map(|r| r.priority)
+        .fold(None, |b: Option<(u32, u32)>, p| {
+            Some(b.map_or((p, p), |(lo, hi)| (lo.min(p), hi.max(p))))
+        })
+        .unwrap_or(DEFAULT_BAND);
+    let rules: Vec<&crate::state::Rule> = live
+        .rules
+        .iter()
+        .filter(|r| is_owned_rule(r) || (lo..=hi).contains(&r.priority))
+        .collect();
+    let ours = || {
+        desired
+            .routes
+            .iter()
+            .chain(live.routes.iter().filter(|r| is_owned_route(r)))
     };
-    h.update(serde_json::to_vec(&typed).unwrap_or_default());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    let keys: BTreeSet<RouteKey> = ours().map(|r| r.key()).collect();
+    let standard = |t: u32| [TABLE_MAIN, TABLE_LOCAL, TABLE_DEFAULT].contains(&t);
+    let tables: BTreeSet<u32> = ours().map(|r| r.table).filter(|&t| !standard(t)).collect();
+    // Nothing of dwprov's known yet: every table but the standard ones.
+    let in_our_table = |t: u32| {
+        if keys.is_empty() {
+            !standard(t)
+        } else {
+            tables.contains(&t)
+        }
+    };
+    let routes: Vec<&crate::state::Route> = live
+        .routes
+        .iter()
+        .filter(|r| is_owned_route(r) || keys.contains(&r.key()) || in_our_table(r.table))
+        .collect();
+    // Interfaces with an address, and those dwprov routes through: not a
+    // container's address-less veth coming and going.
+    let devs: BTreeSet<&str> = ours().filter_map(|r| r.dev.as_deref()).collect();
+    let interfaces: Vec<&Interface> = facts
+        .interfaces
+        .iter()
+        .filter(|i| !i.addresses.is_empty() || devs.contains(i.name.as_str()))
+        .collect();
+    // The sysctls dwprov sets, and those of the interfaces above (a new
+    // veth brings its own conf/IF/rp_filter).
+    let sysctls: BTreeMap<&String, &String> = live
+        .sysctls
+        .iter()
+        .filter(|(k, _)| {
+            desired.sysctls.contains_key(*k)
+                || match k.strip_prefix("net/ipv4/conf/") {
+                    Some(rest) => {
+                        let dev = rest.split('/').next().unwrap_or_default();
+                        dev == "all" || dev == "default" || interfaces.iter().any(|i| i.name == dev)
+                    }
+                    None => true,
+                }
+        })
+        .collect();
+    // (table, chain, owned chain's rules or the owned jumps of a built-in one)
+    let mut firewall = Vec::new();
+    for (table, t) in &live.iptables.tables {
+        for (chain, c) in &t.chains {
+            let rules: Vec<_> = if is_owned_chain(chain) {
+                c.rules.iter().collect()
+            } else {
+                c.rules.iter().filter(|r| is_owned_jump(r)).collect()
+            };
+            if is_owned_chain(chain) || !rules.is_empty() {
+                firewall.push((table, chain, rules));
+            }
+        }
+    }
+    #[derive(Serialize)]
+    struct Scope<'a> {
+        kernel: &'a str,
+        uid: Option<u32>,
+        tools: &'a BTreeMap<String, bool>,
+        systemd: bool,
+        iptables_backend: &'a Option<String>,
+        other_backend_rules: bool,
+        interfaces: Vec<&'a Interface>,
+        rt_tables: &'a RtTables,
+        files: &'a BTreeMap<String, String>,
+        sysctls: BTreeMap<&'a String, &'a String>,
+        rules: Vec<&'a crate::state::Rule>,
+        routes: Vec<&'a crate::state::Route>,
+        firewall: Vec<(
+            &'a String,
+            &'a String,
+            Vec<&'a crate::state::iptables::IptRule>,
+        )>,
+    }
+    let scope = Scope {
+        kernel: &facts.kernel,
+        uid: facts.uid,
+        tools: &facts.tools,
+        systemd: facts.systemd,
+        iptables_backend: &facts.iptables_backend,
+        other_backend_rules: facts.other_backend_rules,
+        interfaces,
+        rt_tables: &live.rt_tables,
+        files: &live.files,
+        sysctls,
+        rules,
+        routes,
+        firewall,
+    };
+    /// Feeds serde_json's output straight into the hash (no 3 MB buffer).
+    struct HashWriter(Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.update(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = HashWriter(Sha256::new());
+    // Serializing these plain types cannot fail.
+    let _ = serde_json::to_writer(&mut h, &scope);
+    h.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// [`plan_digest`] with the scope the host's owned objects give.
+fn digest(facts: &Facts) -> String {
+    plan_digest(facts, &State::default())
 }
 
 #[cfg(test)]
@@ -390,6 +707,141 @@ mod tests {
         assert_eq!(s["b"].stdout, "[");
         assert_eq!(s["b"].status, 2);
         assert_eq!(s["b"].stderr, "Error: table missing");
+    }
+
+    /// Every section of gateway/gather.sh that runs a plain command is named
+    /// in messages exactly as the script runs it.
+    #[test]
+    fn section_commands_match_the_script() {
+        let mut seen = 0;
+        for line in GATHER_SH.lines() {
+            let Some(rest) = line.strip_prefix("sec ") else {
+                continue;
+            };
+            let (name, cmd) = rest.split_once(' ').unwrap();
+            if !cmd.starts_with("f_") {
+                assert_eq!(section_command(name), cmd, "{line}");
+                seen += 1;
+            } else {
+                assert_ne!(section_command(name), name, "{line}: no description");
+                assert_ne!(
+                    watchdog_command(cmd.split(' ').next().unwrap()),
+                    cmd,
+                    "{line}"
+                );
+            }
+        }
+        assert!(seen >= 6, "{seen}");
+    }
+
+    /// The gateway-side programs pass shellcheck (installed by
+    /// scripts/install-deps.sh; a missing shellcheck fails this test).
+    #[test]
+    fn gateway_programs_pass_shellcheck() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "nothing in {}", dir.display());
+        let out = std::process::Command::new("shellcheck")
+            .args(["-S", "warning"])
+            .args(&files)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run shellcheck ({e}): run scripts/install-deps.sh (Debian package shellcheck)")
+            });
+        assert!(
+            out.status.success(),
+            "shellcheck -S warning {files:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// gather.sh with one section's command replaced (test-only), run by
+    /// the local transport (which gives the shell its own process group, as
+    /// sshd does).
+    fn run_with(section: &str, command: &str, deadline: u64) -> (Result<Facts>, String) {
+        let m = marker();
+        let script = script_with(&m, deadline);
+        let line = GATHER_SH
+            .lines()
+            .find(|l| l.starts_with(&format!("sec {section} ")))
+            .unwrap();
+        let script = script.replacen(line, &format!("sec {section} {command}"), 1);
+        let mut t = crate::transport::local::LocalTransport::new("gw1");
+        let mut watch = SectionWatch::new("gw1", &m, MAX_SECTION);
+        let r = t
+            .run_script_watched(&script, &mut watch)
+            .and_then(|out| facts_from_output("gw1", &out, &m));
+        (r, m)
+    }
+
+    fn processes_with(arg: &str) -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(arg))
+            .collect()
+    }
+
+    /// A command that hangs is ended by the watchdog with its whole process
+    /// group, and the error names it.
+    #[test]
+    fn a_hung_command_is_ended_and_named() {
+        // A unique duration, to find leftovers by their command line.
+        let nap = format!("100.{}", std::process::id());
+        let started = std::time::Instant::now();
+        let (r, _) = run_with("rules", &format!("sh -c 'sleep {nap}; echo late'"), 1);
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("gw1: timeout: gather: `sh -c sleep")
+                && e.contains("did not finish within 1 s"),
+            "{e}"
+        );
+        assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+        let left = processes_with(&format!("sleep {nap}"));
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// A command that prints without end is cut at the section limit.
+    #[test]
+    fn a_flooding_command_is_cut_at_the_section_limit() {
+        let (r, _) = run_with("routes", "head -c 80000000 /dev/zero", 30);
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.starts_with("gw1: gather: `head -c 80000000 /dev/zero` printed more than 64 MiB")
+                || e.starts_with(
+                    "gw1: gather: `ip -4 -j -d -N route show table all` printed more than 64 MiB"
+                ),
+            "{e}"
+        );
+    }
+
+    /// The watch finds section starts split across chunks.
+    #[test]
+    fn section_watch_follows_chunks() {
+        use crate::transport::Watch;
+        let text = b"M1 begin a\nxx\nM1 end a 0\n\nM1 fin\nM1 begin routes\n012345678901234567890123456789012345678901234567890123456789";
+        for cut in 1..text.len() {
+            let mut w = SectionWatch::new("h", "M1", 40);
+            let first = w.stdout(&text[..cut], 0);
+            let second = w.stdout(text, cut);
+            let e = first.and(second).unwrap_err().to_string();
+            assert!(
+                e.contains("`ip -4 -j -d -N route show table all` printed more than"),
+                "{cut}: {e}"
+            );
+            assert_eq!(
+                w.waiting_for().unwrap(),
+                "`ip -4 -j -d -N route show table all` (gather) had not finished"
+            );
+        }
     }
 
     #[test]
@@ -413,7 +865,8 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let sections = split_sections(&String::from_utf8_lossy(&out.stdout), &m).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let sections = split_sections(&text, &m).unwrap();
         assert!(sections.contains_key("rules"));
         assert_eq!(sections["kernel"].status, 0);
         let facts = parse_facts("local", &sections).unwrap();
@@ -437,29 +890,31 @@ mod tests {
         assert!(sections["uid"].stderr.is_empty());
     }
 
+    fn sec(stdout: &str) -> Section<'_> {
+        Section {
+            stdout,
+            ..Section::default()
+        }
+    }
+
     /// The facts digest (stale-plan detection) moves with the state, not
     /// with counters, timestamps or address lifetimes.
     #[test]
     fn digest_ignores_what_changes_by_itself() {
         let facts = |lifetime: u32, counters: &str, routes: &str| {
-            let sec = |out: &str| Section {
-                stdout: out.to_string(),
-                ..Section::default()
-            };
+            let texts = [
+                "ip yes\niptables-save yes\n".to_string(),
+                format!(
+                    r#"[{{"ifname":"eth1","operstate":"UP","addr_info":[{{"local":"198.51.100.2","prefixlen":24,"valid_life_time":{lifetime},"preferred_life_time":{lifetime}}}]}}]"#
+                ),
+                format!("# Generated by iptables-save on {counters}\n*filter\n:INPUT ACCEPT [{counters}]\nCOMMIT\n"),
+            ];
             let mut m = BTreeMap::new();
-            m.insert("tools".to_string(), sec("ip yes\niptables-save yes\n"));
+            m.insert("tools".to_string(), sec(&texts[0]));
             m.insert("rules".to_string(), sec("[]"));
             m.insert("routes".to_string(), sec(routes));
-            m.insert(
-                "addrs".to_string(),
-                sec(&format!(
-                    r#"[{{"ifname":"eth1","operstate":"UP","addr_info":[{{"local":"198.51.100.2","prefixlen":24,"valid_life_time":{lifetime},"preferred_life_time":{lifetime}}}]}}]"#
-                )),
-            );
-            m.insert(
-                "iptables".to_string(),
-                sec(&format!("# Generated by iptables-save on {counters}\n*filter\n:INPUT ACCEPT [{counters}]\nCOMMIT\n")),
-            );
+            m.insert("addrs".to_string(), sec(&texts[1]));
+            m.insert("iptables".to_string(), sec(&texts[2]));
             let mut f = parse_facts("h", &m).unwrap();
             f.digest = digest(&f);
             f.digest
@@ -474,6 +929,140 @@ mod tests {
                 r#"[{"dst":"10.0.0.0/8","dev":"eth1","table":"main","protocol":"201","scope":"link"}]"#
             )
         );
+    }
+
+    /// Facts of a converged-looking host: owned rules at 1100/1200, an owned
+    /// route in table 200 and one in main, an owned chain and its jump.
+    fn host_facts(extra_rules: &str, extra_routes: &str, extra_ipt: &str) -> Facts {
+        let rules = format!(
+            r#"[{{"priority":0,"src":"all","table":"local"}},
+                {{"priority":1100,"src":"all","fwmark":"0x200","table":"200","protocol":"201"}},
+                {{"priority":1200,"src":"203.0.113.2","table":"200","protocol":"201"}}{extra_rules},
+                {{"priority":32766,"src":"all","table":"main"}}]"#
+        );
+        let routes = format!(
+            r#"[{{"dst":"default","gateway":"203.0.113.1","dev":"eth2","table":"200","protocol":"201","scope":"global","type":"unicast"}},
+                {{"dst":"100.65.0.0/16","gateway":"203.0.113.1","dev":"eth2","protocol":"201","scope":"global","type":"unicast"}},
+                {{"dst":"203.0.113.0/24","dev":"eth2","protocol":"kernel","scope":"link","prefsrc":"203.0.113.2","type":"unicast"}}{extra_routes}]"#
+        );
+        let ipt = format!(
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:DWPROV-FWD - [0:0]\n\
+             -A FORWARD -m comment --comment dwprov -j DWPROV-FWD\n-A DWPROV-FWD -j ACCEPT\n{extra_ipt}COMMIT\n"
+        );
+        let mut m = BTreeMap::new();
+        m.insert("tools".to_string(), sec("ip yes\niptables-save yes\n"));
+        m.insert("rules".to_string(), sec(&rules));
+        m.insert("routes".to_string(), sec(&routes));
+        m.insert("iptables".to_string(), sec(&ipt));
+        let mut f = parse_facts("h", &m).unwrap();
+        f.digest = digest(&f);
+        f
+    }
+
+    /// Foreign churn elsewhere leaves the digest alone; owned drift and
+    /// foreign objects that collide with owned ones change it.
+    #[test]
+    fn digest_covers_what_the_plan_depends_on() {
+        let base = host_facts("", "", "").digest;
+        let same = |r: &str, rt: &str, ipt: &str| host_facts(r, rt, ipt).digest == base;
+        // fail2ban, another tool's rule outside the band, a Docker route, a foreign chain.
+        assert!(same("", "", "-A INPUT -s 10.98.0.0/16 -j DROP\n"));
+        assert!(same(
+            r#",{"priority":5210,"src":"all","fwmark":"0x80000","table":"52"}"#,
+            "",
+            ""
+        ));
+        assert!(same(
+            "",
+            r#",{"dst":"172.17.0.0/16","dev":"docker0","protocol":"kernel","scope":"link","type":"unicast"}"#,
+            ""
+        ));
+        assert!(same(
+            "",
+            "",
+            ":FOREIGN - [0:0]\n-A FOREIGN -j RETURN\n-A INPUT -j FOREIGN\n"
+        ));
+        // A container's veth (no address) comes up.
+        let mut f = host_facts("", "", "");
+        f.interfaces.push(Interface {
+            name: "veth1a2b".into(),
+            up: true,
+            addresses: Vec::new(),
+        });
+        assert_eq!(digest(&f), base);
+        f.interfaces[0]
+            .addresses
+            .push("172.17.0.1/16".parse().unwrap());
+        assert_ne!(digest(&f), base);
+        // Collisions: a rule between dwprov's, a route in dwprov's table, a
+        // route with the key of a dwprov route, a DWPROV-* chain.
+        assert!(!same(
+            r#",{"priority":1150,"src":"all","table":"main"}"#,
+            "",
+            ""
+        ));
+        assert!(!same(
+            "",
+            r#",{"dst":"10.123.0.0/16","dev":"eth1","table":"200","protocol":"boot","scope":"link","type":"unicast"}"#,
+            ""
+        ));
+        assert!(!same(
+            "",
+            r#",{"dst":"100.65.0.0/16","gateway":"198.51.100.1","dev":"eth1","protocol":"static","scope":"global","type":"unicast"}"#,
+            ""
+        ));
+        assert!(!same("", "", ":DWPROV-X - [0:0]\n"));
+        // Owned drift: a dwprov route gone, dwprov's jump gone.
+        let mut f = host_facts("", "", "");
+        f.state.routes.retain(|r| r.dst.prefix_len() != 16);
+        assert_ne!(digest(&f), base);
+        let mut f = host_facts("", "", "");
+        f.state
+            .iptables
+            .tables
+            .get_mut("filter")
+            .unwrap()
+            .chains
+            .get_mut("FORWARD")
+            .unwrap()
+            .rules
+            .clear();
+        assert_ne!(digest(&f), base);
+
+        // With the plan's desired state, its band and tables count even on a
+        // host where dwprov owns nothing yet.
+        let mut bare = host_facts("", "", "");
+        bare.state.rules.retain(|r| !crate::diff::is_owned_rule(r));
+        bare.state
+            .routes
+            .retain(|r| !crate::diff::is_owned_route(r));
+        let desired = State {
+            rules: host_facts("", "", "")
+                .state
+                .rules
+                .into_iter()
+                .filter(crate::diff::is_owned_rule)
+                .collect(),
+            ..State::default()
+        };
+        let with_rule = |prio: u32| {
+            let mut f = bare.clone();
+            f.state.rules.push(crate::state::Rule {
+                priority: prio,
+                action: crate::state::RuleAction::Table(254),
+                ..Default::default()
+            });
+            plan_digest(&f, &desired)
+        };
+        assert_ne!(plan_digest(&bare, &desired), with_rule(1150));
+        assert_eq!(plan_digest(&bare, &desired), with_rule(5210));
+        // Without one, the default band stands in.
+        let mut f = bare.clone();
+        f.state.rules.push(crate::state::Rule {
+            priority: 1500,
+            ..Default::default()
+        });
+        assert_ne!(digest(&bare), digest(&f));
     }
 
     proptest::proptest! {

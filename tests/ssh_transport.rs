@@ -431,6 +431,13 @@ fn silent_server_and_silent_script_time_out() {
     let t0 = Instant::now();
     let (kind, msg) = expect_err(t.run_script("sleep 5\n"));
     assert_eq!(kind, TransportKind::Timeout, "{msg}");
+    // The message says what was awaited: nothing printed yet points at the
+    // login shell's start-up (a slow ~/.bashrc) or the first command.
+    assert!(
+        msg.contains("went silent for 1s while running a script that printed nothing yet")
+            && msg.contains("~/.bashrc"),
+        "{msg}"
+    );
     assert!(
         t0.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -439,6 +446,20 @@ fn silent_server_and_silent_script_time_out() {
     let (kind, msg) = expect_err(t.run_script("true\n"));
     assert_eq!(kind, TransportKind::Channel);
     assert!(msg.contains("reconnect"), "{msg}");
+    drop(t);
+
+    // A gather whose section began and did not end: the timeout names its
+    // command (the watch follows the sections as they arrive).
+    let mut t = s.connect(&target, false).unwrap();
+    let m = dwprov::gather::marker();
+    let mut watch = dwprov::gather::SectionWatch::new("gw1", &m, 1 << 20);
+    let script = format!("printf '%s begin routes\\n[' '{m}'; sleep 5\n");
+    let (kind, msg) = expect_err(t.run_script_watched(&script, &mut watch));
+    assert_eq!(kind, TransportKind::Timeout, "{msg}");
+    assert!(
+        msg.contains("while running a script: `ip -4 -j -d -N route show table all` (gather) had not finished"),
+        "{msg}"
+    );
     drop(t);
 
     // `timeout` bounds silence, not duration: a chatty 2 s script is fine.

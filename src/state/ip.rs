@@ -352,23 +352,72 @@ fn json_num(v: &serde_json::Value) -> Option<u32> {
     }
 }
 
-fn json_array(text: &str, what: &str) -> Result<Vec<serde_json::Value>> {
+/// Call `f` on each object of the JSON array `text`, one at a time: the
+/// array is never held as one `serde_json::Value` tree (for a 16,000-route
+/// table that tree costs several times the text), only the entry at hand.
+fn for_each_object(
+    text: &str,
+    what: &str,
+    mut f: impl FnMut(usize, &serde_json::Map<String, serde_json::Value>) -> Result<()>,
+) -> Result<()> {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
     let text = text.trim();
     if text.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    serde_json::from_str::<Vec<serde_json::Value>>(text)
-        .map_err(|e| Error::parse(what, e.line(), e.to_string()))
+    struct Each<'f, F> {
+        f: &'f mut F,
+        what: &'f str,
+        failed: &'f mut Option<Error>,
+    }
+    impl<'de, F> Visitor<'de> for Each<'_, F>
+    where
+        F: FnMut(usize, &serde_json::Map<String, serde_json::Value>) -> Result<()>,
+    {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON array of objects")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            let mut i = 0;
+            while let Some(v) = seq.next_element::<serde_json::Value>()? {
+                let Some(obj) = v.as_object() else {
+                    *self.failed = Some(Error::parse(
+                        self.what,
+                        1,
+                        format!("entry {i} is not an object"),
+                    ));
+                    return Err(serde::de::Error::custom("stopped"));
+                };
+                if let Err(e) = (self.f)(i, obj) {
+                    *self.failed = Some(e);
+                    return Err(serde::de::Error::custom("stopped"));
+                }
+                i += 1;
+            }
+            Ok(())
+        }
+    }
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let r = de
+        .deserialize_seq(Each {
+            f: &mut f,
+            what,
+            failed: &mut failed,
+        })
+        .and_then(|()| de.end());
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    r.map_err(|e| Error::parse(what, e.line(), e.to_string()))
 }
 
 /// Parse `ip -4 -j -d -N rule show`.
 pub fn parse_rules_json(text: &str) -> Result<Vec<Rule>> {
     const WHAT: &str = "ip -j rule output";
     let mut rules = Vec::new();
-    for (i, v) in json_array(text, WHAT)?.iter().enumerate() {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| Error::parse(WHAT, 1, format!("entry {i} is not an object")))?;
+    for_each_object(text, WHAT, |i, obj| {
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
         let mut rule = Rule::default();
         let len = |k: &str| obj.get(k).and_then(json_num).map(|n| n.min(32) as u8);
@@ -437,7 +486,8 @@ pub fn parse_rules_json(text: &str) -> Result<Vec<Rule>> {
         }
         rule.action = action.unwrap_or(RuleAction::Nop);
         rules.push(rule);
-    }
+        Ok(())
+    })?;
     Ok(rules)
 }
 
@@ -479,10 +529,7 @@ fn scope_id(s: &str) -> Option<u8> {
 pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
     const WHAT: &str = "ip -j route output";
     let mut routes = Vec::new();
-    for (i, v) in json_array(text, WHAT)?.iter().enumerate() {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| Error::parse(WHAT, 1, format!("entry {i} is not an object")))?;
+    for_each_object(text, WHAT, |i, obj| {
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
         let mut r = Route::default();
         for (k, val) in obj {
@@ -524,7 +571,8 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
             }
         }
         routes.push(r);
-    }
+        Ok(())
+    })?;
     Ok(routes)
 }
 

@@ -4,7 +4,12 @@
 //! command (`/bin/sh -s`, or `sudo -n /bin/sh -s`): nothing from the inventory
 //! is ever spliced into the SSH exec line, and payloads (ip -batch,
 //! iptables-restore) travel as quoted heredocs inside the script.
-use crate::error::Result;
+//!
+//! What a host prints is bounded: every run stops reading (and fails) past
+//! [`MAX_STDOUT`] / [`MAX_STDERR`], and a [`Watch`] sees stdout as it
+//! arrives, so a caller that knows the framing (gather) can stop a flood
+//! early with a message naming the command that printed it.
+use crate::error::{Error, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,15 +34,68 @@ impl Output {
     }
 }
 
+/// Most stdout one script may send before the run is stopped as a failure
+/// (a converged 16,000-prefix gateway gathers about 3 MB).
+pub const MAX_STDOUT: usize = 256 << 20;
+/// Most stderr one script may send.
+pub const MAX_STDERR: usize = 16 << 20;
+
+/// Sees a script's stdout while it arrives and may stop the run.
+pub trait Watch {
+    /// `stdout` is everything received so far, `new` where the latest chunk
+    /// starts. An error stops the run: the transport stops reading, ends the
+    /// remote command as far as it can, and returns this error.
+    fn stdout(&mut self, stdout: &[u8], new: usize) -> Result<()>;
+    /// What the script is doing now, for a timeout message (e.g. the
+    /// command whose section began and has not ended).
+    fn waiting_for(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A [`Watch`] that never stops anything.
+pub struct NoWatch;
+
+impl Watch for NoWatch {
+    fn stdout(&mut self, _: &[u8], _: usize) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The error for a run that printed more than `limit` bytes on `stream`.
+pub(crate) fn too_much(host: &str, stream: &str, limit: usize) -> Error {
+    Error::Invalid {
+        message: format!(
+            "{host}: a script printed more than {} MiB on {stream}: stopped reading it (nothing more was run)",
+            limit >> 20
+        ),
+        hint: Some("look on the gateway for a tool that prints without end (a loop, a lying wrapper)".into()),
+    }
+}
+
 /// An open connection to one host. One per host for a whole run.
 pub trait Transport: Send {
     /// Run `script` with a POSIX shell on the host (as root: via `sudo -n`
     /// when logged in as another user) and wait for it to end.
     fn run_script(&mut self, script: &str) -> Result<Output>;
+    /// [`Transport::run_script`], with `watch` shown stdout as it arrives
+    /// (both transports here stream; this default, for stand-ins, shows it
+    /// once at the end).
+    fn run_script_watched(&mut self, script: &str, watch: &mut dyn Watch) -> Result<Output> {
+        let out = self.run_script(script)?;
+        watch.stdout(&out.stdout, 0)?;
+        Ok(out)
+    }
     /// The inventory name of the host, for messages.
     fn host(&self) -> &str;
     /// How many scripts (round trips) this connection has run.
     fn round_trips(&self) -> usize;
+    /// The longest silence tolerated from the host (the inventory's
+    /// `ssh.timeout`): remote watchdogs are set well inside it, so the host
+    /// reports a stalled command before the controller gives up on it.
+    fn timeout(&self) -> Duration {
+        DEFAULT_TIMEOUT
+    }
 }
 
 /// How to reach a host, from the inventory (ssh config fills what it leaves out).

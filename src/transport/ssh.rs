@@ -13,7 +13,7 @@
 //!   `direct-tcpip` channel pumped through a socket pair ([`jump`]), and the
 //!   target's host key is verified like any other.
 //! * `ServerAliveInterval` turns on keep-alives, sent while waiting.
-use super::{ConnectOptions, Output, SshTarget, Transport};
+use super::{ConnectOptions, Output, SshTarget, Transport, MAX_STDERR, MAX_STDOUT};
 use crate::error::{Error, Result, TransportKind};
 use ssh2::{ErrorCode, MethodType, Session};
 use std::io::{self, Read, Write};
@@ -242,7 +242,7 @@ impl SshTransport {
         }
     }
 
-    fn run_inner(&self, script: &str) -> Result<Output> {
+    fn run_inner(&self, script: &str, watch: &mut dyn super::Watch) -> Result<Output> {
         let cmd = self.remote_command();
         let mut ch = self.nb("open a session channel", || self.session.channel_session())?;
         self.nb(&format!("start `{cmd}`"), || ch.exec(cmd))?;
@@ -317,8 +317,27 @@ impl SshTransport {
                     match r {
                         Ok(0) => *done = true,
                         Ok(n) => {
+                            let at = sink.len();
                             sink.extend_from_slice(&buf[..n]);
                             progress = true;
+                            let (limit, stream) = if is_err {
+                                (MAX_STDERR, "stderr")
+                            } else {
+                                (MAX_STDOUT, "stdout")
+                            };
+                            let stop = if sink.len() > limit {
+                                Err(super::too_much(&self.host, stream, limit))
+                            } else if is_err {
+                                Ok(())
+                            } else {
+                                watch.stdout(sink, at)
+                            };
+                            if let Err(e) = stop {
+                                // Stop reading; closing the channel closes the
+                                // remote command's pipes (its next write fails).
+                                let _ = ch.close();
+                                return Err(e);
+                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => {
@@ -340,7 +359,21 @@ impl SshTransport {
             if progress {
                 deadline = Instant::now() + self.timeout;
             } else {
-                self.wait(deadline, "running a script")?;
+                let what = if written < input.len() {
+                    format!(
+                        "sending the script ({written} of {} bytes sent: the remote shell stopped reading it)",
+                        input.len()
+                    )
+                } else if let Some(w) = watch.waiting_for() {
+                    format!("running a script: {w}")
+                } else if stdout.is_empty() && stderr.is_empty() {
+                    "running a script that printed nothing yet (is the login shell's start-up on the gateway, \
+                     e.g. ~/.bashrc, slow or waiting?)"
+                        .to_string()
+                } else {
+                    "running a script".to_string()
+                };
+                self.wait(deadline, &what)?;
             }
         }
         // Both streams are at EOF: close our side, wait for theirs, then read
@@ -483,6 +516,14 @@ fn open_link(
 
 impl Transport for SshTransport {
     fn run_script(&mut self, script: &str) -> Result<Output> {
+        self.run_script_watched(script, &mut super::NoWatch)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn run_script_watched(&mut self, script: &str, watch: &mut dyn super::Watch) -> Result<Output> {
         if let Some(why) = &self.broken {
             return Err(self.err(
                 TransportKind::Channel,
@@ -493,13 +534,19 @@ impl Transport for SshTransport {
             ));
         }
         self.round_trips += 1;
-        let out = match self.run_inner(script) {
+        let out = match self.run_inner(script, watch) {
             Ok(o) => o,
             Err(e) => {
-                if let Error::Transport { kind, message, .. } = &e {
-                    if matches!(kind, TransportKind::Timeout | TransportKind::Channel) {
+                match &e {
+                    Error::Transport { kind, message, .. }
+                        if matches!(kind, TransportKind::Timeout | TransportKind::Channel) =>
+                    {
                         self.broken = Some(format!("{kind}: {message}"));
                     }
+                    Error::Transport { .. } => {}
+                    // Stopped by a limit or a watch: the channel was left
+                    // mid-stream, so the session is not reused.
+                    other => self.broken = Some(other.to_string()),
                 }
                 return Err(e);
             }

@@ -163,7 +163,7 @@ impl Sshd {
             "Port {}\nListenAddress {}\nPidFile none\nStrictModes no\nUsePAM no\n\
              PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PubkeyAuthentication yes\nAuthorizedKeysFile {d}/authorized_keys_%u\nLogLevel VERBOSE\n\
-             PrintMotd no\nMaxStartups 50\n",
+             PrintMotd no\nMaxStartups 50\nPermitUserRC no\n",
             self.port, self.listen
         );
         for t in &self.host_key_types {
@@ -171,8 +171,12 @@ impl Sshd {
         }
         fs::write(self.path("sshd_config"), cfg).unwrap();
         let _ = fs::remove_file(self.path("sshd.log"));
+        // An empty /root for the logins: this machine's ~/.bashrc (which
+        // bash, root's login shell, sources for every SSH command) and
+        // ~/.ssh/rc must not run, nor slow a test down.
         let mut setup = String::from(
-            "set -e\nmount -t tmpfs -o mode=755 tmpfs /run\nmkdir -p /run/sshd\nchmod 755 /run/sshd\n",
+            "set -e\nmount -t tmpfs -o mode=755 tmpfs /run\nmkdir -p /run/sshd\nchmod 755 /run/sshd\n\
+             mount -t tmpfs -o mode=700 dwprov-root /root\n",
         );
         if self.with_user {
             let home = self.path("home");
