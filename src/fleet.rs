@@ -209,7 +209,7 @@ pub fn plan_host(
         summary: Summary::of(&diff.changes),
         diff,
         warnings,
-        facts_digest: facts.digest.clone(),
+        facts_digest: gather::plan_digest(&facts, &rendered.desired),
         views,
         rendered,
         facts,
@@ -412,7 +412,9 @@ pub fn plan_saved(
 ) -> Result<HostPlan> {
     progress.stage(&saved.host, Stage::Gather);
     let facts = gather::gather(t)?;
-    if facts.digest != saved.facts_digest {
+    let desired = render::desired_from_artefacts(&saved.artefacts)?;
+    let digest = gather::plan_digest(&facts, &desired);
+    if digest != saved.facts_digest {
         return Err(Error::Stale {
             host: saved.host.clone(),
             message:
@@ -423,7 +425,6 @@ pub fn plan_saved(
             ),
         });
     }
-    let desired = render::desired_from_artefacts(&saved.artefacts)?;
     progress.stage(&saved.host, Stage::Diff);
     let diff = diff::diff(&desired, &facts.state);
     let views = diff::views(&desired, &facts.state);
@@ -432,7 +433,7 @@ pub fn plan_saved(
         summary: Summary::of(&diff.changes),
         diff,
         warnings: facts.warnings.clone(),
-        facts_digest: facts.digest.clone(),
+        facts_digest: digest,
         views,
         rendered: Rendered {
             host: saved.host.clone(),
@@ -560,7 +561,7 @@ fn recheck_live_state(
         Ok((t, facts))
     });
     let (t, facts) = regathered.map_err(|error| StagedError { stage, error })?;
-    if facts.digest != plan.facts_digest {
+    if gather::plan_digest(&facts, &plan.rendered.desired) != plan.facts_digest {
         return Err(StagedError {
             stage: Stage::Gather,
             error: Error::Stale {

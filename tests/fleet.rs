@@ -507,7 +507,7 @@ fn saved_plan_refuses_a_drifted_host() {
     // An admin changes gw003 by hand after the plan was reviewed.
     f.gw_sh(
         "gw003",
-        "ip route add 10.98.0.0/16 via 203.0.113.1 proto static",
+        "ip route add 10.98.0.0/16 via 203.0.113.1 table 200 proto static",
     );
 
     let doc = f
@@ -523,7 +523,7 @@ fn saved_plan_refuses_a_drifted_host() {
     assert!(msg.contains("stale plan"), "{stale:#}");
     f.assert_untouched("gw003");
     assert!(f
-        .gw_sh("gw003", "ip route show")
+        .gw_sh("gw003", "ip route show table 200")
         .contains("10.98.0.0/16 via 203.0.113.1 dev eth2 proto static"));
     for name in ["gw001", "gw002", "gw004"] {
         assert_ok_applied(host(&hs, name));
@@ -572,7 +572,7 @@ fn later_batch_host_changed_during_rollout_is_refused_as_stale() {
     }
     f.gw_sh(
         "gw003",
-        "ip route add 10.98.0.0/16 via 203.0.113.1 proto static",
+        "ip route add 10.98.0.0/16 via 203.0.113.1 table 200 proto static",
     );
     let killed = f.kill_ssh_sessions("gw004");
     assert!(killed > 0, "gw004 had no SSH session to kill");
@@ -595,7 +595,7 @@ fn later_batch_host_changed_during_rollout_is_refused_as_stale() {
     );
     f.assert_untouched("gw003");
     assert!(f
-        .gw_sh("gw003", "ip route show")
+        .gw_sh("gw003", "ip route show table 200")
         .contains("10.98.0.0/16 via 203.0.113.1 dev eth2 proto static"));
     for name in ["gw001", "gw002", "gw004"] {
         assert_ok_applied(host(&hs, name));
@@ -623,7 +623,7 @@ fn later_batch_host_changed_during_rollout_is_refused_as_stale() {
         .run();
     f.assert_applied("gw003");
     assert!(f
-        .gw_sh("gw003", "ip route show")
+        .gw_sh("gw003", "ip route show table 200")
         .contains("10.98.0.0/16 via 203.0.113.1 dev eth2 proto static"));
 }
 
