@@ -99,10 +99,13 @@ in_ctl() { ip netns exec "${PREFIX}ctl" "$@"; }
 GW_PIDS=()
 for pidfile in "$DIR"/gw/gw*/sshd.pid; do GW_PIDS+=("$(<"$pidfile")"); done
 ((${#GW_PIDS[@]} == COUNT)) || die "found ${#GW_PIDS[@]} gateway sshd pids, expected $COUNT"
-if [[ "$KEEP_BASHRC" == no ]]; then
-    log "emptying root's ~/.bashrc in every gateway's copy of /root (--keep-bashrc keeps it)"
+# The lab starts every gateway with empty shell start-up files
+# (lab-lib.sh quiet_root_home); --keep-bashrc puts this machine's ~/.bashrc
+# back into each gateway's copy, to measure with it.
+if [[ "$KEEP_BASHRC" == yes && -f /root/.bashrc ]]; then
+    log "copying this machine's ~/.bashrc into every gateway's copy of /root (--keep-bashrc)"
     for pid in "${GW_PIDS[@]}"; do
-        nsenter -t "$pid" -m -- sh -c ': >/root/.bashrc' || die "cannot empty ~/.bashrc on the gateway of sshd $pid"
+        nsenter -t "$pid" -m -- sh -c 'cat >/root/.bashrc' </root/.bashrc || die "cannot write ~/.bashrc on the gateway of sshd $pid"
     done
 fi
 
