@@ -48,6 +48,17 @@ lab_pids() {
 
 no_lab_pids() { [[ -z "$(lab_pids)" ]]; }
 
+# Has every pid in "$@" ended? A dying process leaves its namespaces (so
+# lab_pids no longer lists it) before it has finished exiting (state D while
+# its private mounts go); a zombie has ended, it only waits to be reaped.
+pids_ended() {
+    local pid state
+    for pid in "$@"; do
+        state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null) || continue
+        [[ -z "$state" || "$state" == Z || "$state" == X ]] || return 1
+    done
+}
+
 kill_lab_processes() {
     local pids i
     pids=$(lab_pids)
@@ -55,14 +66,17 @@ kill_lab_processes() {
     # shellcheck disable=SC2086 # word splitting of the pid list is intended
     kill -TERM $pids 2>/dev/null || true
     for ((i = 0; i < 25; i++)); do
-        [[ -n "$(lab_pids)" ]] || return 0
+        [[ -n "$(lab_pids)" ]] || break
         sleep 0.2
     done
-    pids=$(lab_pids)
-    warn "processes survived SIGTERM, killing: $(echo $pids)"
+    if [[ -n "$(lab_pids)" ]]; then
+        warn "processes survived SIGTERM, killing: $(lab_pids | tr '\n' ' ')"
+        # shellcheck disable=SC2046 # word splitting of the pid list is intended
+        kill -KILL $(lab_pids) 2>/dev/null || true
+        wait_for 5 no_lab_pids || warn "processes still alive: $(lab_pids | tr '\n' ' ')"
+    fi
     # shellcheck disable=SC2086
-    kill -KILL $pids 2>/dev/null || true
-    wait_for 5 no_lab_pids || warn "processes still alive: $(echo $(lab_pids))"
+    wait_for 10 pids_ended $pids || warn "processes still exiting: $(echo $pids)"
 }
 
 # Kill the lab's processes, delete its namespaces, and remove DIR if it
