@@ -94,9 +94,14 @@ impl Node {
         }))
     }
 
-    /// Read and parse a YAML file.
+    /// Read and parse a YAML file (a regular file of at most
+    /// [`crate::inventory::MAX_INVENTORY_BYTES`]).
     pub fn load(path: &Path) -> Result<Node> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::inventory::read_text(
+            path,
+            crate::inventory::MAX_INVENTORY_BYTES,
+            "YAML file",
+        )?;
         Node::parse(&text, path)
     }
 
@@ -224,7 +229,7 @@ impl fmt::Display for Node {
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
             Value::Float(x) => write!(f, "{x}"),
-            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Str(s) => write!(f, "\"{}\"", crate::escape::value(s)),
             Value::Seq(_) => f.write_str("a list"),
             Value::Map(_) => f.write_str("a map"),
         }
@@ -233,6 +238,10 @@ impl fmt::Display for Node {
 
 /// The closest candidate to `word` if it is close enough to be a likely typo.
 pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    // Jaro-Winkler is quadratic in the word's length: a huge key is no typo.
+    if word.len() > 64 {
+        return None;
+    }
     candidates
         .iter()
         .map(|c| (strsim::jaro_winkler(word, c), *c))
@@ -254,7 +263,7 @@ pub fn unknown_key_error(key: &str, location: &Location, allowed: &[&str], what:
     };
     Error::Input {
         location: location.clone(),
-        message: format!("unknown key `{key}` in {what}"),
+        message: format!("unknown key `{}` in {what}", crate::escape::value(key)),
         hint: Some(hint),
     }
 }
@@ -499,8 +508,9 @@ impl Builder<'_> {
             unreachable!("key outside a map")
         };
         if let Some(first) = entries.iter().find(|e| e.key == text) {
-            let hint = format!("`{text}` is first set at line {}", first.key_location.line);
-            return self.fail(location, format!("duplicate key `{text}`"), Some(&hint));
+            let shown = crate::escape::value(&text);
+            let hint = format!("`{shown}` is first set at line {}", first.key_location.line);
+            return self.fail(location, format!("duplicate key `{shown}`"), Some(&hint));
         }
         // A block map's start event is marked after its first key: use the key.
         if entries.is_empty() && (location.line, location.column) < (mloc.line, mloc.column) {
@@ -559,7 +569,10 @@ impl MarkedEventReceiver for Builder<'_> {
                     Some(t) => {
                         return self.fail(
                             here,
-                            format!("YAML tag `{}{}` is not supported", t.handle, t.suffix),
+                            format!(
+                                "YAML tag `{}` is not supported",
+                                crate::escape::value(&format!("{}{}", t.handle, t.suffix))
+                            ),
                             Some("remove the tag; quote the value to make it a string"),
                         )
                     }
@@ -590,7 +603,10 @@ impl MarkedEventReceiver for Builder<'_> {
                 let t = tag.unwrap();
                 self.fail(
                     here,
-                    format!("YAML tag `{}{}` is not supported", t.handle, t.suffix),
+                    format!(
+                        "YAML tag `{}` is not supported",
+                        crate::escape::value(&format!("{}{}", t.handle, t.suffix))
+                    ),
                     Some("remove the tag"),
                 )
             }
@@ -704,7 +720,7 @@ impl serde::de::Error for DeError {
         };
         DeError {
             location: None,
-            message: format!("unknown key `{field}`"),
+            message: format!("unknown key `{}`", crate::escape::value(field)),
             hint: Some(hint),
         }
     }
@@ -717,7 +733,7 @@ impl serde::de::Error for DeError {
             .join(", ");
         DeError {
             location: None,
-            message: format!("unknown value `{variant}`"),
+            message: format!("unknown value `{}`", crate::escape::value(variant)),
             hint: Some(format!("valid values: {valid}")),
         }
     }

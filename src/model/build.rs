@@ -17,6 +17,7 @@
 //! if the new line takes exactly the value an existing one hashed to.
 use super::{Forward, Gateway, Lan, Line, Method, NatMode, Policy, Proto};
 use crate::error::{Error, Location, Result};
+use crate::escape;
 use crate::inventory::{expand_path, names, routes, Host, CONNECTION_KEYS, GATEWAY_KEYS};
 use crate::yaml::{did_you_mean, Node};
 use ipnet::Ipv4Net;
@@ -304,13 +305,20 @@ pub fn build(host: &Host) -> Result<Gateway> {
         if let Some(n) = item.get("routes_file") {
             let s = string(n, "routes_file")?;
             let path = expand_path(s, host.base_dir()).map_err(|m| n.error(m, None))?;
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                n.error(
-                    format!("cannot read routes file `{s}` ({}): {e}", path.display()),
+            let nets = routes::load_routes(&path).map_err(|e| match e {
+                Error::Io { source, .. } => n.error(
+                    format!(
+                        "cannot read routes file `{}` ({}): {source}",
+                        escape::value(s),
+                        escape::value(&path.display().to_string())
+                    ),
                     Some("relative paths are taken from the inventory file's directory".into()),
-                )
+                ),
+                // Not a regular file, or too big: said at the `routes_file` value.
+                Error::Invalid { message, hint } => n.error(message, hint),
+                e => e,
             })?;
-            for net in routes::parse_routes(&text, &path)? {
+            for net in nets {
                 if seen.insert(net) {
                     routes.push(net);
                 }
@@ -617,7 +625,7 @@ fn choice<T: Copy>(n: &Node, what: &str, options: &[(&str, T)]) -> Result<T> {
                 .map(|d| format!("did you mean `{d}`? "))
                 .unwrap_or_default();
             Err(n.error(
-                format!("unknown {what} `{s}`"),
+                format!("unknown {what} `{}`", escape::value(s)),
                 Some(format!("{dym}valid values: {}", valid.join(", "))),
             ))
         }
@@ -642,19 +650,18 @@ fn interface(n: &Node, seen: &mut HashMap<String, Location>) -> Result<String> {
 
 fn ipv4(n: &Node, what: &str) -> Result<Ipv4Addr> {
     let s = string(n, what)?;
-    s.parse()
-        .map_err(|_| n.error(format!("`{what}`: `{s}` is not an IPv4 address"), None))
+    routes::parse_addr(s).map_err(|m| n.error(format!("`{what}`: {m}"), None))
 }
 
 /// An interface address: `a.b.c.d/len`, a usable host address of its subnet.
 fn iface_address(n: &Node) -> Result<Ipv4Net> {
     let s = string(n, "address")?;
-    let Ok(net) = s.parse::<Ipv4Net>() else {
-        return Err(n.error(
-            format!("`address`: `{s}` is not an IPv4 address with a prefix length"),
+    let net = routes::parse_iface_net(s).map_err(|m| {
+        n.error(
+            format!("`address`: {m}"),
             Some("write it like 198.51.100.2/24".into()),
-        ));
-    };
+        )
+    })?;
     if net.prefix_len() < 31 {
         let sub = net.trunc();
         if net.addr() == sub.network() {
@@ -688,7 +695,7 @@ fn line_ref<'a>(n: &Node, lines: &[&'a str]) -> Result<&'a str> {
                 .map(|d| format!("did you mean `{d}`? "))
                 .unwrap_or_default();
             Err(n.error(
-                format!("unknown line `{s}`"),
+                format!("unknown line `{}`", escape::value(s)),
                 Some(format!("{dym}lines: {}", lines.join(", "))),
             ))
         }
