@@ -153,6 +153,23 @@ const EXCERPT_CHARS: usize = 8;
 /// (the file and the 1-based line and column of the bad entry).
 /// Returns the prefixes in file order, duplicates included.
 pub fn parse_routes(text: &str, file: &Path) -> Result<Vec<Ipv4Net>> {
+    Ok(parse_routes_at(text, file)?
+        .into_iter()
+        .map(|e| e.net)
+        .collect())
+}
+
+/// One entry of a routes file and where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub net: Ipv4Net,
+    pub line: u32,
+    pub column: u32,
+}
+
+/// [`parse_routes`] keeping each entry's line and column (for errors found
+/// later, such as a prefix listed twice).
+pub fn parse_routes_at(text: &str, file: &Path) -> Result<Vec<Entry>> {
     let mut out = Vec::with_capacity(text.len() / 14);
     for (i, raw) in text.lines().enumerate() {
         let content = match raw.find('#') {
@@ -164,14 +181,17 @@ pub fn parse_routes(text: &str, file: &Path) -> Result<Vec<Ipv4Net>> {
             continue;
         }
         let start = content.len() - content.trim_start().len();
-        let location = Location {
+        let column = raw[..start].chars().count() + 1;
+        // Built only for an error: a PathBuf per line would double the
+        // allocations of a big list.
+        let location = || Location {
             file: file.to_path_buf(),
             line: i + 1,
-            column: raw[..start].chars().count() + 1,
+            column,
         };
         if token.contains(|c: char| c.is_whitespace()) && token.chars().all(|c| prefix_char(c) || c.is_whitespace()) {
             return Err(Error::Input {
-                location,
+                location: location(),
                 message: format!(
                     "expected one prefix per line, found `{}`",
                     escape::value(token)
@@ -183,9 +203,12 @@ pub fn parse_routes(text: &str, file: &Path) -> Result<Vec<Ipv4Net>> {
         // first character that cannot be part of one and show only the
         // line's first few characters, never the line.
         if let Some((at, bad)) = token.char_indices().find(|(_, c)| !prefix_char(*c)) {
-            let column = location.column + token[..at].chars().count();
+            let column = column + token[..at].chars().count();
             return Err(Error::Input {
-                location: Location { column, ..location },
+                location: Location {
+                    column,
+                    ..location()
+                },
                 message: format!(
                     "expected an IPv4 prefix (a.b.c.d/len), found `{}` (the line starts `{}`)",
                     escape::value(&bad.to_string()),
@@ -198,10 +221,14 @@ pub fn parse_routes(text: &str, file: &Path) -> Result<Vec<Ipv4Net>> {
             });
         }
         match parse_cidr(token) {
-            Ok(net) => out.push(net),
+            Ok(net) => out.push(Entry {
+                net,
+                line: (i + 1) as u32,
+                column: column as u32,
+            }),
             Err(message) => {
                 return Err(Error::Input {
-                    location,
+                    location: location(),
                     message,
                     hint: Some("fix or remove this line of the routes file".into()),
                 })
@@ -216,6 +243,12 @@ pub fn parse_routes(text: &str, file: &Path) -> Result<Vec<Ipv4Net>> {
 pub fn load_routes(path: &Path) -> Result<Vec<Ipv4Net>> {
     let text = super::read_text(path, super::MAX_ROUTES_BYTES, "routes file")?;
     parse_routes(&text, path)
+}
+
+/// [`load_routes`] keeping each entry's line and column.
+pub fn load_routes_at(path: &Path) -> Result<Vec<Entry>> {
+    let text = super::read_text(path, super::MAX_ROUTES_BYTES, "routes file")?;
+    parse_routes_at(&text, path)
 }
 
 #[cfg(test)]

@@ -164,6 +164,8 @@ pub fn build(host: &Host) -> Result<Gateway> {
     let mut tables_seen: HashMap<u32, Location> = HashMap::new();
     let mut marks_seen: HashMap<u32, Location> = HashMap::new();
     let mut addr_nodes: Vec<&Node> = Vec::new();
+    // Per line: where each listed prefix is written, and its routes file.
+    let mut listed: Vec<(HashMap<Ipv4Net, Listed>, Option<std::path::PathBuf>)> = Vec::new();
     for item in items {
         item.check_keys(LINE_KEYS, "line")?;
         let name_n = required(item, "name", "line")?;
@@ -292,20 +294,21 @@ pub fn build(host: &Host) -> Result<Gateway> {
             None => false,
         };
         let mut routes: Vec<Ipv4Net> = Vec::new();
-        let mut seen: HashSet<Ipv4Net> = HashSet::new();
+        let mut seen: HashMap<Ipv4Net, Listed> = HashMap::new();
+        let mut file_path = None;
         if let Some(n) = item.get("routes") {
             for r in seq(n, "routes")? {
                 let s = string(r, "routes entry")?;
                 let net = routes::parse_cidr(s).map_err(|m| r.error(m, None))?;
-                if seen.insert(net) {
-                    routes.push(net);
-                }
+                let at = Listed::Inline(r);
+                listed_once(name, net, at, &mut seen, None).map_err(|(m, h)| r.error(m, h))?;
+                routes.push(net);
             }
         }
         if let Some(n) = item.get("routes_file") {
             let s = string(n, "routes_file")?;
             let path = expand_path(s, host.base_dir()).map_err(|m| n.error(m, None))?;
-            let nets = routes::load_routes(&path).map_err(|e| match e {
+            let entries = routes::load_routes_at(&path).map_err(|e| match e {
                 Error::Io { source, .. } => n.error(
                     format!(
                         "cannot read routes file `{}` ({}): {source}",
@@ -318,12 +321,20 @@ pub fn build(host: &Host) -> Result<Gateway> {
                 Error::Invalid { message, hint } => n.error(message, hint),
                 e => e,
             })?;
-            for net in nets {
-                if seen.insert(net) {
-                    routes.push(net);
-                }
+            for e in entries {
+                let at = Listed::File(e.line, e.column);
+                listed_once(name, e.net, at, &mut seen, Some(&path)).map_err(|(message, hint)| {
+                    Error::Input {
+                        location: at.location(&path),
+                        message,
+                        hint,
+                    }
+                })?;
+                routes.push(e.net);
             }
+            file_path = Some(path);
         }
+        listed.push((seen, file_path));
         table_given.push(table);
         mark_given.push(mark);
         name_locs.push(name_n.location.clone());
@@ -413,6 +424,36 @@ pub fn build(host: &Host) -> Result<Gateway> {
         }
         lan.push(Lan { interface, address });
     }
+
+    // A listed prefix that is a line's or the LAN's own subnet: the kernel's
+    // connected route has that key already, and it is reached directly.
+    let subnets = lines
+        .iter()
+        .map(|l| (l.address.trunc(), format!("the subnet of line `{}`", l.name)))
+        .chain(
+            lan.iter()
+                .map(|l| (l.address.trunc(), format!("the LAN subnet on {}", l.interface))),
+        );
+    for (net, what) in subnets {
+        for (l, (seen, file)) in lines.iter().zip(&listed) {
+            let Some(at) = seen.get(&net) else { continue };
+            let message = format!(
+                "`{net}` in the routes of line `{}` is {what}, which is reached directly",
+                l.name
+            );
+            let hint = Some("remove it from the list: connected subnets need no route via a line".into());
+            return Err(match (at, file) {
+                (Listed::Inline(n), _) => n.error(message, hint),
+                (Listed::File(..), Some(f)) => Error::Input {
+                    location: at.location(f),
+                    message,
+                    hint,
+                },
+                (Listed::File(..), None) => lines_node.error(message, hint),
+            });
+        }
+    }
+    drop(listed);
 
     let line_names: Vec<&str> = lines.iter().map(|l| l.name.as_str()).collect();
 
@@ -538,6 +579,58 @@ pub fn build(host: &Host) -> Result<Gateway> {
         mark_mask,
         route_cache_flush,
     })
+}
+
+/// Where a line's prefix is listed: an inline `routes` entry or a routes
+/// file's line and column.
+#[derive(Clone, Copy)]
+enum Listed<'a> {
+    Inline(&'a Node),
+    File(u32, u32),
+}
+
+impl Listed<'_> {
+    fn location(&self, file: &std::path::Path) -> Location {
+        match self {
+            Listed::Inline(n) => n.location.clone(),
+            Listed::File(line, column) => Location {
+                file: file.to_path_buf(),
+                line: *line as usize,
+                column: *column as usize,
+            },
+        }
+    }
+}
+
+/// Refuse a prefix that cannot become a route of its own: the default route
+/// (the `default: true` line carries it), or one listed twice for the same
+/// line (two routes with one key cannot coexist). Err is (message, hint).
+fn listed_once<'a>(
+    line: &str,
+    net: Ipv4Net,
+    at: Listed<'a>,
+    seen: &mut HashMap<Ipv4Net, Listed<'a>>,
+    file: Option<&std::path::Path>,
+) -> std::result::Result<(), (String, Option<String>)> {
+    if net.prefix_len() == 0 {
+        return Err((
+            format!("`{net}` in the routes of line `{line}` is the default route"),
+            Some("remove it: the line with `default: true` carries the default route; to send everything via this line, set `default: true` on it".into()),
+        ));
+    }
+    if let Some(first) = seen.insert(net, at) {
+        let place = match (first, file) {
+            (Listed::Inline(n), _) => format!("at {}", n.location),
+            (Listed::File(..), Some(f)) => format!("at {}", first.location(f)),
+            (Listed::File(l, _), None) => format!("at line {l}"),
+        };
+        seen.insert(net, first);
+        return Err((
+            format!("`{net}` is listed twice in the routes of line `{line}`"),
+            Some(format!("it is first listed {place}; remove one")),
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
