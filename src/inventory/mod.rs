@@ -232,6 +232,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
 
     let mut w = Walk::default();
     w.group("all", &all.value, &all.key_location, 0, &mut Vec::new())?;
+    w.check_cycles()?;
+    if w.hosts.is_empty() {
+        return Err(Error::Input {
+            location: all.key_location.clone(),
+            message: "the inventory has no hosts".into(),
+            hint: Some(
+                "list hosts under `all: {hosts: {gw1: {address: ...}}}` or under a group's `hosts:`"
+                    .into(),
+            ),
+        });
+    }
 
     let mut hosts = Vec::new();
     let mut errors = Vec::new();
@@ -275,6 +286,10 @@ struct Walk {
     groups: Vec<GroupInfo>,
     /// Hosts in order of first appearance.
     hosts: Vec<HostInfo>,
+    /// Every `children:` entry: (parent, child, where the child is named).
+    /// A group written in two places can make a cycle the nesting of one
+    /// place cannot show (`a: {children: {b:}}` and `b: {children: {a:}}`).
+    edges: Vec<(String, String, Location)>,
 }
 
 struct GroupInfo {
@@ -397,10 +412,67 @@ impl Walk {
                         hint: Some("every host is already in `all`".into()),
                     });
                 }
+                self.edges
+                    .push((name.to_string(), c.key.clone(), c.key_location.clone()));
                 self.group(&c.key, &c.value, &c.key_location, depth + 1, chain)?;
             }
         }
         chain.pop();
+        Ok(())
+    }
+
+    /// Fail on a cycle of `children:` entries, naming its path and located
+    /// at the entry that closes it.
+    fn check_cycles(&self) -> Result<()> {
+        let mut index: BTreeMap<&str, Vec<&(String, String, Location)>> = BTreeMap::new();
+        for e in &self.edges {
+            index.entry(e.0.as_str()).or_default().push(e);
+        }
+        // Reversed: `pop` then visits children in file order.
+        let children = |g: &str| {
+            let mut v = index.get(g).cloned().unwrap_or_default();
+            v.reverse();
+            v
+        };
+        // Iterative DFS (colours: 0 new, 1 on the path, 2 done) keeps the
+        // stack bounded whatever the inventory.
+        let mut colour: BTreeMap<&str, u8> = BTreeMap::new();
+        for start in self.groups.iter().map(|g| g.name.as_str()) {
+            if colour.get(start).copied().unwrap_or(0) != 0 {
+                continue;
+            }
+            let mut path: Vec<(&str, Vec<&(String, String, Location)>)> =
+                vec![(start, children(start))];
+            colour.insert(start, 1);
+            while let Some((_, todo)) = path.last_mut() {
+                let Some(edge) = todo.pop() else {
+                    let (done, _) = path.pop().expect("non-empty");
+                    colour.insert(done, 2);
+                    continue;
+                };
+                let child = edge.1.as_str();
+                match colour.get(child).copied().unwrap_or(0) {
+                    0 => {
+                        colour.insert(child, 1);
+                        path.push((child, children(child)));
+                    }
+                    1 => {
+                        let from = path.iter().position(|(g, _)| *g == child).unwrap_or(0);
+                        let mut names: Vec<&str> = path[from..].iter().map(|(g, _)| *g).collect();
+                        names.push(child);
+                        return Err(Error::Input {
+                            location: edge.2.clone(),
+                            message: format!("group cycle: {}", names.join(" → ")),
+                            hint: Some(format!(
+                                "a group cannot contain itself; remove `{child}` from the `children:` of `{}`",
+                                edge.0
+                            )),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
         Ok(())
     }
 
