@@ -13,6 +13,8 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+pub mod limits;
+
 /// Built-in templates: (name, text).
 pub const BUILTIN: &[(&str, &str)] = &[
     ("ip.batch", include_str!("../../templates/ip.batch.tera")),
@@ -55,33 +57,113 @@ pub struct Templates {
 
 impl Templates {
     /// The built-in templates, with any file of the same name (`ip.batch.tera`,
-    /// ...) in `override_dir` taking its place.
+    /// ...) in `override_dir` taking its place. A directory that does not
+    /// exist (or holds no template of a known name) is an error, not silently
+    /// the defaults. Every template is checked against the bounds of
+    /// [`limits`] (recursion, buffered loops) before anything renders.
     pub fn load(override_dir: Option<&Path>) -> Result<Templates> {
+        if let Some(dir) = override_dir {
+            check_template_dir(dir)?;
+        }
+        // Parsing recurses on the template's nesting: a big stack.
+        limits::on_big_stack(|| Templates::load_here(override_dir))
+    }
+
+    fn load_here(override_dir: Option<&Path>) -> Result<Templates> {
         let mut tera = tera::Tera::default();
         let mut sources = BTreeMap::new();
         tera.autoescape_on(vec![]);
+        tera.register_function("range", limits::capped_range);
         for (name, text) in BUILTIN.iter().chain(crate::boot::TEMPLATES) {
             let mut text = text.to_string();
             if let Some(dir) = override_dir {
                 let p = dir.join(format!("{name}.tera"));
                 if p.exists() {
-                    text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+                    text = crate::inventory::read_text(&p, limits::TEMPLATE_MAX_BYTES, "template")?;
                 }
             }
             tera.add_raw_template(name, &text)
                 .map_err(|e| template_error(name, &e, None))?;
             sources.insert(name.to_string(), text);
         }
+        limits::check(&tera, &sources)?;
         Ok(Templates { tera, sources })
     }
 
+    /// Render `name`: on a big-stack thread, with `range()` capped and the
+    /// output cut at this thread's budget ([`limits::set_budget`]).
     pub(crate) fn render(&self, name: &str, ctx: &tera::Context) -> Result<String> {
-        let text = self
-            .tera
-            .render(name, ctx)
-            .map_err(|e| template_error(name, &e, self.sources.get(name).map(String::as_str)))?;
-        Ok(text.trim_start_matches('\n').to_string())
+        let budget = limits::budget();
+        limits::on_big_stack(|| {
+            limits::reset_range_count();
+            let mut out = Vec::new();
+            let mut w = limits::BudgetWriter {
+                out: &mut out,
+                left: budget,
+                exceeded: false,
+            };
+            let r = self.tera.render_to(name, ctx, &mut w);
+            if w.exceeded {
+                return Err(Error::Template {
+                    name: format!("{name}.tera"),
+                    line: None,
+                    message: format!(
+                        "the output is over its budget of {} MiB for this gateway ({} MiB + {} bytes per destination prefix): a loop that runs too often?",
+                        budget >> 20,
+                        limits::BASE_BUDGET >> 20,
+                        limits::BUDGET_PER_PREFIX
+                    ),
+                });
+            }
+            r.map_err(|e| template_error(name, &e, self.sources.get(name).map(String::as_str)))?;
+            let lead = out.iter().take_while(|b| **b == b'\n').count();
+            out.drain(..lead);
+            String::from_utf8(out).map_err(|_| Error::Template {
+                name: format!("{name}.tera"),
+                line: None,
+                message: "the output is not UTF-8 text".into(),
+            })
+        })
     }
+
+    /// Template source by name (`ip.batch`), to locate rendered lines.
+    pub(crate) fn source(&self, name: &str) -> Option<&str> {
+        self.sources.get(name).map(String::as_str)
+    }
+}
+
+/// A `--templates` directory must exist, be a directory, and hold at least
+/// one file named like a template (`ip.batch.tera`, `boot/boot.sh.tera`...):
+/// a typo must not silently give the built-in templates.
+pub fn check_template_dir(dir: &Path) -> Result<()> {
+    let shown = crate::escape::value(&dir.display().to_string());
+    let names: Vec<String> = BUILTIN
+        .iter()
+        .chain(crate::boot::TEMPLATES)
+        .map(|(n, _)| format!("{n}.tera"))
+        .collect();
+    match std::fs::metadata(dir) {
+        Err(e) => {
+            return Err(Error::Invalid {
+                message: format!("--templates `{shown}`: {e}"),
+                hint: Some("give a directory holding templates to override, e.g. a copy of dwprov's templates/ folder".into()),
+            })
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::Invalid {
+                message: format!("--templates `{shown}` is not a directory"),
+                hint: Some(format!("put override files ({}) in a directory", names.join(", "))),
+            })
+        }
+        Ok(_) => {}
+    }
+    if !names.iter().any(|n| dir.join(n).exists()) {
+        return Err(Error::Invalid {
+            message: format!("--templates `{shown}` holds no template dwprov knows"),
+            hint: Some(format!("override files are named {}", names.join(", "))),
+        });
+    }
+    Ok(())
 }
 
 /// Tera errors nest their cause; parse errors carry ` --> L:C`. Render-time
@@ -334,6 +416,10 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
 /// `facts` (when known) refine the plan: e.g. the kernel version decides
 /// whether the route-cache flush unit is needed.
 pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Result<Rendered> {
+    let prefixes: usize = gw.lines.iter().map(|l| l.routes.len()).sum();
+    limits::set_budget(
+        limits::BASE_BUDGET.saturating_add(prefixes.saturating_mul(limits::BUDGET_PER_PREFIX)),
+    );
     let (ctx, mut warnings) = context(gw);
     let mut artefacts = BTreeMap::new();
     for (name, path) in FILE_TARGETS {
