@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 pub mod limits;
+pub mod ownership;
 
 /// Built-in templates: (name, text).
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -445,6 +446,8 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
         artefacts.insert(path, text);
     }
     warnings.extend(boot.warnings);
+    // Only what dwprov owns may be applied: it is all a revert can undo.
+    ownership::check(gw, &artefacts, |name| templates.source(name))?;
 
     Ok(Rendered {
         host: gw.host.clone(),
