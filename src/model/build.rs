@@ -300,9 +300,11 @@ pub fn build(host: &Host) -> Result<Gateway> {
             for r in seq(n, "routes")? {
                 let s = string(r, "routes entry")?;
                 let net = routes::parse_cidr(s).map_err(|m| r.error(m, None))?;
-                let at = Listed::Inline(r);
-                listed_once(name, net, at, &mut seen, None).map_err(|(m, h)| r.error(m, h))?;
-                routes.push(net);
+                if listed_once(name, net, Listed::Inline(r), &mut seen)
+                    .map_err(|(m, h)| r.error(m, h))?
+                {
+                    routes.push(net);
+                }
             }
         }
         if let Some(n) = item.get("routes_file") {
@@ -323,14 +325,16 @@ pub fn build(host: &Host) -> Result<Gateway> {
             })?;
             for e in entries {
                 let at = Listed::File(e.line, e.column);
-                listed_once(name, e.net, at, &mut seen, Some(&path)).map_err(|(message, hint)| {
+                let new = listed_once(name, e.net, at, &mut seen).map_err(|(message, hint)| {
                     Error::Input {
                         location: at.location(&path),
                         message,
                         hint,
                     }
                 })?;
-                routes.push(e.net);
+                if new {
+                    routes.push(e.net);
+                }
             }
             file_path = Some(path);
         }
@@ -602,35 +606,29 @@ impl Listed<'_> {
     }
 }
 
-/// Refuse a prefix that cannot become a route of its own: the default route
-/// (the `default: true` line carries it), or one listed twice for the same
-/// line (two routes with one key cannot coexist). Err is (message, hint).
+/// Whether a listed prefix is new for its line (a prefix listed again, inline
+/// or in a file, is kept once: the lists combine). The default route is
+/// refused: the `default: true` line carries it, and a second route with its
+/// key can never verify. Err is (message, hint).
 fn listed_once<'a>(
     line: &str,
     net: Ipv4Net,
     at: Listed<'a>,
     seen: &mut HashMap<Ipv4Net, Listed<'a>>,
-    file: Option<&std::path::Path>,
-) -> std::result::Result<(), (String, Option<String>)> {
+) -> std::result::Result<bool, (String, Option<String>)> {
     if net.prefix_len() == 0 {
         return Err((
             format!("`{net}` in the routes of line `{line}` is the default route"),
             Some("remove it: the line with `default: true` carries the default route; to send everything via this line, set `default: true` on it".into()),
         ));
     }
-    if let Some(first) = seen.insert(net, at) {
-        let place = match (first, file) {
-            (Listed::Inline(n), _) => format!("at {}", n.location),
-            (Listed::File(..), Some(f)) => format!("at {}", first.location(f)),
-            (Listed::File(l, _), None) => format!("at line {l}"),
-        };
-        seen.insert(net, first);
-        return Err((
-            format!("`{net}` is listed twice in the routes of line `{line}`"),
-            Some(format!("it is first listed {place}; remove one")),
-        ));
+    match seen.entry(net) {
+        std::collections::hash_map::Entry::Occupied(_) => Ok(false),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(at);
+            Ok(true)
+        }
     }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------

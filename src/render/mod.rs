@@ -447,7 +447,7 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
     }
     warnings.extend(boot.warnings);
     // Only what dwprov owns may be applied: it is all a revert can undo.
-    ownership::check(gw, &artefacts, |name| templates.source(name))?;
+    ownership::check(gw, &artefacts, &desired, |name| templates.source(name))?;
 
     Ok(Rendered {
         host: gw.host.clone(),

@@ -21,7 +21,7 @@ use crate::diff::{is_owned_chain, is_owned_jump};
 use crate::error::{Error, Result};
 use crate::model::Gateway;
 use crate::state::iptables::IptRule;
-use crate::state::{ip, RtTables};
+use crate::state::{ip, RtTables, State};
 use std::collections::BTreeMap;
 
 /// Built-in chains of the iptables tables.
@@ -43,8 +43,13 @@ const SOURCES: &[(&str, &str)] = &[
 pub fn check<'a>(
     gw: &Gateway,
     artefacts: &BTreeMap<String, String>,
+    desired: &State,
     source: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<()> {
+    // `ip.batch` is parsed already: its typed rules and routes say at once
+    // whether a line needs finding.
+    let ip_batch_owned = desired.rules.iter().all(|r| r.proto == crate::ROUTE_PROTO)
+        && desired.routes.iter().all(|r| r.proto == crate::ROUTE_PROTO);
     let names = artefacts
         .get("/etc/iproute2/rt_tables.d/dwprov.conf")
         .map(|t| RtTables::parse(t, "rt_tables.conf.tera output"))
@@ -55,6 +60,7 @@ pub fn check<'a>(
             continue;
         };
         let found = match *template {
+            "ip.batch" if ip_batch_owned => None,
             "ip.batch" | "boot/ip.batch" => batch(text, &names),
             "iptables.rules" | "boot/iptables.rules" => iptables(text),
             "sysctl.conf" => sysctl(text),
@@ -79,18 +85,12 @@ pub fn check<'a>(
 
 /// The first foreign line of an `ip -batch` text, and why.
 fn batch<'t>(text: &'t str, names: &RtTables) -> Option<(&'t str, String)> {
-    // Fast path: the whole text parses and everything is tagged.
-    if let Ok(b) = ip::parse_batch(text, "ip.batch", names) {
-        if b.rules.iter().all(|r| r.proto == crate::ROUTE_PROTO)
-            && b.routes.iter().all(|r| r.proto == crate::ROUTE_PROTO)
-        {
-            return None;
-        }
-    }
-    // Find the line: each on its own (a parse error is reported elsewhere).
+    // Each line on its own; a `route`/`rule` line whose last protocol word is
+    // dwprov's needs no parse (`ip` takes the last one given), so a big
+    // boot batch costs a scan, not a second parse.
     for line in text.lines() {
         let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
+        if t.is_empty() || t.starts_with('#') || tagged(t) {
             continue;
         }
         let Ok(b) = ip::parse_batch(t, "ip.batch", names) else {
@@ -116,6 +116,23 @@ fn batch<'t>(text: &'t str, names: &RtTables) -> Option<(&'t str, String)> {
         }
     }
     None
+}
+
+/// A `route ...` or `rule ...` line whose last `proto`/`protocol` word is
+/// followed by dwprov's number or name.
+fn tagged(line: &str) -> bool {
+    let mut words = line.split_whitespace();
+    if !matches!(words.next(), Some("route" | "rule")) {
+        return false;
+    }
+    let mut last = None;
+    while let Some(w) = words.next() {
+        if w == "proto" || w == "protocol" {
+            last = words.next();
+        }
+    }
+    let num = crate::ROUTE_PROTO.to_string();
+    last.is_some_and(|v| v == num || v == crate::ROUTE_PROTO_NAME)
 }
 
 /// The first foreign line of an iptables-restore payload, and why.
@@ -338,6 +355,11 @@ mod tests {
         assert!(sysctl("net/ipv4/conf/eth1/accept_local = 1\n").is_some());
         assert!(sysctl("kernel.panic = 1\n").is_some());
         assert!(rt_protos("201\tdwprov\n").is_none());
+        assert!(tagged("route replace 1.0.0.0/24 via 10.0.0.1 proto 201"));
+        assert!(!tagged("route add 1.0.0.0/24 via 10.0.0.1 proto 201 proto boot"));
+        assert!(!tagged("rule add from all lookup main"));
+        let names = RtTables::default();
+        assert!(batch("route add 1.0.0.0/24 dev eth1 proto 201\nrule add priority 5 from all lookup 100\n", &names).is_some());
         assert!(rt_protos("201 dwprov\n202 other\n").is_some());
     }
 }
