@@ -7,9 +7,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A place in a file the user wrote (inventory, routes file, template).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Location {
-    pub file: PathBuf,
+    /// Shared: every YAML node carries a location, and a PathBuf each cost
+    /// an allocation per value of a 50 MB inventory.
+    #[serde(serialize_with = "path_str")]
+    pub file: std::sync::Arc<std::path::Path>,
     pub line: usize,
     pub column: usize,
+}
+
+fn path_str<S: serde::Serializer>(
+    p: &std::sync::Arc<std::path::Path>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(&p.display())
 }
 
 impl fmt::Display for Location {

@@ -181,12 +181,14 @@ pub fn read_text(path: &Path, limit: u64, what: &str) -> Result<String> {
         let line_start = text.rfind('\n').map_or(0, |i| i + 1);
         Error::Input {
             location: Location {
-                file: path.to_path_buf(),
+                file: path.into(),
                 line: text.matches('\n').count() + 1,
                 column: text[line_start..].chars().count() + 1,
             },
             message: format!("not UTF-8 text: byte {:#04x}", bytes[good]),
-            hint: Some(format!("the {what} must be UTF-8 text; is this the right file?")),
+            hint: Some(format!(
+                "the {what} must be UTF-8 text; is this the right file?"
+            )),
         }
     })
 }
@@ -281,30 +283,35 @@ pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
 }
 
 #[derive(Default)]
-struct Walk {
+struct Walk<'a> {
     /// Groups in order of first appearance.
-    groups: Vec<GroupInfo>,
+    groups: Vec<GroupInfo<'a>>,
     /// Hosts in order of first appearance.
-    hosts: Vec<HostInfo>,
+    hosts: Vec<HostInfo<'a>>,
     /// Every `children:` entry: (parent, child, where the child is named).
     /// A group written in two places can make a cycle the nesting of one
     /// place cannot show (`a: {children: {b:}}` and `b: {children: {a:}}`).
     edges: Vec<(String, String, Location)>,
+    /// Name → index in `groups` / `hosts` (a big inventory must not make
+    /// the walk quadratic).
+    group_at: std::collections::HashMap<String, usize>,
+    host_at: std::collections::HashMap<String, usize>,
 }
 
-struct GroupInfo {
+struct GroupInfo<'a> {
     name: String,
     /// Deepest nesting level the group appears at ("all" is 0).
     depth: usize,
-    /// Vars of each place the group is written, in file order.
-    vars: Vec<Node>,
+    /// Vars of each place the group is written, in file order (borrowed:
+    /// copied once, into each host's merged vars).
+    vars: Vec<&'a Node>,
 }
 
-struct HostInfo {
+struct HostInfo<'a> {
     name: String,
     location: Location,
     /// Vars of each place the host is listed, in file order.
-    vars: Vec<Node>,
+    vars: Vec<&'a Node>,
     /// Every group the host is in, transitively (including "all").
     groups: Vec<String>,
 }
@@ -319,11 +326,11 @@ fn null_or<'a>(n: &'a Node, what: &str) -> Result<Option<&'a [yaml::Entry]>> {
     }
 }
 
-impl Walk {
+impl<'a> Walk<'a> {
     fn group(
         &mut self,
         name: &str,
-        node: &Node,
+        node: &'a Node,
         name_loc: &Location,
         depth: usize,
         chain: &mut Vec<String>,
@@ -350,21 +357,23 @@ impl Walk {
                 return Err(err);
             }
         }
-        let gi = match self.groups.iter().position(|g| g.name == name) {
-            Some(i) => i,
+        let gi = match self.group_at.get(name) {
+            Some(&i) => i,
             None => {
                 self.groups.push(GroupInfo {
                     name: name.to_string(),
                     depth,
                     vars: Vec::new(),
                 });
+                self.group_at
+                    .insert(name.to_string(), self.groups.len() - 1);
                 self.groups.len() - 1
             }
         };
         self.groups[gi].depth = self.groups[gi].depth.max(depth);
         if let Some(vars) = node.get("vars") {
             if null_or(vars, &format!("`vars` of {what}"))?.is_some() {
-                self.groups[gi].vars.push(vars.clone());
+                self.groups[gi].vars.push(vars);
             }
         }
         if let Some(hosts) = node.get("hosts") {
@@ -375,9 +384,10 @@ impl Walk {
                     hint: None,
                 })?;
                 null_or(&h.value, &format!("vars of host `{}`", h.key))?;
-                let i = match self.hosts.iter().position(|x| x.name == h.key) {
-                    Some(i) => i,
+                let i = match self.host_at.get(&h.key) {
+                    Some(&i) => i,
                     None => {
+                        self.host_at.insert(h.key.clone(), self.hosts.len());
                         self.hosts.push(HostInfo {
                             name: h.key.clone(),
                             location: h.key_location.clone(),
@@ -389,7 +399,7 @@ impl Walk {
                 };
                 let info = &mut self.hosts[i];
                 if !h.value.is_null() {
-                    info.vars.push(h.value.clone());
+                    info.vars.push(&h.value);
                 }
                 for g in chain.iter() {
                     if !info.groups.contains(g) {
@@ -476,7 +486,7 @@ impl Walk {
         Ok(())
     }
 
-    fn host(&self, h: &HostInfo, file: &Path) -> Result<Host> {
+    fn host(&self, h: &HostInfo<'a>, file: &Path) -> Result<Host> {
         // Groups by depth (outer first), ties in order of first appearance.
         let mut groups: Vec<&GroupInfo> = self
             .groups
@@ -487,11 +497,11 @@ impl Walk {
         let mut vars = Node::empty_map(h.location.clone());
         for g in &groups {
             for v in &g.vars {
-                vars = yaml::merge(vars, v.clone());
+                vars = yaml::merge_ref(vars, v);
             }
         }
         for v in &h.vars {
-            vars = yaml::merge(vars, v.clone());
+            vars = yaml::merge_ref(vars, v);
         }
         // The merged map is the host's; point it at the host's name.
         vars.location = h.location.clone();

@@ -185,11 +185,13 @@ pub fn parse_routes_at(text: &str, file: &Path) -> Result<Vec<Entry>> {
         // Built only for an error: a PathBuf per line would double the
         // allocations of a big list.
         let location = || Location {
-            file: file.to_path_buf(),
+            file: file.into(),
             line: i + 1,
             column,
         };
-        if token.contains(|c: char| c.is_whitespace()) && token.chars().all(|c| prefix_char(c) || c.is_whitespace()) {
+        if token.contains(|c: char| c.is_whitespace())
+            && token.chars().all(|c| prefix_char(c) || c.is_whitespace())
+        {
             return Err(Error::Input {
                 location: location(),
                 message: format!(

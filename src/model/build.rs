@@ -433,11 +433,18 @@ pub fn build(host: &Host) -> Result<Gateway> {
     // connected route has that key already, and it is reached directly.
     let subnets = lines
         .iter()
-        .map(|l| (l.address.trunc(), format!("the subnet of line `{}`", l.name)))
-        .chain(
-            lan.iter()
-                .map(|l| (l.address.trunc(), format!("the LAN subnet on {}", l.interface))),
-        );
+        .map(|l| {
+            (
+                l.address.trunc(),
+                format!("the subnet of line `{}`", l.name),
+            )
+        })
+        .chain(lan.iter().map(|l| {
+            (
+                l.address.trunc(),
+                format!("the LAN subnet on {}", l.interface),
+            )
+        }));
     for (net, what) in subnets {
         for (l, (seen, file)) in lines.iter().zip(&listed) {
             let Some(at) = seen.get(&net) else { continue };
@@ -445,7 +452,8 @@ pub fn build(host: &Host) -> Result<Gateway> {
                 "`{net}` in the routes of line `{}` is {what}, which is reached directly",
                 l.name
             );
-            let hint = Some("remove it from the list: connected subnets need no route via a line".into());
+            let hint =
+                Some("remove it from the list: connected subnets need no route via a line".into());
             return Err(match (at, file) {
                 (Listed::Inline(n), _) => n.error(message, hint),
                 (Listed::File(..), Some(f)) => Error::Input {
@@ -598,7 +606,7 @@ impl Listed<'_> {
         match self {
             Listed::Inline(n) => n.location.clone(),
             Listed::File(line, column) => Location {
-                file: file.to_path_buf(),
+                file: file.into(),
                 line: *line as usize,
                 column: *column as usize,
             },

@@ -168,7 +168,11 @@ pub fn check(tera: &tera::Tera, sources: &BTreeMap<String, String>) -> Result<()
     let findings = macro_recursion(tera)
         .into_iter()
         .chain(include_cycles(tera, &names))
-        .chain(names.iter().flat_map(|n| body_checks(n, &tera.templates[*n])));
+        .chain(
+            names
+                .iter()
+                .flat_map(|n| body_checks(n, &tera.templates[*n])),
+        );
     if let Some(f) = findings.into_iter().next() {
         let line = sources.get(&f.template).and_then(|src| {
             src.lines()
@@ -411,7 +415,13 @@ fn macro_depth<'a>(
             let from = path.iter().position(|p| *p == id).unwrap_or(0);
             let mut names: Vec<String> = path[from..]
                 .iter()
-                .map(|(t, m)| if *t == id.0 { m.to_string() } else { format!("{t}::{m}") })
+                .map(|(t, m)| {
+                    if *t == id.0 {
+                        m.to_string()
+                    } else {
+                        format!("{t}::{m}")
+                    }
+                })
                 .collect();
             names.push(id.1.to_string());
             let (t, m) = path.last().copied().unwrap_or(id);
@@ -528,7 +538,10 @@ mod tests {
         let e = load("a\n{% macro r(n) %}{{ self::r(n=n) }}{% endmacro r %}\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("x.tera line 2") && e.contains("calls itself (r → r)"), "{e}");
+        assert!(
+            e.contains("x.tera line 2") && e.contains("calls itself (r → r)"),
+            "{e}"
+        );
         let e = load("{% macro a() %}{{ self::b() }}{% endmacro a %}\n{% macro b() %}{{ self::a() }}{% endmacro b %}")
             .unwrap_err()
             .to_string();
@@ -540,7 +553,10 @@ mod tests {
         let e = load("{% for i in [1] %}\n{% set_global s = s ~ s %}{% endfor %}")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`set s` uses `s` twice") && e.contains("line 2"), "{e}");
+        assert!(
+            e.contains("`set s` uses `s` twice") && e.contains("line 2"),
+            "{e}"
+        );
         let e = load("{% filter upper %}{% for i in [1] %}{% for j in [1] %}x{% endfor %}{% endfor %}{% endfilter %}")
             .unwrap_err()
             .to_string();
@@ -553,7 +569,10 @@ mod tests {
     fn range_is_capped_per_call_and_per_render() {
         let args = |end: u64| HashMap::from([("end".to_string(), tera::Value::from(end))]);
         reset_range_count();
-        assert_eq!(capped_range(&args(3)).unwrap(), tera::Value::from(vec![0u64, 1, 2]));
+        assert_eq!(
+            capped_range(&args(3)).unwrap(),
+            tera::Value::from(vec![0u64, 1, 2])
+        );
         let e = capped_range(&args(10_000_000_000)).unwrap_err().to_string();
         assert!(e.contains("more than the limit of 100000"), "{e}");
         reset_range_count();

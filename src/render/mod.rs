@@ -437,6 +437,9 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
         "iptables.rules".into(),
         templates.render("iptables.rules", &ctx)?,
     );
+    // The context holds every prefix as JSON: free it before parsing and
+    // the boot files, the peak of a big list.
+    drop(ctx);
     let mut desired = desired_from_artefacts(&artefacts)?;
 
     // What restores this state at boot (src/boot.rs): owned files like the others.

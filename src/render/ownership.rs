@@ -167,7 +167,10 @@ fn iptables(text: &str) -> Option<(&str, String)> {
                 }
                 let spec = if cmd.starts_with("-I") || cmd == "--insert" {
                     // `-I CHAIN [N] rule`
-                    let (n, r) = spec.trim_start().split_once(char::is_whitespace).unwrap_or((spec, ""));
+                    let (n, r) = spec
+                        .trim_start()
+                        .split_once(char::is_whitespace)
+                        .unwrap_or((spec, ""));
                     if n.bytes().all(|b| b.is_ascii_digit()) {
                         r
                     } else {
@@ -176,7 +179,9 @@ fn iptables(text: &str) -> Option<(&str, String)> {
                 } else {
                     spec
                 };
-                let owned = IptRule::parse(spec).map(|r| is_owned_jump(&r)).unwrap_or(false);
+                let owned = IptRule::parse(spec)
+                    .map(|r| is_owned_jump(&r))
+                    .unwrap_or(false);
                 if !owned {
                     return Some((
                         line,
@@ -244,7 +249,10 @@ fn rt_tables<'t>(text: &'t str, gw: &Gateway) -> Option<(&'t str, String)> {
             .iter()
             .any(|l| l.name == name && l.table.to_string() == id);
         if !ok {
-            return Some((line, "a routing table name that is not one of the gateway's lines".into()));
+            return Some((
+                line,
+                "a routing table name that is not one of the gateway's lines".into(),
+            ));
         }
     }
     None
@@ -278,13 +286,15 @@ pub fn template_line(source: &str, rendered: &str) -> Option<usize> {
             continue;
         }
         let mut at = 0;
-        let matched = pieces.iter().all(|p| match rendered[at..].find(p.as_str()) {
-            Some(k) => {
-                at += k + p.len();
-                true
-            }
-            None => false,
-        });
+        let matched = pieces
+            .iter()
+            .all(|p| match rendered[at..].find(p.as_str()) {
+                Some(k) => {
+                    at += k + p.len();
+                    true
+                }
+                None => false,
+            });
         if matched && best.is_none_or(|(s, _)| score > s) {
             best = Some((score, i + 1));
         }
@@ -332,7 +342,10 @@ mod tests {
             Some(3)
         );
         assert_eq!(
-            template_line(src, "rule add priority 1200 from 198.51.100.2 lookup ctc protocol 201"),
+            template_line(
+                src,
+                "rule add priority 1200 from 198.51.100.2 lookup ctc protocol 201"
+            ),
             Some(4)
         );
         assert_eq!(template_line(src, "nothing alike"), None);
@@ -351,15 +364,24 @@ mod tests {
         ] {
             assert!(iptables(bad).is_some(), "{bad}");
         }
-        assert_eq!(sysctl("net/ipv4/ip_forward = 1\nnet.ipv4.conf.eth1.rp_filter = 2\n"), None);
+        assert_eq!(
+            sysctl("net/ipv4/ip_forward = 1\nnet.ipv4.conf.eth1.rp_filter = 2\n"),
+            None
+        );
         assert!(sysctl("net/ipv4/conf/eth1/accept_local = 1\n").is_some());
         assert!(sysctl("kernel.panic = 1\n").is_some());
         assert!(rt_protos("201\tdwprov\n").is_none());
         assert!(tagged("route replace 1.0.0.0/24 via 10.0.0.1 proto 201"));
-        assert!(!tagged("route add 1.0.0.0/24 via 10.0.0.1 proto 201 proto boot"));
+        assert!(!tagged(
+            "route add 1.0.0.0/24 via 10.0.0.1 proto 201 proto boot"
+        ));
         assert!(!tagged("rule add from all lookup main"));
         let names = RtTables::default();
-        assert!(batch("route add 1.0.0.0/24 dev eth1 proto 201\nrule add priority 5 from all lookup 100\n", &names).is_some());
+        assert!(batch(
+            "route add 1.0.0.0/24 dev eth1 proto 201\nrule add priority 5 from all lookup 100\n",
+            &names
+        )
+        .is_some());
         assert!(rt_protos("201 dwprov\n202 other\n").is_some());
     }
 }
