@@ -201,11 +201,41 @@ macro_rules! file_case {
 
 /// Cases that need a routes file beside the inventory.
 const FILE_CASES: &[Case] = &[
-    file_case!("routes file that is not one", "root:$y$j9T$notarealhash:19000:0:99999:7:::\n", "expected an IPv4 prefix (a.b.c.d/len), found `r` (the line starts `root:$y$… (43 bytes)`)", 1, 1),
-    file_case!("routes file with leading zeros", "1.0.1.0/24\n001.2.0.0/16\n", "`001.2.0.0` has leading zeros", 2, 1),
-    file_case!("routes file listing the default route", "1.0.1.0/24\n  0.0.0.0/0\n", "is the default route", 2, 3),
-    file_case!("routes file listing the LAN", "1.0.1.0/24\n192.168.0.0/24\n", "is the LAN subnet on eth0", 2, 1),
-    file_case!("routes file with a control character", "1.0.1.0/24\n1.2.\u{1b}[2J\n", "found `\\x1b`", 2, 5),
+    file_case!(
+        "routes file that is not one",
+        "root:$y$j9T$notarealhash:19000:0:99999:7:::\n",
+        "expected an IPv4 prefix (a.b.c.d/len), found `r` (the line starts `root:$y$… (43 bytes)`)",
+        1,
+        1
+    ),
+    file_case!(
+        "routes file with leading zeros",
+        "1.0.1.0/24\n001.2.0.0/16\n",
+        "`001.2.0.0` has leading zeros",
+        2,
+        1
+    ),
+    file_case!(
+        "routes file listing the default route",
+        "1.0.1.0/24\n  0.0.0.0/0\n",
+        "is the default route",
+        2,
+        3
+    ),
+    file_case!(
+        "routes file listing the LAN",
+        "1.0.1.0/24\n192.168.0.0/24\n",
+        "is the LAN subnet on eth0",
+        2,
+        1
+    ),
+    file_case!(
+        "routes file with a control character",
+        "1.0.1.0/24\n1.2.\u{1b}[2J\n",
+        "found `\\x1b`",
+        2,
+        5
+    ),
     Case {
         name: "routes file is a directory",
         edits: &[(
@@ -220,20 +250,20 @@ const FILE_CASES: &[Case] = &[
         in_file: "inv.yaml",
     },
     Case {
-    name: "routes file with host bits",
-    edits: &[(
-        "routes: [100.65.0.0/16]",
-        "routes: [100.65.0.0/16]\n          routes_file: isp/r.txt",
-    )],
-    text: None,
-    files: &[(
-        "isp/r.txt",
-        "# unicom\n1.0.1.0/24\n\n  1.2.3.4/16   # oops\n",
-    )],
-    expect: "`1.2.3.4/16` has host bits set; the network is 1.2.0.0/16",
-    line: 4,
-    column: 3,
-    in_file: "r.txt",
+        name: "routes file with host bits",
+        edits: &[(
+            "routes: [100.65.0.0/16]",
+            "routes: [100.65.0.0/16]\n          routes_file: isp/r.txt",
+        )],
+        text: None,
+        files: &[(
+            "isp/r.txt",
+            "# unicom\n1.0.1.0/24\n\n  1.2.3.4/16   # oops\n",
+        )],
+        expect: "`1.2.3.4/16` has host bits set; the network is 1.2.0.0/16",
+        line: 4,
+        column: 3,
+        in_file: "r.txt",
     },
 ];
 
