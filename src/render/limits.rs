@@ -156,8 +156,8 @@ impl std::io::Write for BudgetWriter<'_> {
 struct Finding {
     template: String,
     message: String,
-    /// Searched for in the source to report a line.
-    needle: String,
+    /// Searched for in the source to report a line (the first one found).
+    needles: Vec<String>,
 }
 
 /// Check every template of `tera` (see the module doc). `sources` maps a
@@ -175,8 +175,9 @@ pub fn check(tera: &tera::Tera, sources: &BTreeMap<String, String>) -> Result<()
         );
     if let Some(f) = findings.into_iter().next() {
         let line = sources.get(&f.template).and_then(|src| {
-            src.lines()
-                .position(|l| l.contains(&f.needle))
+            f.needles
+                .iter()
+                .find_map(|n| src.lines().position(|l| l.contains(n.as_str())))
                 .map(|i| i + 1)
         });
         return Err(Error::Template {
@@ -395,7 +396,7 @@ fn macro_recursion(tera: &tera::Tera) -> Vec<Finding> {
                 message: format!(
                     "macro `{m}` nests {d} loops (counting the macros it calls); a macro's output is built in memory whole, so at most one loop may run inside a macro: move the outer loops out of it"
                 ),
-                needle: format!("macro {m}"),
+                needles: vec![format!("macro {m}")],
             });
         }
     }
@@ -431,7 +432,7 @@ fn macro_depth<'a>(
                     "macro `{m}` calls itself ({}): recursion is not allowed in dwprov templates (it has no depth limit and would overflow the stack)",
                     names.join(" → ")
                 ),
-                needle: format!("macro {m}"),
+                needles: vec![format!("macro {m}")],
             });
         }
         None => {}
@@ -479,7 +480,7 @@ fn include_cycles(tera: &tera::Tera, names: &[&String]) -> Vec<Finding> {
                             "templates include each other in a cycle ({}), which never ends",
                             p.join(" → ")
                         ),
-                        needle: "include".into(),
+                        needles: vec!["include".into()],
                     }];
                 }
                 if seen.insert(next) {
@@ -507,7 +508,7 @@ fn body_checks(name: &str, t: &tera::Template) -> Vec<Finding> {
             message: format!(
                 "`set {key}` uses `{key}` twice: repeated in a loop this doubles it each time; build it from other values"
             ),
-            needle: format!("{key} ="),
+            needles: vec![format!("{key} = {key}"), format!("{key} =")],
         });
     }
     if let Some((f, d)) = w.buffered_loops.first() {
@@ -516,7 +517,7 @@ fn body_checks(name: &str, t: &tera::Template) -> Vec<Finding> {
             message: format!(
                 "a `filter {f}` section nests {d} loops; its output is built in memory whole, so at most one loop may run inside it"
             ),
-            needle: format!("filter {f}"),
+            needles: vec![format!("filter {f}")],
         });
     }
     out
