@@ -80,7 +80,7 @@ pub enum Error {
         message: String,
     },
     /// Text from a host (or a rendered artefact) that a parser could not read.
-    #[error("{what}, line {line}: {message}")]
+    #[error("{what}, line {line}: {}", controls(.message))]
     Parse {
         what: String,
         line: usize,

@@ -94,6 +94,8 @@ struct Run {
 }
 
 /// Run dwprov with stdout discarded; killed (and the test failed) after `limit`.
+// The child is reaped by `waitpid` (to poll its memory while it runs), not `wait`.
+#[allow(clippy::zombie_processes)]
 fn run(args: &[&str], limit: Duration) -> Run {
     let err_path = std::env::temp_dir().join(format!(
         "dwprov-hostile-stderr-{}-{:?}",
@@ -179,14 +181,21 @@ fn inventory_and_routes_file_must_be_regular_files() {
     let fifo_s = fifo.to_str().unwrap().to_string();
     let dir_s = dir.to_str().unwrap().to_string();
     for (path, kind) in [
-        (fifo_s.as_str(), "is a FIFO (named pipe), not a regular file"),
+        (
+            fifo_s.as_str(),
+            "is a FIFO (named pipe), not a regular file",
+        ),
         ("/dev/zero", "is a character device, not a regular file"),
         ("/dev/urandom", "is a character device, not a regular file"),
         (dir_s.as_str(), "is a directory, not a regular file"),
     ] {
         let r = render(Path::new(path), &[]);
         fails_with(&r, &format!("inventory `{path}` {kind}"));
-        assert!(r.elapsed < Duration::from_secs(60), "{path}: {:?}", r.elapsed);
+        assert!(
+            r.elapsed < Duration::from_secs(60),
+            "{path}: {:?}",
+            r.elapsed
+        );
 
         let inv = d.write(
             "inv.yaml",
@@ -206,13 +215,19 @@ fn oversized_input_names_the_limit() {
     let d = Dir::new("size");
     // Sparse files: the size is refused before a byte is read.
     let big = d.0.join("big.yaml");
-    fs::File::create(&big).unwrap().set_len(64 * MIB + 1).unwrap();
+    fs::File::create(&big)
+        .unwrap()
+        .set_len(64 * MIB + 1)
+        .unwrap();
     let r = render(&big, &[]);
     fails_with(&r, "is 65 MiB, more than the limit of 64 MiB");
     assert!(r.max_rss < 200 * MIB, "{} bytes", r.max_rss);
 
     let routes = d.0.join("routes.txt");
-    fs::File::create(&routes).unwrap().set_len(256 * MIB + 1).unwrap();
+    fs::File::create(&routes)
+        .unwrap()
+        .set_len(256 * MIB + 1)
+        .unwrap();
     let inv = d.write(
         "inv.yaml",
         BASE.replace(
@@ -234,7 +249,10 @@ fn binary_input_is_located_at_the_first_bad_byte() {
     let at = BASE.find("fwmark").unwrap() + 2;
     bytes[at] = 0xff;
     let inv = d.write("inv.yaml", &bytes);
-    fails_with(&render(&inv, &[]), "inv.yaml:5:17: not UTF-8 text: byte 0xff");
+    fails_with(
+        &render(&inv, &[]),
+        "inv.yaml:5:17: not UTF-8 text: byte 0xff",
+    );
 
     d.write("isp.txt", b"1.0.1.0/24\n2.0.\xc3\x28.0/16\n");
     let inv = d.write(
@@ -271,15 +289,18 @@ fn values_are_escaped_and_cut_in_messages() {
             "      method: \"fw\\e[31m\\0\\n\\u009bmark\"\n",
         ),
     );
-    let r = render(&inv, &[]);
-    fails_with(&r, "unknown method `fw\\x1b[31m\\0\\n\\u{9b}mark`");
+    let in_value = render(&inv, &[]);
+    fails_with(&in_value, "unknown method `fw\\x1b[31m\\0\\n\\u{9b}mark`");
     let inv = d.write(
         "inv.yaml",
-        BASE.replace("      method: fwmark\n", "      \"a\\e]0;pwned\\a\": 1\n      method: fwmark\n"),
+        BASE.replace(
+            "      method: fwmark\n",
+            "      \"a\\e]0;pwned\\a\": 1\n      method: fwmark\n",
+        ),
     );
-    let r = render(&inv, &[]);
-    fails_with(&r, "unknown key `a\\x1b]0;pwned\\x07`");
-    for r in [&r] {
+    let in_key = render(&inv, &[]);
+    fails_with(&in_key, "unknown key `a\\x1b]0;pwned\\x07`");
+    for r in [&in_value, &in_key] {
         assert!(
             !r.stderr.contains(['\u{1b}', '\0', '\u{9b}', '\u{7}']),
             "raw control characters in {:?}",
@@ -302,14 +323,22 @@ fn values_are_escaped_and_cut_in_messages() {
     );
     let r = render(&inv, &[]);
     fails_with(&r, "shadow:1:1: expected an IPv4 prefix (a.b.c.d/len), found `r` (the line starts `root:$y$… (50 bytes)`)");
-    assert!(!r.stderr.contains("EXAMPLEHASH") && !r.stderr.contains("daemon"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("EXAMPLEHASH") && !r.stderr.contains("daemon"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// A big inventory of the given shape renders (or fails) in bounded time
 /// and memory: guards against quadratic or copying code, not benchmarks
 /// (a debug build on a loaded 2-core machine).
 fn bounded(r: &Run, secs: u64, mib: u64) {
-    assert!(r.elapsed < Duration::from_secs(secs), "took {:?}", r.elapsed);
+    assert!(
+        r.elapsed < Duration::from_secs(secs),
+        "took {:?}",
+        r.elapsed
+    );
     assert!(
         r.max_rss < mib * MIB,
         "peak RSS {} MiB, bound {mib} MiB",
@@ -336,7 +365,10 @@ fn fifty_megabytes_of_inline_routes_render_in_bounded_time_and_memory() {
     }
     let inv = d.write(
         "inv.yaml",
-        BASE.replace("          routes: [100.65.0.0/16]\n", &format!("          routes:\n{routes}")),
+        BASE.replace(
+            "          routes: [100.65.0.0/16]\n",
+            &format!("          routes:\n{routes}"),
+        ),
     );
     assert!(n > 1_500_000, "{n}");
     let r = render(&inv, &[]);
@@ -447,7 +479,11 @@ fn templates_that_would_abort_are_template_errors() {
         fs::write(t.join("ip.batch.tera"), body).unwrap();
         let r = render(&inv, &["--templates", t.to_str().unwrap()]);
         assert_eq!(r.code, Some(1), "{name}: exit {:?}: {}", r.code, r.stderr);
-        assert!(r.stderr.contains(want), "{name}: want {want:?} in:\n{}", r.stderr);
+        assert!(
+            r.stderr.contains(want),
+            "{name}: want {want:?} in:\n{}",
+            r.stderr
+        );
         bounded(&r, 120, 512);
     }
 }
@@ -482,8 +518,16 @@ fn rendered_foreign_state_is_a_template_error_at_its_line() {
         let r = render(&inv, &["--templates", t.to_str().unwrap()]);
         let at = format!("template {file} line {line}: ");
         assert_eq!(r.code, Some(1), "{file}: {}", r.stderr);
-        assert!(r.stderr.contains(&at), "{file}: want {at:?} in:\n{}", r.stderr);
-        assert!(r.stderr.contains(&want.replace('\t', "\\t")), "{file}: want {want:?} in:\n{}", r.stderr);
+        assert!(
+            r.stderr.contains(&at),
+            "{file}: want {at:?} in:\n{}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains(&want.replace('\t', "\\t")),
+            "{file}: want {want:?} in:\n{}",
+            r.stderr
+        );
     }
 }
 

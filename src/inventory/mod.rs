@@ -282,6 +282,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
     })
 }
 
+/// A `children:` entry: (parent, child, where the child is named).
+type Edge = (String, String, Location);
+
 #[derive(Default)]
 struct Walk<'a> {
     /// Groups in order of first appearance.
@@ -291,7 +294,7 @@ struct Walk<'a> {
     /// Every `children:` entry: (parent, child, where the child is named).
     /// A group written in two places can make a cycle the nesting of one
     /// place cannot show (`a: {children: {b:}}` and `b: {children: {a:}}`).
-    edges: Vec<(String, String, Location)>,
+    edges: Vec<Edge>,
     /// Name → index in `groups` / `hosts` (a big inventory must not make
     /// the walk quadratic).
     group_at: std::collections::HashMap<String, usize>,
@@ -434,7 +437,7 @@ impl<'a> Walk<'a> {
     /// Fail on a cycle of `children:` entries, naming its path and located
     /// at the entry that closes it.
     fn check_cycles(&self) -> Result<()> {
-        let mut index: BTreeMap<&str, Vec<&(String, String, Location)>> = BTreeMap::new();
+        let mut index: BTreeMap<&str, Vec<&Edge>> = BTreeMap::new();
         for e in &self.edges {
             index.entry(e.0.as_str()).or_default().push(e);
         }
@@ -451,8 +454,7 @@ impl<'a> Walk<'a> {
             if colour.get(start).copied().unwrap_or(0) != 0 {
                 continue;
             }
-            let mut path: Vec<(&str, Vec<&(String, String, Location)>)> =
-                vec![(start, children(start))];
+            let mut path: Vec<(&str, Vec<&Edge>)> = vec![(start, children(start))];
             colour.insert(start, 1);
             while let Some((_, todo)) = path.last_mut() {
                 let Some(edge) = todo.pop() else {
