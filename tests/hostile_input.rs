@@ -469,6 +469,21 @@ fn templates_that_would_abort_are_template_errors() {
             "template ip.batch.tera line 2: `set s` uses `s` twice",
         ),
         (
+            "brackets nested deeper than the parser's stack",
+            "{{ ((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((1)))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))) }}\n",
+            "template ip.batch.tera line 1: brackets nest more than 64 deep in one tag",
+        ),
+        (
+            "an operator chain as deep as the file is long",
+            &*Box::leak(format!("{{{{ 1{} }}}}\n", " + 1".repeat(200_000)).into_boxed_str()),
+            "an expression nests more than 256 operators deep",
+        ),
+        (
+            "blocks nested 40,000 deep",
+            &*Box::leak(format!("{}x{}\n", "{% if true %}".repeat(40_000), "{% endif %}".repeat(40_000)).into_boxed_str()),
+            "blocks (`if`, `for`, ...) nest more than 256 deep",
+        ),
+        (
             "output past the budget",
             "{% for l in lines %}{% for a in range(end=1000) %}{% for b in range(end=1000) %}route add 1.2.3.0/24 via 1.2.3.4 dev x proto 201 padding padding padding padding padding\n{% endfor %}{% endfor %}{% endfor %}\n",
             "the output is over its budget of 64 MiB",

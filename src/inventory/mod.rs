@@ -217,7 +217,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
         if e.key != "all" {
             return Err(Error::Input {
                 location: e.key_location.clone(),
-                message: format!("unknown top-level key `{}`", e.key),
+                message: format!("unknown top-level key `{}`", crate::escape::value(&e.key)),
                 hint: Some(
                     "the inventory has one top-level key, `all:`; put groups under `all.children`"
                         .into(),

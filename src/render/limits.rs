@@ -126,6 +126,49 @@ pub fn reset_range_count() {
     RANGE_USED.with(|u| u.set(0));
 }
 
+/// Deepest nesting of `(` and `[` inside one tag (`{{ }}`, `{% %}`) accepted:
+/// tera's parser recurses per level, and half a million levels overflow
+/// even [`STACK_BYTES`].
+pub const MAX_EXPR_NESTING: usize = 64;
+
+/// Refuse a template whose tags nest brackets deeper than
+/// [`MAX_EXPR_NESTING`] (checked on the text, before tera parses it).
+pub fn check_nesting(name: &str, src: &str) -> Result<()> {
+    let b = src.as_bytes();
+    let mut i = 0;
+    while i + 1 < b.len() {
+        let close: &[u8] = match &b[i..i + 2] {
+            b"{{" => b"}}",
+            b"{%" => b"%}",
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let start = i;
+        let mut depth = 0usize;
+        i += 2;
+        while i < b.len() && !(b[i..].starts_with(close)) {
+            match b[i] {
+                b'(' | b'[' => depth += 1,
+                b')' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > MAX_EXPR_NESTING {
+                let line = src[..start].matches('\n').count() + 1;
+                return Err(Error::Template {
+                    name: format!("{name}.tera"),
+                    line: Some(line),
+                    message: format!("brackets nest more than {MAX_EXPR_NESTING} deep in one tag"),
+                });
+            }
+            i += 1;
+        }
+        i += 2;
+    }
+    Ok(())
+}
+
 /// A writer failing once more than `left` bytes were written; tera's error
 /// then reads like an I/O error, so `exceeded` says what really happened.
 pub struct BudgetWriter<'a> {
@@ -201,13 +244,31 @@ struct Walk<'a> {
     doubling: Vec<&'a str>,
     /// Filter sections whose body nests loops (buffered): the filter name.
     buffered_loops: Vec<(&'a str, usize)>,
+    /// Current and deepest nesting of expressions (`1 + 1 + ...` nests one
+    /// level per operator; dropping or evaluating it recurses as deep).
+    expr_depth: usize,
+    max_expr_depth: usize,
+    /// Likewise for nested blocks (`if`, `for`, ...).
+    block_depth: usize,
+    max_block_depth: usize,
 }
+
+/// Deepest expression nesting accepted (operators chained in one tag).
+pub const MAX_EXPR_DEPTH: usize = 256;
+/// Deepest block nesting accepted (`{% if %}` inside `{% for %}` ...): the
+/// parsed template is dropped, later, on an ordinary stack.
+pub const MAX_BLOCK_DEPTH: usize = 256;
 
 impl<'a> Walk<'a> {
     fn nodes(&mut self, nodes: &'a [Node], loops: usize) {
-        for n in nodes {
-            self.node(n, loops);
+        self.block_depth += 1;
+        self.max_block_depth = self.max_block_depth.max(self.block_depth);
+        if self.block_depth <= MAX_BLOCK_DEPTH {
+            for n in nodes {
+                self.node(n, loops);
+            }
         }
+        self.block_depth -= 1;
     }
 
     fn node(&mut self, n: &'a Node, loops: usize) {
@@ -264,15 +325,24 @@ impl<'a> Walk<'a> {
         self.includes.extend(inner.includes);
         self.doubling.extend(inner.doubling);
         self.buffered_loops.extend(inner.buffered_loops);
+        self.max_expr_depth = self.max_expr_depth.max(inner.max_expr_depth);
+        self.max_block_depth = self
+            .max_block_depth
+            .max(self.block_depth + inner.max_block_depth);
     }
 
     fn expr(&mut self, e: &'a Expr, loops: usize) {
-        self.val(&e.val, loops);
-        for f in &e.filters {
-            for a in f.args.values() {
-                self.expr(a, loops);
+        self.expr_depth += 1;
+        self.max_expr_depth = self.max_expr_depth.max(self.expr_depth);
+        if self.expr_depth <= MAX_EXPR_DEPTH {
+            self.val(&e.val, loops);
+            for f in &e.filters {
+                for a in f.args.values() {
+                    self.expr(a, loops);
+                }
             }
         }
+        self.expr_depth -= 1;
     }
 
     fn val(&mut self, v: &'a ExprVal, loops: usize) {
@@ -502,6 +572,22 @@ fn body_checks(name: &str, t: &tera::Template) -> Vec<Finding> {
         w.nodes(&def.body, 0);
     }
     let mut out = Vec::new();
+    if w.max_expr_depth > MAX_EXPR_DEPTH {
+        out.push(Finding {
+            template: name.to_string(),
+            message: format!(
+                "an expression nests more than {MAX_EXPR_DEPTH} operators deep; split it with `set`"
+            ),
+            needles: vec!["{{".into()],
+        });
+    }
+    if w.max_block_depth > MAX_BLOCK_DEPTH {
+        out.push(Finding {
+            template: name.to_string(),
+            message: format!("blocks (`if`, `for`, ...) nest more than {MAX_BLOCK_DEPTH} deep"),
+            needles: vec!["{%".into()],
+        });
+    }
     if let Some(key) = w.doubling.first() {
         out.push(Finding {
             template: name.to_string(),
@@ -564,6 +650,39 @@ mod tests {
         assert!(e.contains("`filter upper` section nests 2 loops"), "{e}");
         // Fine: one loop in a macro, nested loops at top level, linear growth.
         load("{% macro a(l) %}{% for i in l %}{{ i }}{% endfor %}{% endmacro a %}{% for x in [1] %}{% for y in [2] %}{{ self::a(l=[x, y]) }}{% endfor %}{% endfor %}{% set_global n = n ~ 'a' %}").unwrap();
+    }
+
+    #[test]
+    fn long_operator_chains_are_refused() {
+        let e = load(&format!("{{{{ 1{} }}}}", " + 1".repeat(300)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nests more than 256 operators"), "{e}");
+        load(&format!("{{{{ 1{} }}}}", " + 1".repeat(200))).unwrap();
+        let deep = format!(
+            "{}x{}",
+            "{% if true %}".repeat(300),
+            "{% endif %}".repeat(300)
+        );
+        let e = load(&deep).unwrap_err().to_string();
+        assert!(e.contains("nest more than 256 deep"), "{e}");
+    }
+
+    #[test]
+    fn deep_brackets_in_a_tag_are_refused_before_parsing() {
+        let deep = format!("x\n{{{{ {}1{} }}}}\n", "(".repeat(65), ")".repeat(65));
+        let e = check_nesting("t", &deep).unwrap_err().to_string();
+        assert!(
+            e.contains("t.tera line 2") && e.contains("more than 64"),
+            "{e}"
+        );
+        check_nesting(
+            "t",
+            &format!("{{{{ {}1{} }}}}", "(".repeat(64), ")".repeat(64)),
+        )
+        .unwrap();
+        // Text outside tags does not count.
+        check_nesting("t", &"(".repeat(1000)).unwrap();
     }
 
     #[test]

@@ -83,6 +83,7 @@ impl Templates {
                     text = crate::inventory::read_text(&p, limits::TEMPLATE_MAX_BYTES, "template")?;
                 }
             }
+            limits::check_nesting(name, &text)?;
             tera.add_raw_template(name, &text)
                 .map_err(|e| template_error(name, &e, None))?;
             sources.insert(name.to_string(), text);
@@ -191,11 +192,15 @@ fn template_error(name: &str, e: &tera::Error, source: Option<&str>) -> Error {
     Error::Template {
         name: format!("{name}.tera"),
         line,
-        message: message
-            .replace('\n', " ")
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" "),
+        // tera quotes the offending source line: a long one is cut.
+        message: crate::escape::cut(
+            &message
+                .replace('\n', " ")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            400,
+        ),
     }
 }
 
