@@ -26,6 +26,15 @@ pub fn parse_addr(s: &str) -> std::result::Result<Ipv4Addr, String> {
 /// `Some(corrected)` when `s` is four decimal octets (0 to 255 each once
 /// its zeros are dropped) of which some have a leading zero.
 fn without_leading_zeros(s: &str) -> Option<String> {
+    // Fast path (every prefix of a big list comes here): no `0` followed by
+    // a digit at the start of an octet.
+    let b = s.as_bytes();
+    let leading_zero = (0..b.len()).any(|i| {
+        b[i] == b'0' && (i == 0 || b[i - 1] == b'.') && b.get(i + 1).is_some_and(u8::is_ascii_digit)
+    });
+    if !leading_zero {
+        return None;
+    }
     let parts: Vec<&str> = s.split('.').collect();
     if parts.len() != 4
         || parts

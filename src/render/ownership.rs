@@ -121,18 +121,20 @@ fn batch<'t>(text: &'t str, names: &RtTables) -> Option<(&'t str, String)> {
 /// A `route ...` or `rule ...` line whose last `proto`/`protocol` word is
 /// followed by dwprov's number or name.
 fn tagged(line: &str) -> bool {
-    let mut words = line.split_whitespace();
-    if !matches!(words.next(), Some("route" | "rule")) {
+    if !(line.starts_with("route ") || line.starts_with("rule ")) {
         return false;
     }
-    let mut last = None;
-    while let Some(w) = words.next() {
+    // From the end: the protocol word is near it, and the last one counts.
+    let mut after = None;
+    for w in line.split_ascii_whitespace().rev() {
         if w == "proto" || w == "protocol" {
-            last = words.next();
+            return after.is_some_and(|v: &str| {
+                v == crate::ROUTE_PROTO_NAME || v.parse::<u8>() == Ok(crate::ROUTE_PROTO)
+            });
         }
+        after = Some(w);
     }
-    let num = crate::ROUTE_PROTO.to_string();
-    last.is_some_and(|v| v == num || v == crate::ROUTE_PROTO_NAME)
+    false
 }
 
 /// The first foreign line of an iptables-restore payload, and why.
