@@ -57,19 +57,30 @@ pub fn budget() -> usize {
     BUDGET.with(Cell::get)
 }
 
-/// Run `f` on a thread with a [`STACK_BYTES`] stack and wait for it.
+/// Run `f` on a thread with a [`STACK_BYTES`] stack and wait for it. If
+/// no such thread can be made (strict overcommit, many hosts rendering at
+/// once), `f` runs here: the static nesting checks keep it within an
+/// ordinary stack, the big one is a second line of defence.
 pub fn on_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
+    let mut f = Some(f);
+    let out = std::thread::scope(|s| {
+        let f = &mut f;
         let h = std::thread::Builder::new()
             .name("dwprov-templates".into())
             .stack_size(STACK_BYTES)
-            .spawn_scoped(s, f)
-            .expect("spawn the template thread");
-        match h.join() {
-            Ok(v) => v,
-            Err(p) => std::panic::resume_unwind(p),
+            .spawn_scoped(s, move || f.take().map(|f| f()));
+        match h {
+            Ok(h) => match h.join() {
+                Ok(v) => v,
+                Err(p) => std::panic::resume_unwind(p),
+            },
+            Err(_) => None,
         }
-    })
+    });
+    match out {
+        Some(v) => v,
+        None => (f.take().expect("not run yet"))(),
+    }
 }
 
 /// `range(start=0, end, step_by=1)` like tera's, refusing more than
@@ -131,9 +142,36 @@ pub fn reset_range_count() {
 /// even [`STACK_BYTES`].
 pub const MAX_EXPR_NESTING: usize = 64;
 
+/// Tags that open a block, and the words that close one.
+const BLOCK_OPEN: &[&str] = &["if", "for", "macro", "filter", "block", "raw"];
+
 /// Refuse a template whose tags nest brackets deeper than
-/// [`MAX_EXPR_NESTING`] (checked on the text, before tera parses it).
+/// [`MAX_EXPR_NESTING`], or whose blocks nest deeper than
+/// [`MAX_BLOCK_DEPTH`] (checked on the text, before tera's parser recurses
+/// on it).
 pub fn check_nesting(name: &str, src: &str) -> Result<()> {
+    let mut blocks = 0usize;
+    for (i, tag) in src.match_indices("{%") {
+        let word = src[i + tag.len()..]
+            .trim_start_matches(['-', ' ', '\t', '\n', '\r'])
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .next()
+            .unwrap_or("");
+        if BLOCK_OPEN.contains(&word) {
+            blocks += 1;
+        } else if word.starts_with("end") {
+            blocks = blocks.saturating_sub(1);
+        }
+        if blocks > MAX_BLOCK_DEPTH {
+            return Err(Error::Template {
+                name: format!("{name}.tera"),
+                line: Some(src[..i].matches('\n').count() + 1),
+                message: format!(
+                    "blocks (`if`, `for`, ...) nest more than {MAX_BLOCK_DEPTH} deep"
+                ),
+            });
+        }
+    }
     let b = src.as_bytes();
     let mut i = 0;
     while i + 1 < b.len() {
