@@ -16,7 +16,8 @@
 //! chain, no policy on a built-in chain, no other chain; sysctls
 //! `net/ipv4/ip_forward` (0 or 1) and `net/ipv4/conf/IF/rp_filter` (0, 1 or
 //! 2); rt_tables entries of the gateway's lines; rt_protos `201 dwprov`.
-//! Files are fixed by code (`FILE_TARGETS`, `crate::boot`), not templates.
+//! Files are fixed by code (`FILE_TARGETS`, `crate::boot`), not templates;
+//! their paths are checked against that set all the same.
 use crate::diff::{is_owned_chain, is_owned_jump};
 use crate::error::{Error, Result};
 use crate::model::Gateway;
@@ -55,6 +56,24 @@ pub fn check<'a>(
         .map(|t| RtTables::parse(t, "rt_tables.conf.tera output"))
         .transpose()?
         .unwrap_or_default();
+    // Files: the paths are chosen by code, never by a template; checked so
+    // that stays true.
+    for path in artefacts.keys().filter(|k| k.starts_with('/')) {
+        let owned = super::FILE_TARGETS.iter().any(|(_, p)| p == path)
+            || crate::boot::OWNED_FILES.contains(&path.as_str())
+            || path
+                .strip_prefix(crate::boot::STATE_DIR)
+                .is_some_and(|rest| rest.starts_with('/'));
+        if !owned {
+            return Err(Error::Invalid {
+                message: format!(
+                    "rendered a file dwprov does not own: {}",
+                    crate::escape::value(path)
+                ),
+                hint: None,
+            });
+        }
+    }
     for (artefact, template) in SOURCES {
         let Some(text) = artefacts.get(*artefact) else {
             continue;
