@@ -166,9 +166,7 @@ pub fn check_nesting(name: &str, src: &str) -> Result<()> {
             return Err(Error::Template {
                 name: format!("{name}.tera"),
                 line: Some(src[..i].matches('\n').count() + 1),
-                message: format!(
-                    "blocks (`if`, `for`, ...) nest more than {MAX_BLOCK_DEPTH} deep"
-                ),
+                message: format!("blocks (`if`, `for`, ...) nest more than {MAX_BLOCK_DEPTH} deep"),
             });
         }
     }

@@ -445,7 +445,7 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
     // The context holds every prefix as JSON: free it before parsing and
     // the boot files, the peak of a big list.
     drop(ctx);
-    let mut desired = desired_from_artefacts(&artefacts)?;
+    let mut desired = parse_artefacts(&artefacts)?;
 
     // What restores this state at boot (src/boot.rs): owned files like the others.
     let boot = crate::boot::files(gw, &desired, &crate::boot::Platform::of(facts), templates)?;
@@ -455,7 +455,9 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
     }
     warnings.extend(boot.warnings);
     // Only what dwprov owns may be applied: it is all a revert can undo.
-    ownership::check(gw, &artefacts, &desired, |name| templates.source(name))?;
+    ownership::check(Some(gw), &artefacts, &desired, |name| {
+        templates.source(name)
+    })?;
 
     Ok(Rendered {
         host: gw.host.clone(),
@@ -467,8 +469,25 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
 
 /// Parse rendered artefacts into the desired state: every artefact named by
 /// an absolute path is a file; `ip.batch` and `iptables.rules` are parsed by
-/// the same parsers as live state. Saved plans go through here too.
+/// the same parsers as live state. Saved plans go through here too, and are
+/// checked against ownership like a fresh render (a plan file is text
+/// anyone can edit).
 pub fn desired_from_artefacts(artefacts: &BTreeMap<String, String>) -> Result<State> {
+    let desired = parse_artefacts(artefacts)?;
+    ownership::check(None, artefacts, &desired, |_| None).map_err(|e| match e {
+        Error::Template { name, message, .. } => Error::Invalid {
+            message: format!(
+                "the saved plan's {} output {message}",
+                name.trim_end_matches(".tera")
+            ),
+            hint: Some("make the plan again with `dwprov plan -o FILE`".into()),
+        },
+        e => e,
+    })?;
+    Ok(desired)
+}
+
+fn parse_artefacts(artefacts: &BTreeMap<String, String>) -> Result<State> {
     let mut desired = State::default();
     for (name, text) in artefacts {
         if name.starts_with('/') {
@@ -679,6 +698,26 @@ pub(crate) mod tests {
         }
         assert_eq!(s.sysctls["net/ipv4/conf/eth2/rp_filter"], "2");
         assert_eq!(s.rt_tables.id_of("cnc"), Some(200));
+    }
+
+    #[test]
+    fn a_saved_plan_holding_foreign_state_is_refused() {
+        let r = rendered(Method::Static);
+        desired_from_artefacts(&r.artefacts).unwrap();
+        let mut a = r.artefacts.clone();
+        a.get_mut("ip.batch")
+            .unwrap()
+            .push_str("\nrule add priority 5 from all lookup main\n");
+        let e = desired_from_artefacts(&a).unwrap_err().to_string();
+        assert!(
+            e.contains("the saved plan's ip.batch output renders `rule add priority 5 from all lookup main`: a rule without `protocol dwprov`"),
+            "{e}"
+        );
+        let mut a = r.artefacts.clone();
+        a.get_mut("/etc/iproute2/rt_tables.d/dwprov.conf")
+            .unwrap()
+            .push_str("254 mine\n");
+        assert!(desired_from_artefacts(&a).is_err());
     }
 
     #[test]

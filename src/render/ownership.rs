@@ -39,10 +39,11 @@ const SOURCES: &[(&str, &str)] = &[
     (crate::boot::IPTABLES_RULES, "boot/iptables.rules"),
 ];
 
-/// Check every artefact rendered for `gw`. `source` gives a template's text
-/// (to locate the offending line).
+/// Check every artefact rendered for `gw` (None: a saved plan, whose
+/// rt_tables entries can only be checked for reserved ids and names).
+/// `source` gives a template's text (to locate the offending line).
 pub fn check<'a>(
-    gw: &Gateway,
+    gw: Option<&Gateway>,
     artefacts: &BTreeMap<String, String>,
     desired: &State,
     source: impl Fn(&str) -> Option<&'a str>,
@@ -256,8 +257,9 @@ fn sysctl(text: &str) -> Option<(&str, String)> {
     None
 }
 
-/// The first rt_tables entry that is not one of the gateway's lines.
-fn rt_tables<'t>(text: &'t str, gw: &Gateway) -> Option<(&'t str, String)> {
+/// The first rt_tables entry that is not one of the gateway's lines (without
+/// the gateway: one taking a reserved id or name).
+fn rt_tables<'t>(text: &'t str, gw: Option<&Gateway>) -> Option<(&'t str, String)> {
     for line in text.lines() {
         let t = line.trim();
         if t.is_empty() || t.starts_with('#') {
@@ -265,10 +267,16 @@ fn rt_tables<'t>(text: &'t str, gw: &Gateway) -> Option<(&'t str, String)> {
         }
         let mut parts = t.split_whitespace();
         let (id, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let ok = gw
-            .lines
-            .iter()
-            .any(|l| l.name == name && l.table.to_string() == id);
+        let ok = match gw {
+            Some(gw) => gw
+                .lines
+                .iter()
+                .any(|l| l.name == name && l.table.to_string() == id),
+            None => {
+                !crate::inventory::names::RESERVED_TABLE_NAMES.contains(&name)
+                    && id.parse::<u32>().is_ok_and(|i| !matches!(i, 0 | 253..=255))
+            }
+        };
         if !ok {
             return Some((
                 line,
