@@ -248,7 +248,7 @@ pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .map(|(_, c)| c)
 }
 
-/// "unknown key `x` in <what>" with a "did you mean" / list of valid keys.
+/// "unknown key `x` in `what`" with a "did you mean" / list of valid keys.
 pub fn unknown_key_error(key: &str, location: &Location, allowed: &[&str], what: &str) -> Error {
     let valid = allowed
         .iter()

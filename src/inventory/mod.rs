@@ -11,6 +11,11 @@
 //! vars (connection keys and gateway keys, with "did you mean") and the
 //! connection settings. The gateway intent itself is checked by
 //! [`crate::model::build`], which needs only the [`Host`].
+//!
+//! Files the user names are read by [`read_text`]: regular files only, with a
+//! size cap, UTF-8 with the first bad byte located. Walking and merging are
+//! linear in the inventory's size (indexed names and keys, vars borrowed and
+//! copied once per host): a 50 MB inventory is input, not an attack.
 use crate::error::{Error, Location, Result};
 use crate::transport::{Connection, Jump, SshTarget};
 use crate::yaml::{self, Node};
