@@ -7,17 +7,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A place in a file the user wrote (inventory, routes file, template).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Location {
-    pub file: PathBuf,
+    /// Shared: every YAML node carries a location, and a PathBuf each cost
+    /// an allocation per value of a 50 MB inventory.
+    #[serde(serialize_with = "path_str")]
+    pub file: std::sync::Arc<std::path::Path>,
     pub line: usize,
     pub column: usize,
+}
+
+fn path_str<S: serde::Serializer>(
+    p: &std::sync::Arc<std::path::Path>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(&p.display())
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.column > 0 {
-            write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+            write!(f, "{}:{}:{}", file_name(&self.file), self.line, self.column)
         } else {
-            write!(f, "{}:{}", self.file.display(), self.line)
+            write!(f, "{}:{}", file_name(&self.file), self.line)
         }
     }
 }
@@ -50,27 +60,27 @@ impl fmt::Display for TransportKind {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad user input at a known place: inventory, routes file.
-    #[error("{location}: {message}{}", hint_suffix(.hint))]
+    #[error("{location}: {}{}", controls(.message), hint_suffix(.hint))]
     Input {
         location: Location,
         message: String,
         hint: Option<String>,
     },
     /// Bad user input without a better place than a file (or none at all).
-    #[error("{message}{}", hint_suffix(.hint))]
+    #[error("{}{}", controls_but_newlines(.message), hint_suffix(.hint))]
     Invalid {
         message: String,
         hint: Option<String>,
     },
     /// A template failed to parse or render.
-    #[error("template {name}{}: {message}", .line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    #[error("template {name}{}: {}", .line.map(|l| format!(" line {l}")).unwrap_or_default(), controls(.message))]
     Template {
         name: String,
         line: Option<usize>,
         message: String,
     },
     /// Text from a host (or a rendered artefact) that a parser could not read.
-    #[error("{what}, line {line}: {message}")]
+    #[error("{what}, line {line}: {}", controls(.message))]
     Parse {
         what: String,
         line: usize,
@@ -123,9 +133,24 @@ pub enum Error {
     },
 }
 
+/// User text in messages is escaped when shown (see `crate::escape`): a
+/// safety net for values a call site did not pass through `escape::value`.
+fn controls(s: &str) -> String {
+    crate::escape::controls(s)
+}
+
+/// For messages that list problems on their own lines (`\n  - `).
+fn controls_but_newlines(s: &str) -> String {
+    s.split('\n').map(controls).collect::<Vec<_>>().join("\n")
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    crate::escape::controls(&p.display().to_string())
+}
+
 fn hint_suffix(hint: &Option<String>) -> String {
     match hint {
-        Some(h) => format!("\n  hint: {h}"),
+        Some(h) => format!("\n  hint: {}", controls(h)),
         None => String::new(),
     }
 }

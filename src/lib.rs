@@ -10,6 +10,7 @@ pub mod cli;
 pub mod converge;
 pub mod diff;
 pub mod error;
+pub mod escape;
 pub mod fleet;
 pub mod gather;
 pub mod inventory;

@@ -58,7 +58,8 @@ pub struct Entry {
 impl Node {
     /// Parse one YAML document. `file` only labels locations.
     pub fn parse(text: &str, file: impl AsRef<Path>) -> Result<Node> {
-        let file = file.as_ref();
+        let shared: std::sync::Arc<Path> = file.as_ref().into();
+        let file = &shared;
         let mut b = Builder {
             file,
             stack: Vec::new(),
@@ -87,16 +88,18 @@ impl Node {
         Ok(b.root.unwrap_or_else(|| Node {
             value: Value::Null,
             location: Location {
-                file: file.to_path_buf(),
+                file: file.clone(),
                 line: 1,
                 column: 1,
             },
         }))
     }
 
-    /// Read and parse a YAML file.
+    /// Read and parse a YAML file (a regular file of at most
+    /// [`crate::inventory::MAX_INVENTORY_BYTES`]).
     pub fn load(path: &Path) -> Result<Node> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text =
+            crate::inventory::read_text(path, crate::inventory::MAX_INVENTORY_BYTES, "YAML file")?;
         Node::parse(&text, path)
     }
 
@@ -224,7 +227,7 @@ impl fmt::Display for Node {
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
             Value::Float(x) => write!(f, "{x}"),
-            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Str(s) => write!(f, "\"{}\"", crate::escape::value(s)),
             Value::Seq(_) => f.write_str("a list"),
             Value::Map(_) => f.write_str("a map"),
         }
@@ -233,6 +236,10 @@ impl fmt::Display for Node {
 
 /// The closest candidate to `word` if it is close enough to be a likely typo.
 pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    // Jaro-Winkler is quadratic in the word's length: a huge key is no typo.
+    if word.len() > 64 {
+        return None;
+    }
     candidates
         .iter()
         .map(|c| (strsim::jaro_winkler(word, c), *c))
@@ -241,7 +248,7 @@ pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .map(|(_, c)| c)
 }
 
-/// "unknown key `x` in <what>" with a "did you mean" / list of valid keys.
+/// "unknown key `x` in `what`" with a "did you mean" / list of valid keys.
 pub fn unknown_key_error(key: &str, location: &Location, allowed: &[&str], what: &str) -> Error {
     let valid = allowed
         .iter()
@@ -254,7 +261,7 @@ pub fn unknown_key_error(key: &str, location: &Location, allowed: &[&str], what:
     };
     Error::Input {
         location: location.clone(),
-        message: format!("unknown key `{key}` in {what}"),
+        message: format!("unknown key `{}` in {what}", crate::escape::value(key)),
         hint: Some(hint),
     }
 }
@@ -264,27 +271,51 @@ pub fn unknown_key_error(key: &str, location: &Location, allowed: &[&str], what:
 /// written at; a merged map takes `over`'s location. Keys keep `base`'s order,
 /// new keys follow in `over`'s order.
 pub fn merge(base: Node, over: Node) -> Node {
-    match (base.value, over.value) {
+    merge_ref(base, &over)
+}
+
+/// [`merge`] from a borrowed `over`: only what ends up in the result is
+/// copied (the inventory merges the same group vars into many hosts).
+/// Linear in the sizes of both maps, however many keys they hold.
+pub fn merge_ref(base: Node, over: &Node) -> Node {
+    match (base.value, &over.value) {
         (Value::Map(mut b), Value::Map(o)) => {
+            if b.is_empty() {
+                return over.clone();
+            }
+            let mut at: HashMap<String, usize> = if b.len() * o.len() > 256 {
+                b.iter()
+                    .enumerate()
+                    .map(|(i, e)| (e.key.clone(), i))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
             for oe in o {
-                if let Some(be) = b.iter_mut().find(|be| be.key == oe.key) {
+                let found = if at.is_empty() {
+                    b.iter().position(|be| be.key == oe.key)
+                } else {
+                    at.get(&oe.key).copied()
+                };
+                if let Some(i) = found {
+                    let be = &mut b[i];
                     let old =
                         std::mem::replace(&mut be.value, Node::empty_map(oe.key_location.clone()));
-                    be.value = merge(old, oe.value);
-                    be.key_location = oe.key_location;
+                    be.value = merge_ref(old, &oe.value);
+                    be.key_location = oe.key_location.clone();
                 } else {
-                    b.push(oe);
+                    if !at.is_empty() {
+                        at.insert(oe.key.clone(), b.len());
+                    }
+                    b.push(oe.clone());
                 }
             }
             Node {
                 value: Value::Map(b),
-                location: over.location,
+                location: over.location.clone(),
             }
         }
-        (_, ov) => Node {
-            value: ov,
-            location: over.location,
-        },
+        _ => over.clone(),
     }
 }
 
@@ -399,9 +430,9 @@ fn is_float(s: &str) -> bool {
 // ---------------------------------------------------------------------------
 // Event receiver building the tree
 
-fn loc(file: &Path, m: &Marker) -> Location {
+fn loc(file: &std::sync::Arc<Path>, m: &Marker) -> Location {
     Location {
-        file: file.to_path_buf(),
+        file: file.clone(),
         line: m.line(),
         column: m.col() + 1,
     }
@@ -419,11 +450,17 @@ enum Frame {
         anchor: usize,
         entries: Vec<Entry>,
         key: Option<(String, Location)>,
+        /// Key → entry index, once the map is big enough that a linear
+        /// duplicate check would make parsing quadratic.
+        keys: Option<HashMap<String, usize>>,
     },
 }
 
+/// Maps with at least this many entries index their keys.
+const INDEX_KEYS_FROM: usize = 16;
+
 struct Builder<'a> {
-    file: &'a Path,
+    file: &'a std::sync::Arc<Path>,
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
@@ -493,14 +530,32 @@ impl Builder<'_> {
             key,
             location: mloc,
             index,
+            keys,
             ..
         }) = self.stack.last_mut()
         else {
             unreachable!("key outside a map")
         };
-        if let Some(first) = entries.iter().find(|e| e.key == text) {
-            let hint = format!("`{text}` is first set at line {}", first.key_location.line);
-            return self.fail(location, format!("duplicate key `{text}`"), Some(&hint));
+        if keys.is_none() && entries.len() >= INDEX_KEYS_FROM {
+            *keys = Some(
+                entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (e.key.clone(), i))
+                    .collect(),
+            );
+        }
+        let first = match keys {
+            Some(k) => k.get(&text).map(|&i| &entries[i]),
+            None => entries.iter().find(|e| e.key == text),
+        };
+        if let Some(first) = first {
+            let shown = crate::escape::value(&text);
+            let hint = format!("`{shown}` is first set at line {}", first.key_location.line);
+            return self.fail(location, format!("duplicate key `{shown}`"), Some(&hint));
+        }
+        if let Some(k) = keys {
+            k.insert(text.clone(), entries.len());
         }
         // A block map's start event is marked after its first key: use the key.
         if entries.is_empty() && (location.line, location.column) < (mloc.line, mloc.column) {
@@ -559,7 +614,10 @@ impl MarkedEventReceiver for Builder<'_> {
                     Some(t) => {
                         return self.fail(
                             here,
-                            format!("YAML tag `{}{}` is not supported", t.handle, t.suffix),
+                            format!(
+                                "YAML tag `{}` is not supported",
+                                crate::escape::value(&format!("{}{}", t.handle, t.suffix))
+                            ),
                             Some("remove the tag; quote the value to make it a string"),
                         )
                     }
@@ -590,7 +648,10 @@ impl MarkedEventReceiver for Builder<'_> {
                 let t = tag.unwrap();
                 self.fail(
                     here,
-                    format!("YAML tag `{}{}` is not supported", t.handle, t.suffix),
+                    format!(
+                        "YAML tag `{}` is not supported",
+                        crate::escape::value(&format!("{}{}", t.handle, t.suffix))
+                    ),
                     Some("remove the tag"),
                 )
             }
@@ -621,6 +682,7 @@ impl MarkedEventReceiver for Builder<'_> {
                     anchor,
                     entries: Vec::new(),
                     key: None,
+                    keys: None,
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
@@ -704,7 +766,7 @@ impl serde::de::Error for DeError {
         };
         DeError {
             location: None,
-            message: format!("unknown key `{field}`"),
+            message: format!("unknown key `{}`", crate::escape::value(field)),
             hint: Some(hint),
         }
     }
@@ -717,7 +779,7 @@ impl serde::de::Error for DeError {
             .join(", ");
         DeError {
             location: None,
-            message: format!("unknown value `{variant}`"),
+            message: format!("unknown value `{}`", crate::escape::value(variant)),
             hint: Some(format!("valid values: {valid}")),
         }
     }
@@ -919,7 +981,6 @@ impl<'de> serde::Deserializer<'de> for &'de Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn p(s: &str) -> Node {
         Node::parse(s, "t.yaml").unwrap()
@@ -950,7 +1011,7 @@ mod tests {
         let gw1 = n.get_path(&["all", "hosts", "gw1"]).unwrap();
         assert!(gw1.is_null());
         assert_eq!((gw1.location.line, gw1.location.column), (5, 5));
-        assert_eq!(gw1.location.file, PathBuf::from("t.yaml"));
+        assert_eq!(&*gw1.location.file, Path::new("t.yaml"));
     }
 
     #[test]
@@ -1044,16 +1105,16 @@ mod tests {
         let m = merge(base, over);
         let ssh = m.get("ssh").unwrap();
         assert_eq!(
-            ssh.get("user").unwrap().location.file,
-            PathBuf::from("t.yaml")
+            &*ssh.get("user").unwrap().location.file,
+            Path::new("t.yaml")
         );
         let port = ssh.get("port").unwrap();
         assert_eq!(port.as_i64(), Some(2222));
-        assert_eq!(port.location.file, PathBuf::from("o.yaml"));
+        assert_eq!(&*port.location.file, Path::new("o.yaml"));
         assert_eq!(m.get("method").unwrap().as_str(), Some("policy"));
         let list = m.get("list").unwrap().as_seq().unwrap();
         assert_eq!(list.len(), 1);
-        assert_eq!(list[0].location.file, PathBuf::from("o.yaml"));
+        assert_eq!(&*list[0].location.file, Path::new("o.yaml"));
         let keys: Vec<_> = m.as_map().unwrap().iter().map(|e| e.key.as_str()).collect();
         assert_eq!(keys, ["ssh", "method", "list", "extra"]);
     }

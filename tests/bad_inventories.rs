@@ -161,25 +161,111 @@ const CASES: &[Case] = &[
     case("bad ssh user", &[("      method:", "      ssh: {user: Root}\n      method:")], "`Root` is not a valid user name", 5, 19),
     case("bad ssh port", &[("      method:", "      ssh: {port: 0}\n      method:")], "`ssh.port` is 0, out of range", 5, 19),
     case("unknown connection", &[("      method:", "      connection: telnet\n      method:")], "unknown connection `telnet`\n  hint: valid connections: ssh, local", 5, 19),
+    // --- accepted but wrong (issue 17)
+    case("listed default route", &[("[100.65.0.0/16]", "[0.0.0.0/0]")], "`0.0.0.0/0` in the routes of line `cnc` is the default route", 22, 20),
+    case("listed lan subnet", &[("[100.65.0.0/16]", "[192.168.0.0/24]")], "is the LAN subnet on eth0, which is reached directly", 22, 20),
+    case("listed line subnet", &[("[100.65.0.0/16]", "[198.51.100.0/24]")], "is the subnet of line `ctc`", 22, 20),
+    case("leading zeros in a line address", &[("198.51.100.2/24", "198.051.100.002/24")], "`198.051.100.002` has leading zeros, which are ambiguous (inet_aton reads `010` as octal 8); write `198.51.100.2`", 13, 20),
+    case("leading zero in a gateway", &[("gateway: 198.51.100.1", "gateway: 198.51.100.01")], "`gateway`: `198.51.100.01` has leading zeros", 14, 20),
+    case("leading zeros in an inline route", &[("[100.65.0.0/16]", "[100.065.0.0/16]")], "`100.065.0.0` has leading zeros", 22, 20),
+    case("leading zero in a prefix length", &[("[100.65.0.0/16]", "[100.0.0.0/08]")], "prefix length `08` has a leading zero; write `/8`", 22, 20),
+    case("leading zeros in a forward target", &[("to: 192.168.0.100}", "to: 192.168.0.0100}")], "`to`: `192.168.0.0100` is not an IPv4 address", 25, 38),
+    case("leading zeros in a policy source", &[("{from: 192.168.0.50/32,", "{from: 192.168.000.50/32,")], "`192.168.000.50` has leading zeros", 27, 18),
+    case("leading zeros in the ssh address", &[("address: 10.9.0.2", "address: 010.9.0.2")], "`010.9.0.2` has leading zeros", 4, 16),
+    case("interface all", &[("interface: eth1", "interface: all")], "`all` is not a valid interface name: net/ipv4/conf/all sets every interface", 12, 22),
+    case("interface default", &[("{interface: eth0,", "{interface: default,")], "`default` is not a valid interface name", 7, 23),
+    case("escape sequence in a value", &[("method: fwmark", "method: \"fw\\e[2J\\0mark\\n\"")], "unknown method `fw\\x1b[2J\\0mark\\n`", 5, 15),
+    whole("group cycle", "all:\n  children:\n    a:\n      children:\n        b:\n    b:\n      children:\n        c:\n    c:\n      children:\n        a:\n      hosts:\n        h: {address: 10.0.0.1}\n", "group cycle: a → b → c → a\n  hint: a group cannot contain itself; remove `a` from the `children:` of `c`", 11, 9),
+    whole("all is null", "all: null\n", "the inventory has no hosts", 1, 1),
+    whole("all without hosts", "all:\n  children:\n    empty:\n", "the inventory has no hosts", 1, 1),
 ];
 
+/// A case with `isp/r.txt` (holding `$body`) as the cnc line's routes file.
+macro_rules! file_case {
+    ($name:expr, $body:expr, $expect:expr, $line:expr, $column:expr) => {
+        Case {
+            name: $name,
+            edits: &[(
+                "routes: [100.65.0.0/16]",
+                "routes: [100.65.0.0/16]\n          routes_file: isp/r.txt",
+            )],
+            text: None,
+            files: &[("isp/r.txt", $body)],
+            expect: $expect,
+            line: $line,
+            column: $column,
+            in_file: "r.txt",
+        }
+    };
+}
+
 /// Cases that need a routes file beside the inventory.
-const FILE_CASES: &[Case] = &[Case {
-    name: "routes file with host bits",
-    edits: &[(
-        "routes: [100.65.0.0/16]",
-        "routes: [100.65.0.0/16]\n          routes_file: isp/r.txt",
-    )],
-    text: None,
-    files: &[(
-        "isp/r.txt",
-        "# unicom\n1.0.1.0/24\n\n  1.2.3.4/16   # oops\n",
-    )],
-    expect: "`1.2.3.4/16` has host bits set; the network is 1.2.0.0/16",
-    line: 4,
-    column: 3,
-    in_file: "r.txt",
-}];
+const FILE_CASES: &[Case] = &[
+    file_case!(
+        "routes file that is not one",
+        "root:$y$j9T$notarealhash:19000:0:99999:7:::\n",
+        "expected an IPv4 prefix (a.b.c.d/len), found `r` (the line starts `root:$y$… (43 bytes)`)",
+        1,
+        1
+    ),
+    file_case!(
+        "routes file with leading zeros",
+        "1.0.1.0/24\n001.2.0.0/16\n",
+        "`001.2.0.0` has leading zeros",
+        2,
+        1
+    ),
+    file_case!(
+        "routes file listing the default route",
+        "1.0.1.0/24\n  0.0.0.0/0\n",
+        "is the default route",
+        2,
+        3
+    ),
+    file_case!(
+        "routes file listing the LAN",
+        "1.0.1.0/24\n192.168.0.0/24\n",
+        "is the LAN subnet on eth0",
+        2,
+        1
+    ),
+    file_case!(
+        "routes file with a control character",
+        "1.0.1.0/24\n1.2.\u{1b}[2J\n",
+        "found `\\x1b`",
+        2,
+        5
+    ),
+    Case {
+        name: "routes file is a directory",
+        edits: &[(
+            "routes: [100.65.0.0/16]",
+            "routes: [100.65.0.0/16]\n          routes_file: isp",
+        )],
+        text: None,
+        files: &[("isp/r.txt", "1.0.1.0/24\n")],
+        expect: "routes file `",
+        line: 23,
+        column: 24,
+        in_file: "inv.yaml",
+    },
+    Case {
+        name: "routes file with host bits",
+        edits: &[(
+            "routes: [100.65.0.0/16]",
+            "routes: [100.65.0.0/16]\n          routes_file: isp/r.txt",
+        )],
+        text: None,
+        files: &[(
+            "isp/r.txt",
+            "# unicom\n1.0.1.0/24\n\n  1.2.3.4/16   # oops\n",
+        )],
+        expect: "`1.2.3.4/16` has host bits set; the network is 1.2.0.0/16",
+        line: 4,
+        column: 3,
+        in_file: "r.txt",
+    },
+];
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("dwprov-inv-{}-{tag}", std::process::id()));

@@ -11,6 +11,11 @@
 //! vars (connection keys and gateway keys, with "did you mean") and the
 //! connection settings. The gateway intent itself is checked by
 //! [`crate::model::build`], which needs only the [`Host`].
+//!
+//! Files the user names are read by [`read_text`]: regular files only, with a
+//! size cap, UTF-8 with the first bad byte located. Walking and merging are
+//! linear in the inventory's size (indexed names and keys, vars borrowed and
+//! copied once per host): a 50 MB inventory is input, not an attack.
 use crate::error::{Error, Location, Result};
 use crate::transport::{Connection, Jump, SshTarget};
 use crate::yaml::{self, Node};
@@ -109,10 +114,95 @@ fn parent_dir(file: &Path) -> &Path {
     }
 }
 
+/// Largest inventory file read (a 16,000-prefix list inline is ~0.3 MiB).
+pub const MAX_INVENTORY_BYTES: u64 = 64 << 20;
+/// Largest routes file read (the biggest real lists are ~2 MiB).
+pub const MAX_ROUTES_BYTES: u64 = 256 << 20;
+
+/// Read a file the user named: a regular file only (a FIFO would block, a
+/// device like /dev/zero never ends), at most `limit` bytes, UTF-8 text (the
+/// first bad byte is located). `what` names the file in messages
+/// ("inventory", "routes file"). Open failures are [`Error::Io`]; a wrong
+/// kind of file or a file too big is [`Error::Invalid`]; bad UTF-8 is
+/// [`Error::Input`] at the byte.
+pub fn read_text(path: &Path, limit: u64, what: &str) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let shown = crate::escape::value(&path.display().to_string());
+    // O_NONBLOCK: opening a FIFO must not wait for a writer before we can
+    // see what it is; it changes nothing for a regular file.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(Error::Invalid {
+            message: format!("{what} `{shown}` is {kind}, not a regular file"),
+            hint: Some(
+                "point at a regular file; to use generated content, write it to a file first"
+                    .into(),
+            ),
+        });
+    }
+    let too_big = |size: u64| Error::Invalid {
+        message: format!(
+            "{what} `{shown}` is {} MiB, more than the limit of {} MiB",
+            size.div_ceil(1 << 20),
+            limit >> 20
+        ),
+        hint: Some(format!(
+            "the {what} may be at most {limit} bytes; is this the right file?"
+        )),
+    };
+    if meta.len() > limit {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let text = std::str::from_utf8(&bytes[..good]).expect("valid up to here");
+        let line_start = text.rfind('\n').map_or(0, |i| i + 1);
+        Error::Input {
+            location: Location {
+                file: path.into(),
+                line: text.matches('\n').count() + 1,
+                column: text[line_start..].chars().count() + 1,
+            },
+            message: format!("not UTF-8 text: byte {:#04x}", bytes[good]),
+            hint: Some(format!(
+                "the {what} must be UTF-8 text; is this the right file?"
+            )),
+        }
+    })
+}
+
 /// Read, parse and check an inventory file. Errors of several hosts are
 /// reported together ([`Error::Multiple`]).
 pub fn load(path: &Path) -> Result<Inventory> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = read_text(path, MAX_INVENTORY_BYTES, "inventory")?;
     parse(&text, path)
 }
 
@@ -133,7 +223,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
         if e.key != "all" {
             return Err(Error::Input {
                 location: e.key_location.clone(),
-                message: format!("unknown top-level key `{}`", e.key),
+                message: format!("unknown top-level key `{}`", crate::escape::value(&e.key)),
                 hint: Some(
                     "the inventory has one top-level key, `all:`; put groups under `all.children`"
                         .into(),
@@ -150,6 +240,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
 
     let mut w = Walk::default();
     w.group("all", &all.value, &all.key_location, 0, &mut Vec::new())?;
+    w.check_cycles()?;
+    if w.hosts.is_empty() {
+        return Err(Error::Input {
+            location: all.key_location.clone(),
+            message: "the inventory has no hosts".into(),
+            hint: Some(
+                "list hosts under `all: {hosts: {gw1: {address: ...}}}` or under a group's `hosts:`"
+                    .into(),
+            ),
+        });
+    }
 
     let mut hosts = Vec::new();
     let mut errors = Vec::new();
@@ -187,27 +288,39 @@ pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
     })
 }
 
+/// A `children:` entry: (parent, child, where the child is named).
+type Edge = (String, String, Location);
+
 #[derive(Default)]
-struct Walk {
+struct Walk<'a> {
     /// Groups in order of first appearance.
-    groups: Vec<GroupInfo>,
+    groups: Vec<GroupInfo<'a>>,
     /// Hosts in order of first appearance.
-    hosts: Vec<HostInfo>,
+    hosts: Vec<HostInfo<'a>>,
+    /// Every `children:` entry: (parent, child, where the child is named).
+    /// A group written in two places can make a cycle the nesting of one
+    /// place cannot show (`a: {children: {b:}}` and `b: {children: {a:}}`).
+    edges: Vec<Edge>,
+    /// Name → index in `groups` / `hosts` (a big inventory must not make
+    /// the walk quadratic).
+    group_at: std::collections::HashMap<String, usize>,
+    host_at: std::collections::HashMap<String, usize>,
 }
 
-struct GroupInfo {
+struct GroupInfo<'a> {
     name: String,
     /// Deepest nesting level the group appears at ("all" is 0).
     depth: usize,
-    /// Vars of each place the group is written, in file order.
-    vars: Vec<Node>,
+    /// Vars of each place the group is written, in file order (borrowed:
+    /// copied once, into each host's merged vars).
+    vars: Vec<&'a Node>,
 }
 
-struct HostInfo {
+struct HostInfo<'a> {
     name: String,
     location: Location,
     /// Vars of each place the host is listed, in file order.
-    vars: Vec<Node>,
+    vars: Vec<&'a Node>,
     /// Every group the host is in, transitively (including "all").
     groups: Vec<String>,
 }
@@ -222,11 +335,11 @@ fn null_or<'a>(n: &'a Node, what: &str) -> Result<Option<&'a [yaml::Entry]>> {
     }
 }
 
-impl Walk {
+impl<'a> Walk<'a> {
     fn group(
         &mut self,
         name: &str,
-        node: &Node,
+        node: &'a Node,
         name_loc: &Location,
         depth: usize,
         chain: &mut Vec<String>,
@@ -253,21 +366,23 @@ impl Walk {
                 return Err(err);
             }
         }
-        let gi = match self.groups.iter().position(|g| g.name == name) {
-            Some(i) => i,
+        let gi = match self.group_at.get(name) {
+            Some(&i) => i,
             None => {
                 self.groups.push(GroupInfo {
                     name: name.to_string(),
                     depth,
                     vars: Vec::new(),
                 });
+                self.group_at
+                    .insert(name.to_string(), self.groups.len() - 1);
                 self.groups.len() - 1
             }
         };
         self.groups[gi].depth = self.groups[gi].depth.max(depth);
         if let Some(vars) = node.get("vars") {
             if null_or(vars, &format!("`vars` of {what}"))?.is_some() {
-                self.groups[gi].vars.push(vars.clone());
+                self.groups[gi].vars.push(vars);
             }
         }
         if let Some(hosts) = node.get("hosts") {
@@ -278,9 +393,10 @@ impl Walk {
                     hint: None,
                 })?;
                 null_or(&h.value, &format!("vars of host `{}`", h.key))?;
-                let i = match self.hosts.iter().position(|x| x.name == h.key) {
-                    Some(i) => i,
+                let i = match self.host_at.get(&h.key) {
+                    Some(&i) => i,
                     None => {
+                        self.host_at.insert(h.key.clone(), self.hosts.len());
                         self.hosts.push(HostInfo {
                             name: h.key.clone(),
                             location: h.key_location.clone(),
@@ -292,7 +408,7 @@ impl Walk {
                 };
                 let info = &mut self.hosts[i];
                 if !h.value.is_null() {
-                    info.vars.push(h.value.clone());
+                    info.vars.push(&h.value);
                 }
                 for g in chain.iter() {
                     if !info.groups.contains(g) {
@@ -315,6 +431,8 @@ impl Walk {
                         hint: Some("every host is already in `all`".into()),
                     });
                 }
+                self.edges
+                    .push((name.to_string(), c.key.clone(), c.key_location.clone()));
                 self.group(&c.key, &c.value, &c.key_location, depth + 1, chain)?;
             }
         }
@@ -322,7 +440,61 @@ impl Walk {
         Ok(())
     }
 
-    fn host(&self, h: &HostInfo, file: &Path) -> Result<Host> {
+    /// Fail on a cycle of `children:` entries, naming its path and located
+    /// at the entry that closes it.
+    fn check_cycles(&self) -> Result<()> {
+        let mut index: BTreeMap<&str, Vec<&Edge>> = BTreeMap::new();
+        for e in &self.edges {
+            index.entry(e.0.as_str()).or_default().push(e);
+        }
+        // Reversed: `pop` then visits children in file order.
+        let children = |g: &str| {
+            let mut v = index.get(g).cloned().unwrap_or_default();
+            v.reverse();
+            v
+        };
+        // Iterative DFS (colours: 0 new, 1 on the path, 2 done) keeps the
+        // stack bounded whatever the inventory.
+        let mut colour: BTreeMap<&str, u8> = BTreeMap::new();
+        for start in self.groups.iter().map(|g| g.name.as_str()) {
+            if colour.get(start).copied().unwrap_or(0) != 0 {
+                continue;
+            }
+            let mut path: Vec<(&str, Vec<&Edge>)> = vec![(start, children(start))];
+            colour.insert(start, 1);
+            while let Some((_, todo)) = path.last_mut() {
+                let Some(edge) = todo.pop() else {
+                    let (done, _) = path.pop().expect("non-empty");
+                    colour.insert(done, 2);
+                    continue;
+                };
+                let child = edge.1.as_str();
+                match colour.get(child).copied().unwrap_or(0) {
+                    0 => {
+                        colour.insert(child, 1);
+                        path.push((child, children(child)));
+                    }
+                    1 => {
+                        let from = path.iter().position(|(g, _)| *g == child).unwrap_or(0);
+                        let mut names: Vec<&str> = path[from..].iter().map(|(g, _)| *g).collect();
+                        names.push(child);
+                        return Err(Error::Input {
+                            location: edge.2.clone(),
+                            message: format!("group cycle: {}", names.join(" → ")),
+                            hint: Some(format!(
+                                "a group cannot contain itself; remove `{child}` from the `children:` of `{}`",
+                                edge.0
+                            )),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn host(&self, h: &HostInfo<'a>, file: &Path) -> Result<Host> {
         // Groups by depth (outer first), ties in order of first appearance.
         let mut groups: Vec<&GroupInfo> = self
             .groups
@@ -333,11 +505,11 @@ impl Walk {
         let mut vars = Node::empty_map(h.location.clone());
         for g in &groups {
             for v in &g.vars {
-                vars = yaml::merge(vars, v.clone());
+                vars = yaml::merge_ref(vars, v);
             }
         }
         for v in &h.vars {
-            vars = yaml::merge(vars, v.clone());
+            vars = yaml::merge_ref(vars, v);
         }
         // The merged map is the host's; point it at the host's name.
         vars.location = h.location.clone();
@@ -398,7 +570,7 @@ fn connection(host: &str, host_loc: &Location, vars: &Node, base: &Path) -> Resu
             let s = get_str(n, "connection")?;
             if s != "ssh" && s != "local" {
                 return Err(n.error(
-                    format!("unknown connection `{s}`"),
+                    format!("unknown connection `{}`", crate::escape::value(s)),
                     Some("valid connections: ssh, local".into()),
                 ));
             }
@@ -508,6 +680,12 @@ fn jump_spec(s: &str) -> std::result::Result<(), String> {
     if s == "none" {
         return Ok(());
     }
+    if s.len() > 1024 {
+        return Err(format!(
+            "`{}` is too long for a jump host list",
+            crate::escape::value(s)
+        ));
+    }
     for hop in crate::transport::ssh::config::parse_jump_list(s)? {
         if let Some(u) = &hop.user {
             names::user(u)?;
@@ -589,7 +767,10 @@ pub fn expand_path(s: &str, base: &Path) -> std::result::Result<PathBuf, String>
         return Ok(PathBuf::from(home).join(rest));
     }
     if s.starts_with('~') {
-        return Err(format!("`{s}`: only `~/` (your own home) is supported"));
+        return Err(format!(
+            "`{}`: only `~/` (your own home) is supported",
+            crate::escape::value(s)
+        ));
     }
     let p = Path::new(s);
     Ok(if p.is_absolute() {

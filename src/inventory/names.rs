@@ -6,23 +6,31 @@
 /// Linux interface name: 1–15 bytes, not `.`/`..`, no `/`, `:` or whitespace;
 /// dwprov further limits it to `[A-Za-z0-9_.-]`, not starting with `-`.
 pub fn interface(s: &str) -> Result<(), String> {
+    let v = crate::escape::value(s);
     if s.is_empty() || s.len() > 15 {
         return Err(format!(
-            "interface name `{s}` must be 1 to 15 characters long"
+            "interface name `{v}` must be 1 to 15 characters long"
         ));
     }
     if s == "." || s == ".." {
-        return Err(format!("`{s}` is not a valid interface name"));
+        return Err(format!("`{v}` is not a valid interface name"));
+    }
+    // The kernel's names for "every interface" and "new interfaces" in
+    // net/ipv4/conf/: a sysctl for them would change every interface.
+    if s == "all" || s == "default" {
+        return Err(format!(
+            "`{v}` is not a valid interface name: net/ipv4/conf/{v} sets every interface"
+        ));
     }
     if s.starts_with('-') {
-        return Err(format!("interface name `{s}` must not start with `-`"));
+        return Err(format!("interface name `{v}` must not start with `-`"));
     }
     if let Some(c) = s
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
         return Err(format!(
-            "interface name `{s}` contains {c:?}; use letters, digits, `_`, `.`, `-`"
+            "interface name `{v}` contains {c:?}; use letters, digits, `_`, `.`, `-`"
         ));
     }
     Ok(())
@@ -33,6 +41,7 @@ pub const RESERVED_TABLE_NAMES: &[&str] = &["main", "local", "default", "unspec"
 
 /// rt_tables name: `[A-Za-z][A-Za-z0-9_-]{0,30}`, not a reserved name.
 pub fn table_name(s: &str) -> Result<(), String> {
+    let v = crate::escape::value(s);
     let mut chars = s.chars();
     let ok = match chars.next() {
         Some(c) if c.is_ascii_alphabetic() => {
@@ -42,12 +51,12 @@ pub fn table_name(s: &str) -> Result<(), String> {
     };
     if !ok {
         return Err(format!(
-            "line name `{s}` is not a valid routing table name (a letter, then up to 30 letters, digits, `_` or `-`)"
+            "line name `{v}` is not a valid routing table name (a letter, then up to 30 letters, digits, `_` or `-`)"
         ));
     }
     if RESERVED_TABLE_NAMES.contains(&s) {
         return Err(format!(
-            "line name `{s}` is reserved by iproute2 (main, local, default, unspec)"
+            "line name `{v}` is reserved by iproute2 (main, local, default, unspec)"
         ));
     }
     Ok(())
@@ -55,6 +64,7 @@ pub fn table_name(s: &str) -> Result<(), String> {
 
 /// Unix user name: `[a-z_][a-z0-9_-]*`, at most 32 characters.
 pub fn user(s: &str) -> Result<(), String> {
+    let v = crate::escape::value(s);
     let mut chars = s.chars();
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
@@ -63,13 +73,14 @@ pub fn user(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{s}` is not a valid user name (a lowercase letter or `_`, then lowercase letters, digits, `_`, `-`)"
+            "`{v}` is not a valid user name (a lowercase letter or `_`, then lowercase letters, digits, `_`, `-`)"
         ))
     }
 }
 
 /// Inventory host and group names: `[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most 64.
 pub fn inventory_name(s: &str) -> Result<(), String> {
+    let v = crate::escape::value(s);
     let mut chars = s.chars();
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
@@ -77,16 +88,17 @@ pub fn inventory_name(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("`{s}` is not a valid name (letters, digits, `_`, `.`, `-`; not starting with `.` or `-`)"))
+        Err(format!("`{v}` is not a valid name (letters, digits, `_`, `.`, `-`; not starting with `.` or `-`)"))
     }
 }
 
 /// An address to connect to: an IPv4/IPv6 address or a DNS name.
 pub fn host_address(s: &str) -> Result<(), String> {
+    let v = crate::escape::value(s);
     if s.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
     }
-    let bad = || Err(format!("`{s}` is not an IP address or a DNS name"));
+    let bad = || Err(format!("`{v}` is not an IP address or a DNS name"));
     let name = s.strip_suffix('.').unwrap_or(s);
     if name.is_empty() || name.len() > 253 {
         return bad();
@@ -106,7 +118,11 @@ pub fn host_address(s: &str) -> Result<(), String> {
         .split('.')
         .all(|l| l.chars().all(|c| c.is_ascii_digit()))
     {
-        return bad();
+        // `010.9.0.2`: say why (the resolver would read octal).
+        return match super::routes::parse_addr(s) {
+            Err(m) if m.contains("leading zeros") => Err(m),
+            _ => bad(),
+        };
     }
     Ok(())
 }
@@ -153,6 +169,10 @@ mod tests {
         ] {
             host_address(ok).unwrap();
         }
+        assert!(interface("all").is_err() && interface("default").is_err());
+        assert!(host_address("010.9.0.2")
+            .unwrap_err()
+            .contains("leading zeros"));
         for bad in ["10.9.0.300", "a b", "x;rm", "-oProxy", "a..b", "$(x)", ""] {
             assert!(host_address(bad).is_err(), "{bad}");
         }

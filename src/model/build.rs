@@ -17,6 +17,7 @@
 //! if the new line takes exactly the value an existing one hashed to.
 use super::{Forward, Gateway, Lan, Line, Method, NatMode, Policy, Proto};
 use crate::error::{Error, Location, Result};
+use crate::escape;
 use crate::inventory::{expand_path, names, routes, Host, CONNECTION_KEYS, GATEWAY_KEYS};
 use crate::yaml::{did_you_mean, Node};
 use ipnet::Ipv4Net;
@@ -163,6 +164,8 @@ pub fn build(host: &Host) -> Result<Gateway> {
     let mut tables_seen: HashMap<u32, Location> = HashMap::new();
     let mut marks_seen: HashMap<u32, Location> = HashMap::new();
     let mut addr_nodes: Vec<&Node> = Vec::new();
+    // Per line: where each listed prefix is written, and its routes file.
+    let mut listed: Vec<(HashMap<Ipv4Net, Listed>, Option<std::path::PathBuf>)> = Vec::new();
     for item in items {
         item.check_keys(LINE_KEYS, "line")?;
         let name_n = required(item, "name", "line")?;
@@ -291,12 +294,15 @@ pub fn build(host: &Host) -> Result<Gateway> {
             None => false,
         };
         let mut routes: Vec<Ipv4Net> = Vec::new();
-        let mut seen: HashSet<Ipv4Net> = HashSet::new();
+        let mut seen: HashMap<Ipv4Net, Listed> = HashMap::new();
+        let mut file_path = None;
         if let Some(n) = item.get("routes") {
             for r in seq(n, "routes")? {
                 let s = string(r, "routes entry")?;
                 let net = routes::parse_cidr(s).map_err(|m| r.error(m, None))?;
-                if seen.insert(net) {
+                if listed_once(name, net, Listed::Inline(r), &mut seen)
+                    .map_err(|(m, h)| r.error(m, h))?
+                {
                     routes.push(net);
                 }
             }
@@ -304,18 +310,35 @@ pub fn build(host: &Host) -> Result<Gateway> {
         if let Some(n) = item.get("routes_file") {
             let s = string(n, "routes_file")?;
             let path = expand_path(s, host.base_dir()).map_err(|m| n.error(m, None))?;
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                n.error(
-                    format!("cannot read routes file `{s}` ({}): {e}", path.display()),
+            let entries = routes::load_routes_at(&path).map_err(|e| match e {
+                Error::Io { source, .. } => n.error(
+                    format!(
+                        "cannot read routes file `{}` ({}): {source}",
+                        escape::value(s),
+                        escape::value(&path.display().to_string())
+                    ),
                     Some("relative paths are taken from the inventory file's directory".into()),
-                )
+                ),
+                // Not a regular file, or too big: said at the `routes_file` value.
+                Error::Invalid { message, hint } => n.error(message, hint),
+                e => e,
             })?;
-            for net in routes::parse_routes(&text, &path)? {
-                if seen.insert(net) {
-                    routes.push(net);
+            for e in entries {
+                let at = Listed::File(e.line, e.column);
+                let new = listed_once(name, e.net, at, &mut seen).map_err(|(message, hint)| {
+                    Error::Input {
+                        location: at.location(&path),
+                        message,
+                        hint,
+                    }
+                })?;
+                if new {
+                    routes.push(e.net);
                 }
             }
+            file_path = Some(path);
         }
+        listed.push((seen, file_path));
         table_given.push(table);
         mark_given.push(mark);
         name_locs.push(name_n.location.clone());
@@ -405,6 +428,44 @@ pub fn build(host: &Host) -> Result<Gateway> {
         }
         lan.push(Lan { interface, address });
     }
+
+    // A listed prefix that is a line's or the LAN's own subnet: the kernel's
+    // connected route has that key already, and it is reached directly.
+    let subnets = lines
+        .iter()
+        .map(|l| {
+            (
+                l.address.trunc(),
+                format!("the subnet of line `{}`", l.name),
+            )
+        })
+        .chain(lan.iter().map(|l| {
+            (
+                l.address.trunc(),
+                format!("the LAN subnet on {}", l.interface),
+            )
+        }));
+    for (net, what) in subnets {
+        for (l, (seen, file)) in lines.iter().zip(&listed) {
+            let Some(at) = seen.get(&net) else { continue };
+            let message = format!(
+                "`{net}` in the routes of line `{}` is {what}, which is reached directly",
+                l.name
+            );
+            let hint =
+                Some("remove it from the list: connected subnets need no route via a line".into());
+            return Err(match (at, file) {
+                (Listed::Inline(n), _) => n.error(message, hint),
+                (Listed::File(..), Some(f)) => Error::Input {
+                    location: at.location(f),
+                    message,
+                    hint,
+                },
+                (Listed::File(..), None) => lines_node.error(message, hint),
+            });
+        }
+    }
+    drop(listed);
 
     let line_names: Vec<&str> = lines.iter().map(|l| l.name.as_str()).collect();
 
@@ -532,6 +593,52 @@ pub fn build(host: &Host) -> Result<Gateway> {
     })
 }
 
+/// Where a line's prefix is listed: an inline `routes` entry or a routes
+/// file's line and column.
+#[derive(Clone, Copy)]
+enum Listed<'a> {
+    Inline(&'a Node),
+    File(u32, u32),
+}
+
+impl Listed<'_> {
+    fn location(&self, file: &std::path::Path) -> Location {
+        match self {
+            Listed::Inline(n) => n.location.clone(),
+            Listed::File(line, column) => Location {
+                file: file.into(),
+                line: *line as usize,
+                column: *column as usize,
+            },
+        }
+    }
+}
+
+/// Whether a listed prefix is new for its line (a prefix listed again, inline
+/// or in a file, is kept once: the lists combine). The default route is
+/// refused: the `default: true` line carries it, and a second route with its
+/// key can never verify. Err is (message, hint).
+fn listed_once<'a>(
+    line: &str,
+    net: Ipv4Net,
+    at: Listed<'a>,
+    seen: &mut HashMap<Ipv4Net, Listed<'a>>,
+) -> std::result::Result<bool, (String, Option<String>)> {
+    if net.prefix_len() == 0 {
+        return Err((
+            format!("`{net}` in the routes of line `{line}` is the default route"),
+            Some("remove it: the line with `default: true` carries the default route; to send everything via this line, set `default: true` on it".into()),
+        ));
+    }
+    match seen.entry(net) {
+        std::collections::hash_map::Entry::Occupied(_) => Ok(false),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(at);
+            Ok(true)
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Value readers: each error is located at the node.
 
@@ -617,7 +724,7 @@ fn choice<T: Copy>(n: &Node, what: &str, options: &[(&str, T)]) -> Result<T> {
                 .map(|d| format!("did you mean `{d}`? "))
                 .unwrap_or_default();
             Err(n.error(
-                format!("unknown {what} `{s}`"),
+                format!("unknown {what} `{}`", escape::value(s)),
                 Some(format!("{dym}valid values: {}", valid.join(", "))),
             ))
         }
@@ -642,19 +749,18 @@ fn interface(n: &Node, seen: &mut HashMap<String, Location>) -> Result<String> {
 
 fn ipv4(n: &Node, what: &str) -> Result<Ipv4Addr> {
     let s = string(n, what)?;
-    s.parse()
-        .map_err(|_| n.error(format!("`{what}`: `{s}` is not an IPv4 address"), None))
+    routes::parse_addr(s).map_err(|m| n.error(format!("`{what}`: {m}"), None))
 }
 
 /// An interface address: `a.b.c.d/len`, a usable host address of its subnet.
 fn iface_address(n: &Node) -> Result<Ipv4Net> {
     let s = string(n, "address")?;
-    let Ok(net) = s.parse::<Ipv4Net>() else {
-        return Err(n.error(
-            format!("`address`: `{s}` is not an IPv4 address with a prefix length"),
+    let net = routes::parse_iface_net(s).map_err(|m| {
+        n.error(
+            format!("`address`: {m}"),
             Some("write it like 198.51.100.2/24".into()),
-        ));
-    };
+        )
+    })?;
     if net.prefix_len() < 31 {
         let sub = net.trunc();
         if net.addr() == sub.network() {
@@ -688,7 +794,7 @@ fn line_ref<'a>(n: &Node, lines: &[&'a str]) -> Result<&'a str> {
                 .map(|d| format!("did you mean `{d}`? "))
                 .unwrap_or_default();
             Err(n.error(
-                format!("unknown line `{s}`"),
+                format!("unknown line `{}`", escape::value(s)),
                 Some(format!("{dym}lines: {}", lines.join(", "))),
             ))
         }

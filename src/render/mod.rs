@@ -13,6 +13,9 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+pub mod limits;
+pub mod ownership;
+
 /// Built-in templates: (name, text).
 pub const BUILTIN: &[(&str, &str)] = &[
     ("ip.batch", include_str!("../../templates/ip.batch.tera")),
@@ -55,33 +58,114 @@ pub struct Templates {
 
 impl Templates {
     /// The built-in templates, with any file of the same name (`ip.batch.tera`,
-    /// ...) in `override_dir` taking its place.
+    /// ...) in `override_dir` taking its place. A directory that does not
+    /// exist (or holds no template of a known name) is an error, not silently
+    /// the defaults. Every template is checked against the bounds of
+    /// [`limits`] (recursion, buffered loops) before anything renders.
     pub fn load(override_dir: Option<&Path>) -> Result<Templates> {
+        if let Some(dir) = override_dir {
+            check_template_dir(dir)?;
+        }
+        // Parsing recurses on the template's nesting: a big stack.
+        limits::on_big_stack(|| Templates::load_here(override_dir))
+    }
+
+    fn load_here(override_dir: Option<&Path>) -> Result<Templates> {
         let mut tera = tera::Tera::default();
         let mut sources = BTreeMap::new();
         tera.autoescape_on(vec![]);
+        tera.register_function("range", limits::capped_range);
         for (name, text) in BUILTIN.iter().chain(crate::boot::TEMPLATES) {
             let mut text = text.to_string();
             if let Some(dir) = override_dir {
                 let p = dir.join(format!("{name}.tera"));
                 if p.exists() {
-                    text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+                    text = crate::inventory::read_text(&p, limits::TEMPLATE_MAX_BYTES, "template")?;
                 }
             }
+            limits::check_nesting(name, &text)?;
             tera.add_raw_template(name, &text)
                 .map_err(|e| template_error(name, &e, None))?;
             sources.insert(name.to_string(), text);
         }
+        limits::check(&tera, &sources)?;
         Ok(Templates { tera, sources })
     }
 
+    /// Render `name`: on a big-stack thread, with `range()` capped and the
+    /// output cut at this thread's budget ([`limits::set_budget`]).
     pub(crate) fn render(&self, name: &str, ctx: &tera::Context) -> Result<String> {
-        let text = self
-            .tera
-            .render(name, ctx)
-            .map_err(|e| template_error(name, &e, self.sources.get(name).map(String::as_str)))?;
-        Ok(text.trim_start_matches('\n').to_string())
+        let budget = limits::budget();
+        limits::on_big_stack(|| {
+            limits::reset_range_count();
+            let mut out = Vec::new();
+            let mut w = limits::BudgetWriter {
+                out: &mut out,
+                left: budget,
+                exceeded: false,
+            };
+            let r = self.tera.render_to(name, ctx, &mut w);
+            if w.exceeded {
+                return Err(Error::Template {
+                    name: format!("{name}.tera"),
+                    line: None,
+                    message: format!(
+                        "the output is over its budget of {} MiB for this gateway ({} MiB + {} bytes per destination prefix): a loop that runs too often?",
+                        budget >> 20,
+                        limits::BASE_BUDGET >> 20,
+                        limits::BUDGET_PER_PREFIX
+                    ),
+                });
+            }
+            r.map_err(|e| template_error(name, &e, self.sources.get(name).map(String::as_str)))?;
+            let lead = out.iter().take_while(|b| **b == b'\n').count();
+            out.drain(..lead);
+            String::from_utf8(out).map_err(|_| Error::Template {
+                name: format!("{name}.tera"),
+                line: None,
+                message: "the output is not UTF-8 text".into(),
+            })
+        })
     }
+
+    /// Template source by name (`ip.batch`), to locate rendered lines.
+    pub(crate) fn source(&self, name: &str) -> Option<&str> {
+        self.sources.get(name).map(String::as_str)
+    }
+}
+
+/// A `--templates` directory must exist, be a directory, and hold at least
+/// one file named like a template (`ip.batch.tera`, `boot/boot.sh.tera`...):
+/// a typo must not silently give the built-in templates.
+pub fn check_template_dir(dir: &Path) -> Result<()> {
+    let shown = crate::escape::value(&dir.display().to_string());
+    let names: Vec<String> = BUILTIN
+        .iter()
+        .chain(crate::boot::TEMPLATES)
+        .map(|(n, _)| format!("{n}.tera"))
+        .collect();
+    match std::fs::metadata(dir) {
+        Err(e) => {
+            return Err(Error::Invalid {
+                message: format!("--templates `{shown}`: {e}"),
+                hint: Some("give a directory holding templates to override, e.g. a copy of dwprov's templates/ folder".into()),
+            })
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::Invalid {
+                message: format!("--templates `{shown}` is not a directory"),
+                hint: Some(format!("put override files ({}) in a directory", names.join(", "))),
+            })
+        }
+        Ok(_) => {}
+    }
+    if !names.iter().any(|n| dir.join(n).exists()) {
+        return Err(Error::Invalid {
+            message: format!("--templates `{shown}` holds no template dwprov knows"),
+            hint: Some(format!("override files are named {}", names.join(", "))),
+        });
+    }
+    Ok(())
 }
 
 /// Tera errors nest their cause; parse errors carry ` --> L:C`. Render-time
@@ -108,11 +192,15 @@ fn template_error(name: &str, e: &tera::Error, source: Option<&str>) -> Error {
     Error::Template {
         name: format!("{name}.tera"),
         line,
-        message: message
-            .replace('\n', " ")
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" "),
+        // tera quotes the offending source line: a long one is cut.
+        message: crate::escape::cut(
+            &message
+                .replace('\n', " ")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            400,
+        ),
     }
 }
 
@@ -335,6 +423,10 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
 /// `facts` (when known) refine the plan: e.g. the kernel version decides
 /// whether the route-cache flush unit is needed.
 pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Result<Rendered> {
+    let prefixes: usize = gw.lines.iter().map(|l| l.routes.len()).sum();
+    limits::set_budget(
+        limits::BASE_BUDGET.saturating_add(prefixes.saturating_mul(limits::BUDGET_PER_PREFIX)),
+    );
     let (ctx, mut warnings) = context(gw);
     let mut artefacts = BTreeMap::new();
     for (name, path) in FILE_TARGETS {
@@ -351,7 +443,10 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
         "iptables.rules".into(),
         templates.render("iptables.rules", &ctx)?,
     );
-    let mut desired = desired_from_artefacts(&artefacts)?;
+    // The context holds every prefix as JSON: free it before parsing and
+    // the boot files, the peak of a big list.
+    drop(ctx);
+    let mut desired = parse_artefacts(&artefacts)?;
 
     // What restores this state at boot (src/boot.rs): owned files like the others.
     let boot = crate::boot::files(gw, &desired, &crate::boot::Platform::of(facts), templates)?;
@@ -360,6 +455,10 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
         artefacts.insert(path, text);
     }
     warnings.extend(boot.warnings);
+    // Only what dwprov owns may be applied: it is all a revert can undo.
+    ownership::check(Some(gw), &artefacts, &desired, |name| {
+        templates.source(name)
+    })?;
 
     Ok(Rendered {
         host: gw.host.clone(),
@@ -371,8 +470,25 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
 
 /// Parse rendered artefacts into the desired state: every artefact named by
 /// an absolute path is a file; `ip.batch` and `iptables.rules` are parsed by
-/// the same parsers as live state. Saved plans go through here too.
+/// the same parsers as live state. Saved plans go through here too, and are
+/// checked against ownership like a fresh render (a plan file is text
+/// anyone can edit).
 pub fn desired_from_artefacts(artefacts: &BTreeMap<String, String>) -> Result<State> {
+    let desired = parse_artefacts(artefacts)?;
+    ownership::check(None, artefacts, &desired, |_| None).map_err(|e| match e {
+        Error::Template { name, message, .. } => Error::Invalid {
+            message: format!(
+                "the saved plan's {} output {message}",
+                name.trim_end_matches(".tera")
+            ),
+            hint: Some("make the plan again with `dwprov plan -o FILE`".into()),
+        },
+        e => e,
+    })?;
+    Ok(desired)
+}
+
+fn parse_artefacts(artefacts: &BTreeMap<String, String>) -> Result<State> {
     let mut desired = State::default();
     for (name, text) in artefacts {
         if name.starts_with('/') {
@@ -583,6 +699,26 @@ pub(crate) mod tests {
         }
         assert_eq!(s.sysctls["net/ipv4/conf/eth2/rp_filter"], "2");
         assert_eq!(s.rt_tables.id_of("cnc"), Some(200));
+    }
+
+    #[test]
+    fn a_saved_plan_holding_foreign_state_is_refused() {
+        let r = rendered(Method::Static);
+        desired_from_artefacts(&r.artefacts).unwrap();
+        let mut a = r.artefacts.clone();
+        a.get_mut("ip.batch")
+            .unwrap()
+            .push_str("\nrule add priority 5 from all lookup main\n");
+        let e = desired_from_artefacts(&a).unwrap_err().to_string();
+        assert!(
+            e.contains("the saved plan's ip.batch output renders `rule add priority 5 from all lookup main`: a rule without `protocol dwprov`"),
+            "{e}"
+        );
+        let mut a = r.artefacts.clone();
+        a.get_mut("/etc/iproute2/rt_tables.d/dwprov.conf")
+            .unwrap()
+            .push_str("254 mine\n");
+        assert!(desired_from_artefacts(&a).is_err());
     }
 
     #[test]
