@@ -23,11 +23,18 @@ if [ ! -f "$S/state" ]; then
 fi
 rc=0
 rfail() { echo "dwprov revert: $1" >&2; rc=$STEP_FAILED; }
-mkdir "$S/revert.lock" 2>/dev/null || {
-    echo "dwprov revert: a revert of snapshot ${S##*/} is running already" >&2
-    exit "$STEP_FAILED"
-}
-trap 'rmdir "$S/revert.lock" 2>/dev/null' EXIT
+# One revert at a time (the timer and the controller may both start one);
+# a lock whose revert died (killed, power loss) is taken over.
+if ! mkdir "$S/revert.lock" 2>/dev/null; then
+    p=$(cat "$S/revert.lock/pid" 2>/dev/null) || { sleep 0.2; p=$(cat "$S/revert.lock/pid" 2>/dev/null); }
+    if [ -z "$p" ] || kill -0 "$p" 2>/dev/null; then
+        echo "dwprov revert: a revert of snapshot ${S##*/} is running already" >&2
+        exit "$STEP_FAILED"
+    fi
+    echo "dwprov revert: taking over the lock of a revert that ended without releasing it (pid $p)" >&2
+fi
+echo "$$" > "$S/revert.lock/pid"
+trap 'rm -rf "$S/revert.lock"' EXIT
 : > "$S/revert.started"
 echo reverting > "$S/state"
 end_apply

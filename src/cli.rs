@@ -861,7 +861,10 @@ fn rollback(a: &RollbackArgs) -> Result<i32> {
     if a.limit.is_none() && !a.list {
         return Err(Error::Invalid {
             message: "rollback needs --limit (rollback is never fleet-wide by accident)".into(),
-            hint: Some("name the host(s): dwprov rollback -i FILE --limit gw1 (--list works without)".into()),
+            hint: Some(
+                "name the host(s): dwprov rollback -i FILE --limit gw1 (--list works without)"
+                    .into(),
+            ),
         });
     }
     let (_, hosts) = select(&a.inventory, a.limit.as_deref())?;

@@ -327,6 +327,31 @@ fn apply_host_at(
         Err(e) => return Err(reverted(e, true)),
     };
     if let Err(e) = check_residue(plan, &facts) {
+        if let Some(residue) = contradicted(plan, &facts) {
+            // Every step succeeded, yet the verify shows exactly the
+            // pre-apply objects: the listing tools contradict the kernel.
+            // A revert is computed from the same listings: neither revert
+            // nor confirm; stop the timer, keep what the kernel accepted.
+            let out = t2.run_script(&crate::safe::disarm_script(&id));
+            let disarmed = matches!(out, Ok(ref o) if o.status == 0);
+            let mut lines = vec![format!(
+                "every step of the apply succeeded, but the verify still shows the pre-apply state of {} of its {} change(s): \
+                 the gateway's listing tools (ip, iptables-save) contradict what the kernel accepted; \
+                 not reverted (a revert would be computed from the same listings) and not confirmed: {}",
+                residue.len(),
+                plan.diff.changes.len(),
+                if disarmed {
+                    format!("the revert timer is stopped and the gateway keeps the applied state (snapshot {id})")
+                } else {
+                    format!("stopping the revert timer failed: the gateway reverts itself to snapshot {id}")
+                }
+            )];
+            lines.extend(residue);
+            return Err(Error::Verify {
+                host: plan.host.clone(),
+                residue: lines,
+            });
+        }
         // Still reachable: revert now rather than wait for the timer.
         let out = t2.run_script(&crate::safe::rollback_script(Some(&id)));
         return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
@@ -389,6 +414,19 @@ fn check_residue(plan: &HostPlan, facts: &Facts) -> Result<()> {
         host: plan.host.clone(),
         residue: residue.changes.iter().map(converge::describe).collect(),
     })
+}
+
+/// The verify contradicts the apply when every object it still finds
+/// pending is exactly as the plan found it before the apply (an added
+/// object still absent, a changed or removed one still with its old value)
+/// although every step succeeded. A canonical-spelling residue is not
+/// that: the object changed, just not into the desired spelling. Returns
+/// the pending objects, described.
+fn contradicted(plan: &HostPlan, facts: &Facts) -> Option<Vec<String>> {
+    let residue = diff::diff(&plan.rendered.desired, &facts.state).changes;
+    let all_unchanged =
+        !residue.is_empty() && residue.iter().all(|c| plan.diff.changes.contains(c));
+    all_unchanged.then(|| residue.iter().map(converge::describe).collect())
 }
 
 /// What a saved plan recorded for one host.

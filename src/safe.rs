@@ -339,6 +339,15 @@ pub fn confirm_script(id: &str) -> String {
     s
 }
 
+/// Stop the revert timer of snapshot `id` without reverting nor
+/// confirming (the verify contradicted the apply: see `fleet`).
+pub fn disarm_script(id: &str) -> String {
+    let mut s = minify(converge::LIB_SH);
+    s.push_str(&params(&[("S", snapshot_dir(id))]));
+    s.push_str("[ -e \"$S/revert.started\" ] && fail 'the revert of this snapshot has started'\ndisarm\n[ -e \"$S/revert.started\" ] && fail 'the revert of this snapshot has started'\necho 'unconfirmed: the verify contradicted the apply' > \"$S/state\"\n");
+    s
+}
+
 /// Revert to snapshot `id` now (or the newest when None).
 pub fn rollback_script(id: Option<&str>) -> String {
     let mut s = minify(converge::LIB_SH);
@@ -656,9 +665,11 @@ mod tests {
     fn sample() -> (Vec<Change>, State, State) {
         let text = "route add 10.0.0.0/8 via 1.2.3.1 dev eth1 proto 201\nrule add priority 1100 fwmark 0x100 lookup 100 protocol 201";
         let b = crate::state::ip::parse_batch(text, "t", &Default::default()).unwrap();
-        let mut desired = State::default();
-        desired.rules = b.rules.clone();
-        desired.routes = b.routes.clone();
+        let mut desired = State {
+            rules: b.rules.clone(),
+            routes: b.routes.clone(),
+            ..State::default()
+        };
         desired
             .files
             .insert("/etc/dwprov/ip.batch".into(), format!("{text}\n"));
@@ -723,6 +734,7 @@ mod tests {
             &sourced,
         );
         shellcheck("confirm-script.sh", &confirm_script("x"));
+        shellcheck("disarm-script.sh", &disarm_script("x"));
         shellcheck("rollback-script.sh", &rollback_script(Some("x")));
         shellcheck("list-script.sh", &list_script());
         shellcheck(

@@ -325,3 +325,109 @@ fn a_lying_tool_is_found_out_and_the_real_state_is_unchanged() {
     assert_eq!(lab.sh_ok("gw", SNAPSHOT), before);
     assert_traffic(&lab, true);
 }
+
+/// An iptables-save that, from the apply on, replays the save taken before
+/// it (its snapshot still agrees with `iptables -S`): every step succeeds,
+/// but the verify shows the pre-apply chains. dwprov neither reverts (from
+/// the same listings) nor confirms: it stops the timer, says what
+/// disagrees, and the gateway keeps what the kernel accepted.
+#[test]
+fn a_verify_that_contradicts_the_apply_neither_reverts_nor_confirms() {
+    let lab = Lab::up();
+    let old = inventory(&lab, "fwmark", FORWARDS, CNC_ROUTES);
+    let new = inventory_with(
+        &lab,
+        "new.yaml",
+        "fwmark",
+        &format!("{FORWARDS}\n            - {{proto: tcp, port: 8081, to: 192.168.0.100}}"),
+        CNC_ROUTES,
+        "",
+    );
+    apply(&lab, &old);
+    let frozen = lab.dir.join("frozen.save");
+    std::fs::write(&frozen, lab.sh_ok("gw", "iptables-save")).unwrap();
+    fake_tool(
+        &lab,
+        "iptables-save",
+        &format!(
+            "case ${{0##*/}} in iptables-save) cat '{}'; exit 0 ;; esac\nexec \"$REAL\" \"${{0##*/}}\" \"$@\"",
+            frozen.display()
+        ),
+    );
+    let confirm = 6;
+    let o = apply_with(&lab, &new, confirm);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("contradict what the kernel accepted")
+            && out.contains("keeps the applied state")
+            && out.contains("DWPROV-"),
+        "{out}"
+    );
+    unfake_tool(&lab, "iptables-save");
+    assert_eq!(plan_code(&lab, &new), 0, "the kernel has the new state");
+    std::thread::sleep(Duration::from_secs(confirm + 3));
+    assert_eq!(
+        plan_code(&lab, &new),
+        0,
+        "and keeps it: the timer was stopped"
+    );
+    assert!(newest_state(&lab).starts_with("unconfirmed"));
+}
+
+/// `rollback` shows what it changes (a typed diff, like `plan`), asks like
+/// `apply` (refuses without a terminal unless --yes, takes "n" for no),
+/// needs --limit except for --list, which lists every host.
+#[test]
+fn rollback_shows_its_plan_and_asks() {
+    let lab = Lab::up();
+    let a = inventory(&lab, "fwmark", FORWARDS, CNC_ROUTES);
+    let b = inventory_with(&lab, "b.yaml", "fwmark", FORWARDS, "100.67.0.0/16", "");
+    apply(&lab, &a);
+    apply(&lab, &b);
+    let inv = b.to_str().unwrap();
+    let list = lab.dwprov(&["rollback", "-i", inv, "--list"]);
+    assert_eq!(list.status.code(), Some(0), "{}", text(&list));
+    let listed = String::from_utf8_lossy(&list.stdout).to_string();
+    assert_eq!(listed.matches("gw1: ").count(), 2, "{listed}");
+    let o = lab.dwprov(&["rollback", "-i", inv]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("rollback needs --limit"), "{}", text(&o));
+    // No terminal, no --yes: the plan is shown, nothing changes.
+    let before = lab.sh_ok("gw", SNAPSHOT);
+    let o = lab.dwprov(&["rollback", "-i", inv, "--limit", "gw1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("refusing to roll back without --yes"), "{out}");
+    assert!(
+        out.contains("@@ routes table main @@")
+            && out.contains("-100.67.0.0/16 via 203.0.113.1 dev eth2")
+            && out.contains("+100.65.0.0/16 via 203.0.113.1 dev eth2")
+            && out.contains("rollback of gw1 to snapshot"),
+        "{out}"
+    );
+    assert_eq!(lab.sh_ok("gw", SNAPSHOT), before);
+    // On a terminal, "n" changes nothing.
+    let cmd = format!(
+        "echo n | script -qec 'ip netns exec {} {} rollback -i {inv} --limit gw1' /dev/null",
+        lab.ns("ctl"),
+        common::DWPROV
+    );
+    let o = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(
+        out.contains("[y/N]") && out.contains("not rolled back"),
+        "{out}"
+    );
+    assert_eq!(lab.sh_ok("gw", SNAPSHOT), before);
+    // --yes rolls back; then there is nothing left to roll back.
+    let o = lab.dwprov(&["rollback", "-i", inv, "--limit", "gw1", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(plan_code(&lab, &a), 0);
+    let o = lab.dwprov(&["rollback", "-i", inv, "--limit", "gw1", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("nothing to roll back"), "{}", text(&o));
+}
