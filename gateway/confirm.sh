@@ -1,7 +1,8 @@
 # shellcheck shell=sh
-# shellcheck disable=SC2154 # S, SNAPSHOT_DIR, KEEP: set by the caller
+# shellcheck disable=SC2154 # S, SNAPSHOT_DIR, KEEP, LIBRARY_ROOT, KEEP_LIBRARIES: set by the caller
 # dwprov confirm (follows lib.sh and the parameters): disarm the revert of
-# snapshot $S after the apply was verified, and prune old snapshots. The
+# snapshot $S after the apply was verified, and prune old snapshots and
+# old installed versions of the gateway-side programs. The
 # timer must still be pending: if it fired, the change is gone. A timer
 # that fired while it was being disarmed marked the revert as started: then
 # the revert is finished here, so the gateway ends in the old state, whole.
@@ -22,3 +23,5 @@ if [ -e "$S/revert.started" ]; then
 fi
 echo confirmed > "$S/state"
 ls -1d "$SNAPSHOT_DIR"/*/ 2>/dev/null | sort -r | tail -n +"$((KEEP + 1))" | while read -r old; do rm -rf "$old"; done
+# Installed program versions: the newest few (a snapshot has its own copy).
+ls -1dt "$LIBRARY_ROOT"/*/ 2>/dev/null | tail -n +"$((KEEP_LIBRARIES + 1))" | while read -r old; do rm -rf "$old"; done

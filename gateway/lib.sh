@@ -207,3 +207,23 @@ pick_snapshot() {
     fi
     { [ -n "$S" ] && [ -f "$S/revert.sh" ]; } || fail 'no such snapshot on this host (dwprov rollback --list shows them)'
 }
+
+# A digest of the owned state as the kernel lists it now: owned rules and
+# routes, the DWPROV-* lines of every table, and the files and /proc/sys
+# entries named as arguments. The apply records it next to its in-band
+# gather; the verify over a new connection computes it again: equal means
+# the state that gather saw is the state now (the new connection need not
+# move the whole converged state again). Same tools both times, so
+# sha256sum where there is one, else POSIX cksum.
+owned_digest() {
+    if command -v sha256sum >/dev/null 2>&1; then sum="sha256sum"; else sum="cksum"; fi
+    {
+        ip -4 -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)"
+        ip -4 -N -d route show table all proto "$PROTO"
+        iptables-save | grep -e '^\*' -e '^:DWPROV-' -e '^-A DWPROV-' -e ' -[jg] DWPROV-[^ ]*$'
+        for f in "$@"; do
+            echo "== $f"
+            cat "$f" 2>/dev/null
+        done
+    } | "$sum" | cut -d ' ' -f 1
+}

@@ -115,7 +115,8 @@ $(listing_diff "$S/ipt" "$S/ipt.S")" ;;
 }
 
 # Run the changes ($S/apply.sh) in a process group of their own, recorded
-# for the revert, with their output in $S/apply.log; then settle: applied,
+# for the revert, with their output in $S/apply.log; then settle: applied
+# (returns),
 # contradicted (the apply stopped and undid itself: disarm, drop the
 # snapshot, no revert), or
 # failed (revert now rather than when the timer fires).
@@ -136,8 +137,9 @@ run_apply() {
     fi
     case $rc in
     0)
+        # Returns: what follows (the in-band verification) runs next.
         echo applied > "$S/state"
-        exit 0
+        return 0
         ;;
     "$NOTHING_CHANGED")
         # The apply found the snapshot contradicted and undid itself: the

@@ -295,6 +295,11 @@ fn apply_host_at(
         pending,
         cause: Box::new(cause),
     };
+    // The apply verifies in its own round trip (an in-band gather, and a
+    // digest of the owned state); a new connection then proves the gateway
+    // reachable and that state unchanged, and confirms.
+    let m = gather::marker();
+    let installed = crate::safe::library_installed(t);
     let script: ApplyScript = crate::safe::apply_script(
         &plan.diff.changes,
         &plan.facts.state,
@@ -302,28 +307,29 @@ fn apply_host_at(
         &id,
         safety.timeout_secs,
         caps,
+        &m,
+        installed,
     );
-    if let Err(e) = converge::execute(t, &script) {
-        return Err(match &e {
-            // Stopped before the revert was armed: nothing changed.
-            Error::Remote { status, .. } if *status == crate::safe::NOTHING_CHANGED => e,
-            // The script itself reverted after a failed step.
-            Error::Remote { status, .. } if *status == converge::STEP_FAILED => reverted(e, false),
-            // Cut off mid-apply: the armed timer reverts.
-            _ => reverted(e, true),
-        });
-    }
-    // Verify over a new connection: what matters is that the host is still
-    // reachable after the change and that it is in the desired state.
+    let out = match converge::execute(t, &script) {
+        Ok(out) => out,
+        Err(e) => {
+            return Err(match &e {
+                // Stopped before the revert was armed, or the apply found the
+                // snapshot contradicted and undid itself: nothing changed.
+                Error::Remote { status, .. } if *status == crate::safe::NOTHING_CHANGED => e,
+                // The script itself reverted after a failed step.
+                Error::Remote { status, .. } if *status == converge::STEP_FAILED => {
+                    reverted(e, false)
+                }
+                // Cut off mid-apply: the armed timer reverts.
+                _ => reverted(e, true),
+            });
+        }
+    };
     opts.progress.stage(&plan.host, Stage::Verify);
     *stage = Stage::Verify;
-    let verify = once_more_on_channel_error(|| {
-        let mut t2 = transport::connect(&host.connection, &host.name, &opts.connect)?;
-        let facts = gather::gather(t2.as_mut())?;
-        Ok((t2, facts))
-    });
-    let (mut t2, facts) = match verify {
-        Ok(v) => v,
+    let facts = match gather::facts_from_output(&plan.host, &out, &m) {
+        Ok(f) => f,
         Err(e) => return Err(reverted(e, true)),
     };
     if let Err(e) = check_residue(plan, &facts) {
@@ -332,7 +338,7 @@ fn apply_host_at(
             // pre-apply objects: the listing tools contradict the kernel.
             // A revert is computed from the same listings: neither revert
             // nor confirm; stop the timer, keep what the kernel accepted.
-            let out = t2.run_script(&crate::safe::disarm_script(&id));
+            let out = t.run_script(&crate::safe::disarm_script(&id));
             let disarmed = matches!(out, Ok(ref o) if o.status == 0);
             let mut lines = vec![format!(
                 "every step of the apply succeeded, but the verify still shows the pre-apply state of {} of its {} change(s): \
@@ -352,18 +358,33 @@ fn apply_host_at(
                 residue: lines,
             });
         }
-        // Still reachable: revert now rather than wait for the timer.
-        let out = t2.run_script(&crate::safe::rollback_script(Some(&id)));
+        // Still connected: revert now rather than wait for the timer.
+        let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
         return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
     }
-    let out = t2.run_script(&crate::safe::confirm_script(&id))?;
+    let confirm = crate::safe::verify_confirm_script(
+        &id,
+        &crate::safe::digest_args(&plan.facts.state, &plan.rendered.desired),
+    );
+    let confirmed = once_more_on_channel_error(|| {
+        let mut t2 = transport::connect(&host.connection, &host.name, &opts.connect)?;
+        let out = t2.run_script(&confirm)?;
+        Ok((t2, out))
+    });
+    let (mut t2, out) = match confirmed {
+        Ok(v) => v,
+        Err(e) => return Err(reverted(e, true)),
+    };
     if out.status != 0 {
-        return Err(Error::Remote {
+        let e = Error::Remote {
             host: plan.host.clone(),
-            what: format!("confirm snapshot {id}"),
+            what: format!("verify and confirm snapshot {id}"),
             status: out.status,
             stderr: out.stderr_str().trim().to_string(),
-        });
+        };
+        // Not confirmed: the timer (if still armed) reverts; revert now.
+        let out = t2.run_script(&crate::safe::rollback_script(Some(&id)));
+        return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
     }
     Ok(ApplyStats {
         changes: plan.diff.changes.len(),

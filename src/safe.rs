@@ -81,6 +81,7 @@ const CONFIRM_SH: &str = include_str!("../gateway/confirm.sh");
 const ROLLBACK_SH: &str = include_str!("../gateway/rollback.sh");
 const LIST_SH: &str = include_str!("../gateway/list.sh");
 const SHOW_SH: &str = include_str!("../gateway/show.sh");
+const VERIFY_SH: &str = include_str!("../gateway/verify.sh");
 
 /// Every gateway-side file of this module, by name (for shellcheck).
 pub const GATEWAY_FILES: &[(&str, &str)] = &[
@@ -92,6 +93,7 @@ pub const GATEWAY_FILES: &[(&str, &str)] = &[
     ("rollback.sh", ROLLBACK_SH),
     ("list.sh", LIST_SH),
     ("show.sh", SHOW_SH),
+    ("verify.sh", VERIFY_SH),
 ];
 
 /// The snapshot directory of `id`.
@@ -143,11 +145,64 @@ pub fn minify(text: &str) -> String {
     s
 }
 
-/// The start of a script that runs inside snapshot `dir`, whose `lib.sh`
-/// the apply wrote there first.
+/// Where the gateway-side programs of the apply are installed, per dwprov
+/// version (the name is a digest of their text): a commit-confirmed apply
+/// sends them only when they are missing (`dwprov` asks first, in one tiny
+/// round trip), so an apply sends O(changes), not 13 kB of shell.
+pub const LIBRARY_ROOT: &str = "/var/lib/dwprov/lib";
+/// Library versions kept on a gateway (older ones are pruned on confirm).
+pub const KEEP_LIBRARIES: usize = 3;
+
+/// The installed programs: (file name, text as sent).
+fn library_files() -> [(&'static str, String); 4] {
+    [
+        ("lib.sh", minify(converge::LIB_SH)),
+        ("snapshot.sh", minify(SNAPSHOT_SH)),
+        ("revert.sh", minify(REVERT_SH)),
+        ("apply.sh", minify(APPLY_SH)),
+    ]
+}
+
+/// `LIBRARY_ROOT/DIGEST` of this version's programs.
+pub fn library_dir() -> String {
+    use sha2::{Digest, Sha256};
+    static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let mut h = Sha256::new();
+        for (name, text) in library_files() {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+        let hex: String = h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{LIBRARY_ROOT}/{hex}")
+    })
+    .clone()
+}
+
+/// Prints `yes` when this version's programs are installed on the gateway.
+pub fn library_check_script() -> String {
+    format!(
+        "[ -f {0}/apply.sh ] && [ -f {0}/revert.sh ] && [ -f {0}/snapshot.sh ] && [ -f {0}/lib.sh ] && echo yes || echo no\n",
+        sh_quote(&library_dir())
+    )
+}
+
+/// Whether this version's programs are installed on the host of `t` (one
+/// tiny round trip; any doubt reads as no: they are then sent).
+pub fn library_installed(t: &mut dyn crate::transport::Transport) -> bool {
+    matches!(t.run_script(&library_check_script()), Ok(o) if o.status == 0 && o.stdout_str().trim() == "yes")
+}
+
+/// The start of a script that runs inside snapshot `dir`, whose `lib/`
+/// the apply copied there first.
 fn in_snapshot(dir: &str) -> String {
     format!(
-        "#!/bin/sh\n{}. \"$S/lib.sh\" || exit 3\n",
+        "#!/bin/sh\n{}. \"$S/lib/lib.sh\" || exit 3\n",
         params(&[("S", dir.to_string())])
     )
 }
@@ -157,7 +212,7 @@ fn in_snapshot(dir: &str) -> String {
 pub fn revert_script(dir: &str) -> String {
     let mut s = in_snapshot(dir);
     s.push_str("# dwprov revert: puts back what dwprov owned before this snapshot.\n");
-    s.push_str(&minify(REVERT_SH));
+    s.push_str(". \"$S/lib/revert.sh\"\n");
     s
 }
 
@@ -201,8 +256,28 @@ pub fn revert_units_text(id: &str, timeout_secs: u64) -> (String, String) {
     (service, timer)
 }
 
+/// The owned files and sysctls whose content the verify digest covers
+/// (gateway/lib.sh `owned_digest`), as quoted arguments.
+pub fn digest_args(old: &State, desired: &State) -> String {
+    let files: std::collections::BTreeSet<&String> =
+        old.files.keys().chain(desired.files.keys()).collect();
+    let sysctls = desired.sysctls.keys().map(|k| format!("/proc/sys/{k}"));
+    files
+        .into_iter()
+        .cloned()
+        .chain(sysctls)
+        .map(|p| sh_quote(&p))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The apply script with snapshot and armed revert (gateway/snapshot.sh),
-/// then the changes as `$S/apply.sh` in a process group of their own.
+/// then the changes as `$S/apply.sh` in a process group of their own, then,
+/// in the same round trip, the verification: the digest of the owned state
+/// (checked again over a new connection, [`verify_confirm_script`]) and a
+/// gather framed by `marker` (`gather::script`). `installed`: the
+/// gateway-side programs of this version are on the gateway already
+/// ([`library_installed`]); else the script installs them.
 pub fn apply_script(
     changes: &[Change],
     old: &State,
@@ -210,6 +285,8 @@ pub fn apply_script(
     id: &str,
     timeout_secs: u64,
     caps: converge::Caps,
+    marker: &str,
+    installed: bool,
 ) -> ApplyScript {
     let mut out = ApplyScript::default();
     let d = converge::delimiter();
@@ -225,14 +302,35 @@ pub fn apply_script(
         ("EXPECT_ROUTES", routes.to_string()),
         ("EXPECT_IPT", ipt.to_string()),
     ]);
-    // The library goes to the snapshot first (the revert and the apply
-    // source it from there), then runs here.
+    // The gateway-side programs, installed once per dwprov version (sent
+    // only when missing), copied into the snapshot (its revert.sh must not
+    // depend on anything that may be pruned), then the library runs here.
+    s.push_str(&params(&[("L", library_dir())]));
+    let cannot = |what: &str| {
+        format!(
+            "|| {{ echo \"dwprov: cannot write {what} (read-only file system or disk full?); nothing was changed\" >&2; exit {NOTHING_CHANGED}; }}"
+        )
+    };
+    if !installed {
+        let _ = writeln!(
+            s,
+            "{{ rm -rf \"$L.$$\" && mkdir -p \"$L.$$\"; }} 2>/dev/null {}",
+            cannot("$L")
+        );
+        for (name, text) in library_files() {
+            let _ = write!(
+                s,
+                "cat > \"$L.$$/{name}\" <<'{d}' {}\n{text}{d}\n",
+                cannot("$L")
+            );
+        }
+        s.push_str("[ -d \"$L\" ] || mv \"$L.$$\" \"$L\"; rm -rf \"$L.$$\"\n");
+    }
     let _ = writeln!(
         s,
-        "{{ mkdir -p \"$S/files\" && cat > \"$S/lib.sh\"; }} 2>/dev/null <<'{d}' || {{ echo \"dwprov: cannot write $S (read-only file system or disk full?); nothing was changed\" >&2; exit {NOTHING_CHANGED}; }}\n{}{d}\n. \"$S/lib.sh\"",
-        minify(converge::LIB_SH)
+        "{{ mkdir -p \"$S/files\" \"$S/lib\" && cp \"$L/lib.sh\" \"$L/revert.sh\" \"$L/apply.sh\" \"$S/lib/\"; }} 2>/dev/null {}\n. \"$S/lib/lib.sh\"\n. \"$L/snapshot.sh\"",
+        cannot("$S (or the library $L vanished)")
     );
-    s.push_str(&minify(SNAPSHOT_SH));
     // Preflight: every directory we write to (read-only /etc, full disk).
     let mut dirs: std::collections::BTreeSet<String> = desired
         .files
@@ -295,7 +393,7 @@ pub fn apply_script(
     s.push_str("timer_up || nochange 'arm the revert timer'\necho armed > \"$S/state\"\n");
     // The changes, as a file of their own (run in their own process group).
     let mut apply = in_snapshot(&dir);
-    apply.push_str(&minify(APPLY_SH));
+    apply.push_str(". \"$S/lib/apply.sh\"\n");
     let _ = writeln!(
         apply,
         "staged_cleanup() {{ rm -f {} ; }}",
@@ -323,8 +421,33 @@ pub fn apply_script(
         &apply,
     ));
     s.push_str("run_apply\n");
+    // Changed from here on: no `nochange`; a missing digest only means the
+    // new connection will not confirm (the timer then reverts).
+    let _ = writeln!(
+        s,
+        "owned_digest {} > \"$S/verify.digest\" || rm -f \"$S/verify.digest\"",
+        digest_args(old, desired)
+    );
+    s.push_str(&crate::gather::script(marker));
     out.script = s;
     out
+}
+
+/// Over a new connection after the apply: prove the owned state is the one
+/// the apply's in-band gather verified (same digest), then confirm.
+pub fn verify_confirm_script(id: &str, digest_args: &str) -> String {
+    let mut s = minify(converge::LIB_SH);
+    s.push_str(&params(&[
+        ("S", snapshot_dir(id)),
+        ("SNAPSHOT_DIR", SNAPSHOT_DIR.into()),
+        ("KEEP", KEEP_SNAPSHOTS.to_string()),
+        ("LIBRARY_ROOT", LIBRARY_ROOT.into()),
+        ("KEEP_LIBRARIES", KEEP_LIBRARIES.to_string()),
+    ]));
+    s.push_str(&minify(VERIFY_SH));
+    let _ = writeln!(s, "verify_and_confirm {digest_args}");
+    s.push_str(&minify(CONFIRM_SH));
+    s
 }
 
 /// Disarm the revert of snapshot `id` (after verification) and prune old snapshots.
@@ -334,6 +457,8 @@ pub fn confirm_script(id: &str) -> String {
         ("S", snapshot_dir(id)),
         ("SNAPSHOT_DIR", SNAPSHOT_DIR.into()),
         ("KEEP", KEEP_SNAPSHOTS.to_string()),
+        ("LIBRARY_ROOT", LIBRARY_ROOT.into()),
+        ("KEEP_LIBRARIES", KEEP_LIBRARIES.to_string()),
     ]));
     s.push_str(&minify(CONFIRM_SH));
     s
@@ -723,10 +848,12 @@ mod tests {
             "20261124T000000Z-abcdef",
             60,
             converge::Caps::default(),
+            "M",
+            false,
         );
-        // Composed scripts source lib.sh from the snapshot: its variables
-        // are unknown to shellcheck there.
-        let sourced = ["-e", "SC2154,SC1091"];
+        // Composed scripts source the installed programs: their variables
+        // are unknown to shellcheck there (the files are checked above).
+        let sourced = ["-e", "SC2154,SC1091,SC2034"];
         shellcheck_with("apply-script.sh", &s.script, &sourced);
         shellcheck_with(
             "revert-script.sh",
@@ -735,6 +862,10 @@ mod tests {
         );
         shellcheck("confirm-script.sh", &confirm_script("x"));
         shellcheck("disarm-script.sh", &disarm_script("x"));
+        shellcheck(
+            "verify-confirm-script.sh",
+            &verify_confirm_script("x", &digest_args(&old, &desired)),
+        );
         shellcheck("rollback-script.sh", &rollback_script(Some("x")));
         shellcheck("list-script.sh", &list_script());
         shellcheck(
@@ -757,7 +888,16 @@ mod tests {
             let b = crate::state::ip::parse_batch(&line, "t", &Default::default()).unwrap();
             old.routes.extend(b.routes);
         }
-        let s = apply_script(&changes, &old, &desired, "x", 60, converge::Caps::default());
+        let s = apply_script(
+            &changes,
+            &old,
+            &desired,
+            "x",
+            60,
+            converge::Caps::default(),
+            "M",
+            false,
+        );
         assert!(
             s.script.contains("EXPECT_ROUTES='2001'"),
             "counts are passed"
@@ -774,6 +914,8 @@ mod tests {
             "20261124T000000Z-abcdef",
             60,
             converge::Caps::default(),
+            "M",
+            false,
         );
         let out = std::process::Command::new("/bin/sh")
             .arg("-n")
