@@ -304,11 +304,13 @@ fn apply_host_at(
         &plan.diff.changes,
         &plan.facts.state,
         &plan.rendered.desired,
-        &id,
-        safety.timeout_secs,
+        &crate::safe::ConfirmedRun {
+            id: &id,
+            timeout_secs: safety.timeout_secs,
+            marker: &m,
+            library_installed: installed,
+        },
         caps,
-        &m,
-        installed,
     );
     let out = match converge::execute(t, &script) {
         Ok(out) => out,

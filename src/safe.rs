@@ -256,6 +256,20 @@ pub fn revert_units_text(id: &str, timeout_secs: u64) -> (String, String) {
     (service, timer)
 }
 
+/// One commit-confirmed apply, besides its changes and states.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfirmedRun<'a> {
+    /// The snapshot id ([`snapshot_id`]).
+    pub id: &'a str,
+    /// Seconds before an unconfirmed change reverts itself.
+    pub timeout_secs: u64,
+    /// Frames the in-band gather (`gather::marker`).
+    pub marker: &'a str,
+    /// The gateway-side programs of this version are on the gateway
+    /// already ([`library_installed`]); else the script installs them.
+    pub library_installed: bool,
+}
+
 /// The owned files and sysctls whose content the verify digest covers
 /// (gateway/lib.sh `owned_digest`), as quoted arguments.
 pub fn digest_args(old: &State, desired: &State) -> String {
@@ -275,19 +289,20 @@ pub fn digest_args(old: &State, desired: &State) -> String {
 /// then the changes as `$S/apply.sh` in a process group of their own, then,
 /// in the same round trip, the verification: the digest of the owned state
 /// (checked again over a new connection, [`verify_confirm_script`]) and a
-/// gather framed by `marker` (`gather::script`). `installed`: the
-/// gateway-side programs of this version are on the gateway already
-/// ([`library_installed`]); else the script installs them.
+/// gather framed by `run.marker` (`gather::script`).
 pub fn apply_script(
     changes: &[Change],
     old: &State,
     desired: &State,
-    id: &str,
-    timeout_secs: u64,
+    run: &ConfirmedRun,
     caps: converge::Caps,
-    marker: &str,
-    installed: bool,
 ) -> ApplyScript {
+    let ConfirmedRun {
+        id,
+        timeout_secs,
+        marker,
+        library_installed: installed,
+    } = *run;
     let mut out = ApplyScript::default();
     let d = converge::delimiter();
     let body = converge::body(changes, &d, &mut out, caps);
@@ -845,11 +860,13 @@ mod tests {
             &changes,
             &old,
             &desired,
-            "20261124T000000Z-abcdef",
-            60,
+            &ConfirmedRun {
+                id: "20261124T000000Z-abcdef",
+                timeout_secs: 60,
+                marker: "M",
+                library_installed: false,
+            },
             converge::Caps::default(),
-            "M",
-            false,
         );
         // Composed scripts source the installed programs: their variables
         // are unknown to shellcheck there (the files are checked above).
@@ -892,11 +909,13 @@ mod tests {
             &changes,
             &old,
             &desired,
-            "x",
-            60,
+            &ConfirmedRun {
+                id: "x",
+                timeout_secs: 60,
+                marker: "M",
+                library_installed: false,
+            },
             converge::Caps::default(),
-            "M",
-            false,
         );
         assert!(
             s.script.contains("EXPECT_ROUTES='2001'"),
@@ -911,11 +930,13 @@ mod tests {
             &[],
             &State::default(),
             &State::default(),
-            "20261124T000000Z-abcdef",
-            60,
+            &ConfirmedRun {
+                id: "20261124T000000Z-abcdef",
+                timeout_secs: 60,
+                marker: "M",
+                library_installed: false,
+            },
             converge::Caps::default(),
-            "M",
-            false,
         );
         let out = std::process::Command::new("/bin/sh")
             .arg("-n")
