@@ -127,8 +127,9 @@ only_in() {
     awk 'FILENAME == ARGV[1] { b[$0]++; next } { if (b[$0]-- <= 0) print }' "$2" "$1"
 }
 
-# Apply an `ip -batch` stream (stdin). In a commit-confirmed apply ($S set)
-# the kernel's answer is checked against the snapshot: an add that fails
+# Apply an `ip -batch` stream: stdin, or in a commit-confirmed apply ($S
+# set) the file $S/ip.batch, where the kernel's answer is checked against
+# the snapshot: an add that fails
 # with "File exists" (the snapshot said it is absent) or a delete with "No
 # such ..." (the snapshot said it is there) means the tool that listed the
 # state lied, and a revert from that listing would delete real objects.
@@ -140,7 +141,6 @@ ip_batch() {
         ip -4 -batch - || fail 'ip -batch'
         return 0
     fi
-    cat > "$S/ip.batch" || fail 'write the ip batch'
     ip -4 -batch "$S/ip.batch" 2> "$S/ip.err" && return 0
     cat "$S/ip.err" >&2
     n=$(sed -n 's/^Command failed [^:]*:\([0-9][0-9]*\)$/\1/p' "$S/ip.err" | head -n 1)
@@ -221,9 +221,7 @@ owned_digest() {
         ip -4 -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)"
         ip -4 -N -d route show table all proto "$PROTO"
         iptables-save | grep -e '^\*' -e '^:DWPROV-' -e '^-A DWPROV-' -e ' -[jg] DWPROV-[^ ]*$'
-        for f in "$@"; do
-            echo "== $f"
-            cat "$f" 2>/dev/null
-        done
+        # One line per file that exists: its digest and name.
+        "$sum" "$@" 2>/dev/null
     } | "$sum" | cut -d ' ' -f 1
 }

@@ -350,8 +350,9 @@ done
 # figures only, one untimed run (the snapshot is taken on the gateway, so the
 # script is O(changes), not the route list).
 converge
-REPAIR_DST=$(gw ip -4 route show table all proto 201 | awk '!n && $1 ~ /[/]/ {print $1; n = 1}')
-gw ip -4 route del "$REPAIR_DST" proto 201
+REPAIR=$(gw ip -4 route show table all proto 201 | awk '!n && $1 ~ /[/]/ {print; n = 1}')
+# shellcheck disable=SC2086 # the route's words are the arguments
+gw ip -4 route del $REPAIR
 dw "dwprov apply (one deleted route repaired)" nothing ctl "$BIN" apply -i "$INV_CNC" --yes --format json --no-color
 cp "$OUT" "$B/apply-repair.json"
 

@@ -218,6 +218,7 @@ fn script_then(changes: &[Change], caps: Caps, tail: &str) -> ApplyScript {
     s.push_str(&body.test_start);
     s.push_str(&body.stage);
     s.push_str(&body.wait_for_test("; nothing was changed"));
+    s.push_str(&body.ip_step(&d));
     s.push_str(&body.commit);
     s.push_str(tail);
     out.script = s;
@@ -249,9 +250,25 @@ pub struct Body {
     /// `LINE route replace OLD` for the replaced routes of the ip batch
     /// (see [`ip_batch_with_undo`]).
     pub undo: String,
+    /// The `ip -batch` stream of the changes ("" when none). It runs first
+    /// of the changes, before `commit`: [`Body::ip_step`] inline, or from a
+    /// file the caller wrote (`ip_batch` in gateway/lib.sh reads
+    /// `$S/ip.batch` inside a snapshot).
+    pub ip_batch: String,
 }
 
 impl Body {
+    /// The rules and routes step with its batch inline (delimiter `d`).
+    pub fn ip_step(&self, d: &str) -> String {
+        if self.ip_batch.is_empty() {
+            return String::new();
+        }
+        format!(
+            "step 'ip -batch'\n{}",
+            heredoc("ip_batch", "ip -batch", d, &self.ip_batch)
+        )
+    }
+
     /// Wait for the background iptables test, if any; when it failed,
     /// remove the staged files and stop (through `fail`, which the caller
     /// defines) with a message ending in `suffix`.
@@ -274,9 +291,9 @@ impl Body {
 
 /// The commands that apply `changes`, counting what they send into `out`.
 /// Each change runs behind the step guard (`step`, gateway/lib.sh). Rules
-/// and routes go first: the kernel may contradict the gathered state there
-/// ("File exists"), and then the apply undoes its batch and stops before
-/// anything else changed.
+/// and routes ([`Body::ip_batch`]) go first: the kernel may contradict the
+/// gathered state there ("File exists"), and then the apply undoes its
+/// batch and stops before anything else changed.
 pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> Body {
     let mut b = Body::default();
     // iptables: every table in one payload (each COMMIT is atomic for its
@@ -298,9 +315,7 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
     if !batch.is_empty() {
         out.ip_lines = batch.lines().count();
         b.undo = undo;
-        b.commit.push_str("step 'ip -batch'\n");
-        b.commit
-            .push_str(&heredoc("ip_batch", "ip -batch", d, &batch));
+        b.ip_batch = batch;
         out.commands += 1;
     }
     // Files: temp file in the same directory, then rename over the target;

@@ -299,19 +299,29 @@ fn apply_host_at(
     // digest of the owned state); a new connection then proves the gateway
     // reachable and that state unchanged, and confirms.
     let m = gather::marker();
-    let installed = crate::safe::library_installed(t);
-    let script: ApplyScript = crate::safe::apply_script(
-        &plan.diff.changes,
-        &plan.facts.state,
-        &plan.rendered.desired,
-        &crate::safe::ConfirmedRun {
-            id: &id,
-            timeout_secs: safety.timeout_secs,
-            marker: &m,
-            library_installed: installed,
-        },
-        caps,
-    );
+    let build = |installed: bool| {
+        crate::safe::apply_script(
+            &plan.diff.changes,
+            &plan.facts.state,
+            &plan.rendered.desired,
+            &crate::safe::ConfirmedRun {
+                id: &id,
+                timeout_secs: safety.timeout_secs,
+                marker: &m,
+                library_installed: installed,
+            },
+            caps,
+        )
+    };
+    // The gateway-side programs (~13 kB) travel with a big apply (a round
+    // trip to ask costs more than they do); a small one asks first whether
+    // they are installed, so that it sends O(changes).
+    let mut script: ApplyScript = build(true);
+    if script.script.len() > crate::safe::ASK_FOR_LIBRARY_BELOW
+        || !crate::safe::library_installed(t)
+    {
+        script = build(false);
+    }
     let out = match converge::execute(t, &script) {
         Ok(out) => out,
         Err(e) => {

@@ -148,8 +148,12 @@ pub fn minify(text: &str) -> String {
 /// Where the gateway-side programs of the apply are installed, per dwprov
 /// version (the name is a digest of their text): a commit-confirmed apply
 /// sends them only when they are missing (`dwprov` asks first, in one tiny
-/// round trip), so an apply sends O(changes), not 13 kB of shell.
+/// round trip; a big apply just sends them), so a small apply sends
+/// O(changes), not 13 kB of shell.
 pub const LIBRARY_ROOT: &str = "/var/lib/dwprov/lib";
+/// Below this script size (without the programs) an apply asks whether the
+/// programs are installed before sending them; above, they just travel.
+pub const ASK_FOR_LIBRARY_BELOW: usize = 64 * 1024;
 /// Library versions kept on a gateway (older ones are pruned on confirm).
 pub const KEEP_LIBRARIES: usize = 3;
 
@@ -404,6 +408,16 @@ pub fn apply_script(
     // The new files go to temp files beside them (no change yet) while the
     // iptables test may still run.
     s.push_str(&body.stage);
+    // The ip batch waits in the snapshot (written once here, not inside
+    // apply.sh: a 4,000-line batch is parsed by the shell once).
+    if !body.ip_batch.is_empty() {
+        s.push_str(&heredoc(
+            "cat > \"$S/ip.batch\"",
+            "write the ip batch",
+            &d,
+            &body.ip_batch,
+        ));
+    }
     s.push_str(&body.wait_for_test(""));
     s.push_str("timer_up || nochange 'arm the revert timer'\necho armed > \"$S/state\"\n");
     // The changes, as a file of their own (run in their own process group).
@@ -425,6 +439,9 @@ pub fn apply_script(
             &d,
             &body.undo,
         ));
+    }
+    if !body.ip_batch.is_empty() {
+        apply.push_str("step 'ip -batch'\nip_batch\n");
     }
     apply.push_str(&body.commit);
     apply.push_str("exit 0\n");
