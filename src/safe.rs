@@ -8,10 +8,18 @@
 //! (iptables-save against `iptables -S`, owned counts against the plan's),
 //! writes `revert.sh` and arms a revert that runs **on the gateway**,
 //! detached from the SSH session: after `confirm_timeout` seconds it runs
-//! `revert.sh` unless disarmed. dwprov disarms only after a *new* SSH
-//! connection verified the result, so a change that cuts the management
-//! path, or an SSH session killed in the middle of an apply, ends in the old
-//! state by itself.
+//! `revert.sh` unless disarmed. The apply verifies in its own round trip
+//! (an in-band gather, and a digest of the owned state computed on the
+//! gateway); dwprov disarms only after a *new* SSH connection found the
+//! same digest, so a change that cuts the management path, or an SSH
+//! session killed in the middle of an apply, ends in the old state by
+//! itself, and the converged state does not travel twice.
+//!
+//! The kernel may contradict the snapshot (a lying or mismatched tool):
+//! an `ip rule add` fails "File exists" for a rule the listing did not
+//! show. Then the apply undoes its batch and stops, nothing changed; and a
+//! verify that still shows exactly the pre-apply objects after every step
+//! succeeded is neither reverted nor confirmed (`fleet`).
 //!
 //! The changes run as `$S/apply.sh` in a process group of their own; the
 //! revert ends that group first and every step checks that no revert has
@@ -21,8 +29,10 @@
 //! sysctls) and leaves everything else as it is, also what was added since
 //! the snapshot; it checks the result against the snapshot.
 //!
-//! The gateway-side shell lives in `gateway/*.sh` (embedded here); this
-//! module passes quoted parameters and heredoc payloads only.
+//! The gateway-side shell lives in `gateway/*.sh` (embedded here, installed
+//! once per version under [`LIBRARY_ROOT`]); this module passes quoted
+//! parameters and heredoc payloads only. `dwprov rollback` (plan, ask,
+//! revert) is [`rollback_hosts`].
 use crate::converge::{self, heredoc, sh_quote, ApplyScript};
 use crate::diff::{is_owned_chain, is_owned_jump, is_owned_route, is_owned_rule, Change};
 use crate::state::State;
