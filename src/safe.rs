@@ -465,12 +465,14 @@ pub fn apply_script(
     s.push_str("run_apply\n");
     // Changed from here on: no `nochange`; a missing digest only means the
     // new connection will not confirm (the timer then reverts).
+    // The digest is computed while the gather runs (both only read).
     let _ = writeln!(
         s,
-        "owned_digest {} > \"$S/verify.digest\" || rm -f \"$S/verify.digest\"",
+        "{{ owned_digest {} > \"$S/verify.digest.tmp\" && mv -f \"$S/verify.digest.tmp\" \"$S/verify.digest\"; }} &\ndj=$!",
         digest_args(old, desired)
     );
     s.push_str(&crate::gather::script(marker));
+    s.push_str("wait \"$dj\"\nexit 0\n");
     out.script = s;
     out
 }
