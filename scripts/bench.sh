@@ -13,6 +13,7 @@
 #                       `ssh gw ip -batch -` of the same routes
 #   4 no-op plan        dwprov plan on the converged gateway vs the raw gather
 #   5 one prefix added  dwprov apply of one more prefix, with its apply figures
+#                       (and, untimed, those of repairing one deleted route)
 # dwprov and ssh both run in the lab's controller namespace. The baseline is
 # OpenSSH's client with the lab's key and known_hosts; its key exchange is
 # pinned to curve25519-sha256, which is what dwprov's libssh2 negotiates with
@@ -337,6 +338,16 @@ for ((i = 0; i < N; i++)); do
     gw ip route flush table all proto 202
 done
 
+# One deleted route repaired (drift on the converged CNC gateway): its apply
+# figures only, one untimed run (the snapshot is taken on the gateway, so the
+# script is O(changes), not the route list).
+converge
+REPAIR=$(gw ip -4 route show table all proto 201 | awk '!n && $1 ~ /[/]/ {print; n = 1}')
+# shellcheck disable=SC2086 # the route's words are the arguments
+gw ip -4 route del $REPAIR
+dw "dwprov apply (one deleted route repaired)" nothing ctl "$BIN" apply -i "$INV_CNC" --yes --format json --no-color
+cp "$OUT" "$B/apply-repair.json"
+
 # ---------------------------------------------------------------- report
 
 R1=$(ratio "${G_D[*]}" "${G_S[*]}")
@@ -397,4 +408,5 @@ printf "$fmt2" "hosts[0].applied" changes ip_lines iptables_lines script_bytes r
 printf "$fmt2" "apply from empty" $(applied "$B/apply-empty.json")
 printf "$fmt2" "  --no-confirm" $(applied "$B/apply-empty-nc.json")
 printf "$fmt2" "one prefix added" $(applied "$B/apply-one.json")
+printf "$fmt2" "one route repaired" $(applied "$B/apply-repair.json")
 }

@@ -277,15 +277,19 @@ pub struct RollbackArgs {
     /// Inventory file.
     #[arg(short, long, value_name = "FILE")]
     pub inventory: PathBuf,
-    /// The host(s) to roll back (required: rollback is never fleet-wide by accident).
+    /// The host(s) to roll back (required to roll back: rollback is never
+    /// fleet-wide by accident; optional with --list).
     #[arg(short, long, value_name = "PATTERN")]
-    pub limit: String,
+    pub limit: Option<String>,
     /// Snapshot id (default: the newest).
     #[arg(long, value_name = "SNAPSHOT")]
     pub to: Option<String>,
     /// List the snapshots on each host instead.
     #[arg(long)]
     pub list: bool,
+    /// Roll back without asking (the plan of the rollback is still shown).
+    #[arg(long)]
+    pub yes: bool,
     /// Record unknown SSH host keys instead of refusing.
     #[arg(long)]
     pub accept_new_host_keys: bool,
@@ -641,48 +645,29 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
 }
 
 fn rollback(a: &RollbackArgs) -> Result<i32> {
-    let (_, hosts) = select(&a.inventory, Some(&a.limit))?;
-    if let Some(id) = &a.to {
-        if !crate::safe::valid_id(id) {
-            return Err(Error::invalid(format!(
-                "--to {id}: not a snapshot id (see `dwprov rollback --list`)"
-            )));
-        }
+    if a.limit.is_none() && !a.list {
+        return Err(Error::Invalid {
+            message: "rollback needs --limit (rollback is never fleet-wide by accident)".into(),
+            hint: Some(
+                "name the host(s): dwprov rollback -i FILE --limit gw1 (--list works without)"
+                    .into(),
+            ),
+        });
     }
+    let (_, hosts) = select(&a.inventory, a.limit.as_deref())?;
     let opts = ConnectOptions {
         accept_new_host_keys: a.accept_new_host_keys,
         ssh_config: ssh_config(),
     };
-    let script = if a.list {
-        crate::safe::list_script()
-    } else {
-        crate::safe::rollback_script(a.to.as_deref())
-    };
-    let mut failed = 0;
-    for h in &hosts {
-        let r = crate::transport::connect(&h.connection, &h.name, &opts)
-            .and_then(|mut t| t.run_script(&script));
-        match r {
-            Ok(o) if o.status == 0 => {
-                for line in o.stdout_str().lines() {
-                    println!("{}: {line}", h.name);
-                }
-            }
-            Ok(o) => {
-                failed += 1;
-                eprintln!(
-                    "{} {}: {}",
-                    console::style("error:").red().bold(),
-                    h.name,
-                    o.stderr_str().trim()
-                );
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("{} {e}", console::style("error:").red().bold());
-            }
-        }
-    }
+    let failed = crate::safe::rollback_hosts(
+        &hosts,
+        &crate::safe::RollbackRequest {
+            to: a.to.clone(),
+            list: a.list,
+            yes: a.yes,
+        },
+        &opts,
+    )?;
     Ok(if failed > 0 { EXIT_ERROR } else { EXIT_OK })
 }
 

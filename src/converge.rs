@@ -34,14 +34,35 @@ pub struct ApplyScript {
 /// route: routes are added/replaced first, then rules added, then rules
 /// removed, then routes removed.
 pub fn ip_batch(changes: &[Change]) -> String {
+    ip_batch_with_undo(changes).0
+}
+
+/// [`ip_batch`], and for every `route replace` line the line that puts the
+/// old route back (`LINE route replace OLD`), from which the gateway undoes
+/// a batch that stopped half-way (`ip_batch` in gateway/lib.sh derives the
+/// other inverses from the lines themselves). A new route is `route add`,
+/// not `replace`: if the kernel has it although the gathered state did not,
+/// the add fails with "File exists" and the lie is found before it costs.
+pub fn ip_batch_with_undo(changes: &[Change]) -> (String, String) {
     let mut add_routes = String::new();
+    let mut undo = String::new();
     let mut add_rules = String::new();
     let mut del_rules = String::new();
     let mut del_routes = String::new();
+    let mut line = 0;
     for c in changes {
         match c {
-            Change::Route { to: Some(r), .. } => {
-                let _ = writeln!(add_routes, "route replace {}", r.to_batch());
+            Change::Route { from, to: Some(r) } => {
+                line += 1;
+                match from {
+                    None => {
+                        let _ = writeln!(add_routes, "route add {}", r.to_batch());
+                    }
+                    Some(old) => {
+                        let _ = writeln!(add_routes, "route replace {}", r.to_batch());
+                        let _ = writeln!(undo, "{line} route replace {}", old.to_batch());
+                    }
+                }
             }
             Change::Route {
                 from: Some(r),
@@ -61,7 +82,7 @@ pub fn ip_batch(changes: &[Change]) -> String {
             _ => {}
         }
     }
-    add_routes + &add_rules + &del_rules + &del_routes
+    (add_routes + &add_rules + &del_rules + &del_routes, undo)
 }
 
 /// iptables-restore payloads per table for these changes.
@@ -146,12 +167,14 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The shell prelude every dwprov script starts with.
+/// The helper library every gateway-side script starts with
+/// (gateway/lib.sh: `fail`, `nochange`, the step guard, owned listings).
+pub const LIB_SH: &str = include_str!("../gateway/lib.sh");
+
+/// The shell prelude every dwprov script starts with: the library, outside
+/// any snapshot (`S` empty: the step guard and `ip_batch` check nothing).
 pub fn prelude() -> String {
-    format!(
-        "PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH; export LC_ALL=C\n\
-         fail() {{ echo \"dwprov: $1\" >&2; exit {STEP_FAILED}; }}\numask 022\n"
-    )
+    format!("{LIB_SH}S=\n")
 }
 
 /// A fresh heredoc delimiter.
@@ -165,12 +188,16 @@ pub struct Caps {
     /// `awk` and `sha256sum` are there: a file is sent as an edit of its
     /// gathered content (O(changed lines)) instead of whole.
     pub file_delta: bool,
+    /// systemd runs: the revert timer is a transient systemd timer (its
+    /// units are sent), else a detached process.
+    pub systemd: bool,
 }
 
 impl Caps {
     pub fn of(facts: &crate::gather::Facts) -> Caps {
         Caps {
             file_delta: facts.has_tool("awk") && facts.has_tool("sha256sum"),
+            systemd: facts.systemd,
         }
     }
 }
@@ -191,6 +218,7 @@ fn script_then(changes: &[Change], caps: Caps, tail: &str) -> ApplyScript {
     s.push_str(&body.test_start);
     s.push_str(&body.stage);
     s.push_str(&body.wait_for_test("; nothing was changed"));
+    s.push_str(&body.ip_step(&d));
     s.push_str(&body.commit);
     s.push_str(tail);
     out.script = s;
@@ -219,9 +247,28 @@ pub struct Body {
     pub commit: String,
     /// The temp files `stage` writes (shell-quoted).
     pub staged: Vec<String>,
+    /// `LINE route replace OLD` for the replaced routes of the ip batch
+    /// (see [`ip_batch_with_undo`]).
+    pub undo: String,
+    /// The `ip -batch` stream of the changes ("" when none). It runs first
+    /// of the changes, before `commit`: [`Body::ip_step`] inline, or from a
+    /// file the caller wrote (`ip_batch` in gateway/lib.sh reads
+    /// `$S/ip.batch` inside a snapshot).
+    pub ip_batch: String,
 }
 
 impl Body {
+    /// The rules and routes step with its batch inline (delimiter `d`).
+    pub fn ip_step(&self, d: &str) -> String {
+        if self.ip_batch.is_empty() {
+            return String::new();
+        }
+        format!(
+            "step 'ip -batch'\n{}",
+            heredoc("ip_batch", "ip -batch", d, &self.ip_batch)
+        )
+    }
+
     /// Wait for the background iptables test, if any; when it failed,
     /// remove the staged files and stop (through `fail`, which the caller
     /// defines) with a message ending in `suffix`.
@@ -243,6 +290,10 @@ impl Body {
 }
 
 /// The commands that apply `changes`, counting what they send into `out`.
+/// Each change runs behind the step guard (`step`, gateway/lib.sh). Rules
+/// and routes ([`Body::ip_batch`]) go first: the kernel may contradict the
+/// gathered state there ("File exists"), and then the apply undoes its
+/// batch and stops before anything else changed.
 pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> Body {
     let mut b = Body::default();
     // iptables: every table in one payload (each COMMIT is atomic for its
@@ -259,11 +310,20 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
             format!("iptables-restore --noflush --test >/dev/null <<'{d}' &\n{ipt}{d}\ntp=$!\n");
         out.commands += 1;
     }
+    // Rules and routes: one ip -batch stream.
+    let (batch, undo) = ip_batch_with_undo(changes);
+    if !batch.is_empty() {
+        out.ip_lines = batch.lines().count();
+        b.undo = undo;
+        b.ip_batch = batch;
+        out.commands += 1;
+    }
     // Files: temp file in the same directory, then rename over the target;
     // a big file that exists is sent as an edit of what is there.
     for c in changes {
         if let Change::File { path, from, to } = c {
             out.files += 1;
+            let _ = writeln!(b.commit, "step {}", sh_quote(&format!("file {path}")));
             let Some(new) = to else {
                 let _ = writeln!(
                     b.commit,
@@ -289,19 +349,14 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
     // Sysctls: straight to /proc/sys (the key is its path there).
     for c in changes {
         if let Change::Sysctl { key, to, .. } = c {
+            let _ = writeln!(s, "step {}", sh_quote(&format!("sysctl {key}")));
             s.push_str(&sysctl_command(key, to));
             out.commands += 1;
         }
     }
-    // Rules and routes: one ip -batch stream.
-    let batch = ip_batch(changes);
-    if !batch.is_empty() {
-        out.ip_lines = batch.lines().count();
-        s.push_str(&heredoc("ip -4 -batch -", "ip -batch", d, &batch));
-        out.commands += 1;
-    }
     if !ipt.is_empty() {
         out.iptables_lines += ipt.lines().count();
+        s.push_str("step iptables-restore\n");
         s.push_str(&heredoc(
             "iptables-restore --noflush",
             &format!("iptables-restore (tables {})", b.tables),
@@ -312,6 +367,9 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
     }
     // Boot files written above: enable units, start the flush loop (src/boot.rs).
     let post = crate::boot::post_install(changes);
+    if !post.script.is_empty() {
+        s.push_str("step 'boot units'\n");
+    }
     s.push_str(&post.script);
     out.commands += post.commands;
     b
@@ -502,9 +560,18 @@ mod tests {
             .lines()
             .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
             .collect();
+        assert_eq!(verbs, ["route add", "rule add", "rule del", "route del"]);
+        // A changed route is replaced, and its undo line puts the old one back.
+        let mut new = b.routes[0].clone();
+        new.metric = 7;
+        let (text, undo) = ip_batch_with_undo(&[Change::Route {
+            from: Some(b.routes[0].clone()),
+            to: Some(new),
+        }]);
+        assert!(text.starts_with("route replace "), "{text}");
         assert_eq!(
-            verbs,
-            ["route replace", "rule add", "rule del", "route del"]
+            undo,
+            format!("1 route replace {}\n", b.routes[0].to_batch())
         );
     }
 

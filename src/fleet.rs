@@ -297,50 +297,108 @@ fn apply_host_at(
         pending,
         cause: Box::new(cause),
     };
-    let script: ApplyScript = crate::safe::apply_script(
-        &plan.diff.changes,
-        &plan.facts.state,
-        &plan.rendered.desired,
-        &id,
-        safety.timeout_secs,
-        caps,
-    );
-    if let Err(e) = converge::execute(t, &script) {
-        return Err(match &e {
-            // Stopped before the revert was armed: nothing changed.
-            Error::Remote { status, .. } if *status == crate::safe::NOTHING_CHANGED => e,
-            // The script itself reverted after a failed step.
-            Error::Remote { status, .. } if *status == converge::STEP_FAILED => reverted(e, false),
-            // Cut off mid-apply: the armed timer reverts.
-            _ => reverted(e, true),
-        });
+    // The apply verifies in its own round trip (an in-band gather, and a
+    // digest of the owned state); a new connection then proves the gateway
+    // reachable and that state unchanged, and confirms.
+    let m = gather::marker();
+    let build = |installed: bool| {
+        crate::safe::apply_script(
+            &plan.diff.changes,
+            &plan.facts.state,
+            &plan.rendered.desired,
+            &crate::safe::ConfirmedRun {
+                id: &id,
+                timeout_secs: safety.timeout_secs,
+                marker: &m,
+                library_installed: installed,
+            },
+            caps,
+        )
+    };
+    // The gateway-side programs (~13 kB) travel with a big apply (a round
+    // trip to ask costs more than they do); a small one asks first whether
+    // they are installed, so that it sends O(changes).
+    let mut script: ApplyScript = build(true);
+    if script.script.len() > crate::safe::ASK_FOR_LIBRARY_BELOW
+        || !crate::safe::library_installed(t)
+    {
+        script = build(false);
     }
-    // Verify over a new connection: what matters is that the host is still
-    // reachable after the change and that it is in the desired state.
+    let out = match converge::execute(t, &script) {
+        Ok(out) => out,
+        Err(e) => {
+            return Err(match &e {
+                // Stopped before the revert was armed, or the apply found the
+                // snapshot contradicted and undid itself: nothing changed.
+                Error::Remote { status, .. } if *status == crate::safe::NOTHING_CHANGED => e,
+                // The script itself reverted after a failed step.
+                Error::Remote { status, .. } if *status == converge::STEP_FAILED => {
+                    reverted(e, false)
+                }
+                // Cut off mid-apply: the armed timer reverts.
+                _ => reverted(e, true),
+            });
+        }
+    };
     opts.progress.stage(&plan.host, Stage::Verify);
     *stage = Stage::Verify;
-    let verify = once_more_on_channel_error(|| {
-        let mut t2 = transport::connect(&host.connection, &host.name, &opts.connect)?;
-        let facts = gather::gather(t2.as_mut())?;
-        Ok((t2, facts))
-    });
-    let (mut t2, facts) = match verify {
-        Ok(v) => v,
+    let facts = match gather::facts_from_output(&plan.host, &out, &m) {
+        Ok(f) => f,
         Err(e) => return Err(reverted(e, true)),
     };
     if let Err(e) = check_residue(plan, &facts) {
-        // Still reachable: revert now rather than wait for the timer.
-        let out = t2.run_script(&crate::safe::rollback_script(Some(&id)));
+        if let Some(residue) = contradicted(plan, &facts) {
+            // Every step succeeded, yet the verify shows exactly the
+            // pre-apply objects: the listing tools contradict the kernel.
+            // A revert is computed from the same listings: neither revert
+            // nor confirm; stop the timer, keep what the kernel accepted.
+            let out = t.run_script(&crate::safe::disarm_script(&id));
+            let disarmed = matches!(out, Ok(ref o) if o.status == 0);
+            let mut lines = vec![format!(
+                "every step of the apply succeeded, but the verify still shows the pre-apply state of {} of its {} change(s): \
+                 the gateway's listing tools (ip, iptables-save) contradict what the kernel accepted; \
+                 not reverted (a revert would be computed from the same listings) and not confirmed: {}",
+                residue.len(),
+                plan.diff.changes.len(),
+                if disarmed {
+                    format!("the revert timer is stopped and the gateway keeps the applied state (snapshot {id})")
+                } else {
+                    format!("stopping the revert timer failed: the gateway reverts itself to snapshot {id}")
+                }
+            )];
+            lines.extend(residue);
+            return Err(Error::Verify {
+                host: plan.host.clone(),
+                residue: lines,
+            });
+        }
+        // Still connected: revert now rather than wait for the timer.
+        let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
         return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
     }
-    let out = t2.run_script(&crate::safe::confirm_script(&id))?;
+    let confirm = crate::safe::verify_confirm_script(
+        &id,
+        &crate::safe::digest_args(&plan.facts.state, &plan.rendered.desired),
+    );
+    let confirmed = once_more_on_channel_error(|| {
+        let mut t2 = transport::connect(&host.connection, &host.name, &opts.connect)?;
+        let out = t2.run_script(&confirm)?;
+        Ok((t2, out))
+    });
+    let (mut t2, out) = match confirmed {
+        Ok(v) => v,
+        Err(e) => return Err(reverted(e, true)),
+    };
     if out.status != 0 {
-        return Err(Error::Remote {
+        let e = Error::Remote {
             host: plan.host.clone(),
-            what: format!("confirm snapshot {id}"),
+            what: format!("verify and confirm snapshot {id}"),
             status: out.status,
             stderr: out.stderr_str().trim().to_string(),
-        });
+        };
+        // Not confirmed: the timer (if still armed) reverts; revert now.
+        let out = t2.run_script(&crate::safe::rollback_script(Some(&id)));
+        return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
     }
     Ok(ApplyStats {
         changes: plan.diff.changes.len(),
@@ -391,6 +449,19 @@ fn check_residue(plan: &HostPlan, facts: &Facts) -> Result<()> {
         host: plan.host.clone(),
         residue: residue.changes.iter().map(converge::describe).collect(),
     })
+}
+
+/// The verify contradicts the apply when every object it still finds
+/// pending is exactly as the plan found it before the apply (an added
+/// object still absent, a changed or removed one still with its old value)
+/// although every step succeeded. A canonical-spelling residue is not
+/// that: the object changed, just not into the desired spelling. Returns
+/// the pending objects, described.
+fn contradicted(plan: &HostPlan, facts: &Facts) -> Option<Vec<String>> {
+    let residue = diff::diff(&plan.rendered.desired, &facts.state).changes;
+    let all_unchanged =
+        !residue.is_empty() && residue.iter().all(|c| plan.diff.changes.contains(c));
+    all_unchanged.then(|| residue.iter().map(converge::describe).collect())
 }
 
 /// What a saved plan recorded for one host.

@@ -1,24 +1,40 @@
 //! Never strand a gateway: commit-confirmed apply.
 //!
-//! Before changing anything, the apply script saves a snapshot on the
-//! gateway (full `iptables-save`, `ip rule`, `ip route`, copies of the owned
-//! files, and a `revert.sh` that restores every object dwprov owns to what
-//! it was) and arms a revert that runs **on the gateway**, detached from the
-//! SSH session (`setsid`): after `confirm_timeout` seconds it runs
-//! `revert.sh` unless disarmed. dwprov disarms only after a *new* SSH
-//! connection verified the result, so a change that cuts the management
-//! path, or an SSH session killed in the middle of an apply, ends in the old
-//! state by itself.
+//! Before changing anything, the apply script takes a snapshot on the
+//! gateway, from its live state (nothing of it travels: a one-route repair
+//! on a 4,000-prefix gateway sends a few kB): the owned rules, routes and
+//! iptables objects as canonical listings, copies of the owned files, the
+//! sysctls the apply may set. It checks the snapshot before trusting it
+//! (iptables-save against `iptables -S`, owned counts against the plan's),
+//! writes `revert.sh` and arms a revert that runs **on the gateway**,
+//! detached from the SSH session: after `confirm_timeout` seconds it runs
+//! `revert.sh` unless disarmed. The apply verifies in its own round trip
+//! (an in-band gather, and a digest of the owned state computed on the
+//! gateway); dwprov disarms only after a *new* SSH connection found the
+//! same digest, so a change that cuts the management path, or an SSH
+//! session killed in the middle of an apply, ends in the old state by
+//! itself, and the converged state does not travel twice.
 //!
-//! The revert does not depend on which part of the apply ran: it deletes
-//! every rule and route tagged with dwprov's protocol and re-adds the old
-//! ones, restores iptables tables whole from the snapshot (atomically per
-//! table), and puts back owned files and sysctls. What the gateway already
-//! has (its iptables, its files, the boot batch when it matches the live
-//! rules and routes) is copied there rather than sent: the apply of one more
-//! prefix on a 4,000-prefix gateway sends a few kB, not the list.
+//! The kernel may contradict the snapshot (a lying or mismatched tool):
+//! an `ip rule add` fails "File exists" for a rule the listing did not
+//! show. Then the apply undoes its batch and stops, nothing changed; and a
+//! verify that still shows exactly the pre-apply objects after every step
+//! succeeded is neither reverted nor confirmed (`fleet`).
+//!
+//! The changes run as `$S/apply.sh` in a process group of their own; the
+//! revert ends that group first and every step checks that no revert has
+//! started, so a stalled step cannot land after the revert. The revert
+//! restores dwprov's own objects only (rules and routes by difference,
+//! DWPROV-* chains and jumps with `iptables-restore --noflush`, files,
+//! sysctls) and leaves everything else as it is, also what was added since
+//! the snapshot; it checks the result against the snapshot.
+//!
+//! The gateway-side shell lives in `gateway/*.sh` (embedded here, installed
+//! once per version under [`LIBRARY_ROOT`]); this module passes quoted
+//! parameters and heredoc payloads only. `dwprov rollback` (plan, ask,
+//! revert) is [`rollback_hosts`].
 use crate::converge::{self, heredoc, sh_quote, ApplyScript};
-use crate::diff::{is_owned_route, is_owned_rule, Change};
+use crate::diff::{is_owned_chain, is_owned_jump, is_owned_route, is_owned_rule, Change};
 use crate::state::State;
 use std::fmt::Write as _;
 
@@ -28,18 +44,6 @@ pub const NOTHING_CHANGED: i32 = 4;
 pub const SNAPSHOT_DIR: &str = "/var/lib/dwprov/snapshots";
 /// Snapshots kept per gateway (older ones are pruned on confirm).
 pub const KEEP_SNAPSHOTS: usize = 10;
-/// Tables dwprov may write, with their built-in chains: a table absent from
-/// the snapshot is restored as these chains, empty.
-const TABLES: &[(&str, &[&str])] = &[
-    ("filter", &["INPUT", "FORWARD", "OUTPUT"]),
-    ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
-    (
-        "mangle",
-        &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
-    ),
-    ("raw", &["PREROUTING", "OUTPUT"]),
-];
-
 /// A new snapshot id: UTC time plus a random suffix, sortable.
 pub fn snapshot_id() -> String {
     // Milliseconds: two applies within one second must still sort in order
@@ -79,263 +83,169 @@ pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
-/// Where the snapshot keeps its copy of the `i`-th owned file of `old`.
-fn file_copy(i: usize) -> String {
-    format!("$S/files/{i}")
+/// The gateway-side programs of this module (see gateway/).
+const SNAPSHOT_SH: &str = include_str!("../gateway/snapshot.sh");
+const APPLY_SH: &str = include_str!("../gateway/apply.sh");
+const REVERT_SH: &str = include_str!("../gateway/revert.sh");
+const CONFIRM_SH: &str = include_str!("../gateway/confirm.sh");
+const ROLLBACK_SH: &str = include_str!("../gateway/rollback.sh");
+const LIST_SH: &str = include_str!("../gateway/list.sh");
+const SHOW_SH: &str = include_str!("../gateway/show.sh");
+const VERIFY_SH: &str = include_str!("../gateway/verify.sh");
+
+/// Every gateway-side file of this module, by name (for shellcheck).
+pub const GATEWAY_FILES: &[(&str, &str)] = &[
+    ("lib.sh", converge::LIB_SH),
+    ("snapshot.sh", SNAPSHOT_SH),
+    ("apply.sh", APPLY_SH),
+    ("revert.sh", REVERT_SH),
+    ("confirm.sh", CONFIRM_SH),
+    ("rollback.sh", ROLLBACK_SH),
+    ("list.sh", LIST_SH),
+    ("show.sh", SHOW_SH),
+    ("verify.sh", VERIFY_SH),
+];
+
+/// The snapshot directory of `id`.
+pub fn snapshot_dir(id: &str) -> String {
+    format!("{SNAPSHOT_DIR}/{id}")
 }
 
-/// Is the boot batch in `old` exactly the owned rules and routes that are
-/// live? Then the snapshot's copy of it can restore them, and they need not
-/// travel in `revert.sh` (a 4,000-prefix line is ~300 kB each apply).
-fn boot_batch_matches(old: &State) -> bool {
-    use std::collections::BTreeSet;
-    let Some(text) = old.files.get(crate::boot::IP_BATCH) else {
-        return false;
-    };
-    let Ok(batch) = crate::state::ip::parse_batch(text, "gathered boot batch", &old.rt_tables)
-    else {
-        return false;
-    };
-    let live_rules: BTreeSet<_> = old.rules.iter().filter(|r| is_owned_rule(r)).collect();
-    let live_routes: BTreeSet<_> = old.routes.iter().filter(|r| is_owned_route(r)).collect();
-    batch.rules.len() == live_rules.len()
-        && batch.routes.len() == live_routes.len()
-        && batch.rules.iter().collect::<BTreeSet<_>>() == live_rules
-        && batch.routes.iter().collect::<BTreeSet<_>>() == live_routes
+/// `NAME='value'` lines.
+fn params(vars: &[(&str, String)]) -> String {
+    let mut s = String::new();
+    for (k, v) in vars {
+        let _ = writeln!(s, "{k}={}", sh_quote(v));
+    }
+    s
 }
 
-/// `revert.sh`: restores every owned object to its state in `old`, from
-/// what the snapshot saved on the gateway (iptables-save, copies of the
-/// owned files) plus what only the controller knows (old owned rules and
-/// routes when the boot batch does not hold them, old sysctl values).
-/// `desired` names the files and sysctls the apply may have changed.
-pub fn revert_script(old: &State, desired: &State, dir: &str) -> String {
-    let d = converge::delimiter();
-    let proto = crate::ROUTE_PROTO;
-    let mut s = String::from(
-        "#!/bin/sh\n# dwprov revert: puts back what dwprov owned before this snapshot.\n",
-    );
-    s.push_str(&converge::prelude());
-    // A revert goes on past a failing step: as much of the old state as can be had.
-    s.push_str("rc=0; fail() { echo \"dwprov revert: $1\" >&2; rc=3; }\n");
-    let _ = writeln!(s, "S={}", sh_quote(dir));
-    let _ = writeln!(s, "echo reverting > \"$S/state\"");
-    // Rules and routes: whatever is there now, back to the old owned set.
-    let _ = writeln!(s, "ip -4 rule flush protocol {proto}");
-    let _ = writeln!(s, "ip -4 route flush table all proto {proto}");
-    let boot_copy = old
-        .files
-        .keys()
-        .position(|p| p == crate::boot::IP_BATCH)
-        .filter(|_| boot_batch_matches(old));
-    if let Some(i) = boot_copy {
-        let _ = writeln!(
-            s,
-            "ip -4 -force -batch \"{}\" || fail 'restore rules and routes'",
-            file_copy(i)
-        );
-    } else {
-        let mut batch = String::new();
-        for r in old.routes.iter().filter(|r| is_owned_route(r)) {
-            let _ = writeln!(batch, "route replace {}", r.to_batch());
-        }
-        for r in old.rules.iter().filter(|r| is_owned_rule(r)) {
-            let _ = writeln!(batch, "rule add {}", r.to_batch());
-        }
-        if !batch.is_empty() {
-            s.push_str(&heredoc(
-                "ip -4 -force -batch -",
-                "restore rules and routes",
-                &d,
-                &batch,
-            ));
+/// How many owned objects the snapshot must list, in its line format
+/// (gateway/lib.sh): rules, routes, and iptables lines (one per owned
+/// chain, per rule in one, per jump into one).
+fn owned_counts(old: &State) -> (usize, usize, usize) {
+    let rules = old.rules.iter().filter(|r| is_owned_rule(r)).count();
+    let routes = old.routes.iter().filter(|r| is_owned_route(r)).count();
+    let mut ipt = 0;
+    for table in old.iptables.tables.values() {
+        for (name, chain) in &table.chains {
+            if is_owned_chain(name) {
+                ipt += 1 + chain.rules.len();
+            } else {
+                ipt += chain.rules.iter().filter(|r| is_owned_jump(r)).count();
+            }
         }
     }
-    // iptables: whole tables from the snapshot, each table atomically.
-    s.push_str("iptables-restore < \"$S/iptables.restore\" || fail 'restore iptables'\n");
-    // Files dwprov manages, back to their old content (copied at snapshot
-    // time) or removed when they did not exist.
+    (rules, routes, ipt)
+}
+
+/// A gateway file as sent: without comment lines and indentation (the
+/// library goes to every gateway on every apply; its comments stay here).
+/// The files hold no heredocs, so no line is payload.
+pub fn minify(text: &str) -> String {
+    let mut s = String::with_capacity(text.len() / 2);
+    for line in text.lines() {
+        let l = line.trim_start();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
+}
+
+/// Where the gateway-side programs of the apply are installed, per dwprov
+/// version (the name is a digest of their text): a commit-confirmed apply
+/// sends them only when they are missing (`dwprov` asks first, in one tiny
+/// round trip; a big apply just sends them), so a small apply sends
+/// O(changes), not 13 kB of shell.
+pub const LIBRARY_ROOT: &str = "/var/lib/dwprov/lib";
+/// Below this script size (without the programs) an apply asks whether the
+/// programs are installed before sending them; above, they just travel.
+pub const ASK_FOR_LIBRARY_BELOW: usize = 64 * 1024;
+/// Library versions kept on a gateway (older ones are pruned on confirm).
+pub const KEEP_LIBRARIES: usize = 3;
+
+/// The installed programs: (file name, text as sent).
+fn library_files() -> [(&'static str, String); 4] {
+    [
+        ("lib.sh", minify(converge::LIB_SH)),
+        ("snapshot.sh", minify(SNAPSHOT_SH)),
+        ("revert.sh", minify(REVERT_SH)),
+        ("apply.sh", minify(APPLY_SH)),
+    ]
+}
+
+/// `LIBRARY_ROOT/DIGEST` of this version's programs.
+pub fn library_dir() -> String {
+    use sha2::{Digest, Sha256};
+    static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let mut h = Sha256::new();
+        for (name, text) in library_files() {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+        let hex: String = h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{LIBRARY_ROOT}/{hex}")
+    })
+    .clone()
+}
+
+/// Prints `yes` when this version's programs are installed on the gateway.
+pub fn library_check_script() -> String {
+    format!(
+        "[ -f {0}/apply.sh ] && [ -f {0}/revert.sh ] && [ -f {0}/snapshot.sh ] && [ -f {0}/lib.sh ] && echo yes || echo no\n",
+        sh_quote(&library_dir())
+    )
+}
+
+/// Whether this version's programs are installed on the host of `t` (one
+/// tiny round trip; any doubt reads as no: they are then sent).
+pub fn library_installed(t: &mut dyn crate::transport::Transport) -> bool {
+    matches!(t.run_script(&library_check_script()), Ok(o) if o.status == 0 && o.stdout_str().trim() == "yes")
+}
+
+/// The start of a script that runs inside snapshot `dir`, whose `lib/`
+/// the apply copied there first.
+fn in_snapshot(dir: &str) -> String {
+    format!(
+        "#!/bin/sh\n{}. \"$S/lib/lib.sh\" || exit 3\n",
+        params(&[("S", dir.to_string())])
+    )
+}
+
+/// `revert.sh` of snapshot `dir`: runs without the controller (the timer
+/// runs it), restores every owned object from what the snapshot holds.
+pub fn revert_script(dir: &str) -> String {
+    let mut s = in_snapshot(dir);
+    s.push_str("# dwprov revert: puts back what dwprov owned before this snapshot.\n");
+    s.push_str(". \"$S/lib/revert.sh\"\n");
+    s
+}
+
+/// What the revert runs after restoring the files: undo what installing
+/// boot files did (enable links, the flush loop), for the files this apply
+/// changes.
+fn revert_units(old: &State, desired: &State) -> String {
     let paths: std::collections::BTreeSet<&String> =
         old.files.keys().chain(desired.files.keys()).collect();
-    let mut file_changes = Vec::new();
-    for p in paths {
-        let q = sh_quote(p);
-        match old.files.keys().position(|k| k == p) {
-            Some(i) => {
-                let tmp = sh_quote(&converge::temp_path(p));
-                let _ = writeln!(
-                    s,
-                    "cp \"{}\" {tmp} && mv -f {tmp} {q} || fail {}",
-                    file_copy(i),
-                    sh_quote(&format!("restore {p}"))
-                );
-            }
-            None => {
-                let _ = writeln!(s, "rm -f {q} || fail {}", sh_quote(&format!("remove {p}")));
-            }
-        }
-        let before = old.files.get(p);
-        if before != desired.files.get(p) {
-            file_changes.push(Change::File {
-                path: p.clone(),
-                from: desired.files.get(p).cloned(),
-                to: before.cloned(),
-            });
-        }
-    }
-    for k in desired.sysctls.keys() {
-        if let Some(v) = old.sysctls.get(k) {
-            s.push_str(&converge::sysctl_command(k, v));
-        }
-    }
-    // Undo what installing boot files did (enable links, the flush loop).
-    s.push_str(&crate::boot::post_install(&file_changes).script);
-    s.push_str("echo reverted > \"$S/state\"\nexit $rc\n");
-    s
-}
-
-/// Commands that take the snapshot, stage the new files and arm the revert,
-/// before any change. The background `iptables-restore --test` of `body`
-/// starts first and is waited for before arming, so it overlaps the
-/// snapshot and the staging, and a payload it rejects changes nothing.
-fn snapshot_and_arm(
-    old: &State,
-    desired: &State,
-    id: &str,
-    timeout_secs: u64,
-    body: &converge::Body,
-) -> String {
-    let d = converge::delimiter();
-    let dir = format!("{SNAPSHOT_DIR}/{id}");
-    // Until the revert is armed nothing has changed: failures say so, with
-    // their own exit status.
-    let mut s = format!(
-        "nochange() {{ echo \"dwprov: $1; nothing was changed\" >&2; exit {NOTHING_CHANGED}; }}\n\
-         fail() {{ nochange \"$1\"; }}\n"
-    );
-    // Preflight: every directory we write to must be writable (read-only
-    // /etc, full disk) — found here, before anything changed. Builtins only
-    // (a fork per directory adds up over a fleet), one `rm` at the end.
-    let mut dirs: std::collections::BTreeSet<String> = desired
-        .files
-        .keys()
-        .filter_map(|p| {
-            std::path::Path::new(p)
-                .parent()
-                .map(|d| d.to_string_lossy().into_owned())
+    let changes: Vec<Change> = paths
+        .into_iter()
+        .filter(|p| old.files.get(*p) != desired.files.get(*p))
+        .map(|p| Change::File {
+            path: p.clone(),
+            from: desired.files.get(p).cloned(),
+            to: old.files.get(p).cloned(),
         })
         .collect();
-    dirs.insert(SNAPSHOT_DIR.into());
-    let mut probes = Vec::new();
-    for dir in dirs {
-        let q = sh_quote(&dir);
-        let probe = sh_quote(&format!("{dir}/.dwprov-probe"));
-        let _ = writeln!(
-            s,
-            "{{ [ -d {q} ] || mkdir -p {q}; }} 2>/dev/null && {{ echo probe > {probe}; }} 2>/dev/null || nochange {}",
-            sh_quote(&format!("cannot write {dir} (read-only file system or disk full?)"))
-        );
-        probes.push(probe);
-    }
-    let _ = writeln!(s, "rm -f {}", probes.join(" "));
-    let _ = writeln!(s, "S={}", sh_quote(&dir));
-    s.push_str("mkdir -p \"$S/files\" || nochange 'create snapshot directory'\n");
-    s.push_str(&body.test_start);
-    // Arm, on the gateway, independent of this SSH session: a transient
-    // systemd timer where systemd runs, otherwise a detached process. It is
-    // launched before the snapshot is taken (it fires only after the
-    // timeout, by when revert.sh is written) so that the snapshot overlaps
-    // its start; a stop before the change disarms it again.
-    let (service, timer) = revert_units(id, timeout_secs);
-    let unit = unit_name(id);
-    let _ = writeln!(
-        s,
-        "if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then"
-    );
-    s.push_str(&heredoc(
-        &format!("  cat > /run/systemd/system/{unit}.service"),
-        "write revert unit",
-        &d,
-        &service,
-    ));
-    s.push_str(&heredoc(
-        &format!("  cat > /run/systemd/system/{unit}.timer"),
-        "write revert timer",
-        &d,
-        &timer,
-    ));
-    let _ = writeln!(
-        s,
-        "  systemctl daemon-reload && systemctl start {unit}.timer || nochange 'arm the revert timer'
-  echo {unit} > \"$S/timer.unit\"
-else"
-    );
-    // The detached process records its own pid: it leads its own process
-    // group, so disarming kills the group (the shell and its sleep) at once.
-    let _ = writeln!(
-        s,
-        "  setsid sh -c 'echo $$ > \"$0/timer.pid\"; sleep {timeout_secs}; rm -f \"$0/timer.pid\"; sh \"$0/revert.sh\" > \"$0/revert.log\" 2>&1' \"$S\" </dev/null >/dev/null 2>&1 &\n\
-         fi"
-    );
-    // Stopping now must stop the timer too. `timer_up` waits (at most 5 s,
-    // polling at 10 ms) until the detached timer has recorded its pid.
-    let _ = writeln!(
-        s,
-        "timer_up() {{ [ -f \"$S/timer.unit\" ] && return 0\n\
-         \x20 i=0; while [ ! -s \"$S/timer.pid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n\
-         \x20 [ -s \"$S/timer.pid\" ]; }}\n\
-         nochange() {{ echo \"dwprov: $1; nothing was changed\" >&2\n\
-         \x20 timer_up\n\
-         \x20 {}\n\
-         \x20 exit {NOTHING_CHANGED}; }}",
-        disarm_commands()
-    );
-    s.push_str("iptables-save > \"$S/iptables.save\" || nochange 'snapshot iptables'\n");
-    s.push_str("ip -4 -j -d -N rule show > \"$S/rules.json\" || nochange 'snapshot rules'\n");
-    s.push_str(
-        "ip -4 -j -d -N route show table all > \"$S/routes.json\" || nochange 'snapshot routes'\n",
-    );
-    // A table absent from the save is restored as its built-in chains, empty.
-    s.push_str("t=$(grep '^\\*' \"$S/iptables.save\")\n{ cat \"$S/iptables.save\"\n");
-    for (t, chains) in TABLES {
-        let body: String = chains
-            .iter()
-            .map(|c| format!(":{c} ACCEPT [0:0]\\n"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "  case \"$t\" in *'*{t}'*) ;; *) printf '*{t}\\n{body}COMMIT\\n' ;; esac"
-        );
-    }
-    s.push_str("} > \"$S/iptables.restore\" || nochange 'snapshot iptables'\n");
-    // The owned files as they are, for revert.sh (nothing of them travels).
-    for (i, p) in old.files.keys().enumerate() {
-        let _ = writeln!(
-            s,
-            "cp {} \"$S/files/{i}\" || nochange {}",
-            sh_quote(p),
-            sh_quote(&format!("snapshot {p}"))
-        );
-    }
-    s.push_str(&heredoc(
-        "cat > \"$S/revert.sh\"",
-        "write revert script",
-        &d,
-        &revert_script(old, desired, &dir),
-    ));
-    // The new files go to temp files beside them (no change yet) while the
-    // iptables test may still run.
-    s.push_str(&body.stage);
-    s.push_str(&body.wait_for_test(""));
-    // The timer is up by now (it was launched before the snapshot).
-    s.push_str("timer_up || nochange 'arm the revert timer'\necho armed > \"$S/state\"\n");
-    // From here on a failure has changed something: the prelude's `fail`.
-    let _ = writeln!(
-        s,
-        "fail() {{ echo \"dwprov: $1\" >&2; exit {}; }}",
-        converge::STEP_FAILED
-    );
-    s
+    crate::boot::post_install(&changes).script
 }
 
 /// The transient unit name of a snapshot's revert timer.
@@ -345,8 +255,8 @@ pub fn unit_name(id: &str) -> String {
 
 /// The revert service and timer (written under /run/systemd/system, so
 /// they vanish on reboot like the state they guard).
-pub fn revert_units(id: &str, timeout_secs: u64) -> (String, String) {
-    let dir = format!("{SNAPSHOT_DIR}/{id}");
+pub fn revert_units_text(id: &str, timeout_secs: u64) -> (String, String) {
+    let dir = snapshot_dir(id);
     let service = format!(
         "# Managed by dwprov: reverts snapshot {id} unless the apply is confirmed.\n\
          [Unit]\nDescription=dwprov: revert to snapshot {id}\n\n\
@@ -360,92 +270,515 @@ pub fn revert_units(id: &str, timeout_secs: u64) -> (String, String) {
     (service, timer)
 }
 
-/// The apply script with snapshot and armed revert. The changes run in a
-/// subshell so a failing step can revert at once instead of waiting.
+/// One commit-confirmed apply, besides its changes and states.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfirmedRun<'a> {
+    /// The snapshot id ([`snapshot_id`]).
+    pub id: &'a str,
+    /// Seconds before an unconfirmed change reverts itself.
+    pub timeout_secs: u64,
+    /// Frames the in-band gather (`gather::marker`).
+    pub marker: &'a str,
+    /// The gateway-side programs of this version are on the gateway
+    /// already ([`library_installed`]); else the script installs them.
+    pub library_installed: bool,
+}
+
+/// The owned files and sysctls whose content the verify digest covers
+/// (gateway/lib.sh `owned_digest`), as quoted arguments.
+pub fn digest_args(old: &State, desired: &State) -> String {
+    let files: std::collections::BTreeSet<&String> =
+        old.files.keys().chain(desired.files.keys()).collect();
+    let sysctls = desired.sysctls.keys().map(|k| format!("/proc/sys/{k}"));
+    files
+        .into_iter()
+        .cloned()
+        .chain(sysctls)
+        .map(|p| sh_quote(&p))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The apply script with snapshot and armed revert (gateway/snapshot.sh),
+/// then the changes as `$S/apply.sh` in a process group of their own, then,
+/// in the same round trip, the verification: the digest of the owned state
+/// (checked again over a new connection, [`verify_confirm_script`]) and a
+/// gather framed by `run.marker` (`gather::script`).
 pub fn apply_script(
     changes: &[Change],
     old: &State,
     desired: &State,
-    id: &str,
-    timeout_secs: u64,
+    run: &ConfirmedRun,
     caps: converge::Caps,
 ) -> ApplyScript {
+    let ConfirmedRun {
+        id,
+        timeout_secs,
+        marker,
+        library_installed: installed,
+    } = *run;
     let mut out = ApplyScript::default();
     let d = converge::delimiter();
     let body = converge::body(changes, &d, &mut out, caps);
-    let mut s = converge::prelude();
-    s.push_str(&snapshot_and_arm(old, desired, id, timeout_secs, &body));
-    s.push_str("( ");
-    s.push_str(&converge::prelude());
-    s.push_str(&body.commit);
-    s.push_str(")\nrc=$?\n");
+    let dir = snapshot_dir(id);
+    let (rules, routes, ipt) = owned_counts(old);
+    let mut s = params(&[
+        ("S", dir.clone()),
+        ("ID", id.to_string()),
+        ("UNIT", unit_name(id)),
+        ("TIMEOUT", timeout_secs.to_string()),
+        ("EXPECT_RULES", rules.to_string()),
+        ("EXPECT_ROUTES", routes.to_string()),
+        ("EXPECT_IPT", ipt.to_string()),
+    ]);
+    // The gateway-side programs, installed once per dwprov version (sent
+    // only when missing), copied into the snapshot (its revert.sh must not
+    // depend on anything that may be pruned), then the library runs here.
+    s.push_str(&params(&[("L", library_dir())]));
+    let cannot = |what: &str| {
+        format!(
+            "|| {{ echo \"dwprov: cannot write {what} (read-only file system or disk full?); nothing was changed\" >&2; exit {NOTHING_CHANGED}; }}"
+        )
+    };
+    if !installed {
+        let _ = writeln!(
+            s,
+            "{{ rm -rf \"$L.$$\" && mkdir -p \"$L.$$\"; }} 2>/dev/null {}",
+            cannot("$L")
+        );
+        for (name, text) in library_files() {
+            let _ = write!(
+                s,
+                "cat > \"$L.$$/{name}\" <<'{d}' {}\n{text}{d}\n",
+                cannot("$L")
+            );
+        }
+        s.push_str("[ -d \"$L\" ] || mv \"$L.$$\" \"$L\"; rm -rf \"$L.$$\"\n");
+    }
     let _ = writeln!(
         s,
-        "if [ $rc -ne 0 ]; then\n  {}\n  sh \"$S/revert.sh\" > \"$S/revert.log\" 2>&1 && echo 'dwprov: reverted to snapshot {id}' >&2\n  exit $rc\nfi",
-        disarm_commands()
+        "{{ mkdir -p \"$S/files\" \"$S/lib\" && cp \"$L/lib.sh\" \"$L/revert.sh\" \"$L/apply.sh\" \"$S/lib/\"; }} 2>/dev/null {}\n. \"$S/lib/lib.sh\"\n. \"$L/snapshot.sh\"",
+        cannot("$S (or the library $L vanished)")
     );
-    s.push_str("echo applied > \"$S/state\"\nexit 0\n");
+    // Preflight: every directory we write to (read-only /etc, full disk).
+    let mut dirs: std::collections::BTreeSet<String> = desired
+        .files
+        .keys()
+        .filter_map(|p| {
+            std::path::Path::new(p)
+                .parent()
+                .map(|d| d.to_string_lossy().into_owned())
+        })
+        .collect();
+    dirs.insert(SNAPSHOT_DIR.into());
+    let dirs: String = dirs.into_iter().map(|d| d + "\n").collect();
+    s.push_str(&heredoc("preflight_dirs", "preflight", &d, &dirs));
+    // The iptables test overlaps the snapshot and the staging.
+    s.push_str(&body.test_start);
+    if caps.systemd {
+        let (service, timer) = revert_units_text(id, timeout_secs);
+        s.push_str(&heredoc(
+            "cat > \"$S/revert.service\"",
+            "write revert unit",
+            &d,
+            &service,
+        ));
+        s.push_str(&heredoc(
+            "cat > \"$S/revert.timer\"",
+            "write revert timer",
+            &d,
+            &timer,
+        ));
+    }
+    // Launched before the snapshot is taken (it fires only after the
+    // timeout, by when revert.sh is written) so that it overlaps its start.
+    s.push_str("arm_timer\n");
+    s.push_str(&heredoc(
+        "cat > \"$S/revert.sh\"",
+        "write revert script",
+        &d,
+        &revert_script(&dir),
+    ));
+    let units = revert_units(old, desired);
+    if !units.is_empty() {
+        s.push_str(&heredoc(
+            "cat > \"$S/units.sh\"",
+            "write revert units script",
+            &d,
+            &units,
+        ));
+    }
+    let files: std::collections::BTreeSet<&String> =
+        old.files.keys().chain(desired.files.keys()).collect();
+    let files: String = files.into_iter().map(|p| format!("{p}\n")).collect();
+    s.push_str(&heredoc("snapshot_files", "snapshot files", &d, &files));
+    let keys: String = desired.sysctls.keys().map(|k| format!("{k}\n")).collect();
+    s.push_str(&heredoc("snapshot_sysctls", "snapshot sysctls", &d, &keys));
+    s.push_str("snapshot_state\n");
+    // The new files go to temp files beside them (no change yet) while the
+    // iptables test may still run.
+    s.push_str(&body.stage);
+    // The ip batch waits in the snapshot (written once here, not inside
+    // apply.sh: a 4,000-line batch is parsed by the shell once).
+    if !body.ip_batch.is_empty() {
+        s.push_str(&heredoc(
+            "cat > \"$S/ip.batch\"",
+            "write the ip batch",
+            &d,
+            &body.ip_batch,
+        ));
+    }
+    s.push_str(&body.wait_for_test(""));
+    s.push_str("timer_up || nochange 'arm the revert timer'\necho armed > \"$S/state\"\n");
+    // The changes, as a file of their own (run in their own process group).
+    let mut apply = in_snapshot(&dir);
+    apply.push_str(". \"$S/lib/apply.sh\"\n");
+    let _ = writeln!(
+        apply,
+        "staged_cleanup() {{ rm -f {} ; }}",
+        if body.staged.is_empty() {
+            "/dev/null/none".to_string()
+        } else {
+            body.staged.join(" ")
+        }
+    );
+    if !body.undo.is_empty() {
+        apply.push_str(&heredoc(
+            "cat > \"$S/ip.undo\"",
+            "write the undo of the ip batch",
+            &d,
+            &body.undo,
+        ));
+    }
+    if !body.ip_batch.is_empty() {
+        apply.push_str("step 'ip -batch'\nip_batch\n");
+    }
+    apply.push_str(&body.commit);
+    apply.push_str("exit 0\n");
+    let d2 = format!("{d}_APPLY");
+    s.push_str(&heredoc(
+        "cat > \"$S/apply.sh\"",
+        "write the apply script",
+        &d2,
+        &apply,
+    ));
+    s.push_str("run_apply\n");
+    // Changed from here on: no `nochange`; a missing digest only means the
+    // new connection will not confirm (the timer then reverts).
+    // The digest is computed while the gather runs (both only read).
+    let _ = writeln!(
+        s,
+        "{{ owned_digest {} > \"$S/verify.digest.tmp\" && mv -f \"$S/verify.digest.tmp\" \"$S/verify.digest\"; }} &\ndj=$!",
+        digest_args(old, desired)
+    );
+    s.push_str(&crate::gather::script(marker));
+    s.push_str("wait \"$dj\"\nexit 0\n");
     out.script = s;
     out
 }
 
-/// Stop whichever revert timer is armed for snapshot `$S`.
-fn disarm_commands() -> &'static str {
-    "if [ -f \"$S/timer.unit\" ]; then u=$(cat \"$S/timer.unit\"); systemctl stop \"$u.timer\" 2>/dev/null; \
-     rm -f \"/run/systemd/system/$u.timer\" \"/run/systemd/system/$u.service\"; systemctl daemon-reload 2>/dev/null; \
-     rm -f \"$S/timer.unit\"; fi\n\
-     p=$(cat \"$S/timer.pid\" 2>/dev/null); [ -n \"$p\" ] && kill -TERM -\"$p\" 2>/dev/null; rm -f \"$S/timer.pid\""
+/// Over a new connection after the apply: prove the owned state is the one
+/// the apply's in-band gather verified (same digest), then confirm.
+pub fn verify_confirm_script(id: &str, digest_args: &str) -> String {
+    let mut s = minify(converge::LIB_SH);
+    s.push_str(&params(&[
+        ("S", snapshot_dir(id)),
+        ("SNAPSHOT_DIR", SNAPSHOT_DIR.into()),
+        ("KEEP", KEEP_SNAPSHOTS.to_string()),
+        ("LIBRARY_ROOT", LIBRARY_ROOT.into()),
+        ("KEEP_LIBRARIES", KEEP_LIBRARIES.to_string()),
+    ]));
+    s.push_str(&minify(VERIFY_SH));
+    let _ = writeln!(s, "verify_and_confirm {digest_args}");
+    s.push_str(&minify(CONFIRM_SH));
+    s
 }
 
 /// Disarm the revert of snapshot `id` (after verification) and prune old snapshots.
 pub fn confirm_script(id: &str) -> String {
-    let mut s = converge::prelude();
-    let _ = writeln!(s, "S={}", sh_quote(&format!("{SNAPSHOT_DIR}/{id}")));
-    // The timer must still be pending: if it fired, the change is gone.
-    s.push_str(
-        "if [ -f \"$S/timer.unit\" ]; then systemctl is-active --quiet \"$(cat \"$S/timer.unit\").timer\"; \
-         else p=$(cat \"$S/timer.pid\" 2>/dev/null) && kill -0 \"$p\" 2>/dev/null; fi \\\n  \
-         || fail 'the revert timer is gone (it already ran, or is running): the change is NOT confirmed'\n",
-    );
-    s.push_str(disarm_commands());
-    s.push_str("\necho confirmed > \"$S/state\"\n");
-    let _ = writeln!(
-        s,
-        "ls -1d {SNAPSHOT_DIR}/*/ 2>/dev/null | sort -r | tail -n +{} | while read -r old; do rm -rf \"$old\"; done",
-        KEEP_SNAPSHOTS + 1
-    );
+    let mut s = minify(converge::LIB_SH);
+    s.push_str(&params(&[
+        ("S", snapshot_dir(id)),
+        ("SNAPSHOT_DIR", SNAPSHOT_DIR.into()),
+        ("KEEP", KEEP_SNAPSHOTS.to_string()),
+        ("LIBRARY_ROOT", LIBRARY_ROOT.into()),
+        ("KEEP_LIBRARIES", KEEP_LIBRARIES.to_string()),
+    ]));
+    s.push_str(&minify(CONFIRM_SH));
+    s
+}
+
+/// Stop the revert timer of snapshot `id` without reverting nor
+/// confirming (the verify contradicted the apply: see `fleet`).
+pub fn disarm_script(id: &str) -> String {
+    let mut s = minify(converge::LIB_SH);
+    s.push_str(&params(&[("S", snapshot_dir(id))]));
+    s.push_str("[ -e \"$S/revert.started\" ] && fail 'the revert of this snapshot has started'\ndisarm\n[ -e \"$S/revert.started\" ] && fail 'the revert of this snapshot has started'\necho 'unconfirmed: the verify contradicted the apply' > \"$S/state\"\n");
     s
 }
 
 /// Revert to snapshot `id` now (or the newest when None).
 pub fn rollback_script(id: Option<&str>) -> String {
-    let mut s = converge::prelude();
-    match id {
-        Some(id) => {
-            let _ = writeln!(s, "S={}", sh_quote(&format!("{SNAPSHOT_DIR}/{id}")));
-        }
-        None => {
-            let _ = writeln!(
-                s,
-                "S=$(ls -1d {SNAPSHOT_DIR}/*/ 2>/dev/null | sort | tail -n 1); S=${{S%/}}"
-            );
-        }
-    }
-    s.push_str("[ -n \"$S\" ] && [ -f \"$S/revert.sh\" ] || fail 'no such snapshot on this host (dwprov rollback --list shows them)'\n");
-    s.push_str(disarm_commands());
-    s.push_str("\nsh \"$S/revert.sh\" > \"$S/revert.log\" 2>&1 || { cat \"$S/revert.log\" >&2; fail 'revert failed'; }\n");
-    s.push_str("echo \"rolled back: ${S##*/}\"\n");
+    let mut s = minify(converge::LIB_SH);
+    s.push_str(&params(&[
+        ("SNAPSHOT_DIR", SNAPSHOT_DIR.into()),
+        ("TO", id.unwrap_or("").to_string()),
+    ]));
+    s.push_str(&minify(ROLLBACK_SH));
     s
 }
 
 /// List snapshots: `id state` per line, oldest first.
 pub fn list_script() -> String {
-    let mut s = converge::prelude();
-    let _ = writeln!(
-        s,
-        "for d in $(ls -1d {SNAPSHOT_DIR}/*/ 2>/dev/null | sort); do d=${{d%/}}; echo \"${{d##*/}} $(cat \"$d/state\" 2>/dev/null || echo unknown)\"; done"
-    );
+    let mut s = minify(converge::LIB_SH);
+    s.push_str(&params(&[("SNAPSHOT_DIR", SNAPSHOT_DIR.into())]));
+    s.push_str(&minify(LIST_SH));
     s
+}
+
+/// Print snapshot `id` (the newest when None) in sections framed by `marker`.
+pub fn show_script(id: Option<&str>, marker: &str) -> String {
+    let mut s = minify(converge::LIB_SH);
+    s.push_str(&params(&[
+        ("SNAPSHOT_DIR", SNAPSHOT_DIR.into()),
+        ("TO", id.unwrap_or("").to_string()),
+        ("D", marker.to_string()),
+    ]));
+    s.push_str(&minify(SHOW_SH));
+    s
+}
+
+/// The owned state a snapshot holds, parsed from [`show_script`]'s
+/// sections into the typed model (the same parsers as the boot batch and
+/// iptables-save); `live` gives table names and the owned files the
+/// snapshot did not cover (the revert leaves those as they are). Pure.
+pub fn snapshot_state(
+    sections: &std::collections::BTreeMap<String, crate::gather::Section>,
+    live: &State,
+) -> crate::error::Result<State> {
+    let get = |name: &str| -> crate::error::Result<&str> {
+        match sections.get(name) {
+            Some(s) if s.status == 0 => Ok(s.stdout.as_str()),
+            _ => Err(crate::error::Error::invalid(format!(
+                "the snapshot has no `{name}` listing (taken by an older dwprov?)"
+            ))),
+        }
+    };
+    let mut snap = State {
+        rt_tables: live.rt_tables.clone(),
+        ..State::default()
+    };
+    // Listings put the protocol first (gateway/lib.sh); the batch parser
+    // wants the destination first.
+    let proto = format!("proto {} ", crate::ROUTE_PROTO);
+    let mut batch = String::new();
+    for l in get("rules")?.lines().chain(get("routes")?.lines()) {
+        match l
+            .strip_prefix("route replace ")
+            .and_then(|r| r.strip_prefix(&proto))
+        {
+            Some(rest) => {
+                let _ = writeln!(batch, "route add {rest} {}", proto.trim_end());
+            }
+            None => {
+                let _ = writeln!(batch, "{l}");
+            }
+        }
+    }
+    let b = crate::state::ip::parse_batch(&batch, "snapshot rules and routes", &snap.rt_tables)?;
+    snap.rules = b.rules;
+    snap.routes = b.routes;
+    // iptables: the owned lines per table as a save, built-in chains declared.
+    let mut tables: std::collections::BTreeMap<&str, (Vec<String>, Vec<String>)> =
+        Default::default();
+    for l in get("ipt.ordered")?.lines() {
+        let Some((t, line)) = l.split_once('\t') else {
+            continue;
+        };
+        let (decl, rules) = tables.entry(t).or_default();
+        if let Some(c) = line.strip_prefix("-N ") {
+            decl.push(format!(":{c} - [0:0]"));
+        } else {
+            if let Some(chain) = line.split_whitespace().nth(1) {
+                let d = format!(":{chain} ACCEPT [0:0]");
+                if !is_owned_chain(chain) && !decl.contains(&d) {
+                    decl.push(d);
+                }
+            }
+            rules.push(line.to_string());
+        }
+    }
+    let mut save = String::new();
+    for (t, (decl, rules)) in &tables {
+        let _ = writeln!(
+            save,
+            "*{t}\n{}\n{}\nCOMMIT",
+            decl.join("\n"),
+            rules.join("\n")
+        );
+    }
+    snap.iptables = crate::state::Iptables::parse(&save)?;
+    // Files: as the snapshot copied them; owned files it did not cover stay.
+    let mut covered = std::collections::BTreeSet::new();
+    for l in get("files.list")?.lines() {
+        let mut w = l.splitn(3, ' ');
+        let (Some(i), Some(what), Some(path)) = (w.next(), w.next(), w.next()) else {
+            continue;
+        };
+        covered.insert(path.to_string());
+        if what == "present" {
+            let text = get(&format!("file {i}"))?;
+            snap.files.insert(path.to_string(), text.to_string());
+        }
+    }
+    for (p, text) in &live.files {
+        if !covered.contains(p) {
+            snap.files.insert(p.clone(), text.clone());
+        }
+    }
+    for l in get("sysctls")?.lines() {
+        if let Some((k, v)) = l.split_once(' ') {
+            snap.sysctls.insert(k.to_string(), v.to_string());
+        }
+    }
+    Ok(snap)
+}
+
+/// What rolling `t`'s host back to snapshot `id` changes: the snapshot's
+/// id, the typed diff from the live owned state to the snapshot's, and its
+/// readable views. Two round trips (gather, the snapshot); changes nothing.
+pub fn rollback_plan(
+    t: &mut dyn crate::transport::Transport,
+    id: Option<&str>,
+) -> crate::error::Result<(String, crate::diff::HostDiff, Vec<crate::diff::View>)> {
+    let facts = crate::gather::gather(t)?;
+    let m = crate::gather::marker();
+    let out = t.run_script(&show_script(id, &m))?;
+    if out.status != 0 {
+        return Err(crate::error::Error::Remote {
+            host: t.host().to_string(),
+            what: "rollback plan".into(),
+            status: out.status,
+            stderr: out.stderr_str().trim().to_string(),
+        });
+    }
+    let sections = crate::gather::split_sections(&out.stdout_str(), &m)?;
+    let snap_id = sections
+        .get("id")
+        .map(|s| s.stdout.trim().to_string())
+        .unwrap_or_default();
+    let snap = snapshot_state(&sections, &facts.state)?;
+    let diff = crate::diff::diff(&snap, &facts.state);
+    let views = crate::diff::views(&snap, &facts.state);
+    Ok((snap_id, diff, views))
+}
+
+/// What `dwprov rollback` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RollbackRequest {
+    /// Snapshot id (None: the newest).
+    pub to: Option<String>,
+    /// List the snapshots instead.
+    pub list: bool,
+    /// Do not ask.
+    pub yes: bool,
+}
+
+/// `dwprov rollback` over `hosts`: list their snapshots, or show what
+/// rolling back changes, ask (unless `yes`), and roll back. Returns how
+/// many hosts failed; each host's failure is reported as it happens.
+pub fn rollback_hosts(
+    hosts: &[crate::inventory::Host],
+    req: &RollbackRequest,
+    opts: &crate::transport::ConnectOptions,
+) -> crate::error::Result<usize> {
+    if let Some(id) = &req.to {
+        if !valid_id(id) {
+            return Err(crate::error::Error::invalid(format!(
+                "--to {id}: not a snapshot id (see `dwprov rollback --list`)"
+            )));
+        }
+    }
+    let error = |msg: &dyn std::fmt::Display| {
+        eprintln!("{} {msg}", console::style("error:").red().bold());
+    };
+    let mut failed = 0;
+    for h in hosts {
+        let r = (|| -> crate::error::Result<bool> {
+            let mut t = crate::transport::connect(&h.connection, &h.name, opts)?;
+            if req.list {
+                let o = t.run_script(&list_script())?;
+                for line in o.stdout_str().lines() {
+                    println!("{}: {line}", h.name);
+                }
+                return Ok(o.status == 0);
+            }
+            let bold = console::Style::new().bold();
+            println!("{}", bold.apply_to(format!("── {} ", h.name)));
+            match rollback_plan(t.as_mut(), req.to.as_deref()) {
+                Ok((id, diff, views)) => {
+                    for v in &views {
+                        print!("{}", crate::report::view_diff(v));
+                    }
+                    let summary = crate::diff::Summary::of(&diff.changes);
+                    println!("rollback of {} to snapshot {id}: {summary}", h.name);
+                    if summary.is_empty() {
+                        println!("{}: dwprov's objects are as snapshot {id} has them: nothing to roll back", h.name);
+                        return Ok(true);
+                    }
+                }
+                // An unreadable snapshot (an older dwprov's) can still be
+                // rolled back to; say that its changes cannot be shown.
+                Err(e) => eprintln!("{}: cannot show what the rollback changes: {e}", h.name),
+            }
+            if !confirm_rollback(&h.name, req)? {
+                eprintln!("{}: not rolled back", h.name);
+                return Ok(true);
+            }
+            let o = t.run_script(&rollback_script(req.to.as_deref()))?;
+            if o.status != 0 {
+                error(&format_args!("{}: {}", h.name, o.stderr_str().trim()));
+                return Ok(false);
+            }
+            for line in o.stdout_str().lines() {
+                println!("{}: {line}", h.name);
+            }
+            Ok(true)
+        })();
+        match r {
+            Ok(true) => {}
+            Ok(false) => failed += 1,
+            Err(e) => {
+                failed += 1;
+                error(&e);
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// Ask before rolling `host` back; refuse when nobody can answer.
+fn confirm_rollback(host: &str, req: &RollbackRequest) -> crate::error::Result<bool> {
+    use std::io::{IsTerminal, Write};
+    if req.yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(crate::error::Error::Invalid {
+            message: "refusing to roll back without --yes: stdin is not a terminal".into(),
+            hint: Some("review what the rollback changes, then run again with --yes".into()),
+        });
+    }
+    eprint!(
+        "Roll {host} back to snapshot {}? [y/N] ",
+        req.to.as_deref().unwrap_or("(the newest)")
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| crate::error::Error::io("stdin", e))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 #[cfg(test)]
@@ -475,7 +808,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dwprov-revert-units-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let id = "20261124T000000Z-abcdef";
-        let (service, timer) = revert_units(id, 60);
+        let (service, timer) = revert_units_text(id, 60);
         let (s, t) = (
             dir.join(format!("{}.service", unit_name(id))),
             dir.join(format!("{}.timer", unit_name(id))),
@@ -497,14 +830,141 @@ mod tests {
         assert!(out.status.success() && ours.is_empty(), "{err}");
     }
 
+    /// A state with an owned rule, route, chain and file, to build scripts from.
+    fn sample() -> (Vec<Change>, State, State) {
+        let text = "route add 10.0.0.0/8 via 1.2.3.1 dev eth1 proto 201\nrule add priority 1100 fwmark 0x100 lookup 100 protocol 201";
+        let b = crate::state::ip::parse_batch(text, "t", &Default::default()).unwrap();
+        let mut desired = State {
+            rules: b.rules.clone(),
+            routes: b.routes.clone(),
+            ..State::default()
+        };
+        desired
+            .files
+            .insert("/etc/dwprov/ip.batch".into(), format!("{text}\n"));
+        desired
+            .sysctls
+            .insert("net/ipv4/ip_forward".into(), "1".into());
+        let changes = crate::diff::diff(&desired, &State::default()).changes;
+        assert!(changes.len() >= 4, "{changes:?}");
+        (changes, State::default(), desired)
+    }
+
+    fn shellcheck(name: &str, text: &str) {
+        shellcheck_with(name, text, &[]);
+    }
+
+    fn shellcheck_with(name: &str, text: &str, extra: &[&str]) {
+        let dir = std::env::temp_dir().join(format!(
+            "dwprov-shellcheck-{}-{}",
+            std::process::id(),
+            crate::gather::marker()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        let out = std::process::Command::new("shellcheck")
+            .args(["-S", "warning", "-s", "sh"])
+            .args(extra)
+            .arg(&p)
+            .output()
+            .expect("shellcheck (Debian package shellcheck; scripts/install-deps.sh installs it)");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            out.status.success(),
+            "{name}:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    /// The gateway-side files, and the scripts composed of them with their
+    /// parameters and payloads, pass `shellcheck -S warning`.
+    #[test]
+    fn gateway_scripts_pass_shellcheck() {
+        for (name, text) in GATEWAY_FILES {
+            shellcheck(name, text);
+        }
+        let (changes, old, desired) = sample();
+        let s = apply_script(
+            &changes,
+            &old,
+            &desired,
+            &ConfirmedRun {
+                id: "20261124T000000Z-abcdef",
+                timeout_secs: 60,
+                marker: "M",
+                library_installed: false,
+            },
+            converge::Caps::default(),
+        );
+        // Composed scripts source the installed programs: their variables
+        // are unknown to shellcheck there (the files are checked above).
+        let sourced = ["-e", "SC2154,SC1091,SC2034"];
+        shellcheck_with("apply-script.sh", &s.script, &sourced);
+        shellcheck_with(
+            "revert-script.sh",
+            &revert_script("/var/lib/dwprov/snapshots/x"),
+            &sourced,
+        );
+        shellcheck("confirm-script.sh", &confirm_script("x"));
+        shellcheck("disarm-script.sh", &disarm_script("x"));
+        shellcheck(
+            "verify-confirm-script.sh",
+            &verify_confirm_script("x", &digest_args(&old, &desired)),
+        );
+        shellcheck("rollback-script.sh", &rollback_script(Some("x")));
+        shellcheck("list-script.sh", &list_script());
+        shellcheck(
+            "no-confirm-script.sh",
+            &converge::script(&changes, converge::Caps::default()).script,
+        );
+    }
+
+    #[test]
+    fn the_snapshot_travels_as_counts_not_as_state() {
+        let (changes, _, desired) = sample();
+        // The "old" state is big; the script must not carry it.
+        let mut old = desired.clone();
+        for i in 0..2000u32 {
+            let line = format!(
+                "route add 10.{}.{}.0/24 via 1.2.3.1 dev eth1 proto 201",
+                i / 256,
+                i % 256
+            );
+            let b = crate::state::ip::parse_batch(&line, "t", &Default::default()).unwrap();
+            old.routes.extend(b.routes);
+        }
+        let s = apply_script(
+            &changes,
+            &old,
+            &desired,
+            &ConfirmedRun {
+                id: "x",
+                timeout_secs: 60,
+                marker: "M",
+                library_installed: false,
+            },
+            converge::Caps::default(),
+        );
+        assert!(
+            s.script.contains("EXPECT_ROUTES='2001'"),
+            "counts are passed"
+        );
+        assert!(!s.script.contains("10.7.207.0/24"), "no old route travels");
+    }
+
     #[test]
     fn apply_script_is_valid_shell() {
         let s = apply_script(
             &[],
             &State::default(),
             &State::default(),
-            "20261124T000000Z-abcdef",
-            60,
+            &ConfirmedRun {
+                id: "20261124T000000Z-abcdef",
+                timeout_secs: 60,
+                marker: "M",
+                library_installed: false,
+            },
             converge::Caps::default(),
         );
         let out = std::process::Command::new("/bin/sh")

@@ -195,7 +195,14 @@ fn rollback_restores_the_state_before_an_apply() {
     ]);
     let listed = String::from_utf8_lossy(&list.stdout).to_string();
     assert_eq!(listed.matches(" confirmed").count(), 2, "{listed}");
-    let o = lab.dwprov(&["rollback", "-i", a.to_str().unwrap(), "--limit", "gw1"]);
+    let o = lab.dwprov(&[
+        "rollback",
+        "-i",
+        a.to_str().unwrap(),
+        "--limit",
+        "gw1",
+        "--yes",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(plan_code(&lab, &a), 0, "rolled back to the state a left");
     assert_traffic(&lab, false);
@@ -216,6 +223,7 @@ fn rollback_restores_the_state_before_an_apply() {
         "gw1",
         "--to",
         &first,
+        "--yes",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let rules = lab.sh_ok("gw", "ip rule");
@@ -309,7 +317,14 @@ fn one_more_prefix_sends_only_the_change_and_rolls_back_in_full() {
     let bytes = applied["script_bytes"].as_u64().unwrap();
     assert!(bytes < 16_000, "{bytes} bytes sent for one prefix");
     assert_eq!(plan_code(&lab, &b), 0);
-    let o = lab.dwprov(&["rollback", "-i", b.to_str().unwrap(), "--limit", "gw1"]);
+    let o = lab.dwprov(&[
+        "rollback",
+        "-i",
+        b.to_str().unwrap(),
+        "--limit",
+        "gw1",
+        "--yes",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(plan_code(&lab, &a), 0, "rolled back to exactly what a left");
     assert_eq!(routes(&lab).trim().parse::<usize>().unwrap(), before);

@@ -384,3 +384,50 @@ fn pid_ns() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A stand-in for gateway tool `tool` (a name on the gateway's PATH, e.g.
+/// `ip`, `iptables-save`), bind-mounted over the real binary inside the lab
+/// gateway's own mount namespace only (nothing changes for the machine or
+/// other labs). `script` is a `/bin/sh` script body; `$REAL` in it is a
+/// copy of the real binary (multi-call binaries such as xtables-nft-multi
+/// take the applet name as first argument: `exec "$REAL" iptables-save
+/// "$@"`), and `$0`'s basename is the name it was called by. Returns the
+/// path of the copy, which reads the real state while the fake is mounted.
+/// The mount goes with the lab (its mount namespace ends with its sshd).
+pub fn fake_tool(lab: &Lab, tool: &str, script: &str) -> PathBuf {
+    let real = lab.sh_ok("gw", &format!("readlink -f \"$(command -v {tool})\""));
+    let real = real.trim().to_string();
+    let base = Path::new(&real)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let copy = lab.dir.join(format!("real-{base}"));
+    if !copy.exists() {
+        fs::copy(&real, &copy).unwrap_or_else(|e| panic!("copy {real}: {e}"));
+    }
+    let fake = lab.dir.join(format!("fake-{tool}"));
+    fs::write(
+        &fake,
+        format!("#!/bin/sh\nREAL='{}'\n{script}\n", copy.display()),
+    )
+    .unwrap();
+    lab.sh_ok(
+        "gw",
+        &format!(
+            "chmod 755 '{0}' '{1}' && mount --bind '{0}' '{2}'",
+            fake.display(),
+            copy.display(),
+            real
+        ),
+    );
+    copy
+}
+
+/// Undo [`fake_tool`]: the real `tool` is back on the gateway.
+pub fn unfake_tool(lab: &Lab, tool: &str) {
+    lab.sh_ok(
+        "gw",
+        &format!("umount \"$(readlink -f \"$(command -v {tool})\")\""),
+    );
+}

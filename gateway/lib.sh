@@ -1,0 +1,227 @@
+# shellcheck shell=sh
+# dwprov gateway library: the first part of every script dwprov runs on a
+# gateway (and of the revert.sh it leaves there). Helpers only: stopping
+# with a named step (fail, nochange), the revert timer, the step guard, and
+# listings of the objects dwprov owns in one canonical line format, used by
+# the snapshot, the revert and its self-check alike.
+#
+# Parameters (shell variables set by the caller before the functions run):
+#   S      the snapshot directory (commit-confirmed apply, revert, rollback)
+#   PROTO  the route protocol number dwprov tags its rules and routes with
+PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+export LC_ALL=C
+umask 022
+PROTO=${PROTO:-201}
+# Exit statuses the controller reads (src/converge.rs, src/safe.rs).
+STEP_FAILED=3
+NOTHING_CHANGED=4
+
+# A step failed after something may have changed.
+fail() { echo "dwprov: $1" >&2; exit "$STEP_FAILED"; }
+# Stopped before anything changed.
+nochange() { echo "dwprov: $1; nothing was changed" >&2; exit "$NOTHING_CHANGED"; }
+
+# The step guard: before each change, make sure no revert of this snapshot
+# has started (the revert marks it before ending the apply's process group),
+# so no step of a stalled apply lands after (or during) its revert.
+step() {
+    if [ -n "${S:-}" ] && [ -e "$S/revert.started" ]; then
+        echo "dwprov: a revert of this snapshot has started: not running step '$1'" >&2
+        exit "$STEP_FAILED"
+    fi
+}
+
+# Owned ip rules, one `rule add ...` line each, numeric tables, sorted.
+# `ip -N` prints `ipproto ipproto-6`; the input syntax wants `ipproto 6`.
+owned_rules() {
+    ip -4 -N rule show > "$1.raw" || return 1
+    awk -v proto="$PROTO" '
+        {
+            line = $0
+            if (line !~ ("[ \t]proto " proto "([ \t]|$)")) next
+            sub(/\[detached\]/, "", line); sub(/ unresolved/, "", line)
+            gsub(/ipproto ipproto-/, "ipproto ", line)
+            p = line; sub(/:.*/, "", p)
+            sub(/^[0-9]+:[ \t]*/, "", line)
+            gsub(/[ \t]+/, " ", line); sub(/ $/, "", line)
+            print "rule add priority " p " " line
+        }' "$1.raw" | sort > "$1" || return 1
+    rm -f "$1.raw"
+}
+
+# Owned routes, one `route replace proto P ...` line each (the protocol
+# first: nothing may follow multipath next hops, which are joined), numeric
+# tables and types, output-only flags dropped, sorted.
+owned_routes() {
+    ip -4 -N -d route show table all proto "$PROTO" > "$1.raw" || return 1
+    awk -v proto="$PROTO" '
+        BEGIN {
+            split("unicast local broadcast anycast multicast blackhole unreachable prohibit throw nat", t, " ")
+        }
+        function out() {
+            if (cur == "") return
+            n = split(cur, w, " ")
+            if (w[1] ~ /^[0-9]+$/ && (w[1] in t)) w[1] = t[w[1]]
+            s = ""
+            for (i = 1; i <= n; i++) {
+                if (w[i] ~ /^(linkdown|dead|offload|trap|rt_offload|rt_trap|rt_offload_failed|pervasive|notify)$/) continue
+                s = s (s == "" ? "" : " ") w[i]
+            }
+            print "route replace proto " proto " " s
+            cur = ""
+        }
+        /^[ \t]/ { cur = cur " " $0; gsub(/[ \t]+/, " ", cur); next }
+        { out(); cur = $0; gsub(/[ \t]+/, " ", cur) }
+        END { out() }' "$1.raw" | sort > "$1" || return 1
+    rm -f "$1.raw"
+}
+
+# The owned part of iptables rules, `TABLE<TAB>LINE` per line, sorted:
+# `-N DWPROV-X` per owned chain, its `-A` rules, and every jump into one.
+# From `iptables-save` (stdin) with `save`, from `iptables -t T -S` with `S`.
+owned_ipt_filter() {
+    awk -v mode="$1" -v tbl="${2:-}" '
+        mode == "save" && /^\*/ { tbl = substr($0, 2); next }
+        mode == "save" && /^:DWPROV-/ { c = substr($1, 2); print tbl "\t-N " c; next }
+        mode == "S" && /^-N DWPROV-/ { print tbl "\t" $0; next }
+        /^-A DWPROV-/ { print tbl "\t" $0; next }
+        /^-A / && / -[jg] DWPROV-[^ ]*$/ { print tbl "\t" $0 }'
+}
+
+# Owned iptables lines from iptables-save into $1 (sorted; in save order in
+# $1.ordered), and the same read with
+# `iptables -t T -S` into $1.S; non-zero when the two disagree (a save that
+# lies: iptables-legacy/nft mismatch, a save missing a table).
+owned_ipt() {
+    iptables-save > "$1.save" || return 2
+    owned_ipt_filter save < "$1.save" > "$1.ordered" || return 2
+    sort "$1.ordered" > "$1" || return 2
+    for t in filter nat mangle raw; do
+        iptables -t "$t" -S 2>/dev/null | owned_ipt_filter S "$t"
+    done | sort > "$1.S" || return 2
+    cmp -s "$1" "$1.S"
+}
+
+# What differs between two owned listings, for messages (at most 5 lines).
+listing_diff() {
+    awk 'FILENAME == ARGV[1] { a[$0]++; next } { if (a[$0]-- <= 0) print "  only in " FILENAME ": " $0 }' "$2" "$1" | head -n 5
+    awk 'FILENAME == ARGV[1] { a[$0]++; next } { if (a[$0]-- <= 0) print "  only in " FILENAME ": " $0 }' "$1" "$2" | head -n 5
+}
+
+# Stop whichever revert timer is armed for snapshot $S.
+disarm() {
+    if [ -f "$S/timer.unit" ]; then
+        u=$(cat "$S/timer.unit")
+        systemctl stop "$u.timer" 2>/dev/null
+        rm -f "/run/systemd/system/$u.timer" "/run/systemd/system/$u.service"
+        systemctl daemon-reload 2>/dev/null
+        rm -f "$S/timer.unit"
+    fi
+    p=$(cat "$S/timer.pid" 2>/dev/null)
+    if [ -n "$p" ]; then kill -TERM -"$p" 2>/dev/null; fi
+    rm -f "$S/timer.pid"
+}
+
+# Lines of file $1 that are not in file $2 (as multisets), in $1's order.
+only_in() {
+    awk 'FILENAME == ARGV[1] { b[$0]++; next } { if (b[$0]-- <= 0) print }' "$2" "$1"
+}
+
+# Apply an `ip -batch` stream: stdin, or in a commit-confirmed apply ($S
+# set) the file $S/ip.batch, where the kernel's answer is checked against
+# the snapshot: an add that fails
+# with "File exists" (the snapshot said it is absent) or a delete with "No
+# such ..." (the snapshot said it is there) means the tool that listed the
+# state lied, and a revert from that listing would delete real objects.
+# Then the lines that did run are undone by their inverses (built here from
+# the batch; the old value of each replaced route is in $S/ip.undo, `LINE
+# route replace OLD` per line) and the apply stops, changing nothing.
+ip_batch() {
+    if [ -z "${S:-}" ]; then
+        ip -4 -batch - || fail 'ip -batch'
+        return 0
+    fi
+    ip -4 -batch "$S/ip.batch" 2> "$S/ip.err" && return 0
+    cat "$S/ip.err" >&2
+    n=$(sed -n 's/^Command failed [^:]*:\([0-9][0-9]*\)$/\1/p' "$S/ip.err" | head -n 1)
+    if [ -n "$n" ] && grep -q -e 'File exists' -e 'No such process' -e 'No such file or directory' "$S/ip.err"; then
+        line=$(sed -n "${n}p" "$S/ip.batch")
+        [ -f "$S/ip.undo" ] || : > "$S/ip.undo"
+        awk -v n="$n" '
+            FILENAME == ARGV[1] { i = $1; sub(/^[0-9]+ /, ""); old[i] = $0; next }
+            FNR < n {
+                l = $0
+                if (FNR in old) l = old[FNR]
+                else if (sub(/^route add /, "route del ", l)) {}
+                else if (sub(/^route del /, "route add ", l)) {}
+                else if (sub(/^rule add /, "rule del ", l)) {}
+                else if (sub(/^rule del /, "rule add ", l)) {}
+                u[FNR] = l
+            }
+            END { for (i = n - 1; i >= 1; i--) if (i in u) print u[i] }' "$S/ip.undo" "$S/ip.batch" > "$S/ip.inverse"
+        undone=ok
+        if [ -s "$S/ip.inverse" ]; then ip -4 -force -batch "$S/ip.inverse" >&2 || undone=failed; fi
+        if command -v staged_cleanup >/dev/null 2>&1; then staged_cleanup; fi
+        echo "dwprov: the kernel contradicts the snapshot: line $n of the ip batch ($line) failed as above, but \`ip\` listed the state otherwise (gather, snapshot); a revert from that listing would delete real objects: stopped (does \`ip\` lie, or another tool change rules and routes now?)" >&2
+        if [ "$undone" = ok ]; then
+            echo "dwprov: the $((n - 1)) line(s) before it were undone; nothing was changed" >&2
+            exit "$NOTHING_CHANGED"
+        fi
+        fail "undoing the $((n - 1)) line(s) before it failed: check the rules and routes by hand ($S/ip.inverse)"
+    fi
+    fail 'ip -batch'
+}
+
+# End the process group of the apply of $S (a stalled step must not land
+# after the revert). The group's leader is `sh $S/apply.sh`; when a process
+# with that pid runs something else, the pid was reused and the group is
+# gone (the kernel reuses no pid still used as a process group id).
+end_apply() {
+    pg=$(cat "$S/apply.pgid" 2>/dev/null) || return 0
+    [ -n "$pg" ] || return 0
+    if [ -r "/proc/$pg/cmdline" ] && ! tr '\0' ' ' < "/proc/$pg/cmdline" | grep -qF "$S/apply.sh"; then
+        rm -f "$S/apply.pgid"
+        return 0
+    fi
+    if kill -TERM -"$pg" 2>/dev/null; then
+        i=0
+        while kill -0 -"$pg" 2>/dev/null && [ "$i" -lt 200 ]; do sleep 0.02; i=$((i + 1)); done
+        kill -KILL -"$pg" 2>/dev/null
+        i=0
+        while kill -0 -"$pg" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.02; i=$((i + 1)); done
+        echo "dwprov revert: ended the apply still running (process group $pg)" >&2
+    fi
+    rm -f "$S/apply.pgid"
+}
+
+# S := snapshot $TO of $SNAPSHOT_DIR, or the newest complete one (its state
+# is written once it is taken) when TO is empty; fails when there is none.
+pick_snapshot() {
+    if [ -n "$TO" ]; then
+        S=$SNAPSHOT_DIR/$TO
+    else
+        S=
+        for d in $(ls -1d "$SNAPSHOT_DIR"/*/ 2>/dev/null | sort); do
+            if [ -f "${d}state" ]; then S=${d%/}; fi
+        done
+    fi
+    { [ -n "$S" ] && [ -f "$S/revert.sh" ]; } || fail 'no such snapshot on this host (dwprov rollback --list shows them)'
+}
+
+# A digest of the owned state as the kernel lists it now: owned rules and
+# routes, the DWPROV-* lines of every table, and the files and /proc/sys
+# entries named as arguments. The apply records it next to its in-band
+# gather; the verify over a new connection computes it again: equal means
+# the state that gather saw is the state now (the new connection need not
+# move the whole converged state again). Same tools both times, so
+# sha256sum where there is one, else POSIX cksum.
+owned_digest() {
+    if command -v sha256sum >/dev/null 2>&1; then sum="sha256sum"; else sum="cksum"; fi
+    {
+        ip -4 -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)"
+        ip -4 -N -d route show table all proto "$PROTO"
+        iptables-save | grep -e '^\*' -e '^:DWPROV-' -e '^-A DWPROV-' -e ' -[jg] DWPROV-[^ ]*$'
+        # One line per file that exists: its digest and name.
+        "$sum" "$@" 2>/dev/null
+    } | "$sum" | cut -d ' ' -f 1
+}

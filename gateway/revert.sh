@@ -1,0 +1,132 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2154 # S, ID: set by the lines before this file
+# dwprov revert (follows lib.sh and `S=...` in $S/revert.sh): puts every
+# object dwprov owns back to what it was when snapshot $S was taken, and
+# leaves everything else as it is now, also what was added since:
+# - the apply of this snapshot is ended first (its whole process group);
+# - owned files and sysctls from their copies in the snapshot;
+# - owned rules and routes: only the difference between the live owned
+#   listing and the snapshot's (routes replaced, then rules added, then the
+#   extra rules and routes deleted), so nothing foreign is touched;
+# - iptables: one `iptables-restore --noflush` payload that rewrites the
+#   DWPROV-* chains, deletes the live jumps into them and inserts the
+#   snapshot's, and deletes chains the snapshot did not have; nothing else
+#   of any table is flushed. Not done when iptables-save disagrees with
+#   `iptables -S` (a save that lies would make it delete real chains).
+# Every kind is checked afterwards against the snapshot. A revert goes on
+# past a failing step (as much of the old state as can be had) and exits 3.
+if [ ! -f "$S/state" ]; then
+    # The apply stopped while taking the snapshot: nothing was changed, and
+    # a partial snapshot must never be restored.
+    echo "dwprov revert: snapshot ${S##*/} is incomplete (the apply stopped before any change): nothing to revert" >&2
+    exit 0
+fi
+rc=0
+rfail() { echo "dwprov revert: $1" >&2; rc=$STEP_FAILED; }
+# One revert at a time (the timer and the controller may both start one);
+# a lock whose revert died (killed, power loss) is taken over.
+if ! mkdir "$S/revert.lock" 2>/dev/null; then
+    p=$(cat "$S/revert.lock/pid" 2>/dev/null) || { sleep 0.2; p=$(cat "$S/revert.lock/pid" 2>/dev/null); }
+    if [ -z "$p" ] || kill -0 "$p" 2>/dev/null; then
+        echo "dwprov revert: a revert of snapshot ${S##*/} is running already" >&2
+        exit "$STEP_FAILED"
+    fi
+    echo "dwprov revert: taking over the lock of a revert that ended without releasing it (pid $p)" >&2
+fi
+echo "$$" > "$S/revert.lock/pid"
+trap 'rm -rf "$S/revert.lock"' EXIT
+: > "$S/revert.started"
+echo reverting > "$S/state"
+end_apply
+
+# Files: back to their copies, or removed when they did not exist.
+while read -r i what path; do
+    case $what in
+    present) { cp -p "$S/files/$i" "$path.dwprov-tmp" && mv -f "$path.dwprov-tmp" "$path"; } || rfail "restore $path" ;;
+    absent) rm -f "$path" "$path.dwprov-tmp" || rfail "remove $path" ;;
+    esac
+done < "$S/files.list"
+while read -r k v; do
+    printf '%s\n' "$v" > "/proc/sys/$k" || rfail "sysctl $k"
+done < "$S/sysctls"
+# Undo what installing boot files did (enable links, the flush loop).
+if [ -f "$S/units.sh" ]; then
+    (fail() { echo "dwprov revert: $1" >&2; }; . "$S/units.sh") || rfail 'boot units'
+fi
+
+# Rules and routes: the difference only.
+if owned_rules "$S/now.rules" && owned_routes "$S/now.routes"; then
+    {
+        only_in "$S/routes" "$S/now.routes"
+        only_in "$S/rules" "$S/now.rules"
+        only_in "$S/now.rules" "$S/rules" | sed 's/^rule add /rule del /'
+        # Routes whose key (table, destination, tos, metric) the snapshot
+        # does not have; a changed route was replaced above.
+        awk '
+            function key(l,   w, n, i, k) {
+                n = split(l, w, " "); k = w[5] " " w[6]
+                for (i = 7; i < n; i++) if (w[i] ~ /^(table|metric|tos|dsfield)$/) k = k " " w[i] " " w[i + 1]
+                return k
+            }
+            FILENAME == ARGV[1] { have[key($0)]; next }
+            !(key($0) in have) { sub(/^route replace /, "route del "); print }' "$S/routes" "$S/now.routes"
+    } > "$S/revert.batch"
+    if [ -s "$S/revert.batch" ]; then
+        ip -4 -force -batch "$S/revert.batch" || rfail 'restore rules and routes'
+    fi
+    if owned_rules "$S/after.rules" && owned_routes "$S/after.routes"; then
+        cmp -s "$S/rules" "$S/after.rules" || { rfail 'the owned rules are not back to the snapshot:'; listing_diff "$S/rules" "$S/after.rules" >&2; }
+        cmp -s "$S/routes" "$S/after.routes" || { rfail 'the owned routes are not back to the snapshot:'; listing_diff "$S/routes" "$S/after.routes" >&2; }
+    else
+        rfail 'list rules and routes after the revert'
+    fi
+else
+    rfail 'list the owned rules and routes: left as they are'
+fi
+
+# iptables: owned chains and jumps only, --noflush.
+owned_ipt "$S/now.ipt"
+case $? in
+0)
+    awk -F '\t' '
+        FILENAME == ARGV[1] {
+            t = $1; l = $2; tables[t]
+            if (l ~ /^-N /) { c = substr(l, 4); snap[t, c]; if (!((t, c) in seen)) { seen[t, c]; order[t] = order[t] c " " } }
+            else if (l ~ /^-A DWPROV-/) rules[t] = rules[t] l "\n"
+            else jump[t, ++nj[t]] = l
+            next
+        }
+        {
+            t = $1; l = $2; tables[t]
+            if (l ~ /^-N /) { c = substr(l, 4); if (!((t, c) in seen)) { seen[t, c]; order[t] = order[t] c " " } }
+            else if (l !~ /^-A DWPROV-/) { sub(/^-A /, "-D ", l); del[t] = del[t] l "\n" }
+        }
+        END {
+            for (t in tables) {
+                printf "*%s\n", t
+                n = split(order[t], cs, " ")
+                for (i = 1; i <= n; i++) printf ":%s - [0:0]\n", cs[i]
+                printf "%s%s", rules[t], del[t]
+                for (i = nj[t]; i >= 1; i--) {
+                    l = jump[t, i]; split(l, w, " ")
+                    printf "-I %s 1%s\n", w[2], substr(l, length("-A " w[2]) + 1)
+                }
+                for (i = 1; i <= n; i++) if (!((t, cs[i]) in snap)) printf "-X %s\n", cs[i]
+                print "COMMIT"
+            }
+        }' "$S/ipt.ordered" "$S/now.ipt.ordered" > "$S/revert.ipt"
+    if [ -s "$S/revert.ipt" ]; then
+        iptables-restore --noflush < "$S/revert.ipt" || rfail 'restore the DWPROV-* chains and jumps'
+    fi
+    owned_ipt "$S/after.ipt" >/dev/null
+    cmp -s "$S/ipt" "$S/after.ipt" || { rfail 'the owned iptables chains and jumps are not back to the snapshot:'; listing_diff "$S/ipt" "$S/after.ipt" >&2; }
+    ;;
+1)
+    rfail 'iptables-save disagrees with `iptables -t TABLE -S` about the DWPROV-* chains and jumps; iptables left as it is:'
+    listing_diff "$S/now.ipt" "$S/now.ipt.S" >&2
+    ;;
+*) rfail 'cannot list iptables: left as it is' ;;
+esac
+
+if [ "$rc" -eq 0 ]; then echo reverted > "$S/state"; else echo 'revert incomplete' > "$S/state"; fi
+exit "$rc"
