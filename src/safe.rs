@@ -558,7 +558,7 @@ pub fn snapshot_state(
 ) -> crate::error::Result<State> {
     let get = |name: &str| -> crate::error::Result<&str> {
         match sections.get(name) {
-            Some(s) if s.status == 0 => Ok(s.stdout.as_str()),
+            Some(s) if s.status == 0 => Ok(s.stdout),
             _ => Err(crate::error::Error::invalid(format!(
                 "the snapshot has no `{name}` listing (taken by an older dwprov?)"
             ))),
@@ -662,7 +662,8 @@ pub fn rollback_plan(
             stderr: out.stderr_str().trim().to_string(),
         });
     }
-    let sections = crate::gather::split_sections(&out.stdout_str(), &m)?;
+    let text = out.stdout_str();
+    let sections = crate::gather::split_sections(&text, &m)?;
     let snap_id = sections
         .get("id")
         .map(|s| s.stdout.trim().to_string())
@@ -718,7 +719,7 @@ pub fn rollback_hosts(
             match rollback_plan(t.as_mut(), req.to.as_deref()) {
                 Ok((id, diff, views)) => {
                     for v in &views {
-                        print!("{}", crate::report::view_diff(v));
+                        print!("{}", crate::report::view_text(v, false));
                     }
                     let summary = crate::diff::Summary::of(&diff.changes);
                     println!("rollback of {} to snapshot {id}: {summary}", h.name);
