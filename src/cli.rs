@@ -446,11 +446,8 @@ fn render(a: &RenderArgs) -> Result<i32> {
     }
     let hosts = gateways_only(hosts, false)?;
     let templates = Templates::load(a.templates.templates.as_deref())?;
-    // Validate every host first: bad input changes nothing and prints nothing else.
-    let gws = hosts
-        .iter()
-        .map(crate::model::build)
-        .collect::<Result<Vec<_>>>()?;
+    // Every host's intent first: bad input changes nothing and prints nothing else.
+    let gws = crate::model::build_all(&hosts)?;
     if a.overlaps {
         for gw in &gws {
             print!("{}", report::overlaps_text(gw));
@@ -548,24 +545,23 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
     let saved = apply.as_ref().and_then(|m| m.saved.as_ref());
     // Hosts with connection settings only (a bastion) have nothing to plan.
     let hosts = gateways_only(hosts, saved.is_some())?;
-    // Bad input anywhere stops everything before any connection.
-    let mut gateways = Vec::new();
-    if saved.is_none() {
-        let mut errors = Vec::new();
-        for h in &hosts {
-            match crate::model::build(h) {
-                Ok(gw) => gateways.push(gw),
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(if errors.len() == 1 {
-                errors.into_iter().next().expect("one")
-            } else {
-                Error::Multiple(errors)
-            });
-        }
-    }
+    // Each host's intent, built once, here: bad input anywhere stops
+    // everything before any connection. A saved plan brings its hosts'
+    // desired state instead.
+    let saved_host = |h: &crate::inventory::Host| saved.and_then(|p| p.host(&h.name));
+    let gateways = crate::model::build_all(hosts.iter().filter(|h| saved_host(h).is_none()))?;
+    // `build_all` keeps the hosts' order: the next intent is the next host's.
+    let mut intents = gateways.iter();
+    let targets: Vec<(&crate::inventory::Host, fleet::Desired)> = hosts
+        .iter()
+        .filter_map(|h| {
+            let desired = match saved_host(h) {
+                Some(s) => fleet::Desired::Saved(s),
+                None => fleet::Desired::Intent(intents.next()?),
+            };
+            Some((h, desired))
+        })
+        .collect();
     let events = a.json_events;
     let json_progress = report::JsonEvents::default();
     let term_progress = report::StderrProgress::new(hosts.len());
@@ -581,8 +577,8 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
         progress,
         safety: apply.as_ref().map(|m| m.safety).unwrap_or_default(),
     };
-    let prepared = fleet::parallel(&hosts, opts.forks, |h| {
-        fleet::prepare_with(h, saved.and_then(|p| p.host(&h.name)), &opts)
+    let prepared = fleet::parallel(&targets, opts.forks, |(h, desired)| {
+        fleet::prepare(h, *desired, &opts)
     });
     term_progress.clear();
     if a.output.format == Format::Text && !events {

@@ -19,7 +19,6 @@ pub mod rollout;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
-    Validate,
     Connect,
     Gather,
     Render,
@@ -32,7 +31,6 @@ pub enum Stage {
 impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Stage::Validate => "validate",
             Stage::Connect => "connect",
             Stage::Gather => "gather",
             Stage::Render => "render",
@@ -523,13 +521,17 @@ pub struct Prepared {
     transport: Mutex<Option<Box<dyn Transport>>>,
 }
 
-/// Validate, connect, gather, render and diff one host. Never panics, never fails the run.
-pub fn prepare(host: &Host, opts: &RunOptions) -> Prepared {
-    prepare_with(host, None, opts)
+/// What a host is planned against: its intent, built once per run before
+/// anything connects ([`crate::model::build_all`]), or a saved plan's
+/// desired state.
+#[derive(Clone, Copy)]
+pub enum Desired<'a> {
+    Intent(&'a Gateway),
+    Saved(&'a SavedHost),
 }
 
-/// As [`prepare`], against a saved plan's desired state when `saved` is given.
-pub fn prepare_with(host: &Host, saved: Option<&SavedHost>, opts: &RunOptions) -> Prepared {
+/// Connect, gather, render and diff one host. Never panics, never fails the run.
+pub fn prepare(host: &Host, desired: Desired, opts: &RunOptions) -> Prepared {
     let mut outcome = Outcome {
         host: host.name.clone(),
         plan: None,
@@ -538,22 +540,17 @@ pub fn prepare_with(host: &Host, saved: Option<&SavedHost>, opts: &RunOptions) -
         failed_stage: None,
         skipped: false,
     };
-    let mut stage = Stage::Validate;
+    let mut stage = Stage::Connect;
     let mut transport = None;
     let result = (|| -> Result<()> {
-        let gw = match saved {
-            None => Some(crate::model::build(host)?),
-            Some(_) => None,
-        };
         let (t, plan) = once_more_on_channel_error(|| {
             stage = Stage::Connect;
             opts.progress.stage(&host.name, Stage::Connect);
             let mut t = transport::connect(&host.connection, &host.name, &opts.connect)?;
             stage = Stage::Gather;
-            let plan = match (saved, &gw) {
-                (Some(s), _) => plan_saved(s, t.as_mut(), opts.progress)?,
-                (None, Some(gw)) => plan_host(gw, t.as_mut(), opts.templates, opts.progress)?,
-                (None, None) => return Err(Error::invalid("no gateway intent and no saved plan")),
+            let plan = match desired {
+                Desired::Saved(s) => plan_saved(s, t.as_mut(), opts.progress)?,
+                Desired::Intent(gw) => plan_host(gw, t.as_mut(), opts.templates, opts.progress)?,
             };
             Ok((t, plan))
         })?;

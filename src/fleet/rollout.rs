@@ -1,7 +1,7 @@
 //! Rollout policy: `--serial` batches, `--max-fail-percent`, the re-check of
 //! hosts planned before their batch, and the retry file.
 //!
-//! Every host is planned before batch 1 ([`super::prepare_with`]); this
+//! Every host is planned before batch 1 ([`super::prepare`]); this
 //! module decides in which batches they are converged, which of them are
 //! gathered again first, and when the rollout stops.
 use super::{Outcome, Prepared, RunOptions};

@@ -23,9 +23,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub mod names;
 pub mod routes;
 pub mod select;
+pub mod values;
+/// The name checks' old path, still named by `render/ownership.rs` and
+/// `transport/ssh/resolve.rs` (files of other work in progress); new code
+/// names [`values`].
+pub use values as names;
 
 /// Host-level keys that say how to reach the host.
 pub const CONNECTION_KEYS: &[&str] = &["address", "connection", "ssh"];
@@ -78,7 +82,7 @@ impl Host {
     }
 
     /// Whether the vars hold any gateway key: hosts without any are fine for
-    /// `gather`, while `model::build` on them fails with "host X has no `lines`".
+    /// `gather`, while `model::build` on them fails with "host X has no `method`".
     pub fn has_gateway(&self) -> bool {
         self.vars
             .as_map()
@@ -387,7 +391,7 @@ impl<'a> Walk<'a> {
         }
         if let Some(hosts) = node.get("hosts") {
             for h in null_or(hosts, &format!("`hosts` of {what}"))?.unwrap_or(&[]) {
-                names::inventory_name(&h.key).map_err(|m| Error::Input {
+                values::inventory_name(&h.key).map_err(|m| Error::Input {
                     location: h.key_location.clone(),
                     message: format!("host name {m}"),
                     hint: None,
@@ -419,7 +423,7 @@ impl<'a> Walk<'a> {
         }
         if let Some(children) = node.get("children") {
             for c in null_or(children, &format!("`children` of {what}"))?.unwrap_or(&[]) {
-                names::inventory_name(&c.key).map_err(|m| Error::Input {
+                values::inventory_name(&c.key).map_err(|m| Error::Input {
                     location: c.key_location.clone(),
                     message: format!("group name {m}"),
                     hint: None,
@@ -537,37 +541,12 @@ impl<'a> Walk<'a> {
     }
 }
 
-fn get_str<'a>(n: &'a Node, what: &str) -> Result<&'a str> {
-    n.as_str().ok_or_else(|| {
-        n.error(
-            format!("`{what}` must be a string, found {}", n.kind()),
-            None,
-        )
-    })
-}
-
-fn get_int(n: &Node, what: &str, lo: i64, hi: i64) -> Result<i64> {
-    let Some(i) = n.as_i64() else {
-        return Err(n.error(
-            format!("`{what}` must be an integer, found {}", n.kind()),
-            None,
-        ));
-    };
-    if i < lo || i > hi {
-        return Err(n.error(
-            format!("`{what}` is {i}, out of range"),
-            Some(format!("use a value from {lo} to {hi}")),
-        ));
-    }
-    Ok(i)
-}
-
 /// The connection settings from a host's merged vars.
 fn connection(host: &str, host_loc: &Location, vars: &Node, base: &Path) -> Result<Connection> {
     let kind = match vars.get("connection") {
         None => "ssh",
         Some(n) => {
-            let s = get_str(n, "connection")?;
+            let s = values::string(n, "connection")?;
             if s != "ssh" && s != "local" {
                 return Err(n.error(
                     format!("unknown connection `{}`", crate::escape::value(s)),
@@ -585,8 +564,8 @@ fn connection(host: &str, host_loc: &Location, vars: &Node, base: &Path) -> Resu
     }
     let address = match vars.get("address") {
         Some(n) => {
-            let s = get_str(n, "address")?;
-            names::host_address(s).map_err(|m| {
+            let s = values::string(n, "address")?;
+            values::host_address(s).map_err(|m| {
                 n.error(
                     m,
                     Some("use an IP address or a DNS name, without a user or port".into()),
@@ -614,20 +593,20 @@ fn connection(host: &str, host_loc: &Location, vars: &Node, base: &Path) -> Resu
     let field = |k: &str| ssh.and_then(|s| s.get(k)).filter(|n| !n.is_null());
     let user = match field("user") {
         Some(n) => {
-            let s = get_str(n, "ssh.user")?;
-            names::user(s).map_err(|m| n.error(m, None))?;
+            let s = values::string(n, "ssh.user")?;
+            values::user(s).map_err(|m| n.error(m, None))?;
             Some(s.to_string())
         }
         None => None,
     };
     let port = match field("port") {
-        Some(n) => Some(get_int(n, "ssh.port", 1, 65535)? as u16),
+        Some(n) => Some(values::int_between(n, "ssh.port", 1, 65535)? as u16),
         None => None,
     };
     let path = |k: &str| -> Result<Option<PathBuf>> {
         match field(k) {
             Some(n) => {
-                let s = get_str(n, &format!("ssh.{k}"))?;
+                let s = values::string(n, &format!("ssh.{k}"))?;
                 expand_path(s, base).map(Some).map_err(|m| n.error(m, None))
             }
             None => Ok(None),
@@ -637,9 +616,11 @@ fn connection(host: &str, host_loc: &Location, vars: &Node, base: &Path) -> Resu
     let known_hosts = path("known_hosts")?;
     let secs = |k: &str, lo: i64, hi: i64| -> Result<Option<Duration>> {
         match field(k) {
-            Some(n) => Ok(Some(Duration::from_secs(
-                get_int(n, &format!("ssh.{k}"), lo, hi)? as u64,
-            ))),
+            Some(n) => {
+                Ok(Some(Duration::from_secs(
+                    values::int_between(n, &format!("ssh.{k}"), lo, hi)? as u64,
+                )))
+            }
             None => Ok(None),
         }
     };
@@ -648,7 +629,7 @@ fn connection(host: &str, host_loc: &Location, vars: &Node, base: &Path) -> Resu
     let server_alive_interval = secs("server_alive_interval", 0, 3600)?;
     let jump = match field("jump") {
         Some(n) => {
-            let s = get_str(n, "ssh.jump")?;
+            let s = values::string(n, "ssh.jump")?;
             jump_spec(s).map_err(|m| {
                 n.error(
                     m,
@@ -688,9 +669,9 @@ fn jump_spec(s: &str) -> std::result::Result<(), String> {
     }
     for hop in crate::transport::ssh::config::parse_jump_list(s)? {
         if let Some(u) = &hop.user {
-            names::user(u)?;
+            values::user(u)?;
         }
-        if names::host_address(&hop.host).is_err() && names::inventory_name(&hop.host).is_err() {
+        if values::host_address(&hop.host).is_err() && values::inventory_name(&hop.host).is_err() {
             return Err(format!(
                 "jump host `{}` is not an IP address, a DNS name or a host name",
                 hop.host

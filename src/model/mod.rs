@@ -1,14 +1,15 @@
 //! The typed intent for one gateway: what the admin wants, already validated.
 //!
-//! Built from a host's merged inventory vars by [`build`] (see `build.rs`);
-//! consumed by `render`. Every value here has been checked, so rendering can
+//! Built once per host and run from its merged inventory vars by
+//! [`build_all`] (or [`build`] for one host; the builders per part are in
+//! `build/`); consumed by `render`. Every value here has been checked, so rendering can
 //! put it into a remote command without further quoting concerns.
 use ipnet::Ipv4Net;
 use serde::Serialize;
 use std::net::Ipv4Addr;
 
 mod build;
-pub use build::build;
+pub use build::{build, build_all};
 
 /// The seed's three ways of doing dual-line routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]

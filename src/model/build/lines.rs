@@ -1,0 +1,229 @@
+//! The uplinks: `lines:` lists `{name, table, mark, interface, address,
+//! gateway, default, routes, routes_file}`. Names, tables, marks and
+//! interfaces are unique, exactly one line is `default: true`, subnets do not
+//! overlap, and the next hop is a host of the line's subnet. Tables and marks
+//! left out get stable values ([`super::ids`]).
+use super::routes::{line_routes, Listing};
+use super::{ids, overlaps, Interfaces};
+use crate::error::{Location, Result};
+use crate::inventory::{values, Host};
+use crate::model::Line;
+use crate::yaml::Node;
+use ipnet::Ipv4Net;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+const LINE_KEYS: &[&str] = &[
+    "name",
+    "table",
+    "mark",
+    "interface",
+    "address",
+    "gateway",
+    "default",
+    "routes",
+    "routes_file",
+];
+
+/// The built lines, and where each line's prefixes are listed (for the
+/// connected-subnet check, which needs the LAN too).
+pub(super) struct Lines<'a> {
+    pub lines: Vec<Line>,
+    pub listed: Vec<Listing<'a>>,
+}
+
+/// What earlier lines took: each line needs its own name, table and mark,
+/// and one line only is the default.
+#[derive(Default)]
+struct Taken {
+    names: Vec<(String, Location)>,
+    tables: HashMap<u32, Location>,
+    marks: HashMap<u32, Location>,
+    default_at: Option<Location>,
+}
+
+/// A line as read, before tables and marks left out are assigned.
+struct Read<'a> {
+    line: Line,
+    table: Option<u32>,
+    mark: Option<u32>,
+    address_node: &'a Node,
+    listing: Listing<'a>,
+}
+
+/// The lines of the `lines` list of `host`.
+pub(super) fn lines<'a>(
+    host: &Host,
+    node: &'a Node,
+    mark_mask: u32,
+    interfaces: &mut Interfaces,
+) -> Result<Lines<'a>> {
+    let items = values::seq(node, "lines")?;
+    if items.is_empty() {
+        return Err(node.error(
+            "`lines` is empty",
+            Some("list at least one uplink under `lines:`".into()),
+        ));
+    }
+    let mut taken = Taken::default();
+    let mut read = Vec::new();
+    for item in items {
+        read.push(line(host, item, mark_mask, &mut taken, interfaces)?);
+    }
+    if taken.default_at.is_none() {
+        return Err(node.error(
+            "no line has `default: true`",
+            Some("mark exactly one line `default: true`: it carries the default route for unmatched destinations".into()),
+        ));
+    }
+    for (i, a) in read.iter().enumerate() {
+        for b in &read[..i] {
+            let (a, b) = (&a.line, &b.line);
+            if overlaps(a.address, b.address) {
+                return Err(read[i].address_node.error(
+                    format!(
+                        "line `{}` subnet {} overlaps line `{}` subnet {}",
+                        a.name,
+                        a.address.trunc(),
+                        b.name,
+                        b.address.trunc()
+                    ),
+                    Some("each line needs its own subnet".into()),
+                ));
+            }
+        }
+    }
+    let table_given: Vec<Option<u32>> = read.iter().map(|r| r.table).collect();
+    let mark_given: Vec<Option<u32>> = read.iter().map(|r| r.mark).collect();
+    let (mut lines, listed): (Vec<Line>, Vec<Listing>) =
+        read.into_iter().map(|r| (r.line, r.listing)).unzip();
+    ids::assign_tables(&mut lines, &table_given);
+    ids::assign_marks(&mut lines, &mark_given, mark_mask, node)?;
+    Ok(Lines { lines, listed })
+}
+
+/// One entry of `lines`.
+fn line<'a>(
+    host: &Host,
+    item: &'a Node,
+    mark_mask: u32,
+    taken: &mut Taken,
+    interfaces: &mut Interfaces,
+) -> Result<Read<'a>> {
+    item.check_keys(LINE_KEYS, "line")?;
+    let name_n = values::required(item, "name", "line")?;
+    let name = values::line_name(name_n)?;
+    if let Some((_, prev)) = taken.names.iter().find(|(n, _)| n == name) {
+        return Err(name_n.error(
+            format!("duplicate line name `{name}`"),
+            Some(format!("`{name}` is already used at line {}", prev.line)),
+        ));
+    }
+    let table = match item.get("table") {
+        Some(n) => {
+            let t = values::table_id(n)?;
+            if let Some(prev) = taken.tables.insert(t, n.location.clone()) {
+                return Err(n.error(
+                    format!("duplicate table id {t}"),
+                    Some(format!(
+                        "table {t} is already used at line {}; every line needs its own table",
+                        prev.line
+                    )),
+                ));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let mark = match item.get("mark") {
+        Some(n) => {
+            let m = values::mark(n, mark_mask)?;
+            if let Some(prev) = taken.marks.insert(m, n.location.clone()) {
+                return Err(n.error(
+                    format!("duplicate mark {m:#x}"),
+                    Some(format!(
+                        "mark {m:#x} is already used at line {}; every line needs its own mark",
+                        prev.line
+                    )),
+                ));
+            }
+            Some(m)
+        }
+        None => None,
+    };
+    let iface_n = values::required(item, "interface", "line")?;
+    let interface = interfaces.take(iface_n)?;
+    let addr_n = values::required(item, "address", "line")?;
+    let address = values::iface_address(addr_n)?;
+    let gw_n = values::required(item, "gateway", "line")?;
+    let gateway = next_hop(gw_n, address, &interface)?;
+    let default = match item.get("default") {
+        Some(n) => {
+            let d = values::boolean(n, "default")?;
+            if d {
+                if let Some(prev) = &taken.default_at {
+                    return Err(n.error(
+                        "more than one line has `default: true`",
+                        Some(format!("`default: true` is already set at line {}; exactly one line carries the default route", prev.line)),
+                    ));
+                }
+                taken.default_at = Some(n.location.clone());
+            }
+            d
+        }
+        None => false,
+    };
+    let (routes, listing) = line_routes(host, item, name)?;
+    taken
+        .names
+        .push((name.to_string(), name_n.location.clone()));
+    Ok(Read {
+        line: Line {
+            name: name.to_string(),
+            table: table.unwrap_or(0),
+            mark: mark.unwrap_or(0),
+            interface,
+            address,
+            gateway,
+            default,
+            routes,
+        },
+        table,
+        mark,
+        address_node: addr_n,
+        listing,
+    })
+}
+
+/// The line's `gateway`: an address on the line's subnet that is neither
+/// the line's own address nor the subnet's network or broadcast address.
+fn next_hop(n: &Node, address: Ipv4Net, interface: &str) -> Result<Ipv4Addr> {
+    let gateway = values::ipv4(n, "gateway")?;
+    let subnet = address.trunc();
+    if !subnet.contains(&gateway) {
+        return Err(n.error(
+            format!("gateway {gateway} is outside the line's subnet {subnet}"),
+            Some(format!("the next hop must be on {interface}'s network; check `address` ({address}) and `gateway`")),
+        ));
+    }
+    if gateway == address.addr() {
+        return Err(n.error(
+            format!("gateway {gateway} is the line's own address"),
+            Some("`gateway` is the ISP's next hop, not this host".into()),
+        ));
+    }
+    if address.prefix_len() < 31 && (gateway == subnet.network() || gateway == subnet.broadcast()) {
+        return Err(n.error(
+            format!(
+                "gateway {gateway} is the {} address of {subnet}",
+                if gateway == subnet.network() {
+                    "network"
+                } else {
+                    "broadcast"
+                }
+            ),
+            None,
+        ));
+    }
+    Ok(gateway)
+}
