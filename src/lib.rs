@@ -10,11 +10,14 @@ pub mod cli;
 pub mod converge;
 pub mod diff;
 pub mod error;
+pub mod facts;
 pub mod fleet;
 pub mod gather;
 pub mod inventory;
 pub mod lab;
 pub mod model;
+pub mod nonce;
+pub mod ownership;
 pub mod pattern;
 pub mod render;
 pub mod report;
@@ -26,8 +29,5 @@ pub mod yaml;
 
 pub use error::{Error, Result};
 
-/// Route protocol number dwprov tags its routes and rules with
-/// (registered as `dwprov` in /etc/iproute2/rt_protos.d/dwprov.conf).
-pub const ROUTE_PROTO: u8 = 201;
-/// Name registered for [`ROUTE_PROTO`].
-pub const ROUTE_PROTO_NAME: &str = "dwprov";
+/// dwprov's route protocol (see [`ownership`], where every owned name lives).
+pub use ownership::{ROUTE_PROTO, ROUTE_PROTO_NAME};
