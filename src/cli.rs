@@ -420,7 +420,7 @@ fn gather(a: &GatherArgs) -> Result<i32> {
     let results = fleet::parallel(
         &hosts,
         a.connect.forks,
-        |h| -> Result<crate::gather::Facts> {
+        |h| -> Result<crate::facts::Facts> {
             let mut t = crate::transport::connect(&h.connection, &h.name, &opts)?;
             crate::gather::gather(t.as_mut())
         },

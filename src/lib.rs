@@ -13,6 +13,8 @@ pub mod error;
 pub mod facts;
 pub mod fleet;
 pub mod gather;
+#[cfg(test)]
+mod import_graph;
 pub mod inventory;
 pub mod lab;
 pub mod model;
