@@ -542,7 +542,8 @@ mod tests {
             for (path, text) in &a.files {
                 let head: Vec<_> = text.lines().take(2).collect();
                 assert!(
-                    head.iter().any(|l| l.starts_with("# Managed by dwprov")),
+                    head.iter()
+                        .any(|l| l.starts_with(crate::ownership::FILE_MARK)),
                     "{path}: {head:?}"
                 );
                 assert!(text.ends_with('\n') && !text.ends_with("\n\n"), "{path}");

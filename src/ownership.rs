@@ -9,8 +9,8 @@
 //!   named [`ROUTE_PROTO_NAME`] in [`RT_PROTOS_CONF`]). A protocol is what
 //!   routing daemons use for the same purpose (bird, zebra: `proto bird`);
 //!   the kernel keeps it on every rule and route, `ip` can flush by it
-//!   (`ip rule flush protocol 201`), and 201 is outside the numbers iproute2
-//!   and the common daemons register. dwprov's rules also sit in a priority
+//!   (`ip rule flush protocol 201`), and 201 is not among the numbers
+//!   iproute2's own `rt_protos` names. dwprov's rules also sit in a priority
 //!   band ([`DEFAULT_RULE_PRIORITY`], [`RULE_BAND_SIZE`] wide): the band is
 //!   where foreign rules would interleave with dwprov's (the collision scope
 //!   of a plan), not what makes a rule owned.
@@ -20,8 +20,8 @@
 //!   `iptables-save`. dwprov restores with `--noflush`, so nothing else is
 //!   flushed.
 //! - **connection marks**: line marks live inside [`DEFAULT_MARK_MASK`]
-//!   (0xff00) unless the inventory sets `mark_mask`: the low byte stays free
-//!   for other tools (and for the convention of marks 1..255 elsewhere).
+//!   (0xff00) unless the inventory sets `mark_mask`: masked set and restore
+//!   leave the other bits alone, so marks of other software survive.
 //! - **files**: fixed paths in `.d` directories that exist for drop-ins
 //!   ([`CONFIG_FILES`]), the boot units ([`BOOT_UNIT_FILES`]), and everything
 //!   under [`STATE_DIR`]; each starts with [`FILE_MARK`]. A temp file of an
@@ -31,9 +31,10 @@
 //! - **sysctls**: the keys dwprov sets; they have no owner mark (the kernel
 //!   has no unset), so they are never "removed".
 //!
-//! The names are defined through the [`owned!`] macro so that other
+//! The names are defined through the `owned!` macro so that other
 //! constants, `concat!` help texts and `&'static str` messages can be built
 //! from the one spelling at compile time.
+
 /// The one spelling of each owned name, as a literal (for `concat!`).
 /// Use the constants below; the macro is for texts built at compile time.
 macro_rules! owned {
