@@ -112,6 +112,10 @@ pub const CHAIN_PREFIX: &str = owned!(chain_prefix);
 /// Comment on the jump rules from built-in chains into dwprov's chains.
 pub const JUMP_COMMENT: &str = owned!(jump_comment);
 
+// TODO(merge): model/build.rs still spells these three (`rule_priority`
+// default 1000, MAX_RULE_PRIORITY = 32766 - 1000, mark_mask default and
+// hints 0xff00): make them DEFAULT_RULE_PRIORITY, RULE_BAND_SIZE and
+// DEFAULT_MARK_MASK.
 /// First priority of dwprov's ip rule band when the inventory sets no
 /// `rule_priority`.
 pub const DEFAULT_RULE_PRIORITY: u32 = 1000;
