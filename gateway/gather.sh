@@ -15,10 +15,13 @@
 #               process group (no hung command is left behind on the gateway)
 #   G_TOOLS     tools to look for (space-separated names)
 #   G_FILES     files dwprov owns, read whole (space-separated absolute paths)
+#   G_STATE_DIR dwprov's state directory: every file in it is read whole too
+#   G_RT_TABLES dwprov's own rt_tables.d file (a G_FILES entry): left out of
+#               the rt_tables section, which holds the foreign names only
 #
 # The controller may also run this after an apply in the same shell (the
 # verify of `apply --no-confirm`): every name here is prefixed or local to it.
-: "${D:?}" "${G_DEADLINE:?}" "${G_TOOLS:?}" "${G_FILES:?}"
+: "${D:?}" "${G_DEADLINE:?}" "${G_TOOLS:?}" "${G_FILES:?}" "${G_STATE_DIR:?}" "${G_RT_TABLES:?}"
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH; export LC_ALL=C
 exec 3>&1
 
@@ -83,9 +86,9 @@ fi
 # value, without its newline: `read` then fails with the value set.
 f_sysctl() { for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/rp_filter; do [ -f "$f" ] || continue; v=; read -r v <"$f"; [ -n "$v" ] && printf '%s %s\n' "${f#/proc/sys/}" "$v"; done; return 0; }
 f_tools() { for t in "$@"; do if command -v "$t" >/dev/null 2>&1; then echo "$t yes"; else echo "$t no"; fi; done; }
-f_rt_tables() { if [ -f /etc/iproute2/rt_tables ]; then cat /etc/iproute2/rt_tables; elif [ -f /usr/share/iproute2/rt_tables ]; then cat /usr/share/iproute2/rt_tables; fi; for f in /etc/iproute2/rt_tables.d/*.conf; do [ -f "$f" ] && [ "$f" != /etc/iproute2/rt_tables.d/dwprov.conf ] && cat "$f"; done; return 0; }
+f_rt_tables() { if [ -f /etc/iproute2/rt_tables ]; then cat /etc/iproute2/rt_tables; elif [ -f /usr/share/iproute2/rt_tables ]; then cat /usr/share/iproute2/rt_tables; fi; for f in /etc/iproute2/rt_tables.d/*.conf; do [ -f "$f" ] && [ "$f" != "$G_RT_TABLES" ] && cat "$f"; done; return 0; }
 f_file() { [ -f "$1" ] && cat "$1"; }
-f_state_files() { for f in /etc/dwprov/* /etc/dwprov/.[!.]*; do [ -f "$f" ] && printf '%s\n' "$f"; done; return 0; }
+f_state_files() { for f in "$G_STATE_DIR"/* "$G_STATE_DIR"/.[!.]*; do [ -f "$f" ] && printf '%s\n' "$f"; done; return 0; }
 f_other_backend() { [ -n "$G_V" ] || G_V=$(iptables -V 2>/dev/null); case "$G_V" in *nf_tables*) o=iptables-legacy-save;; *) o=iptables-nft-save;; esac; command -v "$o" >/dev/null 2>&1 || return 0; "$o" 2>/dev/null | grep -c '^-A'; return 0; }
 f_systemd() { if [ -d /run/systemd/system ]; then echo yes; else echo no; fi; }
 f_iptables_version() { G_V=$(iptables -V 2>&1); r=$?; if [ $r -eq 0 ]; then printf '%s\n' "$G_V"; else printf '%s\n' "$G_V" >&2; G_V=; fi; return $r; }
@@ -106,6 +109,6 @@ sec rt_tables f_rt_tables
 sec sysctl f_sysctl
 for f in $G_FILES; do sec "file $f" f_file "$f"; done
 sec state_files f_state_files
-for f in /etc/dwprov/* /etc/dwprov/.[!.]*; do [ -f "$f" ] || continue; sec "file $f" f_file "$f"; done
+for f in "$G_STATE_DIR"/* "$G_STATE_DIR"/.[!.]*; do [ -f "$f" ] || continue; sec "file $f" f_file "$f"; done
 [ -z "$G_W" ] || kill "$G_W" 2>/dev/null
 G_W=''

@@ -25,43 +25,29 @@
 //! [`post_install`] yields the commands the apply script runs after writing
 //! these files (daemon-reload, enable, start the flush loop), only for the
 //! files that changed.
-use crate::diff::{is_owned_chain, is_owned_jump, Change};
+use crate::diff::Change;
 use crate::error::Result;
-use crate::gather::Facts;
+use crate::facts::Facts;
 use crate::model::Gateway;
+use crate::ownership::{is_owned_chain, is_owned_jump, unit_path, CHAIN_PREFIX};
 use crate::render::Templates;
 use crate::state::State;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// Where the boot files live (gather reads every file under it).
-pub const STATE_DIR: &str = crate::gather::STATE_DIR;
-/// The sysctl file render installs; boot.sh reads its values from there.
-pub const SYSCTL_CONF: &str = "/etc/sysctl.d/90-dwprov.conf";
-pub const IP_BATCH: &str = "/etc/dwprov/ip.batch";
-pub const IPTABLES_RULES: &str = "/etc/dwprov/iptables.rules";
-pub const BOOT_SH: &str = "/etc/dwprov/boot.sh";
-pub const FLUSH_SH: &str = "/etc/dwprov/route-cache-flush.sh";
-pub const UNIT_DIR: &str = "/etc/systemd/system";
-pub const EARLY_UNIT: &str = "dwprov.service";
-pub const LATE_UNIT: &str = "dwprov-routes.service";
-pub const FLUSH_UNIT: &str = "dwprov-route-cache-flush.service";
-pub const INIT_SCRIPT: &str = "/etc/init.d/dwprov";
-/// Pid of the detached flush loop (hosts without systemd).
-pub const FLUSH_PIDFILE: &str = "/run/dwprov-route-cache-flush.pid";
+// The owned names of the boot files and units (see `crate::ownership`).
+pub use crate::ownership::{
+    BOOT_SH, EARLY_UNIT, FLUSH_PIDFILE, FLUSH_SH, FLUSH_UNIT, INIT_SCRIPT, IPTABLES_RULES,
+    IP_BATCH, LATE_UNIT, STATE_DIR, SYSCTL_CONF, UNIT_DIR,
+};
 /// The seed's advice: flush the route cache every 2 s.
 pub const FLUSH_INTERVAL_SECS: u32 = 2;
 /// The first kernel without the IPv4 route cache.
 pub const NO_CACHE_SINCE: (u32, u32) = (3, 6);
 
 /// Boot files outside [`STATE_DIR`] (gather reads them, diff prunes them).
-pub const OWNED_FILES: &[&str] = &[
-    "/etc/systemd/system/dwprov.service",
-    "/etc/systemd/system/dwprov-routes.service",
-    "/etc/systemd/system/dwprov-route-cache-flush.service",
-    INIT_SCRIPT,
-];
+pub use crate::ownership::BOOT_UNIT_FILES as OWNED_FILES;
 
 /// Built-in boot templates (name, text); overridable as
 /// `--templates DIR` + `boot/NAME.tera`.
@@ -96,10 +82,6 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("boot/init.d", include_str!("../templates/boot/init.d.tera")),
 ];
-
-fn unit_path(unit: &str) -> String {
-    format!("{UNIT_DIR}/{unit}")
-}
 
 /// What the boot files depend on besides the gateway and its desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +227,7 @@ fn ipt_tables(desired: &State) -> Vec<IptTableCtx> {
                     t.rules.push(format!("-A {cname} {r}"));
                 }
             } else {
-                for r in chain.rules.iter().filter(|r| is_owned_jump(r)) {
+                for r in chain.rules.iter().filter(is_owned_jump) {
                     t.jumps.push(format!("-I {cname} 1 {r}"));
                 }
             }
@@ -270,6 +252,8 @@ pub fn files(
     let mut ctx = tera::Context::new();
     ctx.insert("host", &gw.host);
     ctx.insert("state_dir", STATE_DIR);
+    ctx.insert("boot_sh", BOOT_SH);
+    ctx.insert("chain_prefix", CHAIN_PREFIX);
     ctx.insert("sysctl_conf", SYSCTL_CONF);
     ctx.insert("early_unit", EARLY_UNIT);
     ctx.insert("late_unit", LATE_UNIT);
@@ -558,7 +542,8 @@ mod tests {
             for (path, text) in &a.files {
                 let head: Vec<_> = text.lines().take(2).collect();
                 assert!(
-                    head.iter().any(|l| l.starts_with("# Managed by dwprov")),
+                    head.iter()
+                        .any(|l| l.starts_with(crate::ownership::FILE_MARK)),
                     "{path}: {head:?}"
                 );
                 assert!(text.ends_with('\n') && !text.ends_with("\n\n"), "{path}");

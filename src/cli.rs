@@ -10,6 +10,7 @@
 use crate::error::{exit, Error, Result};
 use crate::fleet::{self, rollout, Outcome, RunOptions};
 use crate::inventory::select::{gateways_only, select};
+use crate::ownership::owned;
 use crate::render::Templates;
 use crate::report;
 use crate::saved_plan::{self, SavedPlan};
@@ -25,7 +26,8 @@ pub const EXIT_ERROR: i32 = exit::ERROR;
 /// Exit code of `plan`: changes are pending.
 pub const EXIT_CHANGES: i32 = exit::CHANGES;
 
-const AFTER_HELP: &str = "\
+const AFTER_HELP: &str = concat!(
+    "\
 Typical use:
   dwprov render -i inventory.yaml            show what the templates produce (no SSH)
   dwprov plan   -i inventory.yaml            show what would change on each gateway
@@ -47,10 +49,24 @@ EXIT CODES:
   2  plan only: changes are pending (like terraform plan -detailed-exitcode);
      never a usage error, so a CI gate can read 2 as \"changes pending\"
 
-dwprov owns only what it creates: ip rules and routes tagged `proto dwprov` (201),
-iptables chains DWPROV-* with one commented jump each, and its files
-(/etc/iproute2/rt_tables.d/dwprov.conf, rt_protos.d/dwprov.conf, /etc/sysctl.d/90-dwprov.conf,
-/etc/dwprov/* and its boot units). Everything else on a gateway is left as it is.";
+",
+    // The owned names, from their one spelling in crate::ownership.
+    "dwprov owns only what it creates: ip rules and routes tagged `proto ",
+    owned!(route_proto_name),
+    "` (",
+    owned!(route_proto),
+    "),\niptables chains ",
+    owned!(chain_prefix),
+    "* with one commented jump each, and its files\n(",
+    owned!(rt_tables_conf),
+    ", ",
+    owned!(rt_protos_conf),
+    ",\n",
+    owned!(sysctl_conf),
+    ", ",
+    owned!(state_dir),
+    "/* and its boot units). Everything else\non a gateway is left as it is."
+);
 
 const PLAN_EXIT_CODES: &str = "\
 EXIT CODES:
@@ -408,7 +424,7 @@ fn gather(a: &GatherArgs) -> Result<i32> {
     let results = fleet::parallel(
         &hosts,
         a.connect.forks,
-        |h| -> Result<crate::gather::Facts> {
+        |h| -> Result<crate::facts::Facts> {
             let mut t = crate::transport::connect(&h.connection, &h.name, &opts)?;
             crate::gather::gather(t.as_mut())
         },

@@ -1,20 +1,22 @@
 //! Typed diff of desired against live state, restricted to what dwprov owns.
 //!
-//! Ownership is explicit and checked here, in one place:
-//! - ip rules and routes tagged with protocol [`crate::ROUTE_PROTO`];
+//! Ownership (defined in [`crate::ownership`]) is applied here:
+//! - ip rules and routes tagged with protocol [`crate::ownership::ROUTE_PROTO`];
 //! - iptables chains named `DWPROV-*`, and the jump rules into them;
 //! - the files dwprov renders (fixed paths, marked with a header);
 //! - the sysctl keys dwprov sets (never "removed": the kernel has no unset).
 //!
 //! Anything else on the host is never part of a change.
+use crate::ownership::owned;
 use crate::state::ip::RouteKey;
 use crate::state::iptables::IptRule;
 use crate::state::{Route, Rule, State};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Prefix of every iptables chain dwprov owns.
-pub const CHAIN_PREFIX: &str = "DWPROV-";
+pub use crate::ownership::{
+    is_owned_chain, is_owned_jump, is_owned_route, is_owned_rule, CHAIN_PREFIX,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -129,22 +131,6 @@ pub struct HostDiff {
     pub conflicts: Vec<String>,
 }
 
-pub fn is_owned_route(r: &Route) -> bool {
-    r.proto == crate::ROUTE_PROTO
-}
-
-pub fn is_owned_rule(r: &Rule) -> bool {
-    r.proto == crate::ROUTE_PROTO
-}
-
-pub fn is_owned_chain(name: &str) -> bool {
-    name.starts_with(CHAIN_PREFIX)
-}
-
-pub fn is_owned_jump(r: &IptRule) -> bool {
-    r.target().is_some_and(is_owned_chain)
-}
-
 /// Compare desired with live, owned objects only.
 pub fn diff(desired: &State, live: &State) -> HostDiff {
     let mut d = HostDiff::default();
@@ -193,7 +179,7 @@ fn diff_sysctls(desired: &State, live: &State, d: &mut HostDiff) {
 
 fn diff_rules(desired: &State, live: &State, d: &mut HostDiff) {
     let want: BTreeSet<&Rule> = desired.rules.iter().collect();
-    let have: BTreeSet<&Rule> = live.rules.iter().filter(|r| is_owned_rule(r)).collect();
+    let have: BTreeSet<&Rule> = live.rules.iter().filter(is_owned_rule).collect();
     for r in want.difference(&have) {
         d.changes.push(Change::Rule {
             op: Op::Add,
@@ -225,7 +211,7 @@ fn diff_routes(desired: &State, live: &State, d: &mut HostDiff) {
                 if live_routes.contains(&want) {
                     continue;
                 }
-                match live_routes.iter().find(|r| is_owned_route(r)) {
+                match live_routes.iter().find(is_owned_route) {
                     Some(old) => d.changes.push(Change::Route {
                         from: Some((*old).clone()),
                         to: Some(want.clone()),
@@ -242,7 +228,7 @@ fn diff_routes(desired: &State, live: &State, d: &mut HostDiff) {
             }
         }
     }
-    for r in live.routes.iter().filter(|r| is_owned_route(r)) {
+    for r in live.routes.iter().filter(is_owned_route) {
         if !wanted_keys.contains(&r.key()) {
             d.changes.push(Change::Route {
                 from: Some(r.clone()),
@@ -286,12 +272,12 @@ fn diff_iptables(desired: &State, live: &State, d: &mut HostDiff) {
                 let wj: Vec<&IptRule> = w
                     .iter()
                     .flat_map(|c| &c.rules)
-                    .filter(|r| is_owned_jump(r))
+                    .filter(is_owned_jump)
                     .collect();
                 let hj: Vec<&IptRule> = h
                     .iter()
                     .flat_map(|c| &c.rules)
-                    .filter(|r| is_owned_jump(r))
+                    .filter(is_owned_jump)
                     .collect();
                 for r in &wj {
                     if !hj.contains(r) {
@@ -383,7 +369,7 @@ pub fn table_names(states: &[&State]) -> crate::state::RtTables {
 }
 
 /// The file naming dwprov's line tables (rendered by `render`).
-pub const OWNED_RT_TABLES: &str = "/etc/iproute2/rt_tables.d/dwprov.conf";
+pub use crate::ownership::RT_TABLES_CONF as OWNED_RT_TABLES;
 
 /// An ip rule as plans and `gather` show it: `ip rule`'s spelling with
 /// table names, and `proto dwprov` on the rules dwprov owns, as `ip` prints it.
@@ -398,7 +384,7 @@ pub fn route_text(r: &Route) -> String {
 
 fn owner_tag(owned: bool) -> String {
     if owned {
-        format!(" proto {}", crate::ROUTE_PROTO_NAME)
+        format!(" proto {}", crate::ownership::ROUTE_PROTO_NAME)
     } else {
         String::new()
     }
@@ -544,7 +530,13 @@ pub fn file_purpose(path: &str) -> &'static str {
     if path.contains("/rt_tables.d/") {
         "names of the line tables"
     } else if path.contains("/rt_protos.d/") {
-        "names route protocol 201 `dwprov`"
+        concat!(
+            "names route protocol ",
+            owned!(route_proto),
+            " `",
+            owned!(route_proto_name),
+            "`"
+        )
     } else if path.contains("/sysctl.d/") {
         "sysctls, applied at boot"
     } else if name == "ip.batch" {

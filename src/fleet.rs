@@ -4,7 +4,8 @@
 use crate::converge::{self, ApplyScript};
 use crate::diff::{self, HostDiff, Summary, View};
 use crate::error::{Error, Result};
-use crate::gather::{self, Facts};
+use crate::facts::Facts;
+use crate::gather;
 use crate::inventory::Host;
 use crate::model::Gateway;
 use crate::render::{self, Rendered, Templates};

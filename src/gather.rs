@@ -16,57 +16,19 @@
 //! [`plan_digest`] hashes what a plan depends on, for stale-plan checks.
 use crate::error::{Error, Result};
 use crate::state::{ip, Iptables, RtTables, State};
+
 use crate::transport::Transport;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-/// Files dwprov owns on a gateway (besides everything under [`STATE_DIR`]).
-pub const OWNED_FILES: &[&str] = &[
-    "/etc/iproute2/rt_tables.d/dwprov.conf",
-    "/etc/iproute2/rt_protos.d/dwprov.conf",
-    "/etc/sysctl.d/90-dwprov.conf",
-];
-/// Where dwprov keeps boot-time state on the gateway.
-pub const STATE_DIR: &str = "/etc/dwprov";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Interface {
-    pub name: String,
-    pub up: bool,
-    pub addresses: Vec<ipnet::Ipv4Net>,
-}
-
-/// Everything gathered from one host.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Facts {
-    pub host: String,
-    pub state: State,
-    pub kernel: String,
-    pub uid: Option<u32>,
-    pub interfaces: Vec<Interface>,
-    /// "nf_tables" or "legacy" (from `iptables -V`).
-    pub iptables_backend: Option<String>,
-    /// Rules exist in the *other* iptables backend (invisible to ours).
-    pub other_backend_rules: bool,
-    /// Tool name → present.
-    pub tools: BTreeMap<String, bool>,
-    pub systemd: bool,
-    /// Things worth telling the admin (iptables-save warnings, ...).
-    pub warnings: Vec<String>,
-    /// [`plan_digest`] of these facts with the scope their owned objects give:
-    /// a saved plan is stale when it changes.
-    pub digest: String,
-}
-
-impl Facts {
-    pub fn has_tool(&self, name: &str) -> bool {
-        self.tools.get(name).copied().unwrap_or(false)
-    }
-    pub fn interface(&self, name: &str) -> Option<&Interface> {
-        self.interfaces.iter().find(|i| i.name == name)
-    }
-}
+/// The gathered facts live in [`crate::facts`] (below every module that reads them).
+pub use crate::facts::{Facts, Interface};
+/// Section markers come from [`crate::nonce`].
+pub use crate::nonce::marker;
+/// Files dwprov owns outside its state dir (see [`crate::ownership`]).
+pub use crate::ownership::CONFIG_FILES as OWNED_FILES;
+pub use crate::ownership::STATE_DIR;
 
 const TOOLS: &[&str] = &[
     "ip",
@@ -102,17 +64,15 @@ pub fn script(marker: &str) -> String {
 
 /// The gather script with a per-command deadline of `deadline_secs` (at least 1).
 pub fn script_with(marker: &str, deadline_secs: u64) -> String {
-    let files: Vec<&str> = OWNED_FILES
-        .iter()
-        .chain(crate::boot::OWNED_FILES)
-        .copied()
-        .collect();
+    let files = crate::ownership::OWNED_FILES;
     format!(
-        "D={}\nG_DEADLINE={}\nG_TOOLS={}\nG_FILES={}\n{GATHER_SH}",
+        "D={}\nG_DEADLINE={}\nG_TOOLS={}\nG_FILES={}\nG_STATE_DIR={}\nG_RT_TABLES={}\n{GATHER_SH}",
         sh_quote(marker),
         deadline_secs.max(1),
         sh_quote(&TOOLS.join(" ")),
-        sh_quote(&files.join(" "))
+        sh_quote(&files.join(" ")),
+        sh_quote(STATE_DIR),
+        sh_quote(crate::ownership::RT_TABLES_CONF)
     )
 }
 
@@ -136,7 +96,7 @@ pub fn section_command(section: &str) -> String {
         "other_backend" => "iptables-legacy-save / iptables-nft-save (the other backend)",
         "rt_tables" => "cat /etc/iproute2/rt_tables*",
         "sysctl" => "read /proc/sys/net/ipv4/...",
-        "state_files" => "ls /etc/dwprov",
+        "state_files" => return format!("ls {STATE_DIR}"),
         other => {
             return match other.strip_prefix("file ") {
                 Some(path) => format!("cat {path}"),
@@ -443,21 +403,6 @@ fn parse_addrs(text: &str) -> Result<Vec<Interface>> {
     Ok(out)
 }
 
-/// A fresh unguessable marker.
-pub fn marker() -> String {
-    let mut b = [0u8; 12];
-    if getrandom::getrandom(&mut b).is_err() {
-        // Fall back to time and pid: still unpredictable enough for framing.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        return format!("dwprov-{t:x}-{}", std::process::id());
-    }
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("dwprov-{hex}")
-}
-
 /// Gather facts over an open connection: one round trip. Each command may
 /// run half the connection's timeout on the gateway and print
 /// [`MAX_SECTION`] bytes.
@@ -529,9 +474,9 @@ fn watchdog_error(host: &str, text: &str, m: &str) -> Option<Error> {
     })
 }
 
-/// dwprov's rule band with the default `rule_priority` (1000): the collision
+/// dwprov's rule band with the default `rule_priority`: the collision
 /// scope for ip rules when neither a plan nor the host shows dwprov's rules.
-pub const DEFAULT_BAND: (u32, u32) = (1000, 1999);
+pub use crate::ownership::DEFAULT_BAND;
 
 /// A plan's dependencies, hashed: what a saved plan (or a host of a later
 /// `--serial` batch) is checked against before it is applied.
@@ -558,11 +503,11 @@ pub const DEFAULT_BAND: (u32, u32) = (1000, 1999);
 /// the host holds none yet (a first plan), from the default band
 /// ([`DEFAULT_BAND`]) and every table but main, local and default.
 pub fn plan_digest(facts: &Facts, desired: &State) -> String {
-    use crate::diff::{is_owned_chain, is_owned_jump, is_owned_route, is_owned_rule};
+    use crate::ownership::{is_owned_chain, is_owned_jump, is_owned_route, is_owned_rule};
     use crate::state::ip::{RouteKey, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN};
     use std::collections::BTreeSet;
     let live = &facts.state;
-    let owned_rules = || live.rules.iter().filter(|r| is_owned_rule(r));
+    let owned_rules = || live.rules.iter().filter(is_owned_rule);
     let (lo, hi) = desired
         .rules
         .iter()
@@ -581,7 +526,7 @@ pub fn plan_digest(facts: &Facts, desired: &State) -> String {
         desired
             .routes
             .iter()
-            .chain(live.routes.iter().filter(|r| is_owned_route(r)))
+            .chain(live.routes.iter().filter(is_owned_route))
     };
     let keys: BTreeSet<RouteKey> = ours().map(|r| r.key()).collect();
     let standard = |t: u32| [TABLE_MAIN, TABLE_LOCAL, TABLE_DEFAULT].contains(&t);
@@ -630,7 +575,7 @@ pub fn plan_digest(facts: &Facts, desired: &State) -> String {
             let rules: Vec<_> = if is_owned_chain(chain) {
                 c.rules.iter().collect()
             } else {
-                c.rules.iter().filter(|r| is_owned_jump(r)).collect()
+                c.rules.iter().filter(is_owned_jump).collect()
             };
             if is_owned_chain(chain) || !rules.is_empty() {
                 firewall.push((table, chain, rules));
@@ -1032,16 +977,18 @@ mod tests {
         // With the plan's desired state, its band and tables count even on a
         // host where dwprov owns nothing yet.
         let mut bare = host_facts("", "", "");
-        bare.state.rules.retain(|r| !crate::diff::is_owned_rule(r));
+        bare.state
+            .rules
+            .retain(|r| !crate::ownership::is_owned_rule(r));
         bare.state
             .routes
-            .retain(|r| !crate::diff::is_owned_route(r));
+            .retain(|r| !crate::ownership::is_owned_route(r));
         let desired = State {
             rules: host_facts("", "", "")
                 .state
                 .rules
                 .into_iter()
-                .filter(crate::diff::is_owned_rule)
+                .filter(crate::ownership::is_owned_rule)
                 .collect(),
             ..State::default()
         };

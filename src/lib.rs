@@ -11,11 +11,16 @@ pub mod converge;
 pub mod diff;
 pub mod error;
 pub mod escape;
+pub mod facts;
 pub mod fleet;
 pub mod gather;
+#[cfg(test)]
+mod import_graph;
 pub mod inventory;
 pub mod lab;
 pub mod model;
+pub mod nonce;
+pub mod ownership;
 pub mod pattern;
 pub mod render;
 pub mod report;
@@ -27,8 +32,5 @@ pub mod yaml;
 
 pub use error::{Error, Result};
 
-/// Route protocol number dwprov tags its routes and rules with
-/// (registered as `dwprov` in /etc/iproute2/rt_protos.d/dwprov.conf).
-pub const ROUTE_PROTO: u8 = 201;
-/// Name registered for [`ROUTE_PROTO`].
-pub const ROUTE_PROTO_NAME: &str = "dwprov";
+/// dwprov's route protocol (see [`ownership`], where every owned name lives).
+pub use ownership::{ROUTE_PROTO, ROUTE_PROTO_NAME};

@@ -1,7 +1,7 @@
 //! What people read: coloured unified plan diffs, summaries, the recap.
 use crate::diff::{Change, Sign, View, ViewKind};
+use crate::facts::Facts;
 use crate::fleet::{Outcome, Progress, Stage};
-use crate::gather::Facts;
 use crate::model::Gateway;
 use crate::render::Rendered;
 use console::Style;
@@ -229,7 +229,7 @@ pub fn facts_text(f: &Facts, detail: Detail) -> String {
     for (id, n) in &f.state.rt_tables.entries {
         let _ = writeln!(s, "  {id}\t{n}");
     }
-    let own = crate::diff::OWNED_RT_TABLES;
+    let own = crate::ownership::RT_TABLES_CONF;
     if let Some(Ok(t)) = f
         .state
         .files

@@ -40,7 +40,7 @@ fn captured_live_state_equals_the_rendered_desired_state() {
         .iter()
         .any(|r| r.proto == 2 && !diff::is_owned_route(r)));
     assert_eq!(
-        live.rules.iter().filter(|r| diff::is_owned_rule(r)).count(),
+        live.rules.iter().filter(diff::is_owned_rule).count(),
         rendered.desired.rules.len()
     );
 }

@@ -60,7 +60,7 @@ pub struct Rule {
     pub iif: Option<String>,
     pub oif: Option<String>,
     pub action: RuleAction,
-    /// rtnetlink protocol of the rule: dwprov tags its own with [`crate::ROUTE_PROTO`].
+    /// rtnetlink protocol of the rule: dwprov tags its own with [`crate::ownership::ROUTE_PROTO`].
     pub proto: u8,
     /// Selectors dwprov does not model (tos, uidrange, ...), kept so such a rule
     /// never compares equal to one without them.
@@ -126,6 +126,12 @@ impl Rule {
     }
 }
 
+impl crate::ownership::Protocol for Rule {
+    fn protocol(&self) -> u8 {
+        self.proto
+    }
+}
+
 /// One route of any table.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Route {
@@ -143,6 +149,12 @@ pub struct Route {
     pub onlink: bool,
     /// Attributes dwprov does not model (nexthops, metrics, encap, ...).
     pub extra: BTreeMap<String, String>,
+}
+
+impl crate::ownership::Protocol for Route {
+    fn protocol(&self) -> u8 {
+        self.proto
+    }
 }
 
 /// A unicast route to 0.0.0.0/0 in main with every attribute unset: what
@@ -509,7 +521,7 @@ fn proto_id(s: &str) -> Option<u8> {
         "kernel" => Some(2),
         "boot" => Some(3),
         "static" => Some(4),
-        crate::ROUTE_PROTO_NAME => Some(crate::ROUTE_PROTO),
+        crate::ownership::ROUTE_PROTO_NAME => Some(crate::ownership::ROUTE_PROTO),
         _ => parse_u32(s).and_then(|n| u8::try_from(n).ok()),
     }
 }

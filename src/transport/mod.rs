@@ -17,6 +17,26 @@ use std::time::Duration;
 pub mod local;
 pub mod ssh;
 
+/// Unix user name to log in as: `[a-z_][a-z0-9_-]*`, at most 32
+/// characters. The transport checks the users it finds itself (an ssh
+/// config's `User`); the inventory checks its own with the same rule.
+// TODO(merge): inventory/names.rs::user keeps a copy of this check; make it
+// `pub use crate::transport::user_name as user;` (the transport must not
+// import the inventory, which builds on it).
+pub fn user_name(s: &str) -> std::result::Result<(), String> {
+    let mut chars = s.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && s.len() <= 32;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a valid user name (a lowercase letter or `_`, then lowercase letters, digits, `_`, `-`)"
+        ))
+    }
+}
+
 /// What a script printed and how it ended.
 #[derive(Debug, Clone, Default)]
 pub struct Output {
@@ -182,5 +202,26 @@ pub fn connect(conn: &Connection, host: &str, opts: &ConnectOptions) -> Result<B
     match conn {
         Connection::Local => Ok(Box::new(local::LocalTransport::new(host))),
         Connection::Ssh(t) => Ok(Box::new(ssh::SshTransport::connect(t, opts)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Until the inventory uses it, its own copy of the check must agree.
+    #[test]
+    fn user_name_agrees_with_the_inventory_check() {
+        for s in [
+            "root",
+            "_x",
+            "ops-1",
+            "Root",
+            "1ops",
+            "",
+            "a b",
+            "-x",
+            &"a".repeat(33),
+        ] {
+            assert_eq!(super::user_name(s), crate::inventory::names::user(s), "{s}");
+        }
     }
 }

@@ -113,6 +113,12 @@ impl IptRule {
     }
 }
 
+impl crate::ownership::Jump for IptRule {
+    fn jump_target(&self) -> Option<&str> {
+        self.target()
+    }
+}
+
 fn write_opts(out: &mut String, spec: Option<&canon::Spec>, opts: &[Opt]) {
     for o in opts {
         if o.negated {

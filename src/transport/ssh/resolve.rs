@@ -125,7 +125,7 @@ fn resolve_in(
     };
     if let Some(u) = &hc.user {
         if t.user.is_none() {
-            crate::inventory::names::user(u).map_err(|m| {
+            crate::transport::user_name(u).map_err(|m| {
                 terr(
                     &t.host,
                     TransportKind::Connect,

@@ -1,0 +1,47 @@
+//! The facts gathered from one host: its typed [`State`] plus what the plan
+//! and the apply need to know about the platform (kernel, tools, systemd,
+//! interfaces). `crate::gather` produces them; render, boot, converge,
+//! fleet and report read them. They live here, below all of those, so that
+//! none of them imports the module that talks to the host.
+use crate::state::State;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One network interface and its IPv4 addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Interface {
+    pub name: String,
+    pub up: bool,
+    pub addresses: Vec<ipnet::Ipv4Net>,
+}
+
+/// Everything gathered from one host.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Facts {
+    pub host: String,
+    pub state: State,
+    pub kernel: String,
+    pub uid: Option<u32>,
+    pub interfaces: Vec<Interface>,
+    /// "nf_tables" or "legacy" (from `iptables -V`).
+    pub iptables_backend: Option<String>,
+    /// Rules exist in the *other* iptables backend (invisible to ours).
+    pub other_backend_rules: bool,
+    /// Tool name → present.
+    pub tools: BTreeMap<String, bool>,
+    pub systemd: bool,
+    /// Things worth telling the admin (iptables-save warnings, ...).
+    pub warnings: Vec<String>,
+    /// [`crate::gather::plan_digest`] of these facts with the scope their owned objects give:
+    /// a saved plan is stale when it changes.
+    pub digest: String,
+}
+
+impl Facts {
+    pub fn has_tool(&self, name: &str) -> bool {
+        self.tools.get(name).copied().unwrap_or(false)
+    }
+    pub fn interface(&self, name: &str) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.name == name)
+    }
+}
