@@ -14,6 +14,13 @@ const KNOWN: &[&[&str]] = &[
     // boot::TEMPLATES), and render stops calling boot::files (the apply side
     // composes render's files and boot's): then boot no longer imports render.
     &["boot", "render"],
+    // TODO: safe::rollback_hosts prints the rollback plan with report::view_text
+    // while report reads fleet::Outcome and fleet calls safe: the rollback's
+    // display belongs in report (or cli), safe should return the plan.
+    &["fleet", "report", "safe"],
+    // TODO: yaml reads files through inventory::read_text (the bounded,
+    // regular-files-only reader): that reader belongs in a module below both.
+    &["inventory", "yaml"],
 ];
 
 /// (module, imported module) for every file under `src/`.

@@ -56,6 +56,9 @@ macro_rules! owned {
     (snapshot_dir) => {
         "/var/lib/dwprov/snapshots"
     };
+    (library_dir) => {
+        "/var/lib/dwprov/lib"
+    };
     (rt_tables_conf) => {
         "/etc/iproute2/rt_tables.d/dwprov.conf"
     };
@@ -134,6 +137,8 @@ pub const DEFAULT_MARK_MASK: u32 = 0xff00;
 pub const STATE_DIR: &str = owned!(state_dir);
 /// Where snapshots of the commit-confirmed apply live on the gateway.
 pub const SNAPSHOT_DIR: &str = owned!(snapshot_dir);
+/// Where the gateway-side programs of the apply are installed, one folder per version.
+pub const LIBRARY_DIR: &str = owned!(library_dir);
 
 /// Names of dwprov's line tables.
 pub const RT_TABLES_CONF: &str = owned!(rt_tables_conf);
@@ -351,14 +356,13 @@ mod tests {
             "init.d/dwprov",
             "no update-rc.d or chkconfig",
         ),
-        // TODO(merge): safe.rs: SNAPSHOT_DIR, revert_unit, PROBE_NAME.
+        // TODO(merge): safe.rs: SNAPSHOT_DIR, revert_unit.
         ("src/safe.rs", "/var/lib/dwprov", "pub const SNAPSHOT_DIR"),
         (
             "src/safe.rs",
             "dwprov-revert-",
             "format!(\"dwprov-revert-{id}\")",
         ),
-        ("src/safe.rs", ".dwprov-probe", ".dwprov-probe"),
         // TODO(merge): converge::temp_path: TEMP_SUFFIX.
         ("src/converge.rs", ".dwprov-tmp", ".dwprov-tmp"),
         // TODO(merge): render::FILE_TARGETS and desired_from_artefacts:
@@ -366,8 +370,14 @@ mod tests {
         ("src/render/mod.rs", "rt_tables.d/dwprov.conf", ""),
         ("src/render/mod.rs", "rt_protos.d/dwprov.conf", ""),
         ("src/render/mod.rs", "90-dwprov.conf", ""),
-        // TODO(merge): model::build defaults and hints: DEFAULT_MARK_MASK.
-        ("src/model/build.rs", "0xff00", ""),
+        // TODO: the gateway-side programs spell the chain prefix, the route
+        // protocol default, the temp suffix and the probe name; they should
+        // get them as quoted parameters like gateway/gather.sh does.
+        ("gateway/lib.sh", "201", "PROTO=${PROTO:-201}"),
+        ("gateway/lib.sh", "DWPROV-", ""),
+        ("gateway/revert.sh", "DWPROV-", ""),
+        ("gateway/revert.sh", ".dwprov-tmp", ""),
+        ("gateway/snapshot.sh", ".dwprov-probe", ""),
         // TODO(merge): templates/iptables.rules.tera: CHAIN_PREFIX and
         // JUMP_COMMENT from the render context.
         ("templates/iptables.rules.tera", "DWPROV-", ""),

@@ -160,7 +160,7 @@ pub fn minify(text: &str) -> String {
 /// sends them only when they are missing (`dwprov` asks first, in one tiny
 /// round trip; a big apply just sends them), so a small apply sends
 /// O(changes), not 13 kB of shell.
-pub const LIBRARY_ROOT: &str = "/var/lib/dwprov/lib";
+pub const LIBRARY_ROOT: &str = crate::ownership::LIBRARY_DIR;
 /// Below this script size (without the programs) an apply asks whether the
 /// programs are installed before sending them; above, they just travel.
 pub const ASK_FOR_LIBRARY_BELOW: usize = 64 * 1024;

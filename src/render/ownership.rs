@@ -32,9 +32,9 @@ const BUILTIN_CHAINS: &[&str] = &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "P
 const SOURCES: &[(&str, &str)] = &[
     ("ip.batch", "ip.batch"),
     ("iptables.rules", "iptables.rules"),
-    ("/etc/iproute2/rt_tables.d/dwprov.conf", "rt_tables.conf"),
-    ("/etc/iproute2/rt_protos.d/dwprov.conf", "rt_protos.conf"),
-    ("/etc/sysctl.d/90-dwprov.conf", "sysctl.conf"),
+    (crate::ownership::RT_TABLES_CONF, "rt_tables.conf"),
+    (crate::ownership::RT_PROTOS_CONF, "rt_protos.conf"),
+    (crate::ownership::SYSCTL_CONF, "sysctl.conf"),
     (crate::boot::IP_BATCH, "boot/ip.batch"),
     (crate::boot::IPTABLES_RULES, "boot/iptables.rules"),
 ];
@@ -53,7 +53,7 @@ pub fn check<'a>(
     let ip_batch_owned = desired.rules.iter().all(|r| r.proto == crate::ROUTE_PROTO)
         && desired.routes.iter().all(|r| r.proto == crate::ROUTE_PROTO);
     let names = artefacts
-        .get("/etc/iproute2/rt_tables.d/dwprov.conf")
+        .get(crate::ownership::RT_TABLES_CONF)
         .map(|t| RtTables::parse(t, "rt_tables.conf.tera output"))
         .transpose()?
         .unwrap_or_default();
@@ -169,7 +169,7 @@ fn iptables(text: &str) -> Option<(&str, String)> {
                     return Some((line, format!("a policy for the built-in chain {name}")));
                 }
             } else if !is_owned_chain(name) {
-                return Some((line, "a chain not named DWPROV-*".into()));
+                return Some((line, format!("a chain not named {}*", crate::ownership::CHAIN_PREFIX)));
             }
             continue;
         }
@@ -178,14 +178,14 @@ fn iptables(text: &str) -> Option<(&str, String)> {
         let (chain, spec) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
         match cmd {
             "-N" | "--new-chain" if !is_owned_chain(chain) => {
-                return Some((line, "a chain not named DWPROV-*".into()));
+                return Some((line, format!("a chain not named {}*", crate::ownership::CHAIN_PREFIX)));
             }
             "-A" | "--append" | "-I" | "--insert" => {
                 if is_owned_chain(chain) {
                     continue;
                 }
                 if !BUILTIN_CHAINS.contains(&chain) {
-                    return Some((line, "a rule in a chain not named DWPROV-*".into()));
+                    return Some((line, format!("a rule in a chain not named {}*", crate::ownership::CHAIN_PREFIX)));
                 }
                 let spec = if cmd.starts_with("-I") || cmd == "--insert" {
                     // `-I CHAIN [N] rule`
@@ -207,7 +207,7 @@ fn iptables(text: &str) -> Option<(&str, String)> {
                 if !owned {
                     return Some((
                         line,
-                        format!("a rule in the built-in chain {chain} that is not a jump to a DWPROV-* chain"),
+                        format!("a rule in the built-in chain {chain} that is not a jump to a {}* chain", crate::ownership::CHAIN_PREFIX),
                     ));
                 }
             }

@@ -38,11 +38,11 @@ pub(super) fn settings(host: &Host) -> Result<Settings> {
     };
     let rule_priority = match vars.get("rule_priority") {
         Some(n) => values::rule_priority(n)?,
-        None => 1000,
+        None => crate::ownership::DEFAULT_RULE_PRIORITY,
     };
     let mark_mask = match vars.get("mark_mask") {
         Some(n) => values::mark_mask(n)?,
-        None => 0xff00,
+        None => crate::ownership::DEFAULT_MARK_MASK,
     };
     let route_cache_flush = match vars.get("route_cache_flush") {
         Some(n) if !n.is_null() => Some(values::boolean(n, "route_cache_flush")?),
