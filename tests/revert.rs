@@ -400,7 +400,7 @@ fn rollback_shows_its_plan_and_asks() {
     let out = text(&o);
     assert!(out.contains("refusing to roll back without --yes"), "{out}");
     assert!(
-        out.contains("@@ routes table main @@")
+        out.contains("@@ routes table main: +2 -1 @@")
             && out.contains("-100.67.0.0/16 via 203.0.113.1 dev eth2")
             && out.contains("+100.65.0.0/16 via 203.0.113.1 dev eth2")
             && out.contains("rollback of gw1 to snapshot"),
