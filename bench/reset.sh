@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Run on the lab gateway (`lab.sh exec gw sh -s < reset.sh`, with RP_ETH1,
 # RP_ETH2 prepended): remove everything dwprov and the ssh baseline put there,
 # so the next apply starts from a clean gateway. Only what dwprov owns (proto

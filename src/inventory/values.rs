@@ -478,12 +478,18 @@ pub fn mark_mask(n: &Node) -> Result<u32> {
         "mark_mask",
         0,
         u32::MAX as i64,
-        &format!("a 32-bit mask such as {:#06x}", crate::ownership::DEFAULT_MARK_MASK),
+        &format!(
+            "a 32-bit mask such as {:#06x}",
+            crate::ownership::DEFAULT_MARK_MASK
+        ),
     )?;
     if m == 0 {
         return Err(n.error(
             "`mark_mask` is 0: no bits left for line marks",
-            Some(format!("use a non-zero mask such as {:#06x}", crate::ownership::DEFAULT_MARK_MASK)),
+            Some(format!(
+                "use a non-zero mask such as {:#06x}",
+                crate::ownership::DEFAULT_MARK_MASK
+            )),
         ));
     }
     Ok(m as u32)

@@ -169,7 +169,10 @@ fn iptables(text: &str) -> Option<(&str, String)> {
                     return Some((line, format!("a policy for the built-in chain {name}")));
                 }
             } else if !is_owned_chain(name) {
-                return Some((line, format!("a chain not named {}*", crate::ownership::CHAIN_PREFIX)));
+                return Some((
+                    line,
+                    format!("a chain not named {}*", crate::ownership::CHAIN_PREFIX),
+                ));
             }
             continue;
         }
@@ -178,14 +181,23 @@ fn iptables(text: &str) -> Option<(&str, String)> {
         let (chain, spec) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
         match cmd {
             "-N" | "--new-chain" if !is_owned_chain(chain) => {
-                return Some((line, format!("a chain not named {}*", crate::ownership::CHAIN_PREFIX)));
+                return Some((
+                    line,
+                    format!("a chain not named {}*", crate::ownership::CHAIN_PREFIX),
+                ));
             }
             "-A" | "--append" | "-I" | "--insert" => {
                 if is_owned_chain(chain) {
                     continue;
                 }
                 if !BUILTIN_CHAINS.contains(&chain) {
-                    return Some((line, format!("a rule in a chain not named {}*", crate::ownership::CHAIN_PREFIX)));
+                    return Some((
+                        line,
+                        format!(
+                            "a rule in a chain not named {}*",
+                            crate::ownership::CHAIN_PREFIX
+                        ),
+                    ));
                 }
                 let spec = if cmd.starts_with("-I") || cmd == "--insert" {
                     // `-I CHAIN [N] rule`
