@@ -11,9 +11,6 @@ use common::{fake_tool, unfake_tool, Lab};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Short SSH timeouts so a lock-out or a stall is noticed in seconds.
-const FAST_SSH: &str = "          ssh: {connect_timeout: 2, timeout: 4}\n";
-
 /// Foreign objects: an INPUT rule, a nat chain of another tool with its
 /// jump, an ip rule and a route. `tag` (0-9) varies the addresses so that
 /// several sets can be added.
@@ -37,28 +34,6 @@ const FOREIGN: &str =
     "iptables-save | grep -v '^#' | grep -v DWPROV | sed 's/\\[[0-9]*:[0-9]*\\]//'; \
                        ip rule | grep -v -E 'proto (201|dwprov)'; \
                        ip route show table all | grep -v -E 'proto (201|dwprov)'";
-
-fn apply_with(lab: &Lab, inv: &Path, confirm: u64) -> std::process::Output {
-    lab.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--yes",
-        "--confirm-timeout",
-        &confirm.to_string(),
-    ])
-}
-
-fn wait_until_planned(lab: &Lab, inv: &Path, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if plan_code(lab, inv) == 0 {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    false
-}
 
 /// The state file of the newest snapshot.
 fn newest_state(lab: &Lab) -> String {
@@ -112,7 +87,7 @@ fn rollback_and_a_lockout_revert_leave_foreign_state_alone() {
         &format!("{FAST_SSH}          policies:\n            - {{to: 10.9.0.0/24, line: ctc}}\n"),
     );
     let confirm = 30;
-    let o = apply_with(&lab, &bad, confirm);
+    let o = apply_confirming(&lab, &bad, confirm);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("reverts itself to snapshot"),
@@ -127,7 +102,7 @@ fn rollback_and_a_lockout_revert_leave_foreign_state_alone() {
     add_foreign(&lab, 2);
     let foreign = lab.sh_ok("gw", FOREIGN);
     assert!(
-        wait_until_planned(&lab, &a, Duration::from_secs(confirm + 20)),
+        wait_until_planned(&lab, &a, Duration::from_secs(confirm + 20)).is_some(),
         "not back to a's state in time"
     );
     assert_eq!(newest_state(&lab), "reverted");
@@ -249,7 +224,7 @@ fn a_stalled_step_is_ended_by_the_revert_and_never_lands() {
     );
     let confirm = 6;
     let start = Instant::now();
-    let o = apply_with(&lab, &new, confirm);
+    let o = apply_confirming(&lab, &new, confirm);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(flag.exists(), "the batch stalled");
     assert!(text(&o).contains("reverts itself"), "{}", text(&o));
@@ -270,7 +245,7 @@ fn a_stalled_step_is_ended_by_the_revert_and_never_lands() {
 
 /// Run an apply under a lying tool and check the real state is unchanged.
 fn assert_lie_is_found(lab: &Lab, inv: &Path, expect: &str, tool: &str) {
-    let o = apply_with(lab, inv, 30);
+    let o = apply_confirming(lab, inv, 30);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
     assert!(
@@ -355,7 +330,7 @@ fn a_verify_that_contradicts_the_apply_neither_reverts_nor_confirms() {
         ),
     );
     let confirm = 6;
-    let o = apply_with(&lab, &new, confirm);
+    let o = apply_confirming(&lab, &new, confirm);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
     assert!(

@@ -9,10 +9,8 @@ mod common;
 use common::seed::*;
 use common::Lab;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Short SSH timeouts so a lock-out is noticed in seconds, not a minute.
-const FAST_SSH: &str = "          ssh: {connect_timeout: 2, timeout: 4}\n";
 const CONFIRM_SECS: u64 = 6;
 
 fn trials(var: &str, default: usize) -> usize {
@@ -23,27 +21,7 @@ fn trials(var: &str, default: usize) -> usize {
 }
 
 fn apply_confirmed(lab: &Lab, inv: &Path) -> std::process::Output {
-    lab.dwprov(&[
-        "apply",
-        "-i",
-        inv.to_str().unwrap(),
-        "--yes",
-        "--confirm-timeout",
-        &CONFIRM_SECS.to_string(),
-    ])
-}
-
-/// Wait until `dwprov plan` of `inv` exits 0 (the gateway is exactly as
-/// `inv` says), at most `limit`; returns how long it took.
-fn wait_until_planned(lab: &Lab, inv: &Path, limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if plan_code(lab, inv) == 0 {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    None
+    apply_confirming(lab, inv, CONFIRM_SECS)
 }
 
 #[test]

@@ -93,6 +93,40 @@ pub fn plan_code(lab: &Lab, inv: &Path) -> i32 {
         .unwrap_or(-1)
 }
 
+/// Short SSH timeouts (an inventory line under `ssh:` of a host) so a
+/// lock-out or a stalled step is noticed in seconds, not a minute.
+pub const FAST_SSH: &str = "          ssh: {connect_timeout: 2, timeout: 4}\n";
+
+/// `dwprov apply --yes` of `inv`, commit-confirmed with a revert after
+/// `confirm_secs`; the exit status is the caller's to check.
+pub fn apply_confirming(lab: &Lab, inv: &Path, confirm_secs: u64) -> Output {
+    lab.dwprov(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--confirm-timeout",
+        &confirm_secs.to_string(),
+    ])
+}
+
+/// Wait until `dwprov plan` of `inv` exits 0 (the gateway is exactly as
+/// `inv` says), at most `limit`; returns how long it took.
+pub fn wait_until_planned(
+    lab: &Lab,
+    inv: &Path,
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if plan_code(lab, inv) == 0 {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    None
+}
+
 pub fn apply(lab: &Lab, inv: &Path) -> Output {
     let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes"]);
     assert_eq!(o.status.code(), Some(0), "apply failed:\n{}", text(&o));
