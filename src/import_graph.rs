@@ -18,9 +18,6 @@ const KNOWN: &[&[&str]] = &[
     // while report reads fleet::Outcome and fleet calls safe: the rollback's
     // display belongs in report (or cli), safe should return the plan.
     &["fleet", "report", "safe"],
-    // TODO: yaml reads files through inventory::read_text (the bounded,
-    // regular-files-only reader): that reader belongs in a module below both.
-    &["inventory", "yaml"],
 ];
 
 /// (module, imported module) for every file under `src/`.

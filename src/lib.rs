@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod gather;
 #[cfg(test)]
 mod import_graph;
+pub mod input;
 pub mod inventory;
 pub mod lab;
 pub mod model;

@@ -96,10 +96,9 @@ impl Node {
     }
 
     /// Read and parse a YAML file (a regular file of at most
-    /// [`crate::inventory::MAX_INVENTORY_BYTES`]).
+    /// [`crate::input::MAX_INVENTORY_BYTES`]).
     pub fn load(path: &Path) -> Result<Node> {
-        let text =
-            crate::inventory::read_text(path, crate::inventory::MAX_INVENTORY_BYTES, "YAML file")?;
+        let text = crate::input::read_text(path, crate::input::MAX_INVENTORY_BYTES, "YAML file")?;
         Node::parse(&text, path)
     }
 

@@ -111,13 +111,13 @@ pub fn parse_routes_at(text: &str, file: &Path) -> Result<Vec<Entry>> {
 /// Read and parse a routes file (a regular file of at most
 /// [`super::MAX_ROUTES_BYTES`]).
 pub fn load_routes(path: &Path) -> Result<Vec<Ipv4Net>> {
-    let text = super::read_text(path, super::MAX_ROUTES_BYTES, "routes file")?;
+    let text = crate::input::read_text(path, crate::input::MAX_ROUTES_BYTES, "routes file")?;
     parse_routes(&text, path)
 }
 
 /// [`load_routes`] keeping each entry's line and column.
 pub fn load_routes_at(path: &Path) -> Result<Vec<Entry>> {
-    let text = super::read_text(path, super::MAX_ROUTES_BYTES, "routes file")?;
+    let text = crate::input::read_text(path, crate::input::MAX_ROUTES_BYTES, "routes file")?;
     parse_routes_at(&text, path)
 }
 
