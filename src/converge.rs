@@ -489,6 +489,25 @@ pub fn sysctl_command(key: &str, value: &str) -> String {
 /// the script reported on stderr.
 pub fn execute(t: &mut dyn Transport, script: &ApplyScript) -> Result<crate::transport::Output> {
     let out = t.run_script(&script.script)?;
+    exit_checked(t, out)
+}
+
+/// [`execute`] with the output followed by `watch` as it arrives: an apply
+/// that gathers in the same round trip ([`script_verified`]) is held to the
+/// same per-section cap as a gather ([`crate::gather::SectionWatch`]).
+pub fn execute_watched(
+    t: &mut dyn Transport,
+    script: &ApplyScript,
+    watch: &mut dyn crate::transport::Watch,
+) -> Result<crate::transport::Output> {
+    let out = t.run_script_watched(&script.script, watch)?;
+    exit_checked(t, out)
+}
+
+fn exit_checked(
+    t: &mut dyn Transport,
+    out: crate::transport::Output,
+) -> Result<crate::transport::Output> {
     if out.status != 0 {
         return Err(Error::Remote {
             host: t.host().to_string(),
@@ -525,6 +544,24 @@ pub fn describe(c: &Change) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// The in-band verify of `--no-confirm` is cut at the section cap like a
+    /// gather, naming the command, instead of reading without bound.
+    #[test]
+    fn an_in_band_gather_is_held_to_the_section_cap() {
+        let mut t = crate::transport::local::LocalTransport::new("gw1");
+        let script = ApplyScript {
+            script: "echo 'M1 begin routes'; i=0; while [ $i -lt 100 ]; do echo 0123456789; i=$((i+1)); done\n".into(),
+            ..ApplyScript::default()
+        };
+        let mut watch = crate::gather::SectionWatch::new("gw1", "M1", 200);
+        let e = execute_watched(&mut t, &script, &mut watch)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("printed more than"), "{e}");
+        let mut roomy = crate::gather::SectionWatch::new("gw1", "M1", 1 << 20);
+        assert!(execute_watched(&mut t, &script, &mut roomy).is_ok());
+    }
     use super::*;
     use crate::state::ip::parse_batch;
     use crate::state::RtTables;

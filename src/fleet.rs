@@ -421,7 +421,8 @@ fn apply_unconfirmed(
 ) -> Result<ApplyStats> {
     let m = gather::marker();
     let script = converge::script_verified(&plan.diff.changes, caps, &m);
-    let out = converge::execute(t, &script)?;
+    let mut watch = gather::SectionWatch::new(&plan.host, &m, gather::MAX_SECTION);
+    let out = converge::execute_watched(t, &script, &mut watch)?;
     opts.progress.stage(&plan.host, Stage::Verify);
     *stage = Stage::Verify;
     let facts = gather::facts_from_output(&plan.host, &out, &m)?;
