@@ -111,6 +111,10 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// A dual-line gateway lab in network namespaces (needs root).
     Lab(LabArgs),
+    /// Trace one packet and its reply through a gateway's desired state (no
+    /// connection; --live: its gathered state): DNAT, mark, ip rule, route,
+    /// outgoing line, source NAT, the way back. Exit 0 when traced.
+    Explain(ExplainArgs),
 }
 
 /// Which hosts: `--limit` and `--list-hosts`.
@@ -393,6 +397,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::lab::run(action, &a.prefix, &a.dir)?;
             Ok(EXIT_OK)
         }
+        Command::Explain(a) => explain(&a),
     }
 }
 
@@ -701,6 +706,66 @@ fn confirm(yes: bool, pending: usize) -> Result<bool> {
         .read_line(&mut answer)
         .map_err(|e| Error::io("stdin", e))?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// `dwprov explain`: one flow, traced (src/trace).
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    /// Source address of the packet.
+    #[arg(long, value_name = "ADDR")]
+    pub from: String,
+    /// Destination address of the packet.
+    #[arg(long, value_name = "ADDR")]
+    pub to: String,
+    /// Interface it comes in on (default: the LAN or line whose subnet holds
+    /// --from, the line whose address is --to; `lo` or the gateway's own
+    /// address as --from: sent by the gateway).
+    #[arg(long, value_name = "IF")]
+    pub iif: Option<String>,
+    /// tcp or udp (without it, rules naming a protocol or port do not match).
+    #[arg(long, value_name = "PROTO")]
+    pub proto: Option<String>,
+    #[arg(long, value_name = "PORT")]
+    pub dport: Option<u16>,
+    #[arg(long, value_name = "PORT")]
+    pub sport: Option<u16>,
+    /// Trace the gateway's live state (connects and gathers) instead of the desired one.
+    #[arg(long)]
+    pub live: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub templates: TemplateArgs,
+    /// Output format (json: one document with format_version).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+fn explain(a: &ExplainArgs) -> Result<i32> {
+    let flow = crate::trace::cmd::flow(
+        &a.from,
+        &a.to,
+        a.iif.as_deref(),
+        a.proto.as_deref(),
+        a.sport,
+        a.dport,
+    )?;
+    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+    if list_hosts(&a.inv.hosts, &hosts) {
+        return Ok(EXIT_OK);
+    }
+    crate::trace::cmd::run(&crate::trace::cmd::Request {
+        inventory: &a.inv.inventory,
+        limit: a.inv.hosts.limit.as_deref(),
+        templates: a.templates.templates.as_deref(),
+        flow,
+        live: a.live,
+        json: a.format != Format::Text,
+        connect: a.connect.options(),
+        forks: a.connect.forks,
+    })
 }
 
 #[cfg(test)]
