@@ -355,7 +355,8 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// What Linux accepts as an interface name (and `ip` does not mistake for a keyword).
+/// What Linux accepts as an interface name, less what `ip -batch` would
+/// read as a quote, escape or comment (and the words `ip` takes for keywords).
 pub fn check_interface(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 15
@@ -364,7 +365,7 @@ pub fn check_interface(name: &str) -> Result<(), String> {
         && !matches!(name, "all" | "default")
         && name
             .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+            .all(|b| b.is_ascii_graphic() && !b"/:\"'#\\".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -561,7 +562,7 @@ mod tests {
                 "inside mark_mask",
             ),
             (
-                Box::new(|v| v["lines"][0]["interface"] = "eth1;reboot".into()),
+                Box::new(|v| v["lines"][0]["interface"] = "eth1\"x".into()),
                 "lines[0].interface",
             ),
             (

@@ -49,6 +49,8 @@ struct Watched {
     since_unix: u64,
     since: String,
     transitions: u64,
+    /// This line's probe rounds since the start (its hold-down counts these).
+    rounds: u64,
     last_round: Option<Round>,
     next_due: Instant,
 }
@@ -101,6 +103,7 @@ pub fn run(opts: Options) -> Result<(), String> {
                 since_unix: kept.map_or_else(status::unix_now, |s| s.since_unix),
                 since: kept.map_or_else(status::now_rfc3339, |s| s.since.clone()),
                 transitions: 0,
+                rounds: 0,
                 last_round: None,
                 next_due: now,
             }
@@ -283,6 +286,7 @@ impl Agent {
             let answered = mine.iter().filter(|(_, o)| o.ok).count();
             let good = round_is_good(answered, h.reliability);
             let w = &mut self.lines[i];
+            w.rounds += 1;
             w.last_round = Some(Round {
                 at: at.clone(),
                 good,
@@ -292,7 +296,7 @@ impl Agent {
                         target: t.to_string(),
                         loss: if o.ok { 0.0 } else { 1.0 },
                         rtt_ms: o.rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
-                        error: o.note.clone(),
+                        note: o.note.clone(),
                     })
                     .collect(),
             });
@@ -320,6 +324,7 @@ impl Agent {
                     })
                     .collect();
                 events.push(Transition {
+                    round: w.rounds,
                     event: Event {
                         line: line.name.clone(),
                         from,
@@ -346,8 +351,8 @@ impl Agent {
                 _ => "its traffic back on it".to_string(),
             };
             let msg = format!(
-                "round {}: line {}: {} -> {} ({}); {traffic}",
-                self.rounds, t.event.line, t.event.from, t.event.to, t.why
+                "line {} round {}: {} -> {} ({}); {traffic}",
+                t.event.line, t.round, t.event.from, t.event.to, t.why
             );
             self.log(&msg);
             self.syslog(&msg);
@@ -504,6 +509,7 @@ impl Agent {
                     since: w.since.clone(),
                     since_unix: w.since_unix,
                     transitions: w.transitions,
+                    rounds: w.rounds,
                     last_round: w.last_round.clone(),
                     failover_to: self.previous.failover.get(&l.name).cloned().flatten(),
                 })
@@ -521,6 +527,8 @@ impl Agent {
 
 /// A transition with the words that explain it.
 struct Transition {
+    /// The line's own round number.
+    round: u64,
     event: Event,
     why: String,
 }

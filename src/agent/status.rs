@@ -17,8 +17,7 @@ pub struct Status {
     /// The agent's pid and when it started (RFC 3339, UTC).
     pub pid: u32,
     pub started: String,
-    /// Rounds run since the start (lines with different intervals: the
-    /// fastest line's rounds).
+    /// Probe rounds run since the start (of any line).
     pub rounds: u64,
     /// When this file was written.
     pub updated: String,
@@ -32,8 +31,9 @@ pub struct LineStatus {
     /// Since when it is in `state` (RFC 3339, UTC) and as Unix seconds.
     pub since: String,
     pub since_unix: u64,
-    /// Transitions since the agent started.
+    /// Transitions and probe rounds of this line since the agent started.
     pub transitions: u64,
+    pub rounds: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_round: Option<Round>,
     /// The line carrying its traffic while it is down.
@@ -54,8 +54,10 @@ pub struct TargetResult {
     pub loss: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
+    /// Why it was lost (`timeout`, an OS error), or `refused` for a TCP
+    /// target that answered with a reset (which counts as an answer).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub note: Option<String>,
 }
 
 impl Status {
@@ -149,6 +151,7 @@ mod tests {
                 since: rfc3339(2, 0),
                 since_unix: 2,
                 transitions: 1,
+                rounds: 3,
                 last_round: Some(Round {
                     at: rfc3339(3, 0),
                     good: false,
@@ -156,7 +159,7 @@ mod tests {
                         target: "100.65.1.10".into(),
                         loss: 1.0,
                         rtt_ms: None,
-                        error: Some("timeout".into()),
+                        note: Some("timeout".into()),
                     }],
                 }),
                 failover_to: Some("ctc".into()),
