@@ -264,7 +264,19 @@ fn cnc_silent_fails_over_in_one_operation_stays_pinned_and_comes_back() {
         &format!("printf '%s\\n' \"$*\" >> '{}'", syslog.display()),
     );
     let health = |user: &str| json!({"targets": [user, format!("{user}:80")]});
-    let agent = start_agent(&lab, &config(health("100.64.1.10"), health("100.65.1.10")));
+    // on_change runs with the line and its new state.
+    let hook = lab.write_file(
+        "on_change.sh",
+        &format!(
+            "#!/bin/sh\necho \"$1 $2\" >> '{}'\n",
+            lab.dir.join("on_change.log").display()
+        ),
+    );
+    lab.sh_ok("gw", &format!("chmod 755 '{}'", hook.display()));
+    let mut cfg: Value =
+        serde_json::from_str(&config(health("100.64.1.10"), health("100.65.1.10"))).unwrap();
+    cfg["lines"][1]["on_change"] = hook.display().to_string().into();
+    let agent = start_agent(&lab, &cfg.to_string());
     let (interval, timeout, down, up) = (1.0, 1.0, 3.0, 5.0);
 
     // Before: CNC users are reached by CNC, with CNC's address.
@@ -437,6 +449,12 @@ fn cnc_silent_fails_over_in_one_operation_stays_pinned_and_comes_back() {
         "{log}"
     );
     assert!(transitions(&log, "ctc").is_empty(), "{log}");
+    let hooked = || fs::read_to_string(lab.dir.join("on_change.log")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || hooked() == "cnc down\ncnc up\n").is_some(),
+        "on_change: {:?}",
+        hooked()
+    );
     let sys = fs::read_to_string(&syslog).unwrap_or_default();
     assert!(
         sys.contains("-t dwprov -- line cnc round")
