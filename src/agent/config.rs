@@ -497,7 +497,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_their_place() {
-        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|v| v["format_version"] = 2.into()),
                 "format_version: 2",
