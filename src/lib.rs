@@ -5,6 +5,7 @@
 //! Everything between the inventory file and the remote commands is pure;
 //! I/O lives in `transport`, `gather`, `converge::execute` and `fleet`.
 
+pub mod agent;
 pub mod boot;
 pub mod cli;
 pub mod converge;

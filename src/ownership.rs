@@ -101,6 +101,12 @@ macro_rules! owned {
     (file_mark) => {
         "# Managed by dwprov"
     };
+    (agent_dir) => {
+        "/var/lib/dwprov/agent"
+    };
+    (agent_state_dir) => {
+        "/run/dwprov-agent"
+    };
 }
 pub(crate) use owned;
 
@@ -198,6 +204,25 @@ pub const PROBE_NAME: &str = owned!(probe_name);
 
 /// Prefix of the transient revert units of a snapshot ([`revert_unit`]).
 pub const REVERT_UNIT_PREFIX: &str = owned!(revert_unit_prefix);
+
+// agent: the line-health agent on the gateway (docs/agent.md, src/agent/).
+/// Where apply installs the agent (phase 2): its binary and its config.
+pub const AGENT_DIR: &str = owned!(agent_dir);
+/// The agent's binary (the `dwprov-agent` target of this crate) in [`AGENT_DIR`].
+pub const AGENT_BIN: &str = concat!(owned!(agent_dir), "/dwprov-agent");
+/// The agent's config (`agent::config::Config`, JSON) in [`AGENT_DIR`].
+pub const AGENT_CONFIG: &str = concat!(owned!(agent_dir), "/config.json");
+/// The agent's default state dir: on tmpfs, since what it describes (the
+/// kernel's nexthops) does not survive a reboot either, and a file rewritten
+/// every round should not wear a gateway's flash.
+pub const AGENT_STATE_DIR: &str = owned!(agent_state_dir);
+/// The status file in the agent's state dir (`agent::status::Status`).
+pub const AGENT_STATUS_FILE: &str = "status.json";
+/// Tag of the agent's syslog lines (`logger -t`).
+pub const AGENT_LOG_TAG: &str = "dwprov";
+/// The nexthop ids dwprov owns (`(first, last)`, inclusive): the agent
+/// refuses a config naming another, so it never repoints a foreign nexthop.
+pub const NEXTHOP_ID_BAND: (u32, u32) = (20_000, 20_999);
 
 /// The transient unit name (without `.service`/`.timer`) of snapshot `id`'s revert timer.
 pub fn revert_unit(id: &str) -> String {
@@ -311,6 +336,7 @@ mod tests {
         "--comment dwprov",
         "/etc/dwprov",
         "/var/lib/dwprov",
+        "/run/dwprov-agent",
         "rt_tables.d/dwprov.conf",
         "rt_protos.d/dwprov.conf",
         "90-dwprov.conf",

@@ -26,6 +26,7 @@
 
 pub mod builder;
 pub mod fleet;
+pub mod outage;
 pub mod seed;
 
 pub use builder::Run;

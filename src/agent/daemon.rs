@@ -1,0 +1,700 @@
+//! The agent's loop: probe the lines that are due (every target of every
+//! line at once, one short-lived thread each), feed the state machines, plan
+//! the kernel changes, run them, log the transitions, write the status file.
+//!
+//! It survives every failing command: an `ip -batch` that fails leaves the
+//! agent re-reading the kernel's nexthops and planning again next round; a
+//! failed conntrack deletion is retried next round. It holds no state that
+//! matters across a kill: the failover is in the kernel's nexthops (read
+//! back at start: a line whose nexthop points elsewhere is down), the rest
+//! is in the status file. SIGTERM's default action is a clean enough exit.
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::config::{Config, Target};
+use super::health::{round_is_good, Machine, State};
+use super::plan::{self, Action, Desired, Event, Hop};
+use super::probe::{self, Outcome};
+use super::status::{self, LineStatus, Round, Status, TargetResult};
+use crate::ownership::{AGENT_LOG_TAG, AGENT_STATUS_FILE};
+
+/// What the binary was asked.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    /// One round, the status on stdout; nothing changed, nothing written.
+    pub once: bool,
+    /// Transitions also to syslog through `logger` (when it works).
+    pub syslog: bool,
+}
+
+/// How long a command of the agent may take before it is killed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an `on_change` command may take.
+const ON_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the kernel's nexthops are read back, to notice (and undo) a
+/// change made behind the agent's back (an apply during an outage).
+const KERNEL_REREAD: Duration = Duration::from_secs(5);
+/// Attempts for one conntrack deletion.
+const CONNTRACK_TRIES: u32 = 5;
+/// Stack of a probe thread: a probe needs little.
+const PROBE_STACK: usize = 64 * 1024;
+
+struct Watched {
+    machine: Option<Machine>,
+    since_unix: u64,
+    since: String,
+    transitions: u64,
+    /// This line's probe rounds since the start (its hold-down counts these).
+    rounds: u64,
+    last_round: Option<Round>,
+    next_due: Instant,
+}
+
+impl Watched {
+    fn state(&self) -> State {
+        self.machine.as_ref().map_or(State::Unknown, Machine::state)
+    }
+}
+
+struct Agent {
+    cfg: Config,
+    opts: Options,
+    lines: Vec<Watched>,
+    applied: BTreeMap<u32, Hop>,
+    previous: Desired,
+    pending_conntrack: Vec<(Vec<String>, u32)>,
+    rounds: u64,
+    started: String,
+    last_reread: Instant,
+}
+
+/// Runs the agent until it is killed (or for one round with `--once`).
+pub fn run(opts: Options) -> Result<(), String> {
+    let shown = opts.config.display().to_string();
+    let text = read_config(&opts.config)?;
+    let cfg = Config::parse(&text, &shown).map_err(|e| e.to_string())?;
+    if !opts.once {
+        std::fs::create_dir_all(&opts.state_dir)
+            .map_err(|e| format!("state dir {}: {e}", opts.state_dir.display()))?;
+    }
+    let kernel = read_kernel(&cfg);
+    let before = Status::read(&opts.state_dir.join(AGENT_STATUS_FILE));
+    let now = Instant::now();
+    let lines = cfg
+        .lines
+        .iter()
+        .map(|l| {
+            let machine = l
+                .health
+                .as_ref()
+                .map(|h| Machine::new(plan::state_from_kernel(l, &kernel), h.down, h.up));
+            let state = machine.as_ref().map_or(State::Unknown, Machine::state);
+            let kept = before
+                .as_ref()
+                .and_then(|s| s.line(&l.name))
+                .filter(|s| s.state == state);
+            Watched {
+                machine,
+                since_unix: kept.map_or_else(status::unix_now, |s| s.since_unix),
+                since: kept.map_or_else(status::now_rfc3339, |s| s.since.clone()),
+                transitions: 0,
+                rounds: 0,
+                last_round: None,
+                next_due: now,
+            }
+        })
+        .collect();
+    let mut agent = Agent {
+        cfg,
+        opts,
+        lines,
+        applied: kernel,
+        previous: Desired::default(),
+        pending_conntrack: Vec::new(),
+        rounds: 0,
+        started: status::now_rfc3339(),
+        last_reread: now,
+    };
+    agent.previous = agent.desired();
+    if agent.opts.once {
+        agent.probe_round(&(0..agent.cfg.lines.len()).collect::<Vec<_>>(), false);
+        let text = serde_json::to_string_pretty(&agent.status()).map_err(|e| e.to_string())?;
+        println!("{text}");
+        return Ok(());
+    }
+    let monitored = agent
+        .cfg
+        .lines
+        .iter()
+        .filter(|l| l.health.is_some())
+        .count();
+    agent.log(&format!(
+        "started (version {}, pid {}): {} lines, {monitored} monitored, config {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        agent.cfg.lines.len(),
+        agent.opts.config.display()
+    ));
+    loop {
+        agent.tick();
+    }
+}
+
+fn read_config(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() || meta.len() > 16 << 20 {
+        return Err(format!(
+            "{}: not a regular file of at most 16 MiB",
+            path.display()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The config's nexthops as the kernel has them now.
+fn read_kernel(cfg: &Config) -> BTreeMap<u32, Hop> {
+    match run_command("ip", &["-j", "nexthop", "show"], None, COMMAND_TIMEOUT) {
+        Ok(out) => plan::parse_nexthops(&out, cfg),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+impl Agent {
+    fn desired(&self) -> Desired {
+        let states: BTreeMap<&str, State> = self
+            .cfg
+            .lines
+            .iter()
+            .zip(&self.lines)
+            .map(|(l, w)| (l.name.as_str(), w.state()))
+            .collect();
+        plan::desired(&self.cfg, &|n| {
+            states.get(n).copied().unwrap_or(State::Unknown)
+        })
+    }
+
+    /// Sleeps until the next line is due, then runs its round.
+    fn tick(&mut self) {
+        let next = self
+            .cfg
+            .lines
+            .iter()
+            .zip(&self.lines)
+            .filter(|(l, _)| l.health.is_some())
+            .map(|(_, w)| w.next_due)
+            .min();
+        let Some(next) = next else {
+            // Nothing monitored: keep the nexthops as planned, now and then.
+            std::thread::sleep(KERNEL_REREAD);
+            self.reread_kernel();
+            self.apply(&[]);
+            return;
+        };
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        let now = Instant::now();
+        let due: Vec<usize> = (0..self.lines.len())
+            .filter(|&i| self.cfg.lines[i].health.is_some() && self.lines[i].next_due <= now)
+            .collect();
+        for &i in &due {
+            let interval = self.cfg.lines[i]
+                .health
+                .as_ref()
+                .map_or(KERNEL_REREAD, |h| h.interval());
+            let w = &mut self.lines[i];
+            w.next_due += interval;
+            // Behind (a slow round, a suspended machine): start afresh.
+            if w.next_due < now {
+                w.next_due = now + interval;
+            }
+        }
+        let events = self.probe_round(&due, true);
+        if self.last_reread.elapsed() >= KERNEL_REREAD {
+            self.reread_kernel();
+        }
+        self.apply(&events);
+        self.write_status();
+    }
+
+    fn reread_kernel(&mut self) {
+        self.applied = read_kernel(&self.cfg);
+        self.last_reread = Instant::now();
+    }
+
+    /// Probes the lines `due`, all targets at once; feeds the machines when
+    /// `decide`; returns the transitions.
+    fn probe_round(&mut self, due: &[usize], decide: bool) -> Vec<Transition> {
+        self.rounds += 1;
+        let jobs: Vec<(usize, usize)> = due
+            .iter()
+            .filter_map(|&i| Some((i, self.cfg.lines[i].health.as_ref()?)))
+            .flat_map(|(i, h)| (0..h.targets.len()).map(move |t| (i, t)))
+            .collect();
+        let cfg = &self.cfg;
+        let results: Vec<Outcome> = std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .iter()
+                .map(|&(i, t)| {
+                    let line = &cfg.lines[i];
+                    let h = line.health.as_ref();
+                    std::thread::Builder::new()
+                        .stack_size(PROBE_STACK)
+                        .spawn_scoped(s, move || match h {
+                            Some(h) => probe::probe(line, h.targets[t], h.timeout()),
+                            None => Outcome {
+                                ok: false,
+                                rtt: None,
+                                note: None,
+                            },
+                        })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| match h {
+                    Ok(h) => h.join().unwrap_or_else(|_| Outcome {
+                        ok: false,
+                        rtt: None,
+                        note: Some("probe failed".into()),
+                    }),
+                    Err(e) => Outcome {
+                        ok: false,
+                        rtt: None,
+                        note: Some(format!("no thread: {e}")),
+                    },
+                })
+                .collect()
+        });
+        let at = status::now_rfc3339();
+        let mut events = Vec::new();
+        for &i in due {
+            let line = &self.cfg.lines[i];
+            let Some(h) = &line.health else { continue };
+            let mine: Vec<(Target, &Outcome)> = jobs
+                .iter()
+                .zip(&results)
+                .filter(|((j, _), _)| *j == i)
+                .map(|((_, t), o)| (h.targets[*t], o))
+                .collect();
+            let answered = mine.iter().filter(|(_, o)| o.ok).count();
+            let good = round_is_good(answered, h.reliability);
+            let w = &mut self.lines[i];
+            w.rounds += 1;
+            w.last_round = Some(Round {
+                at: at.clone(),
+                good,
+                targets: mine
+                    .iter()
+                    .map(|(t, o)| TargetResult {
+                        target: t.to_string(),
+                        loss: if o.ok { 0.0 } else { 1.0 },
+                        rtt_ms: o.rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+                        note: o.note.clone(),
+                    })
+                    .collect(),
+            });
+            if !decide {
+                continue;
+            }
+            let Some(m) = w.machine.as_mut() else {
+                continue;
+            };
+            let from = m.state();
+            if let Some(to) = m.round(good) {
+                w.transitions += 1;
+                w.since_unix = status::unix_now();
+                w.since = at.clone();
+                let why = match to {
+                    State::Down => format!("{} bad rounds in a row", h.down),
+                    _ => format!("{} good rounds in a row", h.up),
+                };
+                let detail: Vec<String> = mine
+                    .iter()
+                    .map(|(t, o)| match (&o.rtt, &o.note) {
+                        (Some(r), _) => format!("{t} {:.1} ms", r.as_secs_f64() * 1e3),
+                        (None, Some(n)) => format!("{t} {n}"),
+                        (None, None) => format!("{t} lost"),
+                    })
+                    .collect();
+                events.push(Transition {
+                    round: w.rounds,
+                    event: Event {
+                        line: line.name.clone(),
+                        from,
+                        to,
+                    },
+                    why: format!("{why}; last round: {}", detail.join(", ")),
+                });
+            }
+        }
+        events
+    }
+
+    /// Plans from what is applied to what the states want, runs it, logs
+    /// the transitions and tells `on_change`.
+    fn apply(&mut self, transitions: &[Transition]) {
+        let events: Vec<Event> = transitions.iter().map(|t| t.event.clone()).collect();
+        let next = self.desired();
+        let actions = plan::actions(&self.cfg, &self.applied, &self.previous, &next, &events);
+        for t in transitions {
+            let to = next.failover.get(&t.event.line).cloned().flatten();
+            let traffic = match (t.event.to, to) {
+                (State::Down, Some(f)) => format!("its traffic via {f}"),
+                (State::Down, None) => "no live fallback: its traffic stays on it".to_string(),
+                _ => "its traffic back on it".to_string(),
+            };
+            let msg = format!(
+                "line {} round {}: {} -> {} ({}); {traffic}",
+                t.event.line, t.round, t.event.from, t.event.to, t.why
+            );
+            self.log(&msg);
+            self.syslog(&msg);
+        }
+        let ip: Vec<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Ip(l) => Some(l.as_str()),
+                Action::Conntrack(_) => None,
+            })
+            .collect();
+        if !ip.is_empty() {
+            let started = Instant::now();
+            let mut input = ip.join("\n");
+            input.push('\n');
+            match run_command("ip", &["-batch", "-"], Some(&input), COMMAND_TIMEOUT) {
+                Ok(_) => {
+                    let took = started.elapsed();
+                    for l in &ip {
+                        self.log(&format!("exec: ip {l}"));
+                    }
+                    self.log(&format!(
+                        "round {}: {} kernel operation(s) in {:.1} ms",
+                        self.rounds,
+                        ip.len(),
+                        took.as_secs_f64() * 1e3
+                    ));
+                    self.applied = next.nexthops.clone();
+                }
+                Err(e) => {
+                    self.log(&format!(
+                        "round {}: ip -batch failed, retrying next round: {e}\n  {}",
+                        self.rounds,
+                        ip.join("\n  ")
+                    ));
+                    // Partly applied, perhaps: plan next round from the kernel.
+                    self.reread_kernel();
+                }
+            }
+        }
+        for a in actions {
+            if let Action::Conntrack(args) = a {
+                self.pending_conntrack.push((args, 0));
+            }
+        }
+        self.run_conntrack();
+        for t in transitions {
+            self.on_change(&t.event);
+        }
+        self.previous = next;
+    }
+
+    fn run_conntrack(&mut self) {
+        let pending = std::mem::take(&mut self.pending_conntrack);
+        for (args, tries) in pending {
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            let shown = format!("conntrack {}", args.join(" "));
+            match run_command_status("conntrack", &argv, COMMAND_TIMEOUT) {
+                Ok((ok, _out, err)) => {
+                    // Deleting nothing exits 1 with "0 flow entries have been deleted".
+                    let count = deleted_count(&err);
+                    match count {
+                        Some(n) => self.log(&format!("exec: {shown}: {n} entries deleted")),
+                        None if ok => self.log(&format!("exec: {shown}")),
+                        None => self.retry_conntrack(args, tries, &shown, err.trim()),
+                    }
+                }
+                Err(e) => self.retry_conntrack(args, tries, &shown, &e),
+            }
+        }
+    }
+
+    fn retry_conntrack(&mut self, args: Vec<String>, tries: u32, shown: &str, why: &str) {
+        if tries + 1 < CONNTRACK_TRIES {
+            self.log(&format!("{shown} failed, retrying next round: {why}"));
+            self.pending_conntrack.push((args, tries + 1));
+        } else {
+            self.log(&format!(
+                "{shown} failed {CONNTRACK_TRIES} times, given up: {why}"
+            ));
+        }
+    }
+
+    /// `sh -c 'CMD "$@"' on_change LINE STATE`, detached; reaped (and
+    /// ended after a while) by a thread of its own.
+    fn on_change(&self, e: &Event) {
+        let Some(cmd) = self.cfg.line(&e.line).and_then(|l| l.on_change.clone()) else {
+            return;
+        };
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{cmd} \"$@\""))
+            .args(["on_change", e.line.as_str(), e.to.as_str()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        match child {
+            Ok(child) => {
+                let line = e.line.clone();
+                let _ = std::thread::Builder::new()
+                    .stack_size(PROBE_STACK)
+                    .spawn(move || {
+                        if let Err(why) = wait_bounded(child, ON_CHANGE_TIMEOUT) {
+                            log_line(&format!("on_change for {line}: {why}"));
+                        }
+                    });
+            }
+            Err(err) => self.log(&format!("on_change for {}: cannot run sh: {err}", e.line)),
+        }
+    }
+
+    fn log(&self, msg: &str) {
+        log_line(msg);
+    }
+
+    /// Transitions go to syslog too, where `logger` works.
+    fn syslog(&mut self, msg: &str) {
+        if !self.opts.syslog {
+            return;
+        }
+        let r = run_command_status(
+            "logger",
+            &["-t", AGENT_LOG_TAG, "--", msg],
+            Duration::from_secs(2),
+        );
+        let why = match r {
+            Ok((true, _, _)) => return,
+            Ok((false, _, err)) => err.trim().to_string(),
+            Err(e) => e,
+        };
+        self.log(&format!(
+            "syslog: logger failed, transitions on stderr only from now: {why}"
+        ));
+        self.opts.syslog = false;
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            format_version: status::FORMAT_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            started: self.started.clone(),
+            rounds: self.rounds,
+            updated: status::now_rfc3339(),
+            lines: self
+                .cfg
+                .lines
+                .iter()
+                .zip(&self.lines)
+                .map(|(l, w)| LineStatus {
+                    name: l.name.clone(),
+                    state: w.state(),
+                    since: w.since.clone(),
+                    since_unix: w.since_unix,
+                    transitions: w.transitions,
+                    rounds: w.rounds,
+                    last_round: w.last_round.clone(),
+                    failover_to: self.previous.failover.get(&l.name).cloned().flatten(),
+                })
+                .collect(),
+        }
+    }
+
+    fn write_status(&mut self) {
+        let path = self.opts.state_dir.join(AGENT_STATUS_FILE);
+        if let Err(e) = self.status().write_atomic(&path) {
+            self.log(&format!("status file {}: {e}", path.display()));
+        }
+    }
+}
+
+/// A transition with the words that explain it.
+struct Transition {
+    /// The line's own round number.
+    round: u64,
+    event: Event,
+    why: String,
+}
+
+/// One line on stderr: `TIME dwprov-agent[PID]: MSG` (a supervisor or the
+/// journal keeps it).
+fn log_line(msg: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "{} dwprov-agent[{}]: {}",
+        status::now_rfc3339(),
+        std::process::id(),
+        msg
+    );
+}
+
+/// Runs `program args` (stdin `input`), bounded by `timeout`; Ok(stdout)
+/// when it succeeded, Err(what went wrong) otherwise.
+fn run_command(
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let (ok, out, err) = spawn_and_wait(program, args, input, timeout)?;
+    if ok {
+        Ok(out)
+    } else {
+        Err(format!("{program} failed: {}", err.trim()))
+    }
+}
+
+fn run_command_status(
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<(bool, String, String), String> {
+    spawn_and_wait(program, args, None, timeout)
+}
+
+fn spawn_and_wait(
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+    timeout: Duration,
+) -> Result<(bool, String, String), String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Small inputs (a few nexthop lines): the pipe takes them whole.
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pid = child.id();
+    let reader = std::thread::Builder::new()
+        .stack_size(PROBE_STACK)
+        .spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        })
+        .map_err(|e| format!("no thread: {e}"))?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(out)) => {
+            let _ = reader.join();
+            Ok((
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        }
+        Ok(Err(e)) => Err(format!("{program}: {e}")),
+        Err(_) => {
+            // Hung: end it (the reader thread then reaps it).
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            Err(format!(
+                "{program} did not finish in {} s, killed",
+                timeout.as_secs()
+            ))
+        }
+    }
+}
+
+/// Waits for `child` at most `timeout`, then kills it.
+fn wait_bounded(mut child: std::process::Child, timeout: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) if s.success() => return Ok(()),
+            Ok(Some(s)) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(format!("{s}: {}", crate::escape::value(err.trim())));
+            }
+            Ok(None) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(100)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "still running after {} s, killed",
+                    timeout.as_secs()
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// The flow count of conntrack's `N flow entries have been deleted.` line.
+pub fn deleted_count(stderr: &str) -> Option<u64> {
+    stderr.lines().find_map(|l| {
+        let head = l.split(" flow entries have been deleted").next()?;
+        if head.len() == l.len() {
+            return None;
+        }
+        head.rsplit(' ').next()?.trim().parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conntrack_counts_are_read() {
+        assert_eq!(
+            deleted_count(
+                "conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n"
+            ),
+            Some(0)
+        );
+        assert_eq!(
+            deleted_count(
+                "conntrack v1.4.7 (conntrack-tools): 12 flow entries have been deleted.\n"
+            ),
+            Some(12)
+        );
+        assert_eq!(deleted_count("conntrack: Operation not permitted\n"), None);
+        assert_eq!(deleted_count(""), None);
+    }
+
+    #[test]
+    fn a_hung_command_is_ended() {
+        let start = Instant::now();
+        let r = spawn_and_wait("sleep", &["30"], None, Duration::from_millis(300));
+        assert!(r.unwrap_err().contains("killed"));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let r = spawn_and_wait(
+            "sh",
+            &["-c", "cat; echo oops >&2; exit 3"],
+            Some("in\n"),
+            COMMAND_TIMEOUT,
+        );
+        assert_eq!(r, Ok((false, "in\n".into(), "oops\n".into())));
+        assert!(spawn_and_wait("/nonexistent-dwprov", &[], None, COMMAND_TIMEOUT).is_err());
+    }
+}
