@@ -8,10 +8,15 @@
 # Parameters (shell variables set by the caller before the functions run):
 #   S      the snapshot directory (commit-confirmed apply, revert, rollback)
 #   PROTO  the route protocol number dwprov tags its rules and routes with
+#   CHAIN  the prefix of dwprov's iptables chains (their jumps carry it too)
+#   TEMP_SUFFIX, PROBE  the staged-write suffix and the write-probe file name
+# The owned names (PROTO .. PROBE) come from src/ownership.rs: the
+# controller sets them before this text (converge::lib_sh), also in the
+# copy a snapshot keeps for its revert.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 export LC_ALL=C
 umask 022
-PROTO=${PROTO:-201}
+: "${PROTO:?}" "${CHAIN:?}" "${TEMP_SUFFIX:?}" "${PROBE:?}"
 # Exit statuses the controller reads (src/converge.rs, src/safe.rs).
 STEP_FAILED=3
 NOTHING_CHANGED=4
@@ -77,15 +82,15 @@ owned_routes() {
 }
 
 # The owned part of iptables rules, `TABLE<TAB>LINE` per line, sorted:
-# `-N DWPROV-X` per owned chain, its `-A` rules, and every jump into one.
+# `-N CHAIN-X` per owned chain, its `-A` rules, and every jump into one.
 # From `iptables-save` (stdin) with `save`, from `iptables -t T -S` with `S`.
 owned_ipt_filter() {
-    awk -v mode="$1" -v tbl="${2:-}" '
+    awk -v mode="$1" -v tbl="${2:-}" -v chain="$CHAIN" '
         mode == "save" && /^\*/ { tbl = substr($0, 2); next }
-        mode == "save" && /^:DWPROV-/ { c = substr($1, 2); print tbl "\t-N " c; next }
-        mode == "S" && /^-N DWPROV-/ { print tbl "\t" $0; next }
-        /^-A DWPROV-/ { print tbl "\t" $0; next }
-        /^-A / && / -[jg] DWPROV-[^ ]*$/ { print tbl "\t" $0 }'
+        mode == "save" && index($0, ":" chain) == 1 { c = substr($1, 2); print tbl "\t-N " c; next }
+        mode == "S" && index($0, "-N " chain) == 1 { print tbl "\t" $0; next }
+        index($0, "-A " chain) == 1 { print tbl "\t" $0; next }
+        /^-A / && $0 ~ (" -[jg] " chain "[^ ]*$") { print tbl "\t" $0 }'
 }
 
 # Owned iptables lines from iptables-save into $1 (sorted; in save order in
@@ -209,7 +214,7 @@ pick_snapshot() {
 }
 
 # A digest of the owned state as the kernel lists it now: owned rules and
-# routes, the DWPROV-* lines of every table, and the files and /proc/sys
+# routes, the CHAIN* lines of every table, and the files and /proc/sys
 # entries named as arguments. The apply records it next to its in-band
 # gather; the verify over a new connection computes it again: equal means
 # the state that gather saw is the state now (the new connection need not
@@ -220,7 +225,7 @@ owned_digest() {
     {
         ip -4 -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)"
         ip -4 -N -d route show table all proto "$PROTO"
-        iptables-save | grep -e '^\*' -e '^:DWPROV-' -e '^-A DWPROV-' -e ' -[jg] DWPROV-[^ ]*$'
+        iptables-save | grep -e '^\*' -e "^:$CHAIN" -e "^-A $CHAIN" -e " -[jg] ${CHAIN}[^ ]*\$"
         # One line per file that exists: its digest and name.
         "$sum" "$@" 2>/dev/null
     } | "$sum" | cut -d ' ' -f 1

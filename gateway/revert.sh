@@ -42,8 +42,8 @@ end_apply
 # Files: back to their copies, or removed when they did not exist.
 while read -r i what path; do
     case $what in
-    present) { cp -p "$S/files/$i" "$path.dwprov-tmp" && mv -f "$path.dwprov-tmp" "$path"; } || rfail "restore $path" ;;
-    absent) rm -f "$path" "$path.dwprov-tmp" || rfail "remove $path" ;;
+    present) { cp -p "$S/files/$i" "$path$TEMP_SUFFIX" && mv -f "$path$TEMP_SUFFIX" "$path"; } || rfail "restore $path" ;;
+    absent) rm -f "$path" "$path$TEMP_SUFFIX" || rfail "remove $path" ;;
     esac
 done < "$S/files.list"
 while read -r k v; do
@@ -88,18 +88,18 @@ fi
 owned_ipt "$S/now.ipt"
 case $? in
 0)
-    awk -F '\t' '
+    awk -F '\t' -v owned="-A $CHAIN" '
         FILENAME == ARGV[1] {
             t = $1; l = $2; tables[t]
             if (l ~ /^-N /) { c = substr(l, 4); snap[t, c]; if (!((t, c) in seen)) { seen[t, c]; order[t] = order[t] c " " } }
-            else if (l ~ /^-A DWPROV-/) rules[t] = rules[t] l "\n"
+            else if (index(l, owned) == 1) rules[t] = rules[t] l "\n"
             else jump[t, ++nj[t]] = l
             next
         }
         {
             t = $1; l = $2; tables[t]
             if (l ~ /^-N /) { c = substr(l, 4); if (!((t, c) in seen)) { seen[t, c]; order[t] = order[t] c " " } }
-            else if (l !~ /^-A DWPROV-/) { sub(/^-A /, "-D ", l); del[t] = del[t] l "\n" }
+            else if (index(l, owned) != 1) { sub(/^-A /, "-D ", l); del[t] = del[t] l "\n" }
         }
         END {
             for (t in tables) {
@@ -116,13 +116,13 @@ case $? in
             }
         }' "$S/ipt.ordered" "$S/now.ipt.ordered" > "$S/revert.ipt"
     if [ -s "$S/revert.ipt" ]; then
-        iptables-restore --noflush < "$S/revert.ipt" || rfail 'restore the DWPROV-* chains and jumps'
+        iptables-restore --noflush < "$S/revert.ipt" || rfail "restore the $CHAIN* chains and jumps"
     fi
     owned_ipt "$S/after.ipt" >/dev/null
     cmp -s "$S/ipt" "$S/after.ipt" || { rfail 'the owned iptables chains and jumps are not back to the snapshot:'; listing_diff "$S/ipt" "$S/after.ipt" >&2; }
     ;;
 1)
-    rfail 'iptables-save disagrees with `iptables -t TABLE -S` about the DWPROV-* chains and jumps; iptables left as it is:'
+    rfail "iptables-save disagrees with \`iptables -t TABLE -S\` about the $CHAIN* chains and jumps; iptables left as it is:"
     listing_diff "$S/now.ipt" "$S/now.ipt.S" >&2
     ;;
 *) rfail 'cannot list iptables: left as it is' ;;

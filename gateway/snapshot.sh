@@ -27,9 +27,9 @@ fail() { nochange "$1"; }
 preflight_dirs() {
     set --
     while IFS= read -r d; do
-        { [ -d "$d" ] || mkdir -p "$d"; } 2>/dev/null && { echo probe > "$d/.dwprov-probe"; } 2>/dev/null \
+        { [ -d "$d" ] || mkdir -p "$d"; } 2>/dev/null && { echo probe > "$d/$PROBE"; } 2>/dev/null \
             || nochange "cannot write $d (read-only file system or disk full?)"
-        set -- "$@" "$d/.dwprov-probe"
+        set -- "$@" "$d/$PROBE"
     done
     rm -f "$@"
 }

@@ -38,8 +38,8 @@ use std::fmt::Write as _;
 
 // The owned names of the boot files and units (see `crate::ownership`).
 pub use crate::ownership::{
-    BOOT_SH, EARLY_UNIT, FLUSH_PIDFILE, FLUSH_SH, FLUSH_UNIT, INIT_SCRIPT, IPTABLES_RULES,
-    IP_BATCH, LATE_UNIT, STATE_DIR, SYSCTL_CONF, UNIT_DIR,
+    BOOT_SH, EARLY_UNIT, FLUSH_PIDFILE, FLUSH_SH, FLUSH_UNIT, INIT_NAME, INIT_SCRIPT,
+    IPTABLES_RULES, IP_BATCH, LATE_UNIT, STATE_DIR, SYSCTL_CONF, UNIT_DIR,
 };
 /// The seed's advice: flush the route cache every 2 s.
 pub const FLUSH_INTERVAL_SECS: u32 = 2;
@@ -366,18 +366,20 @@ pub fn post_install(changes: &[Change]) -> PostInstall {
         );
         line(
             &mut s,
-            "if command -v update-rc.d >/dev/null 2>&1; then update-rc.d dwprov defaults >/dev/null 2>&1 || fail 'update-rc.d dwprov defaults'; \
-             elif command -v chkconfig >/dev/null 2>&1; then chkconfig --add dwprov || fail 'chkconfig --add dwprov'; \
-             else echo 'dwprov: no update-rc.d or chkconfig: link /etc/init.d/dwprov into the boot sequence by hand' >&2; fi"
-                .into(),
+            format!(
+                "if command -v update-rc.d >/dev/null 2>&1; then update-rc.d {INIT_NAME} defaults >/dev/null 2>&1 || fail 'update-rc.d {INIT_NAME} defaults'; \
+                 elif command -v chkconfig >/dev/null 2>&1; then chkconfig --add {INIT_NAME} || fail 'chkconfig --add {INIT_NAME}'; \
+                 else echo 'dwprov: no update-rc.d or chkconfig: link {INIT_SCRIPT} into the boot sequence by hand' >&2; fi"
+            ),
         );
     }
     if r(INIT_SCRIPT) {
         line(
             &mut s,
-            "if command -v update-rc.d >/dev/null 2>&1; then update-rc.d dwprov remove >/dev/null 2>&1; \
-             elif command -v chkconfig >/dev/null 2>&1; then chkconfig --del dwprov; fi; true"
-                .into(),
+            format!(
+                "if command -v update-rc.d >/dev/null 2>&1; then update-rc.d {INIT_NAME} remove >/dev/null 2>&1; \
+                 elif command -v chkconfig >/dev/null 2>&1; then chkconfig --del {INIT_NAME}; fi; true"
+            ),
         );
     }
     // The flush loop runs now, not only after the next boot.

@@ -171,10 +171,23 @@ pub fn sh_quote(s: &str) -> String {
 /// (gateway/lib.sh: `fail`, `nochange`, the step guard, owned listings).
 pub const LIB_SH: &str = include_str!("../gateway/lib.sh");
 
+/// The library as it runs: the owned names it works with (from
+/// [`crate::ownership`], as quoted parameters), then gateway/lib.sh.
+pub fn lib_sh() -> String {
+    use crate::ownership::{CHAIN_PREFIX, PROBE_NAME, ROUTE_PROTO, TEMP_SUFFIX};
+    format!(
+        "PROTO={}\nCHAIN={}\nTEMP_SUFFIX={}\nPROBE={}\n{LIB_SH}",
+        ROUTE_PROTO,
+        sh_quote(CHAIN_PREFIX),
+        sh_quote(TEMP_SUFFIX),
+        sh_quote(PROBE_NAME)
+    )
+}
+
 /// The shell prelude every dwprov script starts with: the library, outside
 /// any snapshot (`S` empty: the step guard and `ip_batch` check nothing).
 pub fn prelude() -> String {
-    format!("{LIB_SH}S=\n")
+    format!("{}S=\n", lib_sh())
 }
 
 /// A fresh heredoc delimiter.
@@ -378,7 +391,7 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
 /// The temp file a new content of `path` is staged in (same directory, so
 /// the rename is atomic).
 pub fn temp_path(path: &str) -> String {
-    format!("{path}.dwprov-tmp")
+    format!("{path}{}", crate::ownership::TEMP_SUFFIX)
 }
 
 /// Write `content` to the temp file of `path` (see [`commit_file`]).

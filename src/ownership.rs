@@ -358,8 +358,9 @@ mod tests {
     ];
 
     /// Where a literal may still be spelled: (file, literal, a text the line
-    /// holds). `TODO(merge)` marks those in files other branches edit now;
-    /// they go when those files take the name from here.
+    /// holds). Only the template names of the `--templates DIR` interface
+    /// remain: the gateway programs, the templates and every Rust file take
+    /// the owned names from this module.
     const EXCEPTIONS: &[(&str, &str, &str)] = &[
         // Template names (the `--templates DIR` interface), not unit names.
         ("src/boot.rs", "dwprov.service", "boot/dwprov.service"),
@@ -373,41 +374,6 @@ mod tests {
             "dwprov-route-cache-flush.service",
             "boot/dwprov-route-cache-flush.service",
         ),
-        // TODO(merge): boot::post_install (being rewritten): INIT_NAME.
-        ("src/boot.rs", "update-rc.d dwprov", "update-rc.d"),
-        ("src/boot.rs", "chkconfig --add dwprov", "chkconfig"),
-        ("src/boot.rs", "chkconfig --del dwprov", "chkconfig"),
-        (
-            "src/boot.rs",
-            "init.d/dwprov",
-            "no update-rc.d or chkconfig",
-        ),
-        // TODO(merge): safe.rs: SNAPSHOT_DIR, revert_unit.
-        ("src/safe.rs", "/var/lib/dwprov", "pub const SNAPSHOT_DIR"),
-        (
-            "src/safe.rs",
-            "dwprov-revert-",
-            "format!(\"dwprov-revert-{id}\")",
-        ),
-        // TODO(merge): converge::temp_path: TEMP_SUFFIX.
-        ("src/converge.rs", ".dwprov-tmp", ".dwprov-tmp"),
-        // TODO(merge): render::FILE_TARGETS and desired_from_artefacts:
-        // RT_TABLES_CONF, RT_PROTOS_CONF, SYSCTL_CONF.
-        ("src/render/mod.rs", "rt_tables.d/dwprov.conf", ""),
-        ("src/render/mod.rs", "rt_protos.d/dwprov.conf", ""),
-        ("src/render/mod.rs", "90-dwprov.conf", ""),
-        // TODO: the gateway-side programs spell the chain prefix, the route
-        // protocol default, the temp suffix and the probe name; they should
-        // get them as quoted parameters like gateway/gather.sh does.
-        ("gateway/lib.sh", "201", "PROTO=${PROTO:-201}"),
-        ("gateway/lib.sh", "DWPROV-", ""),
-        ("gateway/revert.sh", "DWPROV-", ""),
-        ("gateway/revert.sh", ".dwprov-tmp", ""),
-        ("gateway/snapshot.sh", ".dwprov-probe", ""),
-        // TODO(merge): templates/iptables.rules.tera: CHAIN_PREFIX and
-        // JUMP_COMMENT from the render context.
-        ("templates/iptables.rules.tera", "DWPROV-", ""),
-        ("templates/iptables.rules.tera", "--comment dwprov", ""),
     ];
 
     /// The code lines of a file: comments (`//` in Rust, `#` in shell and

@@ -41,7 +41,7 @@ use std::fmt::Write as _;
 /// Exit status of an apply script that stopped before changing anything.
 pub const NOTHING_CHANGED: i32 = 4;
 /// Where snapshots live on the gateway.
-pub const SNAPSHOT_DIR: &str = "/var/lib/dwprov/snapshots";
+pub use crate::ownership::SNAPSHOT_DIR;
 /// Snapshots kept per gateway (older ones are pruned on confirm).
 pub const KEEP_SNAPSHOTS: usize = 10;
 /// A new snapshot id: UTC time plus a random suffix, sortable.
@@ -170,7 +170,7 @@ pub const KEEP_LIBRARIES: usize = 3;
 /// The installed programs: (file name, text as sent).
 fn library_files() -> [(&'static str, String); 4] {
     [
-        ("lib.sh", minify(converge::LIB_SH)),
+        ("lib.sh", minify(&converge::lib_sh())),
         ("snapshot.sh", minify(SNAPSHOT_SH)),
         ("revert.sh", minify(REVERT_SH)),
         ("apply.sh", minify(APPLY_SH)),
@@ -250,7 +250,7 @@ fn revert_units(old: &State, desired: &State) -> String {
 
 /// The transient unit name of a snapshot's revert timer.
 pub fn unit_name(id: &str) -> String {
-    format!("dwprov-revert-{id}")
+    crate::ownership::revert_unit(id)
 }
 
 /// The revert service and timer (written under /run/systemd/system, so
@@ -480,7 +480,7 @@ pub fn apply_script(
 /// Over a new connection after the apply: prove the owned state is the one
 /// the apply's in-band gather verified (same digest), then confirm.
 pub fn verify_confirm_script(id: &str, digest_args: &str) -> String {
-    let mut s = minify(converge::LIB_SH);
+    let mut s = minify(&converge::lib_sh());
     s.push_str(&params(&[
         ("S", snapshot_dir(id)),
         ("SNAPSHOT_DIR", SNAPSHOT_DIR.into()),
@@ -496,7 +496,7 @@ pub fn verify_confirm_script(id: &str, digest_args: &str) -> String {
 
 /// Disarm the revert of snapshot `id` (after verification) and prune old snapshots.
 pub fn confirm_script(id: &str) -> String {
-    let mut s = minify(converge::LIB_SH);
+    let mut s = minify(&converge::lib_sh());
     s.push_str(&params(&[
         ("S", snapshot_dir(id)),
         ("SNAPSHOT_DIR", SNAPSHOT_DIR.into()),
@@ -511,7 +511,7 @@ pub fn confirm_script(id: &str) -> String {
 /// Stop the revert timer of snapshot `id` without reverting nor
 /// confirming (the verify contradicted the apply: see `fleet`).
 pub fn disarm_script(id: &str) -> String {
-    let mut s = minify(converge::LIB_SH);
+    let mut s = minify(&converge::lib_sh());
     s.push_str(&params(&[("S", snapshot_dir(id))]));
     s.push_str("[ -e \"$S/revert.started\" ] && fail 'the revert of this snapshot has started'\ndisarm\n[ -e \"$S/revert.started\" ] && fail 'the revert of this snapshot has started'\necho 'unconfirmed: the verify contradicted the apply' > \"$S/state\"\n");
     s
@@ -519,7 +519,7 @@ pub fn disarm_script(id: &str) -> String {
 
 /// Revert to snapshot `id` now (or the newest when None).
 pub fn rollback_script(id: Option<&str>) -> String {
-    let mut s = minify(converge::LIB_SH);
+    let mut s = minify(&converge::lib_sh());
     s.push_str(&params(&[
         ("SNAPSHOT_DIR", SNAPSHOT_DIR.into()),
         ("TO", id.unwrap_or("").to_string()),
@@ -530,7 +530,7 @@ pub fn rollback_script(id: Option<&str>) -> String {
 
 /// List snapshots: `id state` per line, oldest first.
 pub fn list_script() -> String {
-    let mut s = minify(converge::LIB_SH);
+    let mut s = minify(&converge::lib_sh());
     s.push_str(&params(&[("SNAPSHOT_DIR", SNAPSHOT_DIR.into())]));
     s.push_str(&minify(LIST_SH));
     s
@@ -538,7 +538,7 @@ pub fn list_script() -> String {
 
 /// Print snapshot `id` (the newest when None) in sections framed by `marker`.
 pub fn show_script(id: Option<&str>, marker: &str) -> String {
-    let mut s = minify(converge::LIB_SH);
+    let mut s = minify(&converge::lib_sh());
     s.push_str(&params(&[
         ("SNAPSHOT_DIR", SNAPSHOT_DIR.into()),
         ("TO", id.unwrap_or("").to_string()),

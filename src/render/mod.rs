@@ -39,9 +39,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
 
 /// Where each rendered file goes on the gateway.
 pub const FILE_TARGETS: &[(&str, &str)] = &[
-    ("rt_tables.conf", "/etc/iproute2/rt_tables.d/dwprov.conf"),
-    ("rt_protos.conf", "/etc/iproute2/rt_protos.d/dwprov.conf"),
-    ("sysctl.conf", "/etc/sysctl.d/90-dwprov.conf"),
+    ("rt_tables.conf", crate::ownership::RT_TABLES_CONF),
+    ("rt_protos.conf", crate::ownership::RT_PROTOS_CONF),
+    ("sysctl.conf", crate::ownership::SYSCTL_CONF),
 ];
 
 /// Above this many `ip rule to` rules, method policy gets a warning: the
@@ -407,6 +407,9 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
     );
     ctx.insert("proto", &crate::ROUTE_PROTO);
     ctx.insert("proto_name", crate::ROUTE_PROTO_NAME);
+    // The owned chain names and jump comment come from ownership, not the template text.
+    ctx.insert("chain", crate::ownership::CHAIN_PREFIX);
+    ctx.insert("jump_comment", crate::ownership::JUMP_COMMENT);
     ctx.insert("mark_mask", &format!("{:#x}", gw.mark_mask));
     if let Some(d) = lines.get(default_line) {
         ctx.insert("default_line", d);
@@ -495,10 +498,10 @@ fn parse_artefacts(artefacts: &BTreeMap<String, String>) -> Result<State> {
             desired.files.insert(name.clone(), text.clone());
         }
     }
-    if let Some(rt) = desired.files.get("/etc/iproute2/rt_tables.d/dwprov.conf") {
+    if let Some(rt) = desired.files.get(crate::ownership::RT_TABLES_CONF) {
         desired.rt_tables = RtTables::parse(rt, "rt_tables.conf.tera output")?;
     }
-    if let Some(sys) = desired.files.get("/etc/sysctl.d/90-dwprov.conf") {
+    if let Some(sys) = desired.files.get(crate::ownership::SYSCTL_CONF) {
         desired.sysctls = parse_sysctl_conf(sys, "sysctl.conf.tera output")?;
     }
     if let Some(b) = artefacts.get("ip.batch") {

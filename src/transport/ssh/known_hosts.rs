@@ -36,10 +36,6 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn is_hashed(&self) -> bool {
-        matches!(self.hosts, Hosts::Hashed { .. })
-    }
-
     /// Does this line name `name` (as given by [`host_name`])?
     pub fn matches(&self, name: &str) -> bool {
         match &self.hosts {
