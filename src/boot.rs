@@ -30,8 +30,8 @@ use crate::error::Result;
 use crate::facts::Facts;
 use crate::model::Gateway;
 use crate::ownership::{is_owned_chain, is_owned_jump, unit_path, CHAIN_PREFIX};
-use crate::render::Templates;
 use crate::state::State;
+use crate::templates::Templates;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -49,39 +49,8 @@ pub const NO_CACHE_SINCE: (u32, u32) = (3, 6);
 /// Boot files outside [`STATE_DIR`] (gather reads them, diff prunes them).
 pub use crate::ownership::BOOT_UNIT_FILES as OWNED_FILES;
 
-/// Built-in boot templates (name, text); overridable as
-/// `--templates DIR` + `boot/NAME.tera`.
-pub const TEMPLATES: &[(&str, &str)] = &[
-    (
-        "boot/ip.batch",
-        include_str!("../templates/boot/ip.batch.tera"),
-    ),
-    (
-        "boot/iptables.rules",
-        include_str!("../templates/boot/iptables.rules.tera"),
-    ),
-    (
-        "boot/boot.sh",
-        include_str!("../templates/boot/boot.sh.tera"),
-    ),
-    (
-        "boot/route-cache-flush.sh",
-        include_str!("../templates/boot/route-cache-flush.sh.tera"),
-    ),
-    (
-        "boot/dwprov.service",
-        include_str!("../templates/boot/dwprov.service.tera"),
-    ),
-    (
-        "boot/dwprov-routes.service",
-        include_str!("../templates/boot/dwprov-routes.service.tera"),
-    ),
-    (
-        "boot/dwprov-route-cache-flush.service",
-        include_str!("../templates/boot/dwprov-route-cache-flush.service.tera"),
-    ),
-    ("boot/init.d", include_str!("../templates/boot/init.d.tera")),
-];
+/// Built-in boot templates (name, text), in [`crate::templates`].
+pub use crate::templates::BOOT as TEMPLATES;
 
 /// What the boot files depend on besides the gateway and its desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]

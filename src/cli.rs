@@ -676,9 +676,9 @@ fn rollback(a: &RollbackArgs) -> Result<i32> {
         accept_new_host_keys: a.accept_new_host_keys,
         ssh_config: ssh_config(),
     };
-    let failed = crate::safe::rollback_hosts(
+    let failed = crate::rollback::rollback_hosts(
         &hosts,
-        &crate::safe::RollbackRequest {
+        &crate::rollback::RollbackRequest {
             to: a.to.clone(),
             list: a.list,
             yes: a.yes,

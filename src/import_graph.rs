@@ -8,17 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Circles between top-level modules that remain, each as its sorted members.
-const KNOWN: &[&[&str]] = &[
-    // TODO(merge): render::Templates (the template loader) moves into a module
-    // of its own below both (e.g. src/templates.rs holding BUILTIN and
-    // boot::TEMPLATES), and render stops calling boot::files (the apply side
-    // composes render's files and boot's): then boot no longer imports render.
-    &["boot", "render"],
-    // TODO: safe::rollback_hosts prints the rollback plan with report::view_text
-    // while report reads fleet::Outcome and fleet calls safe: the rollback's
-    // display belongs in report (or cli), safe should return the plan.
-    &["fleet", "report", "safe"],
-];
+const KNOWN: &[&[&str]] = &[];
 
 /// (module, imported module) for every file under `src/`.
 fn edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {

@@ -374,6 +374,21 @@ mod tests {
             "dwprov-route-cache-flush.service",
             "boot/dwprov-route-cache-flush.service",
         ),
+        (
+            "src/templates/mod.rs",
+            "dwprov.service",
+            "boot/dwprov.service",
+        ),
+        (
+            "src/templates/mod.rs",
+            "dwprov-routes.service",
+            "boot/dwprov-routes.service",
+        ),
+        (
+            "src/templates/mod.rs",
+            "dwprov-route-cache-flush.service",
+            "boot/dwprov-route-cache-flush.service",
+        ),
     ];
 
     /// The code lines of a file: comments (`//` in Rust, `#` in shell and
