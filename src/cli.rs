@@ -115,6 +115,12 @@ pub enum Command {
     /// connection; --live: its gathered state): DNAT, mark, ip rule, route,
     /// outgoing line, source NAT, the way back. Exit 0 when traced.
     Explain(ExplainArgs),
+    /// Read a gateway configured by hand (the inventory needs only its address and
+    /// ssh settings) and write the inventory that renders the same behaviour:
+    /// method, lines, LANs, prefix lists, NAT, forwards, hairpin, policies.
+    /// What it cannot map is listed in comments and left foreign.
+    #[command(after_help = IMPORT_HELP)]
+    Import(ImportArgs),
 }
 
 /// Which hosts: `--limit` and `--list-hosts`.
@@ -398,6 +404,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Explain(a) => explain(&a),
+        Command::Import(a) => import(&a),
     }
 }
 
@@ -706,6 +713,91 @@ fn confirm(yes: bool, pending: usize) -> Result<bool> {
         .read_line(&mut answer)
         .map_err(|e| Error::io("stdin", e))?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+const IMPORT_HELP: &str = "\
+EXAMPLES
+  dwprov import -i bare.yaml --limit gw1 -o gw1.yaml
+      writes gw1.yaml, and gw1-gw1-LINE.txt for every prefix list longer than 16
+  dwprov import -i bare.yaml --limit gw1
+      the inventory on stdout, every list inline
+  dwprov plan -i gw1.yaml
+      then shows what dwprov would add beside the hand-made objects
+
+Import refuses a host dwprov already manages, and never overwrites a file.
+The written inventory is built and rendered before import reports success.";
+
+/// `dwprov import`: a hand-made gateway read into an inventory (src/import).
+#[derive(Args, Debug, Clone)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    /// Write the inventory here (and long prefix lists beside it) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+fn import(a: &ImportArgs) -> Result<i32> {
+    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+    // Before connecting: an existing output is never overwritten.
+    if let Some(out) = a.output.as_deref().filter(|o| o.exists()) {
+        return Err(crate::error::Error::Invalid {
+            message: format!("{} exists already", out.display()),
+            hint: Some(
+                "import never overwrites: give another -o, or move the old file away".into(),
+            ),
+        });
+    }
+    if list_hosts(&a.inv.hosts, &hosts) {
+        return Ok(EXIT_OK);
+    }
+    let opts = a.connect.options();
+    let results = fleet::parallel(
+        &hosts,
+        a.connect.forks,
+        |h| -> Result<crate::facts::Facts> {
+            let mut t = crate::transport::connect(&h.connection, &h.name, &opts)?;
+            crate::gather::gather(t.as_mut())
+        },
+    );
+    let mut imported = Vec::new();
+    for (h, r) in hosts.iter().zip(results) {
+        imported.push(crate::import::import_host(h, &r?)?);
+    }
+    let source = a.inv.inventory.display().to_string();
+    let stem = a.output.as_deref().map(crate::import::stem);
+    let written = crate::import::write(&imported, stem.as_deref(), &source)?;
+    let Some(out) = &a.output else {
+        print!("{}", written.inventory);
+        return Ok(EXIT_OK);
+    };
+    let paths = crate::import::save(&written, out)?;
+    // The proof the import is usable: it loads, builds and renders.
+    let (_, back) = select(out, None)?;
+    let templates = Templates::load(None)?;
+    for gw in crate::model::build_all(&back)? {
+        crate::render::render(&gw, &templates, None)?;
+    }
+    for p in &paths {
+        println!("wrote {}", p.display());
+    }
+    for h in &imported {
+        let a = &h.adopted;
+        let prefixes: usize = a.lines.iter().map(|l| l.prefixes.len()).sum();
+        println!(
+            "{}: method {}, {} lines, {} LANs, {prefixes} prefixes, {} forwards; {} guesses and {} foreign objects in the comments",
+            h.name,
+            a.method,
+            a.lines.len(),
+            a.lan.len(),
+            a.forwards.len(),
+            a.guesses.len(),
+            a.foreign.len()
+        );
+    }
+    Ok(EXIT_OK)
 }
 
 /// `dwprov explain`: one flow, traced (src/trace).

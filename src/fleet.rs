@@ -323,6 +323,12 @@ fn apply_host_at(
     {
         script = build(false);
     }
+    // Benchmark hook (undocumented for users), like gather's
+    // DWPROV_GATHER_SCRIPT_OUT: the exact apply script, to profile it on the
+    // gateway.
+    if let Some(path) = std::env::var_os("DWPROV_APPLY_SCRIPT_OUT") {
+        std::fs::write(&path, &script.script).map_err(|e| Error::io(path, e))?;
+    }
     let out = match converge::execute(t, &script) {
         Ok(out) => out,
         Err(e) => {

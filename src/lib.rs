@@ -15,6 +15,7 @@ pub mod escape;
 pub mod facts;
 pub mod fleet;
 pub mod gather;
+pub mod import;
 #[cfg(test)]
 mod import_graph;
 pub mod input;
