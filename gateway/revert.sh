@@ -13,6 +13,8 @@
 #   snapshot's, and deletes chains the snapshot did not have; nothing else
 #   of any table is flushed. Not done when iptables-save disagrees with
 #   `iptables -S` (a save that lies would make it delete real chains).
+# - hand-made objects an `apply --adopt` took over ($S/handmade.*): put
+#   back, rules and routes as they were, iptables rules at their places.
 # Every kind is checked afterwards against the snapshot. A revert goes on
 # past a failing step (as much of the old state as can be had) and exits 3.
 if [ ! -f "$S/state" ]; then
@@ -127,6 +129,29 @@ case $? in
     ;;
 *) rfail 'cannot list iptables: left as it is' ;;
 esac
+
+# Hand-made objects an `apply --adopt` took over: back as they were. Rules
+# and routes with `-force` (one still there is skipped); each iptables rule
+# that is missing goes back at its place in its chain (in position order).
+if [ -s "$S/handmade.batch" ]; then
+    if ! ip -force -batch "$S/handmade.batch" > /dev/null 2> "$S/handmade.err"; then
+        # "File exists": that one is back already (or never went).
+        grep -v -e 'File exists' -e '^Command failed' "$S/handmade.err" | grep -q . &&
+            rfail "put back the hand-made rules and routes: $(head -n 3 "$S/handmade.err")"
+    fi
+fi
+if [ -s "$S/handmade.ipt" ]; then
+    tab=$(printf '\t')
+    while IFS="$tab" read -r t pos rule; do
+        [ -n "$t" ] || continue
+        iptables-save -t "$t" | grep -qxF -- "-A $rule" && continue
+        chain=${rule%% *}
+        rest=${rule#* }
+        printf '*%s\n-I %s %s %s\nCOMMIT\n' "$t" "$chain" "$pos" "$rest" | iptables-restore --noflush 2>/dev/null ||
+            printf '*%s\n-A %s\nCOMMIT\n' "$t" "$rule" | iptables-restore --noflush ||
+            rfail "put back the hand-made iptables rule -t $t -A $rule"
+    done < "$S/handmade.ipt"
+fi
 
 if [ "$rc" -eq 0 ]; then echo reverted > "$S/state"; else echo 'revert incomplete' > "$S/state"; fi
 exit "$rc"

@@ -296,6 +296,12 @@ pub struct ApplyArgs {
     /// is verified in the apply's own round trip (no new connection).
     #[arg(long)]
     pub no_confirm: bool,
+    /// Take over a gateway configured by hand (see `dwprov import`): remove
+    /// the hand-made objects dwprov's would duplicate (its rules, routes,
+    /// SNAT, DNAT, CONNMARK rules; `plan` lists them) in the same apply, after
+    /// dwprov's are in place; its revert and `rollback` put them back.
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -511,6 +517,7 @@ struct ApplyMode {
     retry_file: Option<PathBuf>,
     safety: fleet::Safety,
     saved: Option<SavedPlan>,
+    adopt: bool,
 }
 
 fn apply(a: ApplyArgs) -> Result<i32> {
@@ -560,6 +567,7 @@ fn apply(a: ApplyArgs) -> Result<i32> {
                 timeout_secs: a.confirm_timeout,
             },
             saved,
+            adopt: a.adopt,
         }),
     )
 }
@@ -604,6 +612,7 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
         forks: a.connect.forks,
         progress,
         safety: apply.as_ref().map(|m| m.safety).unwrap_or_default(),
+        adopt: apply.as_ref().is_some_and(|m| m.adopt),
     };
     let prepared = fleet::parallel(&targets, opts.forks, |(h, desired)| {
         fleet::prepare(h, *desired, &opts)

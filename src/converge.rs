@@ -85,6 +85,49 @@ pub fn ip_batch_with_undo(changes: &[Change]) -> (String, String) {
     (add_routes + &add_rules + &del_rules + &del_routes, undo)
 }
 
+/// The changes an `apply --adopt` runs: the plan's, then the removal of
+/// each hand-made duplicate after the owned objects are in (ip batches add
+/// before they delete; an iptables jump goes in first and the hand-made
+/// rule out in the same atomic table commit). A hand-made route with the
+/// key of an owned one is replaced by it in one `route replace`.
+pub fn with_take_over(changes: &[Change], hand_made: &[crate::takeover::HandMade]) -> Vec<Change> {
+    use crate::takeover::HandMade;
+    let mut out = changes.to_vec();
+    for h in hand_made {
+        match h {
+            HandMade::Rule { rule } => out.push(Change::Rule {
+                op: Op::Remove,
+                rule: rule.clone(),
+            }),
+            HandMade::Route { route } => {
+                let same_key = out.iter_mut().find_map(|c| match c {
+                    Change::Route {
+                        from: from @ None,
+                        to: Some(w),
+                    } if w.key() == route.key() => Some(from),
+                    _ => None,
+                });
+                match same_key {
+                    Some(from) => *from = Some(route.clone()),
+                    None => out.push(Change::Route {
+                        from: Some(route.clone()),
+                        to: None,
+                    }),
+                }
+            }
+            HandMade::Iptables {
+                table, chain, rule, ..
+            } => out.push(Change::Jump {
+                table: table.clone(),
+                chain: chain.clone(),
+                op: Op::Remove,
+                rule: rule.clone(),
+            }),
+        }
+    }
+    out
+}
+
 /// iptables-restore payloads per table for these changes.
 pub fn iptables_payloads(changes: &[Change]) -> BTreeMap<String, String> {
     #[derive(Default)]

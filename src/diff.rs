@@ -129,6 +129,50 @@ pub struct HostDiff {
     /// (e.g. a foreign default route in main): applying would overwrite it,
     /// so the host is refused until the admin decides.
     pub conflicts: Vec<String>,
+    /// The route key of each conflict (`apply --adopt` takes over the
+    /// hand-made routes among them).
+    #[serde(skip)]
+    pub conflict_keys: Vec<crate::state::ip::RouteKey>,
+    /// Hand-made objects that duplicate owned ones about to be installed
+    /// (src/takeover.rs): refused without `apply --adopt`, removed with it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hand_made: Vec<crate::takeover::HandMade>,
+}
+
+impl HostDiff {
+    /// The diff of `desired` against `live`, with the hand-made duplicates.
+    /// A foreign route in the way of an owned one is one of them (the
+    /// take-over replaces it), so it is no longer a conflict.
+    pub fn planned(desired: &State, live: &State) -> HostDiff {
+        let mut d = diff(desired, live);
+        d.hand_made = crate::takeover::hand_made(desired, live);
+        let taken: BTreeSet<crate::state::ip::RouteKey> = d
+            .hand_made
+            .iter()
+            .filter_map(|h| match h {
+                crate::takeover::HandMade::Route { route } => Some(route.key()),
+                _ => None,
+            })
+            .collect();
+        let (keys, conflicts): (Vec<_>, Vec<_>) = d
+            .conflict_keys
+            .drain(..)
+            .zip(d.conflicts.drain(..))
+            .filter(|(k, _)| !taken.contains(k))
+            .unzip();
+        d.conflict_keys = keys;
+        d.conflicts = conflicts;
+        // The owned route that replaces a hand-made one is an addition.
+        for want in desired.routes.iter().filter(|r| taken.contains(&r.key())) {
+            if !live.routes.contains(want) {
+                d.changes.push(Change::Route {
+                    from: None,
+                    to: Some(want.clone()),
+                });
+            }
+        }
+        d
+    }
 }
 
 /// Compare desired with live, owned objects only.
@@ -216,14 +260,17 @@ fn diff_routes(desired: &State, live: &State, d: &mut HostDiff) {
                         from: Some((*old).clone()),
                         to: Some(want.clone()),
                     }),
-                    None => d.conflicts.push(format!(
+                    None => {
+                        d.conflict_keys.push(want.key());
+                        d.conflicts.push(format!(
                         "table {}: `{}` would replace `{}`, which dwprov does not own (proto {}); \
                          remove it, or give dwprov's route another metric",
                         want.table,
                         want.display(),
                         live_routes[0].display(),
                         live_routes[0].proto
-                    )),
+                    ))
+                    }
                 }
             }
         }
@@ -627,6 +674,12 @@ pub fn views_of(changes: &[Change], names: &dyn Fn(u32) -> String) -> Vec<View> 
 pub fn views(desired: &State, live: &State) -> Vec<View> {
     let names = table_names(&[desired, live]);
     views_of(&diff(desired, live).changes, &|id| names.label(id))
+}
+
+/// The readable plan of a planned diff ([`HostDiff::planned`]).
+pub fn planned_views(d: &HostDiff, desired: &State, live: &State) -> Vec<View> {
+    let names = table_names(&[desired, live]);
+    views_of(&d.changes, &|id| names.label(id))
 }
 
 #[cfg(test)]

@@ -120,7 +120,9 @@ impl Outcome {
         self.error.is_none()
     }
     pub fn changed(&self) -> bool {
-        self.plan.as_ref().is_some_and(|p| !p.summary.is_empty())
+        self.plan
+            .as_ref()
+            .is_some_and(|p| !p.summary.is_empty() || !p.diff.hand_made.is_empty())
     }
 }
 
@@ -131,6 +133,8 @@ pub struct RunOptions<'a> {
     pub forks: usize,
     pub progress: &'a dyn Progress,
     pub safety: Safety,
+    /// `apply --adopt`: take over the hand-made duplicates (src/takeover.rs).
+    pub adopt: bool,
 }
 
 /// Checks of intent against facts that must pass before anything changes.
@@ -199,8 +203,8 @@ pub fn plan_host(
     let rendered = render::render(gw, templates, Some(&facts))?;
     preflight(gw, &facts)?;
     progress.stage(&gw.host, Stage::Diff);
-    let diff = diff::diff(&rendered.desired, &facts.state);
-    let views = diff::views(&rendered.desired, &facts.state);
+    let diff = diff::HostDiff::planned(&rendered.desired, &facts.state);
+    let views = diff::planned_views(&diff, &rendered.desired, &facts.state);
     let mut warnings = facts.warnings.clone();
     warnings.extend(rendered.warnings.iter().cloned());
     Ok(HostPlan {
@@ -273,6 +277,7 @@ fn apply_host_at(
     opts: &RunOptions,
     stage: &mut Stage,
 ) -> Result<ApplyStats> {
+    let hand_made = &plan.diff.hand_made;
     if !plan.diff.conflicts.is_empty() {
         return Err(Error::Invalid {
             message: format!(
@@ -283,11 +288,29 @@ fn apply_host_at(
             hint: None,
         });
     }
+    if !hand_made.is_empty() && !opts.adopt {
+        return Err(Error::Invalid {
+            message: format!(
+                "{}: refusing to apply: {} hand-made objects would be duplicated by dwprov's (a second SNAT, DNAT, rule or route doing the same)",
+                plan.host,
+                hand_made.len()
+            ),
+            hint: Some("review them in `dwprov plan`; `dwprov apply --adopt` removes them in the same commit-confirmed apply, and its revert puts them back".into()),
+        });
+    }
     opts.progress.stage(&plan.host, Stage::Apply);
     let caps = converge::Caps::of(&plan.facts);
     let safety = opts.safety;
+    let (changes, hand_made) = if opts.adopt {
+        (
+            converge::with_take_over(&plan.diff.changes, hand_made),
+            hand_made.as_slice(),
+        )
+    } else {
+        (plan.diff.changes.clone(), &[][..])
+    };
     if !safety.confirm {
-        return apply_unconfirmed(plan, t, opts, stage, caps);
+        return apply_unconfirmed(plan, &changes, t, opts, stage, caps);
     }
     let id = crate::safe::snapshot_id();
     let reverted = |cause: Error, pending: bool| Error::Reverted {
@@ -302,7 +325,7 @@ fn apply_host_at(
     let m = gather::marker();
     let build = |installed: bool| {
         crate::safe::apply_script(
-            &plan.diff.changes,
+            &changes,
             &plan.facts.state,
             &plan.rendered.desired,
             &crate::safe::ConfirmedRun {
@@ -310,6 +333,7 @@ fn apply_host_at(
                 timeout_secs: safety.timeout_secs,
                 marker: &m,
                 library_installed: installed,
+                hand_made,
             },
             caps,
         )
@@ -420,13 +444,14 @@ fn apply_host_at(
 /// verifies in its own round trip (it ends with a gather).
 fn apply_unconfirmed(
     plan: &HostPlan,
+    changes: &[diff::Change],
     t: &mut dyn Transport,
     opts: &RunOptions,
     stage: &mut Stage,
     caps: converge::Caps,
 ) -> Result<ApplyStats> {
     let m = gather::marker();
-    let script = converge::script_verified(&plan.diff.changes, caps, &m);
+    let script = converge::script_verified(changes, caps, &m);
     let mut watch = gather::SectionWatch::new(&plan.host, &m, gather::MAX_SECTION);
     let out = converge::execute_watched(t, &script, &mut watch)?;
     opts.progress.stage(&plan.host, Stage::Verify);
@@ -503,8 +528,8 @@ pub fn plan_saved(
         });
     }
     progress.stage(&saved.host, Stage::Diff);
-    let diff = diff::diff(&desired, &facts.state);
-    let views = diff::views(&desired, &facts.state);
+    let diff = diff::HostDiff::planned(&desired, &facts.state);
+    let views = diff::planned_views(&diff, &desired, &facts.state);
     Ok(HostPlan {
         host: saved.host.clone(),
         summary: Summary::of(&diff.changes),
@@ -591,7 +616,7 @@ pub fn apply_prepared(
     recheck: bool,
 ) -> Option<Result<ApplyStats, StagedError>> {
     let plan = p.outcome.plan.as_ref()?;
-    if plan.summary.is_empty() && plan.diff.conflicts.is_empty() {
+    if plan.summary.is_empty() && plan.diff.conflicts.is_empty() && plan.diff.hand_made.is_empty() {
         return None;
     }
     let mut guard = p.transport.lock().ok()?;

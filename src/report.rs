@@ -135,12 +135,54 @@ pub fn host_plan(o: &Outcome, notes: &[String], detail: Detail) -> String {
             s.push_str(&view_text(v, detail.verbose));
         }
     }
+    if !p.diff.hand_made.is_empty() {
+        s.push_str(&hand_made_text(&p.diff.hand_made, &p.facts.state));
+    }
     let verb = if p.summary.is_empty() {
         "no changes"
     } else {
         "changes"
     };
-    let _ = writeln!(s, "{}: {verb} {}", o.host, p.summary);
+    let taken = match p.diff.hand_made.len() {
+        0 => String::new(),
+        n => format!(", {n} hand-made to take over (apply --adopt)"),
+    };
+    let _ = writeln!(s, "{}: {verb} {}{taken}", o.host, p.summary);
+    s
+}
+
+/// The hand-made objects dwprov's would duplicate: what `apply --adopt`
+/// removes (and its revert puts back).
+pub fn hand_made_text(objects: &[crate::takeover::HandMade], live: &crate::state::State) -> String {
+    use crate::takeover::HandMade;
+    let names = |t: u32| live.rt_tables.label(t);
+    let mut s = format!(
+        "  {}\n",
+        Style::new().bold().apply_to(format!(
+            "hand-made, replaced by dwprov's ({}): apply --adopt removes them after dwprov's are in place",
+            objects.len()
+        ))
+    );
+    for o in objects {
+        let text = match o {
+            HandMade::Rule { rule } => format!("ip rule {}", crate::diff::rule_text(rule, &names)),
+            HandMade::Route { route } => format!(
+                "ip route {} table {}",
+                crate::diff::route_text(route),
+                names(route.table)
+            ),
+            HandMade::Iptables {
+                table, chain, rule, ..
+            } => {
+                format!("iptables -t {table} -A {chain} {rule}")
+            }
+        };
+        let _ = writeln!(
+            s,
+            "    {}",
+            Style::new().red().apply_to(format!("- {text}"))
+        );
+    }
     s
 }
 

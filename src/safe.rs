@@ -282,6 +282,9 @@ pub struct ConfirmedRun<'a> {
     /// The gateway-side programs of this version are on the gateway
     /// already ([`library_installed`]); else the script installs them.
     pub library_installed: bool,
+    /// Hand-made objects this apply takes over (`--adopt`): kept in the
+    /// snapshot, so that its revert puts them back.
+    pub hand_made: &'a [crate::takeover::HandMade],
 }
 
 /// The owned files and sysctls whose content the verify digest covers
@@ -316,6 +319,7 @@ pub fn apply_script(
         timeout_secs,
         marker,
         library_installed: installed,
+        hand_made,
     } = *run;
     let mut out = ApplyScript::default();
     let d = converge::delimiter();
@@ -415,6 +419,21 @@ pub fn apply_script(
     let keys: String = desired.sysctls.keys().map(|k| format!("{k}\n")).collect();
     s.push_str(&heredoc("snapshot_sysctls", "snapshot sysctls", &d, &keys));
     s.push_str("snapshot_state\n");
+    // What --adopt removes, as the revert puts it back (gateway/revert.sh).
+    if !hand_made.is_empty() {
+        s.push_str(&heredoc(
+            "cat > \"$S/handmade.batch\"",
+            "write the hand-made objects taken over",
+            &d,
+            &crate::takeover::restore_batch(hand_made),
+        ));
+        s.push_str(&heredoc(
+            "cat > \"$S/handmade.ipt\"",
+            "write the hand-made iptables rules taken over",
+            &d,
+            &crate::takeover::restore_iptables(hand_made),
+        ));
+    }
     // The new files go to temp files beside them (no change yet) while the
     // iptables test may still run.
     s.push_str(&body.stage);
@@ -787,6 +806,7 @@ mod tests {
                 timeout_secs: 60,
                 marker: "M",
                 library_installed: false,
+                hand_made: &[],
             },
             converge::Caps::default(),
         );
@@ -836,6 +856,7 @@ mod tests {
                 timeout_secs: 60,
                 marker: "M",
                 library_installed: false,
+                hand_made: &[],
             },
             converge::Caps::default(),
         );
@@ -857,6 +878,7 @@ mod tests {
                 timeout_secs: 60,
                 marker: "M",
                 library_installed: false,
+                hand_made: &[],
             },
             converge::Caps::default(),
         );

@@ -227,3 +227,118 @@ fn a_managed_gateway_is_refused_and_nothing_is_overwritten() {
     );
     assert_eq!(fs::read_to_string(&taken).unwrap(), "mine\n");
 }
+
+/// The take-over: `plan` lists the hand-made duplicates, `apply` without
+/// `--adopt` refuses and changes nothing, `apply --adopt` replaces them
+/// while a ping through an unchanged path loses nothing, leaves no
+/// duplicate and the foreign chain alone; `rollback` brings the hand-made
+/// gateway back.
+#[test]
+fn a_hand_made_fwmark_gateway_is_taken_over_without_an_outage_and_rolled_back() {
+    let lab = Lab::up();
+    hand_made(&lab, "fwmark");
+    let (inv, o) = import_to(&lab, "adopt.yaml");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let inv_s = inv.to_str().unwrap();
+
+    let o = lab.dwprov(&["plan", "-i", inv_s]);
+    let plan = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(plan.contains("hand-made, replaced by dwprov's"), "{plan}");
+    for hand in [
+        "- iptables -t nat -A POSTROUTING -s 192.168.0.0/24 -o eth1 -j SNAT --to-source 198.51.100.2",
+        "- iptables -t nat -A PREROUTING -d 203.0.113.2/32 -p tcp -m tcp --dport 2222 -j DNAT",
+        "- iptables -t mangle -A PREROUTING -i eth1 -m conntrack --ctstate NEW -j CONNMARK",
+        "- ip rule 32700:",
+        "- ip rule 40:",
+        "- ip route 100.65.0.0/16 via 203.0.113.1 dev eth2",
+    ] {
+        assert!(plan.contains(hand), "{hand:?} in:\n{plan}");
+    }
+    assert!(
+        !plan.contains("ADMIN"),
+        "the foreign chain is not taken over:\n{plan}"
+    );
+
+    // Without --adopt: refused, nothing changed.
+    let before = lab.sh_ok("gw", SNAPSHOT);
+    let o = lab.dwprov(&["apply", "-i", inv_s, "--yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("hand-made objects would be duplicated") && text(&o).contains("--adopt"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        lab.sh_ok("gw", SNAPSHOT),
+        before,
+        "a refused apply changes nothing"
+    );
+
+    // With --adopt, a ping through the CTC line (its route and SNAT are
+    // replaced) runs through the apply.
+    let ping = lab
+        .command("cli", "ping")
+        .args([
+            "-n",
+            "-q",
+            "-i",
+            "0.1",
+            "-c",
+            "150",
+            "-W",
+            "1",
+            "100.64.1.10",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ping");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let o = lab.dwprov(&["apply", "-i", inv_s, "--yes", "--adopt"]);
+    let pinged = ping.wait_with_output().expect("ping output");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let summary = String::from_utf8_lossy(&pinged.stdout).into_owned();
+    assert!(
+        summary.contains("150 packets transmitted, 150 received"),
+        "no packet lost during the take-over:\n{summary}"
+    );
+    assert_traffic(&lab, true);
+    let nat = lab.sh_ok("gw", "iptables-save -t nat");
+    assert!(
+        !nat.contains("-A POSTROUTING -s 192.168.0.0/24 -o eth1"),
+        "hand-made SNAT gone:\n{nat}"
+    );
+    assert!(
+        !nat.contains("-A PREROUTING -d 198.51.100.2/32"),
+        "hand-made DNAT gone:\n{nat}"
+    );
+    assert!(
+        nat.contains("-A ADMIN -s 10.99.0.0/16 -j RETURN")
+            && nat.contains("-A PREROUTING -s 10.99.0.0/16 -j ADMIN"),
+        "{nat}"
+    );
+    let rules = lab.sh_ok("gw", "ip rule show");
+    assert!(
+        !rules.contains("32700:") && !rules.starts_with("40:") && !rules.contains("\n40:"),
+        "{rules}"
+    );
+    assert_eq!(
+        plan_code(&lab, &inv),
+        0,
+        "nothing left to take over:\n{}",
+        text(&lab.dwprov(&["plan", "-i", inv_s]))
+    );
+
+    // Rollback: dwprov's objects go, the hand-made ones come back, and work.
+    let o = lab.dwprov(&["rollback", "-i", inv_s, "--limit", "gw1", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let nat = lab.sh_ok("gw", "iptables-save -t nat");
+    assert!(
+        nat.contains("-A POSTROUTING -s 192.168.0.0/24 -o eth1 -j SNAT --to-source 198.51.100.2"),
+        "{nat}"
+    );
+    assert!(!nat.contains("DWPROV"), "{nat}");
+    let rules = lab.sh_ok("gw", "ip rule show");
+    assert!(rules.contains("32700:") && rules.contains("40:"), "{rules}");
+    assert_traffic(&lab, true);
+}

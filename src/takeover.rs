@@ -1,0 +1,246 @@
+//! The take-over of a hand-made gateway (`apply --adopt`): which live
+//! objects dwprov does not own would duplicate an owned one it is about to
+//! install (the seed's rules at their own priorities, its routes in the line
+//! tables and in main, its SNAT, DNAT and CONNMARK rules in the built-in
+//! chains). Without `--adopt` an apply that would duplicate one is refused;
+//! with it they are removed after the owned ones are in place, and the
+//! revert of that apply puts them back. Pure: desired and live state in,
+//! the hand-made duplicates out.
+use crate::ownership::{is_owned_chain, is_owned_jump, is_owned_route, is_owned_rule};
+use crate::state::iptables::IptRule;
+use crate::state::{Route, Rule, State};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashSet};
+
+/// One hand-made object an owned one replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HandMade {
+    Rule {
+        rule: Rule,
+    },
+    Route {
+        route: Route,
+    },
+    /// A rule in a built-in chain; `position` is its 1-based place there
+    /// (for the revert, which inserts it back where it was).
+    Iptables {
+        table: String,
+        chain: String,
+        position: usize,
+        rule: IptRule,
+    },
+}
+
+/// Rules the kernel makes itself (local, main, default lookups).
+fn kernel_rule(r: &Rule) -> bool {
+    [0, 32766, 32767].contains(&r.priority)
+        && r.from.is_none()
+        && r.to.is_none()
+        && r.fwmark.is_none()
+}
+
+/// What a rule selects and where it sends it, whatever its priority,
+/// protocol or mark mask.
+fn rule_intent(r: &Rule) -> impl Ord + '_ {
+    (
+        r.not,
+        r.from,
+        r.to,
+        r.fwmark.map(|m| m.value),
+        r.iif.as_deref(),
+        r.oif.as_deref(),
+        &r.action,
+        &r.extra,
+    )
+}
+
+/// A rule without its target's options: a second DNAT of the same port is
+/// a duplicate whatever its destination, a second CONNMARK of the same
+/// traffic whatever its mask.
+fn rule_selector(r: &IptRule) -> IptRule {
+    let mut s = r.clone();
+    if let Some(t) = &mut s.target {
+        t.options.clear();
+    }
+    s
+}
+
+/// The hand-made objects of `live` that duplicate what `desired` installs.
+pub fn hand_made(desired: &State, live: &State) -> Vec<HandMade> {
+    let mut out = Vec::new();
+    let wanted_rules: BTreeSet<_> = desired.rules.iter().map(rule_intent).collect();
+    for r in &live.rules {
+        if !is_owned_rule(r) && !kernel_rule(r) && wanted_rules.contains(&rule_intent(r)) {
+            out.push(HandMade::Rule { rule: r.clone() });
+        }
+    }
+    let wanted_routes: BTreeSet<_> = desired
+        .routes
+        .iter()
+        .map(|r| (r.table, r.dst, r.tos))
+        .collect();
+    for r in &live.routes {
+        // The kernel's (2), router advertisements' (9) and DHCP clients'
+        // (16) routes are not hand-made: those stay conflicts.
+        if !is_owned_route(r)
+            && ![2, 9, 16].contains(&r.proto)
+            && wanted_routes.contains(&(r.table, r.dst, r.tos))
+        {
+            out.push(HandMade::Route { route: r.clone() });
+        }
+    }
+    for (table, t) in &desired.iptables.tables {
+        for (chain, c) in &t.chains {
+            let Some(builtin) = chain.strip_prefix(crate::ownership::CHAIN_PREFIX) else {
+                continue;
+            };
+            if !is_owned_chain(chain) {
+                continue;
+            }
+            let wanted: HashSet<IptRule> = c.rules.iter().map(rule_selector).collect();
+            let Some(live_chain) = live.iptables.chain(table, builtin) else {
+                continue;
+            };
+            for (i, r) in live_chain.rules.iter().enumerate() {
+                if !is_owned_jump(r) && wanted.contains(&rule_selector(r)) {
+                    out.push(HandMade::Iptables {
+                        table: table.clone(),
+                        chain: builtin.to_string(),
+                        position: i + 1,
+                        rule: r.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `ip -batch` lines that put the hand-made rules and routes back (run
+/// with `-force`: one already there is skipped).
+pub fn restore_batch(objects: &[HandMade]) -> String {
+    let mut s = String::new();
+    for o in objects {
+        match o {
+            HandMade::Rule { rule } => {
+                s.push_str("rule add ");
+                s.push_str(&rule.to_batch());
+                s.push('\n');
+            }
+            HandMade::Route { route } => {
+                s.push_str("route add ");
+                s.push_str(&route.to_batch());
+                s.push('\n');
+            }
+            HandMade::Iptables { .. } => {}
+        }
+    }
+    s
+}
+
+/// `TABLE<TAB>POSITION<TAB>CHAIN RULE` per hand-made iptables rule, in
+/// position order: gateway/revert.sh inserts each one missing at its place.
+pub fn restore_iptables(objects: &[HandMade]) -> String {
+    let mut rows: Vec<(&str, &str, usize, String)> = objects
+        .iter()
+        .filter_map(|o| match o {
+            HandMade::Iptables {
+                table,
+                chain,
+                position,
+                rule,
+            } => Some((table.as_str(), chain.as_str(), *position, rule.to_string())),
+            _ => None,
+        })
+        .collect();
+    rows.sort();
+    rows.iter()
+        .map(|(t, c, p, r)| format!("{t}\t{p}\t{c} {r}\n"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ip, Iptables, RtTables};
+
+    fn state(batch: &str, ipt: &str) -> State {
+        let rt = RtTables::parse("100 ctc\n200 cnc\n", "rt").unwrap();
+        let b = ip::parse_batch(batch, "batch", &rt).unwrap();
+        State {
+            rules: b.rules,
+            routes: b.routes,
+            iptables: Iptables::parse(ipt).unwrap(),
+            rt_tables: rt,
+            ..Default::default()
+        }
+    }
+
+    const DESIRED_IPT: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:DWPROV-POSTROUTING - [0:0]\n\
+        -A POSTROUTING -m comment --comment dwprov -j DWPROV-POSTROUTING\n\
+        -A DWPROV-POSTROUTING -s 192.168.0.0/24 -o eth1 -j SNAT --to-source 198.51.100.2\nCOMMIT\n\
+        *mangle\n:PREROUTING ACCEPT [0:0]\n:DWPROV-PREROUTING - [0:0]\n\
+        -A DWPROV-PREROUTING -i eth1 -m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x100/0xff00\nCOMMIT\n";
+
+    #[test]
+    fn the_seeds_objects_are_found_and_foreign_ones_are_not() {
+        let desired = state(
+            "rule add priority 1100 from 198.51.100.2 lookup ctc protocol 201\n\
+             rule add priority 1300 fwmark 0x100/0xff00 lookup ctc protocol 201\n\
+             route add default via 198.51.100.1 dev eth1 table ctc proto 201\n\
+             route add 100.65.0.0/16 via 203.0.113.1 dev eth2 proto 201\n",
+            DESIRED_IPT,
+        );
+        let live = state(
+            "rule add priority 32700 from 198.51.100.2 lookup ctc protocol 0\n\
+             rule add priority 40 fwmark 0x100 lookup ctc protocol 0\n\
+             rule add priority 500 from 10.99.0.0/16 lookup 77 protocol 0\n\
+             route add default via 198.51.100.1 dev eth1 table ctc proto boot metric 50\n\
+             route add 100.65.0.0/16 via 203.0.113.1 dev eth2 proto boot\n\
+             route add 10.98.0.0/16 via 203.0.113.1 dev eth2 proto static\n",
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+             -A POSTROUTING -s 10.1.0.0/16 -j MASQUERADE\n\
+             -A POSTROUTING -s 192.168.0.0/24 -o eth1 -j SNAT --to-source 198.51.100.9\nCOMMIT\n\
+             *mangle\n:PREROUTING ACCEPT [0:0]\n\
+             -A PREROUTING -i eth1 -m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x100/0xffffffff\nCOMMIT\n",
+        );
+        let h = hand_made(&desired, &live);
+        let text = format!("{h:?}");
+        assert_eq!(h.len(), 6, "{text}");
+        assert!(
+            !text.contains("10.99.0.0")
+                && !text.contains("10.98.0.0")
+                && !text.contains("10.1.0.0"),
+            "{text}"
+        );
+        assert!(h.iter().any(|o| matches!(o, HandMade::Iptables { chain, position: 2, .. } if chain == "POSTROUTING")), "{text}");
+        let batch = restore_batch(&h);
+        assert!(
+            batch.contains("rule add priority 32700 from 198.51.100.2 lookup 100 protocol 0"),
+            "{batch}"
+        );
+        assert!(batch.contains("metric 50"), "{batch}");
+        let ipt = restore_iptables(&h);
+        assert!(ipt.starts_with("mangle\t1\tPREROUTING -i eth1"), "{ipt}");
+        assert!(
+            ipt.contains(
+                "nat\t2\tPOSTROUTING -s 192.168.0.0/24 -o eth1 -j SNAT --to-source 198.51.100.9\n"
+            ),
+            "{ipt}"
+        );
+    }
+
+    #[test]
+    fn nothing_hand_made_on_a_clean_or_managed_gateway() {
+        let desired = state(
+            "route add 100.65.0.0/16 via 203.0.113.1 dev eth2 proto 201\n",
+            DESIRED_IPT,
+        );
+        assert!(hand_made(&desired, &State::default()).is_empty());
+        assert!(
+            hand_made(&desired, &desired).is_empty(),
+            "owned objects are not hand-made"
+        );
+    }
+}
