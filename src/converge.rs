@@ -123,6 +123,8 @@ pub fn with_take_over(changes: &[Change], hand_made: &[crate::takeover::HandMade
                 op: Op::Remove,
                 rule: rule.clone(),
             }),
+            // A step of its own (takeover::rt_tables_script), not a change.
+            HandMade::RtTable { .. } => {}
         }
     }
     out
@@ -281,11 +283,15 @@ fn script_then(changes: &[Change], caps: Caps, tail: &str) -> ApplyScript {
     out
 }
 
-/// `script`, then gather again in the same round trip (`gather::script`
-/// framed by `marker`): the verification of an apply without a new
-/// connection (`--no-confirm`).
-pub fn script_verified(changes: &[Change], caps: Caps, marker: &str) -> ApplyScript {
-    script_then(changes, caps, &crate::gather::script(marker))
+/// `script`, then the `extra` steps (the take-over's), then gather again
+/// in the same round trip (`gather::script` framed by `marker`): the
+/// verification of an apply without a new connection (`--no-confirm`).
+pub fn script_verified(changes: &[Change], caps: Caps, marker: &str, extra: &str) -> ApplyScript {
+    script_then(
+        changes,
+        caps,
+        &format!("{extra}{}", crate::gather::script(marker)),
+    )
 }
 
 /// The commands that apply `changes`, in three parts. `test_start` starts

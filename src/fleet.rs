@@ -120,9 +120,9 @@ impl Outcome {
         self.error.is_none()
     }
     pub fn changed(&self) -> bool {
-        self.plan
-            .as_ref()
-            .is_some_and(|p| !p.summary.is_empty() || !p.diff.hand_made.is_empty())
+        self.plan.as_ref().is_some_and(|p| {
+            !p.summary.is_empty() || crate::takeover::blocks_apply(&p.diff.hand_made)
+        })
     }
 }
 
@@ -288,7 +288,7 @@ fn apply_host_at(
             hint: None,
         });
     }
-    if !hand_made.is_empty() && !opts.adopt {
+    if crate::takeover::blocks_apply(hand_made) && !opts.adopt {
         return Err(Error::Invalid {
             message: format!(
                 "{}: refusing to apply: {} hand-made objects would be duplicated by dwprov's (a second SNAT, DNAT, rule or route doing the same)",
@@ -310,7 +310,7 @@ fn apply_host_at(
         (plan.diff.changes.clone(), &[][..])
     };
     if !safety.confirm {
-        return apply_unconfirmed(plan, &changes, t, opts, stage, caps);
+        return apply_unconfirmed(plan, &changes, hand_made, t, opts, stage, caps);
     }
     let id = crate::safe::snapshot_id();
     let reverted = |cause: Error, pending: bool| Error::Reverted {
@@ -445,13 +445,19 @@ fn apply_host_at(
 fn apply_unconfirmed(
     plan: &HostPlan,
     changes: &[diff::Change],
+    hand_made: &[crate::takeover::HandMade],
     t: &mut dyn Transport,
     opts: &RunOptions,
     stage: &mut Stage,
     caps: converge::Caps,
 ) -> Result<ApplyStats> {
     let m = gather::marker();
-    let script = converge::script_verified(changes, caps, &m);
+    let script = converge::script_verified(
+        changes,
+        caps,
+        &m,
+        &crate::takeover::rt_tables_script(hand_made),
+    );
     let mut watch = gather::SectionWatch::new(&plan.host, &m, gather::MAX_SECTION);
     let out = converge::execute_watched(t, &script, &mut watch)?;
     opts.progress.stage(&plan.host, Stage::Verify);
@@ -616,7 +622,10 @@ pub fn apply_prepared(
     recheck: bool,
 ) -> Option<Result<ApplyStats, StagedError>> {
     let plan = p.outcome.plan.as_ref()?;
-    if plan.summary.is_empty() && plan.diff.conflicts.is_empty() && plan.diff.hand_made.is_empty() {
+    if plan.summary.is_empty()
+        && plan.diff.conflicts.is_empty()
+        && !crate::takeover::blocks_apply(&plan.diff.hand_made)
+    {
         return None;
     }
     let mut guard = p.transport.lock().ok()?;

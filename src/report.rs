@@ -176,6 +176,12 @@ pub fn hand_made_text(objects: &[crate::takeover::HandMade], live: &crate::state
             } => {
                 format!("iptables -t {table} -A {chain} {rule}")
             }
+            HandMade::RtTable { id, name } => {
+                format!(
+                    "rt_tables {id} {name} (in {})",
+                    crate::takeover::RT_TABLES_FILE
+                )
+            }
         };
         let _ = writeln!(
             s,

@@ -412,8 +412,14 @@ pub fn apply_script(
             &units,
         ));
     }
-    let files: std::collections::BTreeSet<&String> =
-        old.files.keys().chain(desired.files.keys()).collect();
+    let rt_tables_file = crate::takeover::RT_TABLES_FILE.to_string();
+    let files: std::collections::BTreeSet<&String> = old
+        .files
+        .keys()
+        .chain(desired.files.keys())
+        // The take-over edits it: the revert puts its copy back.
+        .chain(crate::takeover::edits_rt_tables(hand_made).then_some(&rt_tables_file))
+        .collect();
     let files: String = files.into_iter().map(|p| format!("{p}\n")).collect();
     s.push_str(&heredoc("snapshot_files", "snapshot files", &d, &files));
     let keys: String = desired.sysctls.keys().map(|k| format!("{k}\n")).collect();
@@ -473,6 +479,7 @@ pub fn apply_script(
         apply.push_str("step 'ip -batch'\nip_batch\n");
     }
     apply.push_str(&body.commit);
+    apply.push_str(&crate::takeover::rt_tables_script(hand_made));
     apply.push_str("exit 0\n");
     let d2 = format!("{d}_APPLY");
     s.push_str(&heredoc(

@@ -30,7 +30,17 @@ pub enum HandMade {
         position: usize,
         rule: IptRule,
     },
+    /// An rt_tables line naming a line table as dwprov's own file names it
+    /// (the seed's `echo "100 ctc" >> /etc/iproute2/rt_tables`).
+    RtTable {
+        id: u32,
+        name: String,
+    },
 }
+
+/// The file the seed appends its table names to: the take-over removes
+/// the duplicated lines from it, and the snapshot keeps a copy for the revert.
+pub const RT_TABLES_FILE: &str = "/etc/iproute2/rt_tables";
 
 /// Rules the kernel makes itself (local, main, default lookups).
 fn kernel_rule(r: &Rule) -> bool {
@@ -114,7 +124,56 @@ pub fn hand_made(desired: &State, live: &State) -> Vec<HandMade> {
             }
         }
     }
+    // Gather leaves dwprov's own rt_tables file out of the live names.
+    for (id, name) in &desired.rt_tables.entries {
+        if live.rt_tables.entries.contains(&(*id, name.clone())) {
+            out.push(HandMade::RtTable {
+                id: *id,
+                name: name.clone(),
+            });
+        }
+    }
     out
+}
+
+/// Whether any of `objects` duplicates traffic handling (a rule, route or
+/// iptables rule): those refuse an apply without `--adopt` and keep `plan`
+/// at "changes pending". A duplicated table name alone is harmless: listed,
+/// and removed by `--adopt`, but it blocks nothing.
+pub fn blocks_apply(objects: &[HandMade]) -> bool {
+    objects
+        .iter()
+        .any(|o| !matches!(o, HandMade::RtTable { .. }))
+}
+
+/// Whether the take-over edits [`RT_TABLES_FILE`].
+pub fn edits_rt_tables(objects: &[HandMade]) -> bool {
+    objects
+        .iter()
+        .any(|o| matches!(o, HandMade::RtTable { .. }))
+}
+
+/// The step that removes the duplicated table names from
+/// [`RT_TABLES_FILE`] (ids and names are validated numbers and line names,
+/// so they are safe in the sed expression).
+pub fn rt_tables_script(objects: &[HandMade]) -> String {
+    let exprs: Vec<String> = objects
+        .iter()
+        .filter_map(|o| match o {
+            HandMade::RtTable { id, name } => Some(format!(
+                "-e '/^[[:space:]]*{id}[[:space:]][[:space:]]*{name}[[:space:]]*$/d'"
+            )),
+            _ => None,
+        })
+        .collect();
+    if exprs.is_empty() {
+        return String::new();
+    }
+    format!(
+        "step 'hand-made rt_tables lines'\n[ ! -f {f} ] || sed -i {} {f} || fail 'remove the hand-made table names from {f}'\n",
+        exprs.join(" "),
+        f = RT_TABLES_FILE
+    )
 }
 
 /// The `ip -batch` lines that put the hand-made rules and routes back (run
@@ -133,7 +192,7 @@ pub fn restore_batch(objects: &[HandMade]) -> String {
                 s.push_str(&route.to_batch());
                 s.push('\n');
             }
-            HandMade::Iptables { .. } => {}
+            HandMade::Iptables { .. } | HandMade::RtTable { .. } => {}
         }
     }
     s
@@ -207,7 +266,13 @@ mod tests {
         );
         let h = hand_made(&desired, &live);
         let text = format!("{h:?}");
-        assert_eq!(h.len(), 6, "{text}");
+        assert_eq!(h.len(), 8, "six objects and the two table names: {text}");
+        let step = rt_tables_script(&h);
+        assert!(
+            step.contains("-e '/^[[:space:]]*100[[:space:]][[:space:]]*ctc[[:space:]]*$/d'"),
+            "{step}"
+        );
+        assert!(edits_rt_tables(&h));
         assert!(
             !text.contains("10.99.0.0")
                 && !text.contains("10.98.0.0")
@@ -238,8 +303,13 @@ mod tests {
             DESIRED_IPT,
         );
         assert!(hand_made(&desired, &State::default()).is_empty());
+        // A managed gateway: its live names leave out dwprov's own file (gather).
+        let managed = State {
+            rt_tables: RtTables::default(),
+            ..desired.clone()
+        };
         assert!(
-            hand_made(&desired, &desired).is_empty(),
+            hand_made(&desired, &managed).is_empty(),
             "owned objects are not hand-made"
         );
     }

@@ -272,6 +272,7 @@ fn take_over(method: &str, cross_forward: bool) {
         "- iptables -t nat -A POSTROUTING -s 192.168.0.0/24 -o eth1 -j SNAT --to-source 198.51.100.2",
         "- iptables -t nat -A PREROUTING -d 203.0.113.2/32 -p tcp -m tcp --dport 2222 -j DNAT",
         "- ip rule 32700:",
+        "- rt_tables 100 ctc (in /etc/iproute2/rt_tables)",
     ];
     match method {
         "fwmark" => expected.extend([
@@ -352,6 +353,11 @@ fn take_over(method: &str, cross_forward: bool) {
         !rules.contains("32700:") && !rules.starts_with("40:") && !rules.contains("\n40:"),
         "{rules}"
     );
+    let rt = lab.sh_ok("gw", "cat /etc/iproute2/rt_tables");
+    assert!(
+        !rt.contains("100 ctc") && !rt.contains("200 cnc"),
+        "hand-made names gone:\n{rt}"
+    );
     assert_eq!(
         plan_code(&lab, &inv),
         0,
@@ -368,6 +374,11 @@ fn take_over(method: &str, cross_forward: bool) {
         "{nat}"
     );
     assert!(!nat.contains("DWPROV"), "{nat}");
+    let rt = lab.sh_ok("gw", "cat /etc/iproute2/rt_tables");
+    assert!(
+        rt.contains("100 ctc") && rt.contains("200 cnc"),
+        "hand-made names back:\n{rt}"
+    );
     let rules = lab.sh_ok("gw", "ip rule show");
     assert!(rules.contains("32700:"), "{rules}");
     if method != "static" {
