@@ -201,31 +201,45 @@ impl Route {
     /// The arguments after `ip route add|replace|del`.
     pub fn to_batch(&self) -> String {
         let mut s = String::new();
+        self.write_batch(&mut s);
+        s
+    }
+
+    /// [`Route::to_batch`] appended to `out`: the boot file of a big route
+    /// list is written into one string, not one string per route.
+    pub fn write_batch(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
         if self.kind != "unicast" {
-            s.push_str(&self.kind);
-            s.push(' ');
+            out.push_str(&self.kind);
+            out.push(' ');
         }
-        s.push_str(&net_str(self.dst));
+        let _ = if self.dst.prefix_len() == 32 {
+            write!(out, "{}", self.dst.addr())
+        } else {
+            write!(out, "{}", self.dst)
+        };
         if self.tos != 0 {
-            s.push_str(&format!(" tos {:#x}", self.tos));
+            let _ = write!(out, " tos {:#x}", self.tos);
         }
         if let Some(v) = self.via {
-            s.push_str(&format!(" via {v}"));
+            let _ = write!(out, " via {v}");
         }
         if let Some(d) = &self.dev {
-            s.push_str(&format!(" dev {d}"));
+            out.push_str(" dev ");
+            out.push_str(d);
         }
         if let Some(src) = self.src {
-            s.push_str(&format!(" src {src}"));
+            let _ = write!(out, " src {src}");
         }
-        s.push_str(&format!(
+        let _ = write!(
+            out,
             " table {} proto {} scope {} metric {}",
             self.table, self.proto, self.scope, self.metric
-        ));
+        );
         if self.onlink {
-            s.push_str(" onlink");
+            out.push_str(" onlink");
         }
-        s
     }
 
     /// `ip route show`-like text for plans (without the table).
