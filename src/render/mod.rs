@@ -225,10 +225,24 @@ struct LineCtx<'a> {
     network: String,
     gateway: String,
     default: bool,
-    prefixes: Vec<String>,
+    prefixes: Vec<PrefixCtx>,
     prio_fwmark: u32,
     prio_source: u32,
     prio_dest: u32,
+}
+
+/// A destination prefix as the templates see it (`ip::net_str` text). Only
+/// tera's JSON copy of a big list is a string per prefix, not this list too.
+struct PrefixCtx(Ipv4Net);
+
+impl Serialize for PrefixCtx {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if self.0.prefix_len() == 32 {
+            s.collect_str(&self.0.addr())
+        } else {
+            s.collect_str(&self.0)
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -297,7 +311,7 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
         let mut dup = 0usize;
         for p in &l.routes {
             if seen.insert(*p) {
-                prefixes.push(ip::net_str(*p));
+                prefixes.push(PrefixCtx(*p));
             } else {
                 dup += 1;
             }

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::state::RtTables;
 use ipnet::Ipv4Net;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -140,7 +141,7 @@ pub struct Route {
     pub tos: u8,
     pub metric: u32,
     /// unicast, local, broadcast, blackhole, unreachable, prohibit, throw, ...
-    pub kind: String,
+    pub kind: RouteKind,
     pub via: Option<Ipv4Addr>,
     pub dev: Option<String>,
     pub src: Option<Ipv4Addr>,
@@ -166,7 +167,7 @@ impl Default for Route {
             dst: Ipv4Net::default(),
             tos: 0,
             metric: 0,
-            kind: "unicast".into(),
+            kind: RouteKind::UNICAST,
             via: None,
             dev: None,
             src: None,
@@ -288,7 +289,7 @@ pub fn net_str(n: Ipv4Net) -> String {
     }
 }
 
-fn route_type_name(n: u8) -> String {
+fn route_type_name(n: u8) -> RouteKind {
     match n {
         1 => "unicast",
         2 => "local",
@@ -300,9 +301,9 @@ fn route_type_name(n: u8) -> String {
         8 => "prohibit",
         9 => "throw",
         10 => "nat",
-        _ => return format!("type{n}"),
+        _ => return RouteKind::from(format!("type{n}")),
     }
-    .to_string()
+    .into()
 }
 
 const ROUTE_TYPES: &[&str] = &[
@@ -317,6 +318,69 @@ const ROUTE_TYPES: &[&str] = &[
     "throw",
     "nat",
 ];
+
+/// A route's type (`unicast`, `local`, ...). The names iproute2 knows are
+/// static strings: a million routes hold no string of their own (a `String`
+/// each was 55 MB of a 1.7 million route render).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKind(Cow<'static, str>);
+
+impl RouteKind {
+    pub const UNICAST: RouteKind = RouteKind(Cow::Borrowed("unicast"));
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for RouteKind {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for RouteKind {
+    fn from(s: &str) -> Self {
+        match ROUTE_TYPES.iter().find(|t| **t == s) {
+            Some(t) => RouteKind(Cow::Borrowed(t)),
+            None => RouteKind(Cow::Owned(s.to_string())),
+        }
+    }
+}
+
+impl From<String> for RouteKind {
+    fn from(s: String) -> Self {
+        match ROUTE_TYPES.iter().find(|t| **t == s) {
+            Some(t) => RouteKind(Cow::Borrowed(t)),
+            None => RouteKind(Cow::Owned(s)),
+        }
+    }
+}
+
+impl PartialEq<str> for RouteKind {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for RouteKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl fmt::Display for RouteKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for RouteKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 /// iproute2's default scope for a route being added (ip/iproute.c).
 fn default_scope(kind: &str, has_gateway: bool) -> u8 {
@@ -564,7 +628,7 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
                     let s = json_str(val);
                     r.kind = match s.parse::<u8>() {
                         Ok(n) => route_type_name(n),
-                        Err(_) => s,
+                        Err(_) => s.into(),
                     };
                 }
                 "dst" => {
@@ -729,7 +793,7 @@ fn parse_route_words(
     };
     let mut i = 0;
     if let Some(t) = w.first().filter(|t| ROUTE_TYPES.contains(t)) {
-        r.kind = t.to_string();
+        r.kind = RouteKind::from(*t);
         i = 1;
     }
     let dst = w.get(i).ok_or("missing destination")?;
