@@ -373,9 +373,12 @@ fn fifty_megabytes_of_inline_routes_render_in_bounded_time_and_memory() {
     assert!(n > 1_500_000, "{n}");
     let r = render(&inv, &[]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    // Measured here (debug): ~20 s and 1.3 GB, of which the inventory ~360 MB
-    // (was 690 MB); the rest is the rendered text, its parse and the boot files.
-    bounded(&r, 300, 2048);
+    // Measured here (debug, alone): 16-20 s and 690 MB peak (was 1.3 GB): the
+    // rendered ip.batch (104 MB), the boot ip.batch (158 MB, held twice: as an
+    // artefact and a desired file) and 1.7 million typed routes (~240 MB).
+    // 1 GiB fails a return of the copies this replaced (a string a route,
+    // their JSON, tera's buffer: 1.3 GB); 120 s is generous on a loaded machine.
+    bounded(&r, 120, 1024);
 }
 
 #[test]

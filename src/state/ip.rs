@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 pub const TABLE_MAIN: u32 = 254;
 pub const TABLE_LOCAL: u32 = 255;
@@ -143,7 +144,7 @@ pub struct Route {
     /// unicast, local, broadcast, blackhole, unreachable, prohibit, throw, ...
     pub kind: RouteKind,
     pub via: Option<Ipv4Addr>,
-    pub dev: Option<String>,
+    pub dev: Option<IfName>,
     pub src: Option<Ipv4Addr>,
     pub proto: u8,
     pub scope: u8,
@@ -379,6 +380,81 @@ impl fmt::Display for RouteKind {
 impl Serialize for RouteKind {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
+    }
+}
+
+/// An interface name, shared: the routes of one interface hold one string
+/// between them (a `String` a route was 55 MB of 1.7 million routes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IfName(Arc<str>);
+
+impl IfName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for IfName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for IfName {
+    fn from(s: &str) -> Self {
+        IfName(s.into())
+    }
+}
+
+impl From<String> for IfName {
+    fn from(s: String) -> Self {
+        IfName(s.into())
+    }
+}
+
+impl PartialEq<str> for IfName {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for IfName {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for IfName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// The interface names seen so far in one parse, to share them.
+#[derive(Default)]
+struct IfNames(Vec<IfName>);
+
+impl IfNames {
+    /// A gateway has a handful of interfaces; past this many distinct names
+    /// (a hostile or odd listing) each one is its own string.
+    const MAX: usize = 64;
+
+    fn get(&mut self, name: &str) -> IfName {
+        if let Some(n) = self.0.iter().find(|n| n.as_str() == name) {
+            return n.clone();
+        }
+        let n = IfName::from(name);
+        if self.0.len() < Self::MAX {
+            self.0.push(n.clone());
+        }
+        n
     }
 }
 
@@ -619,6 +695,7 @@ fn scope_id(s: &str) -> Option<u8> {
 pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
     const WHAT: &str = "ip -j route output";
     let mut routes = Vec::new();
+    let mut devs = IfNames::default();
     for_each_object(text, WHAT, |i, obj| {
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
         let mut r = Route::default();
@@ -635,7 +712,7 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
                     r.dst = parse_prefix(&json_str(val), None).ok_or_else(|| bad("bad dst"))?
                 }
                 "gateway" => r.via = Some(json_str(val).parse().map_err(|_| bad("bad gateway"))?),
-                "dev" => r.dev = Some(json_str(val)),
+                "dev" => r.dev = Some(devs.get(&json_str(val))),
                 "table" => r.table = table_id(&json_str(val)).ok_or_else(|| bad("bad table"))?,
                 "protocol" => {
                     r.proto = proto_id(&json_str(val)).ok_or_else(|| bad("bad protocol"))?
@@ -678,12 +755,16 @@ pub struct Batch {
 pub fn parse_batch(text: &str, what: &str, names: &RtTables) -> Result<Batch> {
     let table = |s: &str| table_id(s).or_else(|| names.id_of(s));
     let mut batch = Batch::default();
+    let mut devs = IfNames::default();
+    // One word buffer for all lines, not a Vec a line.
+    let mut words: Vec<&str> = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let words: Vec<&str> = line.split_whitespace().collect();
+        words.clear();
+        words.extend(line.split_whitespace());
         let err = |m: String| Error::parse(what, n + 1, format!("{m}: `{line}`"));
         match words.as_slice() {
             ["rule", "add", rest @ ..] => batch
@@ -691,7 +772,7 @@ pub fn parse_batch(text: &str, what: &str, names: &RtTables) -> Result<Batch> {
                 .push(parse_rule_words(rest, &table).map_err(err)?),
             ["route", "add" | "replace", rest @ ..] => batch
                 .routes
-                .push(parse_route_words(rest, &table).map_err(err)?),
+                .push(parse_route_words(rest, &table, &mut devs).map_err(err)?),
             _ => {
                 return Err(err(
                     "expected `rule add ...` or `route add|replace ...`".into()
@@ -785,6 +866,7 @@ fn parse_rule_words(
 fn parse_route_words(
     w: &[&str],
     table: &dyn Fn(&str) -> Option<u32>,
+    devs: &mut IfNames,
 ) -> std::result::Result<Route, String> {
     let mut r = Route {
         // iproute2 tags `ip route add` without `proto` as boot.
@@ -808,7 +890,7 @@ fn parse_route_words(
     while i < w.len() {
         match w[i] {
             "via" => r.via = Some(arg(i)?.parse().map_err(|_| "bad via address")?),
-            "dev" | "oif" => r.dev = Some(arg(i)?.to_string()),
+            "dev" | "oif" => r.dev = Some(devs.get(arg(i)?)),
             "src" => r.src = Some(arg(i)?.parse().map_err(|_| "bad src address")?),
             "table" => {
                 let t = arg(i)?;
