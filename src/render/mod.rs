@@ -460,6 +460,7 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
     // The context holds every prefix as JSON: free it before parsing and
     // the boot files, the peak of a big list.
     drop(ctx);
+    release_freed_memory();
     let mut desired = parse_artefacts(&artefacts)?;
 
     // What restores this state at boot (src/boot.rs): owned files like the others.
@@ -480,6 +481,18 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
         desired,
         warnings,
     })
+}
+
+/// Give the pages of freed small allocations (the template context: a JSON
+/// string a prefix) back to the system. glibc returns only the top of its
+/// heap by itself, so the holes stayed resident under the big allocations
+/// that follow (typed routes, the boot files): ~100 MB of 1.7 million routes.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it takes the allocator's lock.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Parse rendered artefacts into the desired state: every artefact named by

@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::state::RtTables;
 use ipnet::Ipv4Net;
 use serde::Serialize;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -150,7 +149,7 @@ pub struct Route {
     pub scope: u8,
     pub onlink: bool,
     /// Attributes dwprov does not model (nexthops, metrics, encap, ...).
-    pub extra: BTreeMap<String, String>,
+    pub extra: Attrs,
 }
 
 impl crate::ownership::Protocol for Route {
@@ -168,14 +167,14 @@ impl Default for Route {
             dst: Ipv4Net::default(),
             tos: 0,
             metric: 0,
-            kind: RouteKind::UNICAST,
+            kind: RouteKind::unicast(),
             via: None,
             dev: None,
             src: None,
             proto: 0,
             scope: 0,
             onlink: false,
-            extra: BTreeMap::new(),
+            extra: Attrs::default(),
         }
     }
 }
@@ -321,13 +320,15 @@ const ROUTE_TYPES: &[&str] = &[
 ];
 
 /// A route's type (`unicast`, `local`, ...). The names iproute2 knows are
-/// static strings: a million routes hold no string of their own (a `String`
-/// each was 55 MB of a 1.7 million route render).
+/// shared strings made once: a million routes hold no string of their own
+/// (a `String` each was 55 MB of a 1.7 million route render).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteKind(Cow<'static, str>);
+pub struct RouteKind(Arc<str>);
 
 impl RouteKind {
-    pub const UNICAST: RouteKind = RouteKind(Cow::Borrowed("unicast"));
+    pub fn unicast() -> RouteKind {
+        RouteKind::from("unicast")
+    }
 
     pub fn as_str(&self) -> &str {
         &self.0
@@ -341,33 +342,44 @@ impl std::ops::Deref for RouteKind {
     }
 }
 
+/// [`ROUTE_TYPES`], each made once.
+fn known_kinds() -> &'static [RouteKind] {
+    static KINDS: std::sync::OnceLock<Vec<RouteKind>> = std::sync::OnceLock::new();
+    KINDS.get_or_init(|| {
+        ROUTE_TYPES
+            .iter()
+            .map(|t| RouteKind(Arc::from(*t)))
+            .collect()
+    })
+}
+
 impl From<&str> for RouteKind {
     fn from(s: &str) -> Self {
-        match ROUTE_TYPES.iter().find(|t| **t == s) {
-            Some(t) => RouteKind(Cow::Borrowed(t)),
-            None => RouteKind(Cow::Owned(s.to_string())),
+        match known_kinds().iter().find(|k| k.as_str() == s) {
+            Some(k) => k.clone(),
+            None => RouteKind(s.into()),
         }
     }
 }
 
 impl From<String> for RouteKind {
     fn from(s: String) -> Self {
-        match ROUTE_TYPES.iter().find(|t| **t == s) {
-            Some(t) => RouteKind(Cow::Borrowed(t)),
-            None => RouteKind(Cow::Owned(s)),
+        match known_kinds().iter().find(|k| k.as_str() == s) {
+            Some(k) => k.clone(),
+            None => RouteKind(s.into()),
         }
     }
 }
 
 impl PartialEq<str> for RouteKind {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other
+        &*self.0 == other
     }
 }
 
 impl PartialEq<&str> for RouteKind {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        &*self.0 == *other
     }
 }
 
@@ -380,6 +392,52 @@ impl fmt::Display for RouteKind {
 impl Serialize for RouteKind {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
+    }
+}
+
+/// A route's attributes that dwprov does not model: almost always none, so
+/// the map is allocated only for the first one (an empty map in every route
+/// was 28 MB of 1.7 million). Compares, orders and serializes as the map.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Attrs(Option<Box<BTreeMap<String, String>>>);
+
+impl Attrs {
+    // Invariant: `Some` holds at least one entry (nothing removes one), so
+    // the derived comparisons equal those of the map.
+    pub fn insert(&mut self, k: String, v: String) -> Option<String> {
+        self.0.get_or_insert_with(Default::default).insert(k, v)
+    }
+
+    pub fn get(&self, k: &str) -> Option<&String> {
+        self.0.as_ref()?.get(k)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.0.as_deref().unwrap_or(&EMPTY).iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Attrs {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl Serialize for Attrs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.0.as_deref().unwrap_or(&EMPTY).serialize(s)
     }
 }
 
