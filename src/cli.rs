@@ -485,16 +485,28 @@ fn render(a: &RenderArgs) -> Result<i32> {
             report::write_rendered(&mut std::io::stdout().lock(), &r, &notes)
                 .map_err(|e| Error::io("standard output", e))?;
         } else {
-            docs.push(serde_json::json!({
-                "host": r.host, "artefacts": r.artefacts, "desired": r.desired, "warnings": r.warnings,
-            }));
+            docs.push(r);
         }
     }
-    if a.output.format != Format::Text {
-        print_doc(
-            a.output.format,
-            &serde_json::json!({"format_version": 1, "hosts": docs}),
-        )?;
+    match a.output.format {
+        Format::Text => {}
+        // Streamed: the same bytes, without the whole document as a Value.
+        Format::Json => crate::render::json::write_docs(&mut std::io::stdout().lock(), &docs)
+            .map_err(|e| Error::io("standard output", e))?,
+        Format::Yaml => {
+            let docs: Vec<_> = docs
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "host": r.host, "artefacts": r.artefacts, "desired": r.desired, "warnings": r.warnings,
+                    })
+                })
+                .collect();
+            print_doc(
+                a.output.format,
+                &serde_json::json!({"format_version": 1, "hosts": docs}),
+            )?
+        }
     }
     Ok(EXIT_OK)
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+pub mod json;
 pub mod limits;
 pub mod ownership;
 
