@@ -9,6 +9,8 @@
 #   1 gather            dwprov gather vs `ssh gw /bin/sh -s < GATHER` (GATHER: the
 #                       exact script dwprov sent, gateway/gather.sh + parameters)
 #   2 render            dwprov render with both ISP lists: wall time, peak RSS
+#   2b big render       dwprov render of 50 MB of inline routes (1.7 million
+#                       prefixes, at most 3 runs) vs the CNC list's render
 #   3 apply from empty  dwprov apply (commit-confirmed, and --no-confirm) vs
 #                       `ssh gw ip -batch -` of the same routes
 #   4 no-op plan        dwprov plan on the converged gateway vs the raw gather
@@ -147,6 +149,8 @@ INV_BARE=$D/inventory.yaml
 INV_FULL=$B/full.yaml    # both lists (render)
 INV_CNC=$B/cnc.yaml      # CNC list only (apply, plan)
 INV_PLUS=$B/cnc-plus1.yaml
+INV_BIG=$B/big.yaml      # 50 MB of inline routes (render 2b; removed after it)
+BIG_N=$((N < 3 ? N : 3)) # a few runs: each renders 1.7 million routes
 inventory "$INV_FULL" "          routes: [100.64.0.0/16]
           routes_file: '$CTC_LIST'" "          routes: [100.65.0.0/16]
           routes_file: '$CNC_LIST'"
@@ -262,6 +266,30 @@ for ((i = 0; i < N; i++)); do
 done
 R_ROUTES=$(grep -c '^route ' "$OUT")
 
+# 2b. render of 50 MB of inline routes (issue 17) beside the 3,894-prefix
+# CNC render: time and peak RSS should grow with the list, linearly.
+say "2b/5 render (50 MB of inline routes vs the CNC list), N=$BIG_N"
+awk 'BEGIN { for (a = 1; a <= 99 && n < 50000000; a++) for (b = 0; b < 256 && n < 50000000; b++)
+                 for (c = 0; c < 256 && n < 50000000; c++) { l = "            - " a "." b "." c ".0/24"; print l; n += length(l) + 1 } }' >"$B/big-routes"
+inventory "$B/big.tmpl" "" "          routes:
+#ROUTES#"
+awk -v f="$B/big-routes" '$0 == "#ROUTES#" { while ((getline l < f) > 0) print l; next } { print }' "$B/big.tmpl" >"$INV_BIG"
+BIG_PREFIXES=$(wc -l <"$B/big-routes")
+BIG_BYTES=$(wc -c <"$INV_BIG")
+rm -f "$B/big-routes" "$B/big.tmpl"
+RB_T=() RB_RSS=() RC_T=() RC_RSS=()
+for ((i = 0; i < BIG_N; i++)); do
+    run_us /usr/bin/time -v -o "$B/time.txt" "$BIN" render -i "$INV_BIG" --limit gw1
+    must "dwprov render (50 MB of inline routes)" 0
+    RB_T+=("$US")
+    RB_RSS+=("$(awk -F': ' '/Maximum resident set size/ {print $2}' "$B/time.txt")")
+    run_us /usr/bin/time -v -o "$B/time.txt" "$BIN" render -i "$INV_CNC" --limit gw1
+    must "dwprov render (CNC list)" 0
+    RC_T+=("$US")
+    RC_RSS+=("$(awk -F': ' '/Maximum resident set size/ {print $2}' "$B/time.txt")")
+done
+rm -f "$INV_BIG"
+
 # 3. apply from empty ----------------------------------------------------------
 say "3/5 apply from empty (CNC list), N=$N"
 A_D=() A_N=() A_S=() A_CONN=() A_CHANGES=()
@@ -357,6 +385,7 @@ R4=$(ratio "${P_D[*]}" "${P_S[*]}")
 R5=$(ratio "${O_D[*]}" "${O_S[*]}")
 conns() { printf '%s\n' "$@" | sort -u | tr '\n' '/' | sed 's#/$##'; }
 rss_kb=$(printf '%s\n' "${R_RSS[@]}" | sort -n | tail -1)
+mib() { printf '%s\n' "$@" | sort -n | tail -1 | awk '{printf "%.1f MiB", $1/1024}'; }
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 sshv=$(ssh -V 2>&1 | cut -d, -f1)
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -381,6 +410,9 @@ printf "$fmt" "  (what runs)" "gather -i INV" "sh -s < gather cmds" "" ""
 printf "$fmt" "2 render --limit gw1" "$(fig "${R_T[@]}")" "-" "" "-"
 printf "$fmt" "  ($((CTC_PREFIXES + CNC_PREFIXES)) prefixes in)" "$R_ROUTES routes out" "" "" ""
 printf "$fmt" "  peak RSS (max of runs)" "$(awk -v k="$rss_kb" 'BEGIN {printf "%.1f MiB", k/1024}')" "" "" ""
+printf "$fmt" "2b render, 50 MB inline routes" "$(fig "${RB_T[@]}")" "$(fig "${RC_T[@]}")" "$(ratio "${RB_T[*]}" "${RC_T[*]}")" "-"
+printf "$fmt" "  ($BIG_PREFIXES vs $CNC_PREFIXES prefixes)" "$((BIG_BYTES / 1000000)) MB inventory" "render, CNC list" "$(awk -v a="$BIG_PREFIXES" -v b="$((CNC_PREFIXES + 2))" 'BEGIN {printf "%.0fx", a/b}')" "(prefixes)"
+printf "$fmt" "  peak RSS (max of runs)" "$(mib "${RB_RSS[@]}")" "$(mib "${RC_RSS[@]}")" "" "-"
 printf "$fmt" "3 apply from empty" "$(fig "${A_D[@]}")" "$(fig "${A_S[@]}")" "$R3" "<= 1.5x $(meets "$R3" 1.5)"
 printf "$fmt" "  ($CNC_PREFIXES CNC prefixes)" "apply --yes" "ip -batch - <routes" "" ""
 printf "$fmt" "3b the same, --no-confirm" "$(fig "${A_N[@]}")" "$(fig "${A_S[@]}")" "$R3N" "<= 1.5x $(meets "$R3N" 1.5)"

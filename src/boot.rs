@@ -232,10 +232,20 @@ pub fn files(
     ctx.insert("flush_reason", &note);
     ctx.insert("flush_interval", &FLUSH_INTERVAL_SECS);
     ctx.insert("flush_pidfile", FLUSH_PIDFILE);
-    let routes: Vec<String> = desired.routes.iter().map(|r| r.to_batch()).collect();
-    let rules: Vec<String> = desired.rules.iter().map(|r| r.to_batch()).collect();
-    ctx.insert("routes", &routes);
-    ctx.insert("rules", &rules);
+    // The built-in boot/ip.batch is written straight into one string
+    // ([`ip_batch`], the same bytes); the `routes` and `rules` lists, a copy
+    // of every route as text and then as JSON, are built only for a boot
+    // template the user overrides.
+    let fast_batch = is_builtin(templates, "boot/ip.batch");
+    if !TEMPLATES
+        .iter()
+        .all(|(name, _)| is_builtin(templates, name))
+    {
+        let routes: Vec<String> = desired.routes.iter().map(|r| r.to_batch()).collect();
+        let rules: Vec<String> = desired.rules.iter().map(|r| r.to_batch()).collect();
+        ctx.insert("routes", &routes);
+        ctx.insert("rules", &rules);
+    }
     ctx.insert("ipt_tables", &ipt_tables(desired));
     ctx.insert("init_script", INIT_SCRIPT);
 
@@ -270,11 +280,50 @@ pub fn files(
         notes: if warns { Vec::new() } else { vec![note] },
     };
     for (template, path) in wanted {
-        let text = templates.render(template, &ctx)?;
-        out.files
-            .insert(path, format!("{}\n", text.trim_end_matches('\n')));
+        let text = if template == "boot/ip.batch" && fast_batch {
+            ip_batch(&gw.host, desired)
+        } else {
+            let mut text = templates.render(template, &ctx)?;
+            text.truncate(text.trim_end_matches('\n').len());
+            text.push('\n');
+            text
+        };
+        out.files.insert(path, text);
     }
     Ok(out)
+}
+
+/// Whether `name` is rendered from the built-in template (no `--templates`
+/// override of it).
+fn is_builtin(templates: &Templates, name: &str) -> bool {
+    let builtin = TEMPLATES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
+    builtin.is_some() && templates.source(name) == builtin
+}
+
+/// What the built-in `boot/ip.batch` template renders, byte for byte
+/// (`the_fast_boot_batch_is_the_template_s_output` checks it), written into
+/// one string: a 1.7 million route list would otherwise be held as a string
+/// per route, as JSON in the template context, and in tera's output buffer.
+fn ip_batch(host: &str, desired: &State) -> String {
+    const ROUTE: &str = "\nroute replace ";
+    const RULE: &str = "\nrule add ";
+    // About 90 bytes a route: one allocation for most lists, trimmed below.
+    let mut s = String::with_capacity(128 + desired.routes.len() * (ROUTE.len() + 80));
+    let _ = write!(
+        s,
+        "# Managed by dwprov for {host}: restored at boot by {BOOT_SH}. Edits are overwritten."
+    );
+    for r in &desired.routes {
+        s.push_str(ROUTE);
+        r.write_batch(&mut s);
+    }
+    for r in &desired.rules {
+        s.push_str(RULE);
+        s.push_str(&r.to_batch());
+    }
+    s.push('\n');
+    s.shrink_to_fit();
+    s
 }
 
 /// Commands the apply script runs after writing the files of `changes`.
@@ -540,6 +589,81 @@ mod tests {
         // And the iptables payload parses to the desired chains and jumps.
         let ipt = crate::state::Iptables::parse(&r.desired.files[IPTABLES_RULES]).unwrap();
         assert_eq!(ipt, r.desired.iptables);
+    }
+
+    /// The built-in boot/ip.batch rendered by tera, as an overriding user's
+    /// copy of it would be (context `routes`, `rules`).
+    fn batch_by_tera(host: &str, desired: &State) -> String {
+        let t = Templates::load(None).unwrap();
+        let mut ctx = tera::Context::new();
+        ctx.insert("host", host);
+        ctx.insert("boot_sh", BOOT_SH);
+        let routes: Vec<String> = desired.routes.iter().map(|r| r.to_batch()).collect();
+        let rules: Vec<String> = desired.rules.iter().map(|r| r.to_batch()).collect();
+        ctx.insert("routes", &routes);
+        ctx.insert("rules", &rules);
+        let text = t.render("boot/ip.batch", &ctx).unwrap();
+        format!("{}\n", text.trim_end_matches('\n'))
+    }
+
+    #[test]
+    fn the_fast_boot_batch_is_the_template_s_output() {
+        use crate::state::ip::Route;
+        let t = Templates::load(None).unwrap();
+        for m in [Method::Policy, Method::Fwmark, Method::Static] {
+            let gw = seed(m);
+            let r = crate::render::render(&gw, &t, None).unwrap();
+            let fast = ip_batch(&gw.host, &r.desired);
+            assert_eq!(fast, batch_by_tera(&gw.host, &r.desired), "{m:?}");
+            assert_eq!(r.desired.files[IP_BATCH], fast, "{m:?}");
+        }
+        // Every word a route can have, and nothing at all.
+        let mut d = State::default();
+        assert_eq!(ip_batch("h", &d), batch_by_tera("h", &d));
+        d.routes.push(Route {
+            kind: "blackhole".into(),
+            dst: "10.1.2.3/32".parse().unwrap(),
+            tos: 0x10,
+            via: Some("10.0.0.1".parse().unwrap()),
+            dev: Some("eth9".into()),
+            src: Some("10.0.0.2".parse().unwrap()),
+            table: 7,
+            proto: 201,
+            scope: 253,
+            metric: 5,
+            onlink: true,
+            ..Route::default()
+        });
+        d.routes.push(Route::default());
+        assert_eq!(ip_batch("h", &d), batch_by_tera("h", &d));
+        assert!(ip_batch("h", &d).contains(
+            "\nroute replace blackhole 10.1.2.3 tos 0x10 via 10.0.0.1 dev eth9 src 10.0.0.2 table 7 proto 201 scope 253 metric 5 onlink\n"
+        ));
+    }
+
+    #[test]
+    fn an_overridden_boot_batch_is_rendered_by_its_template() {
+        let d = std::env::temp_dir().join(format!("dwprov-boot-override-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("boot")).unwrap();
+        std::fs::write(
+            d.join("boot/ip.batch.tera"),
+            "# Managed by dwprov for {{ host }}: {{ routes | length }} routes, {{ rules | length }} rules\n",
+        )
+        .unwrap();
+        let t = Templates::load(Some(&d));
+        let _ = std::fs::remove_dir_all(&d);
+        let t = t.unwrap();
+        let gw = seed(Method::Fwmark);
+        let r = crate::render::render(&gw, &t, None).unwrap();
+        assert_eq!(
+            r.desired.files[IP_BATCH],
+            format!(
+                "# Managed by dwprov for {}: {} routes, {} rules\n",
+                gw.host,
+                r.desired.routes.len(),
+                r.desired.rules.len()
+            )
+        );
     }
 
     /// `systemd-analyze verify` on the rendered units, in a temp dir (nothing

@@ -482,6 +482,7 @@ fn render(a: &RenderArgs) -> Result<i32> {
     let templates = Templates::load(a.templates.templates.as_deref())?;
     // Every host's intent first: bad input changes nothing and prints nothing else.
     let gws = crate::model::build_all(&hosts)?;
+    drop(hosts); // the inventory's values: the model holds what renders
     if a.overlaps {
         for gw in &gws {
             print!("{}", report::overlaps_text(gw));
@@ -494,18 +495,31 @@ fn render(a: &RenderArgs) -> Result<i32> {
         if a.output.format == Format::Text {
             // Without a host there are no facts: the notes say what was assumed.
             let notes = crate::boot::notes(gw, None);
-            print!("{}", report::rendered_text(&r, &notes));
+            report::write_rendered(&mut std::io::stdout().lock(), &r, &notes)
+                .map_err(|e| Error::io("standard output", e))?;
         } else {
-            docs.push(serde_json::json!({
-                "host": r.host, "artefacts": r.artefacts, "desired": r.desired, "warnings": r.warnings,
-            }));
+            docs.push(r);
         }
     }
-    if a.output.format != Format::Text {
-        print_doc(
-            a.output.format,
-            &serde_json::json!({"format_version": 1, "hosts": docs}),
-        )?;
+    match a.output.format {
+        Format::Text => {}
+        // Streamed: the same bytes, without the whole document as a Value.
+        Format::Json => crate::render::json::write_docs(&mut std::io::stdout().lock(), &docs)
+            .map_err(|e| Error::io("standard output", e))?,
+        Format::Yaml => {
+            let docs: Vec<_> = docs
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "host": r.host, "artefacts": r.artefacts, "desired": r.desired, "warnings": r.warnings,
+                    })
+                })
+                .collect();
+            print_doc(
+                a.output.format,
+                &serde_json::json!({"format_version": 1, "hosts": docs}),
+            )?
+        }
     }
     Ok(EXIT_OK)
 }

@@ -194,26 +194,42 @@ pub fn hand_made_text(objects: &[crate::takeover::HandMade], live: &crate::state
 
 /// `dwprov render` text: warnings, notes, then every artefact.
 pub fn rendered_text(r: &Rendered, notes: &[String]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write_rendered(&mut out, r, notes);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`rendered_text`] written to `w` as it goes: a big route list is not
+/// copied into one more string before it is printed.
+pub fn write_rendered(
+    w: &mut dyn std::io::Write,
+    r: &Rendered,
+    notes: &[String],
+) -> std::io::Result<()> {
+    writeln!(
+        w,
         "{}",
         Style::new().bold().apply_to(format!("── {}", r.host))
-    );
-    for w in &r.warnings {
-        let _ = writeln!(s, "{} {w}", Style::new().yellow().apply_to("warning:"));
+    )?;
+    for warning in &r.warnings {
+        writeln!(
+            w,
+            "{} {warning}",
+            Style::new().yellow().apply_to("warning:")
+        )?;
     }
     for n in notes {
-        let _ = writeln!(s, "{} {n}", Style::new().dim().apply_to("note:"));
+        writeln!(w, "{} {n}", Style::new().dim().apply_to("note:"))?;
     }
     for (name, text) in &r.artefacts {
-        let _ = writeln!(s, "{}", Style::new().cyan().apply_to(format!("==> {name}")));
-        s.push_str(text);
+        writeln!(w, "{}", Style::new().cyan().apply_to(format!("==> {name}")))?;
+        w.write_all(text.as_bytes())?;
         if !text.ends_with('\n') {
-            s.push('\n');
+            w.write_all(b"\n")?;
         }
     }
-    s
+    Ok(())
 }
 
 /// `dwprov render --overlaps`: every prefix listed for more than one line

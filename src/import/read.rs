@@ -143,7 +143,7 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
             name,
             table: t,
             mark: None,
-            interface: dev,
+            interface: dev.to_string(),
             address: address.to_string(),
             gateway: gw,
             default: false,

@@ -12,6 +12,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 
+pub mod json;
 pub mod ownership;
 
 pub use crate::templates::{check_template_dir, limits, Templates, BUILTIN};
@@ -49,10 +50,24 @@ struct LineCtx<'a> {
     network: String,
     gateway: String,
     default: bool,
-    prefixes: Vec<String>,
+    prefixes: Vec<PrefixCtx>,
     prio_fwmark: u32,
     prio_source: u32,
     prio_dest: u32,
+}
+
+/// A destination prefix as the templates see it (`ip::net_str` text). Only
+/// tera's JSON copy of a big list is a string per prefix, not this list too.
+struct PrefixCtx(Ipv4Net);
+
+impl Serialize for PrefixCtx {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if self.0.prefix_len() == 32 {
+            s.collect_str(&self.0.addr())
+        } else {
+            s.collect_str(&self.0)
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -121,7 +136,7 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
         let mut dup = 0usize;
         for p in &l.routes {
             if seen.insert(*p) {
-                prefixes.push(ip::net_str(*p));
+                prefixes.push(PrefixCtx(*p));
             } else {
                 dup += 1;
             }
@@ -273,6 +288,7 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
     // The context holds every prefix as JSON: free it before parsing and
     // the boot files, the peak of a big list.
     drop(ctx);
+    release_freed_memory();
     let mut desired = parse_artefacts(&artefacts)?;
 
     // What restores this state at boot (src/boot.rs): owned files like the others.
@@ -293,6 +309,18 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
         desired,
         warnings,
     })
+}
+
+/// Give the pages of freed small allocations (the template context: a JSON
+/// string a prefix) back to the system. glibc returns only the top of its
+/// heap by itself, so the holes stayed resident under the big allocations
+/// that follow (typed routes, the boot files): ~100 MB of 1.7 million routes.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it takes the allocator's lock.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Parse rendered artefacts into the desired state: every artefact named by

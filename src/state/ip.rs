@@ -14,6 +14,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 pub const TABLE_MAIN: u32 = 254;
 pub const TABLE_LOCAL: u32 = 255;
@@ -140,15 +141,15 @@ pub struct Route {
     pub tos: u8,
     pub metric: u32,
     /// unicast, local, broadcast, blackhole, unreachable, prohibit, throw, ...
-    pub kind: String,
+    pub kind: RouteKind,
     pub via: Option<Ipv4Addr>,
-    pub dev: Option<String>,
+    pub dev: Option<IfName>,
     pub src: Option<Ipv4Addr>,
     pub proto: u8,
     pub scope: u8,
     pub onlink: bool,
     /// Attributes dwprov does not model (nexthops, metrics, encap, ...).
-    pub extra: BTreeMap<String, String>,
+    pub extra: Attrs,
 }
 
 impl crate::ownership::Protocol for Route {
@@ -166,14 +167,14 @@ impl Default for Route {
             dst: Ipv4Net::default(),
             tos: 0,
             metric: 0,
-            kind: "unicast".into(),
+            kind: RouteKind::unicast(),
             via: None,
             dev: None,
             src: None,
             proto: 0,
             scope: 0,
             onlink: false,
-            extra: BTreeMap::new(),
+            extra: Attrs::default(),
         }
     }
 }
@@ -201,31 +202,45 @@ impl Route {
     /// The arguments after `ip route add|replace|del`.
     pub fn to_batch(&self) -> String {
         let mut s = String::new();
+        self.write_batch(&mut s);
+        s
+    }
+
+    /// [`Route::to_batch`] appended to `out`: the boot file of a big route
+    /// list is written into one string, not one string per route.
+    pub fn write_batch(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
         if self.kind != "unicast" {
-            s.push_str(&self.kind);
-            s.push(' ');
+            out.push_str(&self.kind);
+            out.push(' ');
         }
-        s.push_str(&net_str(self.dst));
+        let _ = if self.dst.prefix_len() == 32 {
+            write!(out, "{}", self.dst.addr())
+        } else {
+            write!(out, "{}", self.dst)
+        };
         if self.tos != 0 {
-            s.push_str(&format!(" tos {:#x}", self.tos));
+            let _ = write!(out, " tos {:#x}", self.tos);
         }
         if let Some(v) = self.via {
-            s.push_str(&format!(" via {v}"));
+            let _ = write!(out, " via {v}");
         }
         if let Some(d) = &self.dev {
-            s.push_str(&format!(" dev {d}"));
+            out.push_str(" dev ");
+            out.push_str(d);
         }
         if let Some(src) = self.src {
-            s.push_str(&format!(" src {src}"));
+            let _ = write!(out, " src {src}");
         }
-        s.push_str(&format!(
+        let _ = write!(
+            out,
             " table {} proto {} scope {} metric {}",
             self.table, self.proto, self.scope, self.metric
-        ));
+        );
         if self.onlink {
-            s.push_str(" onlink");
+            out.push_str(" onlink");
         }
-        s
     }
 
     /// `ip route show`-like text for plans (without the table).
@@ -274,7 +289,7 @@ pub fn net_str(n: Ipv4Net) -> String {
     }
 }
 
-fn route_type_name(n: u8) -> String {
+fn route_type_name(n: u8) -> RouteKind {
     match n {
         1 => "unicast",
         2 => "local",
@@ -286,9 +301,9 @@ fn route_type_name(n: u8) -> String {
         8 => "prohibit",
         9 => "throw",
         10 => "nat",
-        _ => return format!("type{n}"),
+        _ => return RouteKind::from(format!("type{n}")),
     }
-    .to_string()
+    .into()
 }
 
 const ROUTE_TYPES: &[&str] = &[
@@ -303,6 +318,205 @@ const ROUTE_TYPES: &[&str] = &[
     "throw",
     "nat",
 ];
+
+/// A route's type (`unicast`, `local`, ...). The names iproute2 knows are
+/// shared strings made once: a million routes hold no string of their own
+/// (a `String` each was 55 MB of a 1.7 million route render).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKind(Arc<str>);
+
+impl RouteKind {
+    pub fn unicast() -> RouteKind {
+        RouteKind::from("unicast")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for RouteKind {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// [`ROUTE_TYPES`], each made once.
+fn known_kinds() -> &'static [RouteKind] {
+    static KINDS: std::sync::OnceLock<Vec<RouteKind>> = std::sync::OnceLock::new();
+    KINDS.get_or_init(|| {
+        ROUTE_TYPES
+            .iter()
+            .map(|t| RouteKind(Arc::from(*t)))
+            .collect()
+    })
+}
+
+impl From<&str> for RouteKind {
+    fn from(s: &str) -> Self {
+        match known_kinds().iter().find(|k| k.as_str() == s) {
+            Some(k) => k.clone(),
+            None => RouteKind(s.into()),
+        }
+    }
+}
+
+impl From<String> for RouteKind {
+    fn from(s: String) -> Self {
+        match known_kinds().iter().find(|k| k.as_str() == s) {
+            Some(k) => k.clone(),
+            None => RouteKind(s.into()),
+        }
+    }
+}
+
+impl PartialEq<str> for RouteKind {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for RouteKind {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl fmt::Display for RouteKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for RouteKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// A route's attributes that dwprov does not model: almost always none, so
+/// the map is allocated only for the first one (an empty map in every route
+/// was 28 MB of 1.7 million). Compares, orders and serializes as the map.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+// The box is the point: 8 bytes in a route without attributes, not 24.
+#[allow(clippy::box_collection)]
+pub struct Attrs(Option<Box<BTreeMap<String, String>>>);
+
+impl Attrs {
+    // Invariant: `Some` holds at least one entry (nothing removes one), so
+    // the derived comparisons equal those of the map.
+    pub fn insert(&mut self, k: String, v: String) -> Option<String> {
+        self.0.get_or_insert_with(Default::default).insert(k, v)
+    }
+
+    pub fn get(&self, k: &str) -> Option<&String> {
+        self.0.as_ref()?.get(k)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.0.as_deref().unwrap_or(&EMPTY).iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Attrs {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl Serialize for Attrs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.0.as_deref().unwrap_or(&EMPTY).serialize(s)
+    }
+}
+
+/// An interface name, shared: the routes of one interface hold one string
+/// between them (a `String` a route was 55 MB of 1.7 million routes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IfName(Arc<str>);
+
+impl IfName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for IfName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for IfName {
+    fn from(s: &str) -> Self {
+        IfName(s.into())
+    }
+}
+
+impl From<String> for IfName {
+    fn from(s: String) -> Self {
+        IfName(s.into())
+    }
+}
+
+impl PartialEq<str> for IfName {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for IfName {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for IfName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// The interface names seen so far in one parse, to share them.
+#[derive(Default)]
+struct IfNames(Vec<IfName>);
+
+impl IfNames {
+    /// A gateway has a handful of interfaces; past this many distinct names
+    /// (a hostile or odd listing) each one is its own string.
+    const MAX: usize = 64;
+
+    fn get(&mut self, name: &str) -> IfName {
+        if let Some(n) = self.0.iter().find(|n| n.as_str() == name) {
+            return n.clone();
+        }
+        let n = IfName::from(name);
+        if self.0.len() < Self::MAX {
+            self.0.push(n.clone());
+        }
+        n
+    }
+}
 
 /// iproute2's default scope for a route being added (ip/iproute.c).
 fn default_scope(kind: &str, has_gateway: bool) -> u8 {
@@ -541,6 +755,7 @@ fn scope_id(s: &str) -> Option<u8> {
 pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
     const WHAT: &str = "ip -j route output";
     let mut routes = Vec::new();
+    let mut devs = IfNames::default();
     for_each_object(text, WHAT, |i, obj| {
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
         let mut r = Route::default();
@@ -550,14 +765,14 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
                     let s = json_str(val);
                     r.kind = match s.parse::<u8>() {
                         Ok(n) => route_type_name(n),
-                        Err(_) => s,
+                        Err(_) => s.into(),
                     };
                 }
                 "dst" => {
                     r.dst = parse_prefix(&json_str(val), None).ok_or_else(|| bad("bad dst"))?
                 }
                 "gateway" => r.via = Some(json_str(val).parse().map_err(|_| bad("bad gateway"))?),
-                "dev" => r.dev = Some(json_str(val)),
+                "dev" => r.dev = Some(devs.get(&json_str(val))),
                 "table" => r.table = table_id(&json_str(val)).ok_or_else(|| bad("bad table"))?,
                 "protocol" => {
                     r.proto = proto_id(&json_str(val)).ok_or_else(|| bad("bad protocol"))?
@@ -600,12 +815,16 @@ pub struct Batch {
 pub fn parse_batch(text: &str, what: &str, names: &RtTables) -> Result<Batch> {
     let table = |s: &str| table_id(s).or_else(|| names.id_of(s));
     let mut batch = Batch::default();
+    let mut devs = IfNames::default();
+    // One word buffer for all lines, not a Vec a line.
+    let mut words: Vec<&str> = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let words: Vec<&str> = line.split_whitespace().collect();
+        words.clear();
+        words.extend(line.split_whitespace());
         let err = |m: String| Error::parse(what, n + 1, format!("{m}: `{line}`"));
         match words.as_slice() {
             ["rule", "add", rest @ ..] => batch
@@ -613,7 +832,7 @@ pub fn parse_batch(text: &str, what: &str, names: &RtTables) -> Result<Batch> {
                 .push(parse_rule_words(rest, &table).map_err(err)?),
             ["route", "add" | "replace", rest @ ..] => batch
                 .routes
-                .push(parse_route_words(rest, &table).map_err(err)?),
+                .push(parse_route_words(rest, &table, &mut devs).map_err(err)?),
             _ => {
                 return Err(err(
                     "expected `rule add ...` or `route add|replace ...`".into()
@@ -707,6 +926,7 @@ fn parse_rule_words(
 fn parse_route_words(
     w: &[&str],
     table: &dyn Fn(&str) -> Option<u32>,
+    devs: &mut IfNames,
 ) -> std::result::Result<Route, String> {
     let mut r = Route {
         // iproute2 tags `ip route add` without `proto` as boot.
@@ -715,7 +935,7 @@ fn parse_route_words(
     };
     let mut i = 0;
     if let Some(t) = w.first().filter(|t| ROUTE_TYPES.contains(t)) {
-        r.kind = t.to_string();
+        r.kind = RouteKind::from(*t);
         i = 1;
     }
     let dst = w.get(i).ok_or("missing destination")?;
@@ -730,7 +950,7 @@ fn parse_route_words(
     while i < w.len() {
         match w[i] {
             "via" => r.via = Some(arg(i)?.parse().map_err(|_| "bad via address")?),
-            "dev" | "oif" => r.dev = Some(arg(i)?.to_string()),
+            "dev" | "oif" => r.dev = Some(devs.get(arg(i)?)),
             "src" => r.src = Some(arg(i)?.parse().map_err(|_| "bad src address")?),
             "table" => {
                 let t = arg(i)?;

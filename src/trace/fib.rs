@@ -186,7 +186,7 @@ impl<'a> Fib<'a> {
                     d.route = Some(route.display());
                     d.outcome = match route.kind.as_str() {
                         "unicast" => Outcome::Unicast {
-                            dev: route.dev.clone(),
+                            dev: route.dev.as_deref().map(str::to_string),
                             via: route.via,
                             prefsrc: route.src,
                         },

@@ -71,7 +71,7 @@ fn kernel_routes(iface: &str, a: &Net) -> [Route; 2] {
             table: TABLE_LOCAL,
             dst: addr::host_net(addr::host(a)),
             kind: "local".into(),
-            dev: Some(iface.to_string()),
+            dev: Some(iface.into()),
             src: Some(addr::host(a)),
             proto: kernel,
             scope: 254,
@@ -80,7 +80,7 @@ fn kernel_routes(iface: &str, a: &Net) -> [Route; 2] {
         Route {
             table: TABLE_MAIN,
             dst: addr::network(a),
-            dev: Some(iface.to_string()),
+            dev: Some(iface.into()),
             src: Some(addr::host(a)),
             proto: kernel,
             scope: 253,
