@@ -559,6 +559,8 @@ pub(crate) mod tests {
                     gateway: "198.51.100.1".parse().unwrap(),
                     default: true,
                     routes: vec!["100.64.0.0/16".parse().unwrap()],
+                    health: None,
+                    failover: Default::default(),
                 },
                 Line {
                     name: "cnc".into(),
@@ -572,6 +574,8 @@ pub(crate) mod tests {
                         "100.65.0.0/16".parse().unwrap(),
                         "100.64.0.0/16".parse().unwrap(),
                     ],
+                    health: None,
+                    failover: Default::default(),
                 },
             ],
             nat: NatMode::Snat,
