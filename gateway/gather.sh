@@ -84,7 +84,7 @@ fi
 
 # A /proc/sys file read a byte at a time (dash's `read`) ends after the
 # value, without its newline: `read` then fails with the value set.
-f_sysctl() { for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/rp_filter; do [ -f "$f" ] || continue; v=; read -r v <"$f"; [ -n "$v" ] && printf '%s %s\n' "${f#/proc/sys/}" "$v"; done; return 0; }
+f_sysctl() { for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/fib_multipath_hash_policy /proc/sys/net/ipv4/conf/*/rp_filter; do [ -f "$f" ] || continue; v=; read -r v <"$f"; [ -n "$v" ] && printf '%s %s\n' "${f#/proc/sys/}" "$v"; done; return 0; }
 f_tools() { for t in "$@"; do if command -v "$t" >/dev/null 2>&1; then echo "$t yes"; else echo "$t no"; fi; done; }
 f_rt_tables() { if [ -f /etc/iproute2/rt_tables ]; then cat /etc/iproute2/rt_tables; elif [ -f /usr/share/iproute2/rt_tables ]; then cat /usr/share/iproute2/rt_tables; fi; for f in /etc/iproute2/rt_tables.d/*.conf; do [ -f "$f" ] && [ "$f" != "$G_RT_TABLES" ] && cat "$f"; done; return 0; }
 f_file() { [ -f "$1" ] && cat "$1"; }
@@ -101,6 +101,7 @@ sec tools f_tools $G_TOOLS
 sec systemd f_systemd
 sec rules ip -4 -j -d -N rule show
 sec routes ip -4 -j -d -N route show table all
+sec nexthops ip -j -d nexthop show
 sec addrs ip -4 -j addr show
 sec iptables_version f_iptables_version
 sec iptables iptables-save

@@ -63,8 +63,14 @@ owned_routes() {
             n = split(cur, w, " ")
             if (w[1] ~ /^[0-9]+$/ && (w[1] in t)) w[1] = t[w[1]]
             s = ""
+            nh = 0
             for (i = 1; i <= n; i++) {
                 if (w[i] ~ /^(linkdown|dead|offload|trap|rt_offload|rt_trap|rt_offload_failed|pervasive|notify)$/) continue
+                # A route by nexthop object: where the object points is
+                # dynamic (the agent moves it); nh_info/nexthop lines are the object.
+                if (w[i] == "nhid") nh = 1
+                if (nh && (w[i] == "nh_info" || w[i] == "nexthop")) break
+                if (nh && (w[i] == "via" || w[i] == "dev")) { i++; continue }
                 s = s (s == "" ? "" : " ") w[i]
             }
             print "route replace proto " proto " " s
@@ -73,6 +79,26 @@ owned_routes() {
         /^[ \t]/ { cur = cur " " $0; gsub(/[ \t]+/, " ", cur); next }
         { out(); cur = $0; gsub(/[ \t]+/, " ", cur) }
         END { out() }' "$1.raw" | sort > "$1" || return 1
+    rm -f "$1.raw"
+}
+
+# Owned nexthop objects (issue 11), one `nexthop replace id N ... proto P`
+# line each, sorted by id (members before the groups using them). A kernel
+# without nexthop objects (before 5.3) has none: an empty listing.
+owned_nexthops() {
+    if ! ip -d nexthop show proto "$PROTO" > "$1.raw" 2>/dev/null; then
+        : > "$1"
+        rm -f "$1.raw"
+        return 0
+    fi
+    awk -v proto="$PROTO" '
+        {
+            s = ""
+            for (i = 1; i <= NF; i++) {
+                if ($i == "id" || $i == "via" || $i == "dev" || $i == "group") { s = s " " $i " " $(i + 1); i++ }
+            }
+            if (s != "") print "nexthop replace" s " proto " proto
+        }' "$1.raw" | sort -t ' ' -k 4,4n > "$1" || return 1
     rm -f "$1.raw"
 }
 

@@ -267,6 +267,14 @@ pub fn files(
     let rules: Vec<String> = desired.rules.iter().map(|r| r.to_batch()).collect();
     ctx.insert("routes", &routes);
     ctx.insert("rules", &rules);
+    ctx.insert(
+        "nexthops",
+        &desired
+            .nexthops
+            .iter()
+            .map(|n| n.to_batch())
+            .collect::<Vec<_>>(),
+    );
     ctx.insert("ipt_tables", &ipt_tables(desired));
     ctx.insert("init_script", INIT_SCRIPT);
 

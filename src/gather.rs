@@ -90,6 +90,7 @@ pub fn section_command(section: &str) -> String {
         "systemd" => "[ -d /run/systemd/system ]",
         "rules" => "ip -4 -j -d -N rule show",
         "routes" => "ip -4 -j -d -N route show table all",
+        "nexthops" => "ip -j -d nexthop show",
         "addrs" => "ip -4 -j addr show",
         "iptables_version" => "iptables -V",
         "iptables" => "iptables-save",
@@ -297,6 +298,14 @@ pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<F
         return Err(remote(host, "ip route show table all", &routes));
     }
     facts.state.routes = ip::parse_routes_json(routes.stdout)?;
+    // Kernels before 5.3 have no nexthop objects: the command fails, and
+    // `Facts::nexthops` says so (a `health` inventory is refused there).
+    let nexthops = get("nexthops");
+    facts.nexthops = nexthops.status == 0;
+    if facts.nexthops {
+        facts.state.nexthops = crate::state::nexthop::parse_json(nexthops.stdout)?;
+        facts.state.nexthops.sort();
+    }
     facts.interfaces = parse_addrs(get("addrs").stdout)?;
 
     let version = get("iptables_version").stdout;

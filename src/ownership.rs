@@ -223,6 +223,23 @@ pub const AGENT_LOG_TAG: &str = "dwprov";
 /// The nexthop ids dwprov owns (`(first, last)`, inclusive): the agent
 /// refuses a config naming another, so it never repoints a foreign nexthop.
 pub const NEXTHOP_ID_BAND: (u32, u32) = (20_000, 20_999);
+/// The nexthop group of a balanced default route (several default lines).
+pub const BALANCED_NEXTHOP_ID: u32 = NEXTHOP_ID_BAND.1;
+/// First of the tables through which policies reach a line with a nexthop
+/// object (issue 11): their default is the line's `nhid`, so policies fail
+/// over with it, while the line's own table keeps its literal gateway
+/// (probes, source return). One per line, by inventory index.
+pub const POLICY_TABLE_BASE: u32 = 0x7f00_0000;
+
+/// The nexthop object of the line at `index` of the inventory (None past
+/// the band).
+pub fn line_nexthop_id(index: usize) -> Option<u32> {
+    let id = NEXTHOP_ID_BAND
+        .0
+        .checked_add(1)?
+        .checked_add(u32::try_from(index).ok()?)?;
+    (id < BALANCED_NEXTHOP_ID).then_some(id)
+}
 
 /// The transient unit name (without `.service`/`.timer`) of snapshot `id`'s revert timer.
 pub fn revert_unit(id: &str) -> String {
