@@ -267,6 +267,7 @@ pub fn files(
     let rules: Vec<String> = desired.rules.iter().map(|r| r.to_batch()).collect();
     ctx.insert("routes", &routes);
     ctx.insert("rules", &rules);
+    ctx.insert("agent_supervisor", crate::ownership::AGENT_SUPERVISOR);
     ctx.insert(
         "nexthops",
         &desired
@@ -407,6 +408,10 @@ pub fn post_install(changes: &[Change]) -> PostInstall {
                  else sh {FLUSH_SH} restart || fail 'start the route-cache flush loop'; fi"
             ),
         );
+    }
+    // The line-health agent (issue 11): started, restarted or stopped with its files.
+    for l in crate::agent::deploy::post_install(&written, &removed) {
+        line(&mut s, l);
     }
     out.script = s;
     out

@@ -115,6 +115,10 @@ pub enum Command {
     /// connection; --live: its gathered state): DNAT, mark, ip rule, route,
     /// outgoing line, source NAT, the way back. Exit 0 when traced.
     Explain(ExplainArgs),
+    /// Per host, what its line-health agent sees: each line's state (up, down,
+    /// unknown), since when, last round's loss and RTT, failover in force; agent
+    /// running and version; the last apply's snapshot. Read-only.
+    Status(GatherArgs),
 }
 
 /// Which hosts: `--limit` and `--list-hosts`.
@@ -398,6 +402,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Explain(a) => explain(&a),
+        Command::Status(a) => {
+            let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+            if list_hosts(&a.inv.hosts, &hosts) {
+                return Ok(EXIT_OK);
+            }
+            let json = a.output.format != Format::Text;
+            crate::status::run(&hosts, &a.connect.options(), a.connect.forks, json)
+        }
     }
 }
 

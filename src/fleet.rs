@@ -199,7 +199,9 @@ pub fn plan_host(
     let rendered = render::render(gw, templates, Some(&facts))?;
     preflight(gw, &facts)?;
     progress.stage(&gw.host, Stage::Diff);
-    let diff = diff::diff(&rendered.desired, &facts.state);
+    let mut diff = diff::diff(&rendered.desired, &facts.state);
+    // The agent's view of the lines, as information (issue 11).
+    diff.dynamic.splice(0..0, facts.agent.plan_lines());
     let views = diff::views(&rendered.desired, &facts.state);
     let mut warnings = facts.warnings.clone();
     warnings.extend(rendered.warnings.iter().cloned());
@@ -284,6 +286,8 @@ fn apply_host_at(
         });
     }
     opts.progress.stage(&plan.host, Stage::Apply);
+    // The line-health agent's binary, before the files naming it (issue 11).
+    crate::agent::deploy::ensure_binary(t, &plan.rendered.desired)?;
     let caps = converge::Caps::of(&plan.facts);
     let safety = opts.safety;
     if !safety.confirm {

@@ -29,6 +29,7 @@ pub mod report;
 pub mod safe;
 pub mod saved_plan;
 pub mod state;
+pub mod status;
 pub mod trace;
 pub mod transport;
 pub mod yaml;

@@ -104,6 +104,9 @@ macro_rules! owned {
     (agent_dir) => {
         "/var/lib/dwprov/agent"
     };
+    (agent_unit) => {
+        "dwprov-agent.service"
+    };
     (agent_state_dir) => {
         "/run/dwprov-agent"
     };
@@ -182,6 +185,7 @@ pub const BOOT_UNIT_FILES: &[&str] = &[
     concat!(owned!(unit_dir), "/", owned!(late_unit)),
     concat!(owned!(unit_dir), "/", owned!(flush_unit)),
     INIT_SCRIPT,
+    concat!(owned!(unit_dir), "/", owned!(agent_unit)),
 ];
 /// Every owned file outside [`STATE_DIR`] ([`CONFIG_FILES`], then
 /// [`BOOT_UNIT_FILES`]): gather reads them, diff prunes them.
@@ -193,6 +197,7 @@ pub const OWNED_FILES: &[&str] = &[
     concat!(owned!(unit_dir), "/", owned!(late_unit)),
     concat!(owned!(unit_dir), "/", owned!(flush_unit)),
     INIT_SCRIPT,
+    concat!(owned!(unit_dir), "/", owned!(agent_unit)),
 ];
 
 /// The first line of every owned file starts with this (after a `#!`).
@@ -210,8 +215,13 @@ pub const REVERT_UNIT_PREFIX: &str = owned!(revert_unit_prefix);
 pub const AGENT_DIR: &str = owned!(agent_dir);
 /// The agent's binary (the `dwprov-agent` target of this crate) in [`AGENT_DIR`].
 pub const AGENT_BIN: &str = concat!(owned!(agent_dir), "/dwprov-agent");
-/// The agent's config (`agent::config::Config`, JSON) in [`AGENT_DIR`].
-pub const AGENT_CONFIG: &str = concat!(owned!(agent_dir), "/config.json");
+/// The agent's config (`agent::config::Config`, JSON): an owned file under
+/// [`STATE_DIR`], so gather reads it and apply/revert treat it like the others.
+pub const AGENT_CONFIG: &str = concat!(owned!(state_dir), "/agent.json");
+/// The agent's supervisor (gateways without systemd), under [`STATE_DIR`].
+pub const AGENT_SUPERVISOR: &str = concat!(owned!(state_dir), "/agent-supervise.sh");
+/// The agent's systemd unit (gateways with systemd), in [`UNIT_DIR`].
+pub const AGENT_UNIT: &str = owned!(agent_unit);
 /// The agent's default state dir: on tmpfs, since what it describes (the
 /// kernel's nexthops) does not survive a reboot either, and a file rewritten
 /// every round should not wear a gateway's flash.

@@ -25,9 +25,11 @@ use crate::error::{Error, Location, Result};
 use crate::escape;
 use crate::inventory::{values, Host};
 use crate::yaml::{did_you_mean, Node};
+pub use agent::agent_config;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
 
+mod agent;
 mod forwards;
 mod health;
 mod ids;

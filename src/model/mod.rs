@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::net::Ipv4Addr;
 
 mod build;
-pub use build::{build, build_all};
+pub use build::{agent_config, build, build_all};
 
 /// The seed's three ways of doing dual-line routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -564,6 +564,14 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
         artefacts.insert(path, text);
     }
     warnings.extend(boot.warnings);
+    // The line-health agent's files (issue 11): owned files like the others.
+    if let Some(cfg) = crate::model::agent_config(gw) {
+        let systemd = crate::boot::Platform::of(facts).systemd;
+        for (path, text) in crate::agent::deploy::files(&gw.host, &cfg, systemd)? {
+            desired.files.insert(path.clone(), text.clone());
+            artefacts.insert(path, text);
+        }
+    }
     // Only what dwprov owns may be applied: it is all a revert can undo.
     ownership::check(Some(gw), &artefacts, &desired, |name| {
         templates.source(name)

@@ -152,6 +152,8 @@ pub fn parse_json(text: &str) -> Result<Vec<Nexthop>> {
                 "kernel" => 2,
                 "boot" => 3,
                 "static" => 4,
+                // rt_protos.d names dwprov's protocol when `-N` is not honoured.
+                s if s == crate::ownership::ROUTE_PROTO_NAME => crate::ownership::ROUTE_PROTO,
                 s => s.parse().unwrap_or(0),
             },
             Some(serde_json::Value::Number(n)) => {
@@ -200,6 +202,8 @@ mod tests {
     fn live_and_rendered_agree() {
         let live = parse_json(LIVE).unwrap();
         assert_eq!(live.len(), 3);
+        let named = parse_json(&LIVE.replace("\"201\"", "\"dwprov\"")).unwrap();
+        assert_eq!(named, live);
         let (batch, rest) = split_batch(
             "# x\nnexthop add id 20001 via 10.9.0.2 dev v0 proto 201\nnexthop add id 20002 via 10.8.0.2 dev v1 proto 201\nnexthop add id 20100 group 20001,2/20002 proto 201\nroute add default nhid 20100 proto 201\n",
             "t",
