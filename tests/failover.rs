@@ -274,3 +274,74 @@ fn a_killed_agent_is_back_within_5_s_and_boot_restores_it() {
     let (code, shown) = plan(&lab, &inv);
     assert_eq!(code, 0, "after boot restore:\n{shown}");
 }
+
+fn rollback(lab: &Lab, inv: &std::path::Path) {
+    let o = lab.dwprov(&["rollback", "-i", inv.to_str().unwrap(), "--limit", "gw1", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+fn agent_config(lab: &Lab) -> String {
+    String::from_utf8_lossy(
+        &lab.sh("gw", &format!("cat {}", dwprov::ownership::AGENT_CONFIG))
+            .stdout,
+    )
+    .into_owned()
+}
+
+/// The revert of an apply that installed the agent stops it and takes its
+/// nexthops away; of one that changed it, puts the old config back and
+/// restarts the agent on it.
+#[test]
+fn rollback_stops_or_restores_the_agent() {
+    let lab = Lab::up();
+    let _stop = StopAgent(&lab);
+    let plain = inventory_with(
+        &lab,
+        "inventory-plain.yaml",
+        "fwmark",
+        FORWARDS,
+        "100.65.0.0/16, 100.66.0.0/16",
+        "",
+    );
+    apply(&lab, &plain);
+    let inv = inventory(&lab);
+    apply(&lab, &inv);
+    wait_lines_up(&lab);
+    assert!(agent_pid(&lab).is_some());
+    rollback(&lab, &inv);
+    let (code, shown) = plan(&lab, &plain);
+    assert_eq!(code, 0, "back to the inventory without health:\n{shown}");
+    assert!(
+        wait_until(Duration::from_secs(5), || agent_pid(&lab).is_none()).is_some(),
+        "the agent still runs after the rollback"
+    );
+    assert!(lab.sh_ok("gw", "ip nexthop show").trim().is_empty());
+    assert_eq!(
+        peer(&lab.curl("cli", "http://100.65.1.10/").unwrap()),
+        "203.0.113.2"
+    );
+
+    // Installed, then changed (faster probes), then rolled back.
+    apply(&lab, &inv);
+    wait_lines_up(&lab);
+    let before = agent_config(&lab);
+    let yaml = std::fs::read_to_string(&inv).unwrap().replace(
+        "health: {targets: [100.65.1.10, '100.65.1.10:80']}",
+        "health: {targets: [100.65.1.10, '100.65.1.10:80'], interval: 0.5}",
+    );
+    let fast = lab.write_file("inventory-fast.yaml", &yaml);
+    apply(&lab, &fast);
+    assert!(agent_config(&lab).contains("\"interval\": 0.5"));
+    let pid_fast = agent_pid(&lab).expect("the agent runs on the new config");
+    rollback(&lab, &fast);
+    assert_eq!(agent_config(&lab), before);
+    assert!(
+        wait_until(Duration::from_secs(5), || agent_pid(&lab)
+            .is_some_and(|p| p != pid_fast))
+        .is_some(),
+        "the agent was not restarted on the old config"
+    );
+    wait_lines_up(&lab);
+    let (code, shown) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{shown}");
+}
