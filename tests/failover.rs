@@ -276,7 +276,14 @@ fn a_killed_agent_is_back_within_5_s_and_boot_restores_it() {
 }
 
 fn rollback(lab: &Lab, inv: &std::path::Path) {
-    let o = lab.dwprov(&["rollback", "-i", inv.to_str().unwrap(), "--limit", "gw1", "--yes"]);
+    let o = lab.dwprov(&[
+        "rollback",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        "gw1",
+        "--yes",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
@@ -344,4 +351,55 @@ fn rollback_stops_or_restores_the_agent() {
     wait_lines_up(&lab);
     let (code, shown) = plan(&lab, &inv);
     assert_eq!(code, 0, "{shown}");
+}
+
+/// The default line (CTC) silent: its list and everything no list matches
+/// (the default route) fail over to CNC, and come back.
+#[test]
+fn the_default_line_silent_fails_everything_else_over_and_back() {
+    let lab = Lab::up();
+    let _stop = StopAgent(&lab);
+    let inv = inventory(&lab);
+    apply(&lab, &inv);
+    wait_lines_up(&lab);
+    let default_dev = || {
+        lab.sh_ok("gw", "ip route get 192.0.2.77 from 192.168.0.50 iif eth0")
+            .split_whitespace()
+            .skip_while(|w| *w != "dev")
+            .nth(1)
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(default_dev(), "eth1");
+    assert_eq!(
+        peer(&lab.curl("cli", "http://100.64.1.10/").unwrap()),
+        "198.51.100.2"
+    );
+    let out = outage::silence(&lab, "ctc");
+    // CTC's users are reached through CNC (the ISPs peer), CNC's address.
+    let moved = wait_until(Duration::from_secs_f64(5.0 + SLACK + 5.0), || {
+        lab.curl_with("cli", &["--max-time", "1"], "http://100.64.1.10/")
+            .is_ok_and(|b| peer(&b) == "203.0.113.2")
+    });
+    assert!(
+        moved.is_some(),
+        "CTC's list did not fail over\n{}",
+        agent_log(&lab)
+    );
+    assert_eq!(default_dev(), "eth2", "the default route follows");
+    assert_eq!(line_state(&lab, "ctc").as_deref(), Some("down"));
+    // CNC's own traffic never moved.
+    assert_eq!(
+        peer(&lab.curl("cli", "http://100.65.1.10/").unwrap()),
+        "203.0.113.2"
+    );
+    let (code, shown) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{shown}");
+    out.repair();
+    let back = wait_until(Duration::from_secs_f64(7.0 + 8.0 + SLACK), || {
+        lab.curl_with("cli", &["--max-time", "1"], "http://100.64.1.10/")
+            .is_ok_and(|b| peer(&b) == "198.51.100.2")
+    });
+    assert!(back.is_some(), "CTC did not come back\n{}", agent_log(&lab));
+    assert_eq!(default_dev(), "eth1");
 }
