@@ -162,12 +162,22 @@ only_in() {
 # Then the lines that did run are undone by their inverses (built here from
 # the batch; the old value of each replaced route is in $S/ip.undo, `LINE
 # route replace OLD` per line) and the apply stops, changing nothing.
+# `ip -4 -batch FILE`, or without the family when FILE holds nexthop lines:
+# `ip -4` refuses a nexthop group (it has no family); every other line
+# names IPv4 addresses, and IPv4 is the rules' default family.
+batch_ip() {
+    if grep -q '^nexthop ' "$1"; then ip -batch "$1"; else ip -4 -batch "$1"; fi
+}
+
 ip_batch() {
     if [ -z "${S:-}" ]; then
-        ip -4 -batch - || fail 'ip -batch'
+        t=$(mktemp) || fail 'ip -batch: mktemp'
+        cat > "$t" || { rm -f "$t"; fail 'ip -batch: read the batch'; }
+        batch_ip "$t" || { rm -f "$t"; fail 'ip -batch'; }
+        rm -f "$t"
         return 0
     fi
-    ip -4 -batch "$S/ip.batch" 2> "$S/ip.err" && return 0
+    batch_ip "$S/ip.batch" 2> "$S/ip.err" && return 0
     cat "$S/ip.err" >&2
     n=$(sed -n 's/^Command failed [^:]*:\([0-9][0-9]*\)$/\1/p' "$S/ip.err" | head -n 1)
     if [ -n "$n" ] && grep -q -e 'File exists' -e 'No such process' -e 'No such file or directory' "$S/ip.err"; then

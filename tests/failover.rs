@@ -403,3 +403,91 @@ fn the_default_line_silent_fails_everything_else_over_and_back() {
     assert!(back.is_some(), "CTC did not come back\n{}", agent_log(&lab));
     assert_eq!(default_dev(), "eth1");
 }
+
+/// Two default lines, weights 2:1 (method fwmark): new flows to a
+/// destination in no list spread by the weights (L4 hash), within 10
+/// points; a dead line leaves the group, and comes back.
+#[test]
+fn a_balanced_default_spreads_flows_by_weight_and_drops_a_dead_line() {
+    let lab = Lab::up();
+    let _stop = StopAgent(&lab);
+    let inv = inventory(&lab);
+    // CTC's users (100.64.1.10) in no list: they are reached by the default
+    // route, over either ISP (they peer).
+    let yaml = std::fs::read_to_string(&inv)
+        .unwrap()
+        .replacen(
+            "              routes: [100.64.0.0/16]\n",
+            "              weight: 2\n",
+            1,
+        )
+        .replacen(
+            "              routes: [100.65.0.0/16, 100.66.0.0/16]\n",
+            "              routes: [100.65.0.0/16, 100.66.0.0/16]\n              default: true\n",
+            1,
+        );
+    let inv = lab.write_file("inventory-balanced.yaml", &yaml);
+    apply(&lab, &inv);
+    wait_lines_up(&lab);
+    assert_eq!(
+        lab.sh_ok("gw", "cat /proc/sys/net/ipv4/fib_multipath_hash_policy")
+            .trim(),
+        "1"
+    );
+    let (code, shown) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{shown}");
+    // 300 new flows (each curl a new source port), counted by the address
+    // they arrive from.
+    let count = |n: usize| -> (usize, usize) {
+        let out = lab.sh_ok(
+            "cli",
+            &format!(
+                "for i in $(seq {n}); do curl -sS --max-time 2 http://100.64.1.10/ || echo fail; echo; done"
+            ),
+        );
+        (
+            out.matches("peer=198.51.100.2").count(),
+            out.matches("peer=203.0.113.2").count(),
+        )
+    };
+    let (ctc, cnc) = count(300);
+    eprintln!("300 flows: ctc {ctc}, cnc {cnc} (weights 2:1)");
+    assert_eq!(ctc + cnc, 300, "every flow got through");
+    let share = ctc as f64 / 300.0 * 100.0;
+    assert!(
+        (share - 66.7).abs() <= 10.0,
+        "CTC's share {share:.1} % (want 66.7 +- 10)"
+    );
+    // CNC dies: it leaves the group, every new flow goes by CTC.
+    let out = outage::silence(&lab, "cnc");
+    assert!(
+        wait_until(Duration::from_secs_f64(5.0 + SLACK + 5.0), || line_state(
+            &lab, "cnc"
+        )
+        .as_deref()
+            == Some("down"))
+        .is_some(),
+        "{}",
+        agent_log(&lab)
+    );
+    let (ctc, cnc) = count(30);
+    assert_eq!((ctc, cnc), (30, 0), "flows while CNC is down");
+    let (code, shown) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{shown}");
+    out.repair();
+    assert!(
+        wait_until(Duration::from_secs_f64(7.0 + 8.0 + SLACK), || line_state(
+            &lab, "cnc"
+        )
+        .as_deref()
+            == Some("up"))
+        .is_some(),
+        "{}",
+        agent_log(&lab)
+    );
+    let (ctc, cnc) = count(60);
+    assert!(
+        cnc > 0 && ctc > 0,
+        "CNC is back in the group: ctc {ctc}, cnc {cnc}"
+    );
+}

@@ -292,6 +292,43 @@ mod tests {
         assert!(long.lines().all(|l| l.len() <= 76));
     }
 
+    fn cfg() -> Config {
+        Config::parse(
+            r#"{"format_version": 1, "lines": [
+              {"name": "ctc", "interface": "eth1", "address": "198.51.100.2", "gateway": "198.51.100.1",
+               "mark": 256, "mark_mask": 65280, "table": 100, "nexthop": 20001,
+               "health": {"targets": ["100.64.1.10"]}, "fallback": ["cnc"]},
+              {"name": "cnc", "interface": "eth2", "address": "203.0.113.2", "gateway": "203.0.113.1",
+               "mark": 512, "mark_mask": 65280, "table": 200, "nexthop": 20002}]}"#,
+            "t",
+        )
+        .unwrap()
+    }
+
+    /// The keeper names the content-addressed binary and restarts it: a
+    /// unit with Restart= under systemd, the supervisor otherwise; the
+    /// config written is one the agent reads back unchanged.
+    #[test]
+    fn files_for_systemd_and_without() {
+        if binary().is_err() {
+            eprintln!("skipped: no dwprov-agent built beside the test binary");
+            return;
+        }
+        let bin = binary().unwrap().path();
+        let f = files("gw1", &cfg(), true).unwrap();
+        assert_eq!(f[0].0, AGENT_CONFIG);
+        assert_eq!(Config::parse(&f[0].1, "back").unwrap(), cfg());
+        assert_eq!(f[1].0, unit_path(AGENT_UNIT));
+        assert!(f[1].1.contains("Restart=always") && f[1].1.contains("RestartSec=1"));
+        assert!(f[1]
+            .1
+            .contains(&format!("ExecStart={bin} --config {AGENT_CONFIG}")));
+        let f = files("gw1", &cfg(), false).unwrap();
+        assert_eq!(f[1].0, AGENT_SUPERVISOR);
+        assert!(f[1].1.contains(&format!("BIN='{bin}'")), "{}", f[1].1);
+        assert!(bin.starts_with(&format!("{AGENT_DIR}/bin/")));
+    }
+
     #[test]
     fn start_restart_stop_follow_the_files() {
         let sup = AGENT_SUPERVISOR;
