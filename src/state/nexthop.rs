@@ -225,4 +225,21 @@ mod tests {
         assert!(parse_json("{").is_err());
         assert!(parse_json("").unwrap().is_empty());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(s in ".{0,400}") {
+            let _ = parse_json(&s);
+            let _ = split_batch(&s, "p");
+        }
+
+        #[test]
+        fn nexthop_like_input_never_panics(
+            j in r#"\[\{("(id|gateway|dev|group|protocol|weight)":("[0-9a-z./]{0,12}"|[0-9]{1,12}|\[\{"id":[0-9]{1,11}(,"weight":[0-9]{1,11})?\}\]|null),?){0,5}\}\]"#,
+            b in r"nexthop add( (id|via|dev|group|proto) [0-9a-z./,]{0,12}){0,5}",
+        ) {
+            let _ = parse_json(&j);
+            let _ = split_batch(&b, "p");
+        }
+    }
 }
