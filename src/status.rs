@@ -74,7 +74,7 @@ pub fn host_doc(host: &str, lines: &[String], seen: &Seen, snapshots: &str) -> V
     let last = snapshots
         .lines()
         .filter_map(|l| l.split_once(' '))
-        .last()
+        .next_back()
         .map(|(id, state)| json!({"id": id, "state": state}));
     json!({
         "host": host,
