@@ -27,10 +27,12 @@ if [ -z "$BINARY" ]; then
     find_cargo
     case $PROFILE in dev) out=debug ;; *) out=$PROFILE ;; esac
     echo "== building dwprov ($PROFILE profile; a first release build takes a few minutes)"
-    "${AS_USER[@]}" "$CARGO" build --profile "$PROFILE" --bin dwprov
+    "${AS_USER[@]}" "$CARGO" build --profile "$PROFILE" --bin dwprov --bin dwprov-agent
     BINARY=target/$out/dwprov
 fi
 install -d "$PREFIX/bin"
 install -m 0755 "$BINARY" "$PREFIX/bin/dwprov"
+# The line-health agent apply uploads to gateways with `health` (found next to dwprov).
+if [ -f "$(dirname "$BINARY")/dwprov-agent" ]; then install -m 0755 "$(dirname "$BINARY")/dwprov-agent" "$PREFIX/bin/dwprov-agent"; fi
 echo "== installed $PREFIX/bin/dwprov ($("$PREFIX/bin/dwprov" --version))"
 case ":$PATH:" in *":$PREFIX/bin:"*) ;; *) echo "note: $PREFIX/bin is not on PATH" ;; esac
