@@ -315,6 +315,13 @@ fn rollback_stops_or_restores_the_agent() {
     apply(&lab, &inv);
     wait_lines_up(&lab);
     assert!(agent_pid(&lab).is_some());
+    // The rollback's plan shows the nexthop objects going.
+    let o = lab.dwprov(&["rollback", "-i", inv.to_str().unwrap(), "--limit", "gw1"]);
+    assert!(
+        text(&o).contains("-id 20002 via 203.0.113.1 dev eth2"),
+        "{}",
+        text(&o)
+    );
     rollback(&lab, &inv);
     let (code, shown) = plan(&lab, &plain);
     assert_eq!(code, 0, "back to the inventory without health:\n{shown}");
@@ -340,6 +347,13 @@ fn rollback_stops_or_restores_the_agent() {
     apply(&lab, &fast);
     assert!(agent_config(&lab).contains("\"interval\": 0.5"));
     let pid_fast = agent_pid(&lab).expect("the agent runs on the new config");
+    // The snapshot holds the nexthops: the rollback's plan keeps them.
+    let o = lab.dwprov(&["rollback", "-i", fast.to_str().unwrap(), "--limit", "gw1"]);
+    assert!(
+        text(&o).contains("agent.json") && !text(&o).contains("-id 2000"),
+        "{}",
+        text(&o)
+    );
     rollback(&lab, &fast);
     assert_eq!(agent_config(&lab), before);
     assert!(
