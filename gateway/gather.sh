@@ -18,10 +18,12 @@
 #   G_STATE_DIR dwprov's state directory: every file in it is read whole too
 #   G_RT_TABLES dwprov's own rt_tables.d file (a G_FILES entry): left out of
 #               the rt_tables section, which holds the foreign names only
+#   G_AGENT_STATE the line-health agent's state dir (pid, status.json)
+#   G_AGENT_UNIT  its systemd unit
 #
 # The controller may also run this after an apply in the same shell (the
 # verify of `apply --no-confirm`): every name here is prefixed or local to it.
-: "${D:?}" "${G_DEADLINE:?}" "${G_TOOLS:?}" "${G_FILES:?}" "${G_STATE_DIR:?}" "${G_RT_TABLES:?}"
+: "${D:?}" "${G_DEADLINE:?}" "${G_TOOLS:?}" "${G_FILES:?}" "${G_STATE_DIR:?}" "${G_RT_TABLES:?}" "${G_AGENT_STATE:?}" "${G_AGENT_UNIT:?}"
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH; export LC_ALL=C
 exec 3>&1
 
@@ -84,12 +86,13 @@ fi
 
 # A /proc/sys file read a byte at a time (dash's `read`) ends after the
 # value, without its newline: `read` then fails with the value set.
-f_sysctl() { for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/rp_filter; do [ -f "$f" ] || continue; v=; read -r v <"$f"; [ -n "$v" ] && printf '%s %s\n' "${f#/proc/sys/}" "$v"; done; return 0; }
+f_sysctl() { for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/fib_multipath_hash_policy /proc/sys/net/ipv4/conf/*/rp_filter; do [ -f "$f" ] || continue; v=; read -r v <"$f"; [ -n "$v" ] && printf '%s %s\n' "${f#/proc/sys/}" "$v"; done; return 0; }
 f_tools() { for t in "$@"; do if command -v "$t" >/dev/null 2>&1; then echo "$t yes"; else echo "$t no"; fi; done; }
 f_rt_tables() { if [ -f /etc/iproute2/rt_tables ]; then cat /etc/iproute2/rt_tables; elif [ -f /usr/share/iproute2/rt_tables ]; then cat /usr/share/iproute2/rt_tables; fi; for f in /etc/iproute2/rt_tables.d/*.conf; do [ -f "$f" ] && [ "$f" != "$G_RT_TABLES" ] && cat "$f"; done; return 0; }
 f_file() { [ -f "$1" ] && cat "$1"; }
 f_state_files() { for f in "$G_STATE_DIR"/* "$G_STATE_DIR"/.[!.]*; do [ -f "$f" ] && printf '%s\n' "$f"; done; return 0; }
 f_other_backend() { [ -n "$G_V" ] || G_V=$(iptables -V 2>/dev/null); case "$G_V" in *nf_tables*) o=iptables-legacy-save;; *) o=iptables-nft-save;; esac; command -v "$o" >/dev/null 2>&1 || return 0; "$o" 2>/dev/null | grep -c '^-A'; return 0; }
+f_agent() { p=; [ -f "$G_AGENT_STATE/agent.pid" ] && read -r p < "$G_AGENT_STATE/agent.pid"; if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then echo "running $p"; elif command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$G_AGENT_UNIT" 2>/dev/null; then echo running systemd; else echo stopped; fi; [ -f "$G_AGENT_STATE/status.json" ] && cat "$G_AGENT_STATE/status.json"; return 0; }
 f_systemd() { if [ -d /run/systemd/system ]; then echo yes; else echo no; fi; }
 f_iptables_version() { G_V=$(iptables -V 2>&1); r=$?; if [ $r -eq 0 ]; then printf '%s\n' "$G_V"; else printf '%s\n' "$G_V" >&2; G_V=; fi; return $r; }
 
@@ -101,6 +104,8 @@ sec tools f_tools $G_TOOLS
 sec systemd f_systemd
 sec rules ip -4 -j -d -N rule show
 sec routes ip -4 -j -d -N route show table all
+sec nexthops ip -N -j -d nexthop show
+sec agent f_agent
 sec addrs ip -4 -j addr show
 sec iptables_version f_iptables_version
 sec iptables iptables-save

@@ -68,8 +68,14 @@ owned_routes() {
             n = split(cur, w, " ")
             if (w[1] ~ /^[0-9]+$/ && (w[1] in t)) w[1] = t[w[1]]
             s = ""
+            nh = 0
             for (i = 1; i <= n; i++) {
                 if (w[i] ~ /^(linkdown|dead|offload|trap|rt_offload|rt_trap|rt_offload_failed|pervasive|notify)$/) continue
+                # A route by nexthop object: where the object points is
+                # dynamic (the agent moves it); nh_info/nexthop lines are the object.
+                if (w[i] == "nhid") nh = 1
+                if (nh && (w[i] == "nh_info" || w[i] == "nexthop")) break
+                if (nh && (w[i] == "via" || w[i] == "dev")) { i++; continue }
                 s = s (s == "" ? "" : " ") w[i]
             }
             print "route replace proto " proto " " s
@@ -78,6 +84,26 @@ owned_routes() {
         /^[ \t]/ { cur = cur " " $0; gsub(/[ \t]+/, " ", cur); next }
         { out(); cur = $0; gsub(/[ \t]+/, " ", cur) }
         END { out() }' "$1.raw" | sort > "$1" || return 1
+    rm -f "$1.raw"
+}
+
+# Owned nexthop objects (issue 11), one `nexthop replace id N ... proto P`
+# line each, sorted by id (members before the groups using them). A kernel
+# without nexthop objects (before 5.3) has none: an empty listing.
+owned_nexthops() {
+    if ! ip -d nexthop show proto "$PROTO" > "$1.raw" 2>/dev/null; then
+        : > "$1"
+        rm -f "$1.raw"
+        return 0
+    fi
+    awk -v proto="$PROTO" '
+        {
+            s = ""
+            for (i = 1; i <= NF; i++) {
+                if ($i == "id" || $i == "via" || $i == "dev" || $i == "group") { s = s " " $i " " $(i + 1); i++ }
+            }
+            if (s != "") print "nexthop replace" s " proto " proto
+        }' "$1.raw" | sort -t ' ' -k 4,4n > "$1" || return 1
     rm -f "$1.raw"
 }
 
@@ -141,12 +167,22 @@ only_in() {
 # Then the lines that did run are undone by their inverses (built here from
 # the batch; the old value of each replaced route is in $S/ip.undo, `LINE
 # route replace OLD` per line) and the apply stops, changing nothing.
+# `ip -4 -batch FILE`, or without the family when FILE holds nexthop lines:
+# `ip -4` refuses a nexthop group (it has no family); every other line
+# names IPv4 addresses, and IPv4 is the rules' default family.
+batch_ip() {
+    if grep -q '^nexthop ' "$1"; then ip -batch "$1"; else ip -4 -batch "$1"; fi
+}
+
 ip_batch() {
     if [ -z "${S:-}" ]; then
-        ip -4 -batch - || fail 'ip -batch'
+        t=$(mktemp) || fail 'ip -batch: mktemp'
+        cat > "$t" || { rm -f "$t"; fail 'ip -batch: read the batch'; }
+        batch_ip "$t" || { rm -f "$t"; fail 'ip -batch'; }
+        rm -f "$t"
         return 0
     fi
-    ip -4 -batch "$S/ip.batch" 2> "$S/ip.err" && return 0
+    batch_ip "$S/ip.batch" 2> "$S/ip.err" && return 0
     cat "$S/ip.err" >&2
     n=$(sed -n 's/^Command failed [^:]*:\([0-9][0-9]*\)$/\1/p' "$S/ip.err" | head -n 1)
     if [ -n "$n" ] && grep -q -e 'File exists' -e 'No such process' -e 'No such file or directory' "$S/ip.err"; then

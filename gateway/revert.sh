@@ -56,6 +56,10 @@ if [ -f "$S/units.sh" ]; then
     (fail() { echo "dwprov revert: $1" >&2; }; . "$S/units.sh") || rfail 'boot units'
 fi
 
+# Nexthop objects of the snapshot back first (the routes below may use them).
+if [ -s "$S/nexthops" ]; then
+    ip -force -batch "$S/nexthops" || rfail 'restore nexthop objects'
+fi
 # Rules and routes: the difference only.
 if owned_rules "$S/now.rules" && owned_routes "$S/now.routes"; then
     {
@@ -75,6 +79,15 @@ if owned_rules "$S/now.rules" && owned_routes "$S/now.routes"; then
     } > "$S/revert.batch"
     if [ -s "$S/revert.batch" ]; then
         ip -4 -force -batch "$S/revert.batch" || rfail 'restore rules and routes'
+    fi
+    # Nexthop objects the snapshot did not have, now no route uses them
+    # (groups first: by id, highest first).
+    if [ -f "$S/nexthops" ] && owned_nexthops "$S/now.nexthops"; then
+        awk 'FILENAME == ARGV[1] { have[$4]; next } !($4 in have) { print "nexthop del id " $4 }' \
+            "$S/nexthops" "$S/now.nexthops" | sort -t ' ' -k 4,4nr > "$S/revert.nexthops"
+        if [ -s "$S/revert.nexthops" ]; then
+            ip -force -batch "$S/revert.nexthops" || rfail 'delete nexthop objects the snapshot did not have'
+        fi
     fi
     if owned_rules "$S/after.rules" && owned_routes "$S/after.routes"; then
         cmp -s "$S/rules" "$S/after.rules" || { rfail 'the owned rules are not back to the snapshot:'; listing_diff "$S/rules" "$S/after.rules" >&2; }

@@ -103,6 +103,7 @@ snapshot_state() {
     ipt_job=$!
     owned_rules "$S/rules" || { wait "$ipt_job"; nochange 'snapshot rules (ip rule show failed)'; }
     owned_routes "$S/routes" || { wait "$ipt_job"; nochange 'snapshot routes (ip route show failed)'; }
+    owned_nexthops "$S/nexthops" || { wait "$ipt_job"; nochange 'snapshot nexthop objects (ip nexthop show failed)'; }
     wait "$ipt_job"
     case $? in
     0) ;;

@@ -246,6 +246,15 @@ pub fn files(
         ctx.insert("routes", &routes);
         ctx.insert("rules", &rules);
     }
+    ctx.insert("agent_supervisor", crate::ownership::AGENT_SUPERVISOR);
+    ctx.insert(
+        "nexthops",
+        &desired
+            .nexthops
+            .iter()
+            .map(|n| n.to_batch())
+            .collect::<Vec<_>>(),
+    );
     ctx.insert("ipt_tables", &ipt_tables(desired));
     ctx.insert("init_script", INIT_SCRIPT);
 
@@ -313,6 +322,11 @@ fn ip_batch(host: &str, desired: &State) -> String {
         s,
         "# Managed by dwprov for {host}: restored at boot by {BOOT_SH}. Edits are overwritten."
     );
+    // Nexthop objects before the routes using them (as the template).
+    for n in &desired.nexthops {
+        s.push_str("\nnexthop replace ");
+        s.push_str(&n.to_batch());
+    }
     for r in &desired.routes {
         s.push_str(ROUTE);
         r.write_batch(&mut s);
@@ -419,6 +433,10 @@ pub fn post_install(changes: &[Change]) -> PostInstall {
                  else sh {FLUSH_SH} restart || fail 'start the route-cache flush loop'; fi"
             ),
         );
+    }
+    // The line-health agent (issue 11): started, restarted or stopped with its files.
+    for l in crate::agent::deploy::post_install(&written, &removed) {
+        line(&mut s, l);
     }
     out.script = s;
     out
@@ -602,6 +620,8 @@ mod tests {
         let rules: Vec<String> = desired.rules.iter().map(|r| r.to_batch()).collect();
         ctx.insert("routes", &routes);
         ctx.insert("rules", &rules);
+        let nexthops: Vec<String> = desired.nexthops.iter().map(|n| n.to_batch()).collect();
+        ctx.insert("nexthops", &nexthops);
         let text = t.render("boot/ip.batch", &ctx).unwrap();
         format!("{}\n", text.trim_end_matches('\n'))
     }
@@ -635,7 +655,20 @@ mod tests {
             ..Route::default()
         });
         d.routes.push(Route::default());
+        d.routes.push(Route {
+            nhid: Some(20001),
+            ..Route::default()
+        });
+        d.nexthops.push(
+            crate::state::nexthop::parse_words(&["id", "20001", "via", "10.0.0.1", "dev", "eth9"])
+                .unwrap(),
+        );
         assert_eq!(ip_batch("h", &d), batch_by_tera("h", &d));
+        assert!(
+            ip_batch("h", &d).contains("\nnexthop replace id 20001"),
+            "{}",
+            ip_batch("h", &d)
+        );
         assert!(ip_batch("h", &d).contains(
             "\nroute replace blackhole 10.1.2.3 tos 0x10 via 10.0.0.1 dev eth9 src 10.0.0.2 table 7 proto 201 scope 253 metric 5 onlink\n"
         ));

@@ -121,6 +121,10 @@ pub enum Command {
     /// What it cannot map is listed in comments and left foreign.
     #[command(after_help = IMPORT_HELP)]
     Import(ImportArgs),
+    /// Per host, what its line-health agent sees: each line's state (up, down,
+    /// unknown), since when, last round's loss and RTT, failover in force; agent
+    /// running and version; the last apply's snapshot. Read-only.
+    Status(GatherArgs),
 }
 
 /// Which hosts: `--limit` and `--list-hosts`.
@@ -411,6 +415,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Explain(a) => explain(&a),
         Command::Import(a) => import(&a),
+        Command::Status(a) => {
+            let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+            if list_hosts(&a.inv.hosts, &hosts) {
+                return Ok(EXIT_OK);
+            }
+            let json = a.output.format != Format::Text;
+            crate::status::run(&hosts, &a.connect.options(), a.connect.forks, json)
+        }
     }
 }
 

@@ -44,12 +44,57 @@ pub fn ip_batch(changes: &[Change]) -> String {
 /// not `replace`: if the kernel has it although the gathered state did not,
 /// the add fails with "File exists" and the lie is found before it costs.
 pub fn ip_batch_with_undo(changes: &[Change]) -> (String, String) {
+    // Nexthop objects (issue 11) come before the routes using them and go
+    // after: created and changed first (members before groups: by id),
+    // deleted last (groups first). Each has its inverse in the undo list.
+    let (mut nh_add, mut nh_del): (Vec<_>, Vec<_>) = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Nexthop { from, to } => Some((from, to)),
+            _ => None,
+        })
+        .partition(|(_, to)| to.is_some());
+    nh_add.sort_by_key(|(_, to)| to.as_ref().map(|n| n.id));
+    nh_del.sort_by_key(|(from, _)| std::cmp::Reverse(from.as_ref().map(|n| n.id)));
+    let mut nexthops_first = String::new();
+    let mut undo = String::new();
+    let mut line = 0;
+    for (from, to) in &nh_add {
+        let Some(to) = to else { continue };
+        line += 1;
+        match from {
+            None => {
+                let _ = writeln!(nexthops_first, "nexthop add {}", to.to_batch());
+                let _ = writeln!(undo, "{line} nexthop del id {}", to.id);
+            }
+            Some(old) => {
+                let _ = writeln!(nexthops_first, "nexthop replace {}", to.to_batch());
+                let _ = writeln!(undo, "{line} nexthop replace {}", old.to_batch());
+            }
+        }
+    }
+    let (routes_rules, route_undo, lines) = ip_batch_routes(changes, line);
+    undo.push_str(&route_undo);
+    let mut nexthops_last = String::new();
+    let mut line = lines;
+    for (from, _) in &nh_del {
+        let Some(old) = from else { continue };
+        line += 1;
+        let _ = writeln!(nexthops_last, "nexthop del id {}", old.id);
+        let _ = writeln!(undo, "{line} nexthop add {}", old.to_batch());
+    }
+    (nexthops_first + &routes_rules + &nexthops_last, undo)
+}
+
+/// The route and rule lines of [`ip_batch_with_undo`], numbered from
+/// `first_line + 1`; and the number of the last line.
+fn ip_batch_routes(changes: &[Change], first_line: usize) -> (String, String, usize) {
     let mut add_routes = String::new();
     let mut undo = String::new();
     let mut add_rules = String::new();
     let mut del_rules = String::new();
     let mut del_routes = String::new();
-    let mut line = 0;
+    let mut line = first_line;
     for c in changes {
         match c {
             Change::Route { from, to: Some(r) } => {
@@ -82,7 +127,9 @@ pub fn ip_batch_with_undo(changes: &[Change]) -> (String, String) {
             _ => {}
         }
     }
-    (add_routes + &add_rules + &del_rules + &del_routes, undo)
+    let text = add_routes + &add_rules + &del_rules + &del_routes;
+    let n = first_line + text.lines().count();
+    (text, undo, n)
 }
 
 /// The changes an `apply --adopt` runs: the plan's, then the removal of
@@ -590,6 +637,11 @@ pub fn describe(c: &Change) -> String {
             from.as_deref().unwrap_or("unset")
         ),
         Change::Rule { op, rule } => format!("rule {op:?}: {}", rule.to_batch()),
+        Change::Nexthop { from, to } => match (from, to) {
+            (_, Some(n)) => format!("nexthop {}", n.to_batch()),
+            (Some(n), None) => format!("nexthop del id {}", n.id),
+            (None, None) => "nexthop".into(),
+        },
         Change::Route { from, to } => format!(
             "route {}",
             to.as_ref()

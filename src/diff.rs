@@ -10,6 +10,7 @@
 use crate::ownership::owned;
 use crate::state::ip::RouteKey;
 use crate::state::iptables::IptRule;
+use crate::state::nexthop::{Hop, Nexthop};
 use crate::state::{Route, Rule, State};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,6 +55,11 @@ pub enum Change {
         from: Option<Vec<IptRule>>,
         to: Option<Vec<IptRule>>,
     },
+    /// A nexthop object (issue 11): created, changed or deleted.
+    Nexthop {
+        from: Option<Nexthop>,
+        to: Option<Nexthop>,
+    },
     /// A jump rule from a built-in chain into a DWPROV-* chain.
     Jump {
         table: String,
@@ -73,6 +79,7 @@ impl Change {
                 (*op == Op::Remove, *op == Op::Add)
             }
             Change::Route { from, to } => (from.is_some(), to.is_some()),
+            Change::Nexthop { from, to } => (from.is_some(), to.is_some()),
             Change::Chain { from, to, .. } => (from.is_some(), to.is_some()),
         };
         match (from, to) {
@@ -137,6 +144,11 @@ pub struct HostDiff {
     /// (src/takeover.rs): refused without `apply --adopt`, removed with it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hand_made: Vec<crate::takeover::HandMade>,
+    /// Dynamic state shown as information, not changes: the agent's
+    /// failover (a nexthop pointing at a fallback line, a group without a
+    /// dead member), issue 11.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dynamic: Vec<String>,
 }
 
 impl HostDiff {
@@ -182,8 +194,59 @@ pub fn diff(desired: &State, live: &State) -> HostDiff {
     diff_sysctls(desired, live, &mut d);
     diff_rules(desired, live, &mut d);
     diff_routes(desired, live, &mut d);
+    diff_nexthops(desired, live, &mut d);
     diff_iptables(desired, live, &mut d);
     d
+}
+
+/// Nexthop objects: their existence, ids and kind are intent; where the
+/// agent points them is dynamic. A single nexthop pointing at the gateway
+/// of another desired nexthop (a fallback line), or a group holding a
+/// non-empty subset of its desired members with their weights, is the
+/// agent's failover: information, not a change, so `plan` during an outage
+/// is empty and `apply` keeps the failover in force. Anything else is a
+/// change. Foreign nexthops (other protocol) at a desired id are conflicts.
+fn diff_nexthops(desired: &State, live: &State, d: &mut HostDiff) {
+    let targets: Vec<&Hop> = desired
+        .nexthops
+        .iter()
+        .filter(|n| matches!(n.hop, Hop::Via { .. }))
+        .map(|n| &n.hop)
+        .collect();
+    let dynamic_ok = |want: &Nexthop, have: &Nexthop| match (&want.hop, &have.hop) {
+        (Hop::Via { .. }, Hop::Via { .. }) => targets.contains(&&have.hop),
+        (Hop::Group(w), Hop::Group(h)) => !h.is_empty() && h.iter().all(|m| w.contains(m)),
+        _ => false,
+    };
+    for want in &desired.nexthops {
+        match live.nexthops.iter().find(|n| n.id == want.id) {
+            None => d.changes.push(Change::Nexthop {
+                from: None,
+                to: Some(want.clone()),
+            }),
+            Some(have) if !is_owned_route(have) => d.conflicts.push(format!(
+                "nexthop id {} is `{}` (proto {}), which dwprov does not own; dwprov needs the id for `{}`",
+                have.id, have.hop, have.proto, want.hop
+            )),
+            Some(have) if have.hop == want.hop => {}
+            Some(have) if dynamic_ok(want, have) => d.dynamic.push(format!(
+                "nexthop {} is `{}` (intent `{}`): the agent's failover, kept",
+                want.id, have.hop, want.hop
+            )),
+            Some(have) => d.changes.push(Change::Nexthop {
+                from: Some(have.clone()),
+                to: Some(want.clone()),
+            }),
+        }
+    }
+    for have in live.nexthops.iter().filter(|n| is_owned_route(*n)) {
+        if !desired.nexthops.iter().any(|n| n.id == have.id) {
+            d.changes.push(Change::Nexthop {
+                from: Some(have.clone()),
+                to: None,
+            });
+        }
+    }
 }
 
 fn diff_files(desired: &State, live: &State, d: &mut HostDiff) {
@@ -515,6 +578,18 @@ fn lines_of(
                 vec![line(add_remove(from.is_some(), to.is_some()), &text)],
             )
         }
+        Change::Nexthop { from, to } => {
+            let text = || match (from, to) {
+                (Some(f), Some(t)) => format!("id {} {} (was: {})", t.id, t.hop, f.hop),
+                (Some(n), None) | (None, Some(n)) => format!("id {} {}", n.id, n.hop),
+                (None, None) => String::new(),
+            };
+            (
+                ViewKind::Routes,
+                "nexthop objects".into(),
+                vec![line(add_remove(from.is_some(), to.is_some()), &text)],
+            )
+        }
         Change::Jump {
             table,
             chain,
@@ -706,6 +781,76 @@ mod tests {
         );
         assert_eq!(diff(&s, &s), HostDiff::default());
         assert!(views(&s, &s).is_empty());
+    }
+
+    fn nexthops(lines: &str) -> Vec<Nexthop> {
+        let (mut n, _) = crate::state::nexthop::split_batch(lines, "t").unwrap();
+        n.sort();
+        n
+    }
+
+    /// Issue 11: where the agent points a nexthop is dynamic state (a
+    /// fallback line's gateway, a group without a dead member); anything
+    /// else, a missing object or a foreign one at dwprov's id is not.
+    #[test]
+    fn agent_failover_is_information_not_a_change() {
+        let want = State {
+            nexthops: nexthops(
+                "nexthop add id 20001 via 1.2.3.1 dev eth1 proto 201
+                 nexthop add id 20002 via 5.6.7.1 dev eth2 proto 201
+                 nexthop add id 20999 group 20001,2/20002 proto 201
+",
+            ),
+            ..State::default()
+        };
+        let failed_over = State {
+            nexthops: nexthops(
+                "nexthop add id 20001 via 1.2.3.1 dev eth1 proto 201
+                 nexthop add id 20002 via 1.2.3.1 dev eth1 proto 201
+                 nexthop add id 20999 group 20001,2 proto 201
+",
+            ),
+            ..State::default()
+        };
+        let d = diff(&want, &failed_over);
+        assert!(d.changes.is_empty(), "{:#?}", d.changes);
+        assert_eq!(d.dynamic.len(), 2, "{:?}", d.dynamic);
+        assert_eq!(diff(&want, &want), HostDiff::default());
+        // Pointing somewhere no line goes: a change back to intent.
+        let elsewhere = State {
+            nexthops: nexthops(
+                "nexthop add id 20001 via 1.2.3.9 dev eth1 proto 201
+                 nexthop add id 20002 via 5.6.7.1 dev eth2 proto 201
+                 nexthop add id 20999 group 20001,3/20002 proto 201
+                 nexthop add id 20500 via 5.6.7.1 dev eth2 proto 201
+                 nexthop add id 7 via 5.6.7.1 dev eth2 proto 4
+",
+            ),
+            ..State::default()
+        };
+        let d = diff(&want, &elsewhere);
+        let signs: Vec<i8> = d.changes.iter().map(Change::sign).collect();
+        assert_eq!(signs, vec![0, 0, -1], "{:#?}", d.changes);
+        // None at all: created, members before the group, in one batch
+        // before the routes using them.
+        let d = diff(&want, &State::default());
+        assert_eq!(d.changes.len(), 3);
+        let batch = crate::converge::ip_batch(&d.changes);
+        assert!(batch.starts_with("nexthop add id 20001 "), "{batch}");
+        assert!(batch
+            .lines()
+            .nth(2)
+            .unwrap()
+            .starts_with("nexthop add id 20999 group"));
+        // A foreign object at dwprov's id is a conflict, never replaced.
+        let foreign = State {
+            nexthops: nexthops(
+                "nexthop add id 20001 via 9.9.9.9 dev eth9 proto 4
+",
+            ),
+            ..State::default()
+        };
+        assert_eq!(diff(&want, &foreign).conflicts.len(), 1);
     }
 
     #[test]

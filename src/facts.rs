@@ -30,6 +30,10 @@ pub struct Facts {
     /// Tool name → present.
     pub tools: BTreeMap<String, bool>,
     pub systemd: bool,
+    /// The kernel has nexthop objects (5.3 and later; `ip nexthop show` works).
+    pub nexthops: bool,
+    /// The line-health agent as gathered (issue 11): running, its status file.
+    pub agent: crate::agent::status::Seen,
     /// Things worth telling the admin (iptables-save warnings, ...).
     pub warnings: Vec<String>,
     /// [`crate::gather::plan_digest`] of these facts with the scope their owned objects give:

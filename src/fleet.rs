@@ -203,7 +203,9 @@ pub fn plan_host(
     let rendered = render::render(gw, templates, Some(&facts))?;
     preflight(gw, &facts)?;
     progress.stage(&gw.host, Stage::Diff);
-    let diff = diff::HostDiff::planned(&rendered.desired, &facts.state);
+    let mut diff = diff::HostDiff::planned(&rendered.desired, &facts.state);
+    // The agent's view of the lines, as information (issue 11).
+    diff.dynamic.splice(0..0, facts.agent.plan_lines());
     let views = diff::planned_views(&diff, &rendered.desired, &facts.state);
     let mut warnings = facts.warnings.clone();
     warnings.extend(rendered.warnings.iter().cloned());
@@ -299,6 +301,8 @@ fn apply_host_at(
         });
     }
     opts.progress.stage(&plan.host, Stage::Apply);
+    // The line-health agent's binary, before the files naming it (issue 11).
+    crate::agent::deploy::ensure_binary(t, &plan.rendered.desired)?;
     let caps = converge::Caps::of(&plan.facts);
     let safety = opts.safety;
     let (changes, hand_made) = if opts.adopt {

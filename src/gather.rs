@@ -66,13 +66,15 @@ pub fn script(marker: &str) -> String {
 pub fn script_with(marker: &str, deadline_secs: u64) -> String {
     let files = crate::ownership::OWNED_FILES;
     format!(
-        "D={}\nG_DEADLINE={}\nG_TOOLS={}\nG_FILES={}\nG_STATE_DIR={}\nG_RT_TABLES={}\n{GATHER_SH}",
+        "D={}\nG_DEADLINE={}\nG_TOOLS={}\nG_FILES={}\nG_STATE_DIR={}\nG_RT_TABLES={}\nG_AGENT_STATE={}\nG_AGENT_UNIT={}\n{GATHER_SH}",
         sh_quote(marker),
         deadline_secs.max(1),
         sh_quote(&TOOLS.join(" ")),
         sh_quote(&files.join(" ")),
         sh_quote(STATE_DIR),
-        sh_quote(crate::ownership::RT_TABLES_CONF)
+        sh_quote(crate::ownership::RT_TABLES_CONF),
+        sh_quote(crate::ownership::AGENT_STATE_DIR),
+        sh_quote(crate::ownership::AGENT_UNIT)
     )
 }
 
@@ -90,6 +92,8 @@ pub fn section_command(section: &str) -> String {
         "systemd" => "[ -d /run/systemd/system ]",
         "rules" => "ip -4 -j -d -N rule show",
         "routes" => "ip -4 -j -d -N route show table all",
+        "nexthops" => "ip -N -j -d nexthop show",
+        "agent" => "the agent's pid and status file",
         "addrs" => "ip -4 -j addr show",
         "iptables_version" => "iptables -V",
         "iptables" => "iptables-save",
@@ -114,6 +118,7 @@ fn watchdog_command(reported: &str) -> String {
     match first {
         "f_tools" => section_command("tools"),
         "f_systemd" => section_command("systemd"),
+        "f_agent" => section_command("agent"),
         "f_iptables_version" => section_command("iptables_version"),
         "f_other_backend" => section_command("other_backend"),
         "f_rt_tables" => section_command("rt_tables"),
@@ -297,7 +302,16 @@ pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<F
         return Err(remote(host, "ip route show table all", &routes));
     }
     facts.state.routes = ip::parse_routes_json(routes.stdout)?;
+    // Kernels before 5.3 have no nexthop objects: the command fails, and
+    // `Facts::nexthops` says so (a `health` inventory is refused there).
+    let nexthops = get("nexthops");
+    facts.nexthops = nexthops.status == 0;
+    if facts.nexthops {
+        facts.state.nexthops = crate::state::nexthop::parse_json(nexthops.stdout)?;
+        facts.state.nexthops.sort();
+    }
     facts.interfaces = parse_addrs(get("addrs").stdout)?;
+    facts.agent = crate::agent::status::Seen::parse(get("agent").stdout);
 
     let version = get("iptables_version").stdout;
     facts.iptables_backend = if version.contains("nf_tables") {

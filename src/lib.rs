@@ -31,6 +31,7 @@ pub mod rollback;
 pub mod safe;
 pub mod saved_plan;
 pub mod state;
+pub mod status;
 pub mod takeover;
 pub mod templates;
 pub mod trace;

@@ -104,6 +104,9 @@ macro_rules! owned {
     (agent_dir) => {
         "/var/lib/dwprov/agent"
     };
+    (agent_unit) => {
+        "dwprov-agent.service"
+    };
     (agent_state_dir) => {
         "/run/dwprov-agent"
     };
@@ -182,6 +185,7 @@ pub const BOOT_UNIT_FILES: &[&str] = &[
     concat!(owned!(unit_dir), "/", owned!(late_unit)),
     concat!(owned!(unit_dir), "/", owned!(flush_unit)),
     INIT_SCRIPT,
+    concat!(owned!(unit_dir), "/", owned!(agent_unit)),
 ];
 /// Every owned file outside [`STATE_DIR`] ([`CONFIG_FILES`], then
 /// [`BOOT_UNIT_FILES`]): gather reads them, diff prunes them.
@@ -193,6 +197,7 @@ pub const OWNED_FILES: &[&str] = &[
     concat!(owned!(unit_dir), "/", owned!(late_unit)),
     concat!(owned!(unit_dir), "/", owned!(flush_unit)),
     INIT_SCRIPT,
+    concat!(owned!(unit_dir), "/", owned!(agent_unit)),
 ];
 
 /// The first line of every owned file starts with this (after a `#!`).
@@ -210,8 +215,13 @@ pub const REVERT_UNIT_PREFIX: &str = owned!(revert_unit_prefix);
 pub const AGENT_DIR: &str = owned!(agent_dir);
 /// The agent's binary (the `dwprov-agent` target of this crate) in [`AGENT_DIR`].
 pub const AGENT_BIN: &str = concat!(owned!(agent_dir), "/dwprov-agent");
-/// The agent's config (`agent::config::Config`, JSON) in [`AGENT_DIR`].
-pub const AGENT_CONFIG: &str = concat!(owned!(agent_dir), "/config.json");
+/// The agent's config (`agent::config::Config`, JSON): an owned file under
+/// [`STATE_DIR`], so gather reads it and apply/revert treat it like the others.
+pub const AGENT_CONFIG: &str = concat!(owned!(state_dir), "/agent.json");
+/// The agent's supervisor (gateways without systemd), under [`STATE_DIR`].
+pub const AGENT_SUPERVISOR: &str = concat!(owned!(state_dir), "/agent-supervise.sh");
+/// The agent's systemd unit (gateways with systemd), in [`UNIT_DIR`].
+pub const AGENT_UNIT: &str = owned!(agent_unit);
 /// The agent's default state dir: on tmpfs, since what it describes (the
 /// kernel's nexthops) does not survive a reboot either, and a file rewritten
 /// every round should not wear a gateway's flash.
@@ -223,6 +233,23 @@ pub const AGENT_LOG_TAG: &str = "dwprov";
 /// The nexthop ids dwprov owns (`(first, last)`, inclusive): the agent
 /// refuses a config naming another, so it never repoints a foreign nexthop.
 pub const NEXTHOP_ID_BAND: (u32, u32) = (20_000, 20_999);
+/// The nexthop group of a balanced default route (several default lines).
+pub const BALANCED_NEXTHOP_ID: u32 = NEXTHOP_ID_BAND.1;
+/// First of the tables through which policies reach a line with a nexthop
+/// object (issue 11): their default is the line's `nhid`, so policies fail
+/// over with it, while the line's own table keeps its literal gateway
+/// (probes, source return). One per line, by inventory index.
+pub const POLICY_TABLE_BASE: u32 = 0x7f00_0000;
+
+/// The nexthop object of the line at `index` of the inventory (None past
+/// the band).
+pub fn line_nexthop_id(index: usize) -> Option<u32> {
+    let id = NEXTHOP_ID_BAND
+        .0
+        .checked_add(1)?
+        .checked_add(u32::try_from(index).ok()?)?;
+    (id < BALANCED_NEXTHOP_ID).then_some(id)
+}
 
 /// The transient unit name (without `.service`/`.timer`) of snapshot `id`'s revert timer.
 pub fn revert_unit(id: &str) -> String {

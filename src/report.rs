@@ -105,6 +105,9 @@ pub fn host_plan(o: &Outcome, notes: &[String], detail: Detail) -> String {
     for c in &p.diff.conflicts {
         let _ = writeln!(s, "{} {c}", Style::new().red().bold().apply_to("conflict:"));
     }
+    for i in &p.diff.dynamic {
+        let _ = writeln!(s, "{} {i}", Style::new().cyan().apply_to("info:"));
+    }
     if detail.verbose {
         for n in notes {
             let _ = writeln!(s, "{} {n}", Style::new().dim().apply_to("note:"));

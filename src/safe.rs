@@ -614,6 +614,14 @@ pub fn snapshot_state(
     let b = crate::state::ip::parse_batch(&batch, "snapshot rules and routes", &snap.rt_tables)?;
     snap.rules = b.rules;
     snap.routes = b.routes;
+    // Nexthop objects (issue 11): `nexthop replace id N ...` lines; none in
+    // snapshots of older versions.
+    if let Some(sec) = sections.get("nexthops").filter(|s| s.status == 0) {
+        let text = sec.stdout.replace("nexthop replace ", "nexthop add ");
+        let (mut nh, _) = crate::state::nexthop::split_batch(&text, "snapshot nexthops")?;
+        nh.sort();
+        snap.nexthops = nh;
+    }
     // iptables: the owned lines per table as a save, built-in chains declared.
     let mut tables: std::collections::BTreeMap<&str, (Vec<String>, Vec<String>)> =
         Default::default();

@@ -139,7 +139,18 @@ const CASES: &[Case] = &[
     case("mark_mask zero", &[("      method: fwmark\n", "      method: fwmark\n      mark_mask: 0\n")], "`mark_mask` is 0", 6, 18),
     case("no lines", &[], "host gw1 has no `lines`", 3, 5),
     case("no default line", &[("default: true", "default: false")], "no line has `default: true`", 9, 9),
-    case("two default lines", &[("routes: [100.65.0.0/16]", "default: true")], "more than one line has `default: true`", 22, 20),
+    case("two default lines without fwmark", &[("routes: [100.65.0.0/16]", "default: true"), ("method: fwmark", "method: static")], "several lines have `default: true` (a balanced default route), which needs method fwmark, not static", 22, 20),
+    // --- health and failover (issue 11)
+    case("probe target inside the LAN", &[("          routes: [100.65.0.0/16]\n", "          routes: [100.65.0.0/16]\n          health: {targets: [192.168.0.9]}\n")], "probe target 192.168.0.9 is inside the LAN 192.168.0.0/24", 23, 30),
+    case("reliability above targets", &[("          routes: [100.65.0.0/16]\n", "          routes: [100.65.0.0/16]\n          health: {targets: [1.2.3.4], reliability: 2}\n")], "`reliability` 2 is more than the 1 target(s) listed", 23, 53),
+    case("unknown health key", &[("          routes: [100.65.0.0/16]\n", "          routes: [100.65.0.0/16]\n          health: {targets: [1.2.3.4], intervl: 1}\n")], "unknown key `intervl` in health\n  hint: did you mean `interval`?", 23, 40),
+    case("interval too short", &[("          routes: [100.65.0.0/16]\n", "          routes: [100.65.0.0/16]\n          health: {targets: [1.2.3.4], interval: 0.1}\n")], "`interval` 0.1 is out of range (0.2 to 3600 seconds)", 23, 50),
+    case("bad probe target", &[("          routes: [100.65.0.0/16]\n", "          routes: [100.65.0.0/16]\n          health: {targets: [1.2.3.4:http]}\n")], "`1.2.3.4:http` is not a probe target", 23, 30),
+    case("unknown fallback line", &[("          routes: [100.65.0.0/16]\n", "          routes: [100.65.0.0/16]\n          health: {targets: [1.2.3.4]}\n          fallback: [ctx]\n")], "unknown line `ctx`\n  hint: did you mean `ctc`?", 24, 22),
+    case("fallback to itself", &[("          routes: [100.65.0.0/16]\n", "          routes: [100.65.0.0/16]\n          health: {targets: [1.2.3.4]}\n          fallback: [cnc]\n")], "line `cnc` falls back to itself", 24, 22),
+    case("fallback without health", &[("          routes: [100.65.0.0/16]\n", "          routes: [100.65.0.0/16]\n          fallback: [ctc]\n")], "`fallback` of line `cnc` has no effect without `health`", 23, 21),
+    case("weight out of range", &[("          routes: [100.65.0.0/16]\n", "          routes: [100.65.0.0/16]\n          weight: 300\n")], "`weight` 300 is out of range (1 to 256)", 23, 19),
+    case("health not a map", &[("          routes: [100.65.0.0/16]\n", "          routes: [100.65.0.0/16]\n          health: yes\n")], "`health` must be a map, found a string", 23, 19),
     case("interface with colon", &[("interface: eth1", "interface: eth1:0")], "interface name `eth1:0` contains ':'", 12, 22),
     case("interface too long", &[("interface: eth1", "interface: averyveryverylongname")], "must be 1 to 15 characters long", 12, 22),
     case("interface dotdot", &[("interface: eth1", "interface: ..")], "`..` is not a valid interface name", 12, 22),
@@ -433,6 +444,8 @@ fn documented_example_loads_and_builds() {
                 gateway: ip("198.51.100.1"),
                 default: true,
                 routes: dedup(std::slice::from_ref(&chinanet)),
+                health: None,
+                failover: Default::default(),
             },
             Line {
                 name: "cnc".into(),
@@ -443,6 +456,8 @@ fn documented_example_loads_and_builds() {
                 gateway: ip("203.0.113.1"),
                 default: false,
                 routes: dedup(&[vec![net("100.65.0.0/16")], unicom.clone()]),
+                health: None,
+                failover: Default::default(),
             },
         ],
         nat: NatMode::Snat,
@@ -611,4 +626,38 @@ fn absent_table_and_mark_are_stable() {
         (b.line("cmcc").unwrap().table, b.line("cmcc").unwrap().mark),
         (300, 0x300)
     );
+}
+
+/// Issue 11: health on both lines, both default (balanced): defaults filled
+/// in (fallback = the other default line), fractions kept as milliseconds.
+#[test]
+fn health_and_balanced_default_build_with_defaults() {
+    let dir = temp_dir("health");
+    let path = dir.join("inv.yaml");
+    let text = BASE
+        .replace(
+            "          routes: [100.65.0.0/16]\n",
+            "          routes: [100.65.0.0/16]\n          default: true\n          weight: 2\n          health: {targets: [100.65.1.10, '100.65.1.10:80'], interval: 0.5, reliability: 2}\n",
+        )
+        .replace(
+            "          default: true\n        - name: cnc",
+            "          default: true\n          health: {targets: [100.64.1.10]}\n          flush_on_recovery: true\n        - name: cnc",
+        );
+    std::fs::write(&path, text).unwrap();
+    let (_, gws) = load_and_build(&path).unwrap();
+    let ctc = &gws[0].lines[0];
+    let cnc = &gws[0].lines[1];
+    assert!(gws[0].uses_nexthops());
+    assert!(ctc.default && cnc.default);
+    assert_eq!(ctc.failover.fallback, vec!["cnc".to_string()]);
+    assert_eq!(cnc.failover.fallback, vec!["ctc".to_string()]);
+    assert!(ctc.failover.flush_on_recovery);
+    assert_eq!((ctc.failover.weight, cnc.failover.weight), (1, 2));
+    let h = cnc.health.as_ref().unwrap();
+    assert_eq!(
+        (h.interval_ms, h.timeout_ms, h.down, h.up, h.reliability),
+        (500, 1000, 3, 5, 2)
+    );
+    assert_eq!(h.targets.len(), 2);
+    std::fs::remove_dir_all(dir).ok();
 }

@@ -10,9 +10,11 @@
 //! state machine with its hold-down), [`plan`] (states -> nexthop and
 //! conntrack commands), [`status`] (the status file), [`install`] (what apply
 //! checks before it uploads the agent). I/O: [`probe`] (pinned sockets) and
-//! [`daemon`] (the loop, commands, logging).
+//! [`daemon`] (the loop, commands, logging). [`deploy`]: what apply
+//! installs (config, unit or supervisor, the binary) and when it restarts.
 pub mod config;
 pub mod daemon;
+pub mod deploy;
 pub mod health;
 pub mod install;
 pub mod plan;

@@ -182,3 +182,45 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// The agent as `gather` sees it on a gateway: whether it runs (`running
+/// PID`, `running systemd` or `stopped`) and its status file, if any.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Seen {
+    pub running: bool,
+    pub status: Option<Status>,
+}
+
+impl Seen {
+    /// The gather section: a `running ...`/`stopped` line, then the file.
+    pub fn parse(text: &str) -> Seen {
+        let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+        Seen {
+            running: first.starts_with("running"),
+            status: serde_json::from_str(rest.trim()).ok(),
+        }
+    }
+
+    /// What a plan shows as information, one line per line that is not up:
+    /// `line cnc down since ..., failed over to ctc (agent)`.
+    pub fn plan_lines(&self) -> Vec<String> {
+        let Some(s) = &self.status else {
+            return Vec::new();
+        };
+        s.lines
+            .iter()
+            .filter(|l| l.state == State::Down)
+            .map(|l| {
+                format!(
+                    "line {} down since {}, {} (the agent's failover, not drift)",
+                    l.name,
+                    l.since,
+                    match &l.failover_to {
+                        Some(to) => format!("failed over to {to}"),
+                        None => "no live fallback".into(),
+                    }
+                )
+            })
+            .collect()
+    }
+}

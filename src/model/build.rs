@@ -25,10 +25,13 @@ use crate::error::{Error, Location, Result};
 use crate::escape;
 use crate::inventory::{values, Host};
 use crate::yaml::{did_you_mean, Node};
+pub use agent::agent_config;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
 
+mod agent;
 mod forwards;
+mod health;
 mod ids;
 mod lan;
 mod lines;
@@ -60,7 +63,8 @@ pub fn build(host: &Host) -> Result<Gateway> {
     };
     let lan = lan::lan(lan_node, &built.lines, &mut interfaces)?;
     routes::check_connected(&built.lines, &built.listed, &lan, lines_node)?;
-    let lines = built.lines;
+    let mut lines = built.lines;
+    health::finish(&mut lines, &built.items, &lan, settings.method)?;
     let line_names: Vec<&str> = lines.iter().map(|l| l.name.as_str()).collect();
     let forwards = match vars.get("forwards") {
         Some(n) => forwards::forwards(n, &lan, &line_names)?,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::net::Ipv4Addr;
 
 mod build;
-pub use build::{build, build_all};
+pub use build::{agent_config, build, build_all};
 
 /// The seed's three ways of doing dual-line routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -72,6 +72,44 @@ pub struct Line {
     /// Destination prefixes routed via this line (inline + routes_file),
     /// deduplicated, in first-seen order.
     pub routes: Vec<Ipv4Net>,
+    /// Probing by the agent (issue 11); none: the line is not monitored.
+    pub health: Option<Health>,
+    /// Where its traffic goes when it is down, its share of a balanced default.
+    pub failover: Failover,
+}
+
+/// A line's `health:` (issue 11): what the agent probes and how often.
+/// Times are whole milliseconds, so the intent stays `Eq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Health {
+    pub targets: Vec<crate::agent::config::Target>,
+    pub interval_ms: u32,
+    pub timeout_ms: u32,
+    pub down: u32,
+    pub up: u32,
+    pub reliability: u32,
+}
+
+/// A line's `fallback`, `weight`, `flush_on_recovery`, `on_change`, with
+/// the defaults filled in (`fallback`: the default line(s), or for a default
+/// line the other lines in inventory order; only when the line has `health`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failover {
+    pub fallback: Vec<String>,
+    pub weight: u32,
+    pub flush_on_recovery: bool,
+    pub on_change: Option<String>,
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover {
+            fallback: Vec::new(),
+            weight: 1,
+            flush_on_recovery: false,
+            on_change: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -116,5 +154,12 @@ impl Gateway {
 
     pub fn default_line(&self) -> Option<&Line> {
         self.lines.iter().find(|l| l.default)
+    }
+
+    /// Whether routes carry lines' traffic by nexthop objects (issue 11):
+    /// a line is monitored, or several lines share the default route.
+    pub fn uses_nexthops(&self) -> bool {
+        self.lines.iter().any(|l| l.health.is_some())
+            || self.lines.iter().filter(|l| l.default).count() > 1
     }
 }

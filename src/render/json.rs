@@ -71,14 +71,16 @@ impl Serialize for Desired<'_> {
         let State {
             rules,
             routes,
+            nexthops,
             iptables,
             rt_tables,
             files,
             sysctls,
         } = self.0;
-        let mut m = s.serialize_map(Some(6))?;
+        let mut m = s.serialize_map(Some(7))?;
         m.serialize_entry("files", files)?;
         m.serialize_entry("iptables", &sorted(iptables).map_err(S::Error::custom)?)?;
+        m.serialize_entry("nexthops", &EachSorted(nexthops))?;
         m.serialize_entry("routes", &EachSorted(routes))?;
         m.serialize_entry("rt_tables", &sorted(rt_tables).map_err(S::Error::custom)?)?;
         m.serialize_entry("rules", &EachSorted(rules))?;

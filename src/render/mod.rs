@@ -54,6 +54,19 @@ struct LineCtx<'a> {
     prio_fwmark: u32,
     prio_source: u32,
     prio_dest: u32,
+    /// The line's nexthop object (issue 11): its traffic routes use it.
+    nhid: Option<u32>,
+    /// What rules sending traffic to the line look up (method policy's
+    /// destination rules): its table, or with a nexthop its policy table.
+    via_table: String,
+}
+
+/// A nexthop object and the table policies naming its line look up.
+#[derive(Serialize)]
+struct NexthopCtx {
+    id: u32,
+    /// `via G dev D` or `group A,W/B`.
+    hop: String,
 }
 
 /// A destination prefix as the templates see it (`ip::net_str` text). Only
@@ -107,6 +120,8 @@ struct PolicyCtx<'a> {
     from: String,
     to: String,
     line: &'a str,
+    /// What the rule looks up: the line's table, or with nexthops its policy table.
+    table: String,
     priority: u32,
 }
 
@@ -169,6 +184,15 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
             prio_fwmark: base + PRIO_FWMARK + i,
             prio_source: base + PRIO_SOURCE + i,
             prio_dest: base + PRIO_DEST + i,
+            nhid: if gw.uses_nexthops() {
+                crate::ownership::line_nexthop_id(i as usize)
+            } else {
+                None
+            },
+            via_table: match policy_table(gw, &l.name) {
+                Some(t) => t.to_string(),
+                None => l.name.clone(),
+            },
         });
     }
     let lan: Vec<LanCtx> = gw
@@ -225,9 +249,25 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
             from: p.from.map(ip::net_str).unwrap_or_else(|| "all".into()),
             to: p.to.map(ip::net_str).unwrap_or_else(|| "all".into()),
             line: &p.line,
+            table: match policy_table(gw, &p.line) {
+                Some(t) => t.to_string(),
+                None => p.line.clone(),
+            },
             priority: base + PRIO_POLICY + i as u32,
         })
         .collect();
+    let nexthops = nexthops(gw, &lines);
+    // Policy tables (issue 11): one per line some policy names.
+    let policy_tables: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| {
+            let t = policy_table(gw, l.name)?;
+            let used = gw.policies.iter().any(|p| p.line == l.name)
+                || (gw.method == Method::Policy && !l.prefixes.is_empty());
+            used.then(|| serde_json::json!({"table": t, "nhid": l.nhid, "name": l.name}))
+        })
+        .collect();
+    let balanced = gw.lines.iter().filter(|l| l.default).count() > 1;
     let default_line = gw
         .default_line()
         .or(gw.lines.first())
@@ -258,7 +298,57 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
     ctx.insert("forwards", &forwards);
     ctx.insert("hairpins", &hairpins);
     ctx.insert("policies", &policies);
+    ctx.insert("nexthops", &nexthops);
+    ctx.insert("policy_tables", &policy_tables);
+    ctx.insert(
+        "balanced_nhid",
+        &balanced.then_some(crate::ownership::BALANCED_NEXTHOP_ID),
+    );
     (ctx, warnings)
+}
+
+/// The table a policy naming `line` looks up when the line has a nexthop
+/// object (see [`crate::ownership::POLICY_TABLE_BASE`]).
+fn policy_table(gw: &Gateway, line: &str) -> Option<u32> {
+    if !gw.uses_nexthops() {
+        return None;
+    }
+    let i = gw.lines.iter().position(|l| l.name == line)?;
+    Some(crate::ownership::POLICY_TABLE_BASE + i as u32)
+}
+
+/// The nexthop objects: one per line (its own gateway; the agent repoints
+/// it), and the group of a balanced default, weighted.
+fn nexthops(gw: &Gateway, lines: &[LineCtx]) -> Vec<NexthopCtx> {
+    let mut out: Vec<NexthopCtx> = lines
+        .iter()
+        .filter_map(|l| {
+            Some(NexthopCtx {
+                id: l.nhid?,
+                hop: format!("via {} dev {}", l.gateway, l.interface),
+            })
+        })
+        .collect();
+    let members: Vec<String> = gw
+        .lines
+        .iter()
+        .zip(lines)
+        .filter(|(l, _)| l.default)
+        .filter_map(|(l, c)| {
+            let id = c.nhid?;
+            Some(match l.failover.weight {
+                1 => id.to_string(),
+                w => format!("{id},{w}"),
+            })
+        })
+        .collect();
+    if members.len() > 1 {
+        out.push(NexthopCtx {
+            id: crate::ownership::BALANCED_NEXTHOP_ID,
+            hop: format!("group {}", members.join("/")),
+        });
+    }
+    out
 }
 
 /// Render one gateway and parse the result into its desired state.
@@ -269,6 +359,25 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
     limits::set_budget(
         limits::BASE_BUDGET.saturating_add(prefixes.saturating_mul(limits::BUDGET_PER_PREFIX)),
     );
+    if let Some(f) = facts.filter(|f| gw.uses_nexthops() && !f.nexthops) {
+        return Err(Error::Invalid {
+            message: format!(
+                "host {}: `health` (or several default lines) needs nexthop objects, which kernel {} lacks (`ip nexthop show` failed; they came in Linux 5.3)",
+                gw.host,
+                crate::escape::value(&f.kernel)
+            ),
+            hint: Some("remove `health` and keep one `default: true` line for this host, or upgrade its kernel to 5.3 or later".into()),
+        });
+    }
+    if gw.lines.len()
+        >= (crate::ownership::BALANCED_NEXTHOP_ID - crate::ownership::NEXTHOP_ID_BAND.0) as usize
+        && gw.uses_nexthops()
+    {
+        return Err(Error::Invalid {
+            message: format!("host {}: too many lines for dwprov's nexthop ids", gw.host),
+            hint: None,
+        });
+    }
     let (ctx, mut warnings) = context(gw);
     let mut artefacts = BTreeMap::new();
     for (name, path) in FILE_TARGETS {
@@ -298,6 +407,14 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
         artefacts.insert(path, text);
     }
     warnings.extend(boot.warnings);
+    // The line-health agent's files (issue 11): owned files like the others.
+    if let Some(cfg) = crate::model::agent_config(gw) {
+        let systemd = crate::boot::Platform::of(facts).systemd;
+        for (path, text) in crate::agent::deploy::files(&gw.host, &cfg, systemd)? {
+            desired.files.insert(path.clone(), text.clone());
+            artefacts.insert(path, text);
+        }
+    }
     // Only what dwprov owns may be applied: it is all a revert can undo.
     ownership::check(Some(gw), &artefacts, &desired, |name| {
         templates.source(name)
@@ -357,6 +474,10 @@ fn parse_artefacts(artefacts: &BTreeMap<String, String>) -> Result<State> {
         desired.sysctls = parse_sysctl_conf(sys, "sysctl.conf.tera output")?;
     }
     if let Some(b) = artefacts.get("ip.batch") {
+        let (mut nexthops, rest) = crate::state::nexthop::split_batch(b, "ip.batch.tera output")?;
+        nexthops.sort();
+        desired.nexthops = nexthops;
+        let b = rest.as_deref().unwrap_or(b);
         let batch = ip::parse_batch(b, "ip.batch.tera output", &desired.rt_tables)?;
         desired.rules = batch.rules;
         desired.routes = batch.routes;
@@ -414,6 +535,8 @@ pub(crate) mod tests {
                     gateway: "198.51.100.1".parse().unwrap(),
                     default: true,
                     routes: vec!["100.64.0.0/16".parse().unwrap()],
+                    health: None,
+                    failover: Default::default(),
                 },
                 Line {
                     name: "cnc".into(),
@@ -427,6 +550,8 @@ pub(crate) mod tests {
                         "100.65.0.0/16".parse().unwrap(),
                         "100.64.0.0/16".parse().unwrap(),
                     ],
+                    health: None,
+                    failover: Default::default(),
                 },
             ],
             nat: NatMode::Snat,
@@ -470,6 +595,64 @@ pub(crate) mod tests {
     #[test]
     fn snapshot_policy() {
         insta::assert_snapshot!(artefacts_text(&rendered(Method::Policy)));
+    }
+
+    /// Issue 11: health on CNC and a balanced default: nexthop objects, the
+    /// traffic routes by `nhid`, the line tables literal, policies through
+    /// a policy table, the L4 multipath hash.
+    #[test]
+    fn nexthops_carry_the_lines_traffic() {
+        let mut gw = seed(Method::Fwmark);
+        gw.lines[1].health = Some(crate::model::Health {
+            targets: vec!["100.65.1.10".parse().unwrap()],
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            down: 3,
+            up: 5,
+            reliability: 1,
+        });
+        gw.lines[1].default = true;
+        gw.lines[0].failover.weight = 2;
+        let r = render(&gw, &Templates::load(None).unwrap(), None).unwrap();
+        let batch = &r.artefacts["ip.batch"];
+        assert!(
+            batch.contains("nexthop add id 20001 via 198.51.100.1 dev eth1 proto 201"),
+            "{batch}"
+        );
+        assert!(batch.contains("nexthop add id 20999 group 20001,2/20002 proto 201"));
+        assert!(batch.contains("route add default nhid 20999 proto 201"));
+        assert!(batch.contains("route add 100.65.0.0/16 nhid 20002 proto 201"));
+        assert!(
+            batch.contains("route add default via 203.0.113.1 dev eth2 src 203.0.113.2 table cnc")
+        );
+        assert_eq!(r.desired.nexthops.len(), 3);
+        let nhid: Vec<_> = r
+            .desired
+            .routes
+            .iter()
+            .filter(|r| r.nhid.is_some())
+            .collect();
+        assert!(nhid.iter().all(|r| r.via.is_none() && r.dev.is_none()));
+        assert_eq!(
+            r.desired
+                .sysctls
+                .get("net/ipv4/fib_multipath_hash_policy")
+                .map(String::as_str),
+            Some("1"),
+            "{:?}",
+            r.desired.sysctls
+        );
+        // Boot restores the objects before the routes using them.
+        let boot = &r.desired.files[crate::boot::IP_BATCH];
+        let first_nh = boot.find("nexthop replace id 20001").unwrap();
+        assert!(first_nh < boot.find("route replace").unwrap(), "{boot}");
+        // The kernel without nexthop objects: refused, saying why.
+        let facts = crate::gather::Facts {
+            kernel: "4.19.0".into(),
+            ..Default::default()
+        };
+        let e = render(&gw, &Templates::load(None).unwrap(), Some(&facts)).unwrap_err();
+        assert!(e.to_string().contains("5.3"), "{e}");
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //! Allowed: rules and routes with protocol 201; in iptables, rules in
 //! `DWPROV-*` chains, and in built-in chains only jumps to a `DWPROV-*`
 //! chain, no policy on a built-in chain, no other chain; sysctls
-//! `net/ipv4/ip_forward` (0 or 1) and `net/ipv4/conf/IF/rp_filter` (0, 1 or
-//! 2); rt_tables entries of the gateway's lines; rt_protos `201 dwprov`.
+//! `net/ipv4/ip_forward` (0 or 1), `net/ipv4/conf/IF/rp_filter` (0, 1 or
+//! 2) and `net/ipv4/fib_multipath_hash_policy` (0 or 1); rt_tables entries of the gateway's lines; rt_protos `201 dwprov`.
 //! Files are fixed by code (`FILE_TARGETS`, `crate::boot`), not templates;
 //! their paths are checked against that set all the same.
 use crate::diff::{is_owned_chain, is_owned_jump};
@@ -254,6 +254,8 @@ fn sysctl(text: &str) -> Option<(&str, String)> {
         let v = v.trim();
         let ok = match k.split('/').collect::<Vec<_>>().as_slice() {
             ["net", "ipv4", "ip_forward"] => matches!(v, "0" | "1"),
+            // A balanced default route hashes flows by ports (issue 11).
+            ["net", "ipv4", "fib_multipath_hash_policy"] => matches!(v, "0" | "1"),
             ["net", "ipv4", "conf", iface, "rp_filter"] => {
                 !iface.is_empty() && matches!(v, "0" | "1" | "2")
             }
@@ -262,7 +264,7 @@ fn sysctl(text: &str) -> Option<(&str, String)> {
         if !ok {
             return Some((
                 line,
-                "a sysctl dwprov does not manage (allowed: net.ipv4.ip_forward = 0|1, net.ipv4.conf.IF.rp_filter = 0|1|2)".into(),
+                "a sysctl dwprov does not manage (allowed: net.ipv4.ip_forward = 0|1, net.ipv4.conf.IF.rp_filter = 0|1|2, net.ipv4.fib_multipath_hash_policy = 0|1)".into(),
             ));
         }
     }

@@ -148,6 +148,9 @@ pub struct Route {
     pub proto: u8,
     pub scope: u8,
     pub onlink: bool,
+    /// The nexthop object the route uses (`nhid N`, issue 11): then `via`
+    /// and `dev` are the object's business, not the route's.
+    pub nhid: Option<u32>,
     /// Attributes dwprov does not model (nexthops, metrics, encap, ...).
     pub extra: Attrs,
 }
@@ -174,6 +177,7 @@ impl Default for Route {
             proto: 0,
             scope: 0,
             onlink: false,
+            nhid: None,
             extra: Attrs::default(),
         }
     }
@@ -223,6 +227,9 @@ impl Route {
         if self.tos != 0 {
             let _ = write!(out, " tos {:#x}", self.tos);
         }
+        if let Some(n) = self.nhid {
+            let _ = write!(out, " nhid {n}");
+        }
         if let Some(v) = self.via {
             let _ = write!(out, " via {v}");
         }
@@ -254,6 +261,9 @@ impl Route {
             s.push_str("default");
         } else {
             s.push_str(&net_str(self.dst));
+        }
+        if let Some(n) = self.nhid {
+            s.push_str(&format!(" nhid {n}"));
         }
         if let Some(v) = self.via {
             s.push_str(&format!(" via {v}"));
@@ -790,12 +800,20 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
                         r.onlink = flags.iter().any(|f| f.as_str() == Some("onlink"));
                     }
                 }
+                "nhid" => r.nhid = Some(json_num(val).ok_or_else(|| bad("bad nhid"))?),
+                // What a nexthop object resolves to (see `nhid`).
+                "nh_info" | "nexthops" if obj.contains_key("nhid") => {}
                 // Runtime state, not configuration.
                 "expires" | "cache" | "pref" | "linkdown" | "offload" | "trap" => {}
                 other => {
                     r.extra.insert(other.to_string(), json_str(val));
                 }
             }
+        }
+        if r.nhid.is_some() {
+            // The object's current target: the agent moves it (dynamic state).
+            r.via = None;
+            r.dev = None;
         }
         routes.push(r);
         Ok(())
@@ -951,6 +969,7 @@ fn parse_route_words(
         match w[i] {
             "via" => r.via = Some(arg(i)?.parse().map_err(|_| "bad via address")?),
             "dev" | "oif" => r.dev = Some(devs.get(arg(i)?)),
+            "nhid" => r.nhid = Some(parse_u32(arg(i)?).ok_or("bad nhid")?),
             "src" => r.src = Some(arg(i)?.parse().map_err(|_| "bad src address")?),
             "table" => {
                 let t = arg(i)?;

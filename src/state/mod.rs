@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 pub mod ip;
 pub mod iptables;
+pub mod nexthop;
 pub mod rt_tables;
 
 pub use ip::{Route, Rule, RuleAction};
@@ -19,6 +20,8 @@ pub struct State {
     pub rules: Vec<Rule>,
     /// IPv4 routes of every table.
     pub routes: Vec<Route>,
+    /// Nexthop objects (issue 11), sorted by id.
+    pub nexthops: Vec<nexthop::Nexthop>,
     pub iptables: Iptables,
     /// /etc/iproute2/rt_tables entries.
     pub rt_tables: RtTables,

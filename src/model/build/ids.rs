@@ -113,6 +113,8 @@ mod tests {
             gateway: "10.0.0.1".parse().unwrap(),
             default: false,
             routes: vec![],
+            health: None,
+            failover: Default::default(),
         }
     }
 

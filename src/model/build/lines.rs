@@ -1,6 +1,7 @@
 //! The uplinks: `lines:` lists `{name, table, mark, interface, address,
-//! gateway, default, routes, routes_file}`. Names, tables, marks and
-//! interfaces are unique, exactly one line is `default: true`, subnets do not
+//! gateway, default, routes, routes_file}` (and the failover keys read by
+//! [`super::health`]). Names, tables, marks and interfaces are unique, at
+//! least one line is `default: true` (several: a balanced default), subnets do not
 //! overlap, and the next hop is a host of the line's subnet. Tables and marks
 //! left out get stable values ([`super::ids`]).
 use super::routes::{line_routes, Listing};
@@ -23,6 +24,12 @@ const LINE_KEYS: &[&str] = &[
     "default",
     "routes",
     "routes_file",
+    // Read by `health` once the LAN is known.
+    "health",
+    "fallback",
+    "weight",
+    "flush_on_recovery",
+    "on_change",
 ];
 
 /// The built lines, and where each line's prefixes are listed (for the
@@ -30,6 +37,8 @@ const LINE_KEYS: &[&str] = &[
 pub(super) struct Lines<'a> {
     pub lines: Vec<Line>,
     pub listed: Vec<Listing<'a>>,
+    /// The inventory entries of the lines, in order (for [`super::health`]).
+    pub items: Vec<&'a Node>,
 }
 
 /// What earlier lines took: each line needs its own name, table and mark,
@@ -99,7 +108,11 @@ pub(super) fn lines<'a>(
         read.into_iter().map(|r| (r.line, r.listing)).unzip();
     ids::assign_tables(&mut lines, &table_given);
     ids::assign_marks(&mut lines, &mark_given, mark_mask, node)?;
-    Ok(Lines { lines, listed })
+    Ok(Lines {
+        lines,
+        listed,
+        items: items.iter().collect(),
+    })
 }
 
 /// One entry of `lines`.
@@ -160,13 +173,8 @@ fn line<'a>(
     let default = match item.get("default") {
         Some(n) => {
             let d = values::boolean(n, "default")?;
-            if d {
-                if let Some(prev) = &taken.default_at {
-                    return Err(n.error(
-                        "more than one line has `default: true`",
-                        Some(format!("`default: true` is already set at line {}; exactly one line carries the default route", prev.line)),
-                    ));
-                }
+            // Several default lines balance the default route (checked in `health`).
+            if d && taken.default_at.is_none() {
                 taken.default_at = Some(n.location.clone());
             }
             d
@@ -187,6 +195,8 @@ fn line<'a>(
             gateway,
             default,
             routes,
+            health: None,
+            failover: Default::default(),
         },
         table,
         mark,

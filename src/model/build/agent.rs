@@ -1,0 +1,56 @@
+//! The agent's config from the intent (issue 11): one agent line per
+//! inventory line (those without `health` are watched as `unknown` and
+//! count as alive for the others' fallback), its nexthop id, and the
+//! balanced group when several lines are default.
+use crate::agent::config::{Balanced, Config, Health, Line, FORMAT_VERSION};
+use crate::model::Gateway;
+use crate::ownership::{line_nexthop_id, BALANCED_NEXTHOP_ID};
+
+/// The agent's config for `gw`, or None when no line has `health` (no
+/// agent on that gateway).
+pub fn agent_config(gw: &Gateway) -> Option<Config> {
+    if !gw.lines.iter().any(|l| l.health.is_some()) {
+        return None;
+    }
+    let lines = gw
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Line {
+            name: l.name.clone(),
+            interface: l.interface.clone(),
+            address: l.address.addr(),
+            gateway: l.gateway,
+            mark: l.mark,
+            mark_mask: gw.mark_mask,
+            table: l.table,
+            nexthop: line_nexthop_id(i),
+            health: l.health.as_ref().map(|h| Health {
+                targets: h.targets.clone(),
+                interval: f64::from(h.interval_ms) / 1000.0,
+                timeout: f64::from(h.timeout_ms) / 1000.0,
+                down: h.down,
+                up: h.up,
+                reliability: h.reliability,
+            }),
+            fallback: l.failover.fallback.clone(),
+            weight: l.failover.weight,
+            flush_on_recovery: l.failover.flush_on_recovery,
+            on_change: l.failover.on_change.clone(),
+        })
+        .collect();
+    let members: Vec<String> = gw
+        .lines
+        .iter()
+        .filter(|l| l.default)
+        .map(|l| l.name.clone())
+        .collect();
+    Some(Config {
+        format_version: FORMAT_VERSION,
+        lines,
+        balanced: (members.len() > 1).then_some(Balanced {
+            id: BALANCED_NEXTHOP_ID,
+            members,
+        }),
+    })
+}
