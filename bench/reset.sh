@@ -4,7 +4,12 @@
 # so the next apply starts from a clean gateway. Only what dwprov owns (proto
 # 201, DWPROV-* chains, its files) and the baseline's proto 202 routes go.
 set -e
-ip rule flush protocol 201
+# One flush may leave rules behind when there are thousands (method
+# policy): flush until none is left.
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    ip rule show | grep -qE 'proto (201|dwprov)' || break
+    ip rule flush protocol 201
+done
 ip route flush table all proto 201
 ip route flush table all proto 202
 # Every DWPROV line: chain declarations, their rules, and the jumps to them.

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The data-plane bench (issue 13; the seed's 深入探讨 1: which method is
+# fastest, and how to measure it): packets/s of small UDP packets forwarded
+# through the lab gateway, for a plain NAT gateway (the baseline: one default
+# route and MASQUERADE) and for each of dwprov's methods at 3,894 and 16,000
+# destination prefixes on the CNC line, plus how long the apply took (load).
+#
+#   sudo scripts/bench-dataplane.sh [-n RUNS] [-t SECONDS]
+#
+# Figures, not pass/fail: median [min-max] of RUNS (default 3) floods of
+# SECONDS (default 2) from the LAN client (cli) to the CNC user (ucnc, in
+# the CNC list), counted by a sink on ucnc (bench/udpflood.rs). The lab has
+# a prefix of its own (dwd<pid>-) and is removed on exit, also on failure.
+# The 16,000-prefix list is unicom.txt plus /26s of 172.16.0.0/12 (no real
+# list is that long here). Sender, gateway and sink share this machine's
+# cores: compare rows of one run, not runs of different machines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RUNS=3 SECS=2
+while (($#)); do
+    case "$1" in
+    -n) RUNS=${2:?-n needs a number}; shift 2 ;;
+    -t) SECS=${2:?-t needs seconds}; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "the lab needs root (network namespaces): run with sudo" >&2; exit 1; }
+say() { printf '[bench-dataplane] %s\n' "$*" >&2; }
+die() { printf '[bench-dataplane] error: %s\n' "$*" >&2; exit 1; }
+
+P="dwd$$-"
+D="/tmp/dwprov-bench-dataplane-$$"
+LAB=("$ROOT/scripts/lab.sh" --prefix "$P" --dir "$D")
+BIN=$ROOT/target/release/dwprov
+FLOOD=$ROOT/target/release/examples/udpflood
+
+scripts/install-deps.sh >&2
+say "cargo build --release (dwprov, dwprov-agent, the udpflood example)"
+cargo build --release --quiet --bins --example udpflood
+
+LAB_UP=no
+cleanup() {
+    local rc=$?
+    [ "$LAB_UP" = yes ] && { "${LAB[@]}" down >/dev/null 2>&1 || say "warning: lab down failed"; }
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+LAB_UP=yes
+say "lab up (prefix $P, dir $D)"
+"${LAB[@]}" up >/dev/null
+gw() { "${LAB[@]}" exec gw "$@"; }
+in_role() { local r=$1; shift; "${LAB[@]}" exec "$r" "$@"; }
+RP_ETH1=$(gw cat /proc/sys/net/ipv4/conf/eth1/rp_filter)
+RP_ETH2=$(gw cat /proc/sys/net/ipv4/conf/eth2/rp_filter)
+reset_gw() {
+    { printf 'RP_ETH1=%s RP_ETH2=%s\n' "$RP_ETH1" "$RP_ETH2"; cat bench/reset.sh; } | gw sh -s >"$B/reset.out" 2>&1 ||
+        die "resetting the lab gateway failed: $(tail -n 5 "$B/reset.out")"
+}
+
+# Prefix lists: the real 3,894, and 16,000 (the real ones, then /26s).
+B=$D/dataplane
+mkdir -p "$B"
+cp examples/isp/unicom.txt "$B/list-3894.txt"
+grep -E '^[0-9]' examples/isp/unicom.txt >"$B/list-16000.txt"
+awk -v n=$((16000 - $(wc -l <"$B/list-16000.txt"))) 'BEGIN {
+    for (i = 0; i < n; i++) printf "172.%d.%d.%d/26\n", 16 + int(i / 1024), int(i / 4) % 256, (i % 4) * 64
+}' >>"$B/list-16000.txt"
+
+inventory() { # FILE METHOD LIST
+    cat >"$1" <<INV
+all:
+  hosts:
+    gw1:
+      address: 10.9.0.2
+      ssh: {user: root, identity_file: $D/id_ed25519, known_hosts: $D/known_hosts}
+      method: $2
+      lan:
+        - {interface: eth0, address: 192.168.0.1/24}
+      lines:
+        - {name: ctc, table: 100, mark: 0x100, interface: eth1, address: 198.51.100.2/24,
+           gateway: 198.51.100.1, default: true, routes: [100.64.0.0/16]}
+        - {name: cnc, table: 200, mark: 0x200, interface: eth2, address: 203.0.113.2/24,
+           gateway: 203.0.113.1, routes: [100.65.0.0/16], routes_file: '$3'}
+      nat: {mode: snat}
+INV
+}
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# measure: RUNS floods; sets PPS (median) and RANGE.
+measure() {
+    local i out all=()
+    for ((i = 0; i < RUNS; i++)); do
+        in_role ucnc "$FLOOD" sink 9999 "$((SECS + 2))" >"$B/sink" &
+        local sink=$!
+        sleep 0.5
+        in_role cli "$FLOOD" send 100.65.1.10:9999 "$SECS" >/dev/null
+        wait "$sink"
+        out=$(sed -n 's/^received [0-9]* pps \([0-9]*\)$/\1/p' "$B/sink")
+        [ -n "$out" ] && [ "$out" -gt 0 ] || die "no packet reached the sink: $(cat "$B/sink")"
+        all+=("$out")
+    done
+    PPS=$(median "${all[@]}")
+    RANGE="$(printf '%s\n' "${all[@]}" | sort -n | sed -n '1p;$p' | tr '\n' '-' | sed 's/-$//')"
+}
+
+ROWS=()
+row() { ROWS+=("$(printf '%-24s %8s %9s %10s %-17s %s' "$@")"); }
+
+say "baseline: plain NAT gateway (default via CNC, MASQUERADE)"
+gw sh -c 'ip route replace default via 203.0.113.1 dev eth2 &&
+    iptables -t nat -A POSTROUTING -s 192.168.0.0/24 -o eth2 -j MASQUERADE'
+measure
+BASE=$PPS
+row "plain NAT (baseline)" "-" "-" "$PPS" "[$RANGE]" "-"
+gw sh -c 'ip route del default via 203.0.113.1 dev eth2;
+    iptables -t nat -D POSTROUTING -s 192.168.0.0/24 -o eth2 -j MASQUERADE'
+
+for n in ${DP_SIZES:-3894 16000}; do
+    for m in ${DP_METHODS:-static fwmark policy}; do
+        say "method $m, $n prefixes"
+        inventory "$B/$m-$n.yaml" "$m" "$B/list-$n.txt"
+        reset_gw
+        s=$EPOCHREALTIME
+        in_role ctl "$BIN" apply -i "$B/$m-$n.yaml" --yes >"$B/apply.out" 2>&1 ||
+            die "apply of $m-$n failed: $(tail -n 5 "$B/apply.out")"
+        e=$EPOCHREALTIME
+        load=$(awk -v u=$(( ${e/./} - ${s/./} )) 'BEGIN {printf "%.2f s", u/1e6}')
+        measure
+        cost=$(awk -v b="$BASE" -v p="$PPS" 'BEGIN {printf "%+.2f us", 1e6/p - 1e6/b}')
+        row "$m" "$n" "$load" "$PPS" "[$RANGE]" "$cost"
+    done
+done
+
+printf '\ndwprov data-plane bench  %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+printf 'machine   %s cores, kernel %s; load %s\n' "$(nproc)" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf 'method    median [min-max] of %s floods of %s s, 18-byte UDP payloads (64-byte frames), 16 flows, cli -> gw -> cnc -> ucnc\n\n' "$RUNS" "$SECS"
+printf '%-24s %8s %9s %10s %-17s %s\n' "gateway" "prefixes" "load" "packets/s" "[min-max]" "per packet vs baseline"
+printf '%s\n' "${ROWS[@]}"
