@@ -115,6 +115,10 @@ pub enum Command {
     /// connection; --live: its gathered state): DNAT, mark, ip rule, route,
     /// outgoing line, source NAT, the way back. Exit 0 when traced.
     Explain(ExplainArgs),
+    /// Find what would go wrong before anything changes: the seed's FAQ traced on the
+    /// desired state, the management path, clashes with foreign live state. Exit 1 on
+    /// an error finding (--strict: on a warning too).
+    Check(CheckArgs),
 }
 
 /// Which hosts: `--limit` and `--list-hosts`.
@@ -398,6 +402,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Explain(a) => explain(&a),
+        Command::Check(a) => check(&a),
     }
 }
 
@@ -762,6 +767,43 @@ fn explain(a: &ExplainArgs) -> Result<i32> {
         templates: a.templates.templates.as_deref(),
         flow,
         live: a.live,
+        json: a.format != Format::Text,
+        connect: a.connect.options(),
+        forks: a.connect.forks,
+    })
+}
+
+/// `dwprov check` (src/check).
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    /// No connection: only the checks the inventory alone answers.
+    #[arg(long)]
+    pub offline: bool,
+    /// Exit 1 on warnings too.
+    #[arg(long)]
+    pub strict: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub templates: TemplateArgs,
+    /// Output format (json: one document with format_version).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+fn check(a: &CheckArgs) -> Result<i32> {
+    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+    if list_hosts(&a.inv.hosts, &hosts) {
+        return Ok(EXIT_OK);
+    }
+    crate::check::run(&crate::check::Request {
+        inventory: &a.inv.inventory,
+        limit: a.inv.hosts.limit.as_deref(),
+        templates: a.templates.templates.as_deref(),
+        offline: a.offline,
+        strict: a.strict,
         json: a.format != Format::Text,
         connect: a.connect.options(),
         forks: a.connect.forks,
