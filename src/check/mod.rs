@@ -21,6 +21,7 @@ use serde::Serialize;
 use std::fmt::Write;
 use std::path::Path;
 
+pub mod assert;
 pub mod faq;
 pub mod live;
 pub mod locate;
@@ -58,6 +59,14 @@ pub struct Finding {
     pub message: String,
     pub why: String,
     pub fix: String,
+}
+
+/// A location as `file:line:col`.
+pub(crate) fn ser_location_plain<S: serde::Serializer>(
+    l: &Location,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(l)
 }
 
 fn ser_location<S: serde::Serializer>(
@@ -122,6 +131,13 @@ pub fn check_host(
     facts: Option<&live::LiveFacts>,
 ) -> Vec<Finding> {
     let mut out = faq::findings(host, gw, rendered, facts);
+    // Assertions on what the gateway will be: the desired state, over the
+    // live foreign state when it is known.
+    let world = match facts {
+        Some(f) => crate::trace::World::after_apply(gw, &rendered.desired, &f.facts),
+        None => crate::trace::World::desired(gw, &rendered.desired),
+    };
+    out.extend(assert::findings(host, gw, &world));
     if let Some(f) = facts {
         out.extend(live::findings(host, gw, rendered, f));
     }
