@@ -54,7 +54,12 @@ c_networkd() {
         printf 'active %s\n' "$(systemctl is-active systemd-networkd.service 2>/dev/null)"
         printf 'enabled %s\n' "$(systemctl is-enabled systemd-networkd.service 2>/dev/null)"
     else
+        # Not running systemd now: enabled for the next boot is a link in a
+        # .wants directory (what `systemctl is-enabled` reads).
         printf 'active no-systemd\n'
+        for c_w in /etc/systemd/system/*.wants/systemd-networkd.service; do
+            if [ -L "$c_w" ] || [ -e "$c_w" ]; then printf 'enabled enabled\n'; break; fi
+        done
     fi
     for c_f in /etc/systemd/networkd.conf /usr/lib/systemd/networkd.conf.d/*.conf /run/systemd/networkd.conf.d/*.conf /etc/systemd/networkd.conf.d/*.conf; do
         [ -f "$c_f" ] || continue

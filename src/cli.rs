@@ -119,6 +119,18 @@ pub enum Command {
     /// desired state, the management path, clashes with foreign live state. Exit 1 on
     /// an error finding (--strict: on a warning too).
     Check(CheckArgs),
+    /// Check the inventory's flow assertions (`assert:`) on each gateway's live
+    /// state: traced, and each routing decision asked of the kernel (`ip route get`).
+    /// Exit 1 when one fails.
+    Verify(VerifyArgs),
+}
+
+/// plan's and apply's `dwprov check`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GateArgs {
+    /// Go on although `dwprov check` finds errors (each is printed as a warning).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Which hosts: `--limit` and `--list-hosts`.
@@ -246,6 +258,8 @@ pub struct PlanArgs {
     /// Save the plan (desired state, diff, digest of the live state) for `dwprov apply FILE`.
     #[arg(short = 'o', long = "out", value_name = "FILE")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub gate: GateArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -294,6 +308,8 @@ pub struct ApplyArgs {
     /// is verified in the apply's own round trip (no new connection).
     #[arg(long)]
     pub no_confirm: bool,
+    #[command(flatten)]
+    pub gate: GateArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -403,6 +419,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Explain(a) => explain(&a),
         Command::Check(a) => check(&a),
+        Command::Verify(a) => verify(&a),
     }
 }
 
@@ -542,6 +559,7 @@ fn apply(a: ApplyArgs) -> Result<i32> {
         templates: a.templates,
         json_events: a.json_events,
         out: None,
+        gate: a.gate,
     };
     plan_or_apply(
         &args,
@@ -596,12 +614,16 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
     } else {
         &term_progress
     };
+    let gate = crate::check::Gate {
+        force: a.gate.force,
+    };
     let opts = RunOptions {
         templates: &templates,
         connect: a.connect.options(),
         forks: a.connect.forks,
         progress,
         safety: apply.as_ref().map(|m| m.safety).unwrap_or_default(),
+        checks: Some(&gate),
     };
     let prepared = fleet::parallel(&targets, opts.forks, |(h, desired)| {
         fleet::prepare(h, *desired, &opts)
@@ -804,6 +826,32 @@ fn check(a: &CheckArgs) -> Result<i32> {
         templates: a.templates.templates.as_deref(),
         offline: a.offline,
         strict: a.strict,
+        json: a.format != Format::Text,
+        connect: a.connect.options(),
+        forks: a.connect.forks,
+    })
+}
+
+/// `dwprov verify` (src/check/assert.rs).
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Output format (json: one document with format_version).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+fn verify(a: &VerifyArgs) -> Result<i32> {
+    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+    if list_hosts(&a.inv.hosts, &hosts) {
+        return Ok(EXIT_OK);
+    }
+    crate::check::assert::run(&crate::check::assert::Request {
+        inventory: &a.inv.inventory,
+        limit: a.inv.hosts.limit.as_deref(),
         json: a.format != Format::Text,
         connect: a.connect.options(),
         forks: a.connect.forks,

@@ -49,6 +49,20 @@ pub trait Progress: Sync {
     fn finished(&self, host: &str, ok: bool);
 }
 
+/// Checks around each host's change, implemented by `check` (above this
+/// module): before anything changes, and after the apply, before it is
+/// confirmed (an error there reverts it).
+pub trait Checks: Sync {
+    fn before(
+        &self,
+        host: &Host,
+        gw: &Gateway,
+        plan: &HostPlan,
+        t: &mut dyn Transport,
+    ) -> Result<()>;
+    fn after_apply(&self, host: &Host, facts: &Facts, t: &mut dyn Transport) -> Result<()>;
+}
+
 /// A progress sink that shows nothing.
 pub struct Silent;
 impl Progress for Silent {
@@ -131,6 +145,7 @@ pub struct RunOptions<'a> {
     pub forks: usize,
     pub progress: &'a dyn Progress,
     pub safety: Safety,
+    pub checks: Option<&'a dyn Checks>,
 }
 
 /// Checks of intent against facts that must pass before anything changes.
@@ -375,6 +390,13 @@ fn apply_host_at(
         let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
         return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
     }
+    if let Some(e) = opts
+        .checks
+        .and_then(|c| c.after_apply(host, &facts, t).err())
+    {
+        let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
+        return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
+    }
     let confirm = crate::safe::verify_confirm_script(
         &id,
         &crate::safe::digest_args(&plan.facts.state, &plan.rendered.desired),
@@ -552,7 +574,13 @@ pub fn prepare(host: &Host, desired: Desired, opts: &RunOptions) -> Prepared {
             stage = Stage::Gather;
             let plan = match desired {
                 Desired::Saved(s) => plan_saved(s, t.as_mut(), opts.progress)?,
-                Desired::Intent(gw) => plan_host(gw, t.as_mut(), opts.templates, opts.progress)?,
+                Desired::Intent(gw) => {
+                    let plan = plan_host(gw, t.as_mut(), opts.templates, opts.progress)?;
+                    if let Some(c) = opts.checks {
+                        c.before(host, gw, &plan, t.as_mut())?;
+                    }
+                    plan
+                }
             };
             Ok((t, plan))
         })?;

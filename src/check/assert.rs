@@ -594,6 +594,36 @@ mod tests {
         );
     }
 
+    /// The gateway-side programs of `check` and `verify` pass
+    /// `shellcheck -S warning`, alone and as sent (with their parameters).
+    #[test]
+    fn check_and_verify_programs_pass_shellcheck() {
+        let q = format!(
+            "Q={}\n{VERIFY_FLOWS_SH}",
+            crate::converge::sh_quote("0 10.0.0.1 10.0.0.2 - 0x0\n")
+        );
+        for (name, text) in [
+            ("check.sh", super::super::live::CHECK_SH.to_string()),
+            ("verify-flows.sh", VERIFY_FLOWS_SH.to_string()),
+            ("verify-flows-sent.sh", q),
+        ] {
+            let dir = std::env::temp_dir().join(format!("dwprov-sc-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            let out = std::process::Command::new("shellcheck")
+                .args(["-S", "warning", "-s", "sh"])
+                .arg(&path)
+                .output()
+                .expect("shellcheck installed");
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+
     #[test]
     fn kernel_answers_parse() {
         assert_eq!(

@@ -57,6 +57,11 @@ pub struct LiveFacts {
 /// Gather, then run check.sh over the same connection.
 pub fn gather(t: &mut dyn Transport) -> Result<LiveFacts> {
     let facts = crate::gather::gather(t)?;
+    with_check_facts(t, facts)
+}
+
+/// Run check.sh over `t` and add its sections to gathered `facts`.
+pub fn with_check_facts(t: &mut dyn Transport, facts: Facts) -> Result<LiveFacts> {
     let m = crate::gather::marker();
     let out = t.run_script(&format!("D='{m}'\n{CHECK_SH}"))?;
     if out.status != 0 {

@@ -161,6 +161,73 @@ fn check_one(
     Ok(check_host(host, gw, &r, Some(&facts)))
 }
 
+/// `check` as plan and apply run it ([`crate::fleet::Checks`]): before
+/// anything changes, every check on the planned host (the live ones over
+/// the plan's connection), refusing on an error finding unless `force`;
+/// after the apply, the flow assertions on the applied state.
+pub struct Gate {
+    pub force: bool,
+}
+
+impl crate::fleet::Checks for Gate {
+    fn before(
+        &self,
+        host: &Host,
+        gw: &Gateway,
+        plan: &crate::fleet::HostPlan,
+        t: &mut dyn crate::transport::Transport,
+    ) -> Result<()> {
+        let facts = live::with_check_facts(t, plan.facts.clone())?;
+        let errors: Vec<Finding> = check_host(host, gw, &plan.rendered, Some(&facts))
+            .into_iter()
+            .filter(|f| f.severity == Severity::Error)
+            .collect();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let list = errors
+            .iter()
+            .map(|f| {
+                let at = f
+                    .location
+                    .as_ref()
+                    .map(|l| format!("{l}: "))
+                    .unwrap_or_default();
+                format!("{at}{} [{}]\n    fix: {}", f.message, f.code, f.fix)
+            })
+            .collect::<Vec<_>>()
+            .join("\n  - ");
+        if self.force {
+            eprintln!(
+                "{} {}: --force: going on despite {} error(s) of `dwprov check`:\n  - {list}",
+                console::style("WARNING").red().bold(),
+                host.name,
+                errors.len()
+            );
+            return Ok(());
+        }
+        Err(crate::error::Error::Invalid {
+            message: format!(
+                "{}: refusing: `dwprov check` found {} error(s); nothing was changed:\n  - {list}",
+                host.name,
+                errors.len()
+            ),
+            hint: Some(
+                "fix them (`dwprov check -i INV` says why), or override with --force".into(),
+            ),
+        })
+    }
+
+    fn after_apply(
+        &self,
+        host: &Host,
+        facts: &crate::facts::Facts,
+        t: &mut dyn crate::transport::Transport,
+    ) -> Result<()> {
+        assert::after_apply(host, facts, t)
+    }
+}
+
 /// Run `check`: exit 1 on an error finding (with `strict`, a warning) or
 /// a host that could not be checked, 0 otherwise.
 pub fn run(req: &Request) -> Result<i32> {
