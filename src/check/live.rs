@@ -590,6 +590,8 @@ fn rp_filter_after(gw: &Gateway, lf: &LiveFacts, own: &str, own_at: usize, out: 
         if !after {
             continue;
         }
+        // `all` alone is harmless: the kernel takes the larger of `all` and
+        // the interface's value, and dwprov sets its lines' to 2 (loose).
         let line_ifaces: Vec<&str> = gw.lines.iter().map(|l| l.interface.as_str()).collect();
         let (sev, what) = if iface == "*" || line_ifaces.contains(&iface) {
             (

@@ -65,19 +65,24 @@ pub fn item(host: &Host, list: &str, i: usize) -> Location {
 /// or the kernel's own.
 pub fn decision(host: &Host, gw: &Gateway, d: &Decision) -> Option<Location> {
     let (prio, _) = d.rule.as_ref()?;
-    if let Some(off) = prio.checked_sub(gw.rule_priority) {
+    // Only a rule of dwprov's band was made from the inventory.
+    let band = crate::ownership::RULE_BAND_SIZE;
+    if let Some(off) = prio.checked_sub(gw.rule_priority).filter(|o| *o < band) {
         let idx = |base: u32| off.checked_sub(base).map(|i| i as usize);
+        let line_idx = |base: u32| idx(base).filter(|i| *i < gw.lines.len());
         if off >= PRIO_DEST {
-            return idx(PRIO_DEST).map(|i| line_routes(host, i));
+            return line_idx(PRIO_DEST).map(|i| line_routes(host, i));
         }
         if off >= PRIO_POLICY {
-            return idx(PRIO_POLICY).map(|i| item(host, "policies", i));
+            return idx(PRIO_POLICY)
+                .filter(|i| *i < gw.policies.len())
+                .map(|i| item(host, "policies", i));
         }
         if off >= PRIO_SOURCE {
-            return idx(PRIO_SOURCE).map(|i| line(host, i, Some("address")));
+            return line_idx(PRIO_SOURCE).map(|i| line(host, i, Some("address")));
         }
         if off >= PRIO_FWMARK {
-            return idx(PRIO_FWMARK).map(|i| line(host, i, Some("mark")));
+            return line_idx(PRIO_FWMARK).map(|i| line(host, i, Some("mark")));
         }
     }
     // A destination route in main comes from a line's list.
