@@ -145,6 +145,9 @@ pub struct Checked {
     pub ok: bool,
     pub expected: String,
     pub got: String,
+    /// Live: each leg's `ip route get` and the kernel's answer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernel: Vec<String>,
 }
 
 /// `tcp 100.65.1.10 -> 203.0.113.2:80 in on eth2`.
@@ -209,6 +212,7 @@ fn compare(r: &Resolved, g: &Got) -> Checked {
         ok,
         expected: expected.join(", "),
         got: seen.join(", "),
+        kernel: Vec::new(),
     }
 }
 
@@ -233,6 +237,7 @@ fn failed_to_trace(r: &Resolved, e: &Error) -> Checked {
         ok: false,
         expected: "a flow the tracer can follow".into(),
         got: e.to_string(),
+        kernel: Vec::new(),
     }
 }
 
@@ -292,6 +297,20 @@ pub fn parse_answer(rc: i32, text: &str) -> Way {
             None => Way::Dropped(text.trim().to_string()),
         },
     }
+}
+
+/// The command verify-flows.sh runs for a query, for messages.
+fn route_get(q: &Query) -> String {
+    format!(
+        "ip route get {} from {}{} mark {:#x}",
+        q.dst,
+        q.src,
+        q.iif
+            .as_deref()
+            .map(|i| format!(" iif {i}"))
+            .unwrap_or_default(),
+        q.mark
+    )
 }
 
 /// `N DST SRC IIF MARK` for a query, from typed values only.
@@ -357,7 +376,8 @@ pub fn live(
                 continue;
             };
             if let (Ok(i), Ok(rc)) = (i.parse::<usize>(), rc.parse::<i32>()) {
-                answers.insert(i, parse_answer(rc, w.next().unwrap_or("")));
+                let text = w.next().unwrap_or("").trim().to_string();
+                answers.insert(i, (parse_answer(rc, &text), text));
             }
         }
     }
@@ -373,11 +393,14 @@ pub fn live(
         };
         // The kernel's way for a leg it was asked about; the tracer's for
         // one with no routing decision (dropped before it).
+        let mut asked = Vec::new();
         let mut way = |leg: &Leg| {
-            let w = if leg.decision.is_some() {
-                answers.get(&n).cloned().unwrap_or_else(|| way_of(leg))
-            } else {
-                way_of(leg)
+            let w = match (&leg.decision, answers.get(&n)) {
+                (Some(d), Some((w, text))) => {
+                    asked.push(format!("{} -> {text}", route_get(&d.query)));
+                    w.clone()
+                }
+                _ => way_of(leg),
             };
             n += 1;
             // A leg the kernel routes out is still dropped if the tracer
@@ -389,7 +412,9 @@ pub fn live(
         };
         let fwd = way(&tr.forward);
         let reply = tr.reply.as_ref().map(&mut way);
-        out.push(compare(r, &got(gw, tr, &fwd, reply.as_ref())));
+        let mut c = compare(r, &got(gw, tr, &fwd, reply.as_ref()));
+        c.kernel = asked;
+        out.push(c);
     }
     Ok(out)
 }
