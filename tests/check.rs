@@ -206,7 +206,7 @@ fn check_finds_each_planted_hazard_at_its_location() {
             plant: "ip route add 10.123.0.0/16 dev eth1 table 100",
             undo: "ip route del 10.123.0.0/16 table 100",
             inv: fwmark.clone(),
-            severity: "error",
+            severity: "warning",
             code: "table-taken",
             says: "table 100 of line ctc already holds 1 foreign route(s): 10.123.0.0/16 dev eth1",
             line: Some(line_of(&fwmark, "table: 100")),

@@ -408,8 +408,10 @@ fn tables(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) {
             .map(|r| r.display())
             .collect();
         if !foreign.is_empty() {
+            // A warning: dwprov leaves them be and its own routes still
+            // work; only the traffic they match goes elsewhere.
             out.push(Finding::new(
-                Severity::Error,
+                Severity::Warning,
                 "table-taken",
                 Some(locate::line(host, i, Some("table"))),
                 format!(
