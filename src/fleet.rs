@@ -53,6 +53,9 @@ pub trait Progress: Sync {
 /// module): before anything changes, and after the apply, before it is
 /// confirmed (an error there reverts it).
 pub trait Checks: Sync {
+    /// Shell run after the gather in its round trip (its output ends up
+    /// in [`HostPlan::check_output`]).
+    fn gather_script(&self) -> &str;
     fn before(
         &self,
         host: &Host,
@@ -85,6 +88,9 @@ pub struct HostPlan {
     pub rendered: Rendered,
     #[serde(skip)]
     pub facts: Facts,
+    /// The marker and output of the gather with [`Checks::gather_script`].
+    #[serde(skip)]
+    pub check_output: Option<(String, String)>,
 }
 
 /// How one host ended.
@@ -207,9 +213,16 @@ pub fn plan_host(
     t: &mut dyn Transport,
     templates: &Templates,
     progress: &dyn Progress,
+    checks: Option<&dyn Checks>,
 ) -> Result<HostPlan> {
     progress.stage(&gw.host, Stage::Gather);
-    let facts = gather::gather(t)?;
+    let (facts, check_output) = match checks {
+        Some(c) => {
+            let (f, m, out) = gather::gather_also(t, c.gather_script())?;
+            (f, Some((m, out)))
+        }
+        None => (gather::gather(t)?, None),
+    };
     progress.stage(&gw.host, Stage::Render);
     let rendered = render::render(gw, templates, Some(&facts))?;
     preflight(gw, &facts)?;
@@ -227,6 +240,7 @@ pub fn plan_host(
         views,
         rendered,
         facts,
+        check_output,
     })
 }
 
@@ -535,6 +549,7 @@ pub fn plan_saved(
             warnings: Vec::new(),
         },
         facts,
+        check_output: None,
     })
 }
 
@@ -575,7 +590,8 @@ pub fn prepare(host: &Host, desired: Desired, opts: &RunOptions) -> Prepared {
             let plan = match desired {
                 Desired::Saved(s) => plan_saved(s, t.as_mut(), opts.progress)?,
                 Desired::Intent(gw) => {
-                    let plan = plan_host(gw, t.as_mut(), opts.templates, opts.progress)?;
+                    let plan =
+                        plan_host(gw, t.as_mut(), opts.templates, opts.progress, opts.checks)?;
                     if let Some(c) = opts.checks {
                         c.before(host, gw, &plan, t.as_mut())?;
                     }

@@ -334,8 +334,8 @@ fn no_confirm_verifies_in_the_same_round_trip() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let applied = &v["hosts"][0]["applied"];
     assert_eq!(
-        applied["round_trips"], 3,
-        "gather, `dwprov check`'s facts (gateway/check.sh), then apply + verify: {applied}"
+        applied["round_trips"], 2,
+        "gather, then apply + verify: {applied}"
     );
     assert!(applied["snapshot"].is_null(), "{applied}");
     assert_eq!(logins(&lab) - n, 1, "one SSH connection");

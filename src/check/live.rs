@@ -72,8 +72,17 @@ pub fn with_check_facts(t: &mut dyn Transport, facts: Facts) -> Result<LiveFacts
             stderr: out.stderr_str().trim().to_string(),
         });
     }
-    let text = out.stdout_str();
-    let sections = crate::gather::split_sections(&text, &m)?;
+    from_output(facts, &out.stdout_str(), &m)
+}
+
+/// check.sh's sections out of `text` (its own run's, or a gather's that
+/// ran it too: `gather::gather_also`), added to `facts`.
+pub fn from_output(facts: Facts, text: &str, m: &str) -> Result<LiveFacts> {
+    // A gather's output holds its own sections first: start at check.sh's.
+    let text = text
+        .find(&format!("{m} begin ssh_connection\n"))
+        .map_or(text, |i| &text[i..]);
+    let sections = crate::gather::split_sections(text, m)?;
     let get = |n: &str| sections.get(n).map(|s| s.stdout).unwrap_or("");
     Ok(parse(
         facts,
@@ -454,7 +463,7 @@ fn dnat_first(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>)
     let Some(pre) = ipt.chain("nat", "PREROUTING") else {
         return;
     };
-    let Some(jump) = pre.rules.iter().position(|r| ownership::is_owned_jump(r)) else {
+    let Some(jump) = pre.rules.iter().position(ownership::is_owned_jump) else {
         // No jump yet: dwprov puts its own first.
         return;
     };

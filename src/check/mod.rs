@@ -170,6 +170,10 @@ pub struct Gate {
 }
 
 impl crate::fleet::Checks for Gate {
+    fn gather_script(&self) -> &str {
+        live::CHECK_SH
+    }
+
     fn before(
         &self,
         host: &Host,
@@ -177,7 +181,10 @@ impl crate::fleet::Checks for Gate {
         plan: &crate::fleet::HostPlan,
         t: &mut dyn crate::transport::Transport,
     ) -> Result<()> {
-        let facts = live::with_check_facts(t, plan.facts.clone())?;
+        let facts = match &plan.check_output {
+            Some((m, out)) => live::from_output(plan.facts.clone(), out, m)?,
+            None => live::with_check_facts(t, plan.facts.clone())?,
+        };
         let errors: Vec<Finding> = check_host(host, gw, &plan.rendered, Some(&facts))
             .into_iter()
             .filter(|f| f.severity == Severity::Error)

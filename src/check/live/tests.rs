@@ -110,6 +110,34 @@ fn check_sh_output_parses() {
     assert!(v6.session.is_none());
 }
 
+/// check.sh itself, run by this machine's sh after a gather-like section
+/// (as `gather::gather_also` sends it), is read back by `from_output`.
+#[test]
+fn check_sh_runs_after_a_gather_and_its_sections_are_found() {
+    let m = "DWM-x1";
+    let script = format!(
+        "D='{m}'\nprintf '%s begin kernel\\n6.1\\n%s end kernel 0\\n\\n%s fin\\n' \"$D\" \"$D\" \"$D\"\n{CHECK_SH}"
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("SSH_CONNECTION", "10.9.0.1 50000 10.9.0.2 22")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lf = from_output(Facts::default(), &text, m).unwrap();
+    assert_eq!(
+        lf.session,
+        Some(Session {
+            client: "10.9.0.1".parse().unwrap(),
+            client_port: 50000,
+            server: "10.9.0.2".parse().unwrap(),
+            server_port: 22
+        })
+    );
+    assert!(!lf.networkd_active.is_empty(), "{text}");
+}
+
 #[test]
 fn a_policy_routing_the_controller_out_of_a_line_is_an_error_at_the_policy() {
     let h = host("      policies:\n        - {to: 10.9.0.1/32, line: cnc}\n");
