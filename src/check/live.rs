@@ -2,7 +2,7 @@
 //! clashes with what other software put there.
 //!
 //! The facts are the gather's, plus three sections of `gateway/check.sh`
-//! (run over the same connection right after): the management session as
+//! (run after the gather in its round trip): the management session as
 //! the gateway sees it (`SSH_CONNECTION`), the rp_filter lines of every
 //! sysctl file in the order they are applied at boot, and systemd-networkd
 //! (running or enabled, its `ManageForeign*` settings).
@@ -54,10 +54,10 @@ pub struct LiveFacts {
     pub networkd_lines: Vec<FileLine>,
 }
 
-/// Gather, then run check.sh over the same connection.
+/// Gather, with check.sh after it in the same round trip.
 pub fn gather(t: &mut dyn Transport) -> Result<LiveFacts> {
-    let facts = crate::gather::gather(t)?;
-    with_check_facts(t, facts)
+    let (facts, m, out) = crate::gather::gather_also(t, CHECK_SH)?;
+    from_output(facts, &out, &m)
 }
 
 /// Run check.sh over `t` and add its sections to gathered `facts`.
