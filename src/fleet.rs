@@ -316,7 +316,7 @@ fn apply_host_at(
     let caps = converge::Caps::of(&plan.facts);
     let safety = opts.safety;
     if !safety.confirm {
-        return apply_unconfirmed(plan, t, opts, stage, caps);
+        return apply_unconfirmed(host, plan, t, opts, stage, caps);
     }
     let id = crate::safe::snapshot_id();
     let reverted = |cause: Error, pending: bool| Error::Reverted {
@@ -449,6 +449,7 @@ fn apply_host_at(
 /// `--no-confirm`: no snapshot and no revert to disarm, so the apply script
 /// verifies in its own round trip (it ends with a gather).
 fn apply_unconfirmed(
+    host: &Host,
     plan: &HostPlan,
     t: &mut dyn Transport,
     opts: &RunOptions,
@@ -463,6 +464,10 @@ fn apply_unconfirmed(
     *stage = Stage::Verify;
     let facts = gather::facts_from_output(&plan.host, &out, &m)?;
     check_residue(plan, &facts)?;
+    // Nothing to revert to: a failed flow assertion fails the apply only.
+    if let Some(c) = opts.checks {
+        c.after_apply(host, &facts, t)?;
+    }
     Ok(ApplyStats {
         changes: plan.diff.changes.len(),
         ip_lines: script.ip_lines,

@@ -3,7 +3,8 @@
 //! decision asked of the kernel with `ip route get`), for each seed method;
 //! a gateway changed by hand fails `verify`, naming flow, expected and got;
 //! an apply whose result contradicts an assertion fails and the gateway
-//! reverts (commit-confirmed), naming the flow.
+//! reverts (commit-confirmed), naming the flow; with `--no-confirm` it
+//! fails and keeps the applied state.
 mod common;
 
 use common::seed::*;
@@ -184,4 +185,23 @@ fn verify_fails_on_a_gateway_changed_by_hand_and_a_wrong_assertion_reverts_the_a
     assert_eq!(plan_code(&lab, &good), 0, "{out}");
     assert!(!lab.sh_ok("gw", "ip route").contains("100.67.0.0/16"));
     assert_eq!(verify(&lab, &good).0, 0);
+
+    // --no-confirm: nothing to revert to; the apply still fails, naming the flow.
+    let o = lab.dwprov(&[
+        "apply",
+        "-i",
+        wrong.to_str().unwrap(),
+        "--yes",
+        "--force",
+        "--no-confirm",
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("flow 192.168.0.50 -> 100.67.1.10: expected via ctc, got via cnc"),
+        "{out}"
+    );
+    assert!(lab
+        .sh_ok("gw", "ip route")
+        .contains("100.67.0.0/16 via 203.0.113.1"));
 }

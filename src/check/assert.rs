@@ -9,7 +9,8 @@
 //!   the kernel's answer decides the line, so a tracer mistake cannot hide
 //!   a wrong route.
 //! - A failed assertion after an apply fails it, and the commit-confirmed
-//!   apply reverts the gateway (`fleet::apply_host`).
+//!   apply reverts the gateway (`fleet::apply_host`; with `--no-confirm`
+//!   there is nothing to revert to: it only fails).
 //!
 //! `via` names the line (or an interface) the connection uses to the
 //! outside: the one the request leaves by; for a connection to the LAN or
