@@ -104,8 +104,9 @@ pub enum Command {
     /// (exit 1 for any error, usage errors included).
     #[command(after_help = PLAN_EXIT_CODES)]
     Plan(PlanArgs),
-    /// Plan, confirm, then converge each host and verify it over a new connection.
-    /// The gateway reverts by itself unless the result is confirmed (commit-confirmed).
+    /// Plan (with `dwprov check`: an error finding refuses the host), confirm, then converge
+    /// each host, check its flow assertions and verify it over a new connection. The gateway
+    /// reverts by itself unless the result is confirmed (commit-confirmed).
     Apply(ApplyArgs),
     /// Restore a snapshot taken before an apply (the newest, or --to ID); --list shows them.
     Rollback(RollbackArgs),
