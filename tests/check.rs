@@ -1,6 +1,7 @@
 //! `dwprov check` on the lab: each hazard of issue 13 planted on the lab
 //! gateway (or in its inventory) is found, with its message and the
-//! inventory location; the clean seed inventories pass; `plan` and `apply`
+//! inventory location; the clean seed inventories (the tests' and the shipped
+//! examples/seed-*) pass; `plan` and `apply`
 //! refuse an inventory with an error finding before changing anything (the
 //! lock-out: a /32 of the controller routed out of a WAN line), and
 //! `--force` goes on, loudly.
@@ -110,6 +111,22 @@ fn check_finds_each_planted_hazard_at_its_location() {
             "{m}: {fs:#?}"
         );
         assert_eq!(check(&lab, &inv, &["--strict"]).0, 1, "{m} --strict");
+    }
+    // The shipped seed examples (with this lab's keys and the ISP lists' path).
+    let root = env!("CARGO_MANIFEST_DIR");
+    for m in ["static", "policy", "fwmark"] {
+        let text = std::fs::read_to_string(format!("{root}/examples/seed-{m}/inventory.yaml"))
+            .unwrap()
+            .replace("/tmp/dwprov-lab/", &format!("{}/", lab.dir.display()))
+            .replace("../isp/", &format!("{root}/examples/isp/"));
+        let inv = lab.write_file(&format!("example-{m}.yaml"), &text);
+        let strict: &[&str] = if m == "fwmark" { &["--strict"] } else { &[] };
+        let (code, fs) = check(&lab, &inv, strict);
+        assert_eq!(code, 0, "examples/seed-{m}: {fs:#?}");
+        assert!(
+            fs.iter().all(|f| f["code"] == "cross-access"),
+            "examples/seed-{m}: {fs:#?}"
+        );
     }
     let many: Vec<String> = (0..300)
         .map(|i| format!("10.{}.{}.0/24", 100 + i / 256, i % 256))
