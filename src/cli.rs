@@ -104,8 +104,9 @@ pub enum Command {
     /// (exit 1 for any error, usage errors included).
     #[command(after_help = PLAN_EXIT_CODES)]
     Plan(PlanArgs),
-    /// Plan, confirm, then converge each host and verify it over a new connection.
-    /// The gateway reverts by itself unless the result is confirmed (commit-confirmed).
+    /// Plan (with `dwprov check`: an error finding refuses the host), confirm, then converge
+    /// each host, check its flow assertions and verify it over a new connection. The gateway
+    /// reverts by itself unless the result is confirmed (commit-confirmed).
     Apply(ApplyArgs),
     /// Restore a snapshot taken before an apply (the newest, or --to ID); --list shows them.
     Rollback(RollbackArgs),
@@ -125,6 +126,22 @@ pub enum Command {
     /// unknown), since when, last round's loss and RTT, failover in force; agent
     /// running and version; the last apply's snapshot. Read-only.
     Status(GatherArgs),
+    /// Find what would go wrong before anything changes: the seed's FAQ traced on the
+    /// desired state, the management path, clashes with foreign live state. Exit 1 on
+    /// an error finding (--strict: on a warning too).
+    Check(CheckArgs),
+    /// Check the inventory's flow assertions (`assert:`) on each gateway's live
+    /// state: traced, and each routing decision asked of the kernel (`ip route get`).
+    /// Exit 1 when one fails.
+    Verify(VerifyArgs),
+}
+
+/// plan's and apply's `dwprov check`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GateArgs {
+    /// Go on although `dwprov check` finds errors (each is printed as a warning).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Which hosts: `--limit` and `--list-hosts`.
@@ -252,6 +269,8 @@ pub struct PlanArgs {
     /// Save the plan (desired state, diff, digest of the live state) for `dwprov apply FILE`.
     #[arg(short = 'o', long = "out", value_name = "FILE")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub gate: GateArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -306,6 +325,8 @@ pub struct ApplyArgs {
     /// dwprov's are in place; its revert and `rollback` put them back.
     #[arg(long)]
     pub adopt: bool,
+    #[command(flatten)]
+    pub gate: GateArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -423,6 +444,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             let json = a.output.format != Format::Text;
             crate::status::run(&hosts, &a.connect.options(), a.connect.forks, json)
         }
+        Command::Check(a) => check(&a),
+        Command::Verify(a) => verify(&a),
     }
 }
 
@@ -577,6 +600,7 @@ fn apply(a: ApplyArgs) -> Result<i32> {
         templates: a.templates,
         json_events: a.json_events,
         out: None,
+        gate: a.gate,
     };
     plan_or_apply(
         &args,
@@ -632,6 +656,9 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
     } else {
         &term_progress
     };
+    let gate = crate::check::Gate {
+        force: a.gate.force,
+    };
     let opts = RunOptions {
         templates: &templates,
         connect: a.connect.options(),
@@ -639,6 +666,7 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
         progress,
         safety: apply.as_ref().map(|m| m.safety).unwrap_or_default(),
         adopt: apply.as_ref().is_some_and(|m| m.adopt),
+        checks: Some(&gate),
     };
     let prepared = fleet::parallel(&targets, opts.forks, |(h, desired)| {
         fleet::prepare(h, *desired, &opts)
@@ -889,6 +917,69 @@ fn explain(a: &ExplainArgs) -> Result<i32> {
         templates: a.templates.templates.as_deref(),
         flow,
         live: a.live,
+        json: a.format != Format::Text,
+        connect: a.connect.options(),
+        forks: a.connect.forks,
+    })
+}
+
+/// `dwprov check` (src/check).
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    /// No connection: only the checks the inventory alone answers.
+    #[arg(long)]
+    pub offline: bool,
+    /// Exit 1 on warnings too.
+    #[arg(long)]
+    pub strict: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub templates: TemplateArgs,
+    /// Output format (json: one document with format_version).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+fn check(a: &CheckArgs) -> Result<i32> {
+    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+    if list_hosts(&a.inv.hosts, &hosts) {
+        return Ok(EXIT_OK);
+    }
+    crate::check::run(&crate::check::Request {
+        inventory: &a.inv.inventory,
+        limit: a.inv.hosts.limit.as_deref(),
+        templates: a.templates.templates.as_deref(),
+        offline: a.offline,
+        strict: a.strict,
+        json: a.format != Format::Text,
+        connect: a.connect.options(),
+        forks: a.connect.forks,
+    })
+}
+
+/// `dwprov verify` (src/check/assert.rs).
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub inv: InventoryArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Output format (json: one document with format_version).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+fn verify(a: &VerifyArgs) -> Result<i32> {
+    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+    if list_hosts(&a.inv.hosts, &hosts) {
+        return Ok(EXIT_OK);
+    }
+    crate::check::assert::run(&crate::check::assert::Request {
+        inventory: &a.inv.inventory,
+        limit: a.inv.hosts.limit.as_deref(),
         json: a.format != Format::Text,
         connect: a.connect.options(),
         forks: a.connect.forks,

@@ -49,6 +49,23 @@ pub trait Progress: Sync {
     fn finished(&self, host: &str, ok: bool);
 }
 
+/// Checks around each host's change, implemented by `check` (above this
+/// module): before anything changes, and after the apply, before it is
+/// confirmed (an error there reverts it).
+pub trait Checks: Sync {
+    /// Shell run after the gather in its round trip (its output ends up
+    /// in [`HostPlan::check_output`]).
+    fn gather_script(&self) -> &str;
+    fn before(
+        &self,
+        host: &Host,
+        gw: &Gateway,
+        plan: &HostPlan,
+        t: &mut dyn Transport,
+    ) -> Result<()>;
+    fn after_apply(&self, host: &Host, facts: &Facts, t: &mut dyn Transport) -> Result<()>;
+}
+
 /// A progress sink that shows nothing.
 pub struct Silent;
 impl Progress for Silent {
@@ -71,6 +88,9 @@ pub struct HostPlan {
     pub rendered: Rendered,
     #[serde(skip)]
     pub facts: Facts,
+    /// The marker and output of the gather with [`Checks::gather_script`].
+    #[serde(skip)]
+    pub check_output: Option<(String, String)>,
 }
 
 /// How one host ended.
@@ -135,6 +155,7 @@ pub struct RunOptions<'a> {
     pub safety: Safety,
     /// `apply --adopt`: take over the hand-made duplicates (src/takeover.rs).
     pub adopt: bool,
+    pub checks: Option<&'a dyn Checks>,
 }
 
 /// Checks of intent against facts that must pass before anything changes.
@@ -196,9 +217,16 @@ pub fn plan_host(
     t: &mut dyn Transport,
     templates: &Templates,
     progress: &dyn Progress,
+    checks: Option<&dyn Checks>,
 ) -> Result<HostPlan> {
     progress.stage(&gw.host, Stage::Gather);
-    let facts = gather::gather(t)?;
+    let (facts, check_output) = match checks {
+        Some(c) => {
+            let (f, m, out) = gather::gather_also(t, c.gather_script())?;
+            (f, Some((m, out)))
+        }
+        None => (gather::gather(t)?, None),
+    };
     progress.stage(&gw.host, Stage::Render);
     let rendered = render::render(gw, templates, Some(&facts))?;
     preflight(gw, &facts)?;
@@ -218,6 +246,7 @@ pub fn plan_host(
         views,
         rendered,
         facts,
+        check_output,
     })
 }
 
@@ -314,7 +343,7 @@ fn apply_host_at(
         (plan.diff.changes.clone(), &[][..])
     };
     if !safety.confirm {
-        return apply_unconfirmed(plan, &changes, hand_made, t, opts, stage, caps);
+        return apply_unconfirmed(host, plan, &changes, hand_made, t, opts, stage, caps);
     }
     let id = crate::safe::snapshot_id();
     let reverted = |cause: Error, pending: bool| Error::Reverted {
@@ -409,6 +438,13 @@ fn apply_host_at(
         let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
         return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
     }
+    if let Some(e) = opts
+        .checks
+        .and_then(|c| c.after_apply(host, &facts, t).err())
+    {
+        let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
+        return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
+    }
     let confirm = crate::safe::verify_confirm_script(
         &id,
         &crate::safe::digest_args(&plan.facts.state, &plan.rendered.desired),
@@ -447,6 +483,7 @@ fn apply_host_at(
 /// `--no-confirm`: no snapshot and no revert to disarm, so the apply script
 /// verifies in its own round trip (it ends with a gather).
 fn apply_unconfirmed(
+    host: &Host,
     plan: &HostPlan,
     changes: &[diff::Change],
     hand_made: &[crate::takeover::HandMade],
@@ -468,6 +505,10 @@ fn apply_unconfirmed(
     *stage = Stage::Verify;
     let facts = gather::facts_from_output(&plan.host, &out, &m)?;
     check_residue(plan, &facts)?;
+    // Nothing to revert to: a failed flow assertion fails the apply only.
+    if let Some(c) = opts.checks {
+        c.after_apply(host, &facts, t)?;
+    }
     Ok(ApplyStats {
         changes: plan.diff.changes.len(),
         ip_lines: script.ip_lines,
@@ -554,6 +595,7 @@ pub fn plan_saved(
             warnings: Vec::new(),
         },
         facts,
+        check_output: None,
     })
 }
 
@@ -593,7 +635,14 @@ pub fn prepare(host: &Host, desired: Desired, opts: &RunOptions) -> Prepared {
             stage = Stage::Gather;
             let plan = match desired {
                 Desired::Saved(s) => plan_saved(s, t.as_mut(), opts.progress)?,
-                Desired::Intent(gw) => plan_host(gw, t.as_mut(), opts.templates, opts.progress)?,
+                Desired::Intent(gw) => {
+                    let plan =
+                        plan_host(gw, t.as_mut(), opts.templates, opts.progress, opts.checks)?;
+                    if let Some(c) = opts.checks {
+                        c.before(host, gw, &plan, t.as_mut())?;
+                    }
+                    plan
+                }
             };
             Ok((t, plan))
         })?;

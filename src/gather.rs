@@ -435,6 +435,19 @@ pub fn gather(t: &mut dyn Transport) -> Result<Facts> {
     facts_from_output(t.host(), &out, &m)
 }
 
+/// [`gather`] with `extra` (shell using the gather's marker `$D` and its
+/// section framing) run after it in the same round trip; returns the
+/// facts, the marker and the whole output, for the caller's own sections.
+pub fn gather_also(t: &mut dyn Transport, extra: &str) -> Result<(Facts, String, String)> {
+    let m = marker();
+    let deadline = (t.timeout().as_secs() / 2).max(1);
+    let script = format!("{}\n{extra}", script_with(&m, deadline));
+    let mut watch = SectionWatch::new(t.host(), &m, MAX_SECTION);
+    let out = t.run_script_watched(&script, &mut watch)?;
+    let facts = facts_from_output(t.host(), &out, &m)?;
+    Ok((facts, m, out.stdout_str()))
+}
+
 /// Facts from the output of a script that ends with `script(marker)`
 /// (a gather, or an apply that verifies in the same round trip).
 pub fn facts_from_output(host: &str, out: &crate::transport::Output, m: &str) -> Result<Facts> {

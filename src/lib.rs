@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod boot;
+pub mod check;
 pub mod cli;
 pub mod converge;
 pub mod diff;

@@ -87,7 +87,7 @@ fn rollback_and_a_lockout_revert_leave_foreign_state_alone() {
         &format!("{FAST_SSH}          policies:\n            - {{to: 10.9.0.0/24, line: ctc}}\n"),
     );
     let confirm = 30;
-    let o = apply_confirming(&lab, &bad, confirm);
+    let o = apply_confirming_forced(&lab, &bad, confirm);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("reverts itself to snapshot"),

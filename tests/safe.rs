@@ -39,7 +39,7 @@ fn a_change_that_cuts_the_management_path_reverts_by_itself() {
     );
     assert_eq!(apply_confirmed(&lab, &good).status.code(), Some(0));
     for trial in 0..trials("DWPROV_LOCKOUT_TRIALS", 1) {
-        let o = apply_confirmed(&lab, &bad);
+        let o = apply_confirming_forced(&lab, &bad, CONFIRM_SECS);
         assert_eq!(o.status.code(), Some(1), "trial {trial}: {}", text(&o));
         let err = String::from_utf8_lossy(&o.stdout) + String::from_utf8_lossy(&o.stderr);
         assert!(

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod assert;
 pub mod routes;
 pub mod select;
 pub mod values;
@@ -48,6 +49,7 @@ pub const GATEWAY_KEYS: &[&str] = &[
     "rule_priority",
     "mark_mask",
     "route_cache_flush",
+    "assert",
 ];
 /// Keys of the `ssh:` map.
 pub const SSH_KEYS: &[&str] = &[
@@ -442,6 +444,7 @@ impl<'a> Walk<'a> {
             .copied()
             .collect();
         vars.check_keys(&allowed, &format!("vars of host `{}`", h.name))?;
+        assert::parse(vars.get("assert"))?;
 
         let connection = connection(&h.name, &h.location, &vars, parent_dir(file))?;
         Ok(Host {

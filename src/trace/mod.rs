@@ -354,19 +354,7 @@ impl Tracer<'_> {
                         "deliver",
                         &format!("to the gateway itself, {}", addr_port(p.dst, p.dport)),
                     ));
-                    return Leg {
-                        packet,
-                        hops,
-                        mark: p.mark,
-                        ctmark: p.ctmark,
-                        decision: Some(d),
-                        end: End::Local {
-                            addr: p.dst,
-                            port: p.dport,
-                        },
-                        dnat,
-                        snat,
-                    };
+                    return local_leg(packet, hops, &p, d, dnat, snat);
                 }
                 Outcome::Unicast { dev, .. } => {
                     p.oif = dev;
@@ -416,19 +404,7 @@ impl Tracer<'_> {
                 Outcome::Drop { why } => return dropped(hops, &p, Some(d), why),
                 Outcome::Local => {
                     hops.push(Hop::new("deliver", "to the gateway itself"));
-                    return Leg {
-                        packet,
-                        hops,
-                        mark: p.mark,
-                        ctmark: p.ctmark,
-                        decision: Some(d),
-                        end: End::Local {
-                            addr: p.dst,
-                            port: p.dport,
-                        },
-                        dnat,
-                        snat,
-                    };
+                    return local_leg(packet, hops, &p, d, dnat, snat);
                 }
                 Outcome::Unicast { dev, .. } => p.oif = dev,
             }
@@ -562,6 +538,30 @@ impl Tracer<'_> {
     }
 }
 
+/// A leg that ends delivered to the gateway itself, at `p`'s destination.
+fn local_leg(
+    packet: Packet,
+    hops: Vec<Hop>,
+    p: &Pkt,
+    d: Decision,
+    dnat: Option<(Addr, Option<u16>)>,
+    snat: Option<(Addr, Option<u16>)>,
+) -> Leg {
+    Leg {
+        packet,
+        hops,
+        mark: p.mark,
+        ctmark: p.ctmark,
+        decision: Some(d),
+        end: End::Local {
+            addr: p.dst,
+            port: p.dport,
+        },
+        dnat,
+        snat,
+    }
+}
+
 /// The effect of the rule just named (`→ destination now ...`) on its line.
 fn effect(hops: &mut Vec<Hop>, step: &str, what: &str) {
     match hops.last_mut() {
@@ -674,7 +674,9 @@ fn bypassed(world: &World, iif: &Option<String>, fwd: &Leg) -> Option<String> {
         return None;
     }
     Some(format!(
-        "the request goes back out of {} to {dst} with its source {src} unchanged: {dst} answers {src} directly,          past the gateway, and {src} drops a reply from an address it never asked (the seed's FAQ 3: hairpin NAT          is off; `hairpin: true` makes the gateway the source)",
+        "the request goes back out of {} to {dst} with its source {src} unchanged: {dst} answers {src} directly, \
+         past the gateway, and {src} drops a reply from an address it never asked (the seed's FAQ 3: hairpin NAT \
+         is off; `hairpin: true` makes the gateway the source)",
         world.iface_label(dev)
     ))
 }

@@ -110,6 +110,21 @@ pub fn apply_confirming(lab: &Lab, inv: &Path, confirm_secs: u64) -> Output {
     ])
 }
 
+/// [`apply_confirming`] with `--force`: past `dwprov check`'s refusal, for
+/// the tests of commit-confirmed apply as the second line of defence (a
+/// lock-out check would refuse before any change).
+pub fn apply_confirming_forced(lab: &Lab, inv: &Path, confirm_secs: u64) -> Output {
+    lab.dwprov(&[
+        "apply",
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--force",
+        "--confirm-timeout",
+        &confirm_secs.to_string(),
+    ])
+}
+
 /// Wait until `dwprov plan` of `inv` exits 0 (the gateway is exactly as
 /// `inv` says), at most `limit`; returns how long it took.
 pub fn wait_until_planned(
