@@ -136,6 +136,35 @@ pub fn hand_made(desired: &State, live: &State) -> Vec<HandMade> {
     out
 }
 
+/// `live` as it will be after `apply --adopt`: without the hand-made
+/// duplicates of `desired` (what `dwprov check` judges as foreign state).
+pub fn after_take_over(desired: &State, live: &State) -> State {
+    let objects = hand_made(desired, live);
+    let mut s = live.clone();
+    for o in &objects {
+        match o {
+            HandMade::Rule { rule } => s.rules.retain(|r| r != rule),
+            HandMade::Route { route } => s.routes.retain(|r| r != route),
+            HandMade::Iptables {
+                table, chain, rule, ..
+            } => {
+                if let Some(c) = s
+                    .iptables
+                    .tables
+                    .get_mut(table)
+                    .and_then(|t| t.chains.get_mut(chain))
+                {
+                    c.rules.retain(|r| r != rule);
+                }
+            }
+            HandMade::RtTable { id, name } => {
+                s.rt_tables.entries.retain(|e| e != &(*id, name.clone()))
+            }
+        }
+    }
+    s
+}
+
 /// Whether any of `objects` duplicates traffic handling (a rule, route or
 /// iptables rule): those refuse an apply without `--adopt` and keep `plan`
 /// at "changes pending". A duplicated table name alone is harmless: listed,
@@ -280,6 +309,27 @@ mod tests {
             "{text}"
         );
         assert!(h.iter().any(|o| matches!(o, HandMade::Iptables { chain, position: 2, .. } if chain == "POSTROUTING")), "{text}");
+        let after = after_take_over(&desired, &live);
+        assert!(
+            hand_made(&desired, &after).is_empty(),
+            "nothing left to take over"
+        );
+        assert_eq!(
+            after.rules.len(),
+            1,
+            "the foreign rule stays: {:?}",
+            after.rules
+        );
+        assert_eq!(
+            after.routes.len(),
+            1,
+            "the foreign route stays: {:?}",
+            after.routes
+        );
+        assert!(
+            format!("{:?}", after.iptables).contains("MASQUERADE"),
+            "the foreign NAT stays"
+        );
         let batch = restore_batch(&h);
         assert!(
             batch.contains("rule add priority 32700 from 198.51.100.2 lookup 100 protocol 0"),

@@ -130,7 +130,27 @@ pub fn check_host(
     rendered: &Rendered,
     facts: Option<&live::LiveFacts>,
 ) -> Vec<Finding> {
+    // Hand-made duplicates of dwprov's objects are not foreign hazards:
+    // `apply --adopt` takes them over (and without it the apply refuses
+    // them), so the checks judge the live state without them.
+    let taken_over = facts.map(|f| {
+        let n = crate::takeover::hand_made(&rendered.desired, &f.facts.state).len();
+        let mut f = f.clone();
+        f.facts.state = crate::takeover::after_take_over(&rendered.desired, &f.facts.state);
+        (f, n)
+    });
+    let facts = taken_over.as_ref().map(|(f, _)| f);
     let mut out = faq::findings(host, gw, rendered, facts);
+    if let Some((_, n)) = taken_over.as_ref().filter(|(_, n)| *n > 0) {
+        out.push(Finding::new(
+            Severity::Warning,
+            "hand-made",
+            Some(host.location.clone()),
+            format!("{n} hand-made objects duplicate dwprov's (`dwprov plan` lists them)"),
+            "a gateway configured by hand: a second SNAT, DNAT, rule or route doing the same would be installed beside them",
+            "`dwprov apply --adopt` takes them over in the same commit-confirmed apply (its revert puts them back)",
+        ));
+    }
     // Assertions on what the gateway will be: the desired state, over the
     // live foreign state when it is known.
     let world = match facts {
