@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dwprov test lab: a real dual-WAN gateway built from Linux network namespaces.
 #
-#   lab.sh [--prefix P] [--dir D] up|down|status
+#   lab.sh [--prefix P] [--dir D] [--isps 2|3] up|down|status
 #   lab.sh [--prefix P] [--dir D] exec ROLE CMD [ARG...]
 #
 # Topology (addresses are a contract: tests and docs depend on them):
@@ -15,6 +15,10 @@
 #                                       lan (br0) ── srv 192.168.0.100
 #                                                └── cli 192.168.0.50
 #
+# With --isps 3 (or DWLAB_ISPS=3) a third ISP joins: cmcc, peering with ctc
+# (192.0.2.4/30), gateway eth3 198.18.0.2/24 (router 198.18.0.1), its user
+# ucmcc 100.67.1.10; same anti-spoofing and echo server as the other two.
+#
 # Every namespace is named "${PREFIX}<role>". Nothing is created or configured
 # in the root namespace: veths are created inside one namespace with their peer
 # placed directly into the other.
@@ -27,7 +31,11 @@
 # not build); a failed `up` tears down what it built. `down` is idempotent.
 set -euo pipefail
 
-readonly ROLES=(gw ctl ctc cnc uctc ucnc lan srv cli)
+# Every role a lab may have (teardown and exists checks look at all of them,
+# whatever --isps says); BUILD_ROLES are the ones `up` creates.
+readonly ROLES=(gw ctl ctc cnc uctc ucnc lan srv cli cmcc ucmcc)
+readonly ROLES_2=(gw ctl ctc cnc uctc ucnc lan srv cli)
+BUILD_ROLES=("${ROLES_2[@]}")
 readonly MARKER=".dwprov-lab"   # only directories carrying this are ever rm -rf'd
 readonly PYTHON="${DWLAB_PYTHON:-/usr/bin/python3}"
 readonly SSHD="/usr/sbin/sshd"  # sshd re-execs itself: it needs an absolute path
@@ -39,6 +47,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lab-lib.sh"
 PREFIX="dwlab-"
 DIR="/tmp/dwprov-lab"
 ACTION=""
+ISPS="${DWLAB_ISPS:-2}"
 EXEC_ROLE=""
 EXEC_CMD=()
 
@@ -53,11 +62,12 @@ die() {
 
 usage() {
     cat <<EOF
-usage: lab.sh [--prefix P] [--dir D] up|down|status
+usage: lab.sh [--prefix P] [--dir D] [--isps 2|3] up|down|status
        lab.sh [--prefix P] [--dir D] exec ROLE CMD [ARG...]
 
   --prefix P   namespace name prefix (default dwlab-); namespaces are P<role>
   --dir D      lab directory: keys, sshd config and logs, inventory (default /tmp/dwprov-lab)
+  --isps N     2 (default) or 3: a third ISP cmcc (gateway eth3, user ucmcc 100.67.1.10)
 
   up       build the lab (fails if a lab with this prefix exists)
   down     tear the lab down (idempotent, also cleans up half-built labs)
@@ -66,7 +76,8 @@ usage: lab.sh [--prefix P] [--dir D] up|down|status
            i.e. the gateway as dwprov sees it)
 
 roles: ${ROLES[*]}
-env:   DWLAB_ECHO_SERVER  path of echo_server.py (default: next to this script)
+env:   DWLAB_ISPS         default for --isps (2)
+       DWLAB_ECHO_SERVER  path of echo_server.py (default: next to this script)
        DWLAB_PYTHON       python interpreter (default /usr/bin/python3)
        DWLAB_ISP_DIR      chinanet.txt + unicom-only.txt for the ready inventory
                           (default: examples/isp of this repository)
@@ -119,6 +130,8 @@ parse_args() {
         --prefix=*) PREFIX=${1#--prefix=}; shift ;;
         --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; DIR=$2; shift 2 ;;
         --dir=*) DIR=${1#--dir=}; shift ;;
+        --isps) [[ $# -ge 2 ]] || die "--isps needs a value"; ISPS=$2; shift 2 ;;
+        --isps=*) ISPS=${1#--isps=}; shift ;;
         -h | --help) usage; exit 0 ;;
         up | down | status)
             [[ -z "$ACTION" ]] || die "more than one action given"
@@ -134,6 +147,11 @@ parse_args() {
         esac
     done
     [[ -n "$ACTION" ]] || { usage >&2; exit 2; }
+    case "$ISPS" in
+    2) ;;
+    3) BUILD_ROLES+=(cmcc ucmcc) ;;
+    *) die "--isps must be 2 or 3, not '$ISPS'" ;;
+    esac
 
     # The prefix ends up in namespace names and file names: keep it boring.
     [[ "$PREFIX" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$ ]] ||
@@ -163,7 +181,7 @@ preflight() {
 
 create_namespaces() {
     local role
-    for role in "${ROLES[@]}"; do
+    for role in "${BUILD_ROLES[@]}"; do
         ip netns add "$(ns "$role")"
         in_ns "$role" ip link set lo up
         # IPv4-only lab: no IPv6 link-local routes or router solicitations
@@ -215,6 +233,11 @@ build_links() {
         ip -n "$(ns lan)" link set "p-$role" master br0
         ip -n "$(ns lan)" link set "p-$role" up
     done
+    if ((ISPS == 3)); then
+        veth gw eth3 cmcc cust0
+        veth ctc peer1 cmcc peer0
+        veth cmcc user0 ucmcc eth0
+    fi
 }
 
 configure_gw() {
@@ -222,6 +245,7 @@ configure_gw() {
     addr gw eth1 198.51.100.2/24
     addr gw eth2 203.0.113.2/24
     addr gw mgmt0 10.9.0.2/24
+    if ((ISPS == 3)); then addr gw eth3 198.18.0.2/24; fi
     # Forwarding on, but no default route and nothing beyond connected routes:
     # routing policy is dwprov's job.
     sysctl_in gw net.ipv4.ip_forward=1
@@ -255,6 +279,10 @@ configure_hosts() {
     route uctc default via 100.64.1.1
     addr ucnc eth0 100.65.1.10/24
     route ucnc default via 100.65.1.1
+    if ((ISPS == 3)); then
+        addr ucmcc eth0 100.67.1.10/24
+        route ucmcc default via 100.67.1.1
+    fi
     addr srv eth0 192.168.0.100/24
     route srv default via 192.168.0.1
     addr cli eth0 192.168.0.50/24
@@ -383,8 +411,12 @@ start_echo_servers() {
     start_echo gw 8080
     start_echo uctc 80
     start_echo ucnc 80
-    local spec
-    for spec in srv:80 gw:8080 uctc:80 ucnc:80; do
+    local spec specs=(srv:80 gw:8080 uctc:80 ucnc:80)
+    if ((ISPS == 3)); then
+        start_echo ucmcc 80
+        specs+=(ucmcc:80)
+    fi
+    for spec in "${specs[@]}"; do
         wait_for 10 echo_listening "${spec%%:*}" "${spec##*:}" || {
             cat "$DIR/echo-${spec%%:*}-${spec##*:}.log" >&2 2>/dev/null || true
             die "echo server ${spec} did not start"
@@ -456,7 +488,7 @@ print_summary() {
 [lab] up: prefix $PREFIX, dir $DIR
 namespaces:
 EOF
-    for role in "${ROLES[@]}"; do printf '  %-6s %s\n' "$role" "$(ns "$role")"; done
+    for role in "${BUILD_ROLES[@]}"; do printf '  %-6s %s\n' "$role" "$(ns "$role")"; done
     cat <<EOF
 gateway sshd: pid $(print_sshd_pid), 10.9.0.2:22 (log $DIR/sshd.log)
 inventory: $DIR/inventory.yaml (gateway gw1, method fwmark, lines ctc + cnc, LAN, port forwards)
@@ -498,9 +530,9 @@ do_up() {
     trap 'rc=$?; if ((rc != 0)); then warn "up failed (exit $rc), tearing down"; do_down >&2 || true; fi' EXIT
     mkdir -p "$DIR"
     chmod 0700 "$DIR"
-    printf 'prefix=%s\n' "$PREFIX" >"$DIR/$MARKER"
+    printf 'prefix=%s\nisps=%s\n' "$PREFIX" "$ISPS" >"$DIR/$MARKER"
 
-    log "creating namespaces ${PREFIX}{$(IFS=,; echo "${ROLES[*]}")}"
+    log "creating namespaces ${PREFIX}{$(IFS=,; echo "${BUILD_ROLES[*]}")}"
     create_namespaces
     build_links
     configure_gw
@@ -509,6 +541,16 @@ do_up() {
         100.65.0.0/16 203.0.113.0/24
     configure_isp cnc 203.0.113.1/24 203.0.113.0/24 100.65.1.1/24 192.0.2.2/30 192.0.2.1 \
         100.64.0.0/16 198.51.100.0/24
+    if ((ISPS == 3)); then
+        # cmcc peers with ctc only; cnc reaches it through ctc.
+        addr ctc peer1 192.0.2.5/30
+        route ctc 100.67.0.0/16 via 192.0.2.6
+        route ctc 198.18.0.0/24 via 192.0.2.6
+        route cnc 100.67.0.0/16 via 192.0.2.1
+        route cnc 198.18.0.0/24 via 192.0.2.1
+        configure_isp cmcc 198.18.0.1/24 198.18.0.0/24 100.67.1.1/24 192.0.2.6/30 192.0.2.5 \
+            100.64.0.0/16 198.51.100.0/24 100.65.0.0/16 203.0.113.0/24
+    fi
     configure_hosts
 
     log "starting sshd in $(ns gw)"
@@ -529,8 +571,11 @@ do_down() {
 }
 
 do_status() {
-    local role up=0 total=${#ROLES[@]} pid
-    for role in "${ROLES[@]}"; do
+    local role up=0 total pid
+    # The lab's own roles: a 3-ISP lab says so in its marker (whatever --isps says now).
+    if grep -qx 'isps=3' "$DIR/$MARKER" 2>/dev/null; then BUILD_ROLES=("${ROLES[@]}"); fi
+    total=${#BUILD_ROLES[@]}
+    for role in "${BUILD_ROLES[@]}"; do
         if ns_exists "$role"; then
             printf '  %-6s %-24s present\n' "$role" "$(ns "$role")"
             up=$((up + 1))

@@ -505,3 +505,128 @@ fn a_balanced_default_spreads_flows_by_weight_and_drops_a_dead_line() {
         "CNC is back in the group: ctc {ctc}, cnc {cnc}"
     );
 }
+
+/// The failover inventory plus a third line, cmcc (the 3-ISP lab's eth3,
+/// with the real cmcc list), and ctc, cnc and cmcc all `default: true`,
+/// weights 2:1:1. CTC's users are in no list (ctc's `routes` dropped), so
+/// they are reached by the balanced default over any of the three ISPs.
+fn inventory_three(lab: &Lab) -> PathBuf {
+    let cmcc = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/isp/cmcc.txt");
+    let yaml = std::fs::read_to_string(inventory(lab))
+        .unwrap()
+        .replacen(
+            "              routes: [100.64.0.0/16]\n",
+            "              weight: 2\n",
+            1,
+        )
+        .replacen(
+            "              routes: [100.65.0.0/16, 100.66.0.0/16]\n",
+            "              routes: [100.65.0.0/16, 100.66.0.0/16]\n              default: true\n              weight: 1\n",
+            1,
+        )
+        .replacen(
+            "          nat: {mode: snat}\n",
+            &format!(
+                "            - name: cmcc\n              table: 300\n              mark: 0x300\n              interface: eth3\n              address: 198.18.0.2/24\n              gateway: 198.18.0.1\n              default: true\n              weight: 1\n              routes: [100.67.0.0/16]\n              routes_file: {cmcc}\n              health: {{targets: [100.67.1.10, '100.67.1.10:80']}}\n          nat: {{mode: snat}}\n"
+            ),
+            1,
+        );
+    assert_eq!(yaml.matches("default: true").count(), 3, "{yaml}");
+    lab.write_file("inventory-three.yaml", &yaml)
+}
+
+/// Three default lines (N >= 3, the case VyOS broke), weights 2:1:1: of
+/// 300 new flows to a destination in no list each line's share is within
+/// 10 points of its weight's share; cmcc silent: its flows go to the other
+/// two; cmcc back: it carries flows again.
+#[test]
+fn three_balanced_lines_share_by_weight_and_a_dead_one_leaves_and_returns() {
+    let lab = Lab::up_with_isps(3);
+    let _stop = StopAgent(&lab);
+    // The third ISP is really there: its user answers through cmcc's router.
+    assert_eq!(
+        peer(&lab.sh_ok("cmcc", "curl -sS --max-time 3 http://100.67.1.10/")),
+        "100.67.1.1"
+    );
+    let inv = inventory_three(&lab);
+    apply(&lab, &inv);
+    let up = wait_until(Duration::from_secs(20), || {
+        ["ctc", "cnc", "cmcc"]
+            .iter()
+            .all(|l| line_state(&lab, l).as_deref() == Some("up"))
+    });
+    assert!(up.is_some(), "{:?}\n{}", status(&lab), agent_log(&lab));
+    let (code, shown) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{shown}");
+    // Each curl a new flow (new source port), counted by the line address
+    // it arrives from.
+    let count = |n: usize| -> [usize; 3] {
+        let out = lab.sh_ok(
+            "cli",
+            &format!(
+                "for i in $(seq {n}); do curl -sS --max-time 2 http://100.64.1.10/ || echo fail; echo; done"
+            ),
+        );
+        [
+            out.matches("peer=198.51.100.2").count(),
+            out.matches("peer=203.0.113.2").count(),
+            out.matches("peer=198.18.0.2").count(),
+        ]
+    };
+    let got = count(300);
+    eprintln!(
+        "300 flows: ctc {}, cnc {}, cmcc {} (weights 2:1:1)",
+        got[0], got[1], got[2]
+    );
+    assert_eq!(
+        got.iter().sum::<usize>(),
+        300,
+        "every flow got through: {got:?}"
+    );
+    for (i, want) in [50.0, 25.0, 25.0].iter().enumerate() {
+        let share = got[i] as f64 / 300.0 * 100.0;
+        assert!(
+            (share - want).abs() <= 10.0,
+            "line {i}'s share {share:.1} % (want {want} +- 10): {got:?}"
+        );
+    }
+    // cmcc dies: it leaves the group, new flows go by ctc and cnc only.
+    let out = outage::silence(&lab, "cmcc");
+    assert!(
+        wait_until(Duration::from_secs_f64(5.0 + SLACK + 5.0), || line_state(
+            &lab, "cmcc"
+        )
+        .as_deref()
+            == Some("down"))
+        .is_some(),
+        "{}",
+        agent_log(&lab)
+    );
+    let got = count(60);
+    eprintln!("60 flows, cmcc down: {got:?}");
+    assert_eq!(got[2], 0, "no flow by the dead line: {got:?}");
+    assert_eq!(got[0] + got[1], 60, "every flow got through: {got:?}");
+    assert!(
+        got[0] > 0 && got[1] > 0,
+        "both live lines carry flows: {got:?}"
+    );
+    let (code, shown) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{shown}");
+    out.repair();
+    assert!(
+        wait_until(Duration::from_secs_f64(7.0 + 8.0 + SLACK), || line_state(
+            &lab, "cmcc"
+        )
+        .as_deref()
+            == Some("up"))
+        .is_some(),
+        "{}",
+        agent_log(&lab)
+    );
+    let got = count(60);
+    eprintln!("60 flows, cmcc back: {got:?}");
+    assert!(
+        got.iter().all(|&n| n > 0),
+        "cmcc is back in the group: {got:?}"
+    );
+}

@@ -47,6 +47,15 @@ pub const ROLES: [&str; 9] = [
     "gw", "ctl", "ctc", "cnc", "uctc", "ucnc", "lan", "srv", "cli",
 ];
 
+/// The roles a third ISP adds (`Lab::up_with_isps(3)`, `lab.sh --isps 3`):
+/// router cmcc (gateway eth3 198.18.0.2/24, router 198.18.0.1) and its user
+/// ucmcc 100.67.1.10 (echo server on :80).
+pub const ROLES_CMCC: [&str; 2] = ["cmcc", "ucmcc"];
+
+fn is_role(role: &str) -> bool {
+    ROLES.contains(&role) || ROLES_CMCC.contains(&role)
+}
+
 const NAME_PREFIX: &str = "dwt-";
 
 pub struct Lab {
@@ -65,6 +74,15 @@ impl Lab {
     /// Builds a fresh lab with a unique prefix; panics with the script's
     /// output if that fails.
     pub fn up() -> Lab {
+        Lab::up_with_isps(2)
+    }
+
+    /// Like `up`, with `isps` ISPs: 2 (the seed's ctc + cnc) or 3 (cmcc too).
+    pub fn up_with_isps(isps: u32) -> Lab {
+        assert!(
+            isps == 2 || isps == 3,
+            "the lab has 2 or 3 ISPs, not {isps}"
+        );
         install_guard();
         assert_root();
         let tag = format!(
@@ -78,7 +96,8 @@ impl Lab {
             dir: std::env::temp_dir().join(&name),
         };
         live().push((lab.prefix.clone(), lab.dir.clone()));
-        let out = lab_sh(&lab.prefix, &lab.dir, &["up"]);
+        let isps = isps.to_string();
+        let out = lab_sh(&lab.prefix, &lab.dir, &["--isps", &isps, "up"]);
         if !out.status.success() {
             // lab.sh tears a failed `up` down itself; Drop (during this panic)
             // runs `down` once more in case it could not.
@@ -95,7 +114,7 @@ impl Lab {
 
     /// The namespace of a role: `ns("gw")` is `"<prefix>gw"`.
     pub fn ns(&self, role: &str) -> String {
-        assert!(ROLES.contains(&role), "unknown lab role {role:?}");
+        assert!(is_role(role), "unknown lab role {role:?}");
         format!("{}{role}", self.prefix)
     }
 
@@ -366,7 +385,7 @@ fn dead_lab_name(name: &str) -> Option<String> {
     }
     match parts.next() {
         None => {}
-        Some(role) if ROLES.contains(&role) => {}
+        Some(role) if is_role(role) => {}
         Some(_) => return None,
     }
     if Path::new(&format!("/proc/{pid}")).exists() {

@@ -36,14 +36,17 @@ pub struct Outage<'a> {
     repaired: bool,
 }
 
-/// The ISP router `isp` (`"ctc"` or `"cnc"`) goes silent towards the gateway.
+/// The ISP router `isp` (`"ctc"`, `"cnc"`, or `"cmcc"` in a 3-ISP lab) goes silent towards the gateway.
 pub fn silence<'a>(lab: &'a Lab, isp: &str) -> Outage<'a> {
     start(lab, isp, Kind::Silent)
 }
 
 /// Starts an outage of `kind` at ISP router `isp`.
 pub fn start<'a>(lab: &'a Lab, isp: &str, kind: Kind) -> Outage<'a> {
-    assert!(isp == "ctc" || isp == "cnc", "no ISP router {isp:?}");
+    assert!(
+        matches!(isp, "ctc" | "cnc" | "cmcc"),
+        "no ISP router {isp:?}"
+    );
     let body = match kind {
         Kind::Silent => format!("iptables -A {CHAIN} -j DROP"),
         Kind::EveryOtherEcho => format!(
