@@ -68,7 +68,8 @@ fn send(dst: SocketAddr, seconds: f64, size: usize, flows: usize) {
 
 fn sink(port: u16, seconds: f64) {
     let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
-    s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
     let mut buf = [0u8; 2048];
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let (mut first, mut last, mut n) = (None::<Instant>, Instant::now(), 0u64);

@@ -49,6 +49,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 141' PIPE
 LAB_UP=yes
 say "lab up (prefix $P, dir $D)"
 "${LAB[@]}" up >/dev/null
