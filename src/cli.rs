@@ -468,20 +468,24 @@ fn print_doc(format: Format, doc: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+/// One connection and one gather per host, `forks` at a time (gather, import).
+fn gather_all(
+    hosts: &[crate::inventory::Host],
+    connect: &ConnectArgs,
+) -> Vec<Result<crate::facts::Facts>> {
+    let opts = connect.options();
+    fleet::parallel(hosts, connect.forks, |h| -> Result<crate::facts::Facts> {
+        let mut t = crate::transport::connect(&h.connection, &h.name, &opts)?;
+        crate::gather::gather(t.as_mut())
+    })
+}
+
 fn gather(a: &GatherArgs) -> Result<i32> {
     let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
     if list_hosts(&a.inv.hosts, &hosts) {
         return Ok(EXIT_OK);
     }
-    let opts = a.connect.options();
-    let results = fleet::parallel(
-        &hosts,
-        a.connect.forks,
-        |h| -> Result<crate::facts::Facts> {
-            let mut t = crate::transport::connect(&h.connection, &h.name, &opts)?;
-            crate::gather::gather(t.as_mut())
-        },
-    );
+    let results = gather_all(&hosts, &a.connect);
     let text = a.output.format == Format::Text;
     let mut failed = 0;
     let mut docs = Vec::new();
@@ -816,15 +820,7 @@ fn import(a: &ImportArgs) -> Result<i32> {
     if list_hosts(&a.inv.hosts, &hosts) {
         return Ok(EXIT_OK);
     }
-    let opts = a.connect.options();
-    let results = fleet::parallel(
-        &hosts,
-        a.connect.forks,
-        |h| -> Result<crate::facts::Facts> {
-            let mut t = crate::transport::connect(&h.connection, &h.name, &opts)?;
-            crate::gather::gather(t.as_mut())
-        },
-    );
+    let results = gather_all(&hosts, &a.connect);
     let mut imported = Vec::new();
     for (h, r) in hosts.iter().zip(results) {
         imported.push(crate::import::import_host(h, &r?)?);

@@ -136,12 +136,12 @@ pub fn hand_made(desired: &State, live: &State) -> Vec<HandMade> {
     out
 }
 
-/// `live` as it will be after `apply --adopt`: without the hand-made
-/// duplicates of `desired` (what `dwprov check` judges as foreign state).
-pub fn after_take_over(desired: &State, live: &State) -> State {
-    let objects = hand_made(desired, live);
+/// `live` as it will be after `apply --adopt` has removed `objects` (its
+/// hand-made duplicates, [`hand_made`]): what `dwprov check` judges as
+/// foreign state.
+pub fn after_take_over(live: &State, objects: &[HandMade]) -> State {
     let mut s = live.clone();
-    for o in &objects {
+    for o in objects {
         match o {
             HandMade::Rule { rule } => s.rules.retain(|r| r != rule),
             HandMade::Route { route } => s.routes.retain(|r| r != route),
@@ -309,7 +309,7 @@ mod tests {
             "{text}"
         );
         assert!(h.iter().any(|o| matches!(o, HandMade::Iptables { chain, position: 2, .. } if chain == "POSTROUTING")), "{text}");
-        let after = after_take_over(&desired, &live);
+        let after = after_take_over(&live, &h);
         assert!(
             hand_made(&desired, &after).is_empty(),
             "nothing left to take over"

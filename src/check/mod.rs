@@ -134,10 +134,10 @@ pub fn check_host(
     // `apply --adopt` takes them over (and without it the apply refuses
     // them), so the checks judge the live state without them.
     let taken_over = facts.map(|f| {
-        let n = crate::takeover::hand_made(&rendered.desired, &f.facts.state).len();
+        let objects = crate::takeover::hand_made(&rendered.desired, &f.facts.state);
         let mut f = f.clone();
-        f.facts.state = crate::takeover::after_take_over(&rendered.desired, &f.facts.state);
-        (f, n)
+        f.facts.state = crate::takeover::after_take_over(&f.facts.state, &objects);
+        (f, objects.len())
     });
     let facts = taken_over.as_ref().map(|(f, _)| f);
     let mut out = faq::findings(host, gw, rendered, facts);
