@@ -56,13 +56,15 @@ pub trait Checks: Sync {
     /// Shell run after the gather in its round trip (its output ends up
     /// in [`HostPlan::check_output`]).
     fn gather_script(&self) -> &str;
+    /// Err refuses the host before any change; Ok gives the warnings the
+    /// plan shows with its own.
     fn before(
         &self,
         host: &Host,
         gw: &Gateway,
         plan: &HostPlan,
         t: &mut dyn Transport,
-    ) -> Result<()>;
+    ) -> Result<Vec<String>>;
     fn after_apply(&self, host: &Host, facts: &Facts, t: &mut dyn Transport) -> Result<()>;
 }
 
@@ -636,10 +638,11 @@ pub fn prepare(host: &Host, desired: Desired, opts: &RunOptions) -> Prepared {
             let plan = match desired {
                 Desired::Saved(s) => plan_saved(s, t.as_mut(), opts.progress)?,
                 Desired::Intent(gw) => {
-                    let plan =
+                    let mut plan =
                         plan_host(gw, t.as_mut(), opts.templates, opts.progress, opts.checks)?;
                     if let Some(c) = opts.checks {
-                        c.before(host, gw, &plan, t.as_mut())?;
+                        let warnings = c.before(host, gw, &plan, t.as_mut())?;
+                        plan.warnings.extend(warnings);
                     }
                     plan
                 }
@@ -679,7 +682,7 @@ pub fn apply_prepared(
         && plan.diff.conflicts.is_empty()
         && !crate::takeover::blocks_apply(&plan.diff.hand_made)
     {
-        return None;
+        return assert_unchanged(host, plan, p, opts);
     }
     let mut guard = p.transport.lock().ok()?;
     guard.as_ref()?;
@@ -693,6 +696,27 @@ pub fn apply_prepared(
     let r = apply_host(host, plan, t.as_mut(), opts);
     opts.progress.finished(&host.name, r.is_ok());
     Some(r)
+}
+
+/// A host with nothing to change still has its flow assertions checked
+/// (over its open connection, against the facts just gathered): an apply
+/// says whether the gateway does what the inventory asserts, changed or not.
+/// None when they hold (or there are none): nothing was done.
+fn assert_unchanged(
+    host: &Host,
+    plan: &HostPlan,
+    p: &Prepared,
+    opts: &RunOptions,
+) -> Option<Result<ApplyStats, StagedError>> {
+    let checks = opts.checks?;
+    let mut guard = p.transport.lock().ok()?;
+    let t = guard.as_mut()?;
+    let error = checks.after_apply(host, &plan.facts, t.as_mut()).err()?;
+    opts.progress.finished(&host.name, false);
+    Some(Err(StagedError {
+        stage: Stage::Verify,
+        error,
+    }))
 }
 
 /// Gather again (one round trip over the host's open connection, or over a

@@ -344,6 +344,19 @@ fn check_finds_each_planted_hazard_at_its_location() {
         .expect_exit(0)
         .stdout_has("warning[cross-access]")
         .run();
+    // `plan` shows check's warnings with its own (they refuse nothing).
+    let o = lab.dwprov(&["plan", "-i", static_.to_str().unwrap()]);
+    let out = text(&o);
+    assert!(
+        out.contains(&format!(
+            "warning: check: {}:{}:",
+            static_.display(),
+            line_of(&static_, "port: 80")
+        )) && out.contains("cross access fails with method static: a cnc user")
+            && out.contains("[cross-access]\n    fix: use `method: fwmark`"),
+        "{out}"
+    );
+    assert_ne!(o.status.code(), Some(1), "a warning refuses nothing: {out}");
 }
 
 /// The lock-out inventory is refused by plan and apply before any change;

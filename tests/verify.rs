@@ -204,4 +204,27 @@ fn verify_fails_on_a_gateway_changed_by_hand_and_a_wrong_assertion_reverts_the_a
     assert!(lab
         .sh_ok("gw", "ip route")
         .contains("100.67.0.0/16 via 203.0.113.1"));
+
+    // The same apply again has nothing to change: its assertions are still
+    // checked (on the live state) and fail it, and nothing changes.
+    let before = lab.sh_ok("gw", SNAPSHOT);
+    let o = lab.dwprov(&["apply", "-i", wrong.to_str().unwrap(), "--yes", "--force"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("1 flow assertion(s) failed after the apply")
+            && out.contains("flow 192.168.0.50 -> 100.67.1.10: expected via ctc, got via cnc"),
+        "{out}"
+    );
+    assert_eq!(before, lab.sh_ok("gw", SNAPSHOT), "no change");
+    // And with the good inventory's assertions, a no-change apply passes.
+    let o = lab.dwprov(&["apply", "-i", good.to_str().unwrap(), "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = lab.dwprov(&["apply", "-i", good.to_str().unwrap(), "--yes"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "no change, assertions hold: {}",
+        text(&o)
+    );
 }

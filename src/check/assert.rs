@@ -106,7 +106,8 @@ fn way_of(leg: &Leg) -> Way {
 pub struct Got {
     /// The line (or interface) used to the outside, or why none.
     pub via: std::result::Result<String, String>,
-    pub dnat: Option<Addr>,
+    /// The destination after DNAT, with its port when the flow has one.
+    pub dnat: Option<(Addr, Option<u16>)>,
     pub snat: Option<Addr>,
 }
 
@@ -132,7 +133,7 @@ fn got(gw: &Gateway, t: &Trace, fwd: &Way, reply: Option<&Way>) -> Got {
     };
     Got {
         via,
-        dnat: t.forward.dnat.map(|(a, _)| a),
+        dnat: t.forward.dnat,
         snat,
     }
 }
@@ -189,20 +190,32 @@ fn compare(r: &Resolved, g: &Got) -> Checked {
             }
         }
     }
-    let nat = |what: &str, want: &Option<(Addr, Location)>, have: Option<Addr>| {
-        want.as_ref().map(|(w, _)| {
-            (
-                format!("{what} {w}"),
-                have.map(|h| format!("{what} {h}"))
-                    .unwrap_or_else(|| format!("no {what}")),
-                have == Some(*w),
-            )
-        })
+    let endpoint = |a: Addr, p: Option<u16>| match p {
+        Some(p) => format!("{a}:{p}"),
+        None => a.to_string(),
     };
-    for (e, s, good) in [nat("dnat", &a.dnat, g.dnat), nat("snat", &a.snat, g.snat)]
-        .into_iter()
-        .flatten()
-    {
+    // A `dnat` without a port asks for the address only.
+    let dnat = a.dnat.as_ref().map(|(w, wp, _)| {
+        let have = g
+            .dnat
+            .map(|(h, hp)| (h, if wp.is_some() { hp } else { None }));
+        (
+            format!("dnat {}", endpoint(*w, *wp)),
+            have.map(|(h, hp)| format!("dnat {}", endpoint(h, hp)))
+                .unwrap_or_else(|| "no dnat".into()),
+            have == Some((*w, *wp)),
+        )
+    });
+    let snat = a.snat.as_ref().map(|(w, _)| {
+        (
+            format!("snat {w}"),
+            g.snat
+                .map(|h| format!("snat {h}"))
+                .unwrap_or_else(|| "no snat".into()),
+            g.snat == Some(*w),
+        )
+    });
+    for (e, s, good) in [dnat, snat].into_iter().flatten() {
         expected.push(e);
         seen.push(s);
         ok &= good;
@@ -599,11 +612,19 @@ mod tests {
         // FAQ 1/2: with static the cross-access reply leaves by cnc
         assert_eq!(c[3].got, "via cnc", "{c:#?}");
         let c = run(
-            "        - {iif: eth1, from: 100.65.1.10, to: 198.51.100.2, proto: tcp, dport: 80, via: ctc, dnat: 192.168.0.100}\n",
+            "        - {iif: eth1, from: 100.65.1.10, to: 198.51.100.2, proto: tcp, dport: 80, via: ctc, dnat: 192.168.0.100}\n\
+             \x20       - {iif: eth1, from: 100.65.1.10, to: 198.51.100.2, proto: tcp, dport: 80, dnat: 192.168.0.100:80}\n\
+             \x20       - {iif: eth1, from: 100.65.1.10, to: 198.51.100.2, proto: tcp, dport: 80, dnat: 192.168.0.100:81}\n",
             "fwmark",
         )
         .unwrap();
         assert!(c[0].ok, "{c:#?}");
+        assert!(c[1].ok, "{c:#?}");
+        assert!(!c[2].ok, "{c:#?}");
+        assert_eq!(
+            (c[2].expected.as_str(), c[2].got.as_str()),
+            ("dnat 192.168.0.100:81", "dnat 192.168.0.100:80")
+        );
     }
 
     #[test]

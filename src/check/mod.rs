@@ -200,28 +200,35 @@ impl crate::fleet::Checks for Gate {
         gw: &Gateway,
         plan: &crate::fleet::HostPlan,
         t: &mut dyn crate::transport::Transport,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let facts = match &plan.check_output {
             Some((m, out)) => live::from_output(plan.facts.clone(), out, m)?,
             None => live::with_check_facts(t, plan.facts.clone())?,
         };
-        let errors: Vec<Finding> = check_host(host, gw, &plan.rendered, Some(&facts))
-            .into_iter()
-            .filter(|f| f.severity == Severity::Error)
+        let (errors, warnings): (Vec<Finding>, Vec<Finding>) =
+            check_host(host, gw, &plan.rendered, Some(&facts))
+                .into_iter()
+                .partition(|f| f.severity == Severity::Error);
+        let one_line = |f: &Finding| {
+            let at = f
+                .location
+                .as_ref()
+                .map(|l| format!("{l}: "))
+                .unwrap_or_default();
+            format!("{at}{} [{}]\n    fix: {}", f.message, f.code, f.fix)
+        };
+        // Warnings go into the plan's own list: `plan` shows them, they refuse nothing.
+        let warnings: Vec<String> = warnings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .map(|f| format!("check: {}", one_line(f)))
             .collect();
         if errors.is_empty() {
-            return Ok(());
+            return Ok(warnings);
         }
         let list = errors
             .iter()
-            .map(|f| {
-                let at = f
-                    .location
-                    .as_ref()
-                    .map(|l| format!("{l}: "))
-                    .unwrap_or_default();
-                format!("{at}{} [{}]\n    fix: {}", f.message, f.code, f.fix)
-            })
+            .map(one_line)
             .collect::<Vec<_>>()
             .join("\n  - ");
         if self.force {
@@ -231,7 +238,7 @@ impl crate::fleet::Checks for Gate {
                 host.name,
                 errors.len()
             );
-            return Ok(());
+            return Ok(warnings);
         }
         Err(crate::error::Error::Invalid {
             message: format!(

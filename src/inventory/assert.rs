@@ -9,6 +9,7 @@
 //! assert:
 //!   - {from: 192.168.0.50, to: 100.65.2.10, via: cnc}
 //!   - {iif: eth2, from: 100.65.1.10, to: 203.0.113.2, proto: tcp, dport: 80, via: cnc, dnat: 192.168.0.100}
+//!   - {iif: eth2, from: 100.65.1.10, to: 203.0.113.2, proto: tcp, dport: 8080, dnat: 192.168.0.100:80}
 //! ```
 use super::values;
 use crate::error::{Location, Result};
@@ -46,7 +47,8 @@ pub struct Assertion {
     /// gateway (a forward), the one its reply leaves by.
     pub via: Option<(String, Location)>,
     /// The destination after DNAT.
-    pub dnat: Option<(Ipv4Addr, Location)>,
+    /// The destination after DNAT, and its port when the assertion names one.
+    pub dnat: Option<(Ipv4Addr, Option<u16>, Location)>,
     /// The source as it leaves, after source NAT.
     pub snat: Option<(Ipv4Addr, Location)>,
 }
@@ -98,12 +100,19 @@ pub fn parse(node: Option<&Node>) -> Result<Vec<Assertion>> {
                 ))
             })
             .transpose()?;
-        let (dnat, snat) = (addr("dnat")?, addr("snat")?);
+        let dnat = item
+            .get("dnat")
+            .map(|n| {
+                let (a, p) = values::ipv4_endpoint(n, "dnat")?;
+                Ok::<_, crate::error::Error>((a, p, n.location.clone()))
+            })
+            .transpose()?;
+        let snat = addr("snat")?;
         if via.is_none() && dnat.is_none() && snat.is_none() {
             return Err(item.error(
                 "flow assertion expects nothing",
                 Some(
-                    "say what must happen: `via: LINE`, `dnat: ADDRESS` and/or `snat: ADDRESS`"
+                    "say what must happen: `via: LINE`, `dnat: ADDRESS[:PORT]` and/or `snat: ADDRESS`"
                         .into(),
                 ),
             ));
@@ -144,7 +153,14 @@ mod tests {
         assert_eq!(a.proto, Some(FlowProto::Tcp));
         assert_eq!((a.sport, a.dport), (None, Some(80)));
         assert_eq!(a.via.as_ref().unwrap().0, "cnc");
-        assert_eq!(a.dnat.as_ref().unwrap().0, Ipv4Addr::new(192, 168, 0, 100));
+        let d = a.dnat.as_ref().unwrap();
+        assert_eq!((d.0, d.1), (Ipv4Addr::new(192, 168, 0, 100), None));
+        let a = one(
+            "{from: 100.65.1.10, to: 203.0.113.2, proto: tcp, dport: 8080, dnat: 192.168.0.100:80}",
+        )
+        .unwrap();
+        let d = a[0].dnat.as_ref().unwrap();
+        assert_eq!((d.0, d.1), (Ipv4Addr::new(192, 168, 0, 100), Some(80)));
         assert!(parse(None).unwrap().is_empty());
     }
 
@@ -165,6 +181,14 @@ mod tests {
             (
                 "{from: 10.0.0.1, to: 10.0.0.2, proto: tcp, dport: 0, via: cnc}",
                 "1 to 65535",
+            ),
+            (
+                "{from: 10.0.0.1, to: 10.0.0.2, proto: tcp, dnat: 1.2.3.4:http}",
+                "not a port",
+            ),
+            (
+                "{from: 10.0.0.1, to: 10.0.0.2, proto: tcp, dnat: 1.2.3.4:0}",
+                "not a port",
             ),
             (
                 "{from: 10.0.0.1, to: 10.0.0.2, via: cnc, dnt: 1.2.3.4}",

@@ -501,6 +501,29 @@ pub fn ipv4(n: &Node, what: &str) -> Result<Ipv4Addr> {
     parse_addr(s).map_err(|m| n.error(format!("`{what}`: {m}"), None))
 }
 
+/// `ADDRESS` or `ADDRESS:PORT` (an IPv4 address, optionally with a port);
+/// the message starts with `` `what`: ``.
+pub fn ipv4_endpoint(n: &Node, what: &str) -> Result<(Ipv4Addr, Option<u16>)> {
+    let s = string(n, what)?;
+    let (addr, port) = match s.split_once(':') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr = parse_addr(addr).map_err(|m| n.error(format!("`{what}`: {m}"), None))?;
+    let port = port
+        .map(|p| match p.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(n.error(
+                format!("`{what}`: `{}` is not a port", crate::escape::value(p)),
+                Some(format!(
+                    "write `{what}: ADDRESS` or `{what}: ADDRESS:PORT` (port 1 to 65535)"
+                )),
+            )),
+        })
+        .transpose()?;
+    Ok((addr, port))
+}
+
 /// An interface address: `a.b.c.d/len`, a usable host address of its subnet.
 pub fn iface_address(n: &Node) -> Result<Ipv4Net> {
     let s = string(n, "address")?;
