@@ -453,7 +453,9 @@ cmcc_line() {
         list="
           routes_file: isp/cmcc-only.txt    # cmcc.txt less the prefixes ctc and cnc route"
     fi
+    # A leading newline: it follows cnc's last line (nothing at all with 2 ISPs).
     cat <<EOF
+
         - name: cmcc
           table: 300
           mark: 0x300
@@ -500,8 +502,7 @@ all:
           interface: eth2
           address: 203.0.113.2/24
           gateway: 203.0.113.1
-          routes: [100.65.0.0/16]           # the lab's CNC users$cnc_list
-$(cmcc_line)
+          routes: [100.65.0.0/16]           # the lab's CNC users$cnc_list$(cmcc_line)
       nat: {mode: snat}
       forwards:
         - {proto: tcp, port: 80, to: 192.168.0.100}
