@@ -18,6 +18,7 @@
 # With --isps 3 (or DWLAB_ISPS=3) a third ISP joins: cmcc, peering with ctc
 # (192.0.2.4/30), gateway eth3 198.18.0.2/24 (router 198.18.0.1), its user
 # ucmcc 100.67.1.10; same anti-spoofing and echo server as the other two.
+# The ready inventory (DIR/inventory.yaml) then has the third line, cmcc, too.
 #
 # Every namespace is named "${PREFIX}<role>". Nothing is created or configured
 # in the root namespace: veths are created inside one namespace with their peer
@@ -435,10 +436,39 @@ copy_isp_lists() {
     done
     mkdir -p "$DIR/isp"
     cp -- "$src/chinanet.txt" "$src/unicom-only.txt" "$DIR/isp/"
+    # The third line's list, less the prefixes the other two already route
+    # (a prefix on two lines is refused), as unicom-only.txt is made.
+    rm -f "$DIR/isp/cmcc-only.txt"
+    if ((ISPS == 3)) && [[ -r "$src/cmcc.txt" ]]; then
+        awk 'FNR==1{f++} /^#/ && f==3 {print; next} f<3 {seen[$0]=1; next} !($0 in seen)' \
+            "$src/chinanet.txt" "$src/unicom-only.txt" "$src/cmcc.txt" >"$DIR/isp/cmcc-only.txt"
+    fi
+}
+
+# The 3-ISP lab's third line for the ready inventory (nothing with 2 ISPs).
+cmcc_line() {
+    ((ISPS == 3)) || return 0
+    local list=""
+    if [[ -s "$DIR/isp/cmcc-only.txt" ]]; then
+        list="
+          routes_file: isp/cmcc-only.txt    # cmcc.txt less the prefixes ctc and cnc route"
+    fi
+    # A leading newline: it follows cnc's last line (nothing at all with 2 ISPs).
+    cat <<EOF
+
+        - name: cmcc
+          table: 300
+          mark: 0x300
+          interface: eth3
+          address: 198.18.0.2/24
+          gateway: 198.18.0.1
+          routes: [100.67.0.0/16]           # the lab's CMCC users$list
+EOF
 }
 
 # A ready inventory for the lab's gateway: the seed's topology, method fwmark
-# (as examples/seed-fwmark), so `dwprov plan -i $DIR/inventory.yaml` works as is.
+# (as examples/seed-fwmark), so `dwprov plan -i $DIR/inventory.yaml` works as is;
+# with --isps 3 the third line (cmcc) too.
 write_inventory() {
     local ctc_list="" cnc_list=""
     if copy_isp_lists; then
@@ -472,7 +502,7 @@ all:
           interface: eth2
           address: 203.0.113.2/24
           gateway: 203.0.113.1
-          routes: [100.65.0.0/16]           # the lab's CNC users$cnc_list
+          routes: [100.65.0.0/16]           # the lab's CNC users$cnc_list$(cmcc_line)
       nat: {mode: snat}
       forwards:
         - {proto: tcp, port: 80, to: 192.168.0.100}
@@ -482,6 +512,8 @@ EOF
 }
 
 print_summary() {
+    local LINES_SHOWN="ctc + cnc"
+    ((ISPS == 3)) && LINES_SHOWN="ctc + cnc + cmcc"
     local role dwprov="${DWLAB_DWPROV:-dwprov}" caller="${DWLAB_CALLER:-lab.sh}"
     cat <<EOF
 
@@ -491,7 +523,7 @@ EOF
     for role in "${BUILD_ROLES[@]}"; do printf '  %-6s %s\n' "$role" "$(ns "$role")"; done
     cat <<EOF
 gateway sshd: pid $(print_sshd_pid), 10.9.0.2:22 (log $DIR/sshd.log)
-inventory: $DIR/inventory.yaml (gateway gw1, method fwmark, lines ctc + cnc, LAN, port forwards)
+inventory: $DIR/inventory.yaml (gateway gw1, method fwmark, lines $LINES_SHOWN, LAN, port forwards)
 next, from the controller namespace (as root):
   ip netns exec $(ns ctl) $dwprov plan -i $DIR/inventory.yaml
   ip netns exec $(ns ctl) $dwprov apply -i $DIR/inventory.yaml

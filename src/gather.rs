@@ -519,6 +519,9 @@ pub use crate::ownership::DEFAULT_BAND;
 ///   `all`/`default`, and those dwprov sets;
 /// - every owned object: ip rules and routes of protocol dwprov, `DWPROV-*`
 ///   chains and the jumps into them, the owned files, the table names;
+/// - nexthop objects: dwprov's and any in its id band, but not where the
+///   agent points them during a failover (dynamic state, not drift:
+///   `nexthop_scope`);
 /// - foreign objects that collide with owned ones (desired or live): ip rules
 ///   at a priority from dwprov's lowest to its highest rule (they interleave
 ///   with dwprov's), routes with the key (table, destination, tos, metric) of
@@ -609,6 +612,7 @@ pub fn plan_digest(facts: &Facts, desired: &State) -> String {
             }
         }
     }
+    let nexthops = nexthop_scope(live, desired);
     #[derive(Serialize)]
     struct Scope<'a> {
         kernel: &'a str,
@@ -623,6 +627,7 @@ pub fn plan_digest(facts: &Facts, desired: &State) -> String {
         sysctls: BTreeMap<&'a String, &'a String>,
         rules: Vec<&'a crate::state::Rule>,
         routes: Vec<&'a crate::state::Route>,
+        nexthops: Vec<NexthopView<'a>>,
         firewall: Vec<(
             &'a String,
             &'a String,
@@ -642,6 +647,7 @@ pub fn plan_digest(facts: &Facts, desired: &State) -> String {
         sysctls,
         rules,
         routes,
+        nexthops,
         firewall,
     };
     /// Feeds serde_json's output straight into the hash (no 3 MB buffer).
@@ -659,6 +665,70 @@ pub fn plan_digest(facts: &Facts, desired: &State) -> String {
     // Serializing these plain types cannot fail.
     let _ = serde_json::to_writer(&mut h, &scope);
     h.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A nexthop object as the digest sees it: where it points only when that
+/// is not the agent's doing.
+#[derive(Serialize)]
+struct NexthopView<'a> {
+    id: u32,
+    proto: u8,
+    /// The target, or `None` when the agent may have put it there.
+    hop: Option<&'a crate::state::nexthop::Hop>,
+    group: bool,
+}
+
+/// The nexthops a plan depends on: dwprov's (its protocol) and any at an id
+/// of dwprov's band (a foreign one there is a conflict). Where the agent
+/// points them during a failover is dynamic state, not drift (as
+/// `diff::diff_nexthops` says), so it is left out of the digest: a single
+/// nexthop pointing at a desired line's gateway, a group holding a
+/// non-empty subset of the desired members. Another target (a hand-made
+/// repoint, a group with a stranger) counts. Without a desired state (the
+/// facts' own digest) every target is left out: their lines are unknown.
+fn nexthop_scope<'a>(live: &'a State, desired: &State) -> Vec<NexthopView<'a>> {
+    use crate::ownership::{is_owned_route, NEXTHOP_ID_BAND};
+    use crate::state::nexthop::Hop;
+    let (lo, hi) = NEXTHOP_ID_BAND;
+    let targets: Vec<&Hop> = desired
+        .nexthops
+        .iter()
+        .filter(|n| matches!(n.hop, Hop::Via { .. }))
+        .map(|n| &n.hop)
+        .collect();
+    let members: Vec<&(u32, u32)> = desired
+        .nexthops
+        .iter()
+        .filter_map(|n| match &n.hop {
+            Hop::Group(m) => Some(m),
+            Hop::Via { .. } => None,
+        })
+        .flatten()
+        .collect();
+    let unknown = desired.nexthops.is_empty();
+    live.nexthops
+        .iter()
+        .filter(|n| {
+            is_owned_route(*n)
+                || (lo..=hi).contains(&n.id)
+                || desired.nexthops.iter().any(|d| d.id == n.id)
+        })
+        .map(|n| {
+            let dynamic = is_owned_route(n)
+                && match &n.hop {
+                    Hop::Via { .. } => unknown || targets.contains(&&n.hop),
+                    Hop::Group(m) => {
+                        unknown || (!m.is_empty() && m.iter().all(|x| members.contains(&x)))
+                    }
+                };
+            NexthopView {
+                id: n.id,
+                proto: n.proto,
+                hop: (!dynamic).then_some(&n.hop),
+                group: matches!(n.hop, Hop::Group(_)),
+            }
+        })
+        .collect()
 }
 
 /// [`plan_digest`] with the scope the host's owned objects give.
@@ -1037,6 +1107,87 @@ mod tests {
             ..Default::default()
         });
         assert_ne!(digest(&bare), digest(&f));
+    }
+
+    /// Nexthops the plan depends on count; where the agent points them
+    /// during a failover does not.
+    #[test]
+    fn digest_covers_nexthops_but_not_the_agents_failover() {
+        use crate::state::nexthop::{Hop, Nexthop};
+        let via = |id: u32, gw: &str, dev: &str| Nexthop {
+            id,
+            proto: crate::ownership::ROUTE_PROTO,
+            hop: Hop::Via {
+                via: gw.parse().unwrap(),
+                dev: dev.into(),
+            },
+        };
+        let group = |m: &[(u32, u32)]| Nexthop {
+            id: 20999,
+            proto: crate::ownership::ROUTE_PROTO,
+            hop: Hop::Group(m.to_vec()),
+        };
+        let ctc = via(20001, "198.51.100.1", "eth1");
+        let cnc = via(20002, "203.0.113.1", "eth2");
+        let both = group(&[(20001, 2), (20002, 1)]);
+        let desired = State {
+            nexthops: vec![ctc.clone(), cnc.clone(), both.clone()],
+            ..State::default()
+        };
+        let with = |hops: Vec<Nexthop>| {
+            let mut f = host_facts("", "", "");
+            f.state.nexthops = hops;
+            f
+        };
+        let d = |hops: Vec<Nexthop>| plan_digest(&with(hops), &desired);
+        let base = d(vec![ctc.clone(), cnc.clone(), both.clone()]);
+        // CNC failed over to CTC's gateway and out of the group: the agent's.
+        let failed_over = vec![
+            ctc.clone(),
+            via(20002, "198.51.100.1", "eth1"),
+            group(&[(20001, 2)]),
+        ];
+        assert_eq!(d(failed_over.clone()), base);
+        // Drift the plan depends on.
+        let moved = via(20002, "10.9.9.9", "eth2");
+        assert_ne!(
+            d(vec![ctc.clone(), moved, both.clone()]),
+            base,
+            "a hand-made repoint"
+        );
+        assert_ne!(d(vec![ctc.clone(), both.clone()]), base, "a nexthop gone");
+        let stranger = group(&[(20001, 2), (20003, 1)]);
+        assert_ne!(
+            d(vec![ctc.clone(), cnc.clone(), stranger]),
+            base,
+            "a stranger in the group"
+        );
+        assert_ne!(
+            d(vec![ctc.clone(), cnc.clone(), group(&[])]),
+            base,
+            "an empty group"
+        );
+        let mut foreign = cnc.clone();
+        foreign.proto = 3;
+        assert_ne!(
+            d(vec![ctc.clone(), foreign, both.clone()]),
+            base,
+            "not dwprov's any more"
+        );
+        let mut squatter = via(20500, "192.0.2.1", "eth1");
+        squatter.proto = 3;
+        let mut v = vec![ctc.clone(), cnc.clone(), both.clone()];
+        v.push(squatter);
+        assert_ne!(d(v), base, "a foreign nexthop in dwprov's band");
+        // Foreign nexthops outside the band are not the plan's business.
+        let mut other = via(7, "192.0.2.1", "eth1");
+        other.proto = 3;
+        assert_eq!(d(vec![ctc.clone(), cnc.clone(), both.clone(), other]), base);
+        // The facts' own digest (no desired state) ignores every target.
+        let own = |hops: Vec<Nexthop>| digest(&with(hops));
+        let normal = own(vec![ctc.clone(), cnc.clone(), both.clone()]);
+        assert_eq!(own(failed_over), normal);
+        assert_ne!(own(vec![ctc.clone(), both.clone()]), normal);
     }
 
     proptest::proptest! {

@@ -1,6 +1,9 @@
-//! The agent's loop: probe the lines that are due (every target of every
-//! line at once, one short-lived thread each), feed the state machines, plan
-//! the kernel changes, run them, log the transitions, write the status file.
+//! The agent's loop: start each line's probe rounds on its interval (every
+//! target at once, one short-lived thread each, reporting on a channel;
+//! rounds overlap when probes are slow, `agent::schedule`), judge each
+//! round when its probes are back, feed the state machines in round order,
+//! plan the kernel changes, run them, log the transitions, write the status
+//! file.
 //!
 //! It survives every failing command: an `ip -batch` that fails leaves the
 //! agent re-reading the kernel's nexthops and planning again next round; a
@@ -12,12 +15,15 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::config::{Config, Target};
+use super::config::{Config, Line, Target};
 use super::health::{round_is_good, Machine, State};
 use super::plan::{self, Action, Desired, Event, Hop};
 use super::probe::{self, Outcome};
+use super::schedule::Rounds;
 use super::status::{self, LineStatus, Round, Status, TargetResult};
 use crate::ownership::{AGENT_LOG_TAG, AGENT_STATUS_FILE};
 
@@ -49,10 +55,12 @@ struct Watched {
     since_unix: u64,
     since: String,
     transitions: u64,
-    /// This line's probe rounds since the start (its hold-down counts these).
+    /// This line's judged probe rounds since the start (its hold-down
+    /// counts these).
     rounds: u64,
     last_round: Option<Round>,
-    next_due: Instant,
+    /// Its rounds' schedule (monitored lines only).
+    schedule: Option<Rounds<Outcome>>,
 }
 
 impl Watched {
@@ -61,8 +69,14 @@ impl Watched {
     }
 }
 
+/// What a probe thread sends back: line index, round, target index, outcome.
+type Report = (usize, u64, usize, Outcome);
+
 struct Agent {
     cfg: Config,
+    /// The lines again, shared with the probe threads (which outlive a
+    /// loop iteration now that rounds overlap).
+    shared: Vec<Arc<Line>>,
     opts: Options,
     lines: Vec<Watched>,
     applied: BTreeMap<u32, Hop>,
@@ -71,6 +85,8 @@ struct Agent {
     rounds: u64,
     started: String,
     last_reread: Instant,
+    tx: Sender<Report>,
+    rx: Receiver<Report>,
 }
 
 /// Runs the agent until it is killed (or for one round with `--once`).
@@ -105,11 +121,16 @@ pub fn run(opts: Options) -> Result<(), String> {
                 transitions: 0,
                 rounds: 0,
                 last_round: None,
-                next_due: now,
+                schedule: l
+                    .health
+                    .as_ref()
+                    .map(|h| Rounds::new(h.interval(), h.timeout(), h.targets.len(), now)),
             }
         })
         .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
     let mut agent = Agent {
+        shared: cfg.lines.iter().cloned().map(Arc::new).collect(),
         cfg,
         opts,
         lines,
@@ -119,10 +140,12 @@ pub fn run(opts: Options) -> Result<(), String> {
         rounds: 0,
         started: status::now_rfc3339(),
         last_reread: now,
+        tx,
+        rx,
     };
     agent.previous = agent.desired();
     if agent.opts.once {
-        agent.probe_round(&(0..agent.cfg.lines.len()).collect::<Vec<_>>(), false);
+        agent.once();
         let text = serde_json::to_string_pretty(&agent.status()).map_err(|e| e.to_string())?;
         println!("{text}");
         return Ok(());
@@ -178,44 +201,37 @@ impl Agent {
         })
     }
 
-    /// Sleeps until the next line is due, then runs its round.
+    /// Waits for a probe's report or the next due round or deadline,
+    /// starts the rounds due, judges the rounds ready (each line's in
+    /// order) and, when any were, acts on them.
     fn tick(&mut self) {
-        let next = self
-            .cfg
+        let wake = self
             .lines
             .iter()
-            .zip(&self.lines)
-            .filter(|(l, _)| l.health.is_some())
-            .map(|(_, w)| w.next_due)
+            .filter_map(|w| w.schedule.as_ref())
+            .flat_map(|s| std::iter::once(s.next_due()).chain(s.deadline()))
             .min();
-        let Some(next) = next else {
+        let Some(wake) = wake else {
             // Nothing monitored: keep the nexthops as planned, now and then.
             std::thread::sleep(KERNEL_REREAD);
             self.reread_kernel();
             self.apply(&[]);
             return;
         };
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        }
-        let now = Instant::now();
-        let due: Vec<usize> = (0..self.lines.len())
-            .filter(|&i| self.cfg.lines[i].health.is_some() && self.lines[i].next_due <= now)
-            .collect();
-        for &i in &due {
-            let interval = self.cfg.lines[i]
-                .health
-                .as_ref()
-                .map_or(KERNEL_REREAD, |h| h.interval());
-            let w = &mut self.lines[i];
-            w.next_due += interval;
-            // Behind (a slow round, a suspended machine): start afresh.
-            if w.next_due < now {
-                w.next_due = now + interval;
+        let wait = wake.saturating_duration_since(Instant::now());
+        // The agent holds a sender itself, so the channel never disconnects.
+        if let Ok(report) = self.rx.recv_timeout(wait) {
+            self.record(report);
+            while let Ok(report) = self.rx.try_recv() {
+                self.record(report);
             }
         }
-        let events = self.probe_round(&due, true);
+        let now = Instant::now();
+        self.start_due(now);
+        let (events, judged) = self.judge(now, true);
+        if judged == 0 {
+            return;
+        }
         if self.last_reread.elapsed() >= KERNEL_REREAD {
             self.reread_kernel();
         }
@@ -223,120 +239,170 @@ impl Agent {
         self.write_status();
     }
 
+    /// `--once`: one round of every monitored line, all judged, nothing
+    /// decided.
+    fn once(&mut self) {
+        let now = Instant::now();
+        self.start_due(now);
+        while self
+            .lines
+            .iter()
+            .filter_map(|w| w.schedule.as_ref())
+            .any(|s| s.outstanding() > 0)
+        {
+            let deadline = self
+                .lines
+                .iter()
+                .filter_map(|w| w.schedule.as_ref()?.deadline())
+                .min()
+                .unwrap_or_else(Instant::now);
+            if let Ok(report) = self
+                .rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                self.record(report);
+            }
+            self.judge(Instant::now(), false);
+        }
+    }
+
+    fn record(&mut self, (line, seq, target, outcome): Report) {
+        if let Some(s) = self.lines.get_mut(line).and_then(|w| w.schedule.as_mut()) {
+            // A report for a round judged already (later than its grace) is dropped.
+            s.record(seq, target, outcome);
+        }
+    }
+
+    /// Starts every round due by `now`: one thread per target, each
+    /// reporting on the channel (a thread that cannot start reports its
+    /// failure at once).
+    fn start_due(&mut self, now: Instant) {
+        for i in 0..self.lines.len() {
+            let Some(seq) = self.lines[i]
+                .schedule
+                .as_mut()
+                .and_then(|s| s.start_due(now))
+            else {
+                continue;
+            };
+            let Some(h) = self.cfg.lines[i].health.as_ref() else {
+                continue;
+            };
+            for (t, &target) in h.targets.iter().enumerate() {
+                let line = Arc::clone(&self.shared[i]);
+                let tx = self.tx.clone();
+                let timeout = h.timeout();
+                let spawned =
+                    std::thread::Builder::new()
+                        .stack_size(PROBE_STACK)
+                        .spawn(move || {
+                            let _ = tx.send((i, seq, t, probe::probe(&line, target, timeout)));
+                        });
+                if let Err(e) = spawned {
+                    let failed = Outcome {
+                        ok: false,
+                        rtt: None,
+                        note: Some(format!("no thread: {e}")),
+                    };
+                    let _ = self.tx.send((i, seq, t, failed));
+                }
+            }
+        }
+    }
+
+    /// Judges the rounds ready by `now`, each line's in start order;
+    /// feeds the machines when `decide`. Returns the transitions and how
+    /// many rounds were judged.
+    fn judge(&mut self, now: Instant, decide: bool) -> (Vec<Transition>, usize) {
+        let mut events = Vec::new();
+        let mut judged = 0;
+        for i in 0..self.lines.len() {
+            let ready = match self.lines[i].schedule.as_mut() {
+                Some(s) => s.judge(now),
+                None => continue,
+            };
+            for round in ready {
+                judged += 1;
+                self.rounds += 1;
+                let results = round
+                    .results
+                    .into_iter()
+                    .map(|o| {
+                        o.unwrap_or_else(|| Outcome {
+                            ok: false,
+                            rtt: None,
+                            note: Some("probe failed".into()),
+                        })
+                    })
+                    .collect();
+                if let Some(t) = self.judge_round(i, results, decide) {
+                    events.push(t);
+                }
+            }
+        }
+        (events, judged)
+    }
+
+    /// One round of line `i` with its targets' outcomes (in target order):
+    /// the status's last round, and the machine fed when `decide`.
+    fn judge_round(&mut self, i: usize, results: Vec<Outcome>, decide: bool) -> Option<Transition> {
+        let line = &self.cfg.lines[i];
+        let h = line.health.as_ref()?;
+        let at = status::now_rfc3339();
+        let mine: Vec<(Target, &Outcome)> = h.targets.iter().copied().zip(&results).collect();
+        let answered = mine.iter().filter(|(_, o)| o.ok).count();
+        let good = round_is_good(answered, h.reliability);
+        let w = &mut self.lines[i];
+        w.rounds += 1;
+        w.last_round = Some(Round {
+            at: at.clone(),
+            good,
+            targets: mine
+                .iter()
+                .map(|(t, o)| TargetResult {
+                    target: t.to_string(),
+                    loss: if o.ok { 0.0 } else { 1.0 },
+                    rtt_ms: o.rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+                    note: o.note.clone(),
+                })
+                .collect(),
+        });
+        if !decide {
+            return None;
+        }
+        let m = w.machine.as_mut()?;
+        let from = m.state();
+        let to = m.round(good)?;
+        w.transitions += 1;
+        w.since_unix = status::unix_now();
+        w.since = at;
+        let why = match to {
+            State::Down => format!("{} bad rounds in a row", h.down),
+            _ => format!("{} good rounds in a row", h.up),
+        };
+        let detail: Vec<String> = mine
+            .iter()
+            .map(|(t, o)| match (&o.rtt, &o.note) {
+                (Some(r), _) => format!("{t} {:.1} ms", r.as_secs_f64() * 1e3),
+                (None, Some(n)) => format!("{t} {n}"),
+                (None, None) => format!("{t} lost"),
+            })
+            .collect();
+        Some(Transition {
+            round: w.rounds,
+            event: Event {
+                line: line.name.clone(),
+                from,
+                to,
+            },
+            why: format!("{why}; last round: {}", detail.join(", ")),
+        })
+    }
+
     fn reread_kernel(&mut self) {
         self.applied = read_kernel(&self.cfg);
         self.last_reread = Instant::now();
     }
-
-    /// Probes the lines `due`, all targets at once; feeds the machines when
-    /// `decide`; returns the transitions.
-    fn probe_round(&mut self, due: &[usize], decide: bool) -> Vec<Transition> {
-        self.rounds += 1;
-        let jobs: Vec<(usize, usize)> = due
-            .iter()
-            .filter_map(|&i| Some((i, self.cfg.lines[i].health.as_ref()?)))
-            .flat_map(|(i, h)| (0..h.targets.len()).map(move |t| (i, t)))
-            .collect();
-        let cfg = &self.cfg;
-        let results: Vec<Outcome> = std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
-                .iter()
-                .map(|&(i, t)| {
-                    let line = &cfg.lines[i];
-                    let h = line.health.as_ref();
-                    std::thread::Builder::new()
-                        .stack_size(PROBE_STACK)
-                        .spawn_scoped(s, move || match h {
-                            Some(h) => probe::probe(line, h.targets[t], h.timeout()),
-                            None => Outcome {
-                                ok: false,
-                                rtt: None,
-                                note: None,
-                            },
-                        })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| match h {
-                    Ok(h) => h.join().unwrap_or_else(|_| Outcome {
-                        ok: false,
-                        rtt: None,
-                        note: Some("probe failed".into()),
-                    }),
-                    Err(e) => Outcome {
-                        ok: false,
-                        rtt: None,
-                        note: Some(format!("no thread: {e}")),
-                    },
-                })
-                .collect()
-        });
-        let at = status::now_rfc3339();
-        let mut events = Vec::new();
-        for &i in due {
-            let line = &self.cfg.lines[i];
-            let Some(h) = &line.health else { continue };
-            let mine: Vec<(Target, &Outcome)> = jobs
-                .iter()
-                .zip(&results)
-                .filter(|((j, _), _)| *j == i)
-                .map(|((_, t), o)| (h.targets[*t], o))
-                .collect();
-            let answered = mine.iter().filter(|(_, o)| o.ok).count();
-            let good = round_is_good(answered, h.reliability);
-            let w = &mut self.lines[i];
-            w.rounds += 1;
-            w.last_round = Some(Round {
-                at: at.clone(),
-                good,
-                targets: mine
-                    .iter()
-                    .map(|(t, o)| TargetResult {
-                        target: t.to_string(),
-                        loss: if o.ok { 0.0 } else { 1.0 },
-                        rtt_ms: o.rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
-                        note: o.note.clone(),
-                    })
-                    .collect(),
-            });
-            if !decide {
-                continue;
-            }
-            let Some(m) = w.machine.as_mut() else {
-                continue;
-            };
-            let from = m.state();
-            if let Some(to) = m.round(good) {
-                w.transitions += 1;
-                w.since_unix = status::unix_now();
-                w.since = at.clone();
-                let why = match to {
-                    State::Down => format!("{} bad rounds in a row", h.down),
-                    _ => format!("{} good rounds in a row", h.up),
-                };
-                let detail: Vec<String> = mine
-                    .iter()
-                    .map(|(t, o)| match (&o.rtt, &o.note) {
-                        (Some(r), _) => format!("{t} {:.1} ms", r.as_secs_f64() * 1e3),
-                        (None, Some(n)) => format!("{t} {n}"),
-                        (None, None) => format!("{t} lost"),
-                    })
-                    .collect();
-                events.push(Transition {
-                    round: w.rounds,
-                    event: Event {
-                        line: line.name.clone(),
-                        from,
-                        to,
-                    },
-                    why: format!("{why}; last round: {}", detail.join(", ")),
-                });
-            }
-        }
-        events
-    }
-
     /// Plans from what is applied to what the states want, runs it, logs
     /// the transitions and tells `on_change`.
     fn apply(&mut self, transitions: &[Transition]) {

@@ -7,7 +7,8 @@
 //! it proves.
 //!
 //! Pure and unit-tested: [`config`] (the typed JSON config), [`health`] (the
-//! state machine with its hold-down), [`plan`] (states -> nexthop and
+//! state machine with its hold-down), [`schedule`] (when rounds start and
+//! are judged), [`plan`] (states -> nexthop and
 //! conntrack commands), [`status`] (the status file), [`install`] (what apply
 //! checks before it uploads the agent). I/O: [`probe`] (pinned sockets) and
 //! [`daemon`] (the loop, commands, logging). [`deploy`]: what apply
@@ -19,4 +20,5 @@ pub mod health;
 pub mod install;
 pub mod plan;
 pub mod probe;
+pub mod schedule;
 pub mod status;

@@ -17,7 +17,8 @@ pub struct Status {
     /// The agent's pid and when it started (RFC 3339, UTC).
     pub pid: u32,
     pub started: String,
-    /// Probe rounds run since the start (of any line).
+    /// Probe rounds judged since the start, all lines together (each
+    /// line's own count is in its `LineStatus`).
     pub rounds: u64,
     /// When this file was written.
     pub updated: String,
