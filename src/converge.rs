@@ -230,15 +230,17 @@ pub fn sh_quote(s: &str) -> String {
 pub const LIB_SH: &str = include_str!("../gateway/lib.sh");
 
 /// The library as it runs: the owned names it works with (from
-/// [`crate::ownership`], as quoted parameters), then gateway/lib.sh.
+/// [`crate::ownership`], as quoted parameters), then gateway/lib.sh and
+/// the firewall backends' functions (gateway/fw-*.sh).
 pub fn lib_sh() -> String {
     use crate::ownership::{CHAIN_PREFIX, PROBE_NAME, ROUTE_PROTO, TEMP_SUFFIX};
     format!(
-        "PROTO={}\nCHAIN={}\nTEMP_SUFFIX={}\nPROBE={}\n{LIB_SH}",
+        "PROTO={}\nCHAIN={}\nTEMP_SUFFIX={}\nPROBE={}\n{LIB_SH}{}",
         ROUTE_PROTO,
         sh_quote(CHAIN_PREFIX),
         sh_quote(TEMP_SUFFIX),
-        sh_quote(PROBE_NAME)
+        sh_quote(PROBE_NAME),
+        crate::firewall::gateway_sh()
     )
 }
 

@@ -771,7 +771,7 @@ mod tests {
     /// parameters and payloads, pass `shellcheck -S warning`.
     #[test]
     fn gateway_scripts_pass_shellcheck() {
-        for (name, text) in GATEWAY_FILES {
+        for (name, text) in GATEWAY_FILES.iter().chain(crate::firewall::GATEWAY_FILES) {
             shellcheck(name, text);
         }
         let (changes, old, desired) = sample();

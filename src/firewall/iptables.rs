@@ -5,7 +5,7 @@
 //! snapshot's owned listing, the stale-plan digest and the boot context.
 //! Rendering is templates/iptables.rules.tera (desired) and
 //! templates/boot/iptables.rules.tera (boot); the gateway side of snapshot
-//! and revert is in gateway/lib.sh (`owned_ipt*`) and gateway/revert.sh.
+//! and revert is gateway/fw-iptables.sh ([`GATEWAY_SH`]).
 use super::{Backend, DigestItem, FirewallBackend, Payload};
 use crate::change::{Change, Op};
 use crate::error::{Error, Result};
@@ -15,6 +15,10 @@ use crate::state::iptables::{IptRule, Iptables};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+
+/// The gateway side: the owned listing, the snapshot check, the revert and
+/// the digest lines (`fw_*` functions the library's scripts call).
+pub const GATEWAY_SH: &str = include_str!("../../gateway/fw-iptables.sh");
 
 impl FirewallBackend for Iptables {
     const BACKEND: Backend = Backend::Iptables;

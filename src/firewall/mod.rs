@@ -45,7 +45,8 @@ pub struct Payload {
 }
 
 /// What a firewall backend provides. Each method is pure; the gateway side
-/// of the snapshot and revert is in gateway/lib.sh and gateway/revert.sh.
+/// of the snapshot, revert and verify digest is its `gateway/fw-NAME.sh`
+/// (the `fw_*` functions, [`gateway_sh`]).
 pub trait FirewallBackend: Sized + Default {
     const BACKEND: Backend;
     /// The render artefact (and template name) of its desired state.
@@ -71,6 +72,17 @@ pub trait FirewallBackend: Sized + Default {
     /// The boot templates it renders and their paths.
     fn boot_files() -> &'static [(&'static str, &'static str)];
 }
+
+/// The backends' gateway-side functions, appended to gateway/lib.sh in
+/// every script (`converge::lib_sh`). One backend today, so its file
+/// defines the `fw_*` functions themselves; a second one makes them call
+/// each backend's.
+pub fn gateway_sh() -> &'static str {
+    iptables::GATEWAY_SH
+}
+
+/// Every backend's gateway file, by name (for shellcheck).
+pub const GATEWAY_FILES: &[(&str, &str)] = &[("fw-iptables.sh", iptables::GATEWAY_SH)];
 
 impl Firewall {
     /// The desired firewall from the rendered artefacts: each backend whose
