@@ -8,6 +8,7 @@
 //! - the sysctl keys dwprov sets (never "removed": the kernel has no unset).
 //!
 //! Anything else on the host is never part of a change.
+use crate::kind::{Kind, KINDS};
 use crate::ownership::owned;
 use crate::state::ip::RouteKey;
 use crate::state::nexthop::{Hop, Nexthop};
@@ -121,12 +122,23 @@ impl HostDiff {
 /// Compare desired with live, owned objects only.
 pub fn diff(desired: &State, live: &State) -> HostDiff {
     let mut d = HostDiff::default();
-    diff_files(desired, live, &mut d);
-    diff_sysctls(desired, live, &mut d);
-    diff_rules(desired, live, &mut d);
-    diff_routes(desired, live, &mut d);
-    diff_nexthops(desired, live, &mut d);
-    crate::firewall::Firewall::diff(&desired.firewall, &live.firewall, &mut d.changes);
+    // Kind by kind, in the registry's order (crate::kind).
+    for kind in KINDS {
+        match kind {
+            Kind::Files => diff_files(desired, live, &mut d),
+            Kind::Sysctls => diff_sysctls(desired, live, &mut d),
+            Kind::RulesRoutes => {
+                diff_rules(desired, live, &mut d);
+                diff_routes(desired, live, &mut d);
+            }
+            Kind::Nexthops => diff_nexthops(desired, live, &mut d),
+            Kind::Firewall => {
+                crate::firewall::Firewall::diff(&desired.firewall, &live.firewall, &mut d.changes)
+            }
+            // Their config and unit files are owned files (Kind::Files).
+            Kind::Units => {}
+        }
+    }
     d
 }
 

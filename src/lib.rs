@@ -23,6 +23,7 @@ pub mod import;
 mod import_graph;
 pub mod input;
 pub mod inventory;
+pub mod kind;
 pub mod lab;
 pub mod model;
 pub mod nonce;
