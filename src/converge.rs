@@ -8,6 +8,7 @@
 //! delimiter; nothing is quoted into a command line.
 use crate::diff::{Change, Op};
 use crate::error::{Error, Result};
+use crate::kind::{Kind, KINDS};
 use crate::transport::Transport;
 use serde::Serialize;
 
@@ -370,26 +371,52 @@ impl Body {
 /// batch and stops before anything else changed.
 pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> Body {
     let mut b = Body::default();
-    // The firewall: each backend's payload, tested before anything changes
-    // (crate::firewall), all tests in one background job.
-    let fw = crate::firewall::Firewall::payloads(changes);
-    b.test_start = firewall_test(&fw, d);
-    b.rejected = fw
-        .iter()
-        .map(|p| p.rejected.as_str())
-        .collect::<Vec<_>>()
-        .join(" or ");
-    out.commands += fw.len();
-    // Rules and routes: one ip -batch stream.
-    let (batch, undo) = ip_batch_with_undo(changes);
-    if !batch.is_empty() {
-        out.ip_lines = batch.lines().count();
-        b.undo = undo;
-        b.ip_batch = batch;
-        out.commands += 1;
+    // Kind by kind, in the registry's order (crate::kind): each adds its
+    // part to the phases (test, stage, ip batch, commit).
+    for kind in KINDS {
+        match kind {
+            Kind::Files => files_part(changes, d, out, caps, &mut b),
+            Kind::Sysctls => {
+                // Straight to /proc/sys (the key is its path there).
+                for c in changes {
+                    if let Change::Sysctl { key, to, .. } = c {
+                        let _ = writeln!(b.commit, "step {}", sh_quote(&format!("sysctl {key}")));
+                        b.commit.push_str(&sysctl_command(key, to));
+                        out.commands += 1;
+                    }
+                }
+            }
+            // Rules, routes and nexthop objects: one ip -batch stream.
+            Kind::RulesRoutes => {
+                let (batch, undo) = ip_batch_with_undo(changes);
+                if !batch.is_empty() {
+                    out.ip_lines = batch.lines().count();
+                    b.undo = undo;
+                    b.ip_batch = batch;
+                    out.commands += 1;
+                }
+            }
+            // In the rules and routes' batch (ip_batch_with_undo orders them).
+            Kind::Nexthops => {}
+            Kind::Firewall => firewall_part(changes, d, out, &mut b),
+            // Boot files written above: enable units, start the flush loop
+            // and the agent (src/boot.rs).
+            Kind::Units => {
+                let post = crate::boot::post_install(changes);
+                if !post.script.is_empty() {
+                    b.commit.push_str("step 'boot units'\n");
+                }
+                b.commit.push_str(&post.script);
+                out.commands += post.commands;
+            }
+        }
     }
-    // Files: temp file in the same directory, then rename over the target;
-    // a big file that exists is sent as an edit of what is there.
+    b
+}
+
+/// Files: temp file in the same directory, then rename over the target;
+/// a big file that exists is sent as an edit of what is there.
+fn files_part(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps, b: &mut Body) {
     for c in changes {
         if let Change::File { path, from, to } = c {
             out.files += 1;
@@ -415,29 +442,25 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
             b.staged.push(sh_quote(&temp_path(path)));
         }
     }
-    let s = &mut b.commit;
-    // Sysctls: straight to /proc/sys (the key is its path there).
-    for c in changes {
-        if let Change::Sysctl { key, to, .. } = c {
-            let _ = writeln!(s, "step {}", sh_quote(&format!("sysctl {key}")));
-            s.push_str(&sysctl_command(key, to));
-            out.commands += 1;
-        }
-    }
+}
+
+/// The firewall: each backend's payload (crate::firewall), all tested in
+/// one background job before anything changes, then applied.
+fn firewall_part(changes: &[Change], d: &str, out: &mut ApplyScript, b: &mut Body) {
+    let fw = crate::firewall::Firewall::payloads(changes);
+    b.test_start = firewall_test(&fw, d);
+    b.rejected = fw
+        .iter()
+        .map(|p| p.rejected.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ");
     for p in &fw {
         out.iptables_lines += p.text.lines().count();
-        let _ = writeln!(s, "step {}", sh_word(&p.step));
-        s.push_str(&heredoc(&p.apply, &p.what, d, &p.text));
-        out.commands += 1;
+        let _ = writeln!(b.commit, "step {}", sh_word(&p.step));
+        b.commit.push_str(&heredoc(&p.apply, &p.what, d, &p.text));
+        // The test and the apply.
+        out.commands += 2;
     }
-    // Boot files written above: enable units, start the flush loop (src/boot.rs).
-    let post = crate::boot::post_install(changes);
-    if !post.script.is_empty() {
-        s.push_str("step 'boot units'\n");
-    }
-    s.push_str(&post.script);
-    out.commands += post.commands;
-    b
 }
 
 /// The temp file a new content of `path` is staged in (same directory, so
