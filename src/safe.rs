@@ -35,6 +35,7 @@
 //! revert) is [`crate::rollback::rollback_hosts`].
 use crate::converge::{self, heredoc, sh_quote, ApplyScript};
 use crate::diff::{is_owned_route, is_owned_rule, Change};
+use crate::kind::{Kind, KINDS};
 use crate::state::State;
 use std::fmt::Write as _;
 
@@ -585,57 +586,80 @@ pub fn snapshot_state(
         rt_tables: live.rt_tables.clone(),
         ..State::default()
     };
-    // Listings put the protocol first (gateway/lib.sh); the batch parser
-    // wants the destination first.
-    let proto = format!("proto {} ", crate::ROUTE_PROTO);
-    let mut batch = String::new();
-    for l in get("rules")?.lines().chain(get("routes")?.lines()) {
-        match l
-            .strip_prefix("route replace ")
-            .and_then(|r| r.strip_prefix(&proto))
-        {
-            Some(rest) => {
-                let _ = writeln!(batch, "route add {rest} {}", proto.trim_end());
+    // Kind by kind, in the registry's order (crate::kind).
+    for kind in KINDS {
+        match kind {
+            Kind::Files => {
+                // Files: as the snapshot copied them; owned files it did not cover stay.
+                let mut covered = std::collections::BTreeSet::new();
+                for l in get("files.list")?.lines() {
+                    let mut w = l.splitn(3, ' ');
+                    let (Some(i), Some(what), Some(path)) = (w.next(), w.next(), w.next()) else {
+                        continue;
+                    };
+                    covered.insert(path.to_string());
+                    if what == "present" {
+                        let text = get(&format!("file {i}"))?;
+                        snap.files.insert(path.to_string(), text.to_string());
+                    }
+                }
+                for (p, text) in &live.files {
+                    if !covered.contains(p) {
+                        snap.files.insert(p.clone(), text.clone());
+                    }
+                }
             }
-            None => {
-                let _ = writeln!(batch, "{l}");
+            Kind::Sysctls => {
+                for l in get("sysctls")?.lines() {
+                    if let Some((k, v)) = l.split_once(' ') {
+                        snap.sysctls.insert(k.to_string(), v.to_string());
+                    }
+                }
             }
-        }
-    }
-    let b = crate::state::ip::parse_batch(&batch, "snapshot rules and routes", &snap.rt_tables)?;
-    snap.rules = b.rules;
-    snap.routes = b.routes;
-    // Nexthop objects (issue 11): `nexthop replace id N ...` lines; none in
-    // snapshots of older versions.
-    if let Some(sec) = sections.get("nexthops").filter(|s| s.status == 0) {
-        let text = sec.stdout.replace("nexthop replace ", "nexthop add ");
-        let (mut nh, _) = crate::state::nexthop::split_batch(&text, "snapshot nexthops")?;
-        nh.sort();
-        snap.nexthops = nh;
-    }
-    // The firewall: each backend's owned listing.
-    snap.firewall = crate::firewall::Firewall::from_snapshot(sections)?;
-    // Files: as the snapshot copied them; owned files it did not cover stay.
-    let mut covered = std::collections::BTreeSet::new();
-    for l in get("files.list")?.lines() {
-        let mut w = l.splitn(3, ' ');
-        let (Some(i), Some(what), Some(path)) = (w.next(), w.next(), w.next()) else {
-            continue;
-        };
-        covered.insert(path.to_string());
-        if what == "present" {
-            let text = get(&format!("file {i}"))?;
-            snap.files.insert(path.to_string(), text.to_string());
-        }
-    }
-    for (p, text) in &live.files {
-        if !covered.contains(p) {
-            snap.files.insert(p.clone(), text.clone());
-        }
-    }
-    for l in get("sysctls")?.lines() {
-        if let Some((k, v)) = l.split_once(' ') {
-            snap.sysctls.insert(k.to_string(), v.to_string());
+            Kind::RulesRoutes => {
+                // Listings put the protocol first (gateway/lib.sh); the batch parser
+                // wants the destination first.
+                let proto = format!("proto {} ", crate::ROUTE_PROTO);
+                let mut batch = String::new();
+                for l in get("rules")?.lines().chain(get("routes")?.lines()) {
+                    match l
+                        .strip_prefix("route replace ")
+                        .and_then(|r| r.strip_prefix(&proto))
+                    {
+                        Some(rest) => {
+                            let _ = writeln!(batch, "route add {rest} {}", proto.trim_end());
+                        }
+                        None => {
+                            let _ = writeln!(batch, "{l}");
+                        }
+                    }
+                }
+                let b = crate::state::ip::parse_batch(
+                    &batch,
+                    "snapshot rules and routes",
+                    &snap.rt_tables,
+                )?;
+                snap.rules = b.rules;
+                snap.routes = b.routes;
+            }
+            Kind::Nexthops => {
+                // Nexthop objects (issue 11): `nexthop replace id N ...` lines; none in
+                // snapshots of older versions.
+                if let Some(sec) = sections.get("nexthops").filter(|s| s.status == 0) {
+                    let text = sec.stdout.replace("nexthop replace ", "nexthop add ");
+                    let (mut nh, _) =
+                        crate::state::nexthop::split_batch(&text, "snapshot nexthops")?;
+                    nh.sort();
+                    snap.nexthops = nh;
+                }
+            }
+            Kind::Firewall => {
+                // The firewall: each backend's owned listing.
+                snap.firewall = crate::firewall::Firewall::from_snapshot(sections)?;
+            }
+            // Their files are Kind::Files; the revert's units.sh undoes
+            // what installing them did.
+            Kind::Units => {}
         }
     }
     Ok(snap)
