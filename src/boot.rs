@@ -28,6 +28,7 @@
 use crate::diff::Change;
 use crate::error::Result;
 use crate::facts::Facts;
+use crate::kind::{Kind, KINDS};
 use crate::model::Gateway;
 use crate::ownership::{unit_path, CHAIN_PREFIX};
 use crate::state::State;
@@ -222,26 +223,41 @@ pub fn files(
     }
     ctx.insert("init_script", INIT_SCRIPT);
 
-    let mut wanted: Vec<(&str, String)> = vec![("boot/ip.batch", IP_BATCH.into())];
-    // The inventory's firewall backend restores its own file.
-    for (name, path) in crate::firewall::Firewall::boot_files(gw.firewall) {
-        wanted.push((name, (*path).into()));
-    }
-    wanted.push(("boot/boot.sh", BOOT_SH.into()));
-    if flush {
-        wanted.push(("boot/route-cache-flush.sh", FLUSH_SH.into()));
-    }
-    if platform.systemd {
-        wanted.push(("boot/dwprov.service", unit_path(EARLY_UNIT)));
-        wanted.push(("boot/dwprov-routes.service", unit_path(LATE_UNIT)));
-        if flush {
-            wanted.push((
-                "boot/dwprov-route-cache-flush.service",
-                unit_path(FLUSH_UNIT),
-            ));
+    // The boot files kind by kind, in the registry's order (crate::kind).
+    let mut wanted: Vec<(&str, String)> = Vec::new();
+    for kind in KINDS {
+        match kind {
+            // Rendered files are restored by being files; sysctls by the
+            // sysctl.d file boot.sh loads.
+            Kind::Files | Kind::Sysctls => {}
+            Kind::RulesRoutes => wanted.push(("boot/ip.batch", IP_BATCH.into())),
+            // In boot/ip.batch, before the routes using them.
+            Kind::Nexthops => {}
+            // The inventory's firewall backend restores its own file.
+            Kind::Firewall => {
+                for (name, path) in crate::firewall::Firewall::boot_files(gw.firewall) {
+                    wanted.push((name, (*path).into()));
+                }
+            }
+            Kind::Units => {
+                wanted.push(("boot/boot.sh", BOOT_SH.into()));
+                if flush {
+                    wanted.push(("boot/route-cache-flush.sh", FLUSH_SH.into()));
+                }
+                if platform.systemd {
+                    wanted.push(("boot/dwprov.service", unit_path(EARLY_UNIT)));
+                    wanted.push(("boot/dwprov-routes.service", unit_path(LATE_UNIT)));
+                    if flush {
+                        wanted.push((
+                            "boot/dwprov-route-cache-flush.service",
+                            unit_path(FLUSH_UNIT),
+                        ));
+                    }
+                } else {
+                    wanted.push(("boot/init.d", INIT_SCRIPT.into()));
+                }
+            }
         }
-    } else {
-        wanted.push(("boot/init.d", INIT_SCRIPT.into()));
     }
     let warns = route_cache_warns(gw, platform.kernel.as_deref());
     let mut out = BootFiles {
