@@ -705,6 +705,46 @@ mod tests {
         );
     }
 
+    /// The commit steps follow the kinds' registry (crate::kind): files,
+    /// sysctls, the firewall, the units; the ip batch and the firewall test
+    /// are phases of their own.
+    #[test]
+    fn commit_steps_follow_the_kinds_order() {
+        let rule = crate::state::iptables::IptRule::parse("-j ACCEPT").unwrap();
+        // Given in the reverse order of the registry.
+        let changes = vec![
+            Change::Chain {
+                table: "nat".into(),
+                chain: "DWPROV-X".into(),
+                from: None,
+                to: Some(vec![rule]),
+            },
+            Change::Sysctl {
+                key: "net/ipv4/ip_forward".into(),
+                from: None,
+                to: "1".into(),
+            },
+            Change::File {
+                path: "/tmp/x.conf".into(),
+                from: None,
+                to: Some("x\n".into()),
+            },
+        ];
+        let mut out = ApplyScript::default();
+        let b = body(&changes, "D", &mut out, Caps::default());
+        let at = |needle: &str| {
+            b.commit
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} not in {}", b.commit))
+        };
+        assert!(at("step 'file") < at("step 'sysctl"));
+        assert!(at("step 'sysctl") < at("step iptables-restore"));
+        assert!(b
+            .test_start
+            .starts_with("iptables-restore --noflush --test"));
+        assert_eq!((out.files, out.commands), (1, 2 + 1 + 2));
+    }
+
     #[test]
     fn no_changes_no_commands() {
         let s = script(&[], Caps::default());

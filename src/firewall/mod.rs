@@ -167,6 +167,54 @@ mod tests {
         assert_eq!(Backend::default(), Backend::Iptables);
     }
 
+    /// What makes a switch of backend one apply: a desired state without
+    /// this backend's objects removes its owned chains and jumps, and
+    /// nothing foreign.
+    #[test]
+    fn an_empty_backend_in_desired_removes_its_owned_objects_only() {
+        let live = Firewall {
+            iptables: Iptables::parse(
+                "*nat\n:POSTROUTING ACCEPT [0:0]\n:DWPROV-NAT - [0:0]\n\
+                 -A POSTROUTING -j DWPROV-NAT\n-A POSTROUTING -j MASQUERADE\n\
+                 -A DWPROV-NAT -o eth1 -j SNAT --to-source 198.51.100.2\nCOMMIT\n",
+            )
+            .unwrap(),
+        };
+        let mut changes = Vec::new();
+        Firewall::diff(&Firewall::default(), &live, &mut changes);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(changes.iter().all(|c| c.sign() == -1), "{changes:?}");
+        let payloads = Firewall::payloads(&changes);
+        assert_eq!(payloads.len(), 1);
+        let text = &payloads[0].text;
+        assert!(text.contains("-X DWPROV-NAT"), "{text}");
+        assert!(text.contains("-D POSTROUTING -j DWPROV-NAT"), "{text}");
+        assert!(!text.contains("MASQUERADE"), "{text}");
+        // And nothing at all when both sides are empty.
+        let mut none = Vec::new();
+        Firewall::diff(&Firewall::default(), &Firewall::default(), &mut none);
+        assert!(none.is_empty() && Firewall::payloads(&none).is_empty());
+    }
+
+    #[test]
+    fn the_inventory_key_is_read_and_defaults_to_iptables() {
+        let inv = |extra: &str| {
+            let text = format!(
+                "all:\n  hosts:\n    gw1:\n      address: 10.9.0.2\n      method: static\n{extra}      lan: [{{interface: eth0, address: 192.168.0.1/24}}]\n      lines:\n        - {{name: ctc, interface: eth1, address: 198.51.100.2/24, gateway: 198.51.100.1, default: true}}\n"
+            );
+            let inv = crate::inventory::parse(&text, std::path::Path::new("inv.yaml")).unwrap();
+            crate::model::build(&inv.hosts[0])
+        };
+        assert_eq!(inv("").unwrap().firewall, Backend::Iptables);
+        assert_eq!(
+            inv("      firewall: iptables\n").unwrap().firewall,
+            Backend::Iptables
+        );
+        let err = inv("      firewall: nftabels\n").unwrap_err().to_string();
+        assert!(err.contains("unknown firewall `nftabels`"), "{err}");
+        assert!(err.contains("valid values: iptables"), "{err}");
+    }
+
     #[test]
     fn desired_fills_only_the_chosen_backend() {
         let mut a = BTreeMap::new();
