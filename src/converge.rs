@@ -221,10 +221,7 @@ fn sh_word(s: &str) -> String {
     }
 }
 
-/// Shell single-quoting for paths and values that are already validated.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+pub use crate::shell::sh_quote;
 
 /// The helper library every gateway-side script starts with
 /// (gateway/lib.sh: `fail`, `nochange`, the step guard, owned listings).
@@ -376,16 +373,7 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
     for kind in KINDS {
         match kind {
             Kind::Files => files_part(changes, d, out, caps, &mut b),
-            Kind::Sysctls => {
-                // Straight to /proc/sys (the key is its path there).
-                for c in changes {
-                    if let Change::Sysctl { key, to, .. } = c {
-                        let _ = writeln!(b.commit, "step {}", sh_quote(&format!("sysctl {key}")));
-                        b.commit.push_str(&sysctl_command(key, to));
-                        out.commands += 1;
-                    }
-                }
-            }
+            Kind::Sysctls => out.commands += crate::sysctls::commit(changes, &mut b.commit),
             // Rules, routes and nexthop objects: one ip -batch stream.
             Kind::RulesRoutes => {
                 let (batch, undo) = ip_batch_with_undo(changes);
@@ -562,16 +550,8 @@ pub fn file_delta_commands(path: &str, old: &str, new: &str, d: &str) -> Option<
     Some(s)
 }
 
-/// Set a sysctl live (its key is its path under /proc/sys).
-pub fn sysctl_command(key: &str, value: &str) -> String {
-    let p = format!("/proc/sys/{key}");
-    format!(
-        "printf '%s\\n' {} > {} || fail {}\n",
-        sh_quote(value),
-        sh_quote(&p),
-        sh_quote(&format!("sysctl {key}"))
-    )
-}
+/// Set a sysctl live (the sysctls kind's home has it).
+pub use crate::sysctls::command as sysctl_command;
 
 /// Run the script on the host; a non-zero exit is an error naming the step
 /// the script reported on stderr.

@@ -126,7 +126,7 @@ pub fn diff(desired: &State, live: &State) -> HostDiff {
     for kind in KINDS {
         match kind {
             Kind::Files => diff_files(desired, live, &mut d),
-            Kind::Sysctls => diff_sysctls(desired, live, &mut d),
+            Kind::Sysctls => crate::sysctls::diff(&desired.sysctls, &live.sysctls, &mut d.changes),
             Kind::RulesRoutes => {
                 diff_rules(desired, live, &mut d);
                 diff_routes(desired, live, &mut d);
@@ -209,19 +209,6 @@ fn diff_files(desired: &State, live: &State, d: &mut HostDiff) {
                 path: path.clone(),
                 from: Some(have.clone()),
                 to: None,
-            });
-        }
-    }
-}
-
-fn diff_sysctls(desired: &State, live: &State, d: &mut HostDiff) {
-    for (key, want) in &desired.sysctls {
-        let have = live.sysctls.get(key);
-        if have != Some(want) {
-            d.changes.push(Change::Sysctl {
-                key: key.clone(),
-                from: have.cloned(),
-                to: want.clone(),
             });
         }
     }

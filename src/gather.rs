@@ -310,14 +310,7 @@ pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<F
     // The firewall of every backend, with its facts about the host.
     facts.state.firewall = crate::firewall::Firewall::gather(host, &get, &mut facts)?;
     facts.state.rt_tables = RtTables::parse(get("rt_tables").stdout, "rt_tables")?;
-    for line in get("sysctl").stdout.lines() {
-        if let Some((k, v)) = line.split_once(' ') {
-            facts
-                .state
-                .sysctls
-                .insert(k.to_string(), v.trim().to_string());
-        }
-    }
+    facts.state.sysctls = crate::sysctls::from_gather(get("sysctl").stdout);
     for (name, sec) in sections {
         if let Some(path) = name.strip_prefix("file ") {
             if sec.status == 0 {

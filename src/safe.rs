@@ -609,13 +609,7 @@ pub fn snapshot_state(
                     }
                 }
             }
-            Kind::Sysctls => {
-                for l in get("sysctls")?.lines() {
-                    if let Some((k, v)) = l.split_once(' ') {
-                        snap.sysctls.insert(k.to_string(), v.to_string());
-                    }
-                }
-            }
+            Kind::Sysctls => snap.sysctls = crate::sysctls::from_snapshot(get("sysctls")?),
             Kind::RulesRoutes => {
                 // Listings put the protocol first (gateway/lib.sh); the batch parser
                 // wants the destination first.

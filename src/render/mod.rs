@@ -485,28 +485,8 @@ fn parse_artefacts(artefacts: &BTreeMap<String, String>) -> Result<State> {
     Ok(desired)
 }
 
-/// `key = value` lines of a sysctl.d file.
-pub fn parse_sysctl_conf(text: &str, what: &str) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        let (k, v) = line.split_once('=').ok_or_else(|| {
-            Error::parse(what, n + 1, format!("expected `key = value`, got `{line}`"))
-        })?;
-        // sysctl.d takes both spellings; slashes keep dotted interface names (eth0.100) intact.
-        let k = k.trim();
-        let k = if k.contains('/') {
-            k.to_string()
-        } else {
-            k.replace('.', "/")
-        };
-        out.insert(k, v.trim().to_string());
-    }
-    Ok(out)
-}
+/// `key = value` lines of a sysctl.d file (the sysctls kind's home has it).
+pub use crate::sysctls::parse_conf as parse_sysctl_conf;
 
 #[cfg(test)]
 pub(crate) mod tests {
