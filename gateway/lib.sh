@@ -9,6 +9,7 @@
 #   S      the snapshot directory (commit-confirmed apply, revert, rollback)
 #   PROTO  the route protocol number dwprov tags its rules and routes with
 #   CHAIN  the prefix of dwprov's iptables chains (their jumps carry it too)
+# The firewall backends' parts (gateway/fw-*.sh) follow this file.
 #   TEMP_SUFFIX, PROBE  the staged-write suffix and the write-probe file name
 # The owned names (PROTO .. PROBE) come from src/ownership.rs: the
 # controller sets them before this text (converge::lib_sh), also in the
@@ -105,32 +106,6 @@ owned_nexthops() {
             if (s != "") print "nexthop replace" s " proto " proto
         }' "$1.raw" | sort -t ' ' -k 4,4n > "$1" || return 1
     rm -f "$1.raw"
-}
-
-# The owned part of iptables rules, `TABLE<TAB>LINE` per line, sorted:
-# `-N CHAIN-X` per owned chain, its `-A` rules, and every jump into one.
-# From `iptables-save` (stdin) with `save`, from `iptables -t T -S` with `S`.
-owned_ipt_filter() {
-    awk -v mode="$1" -v tbl="${2:-}" -v chain="$CHAIN" '
-        mode == "save" && /^\*/ { tbl = substr($0, 2); next }
-        mode == "save" && index($0, ":" chain) == 1 { c = substr($1, 2); print tbl "\t-N " c; next }
-        mode == "S" && index($0, "-N " chain) == 1 { print tbl "\t" $0; next }
-        index($0, "-A " chain) == 1 { print tbl "\t" $0; next }
-        /^-A / && $0 ~ (" -[jg] " chain "[^ ]*$") { print tbl "\t" $0 }'
-}
-
-# Owned iptables lines from iptables-save into $1 (sorted; in save order in
-# $1.ordered), and the same read with
-# `iptables -t T -S` into $1.S; non-zero when the two disagree (a save that
-# lies: iptables-legacy/nft mismatch, a save missing a table).
-owned_ipt() {
-    iptables-save > "$1.save" || return 2
-    owned_ipt_filter save < "$1.save" > "$1.ordered" || return 2
-    sort "$1.ordered" > "$1" || return 2
-    for t in filter nat mangle raw; do
-        iptables -t "$t" -S 2>/dev/null | owned_ipt_filter S "$t"
-    done | sort > "$1.S" || return 2
-    cmp -s "$1" "$1.S"
 }
 
 # What differs between two owned listings, for messages (at most 5 lines).
@@ -250,7 +225,7 @@ pick_snapshot() {
 }
 
 # A digest of the owned state as the kernel lists it now: owned rules and
-# routes, the CHAIN* lines of every table, and the files and /proc/sys
+# routes, the firewall's owned lines (fw_digest_lines), and the files and /proc/sys
 # entries named as arguments. The apply records it next to its in-band
 # gather; the verify over a new connection computes it again: equal means
 # the state that gather saw is the state now (the new connection need not
@@ -261,7 +236,7 @@ owned_digest() {
     {
         ip -4 -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)"
         ip -4 -N -d route show table all proto "$PROTO"
-        iptables-save | grep -e '^\*' -e "^:$CHAIN" -e "^-A $CHAIN" -e " -[jg] ${CHAIN}[^ ]*\$"
+        fw_digest_lines
         # One line per file that exists: its digest and name.
         "$sum" "$@" 2>/dev/null
     } | "$sum" | cut -d ' ' -f 1

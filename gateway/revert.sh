@@ -8,7 +8,8 @@
 # - owned rules and routes: only the difference between the live owned
 #   listing and the snapshot's (routes replaced, then rules added, then the
 #   extra rules and routes deleted), so nothing foreign is touched;
-# - iptables: one `iptables-restore --noflush` payload that rewrites the
+# - the firewall (fw_revert, gateway/fw-*.sh); iptables: one
+#   `iptables-restore --noflush` payload that rewrites the
 #   DWPROV-* chains, deletes the live jumps into them and inserts the
 #   snapshot's, and deletes chains the snapshot did not have; nothing else
 #   of any table is flushed. Not done when iptables-save disagrees with
@@ -99,49 +100,8 @@ else
     rfail 'list the owned rules and routes: left as they are'
 fi
 
-# iptables: owned chains and jumps only, --noflush.
-owned_ipt "$S/now.ipt"
-case $? in
-0)
-    awk -F '\t' -v owned="-A $CHAIN" '
-        FILENAME == ARGV[1] {
-            t = $1; l = $2; tables[t]
-            if (l ~ /^-N /) { c = substr(l, 4); snap[t, c]; if (!((t, c) in seen)) { seen[t, c]; order[t] = order[t] c " " } }
-            else if (index(l, owned) == 1) rules[t] = rules[t] l "\n"
-            else jump[t, ++nj[t]] = l
-            next
-        }
-        {
-            t = $1; l = $2; tables[t]
-            if (l ~ /^-N /) { c = substr(l, 4); if (!((t, c) in seen)) { seen[t, c]; order[t] = order[t] c " " } }
-            else if (index(l, owned) != 1) { sub(/^-A /, "-D ", l); del[t] = del[t] l "\n" }
-        }
-        END {
-            for (t in tables) {
-                printf "*%s\n", t
-                n = split(order[t], cs, " ")
-                for (i = 1; i <= n; i++) printf ":%s - [0:0]\n", cs[i]
-                printf "%s%s", rules[t], del[t]
-                for (i = nj[t]; i >= 1; i--) {
-                    l = jump[t, i]; split(l, w, " ")
-                    printf "-I %s 1%s\n", w[2], substr(l, length("-A " w[2]) + 1)
-                }
-                for (i = 1; i <= n; i++) if (!((t, cs[i]) in snap)) printf "-X %s\n", cs[i]
-                print "COMMIT"
-            }
-        }' "$S/ipt.ordered" "$S/now.ipt.ordered" > "$S/revert.ipt"
-    if [ -s "$S/revert.ipt" ]; then
-        iptables-restore --noflush < "$S/revert.ipt" || rfail "restore the $CHAIN* chains and jumps"
-    fi
-    owned_ipt "$S/after.ipt" >/dev/null
-    cmp -s "$S/ipt" "$S/after.ipt" || { rfail 'the owned iptables chains and jumps are not back to the snapshot:'; listing_diff "$S/ipt" "$S/after.ipt" >&2; }
-    ;;
-1)
-    rfail "iptables-save disagrees with \`iptables -t TABLE -S\` about the $CHAIN* chains and jumps; iptables left as it is:"
-    listing_diff "$S/now.ipt" "$S/now.ipt.S" >&2
-    ;;
-*) rfail 'cannot list iptables: left as it is' ;;
-esac
+# The firewall: each backend's owned objects (gateway/fw-*.sh).
+fw_revert
 
 # Hand-made objects an `apply --adopt` took over: back as they were. Rules
 # and routes with `-force` (one still there is skipped); each iptables rule

@@ -96,21 +96,16 @@ snapshot_sysctls() {
 # Lines in file $1 (0 when it is empty).
 count() { awk 'END { print NR }' "$1"; }
 
-# The owned rules, routes and iptables objects, checked (see above).
+# The owned rules, routes and firewall objects, checked (see above).
 snapshot_state() {
-    # iptables (five xtables runs) in the background, while ip lists.
-    owned_ipt "$S/ipt" &
+    # The firewall (iptables: five xtables runs) in the background, while ip lists.
+    fw_snapshot "$S/ipt" &
     ipt_job=$!
     owned_rules "$S/rules" || { wait "$ipt_job"; nochange 'snapshot rules (ip rule show failed)'; }
     owned_routes "$S/routes" || { wait "$ipt_job"; nochange 'snapshot routes (ip route show failed)'; }
     owned_nexthops "$S/nexthops" || { wait "$ipt_job"; nochange 'snapshot nexthop objects (ip nexthop show failed)'; }
     wait "$ipt_job"
-    case $? in
-    0) ;;
-    1) nochange "iptables-save disagrees with \`iptables -t TABLE -S\` about what dwprov owns (a save of the other iptables backend, or one missing a table?), so it cannot be trusted for a snapshot:
-$(listing_diff "$S/ipt" "$S/ipt.S")" ;;
-    *) nochange 'snapshot iptables (iptables-save failed)' ;;
-    esac
+    fw_snapshot_check $?
     for k in rules:"$EXPECT_RULES" routes:"$EXPECT_ROUTES" ipt:"$EXPECT_IPT"; do
         f=${k%%:*}
         n=$(count "$S/$f")

@@ -8,9 +8,10 @@
 //! delimiter; nothing is quoted into a command line.
 use crate::diff::{Change, Op};
 use crate::error::{Error, Result};
+use crate::kind::{Kind, KINDS};
 use crate::transport::Transport;
 use serde::Serialize;
-use std::collections::BTreeMap;
+
 use std::fmt::Write as _;
 
 /// Exit status the script uses for "a step failed"; stderr names the step.
@@ -177,71 +178,6 @@ pub fn with_take_over(changes: &[Change], hand_made: &[crate::takeover::HandMade
     out
 }
 
-/// iptables-restore payloads per table for these changes.
-pub fn iptables_payloads(changes: &[Change]) -> BTreeMap<String, String> {
-    #[derive(Default)]
-    struct T {
-        declare: String,
-        rules: String,
-        jumps_add: String,
-        jumps_del: String,
-        delete: String,
-    }
-    let mut tables: BTreeMap<String, T> = BTreeMap::new();
-    for c in changes {
-        match c {
-            Change::Chain {
-                table, chain, to, ..
-            } => {
-                let t = tables.entry(table.clone()).or_default();
-                // `:CHAIN - [0:0]` creates the chain or flushes it: with
-                // --noflush, nothing else in the table is touched.
-                let _ = writeln!(t.declare, ":{chain} - [0:0]");
-                match to {
-                    Some(rules) => {
-                        for r in rules {
-                            let _ = writeln!(t.rules, "-A {chain} {r}");
-                        }
-                    }
-                    None => {
-                        let _ = writeln!(t.delete, "-X {chain}");
-                    }
-                }
-            }
-            Change::Jump {
-                table,
-                chain,
-                op,
-                rule,
-            } => {
-                let t = tables.entry(table.clone()).or_default();
-                match op {
-                    // First in the chain, so foreign rules cannot pre-empt ours.
-                    Op::Add => {
-                        let _ = writeln!(t.jumps_add, "-I {chain} 1 {rule}");
-                    }
-                    Op::Remove => {
-                        let _ = writeln!(t.jumps_del, "-D {chain} {rule}");
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    tables
-        .into_iter()
-        .map(|(name, t)| {
-            (
-                name.clone(),
-                format!(
-                    "*{name}\n{}{}{}{}{}COMMIT\n",
-                    t.declare, t.rules, t.jumps_add, t.jumps_del, t.delete
-                ),
-            )
-        })
-        .collect()
-}
-
 /// `cmd` fed `payload` as a heredoc with delimiter `d` (random, so never
 /// inside the payload); on failure the script stops naming `what`.
 pub fn heredoc(cmd: &str, what: &str, d: &str, payload: &str) -> String {
@@ -254,25 +190,55 @@ pub fn heredoc(cmd: &str, what: &str, d: &str, payload: &str) -> String {
     s
 }
 
-/// Shell single-quoting for paths and values that are already validated.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
+/// The background job testing the firewall payloads (its pid in `$tp`);
+/// "" when there are none. One payload is one command; several are one
+/// `&&` list so that `$tp` fails when any test does.
+fn firewall_test(payloads: &[crate::firewall::Payload], d: &str) -> String {
+    match payloads {
+        [] => String::new(),
+        // One backend: `cmd <<'D' &`, then the payload.
+        [p] => format!("{} <<'{d}' &\n{}{d}\ntp=$!\n", p.test, p.text),
+        _ => {
+            let tests: String = payloads
+                .iter()
+                .map(|p| format!("{} <<'{d}' &&\n{}{d}\n", p.test, p.text))
+                .collect();
+            // `true` closes the last `&&`.
+            format!("{{\n{tests}true\n}} &\ntp=$!\n")
+        }
+    }
 }
+
+/// A word as the shell reads it: bare when it is plain, else quoted.
+fn sh_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_./".contains(&c))
+    {
+        s.to_string()
+    } else {
+        sh_quote(s)
+    }
+}
+
+pub use crate::shell::sh_quote;
 
 /// The helper library every gateway-side script starts with
 /// (gateway/lib.sh: `fail`, `nochange`, the step guard, owned listings).
 pub const LIB_SH: &str = include_str!("../gateway/lib.sh");
 
 /// The library as it runs: the owned names it works with (from
-/// [`crate::ownership`], as quoted parameters), then gateway/lib.sh.
+/// [`crate::ownership`], as quoted parameters), then gateway/lib.sh and
+/// the firewall backends' functions (gateway/fw-*.sh).
 pub fn lib_sh() -> String {
     use crate::ownership::{CHAIN_PREFIX, PROBE_NAME, ROUTE_PROTO, TEMP_SUFFIX};
     format!(
-        "PROTO={}\nCHAIN={}\nTEMP_SUFFIX={}\nPROBE={}\n{LIB_SH}",
+        "PROTO={}\nCHAIN={}\nTEMP_SUFFIX={}\nPROBE={}\n{LIB_SH}{}",
         ROUTE_PROTO,
         sh_quote(CHAIN_PREFIX),
         sh_quote(TEMP_SUFFIX),
-        sh_quote(PROBE_NAME)
+        sh_quote(PROBE_NAME),
+        crate::firewall::gateway_sh()
     )
 }
 
@@ -350,8 +316,8 @@ pub fn script_verified(changes: &[Change], caps: Caps, marker: &str, extra: &str
 #[derive(Debug, Default)]
 pub struct Body {
     pub test_start: String,
-    /// The tables the iptables payload writes ("" when none).
-    pub tables: String,
+    /// What a failed firewall test says (the backends' `rejected`, "" when none).
+    pub rejected: String,
     pub stage: String,
     pub commit: String,
     /// The temp files `stage` writes (shell-quoted).
@@ -390,10 +356,7 @@ impl Body {
         } else {
             format!("rm -f {}; ", self.staged.join(" "))
         };
-        let message = format!(
-            "iptables-restore --test rejected the payload (tables {}){suffix}",
-            self.tables
-        );
+        let message = format!("{}{suffix}", self.rejected);
         format!("wait $tp || {{ {cleanup}fail {}; }}\n", sh_quote(&message))
     }
 }
@@ -405,30 +368,43 @@ impl Body {
 /// batch and stops before anything else changed.
 pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> Body {
     let mut b = Body::default();
-    // iptables: every table in one payload (each COMMIT is atomic for its
-    // table), tested before anything changes.
-    let payloads = iptables_payloads(changes);
-    let ipt: String = payloads.values().map(String::as_str).collect();
-    if !payloads.is_empty() {
-        b.tables = payloads
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        b.test_start =
-            format!("iptables-restore --noflush --test >/dev/null <<'{d}' &\n{ipt}{d}\ntp=$!\n");
-        out.commands += 1;
+    // Kind by kind, in the registry's order (crate::kind): each adds its
+    // part to the phases (test, stage, ip batch, commit).
+    for kind in KINDS {
+        match kind {
+            Kind::Files => files_part(changes, d, out, caps, &mut b),
+            Kind::Sysctls => out.commands += crate::sysctls::commit(changes, &mut b.commit),
+            // Rules, routes and nexthop objects: one ip -batch stream.
+            Kind::RulesRoutes => {
+                let (batch, undo) = ip_batch_with_undo(changes);
+                if !batch.is_empty() {
+                    out.ip_lines = batch.lines().count();
+                    b.undo = undo;
+                    b.ip_batch = batch;
+                    out.commands += 1;
+                }
+            }
+            // In the rules and routes' batch (ip_batch_with_undo orders them).
+            Kind::Nexthops => {}
+            Kind::Firewall => firewall_part(changes, d, out, &mut b),
+            // Boot files written above: enable units, start the flush loop
+            // and the agent (src/boot.rs).
+            Kind::Units => {
+                let post = crate::boot::post_install(changes);
+                if !post.script.is_empty() {
+                    b.commit.push_str("step 'boot units'\n");
+                }
+                b.commit.push_str(&post.script);
+                out.commands += post.commands;
+            }
+        }
     }
-    // Rules and routes: one ip -batch stream.
-    let (batch, undo) = ip_batch_with_undo(changes);
-    if !batch.is_empty() {
-        out.ip_lines = batch.lines().count();
-        b.undo = undo;
-        b.ip_batch = batch;
-        out.commands += 1;
-    }
-    // Files: temp file in the same directory, then rename over the target;
-    // a big file that exists is sent as an edit of what is there.
+    b
+}
+
+/// Files: temp file in the same directory, then rename over the target;
+/// a big file that exists is sent as an edit of what is there.
+fn files_part(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps, b: &mut Body) {
     for c in changes {
         if let Change::File { path, from, to } = c {
             out.files += 1;
@@ -454,34 +430,25 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
             b.staged.push(sh_quote(&temp_path(path)));
         }
     }
-    let s = &mut b.commit;
-    // Sysctls: straight to /proc/sys (the key is its path there).
-    for c in changes {
-        if let Change::Sysctl { key, to, .. } = c {
-            let _ = writeln!(s, "step {}", sh_quote(&format!("sysctl {key}")));
-            s.push_str(&sysctl_command(key, to));
-            out.commands += 1;
-        }
+}
+
+/// The firewall: each backend's payload (crate::firewall), all tested in
+/// one background job before anything changes, then applied.
+fn firewall_part(changes: &[Change], d: &str, out: &mut ApplyScript, b: &mut Body) {
+    let fw = crate::firewall::Firewall::payloads(changes);
+    b.test_start = firewall_test(&fw, d);
+    b.rejected = fw
+        .iter()
+        .map(|p| p.rejected.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    for p in &fw {
+        out.iptables_lines += p.text.lines().count();
+        let _ = writeln!(b.commit, "step {}", sh_word(&p.step));
+        b.commit.push_str(&heredoc(&p.apply, &p.what, d, &p.text));
+        // The test and the apply.
+        out.commands += 2;
     }
-    if !ipt.is_empty() {
-        out.iptables_lines += ipt.lines().count();
-        s.push_str("step iptables-restore\n");
-        s.push_str(&heredoc(
-            "iptables-restore --noflush",
-            &format!("iptables-restore (tables {})", b.tables),
-            d,
-            &ipt,
-        ));
-        out.commands += 1;
-    }
-    // Boot files written above: enable units, start the flush loop (src/boot.rs).
-    let post = crate::boot::post_install(changes);
-    if !post.script.is_empty() {
-        s.push_str("step 'boot units'\n");
-    }
-    s.push_str(&post.script);
-    out.commands += post.commands;
-    b
 }
 
 /// The temp file a new content of `path` is staged in (same directory, so
@@ -583,16 +550,8 @@ pub fn file_delta_commands(path: &str, old: &str, new: &str, d: &str) -> Option<
     Some(s)
 }
 
-/// Set a sysctl live (its key is its path under /proc/sys).
-pub fn sysctl_command(key: &str, value: &str) -> String {
-    let p = format!("/proc/sys/{key}");
-    format!(
-        "printf '%s\\n' {} > {} || fail {}\n",
-        sh_quote(value),
-        sh_quote(&p),
-        sh_quote(&format!("sysctl {key}"))
-    )
-}
+/// Set a sysctl live (the sysctls kind's home has it).
+pub use crate::sysctls::command as sysctl_command;
 
 /// Run the script on the host; a non-zero exit is an error naming the step
 /// the script reported on stderr.
@@ -724,6 +683,46 @@ mod tests {
             undo,
             format!("1 route replace {}\n", b.routes[0].to_batch())
         );
+    }
+
+    /// The commit steps follow the kinds' registry (crate::kind): files,
+    /// sysctls, the firewall, the units; the ip batch and the firewall test
+    /// are phases of their own.
+    #[test]
+    fn commit_steps_follow_the_kinds_order() {
+        let rule = crate::state::iptables::IptRule::parse("-j ACCEPT").unwrap();
+        // Given in the reverse order of the registry.
+        let changes = vec![
+            Change::Chain {
+                table: "nat".into(),
+                chain: "DWPROV-X".into(),
+                from: None,
+                to: Some(vec![rule]),
+            },
+            Change::Sysctl {
+                key: "net/ipv4/ip_forward".into(),
+                from: None,
+                to: "1".into(),
+            },
+            Change::File {
+                path: "/tmp/x.conf".into(),
+                from: None,
+                to: Some("x\n".into()),
+            },
+        ];
+        let mut out = ApplyScript::default();
+        let b = body(&changes, "D", &mut out, Caps::default());
+        let at = |needle: &str| {
+            b.commit
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} not in {}", b.commit))
+        };
+        assert!(at("step 'file") < at("step 'sysctl"));
+        assert!(at("step 'sysctl") < at("step iptables-restore"));
+        assert!(b
+            .test_start
+            .starts_with("iptables-restore --noflush --test"));
+        assert_eq!((out.files, out.commands), (1, 2 + 1 + 2));
     }
 
     #[test]

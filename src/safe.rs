@@ -34,7 +34,8 @@
 //! parameters and heredoc payloads only. `dwprov rollback` (plan, ask,
 //! revert) is [`crate::rollback::rollback_hosts`].
 use crate::converge::{self, heredoc, sh_quote, ApplyScript};
-use crate::diff::{is_owned_chain, is_owned_jump, is_owned_route, is_owned_rule, Change};
+use crate::diff::{is_owned_route, is_owned_rule, Change};
+use crate::kind::{Kind, KINDS};
 use crate::state::State;
 use std::fmt::Write as _;
 
@@ -121,21 +122,12 @@ fn params(vars: &[(&str, String)]) -> String {
 }
 
 /// How many owned objects the snapshot must list, in its line format
-/// (gateway/lib.sh): rules, routes, and iptables lines (one per owned
-/// chain, per rule in one, per jump into one).
+/// (gateway/lib.sh): rules, routes, and firewall lines (for iptables: one
+/// per owned chain, per rule in one, per jump into one).
 fn owned_counts(old: &State) -> (usize, usize, usize) {
-    let rules = old.rules.iter().filter(|r| is_owned_rule(r)).count();
-    let routes = old.routes.iter().filter(|r| is_owned_route(r)).count();
-    let mut ipt = 0;
-    for table in old.iptables.tables.values() {
-        for (name, chain) in &table.chains {
-            if is_owned_chain(name) {
-                ipt += 1 + chain.rules.len();
-            } else {
-                ipt += chain.rules.iter().filter(|r| is_owned_jump(r)).count();
-            }
-        }
-    }
+    let rules = old.rules.iter().filter(is_owned_rule).count();
+    let routes = old.routes.iter().filter(is_owned_route).count();
+    let ipt = old.firewall.owned_lines();
     (rules, routes, ipt)
 }
 
@@ -594,85 +586,74 @@ pub fn snapshot_state(
         rt_tables: live.rt_tables.clone(),
         ..State::default()
     };
-    // Listings put the protocol first (gateway/lib.sh); the batch parser
-    // wants the destination first.
-    let proto = format!("proto {} ", crate::ROUTE_PROTO);
-    let mut batch = String::new();
-    for l in get("rules")?.lines().chain(get("routes")?.lines()) {
-        match l
-            .strip_prefix("route replace ")
-            .and_then(|r| r.strip_prefix(&proto))
-        {
-            Some(rest) => {
-                let _ = writeln!(batch, "route add {rest} {}", proto.trim_end());
-            }
-            None => {
-                let _ = writeln!(batch, "{l}");
-            }
-        }
-    }
-    let b = crate::state::ip::parse_batch(&batch, "snapshot rules and routes", &snap.rt_tables)?;
-    snap.rules = b.rules;
-    snap.routes = b.routes;
-    // Nexthop objects (issue 11): `nexthop replace id N ...` lines; none in
-    // snapshots of older versions.
-    if let Some(sec) = sections.get("nexthops").filter(|s| s.status == 0) {
-        let text = sec.stdout.replace("nexthop replace ", "nexthop add ");
-        let (mut nh, _) = crate::state::nexthop::split_batch(&text, "snapshot nexthops")?;
-        nh.sort();
-        snap.nexthops = nh;
-    }
-    // iptables: the owned lines per table as a save, built-in chains declared.
-    let mut tables: std::collections::BTreeMap<&str, (Vec<String>, Vec<String>)> =
-        Default::default();
-    for l in get("ipt.ordered")?.lines() {
-        let Some((t, line)) = l.split_once('\t') else {
-            continue;
-        };
-        let (decl, rules) = tables.entry(t).or_default();
-        if let Some(c) = line.strip_prefix("-N ") {
-            decl.push(format!(":{c} - [0:0]"));
-        } else {
-            if let Some(chain) = line.split_whitespace().nth(1) {
-                let d = format!(":{chain} ACCEPT [0:0]");
-                if !is_owned_chain(chain) && !decl.contains(&d) {
-                    decl.push(d);
+    // Kind by kind, in the registry's order (crate::kind).
+    for kind in KINDS {
+        match kind {
+            Kind::Files => {
+                // Files: as the snapshot copied them; owned files it did not cover stay.
+                let mut covered = std::collections::BTreeSet::new();
+                for l in get("files.list")?.lines() {
+                    let mut w = l.splitn(3, ' ');
+                    let (Some(i), Some(what), Some(path)) = (w.next(), w.next(), w.next()) else {
+                        continue;
+                    };
+                    covered.insert(path.to_string());
+                    if what == "present" {
+                        let text = get(&format!("file {i}"))?;
+                        snap.files.insert(path.to_string(), text.to_string());
+                    }
+                }
+                for (p, text) in &live.files {
+                    if !covered.contains(p) {
+                        snap.files.insert(p.clone(), text.clone());
+                    }
                 }
             }
-            rules.push(line.to_string());
-        }
-    }
-    let mut save = String::new();
-    for (t, (decl, rules)) in &tables {
-        let _ = writeln!(
-            save,
-            "*{t}\n{}\n{}\nCOMMIT",
-            decl.join("\n"),
-            rules.join("\n")
-        );
-    }
-    snap.iptables = crate::state::Iptables::parse(&save)?;
-    // Files: as the snapshot copied them; owned files it did not cover stay.
-    let mut covered = std::collections::BTreeSet::new();
-    for l in get("files.list")?.lines() {
-        let mut w = l.splitn(3, ' ');
-        let (Some(i), Some(what), Some(path)) = (w.next(), w.next(), w.next()) else {
-            continue;
-        };
-        covered.insert(path.to_string());
-        if what == "present" {
-            let text = get(&format!("file {i}"))?;
-            snap.files.insert(path.to_string(), text.to_string());
-        }
-    }
-    for (p, text) in &live.files {
-        if !covered.contains(p) {
-            snap.files.insert(p.clone(), text.clone());
-        }
-    }
-    for l in get("sysctls")?.lines() {
-        if let Some((k, v)) = l.split_once(' ') {
-            snap.sysctls.insert(k.to_string(), v.to_string());
+            Kind::Sysctls => snap.sysctls = crate::sysctls::from_snapshot(get("sysctls")?),
+            Kind::RulesRoutes => {
+                // Listings put the protocol first (gateway/lib.sh); the batch parser
+                // wants the destination first.
+                let proto = format!("proto {} ", crate::ROUTE_PROTO);
+                let mut batch = String::new();
+                for l in get("rules")?.lines().chain(get("routes")?.lines()) {
+                    match l
+                        .strip_prefix("route replace ")
+                        .and_then(|r| r.strip_prefix(&proto))
+                    {
+                        Some(rest) => {
+                            let _ = writeln!(batch, "route add {rest} {}", proto.trim_end());
+                        }
+                        None => {
+                            let _ = writeln!(batch, "{l}");
+                        }
+                    }
+                }
+                let b = crate::state::ip::parse_batch(
+                    &batch,
+                    "snapshot rules and routes",
+                    &snap.rt_tables,
+                )?;
+                snap.rules = b.rules;
+                snap.routes = b.routes;
+            }
+            Kind::Nexthops => {
+                // Nexthop objects (issue 11): `nexthop replace id N ...` lines; none in
+                // snapshots of older versions.
+                if let Some(sec) = sections.get("nexthops").filter(|s| s.status == 0) {
+                    let text = sec.stdout.replace("nexthop replace ", "nexthop add ");
+                    let (mut nh, _) =
+                        crate::state::nexthop::split_batch(&text, "snapshot nexthops")?;
+                    nh.sort();
+                    snap.nexthops = nh;
+                }
+            }
+            Kind::Firewall => {
+                // The firewall: each backend's owned listing.
+                snap.firewall = crate::firewall::Firewall::from_snapshot(sections)?;
+            }
+            // Their files are Kind::Files; the revert's units.sh undoes
+            // what installing them did.
+            Kind::Units => {}
         }
     }
     Ok(snap)
@@ -808,7 +789,7 @@ mod tests {
     /// parameters and payloads, pass `shellcheck -S warning`.
     #[test]
     fn gateway_scripts_pass_shellcheck() {
-        for (name, text) in GATEWAY_FILES {
+        for (name, text) in GATEWAY_FILES.iter().chain(crate::firewall::GATEWAY_FILES) {
             shellcheck(name, text);
         }
         let (changes, old, desired) = sample();

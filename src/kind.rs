@@ -1,0 +1,82 @@
+//! The kinds of owned object, registered in one list in a fixed order.
+//!
+//! Each stage (the diff, the apply script, the snapshot's parse, boot)
+//! iterates [`KINDS`] and dispatches with an exhaustive `match`, so the
+//! order lives here once and a new kind is one new variant: the compiler
+//! then names every stage that must say what the kind does there.
+//!
+//! The order is the order of changes in a plan and of the commit steps of
+//! an apply: files first (the rt_tables names the rules and routes use, the
+//! boot files), then sysctls, the ip objects, the firewall, and the units
+//! and agent (started from their installed files last).
+
+/// One kind of object dwprov owns on a gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// Owned files: rt_tables.conf, sysctl.conf, boot files, the agent's
+    /// config and units ([`crate::ownership::OWNED_FILES`]).
+    Files,
+    /// sysctl keys, set live (never "removed": the kernel has no unset).
+    Sysctls,
+    /// ip rules and routes (proto dwprov), one `ip -batch`.
+    RulesRoutes,
+    /// Nexthop objects (issue 11), in the rules and routes' batch.
+    Nexthops,
+    /// The firewall, through its backend ([`crate::firewall`]).
+    Firewall,
+    /// Programs dwprov runs on the gateway: the boot units and the
+    /// line-health agent. Their files are [`Kind::Files`]; they are
+    /// enabled, started, restarted or stopped after them
+    /// (`boot::post_install`, `agent::deploy`).
+    Units,
+}
+
+/// Every kind, in the fixed order of the stages.
+pub const KINDS: &[Kind] = &[
+    Kind::Files,
+    Kind::Sysctls,
+    Kind::RulesRoutes,
+    Kind::Nexthops,
+    Kind::Firewall,
+    Kind::Units,
+];
+
+impl Kind {
+    /// The kind's name in messages and docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Files => "files",
+            Kind::Sysctls => "sysctls",
+            Kind::RulesRoutes => "rules and routes",
+            Kind::Nexthops => "nexthops",
+            Kind::Firewall => "firewall",
+            Kind::Units => "boot units and agent",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_is_in_order_and_complete() {
+        let mut sorted = KINDS.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, KINDS, "KINDS is sorted and has no duplicate");
+        // Every variant is listed (a new one must be added here too).
+        for k in KINDS {
+            match k {
+                Kind::Files
+                | Kind::Sysctls
+                | Kind::RulesRoutes
+                | Kind::Nexthops
+                | Kind::Firewall
+                | Kind::Units => {}
+            }
+        }
+        assert_eq!(KINDS.len(), 6);
+        assert!(KINDS.iter().all(|k| !k.name().is_empty()));
+    }
+}
