@@ -76,7 +76,8 @@ fn rule_selector(r: &IptRule) -> IptRule {
     let mut s = r.clone();
     if let Some(t) = &mut s.target {
         if t.name == "CONNMARK" {
-            s.matches.retain(|m| m.module != "conntrack" && m.module != "state");
+            s.matches
+                .retain(|m| m.module != "conntrack" && m.module != "state");
         }
         t.options.clear();
     }

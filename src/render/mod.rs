@@ -682,7 +682,10 @@ pub(crate) mod tests {
                 .filter(|r| r.target() == Some("CONNMARK"))
                 .count()
         };
-        assert_eq!((sets("DWPROV-PREROUTING"), sets("DWPROV-POSTROUTING")), (2, 2));
+        assert_eq!(
+            (sets("DWPROV-PREROUTING"), sets("DWPROV-POSTROUTING")),
+            (2, 2)
+        );
         // The marks come before the NAT rules that end the chain.
         let post = &ipt.chain("nat", "DWPROV-POSTROUTING").unwrap().rules;
         assert!(post[..2].iter().all(|r| r.target() == Some("CONNMARK")));
