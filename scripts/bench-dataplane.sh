@@ -111,16 +111,19 @@ INV
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-# flood: one flood of SECS through the gateway as it is; prints the sink's pps.
+# flood: one flood of SECS through the gateway as it is; prints the sink's
+# packets/s and the sender's CPU time per packet sent (ns, see udpflood.rs).
 flood() {
     in_role ucnc "$FLOOD" sink 9999 "$((SECS + 2))" >"$B/sink" &
-    local sink=$! out
+    local sink=$! out cpu
     sleep 0.5
-    in_role cli "$FLOOD" send 100.65.1.10:9999 "$SECS" >/dev/null
+    cpu=$(in_role cli "$FLOOD" send 100.65.1.10:9999 "$SECS" |
+        awk '/^sent [0-9]+ cpu_ns [0-9]+$/ && $2 > 0 {printf "%.0f", $4 / $2}')
     wait "$sink"
     out=$(sed -n 's/^received [0-9]* pps \([0-9]*\)$/\1/p' "$B/sink")
     [ -n "$out" ] && [ "$out" -gt 0 ] || die "no packet reached the sink: $(cat "$B/sink")"
-    echo "$out"
+    [ -n "$cpu" ] && [ "$cpu" -gt 0 ] || die "the sender reported no CPU time (no /proc/self/schedstat?)"
+    echo "$out $cpu"
 }
 
 # The gateways measured: "base", "method M N" or "variant NAME N FILE".
@@ -164,36 +167,44 @@ setup() {
 # Rounds: each round floods every config once, so a change in the machine's
 # load hits all rows alike; a row's cost is the median over rounds of its
 # per-packet time minus the baseline's in the same round.
-declare -A ALL COSTS LOADS
+declare -A ALL CPUS COSTS PCOSTS LOADS
 for ((r = 1; r <= RUNS; r++)); do
     for c in "${CONFIGS[@]}"; do
         say "round $r/$RUNS: $c"
         setup "$c"
         [ "${c%% *}" = method ] && [ -z "${LOADS[$c]:-}" ] && LOADS[$c]=$LOAD
-        p=$(flood)
+        read -r p ns <<<"$(flood)"
         ALL[$c]+=" $p"
-        [ "$c" = base ] && { BASE_P=$p; continue; }
-        COSTS[$c]+=" $(awk -v b="$BASE_P" -v p="$p" 'BEGIN {printf "%.3f", 1e6/p - 1e6/b}')"
+        CPUS[$c]+=" $ns"
+        [ "$c" = base ] && { BASE_P=$p BASE_NS=$ns; continue; }
+        COSTS[$c]+=" $(awk -v b="$BASE_NS" -v n="$ns" 'BEGIN {printf "%.3f", (n - b) / 1000}')"
+        PCOSTS[$c]+=" $(awk -v b="$BASE_P" -v p="$p" 'BEGIN {printf "%.3f", 1e6/p - 1e6/b}')"
     done
 done
 
 ROWS=()
-row() { ROWS+=("$(printf '%-24s %8s %9s %10s %-17s %s' "$@")"); }
+row() { ROWS+=("$(printf '%-20s %8s %7s %8s %-16s %6s %-12s %-9s %s' "$@")"); }
+us() { printf '%+.2f' "$(median "$@")"; }
 for c in "${CONFIGS[@]}"; do
     read -r kind name n _ <<<"$c"
     read -ra pps <<<"${ALL[$c]}"
+    read -ra ns <<<"${CPUS[$c]}"
     read -ra costs <<<"${COSTS[$c]:-}"
-    PPS=$(median "${pps[@]}")
-    RANGE="$(printf '%s\n' "${pps[@]}" | sort -n | sed -n '1p;$p' | tr '\n' '-' | sed 's/-$//')"
+    read -ra pcosts <<<"${PCOSTS[$c]:-}"
+    span() { printf '[%s]' "$(printf '%s\n' "$@" | sort -n | sed -n '1p;$p' | tr '\n' '-' | sed 's/-$//')"; }
+    figures=("$(median "${pps[@]}")" "$(span "${pps[@]}")" "$(median "${ns[@]}")" "$(span "${ns[@]}")")
     case $kind in
-    base) row "plain NAT (baseline)" "-" "-" "$PPS" "[$RANGE]" "-" ;;
-    method) row "$name" "$n" "${LOADS[$c]}" "$PPS" "[$RANGE]" "$(printf '%+.2f us' "$(median "${costs[@]}")")" ;;
-    variant) row "fwmark $name" "$n" "-" "$PPS" "[$RANGE]" "$(printf '%+.2f us' "$(median "${costs[@]}")")" ;;
+    base) row "plain NAT (baseline)" "-" "-" "${figures[@]}" "-" "-" ;;
+    method) row "$name" "$n" "${LOADS[$c]}" "${figures[@]}" "$(us "${costs[@]}") us" "$(us "${pcosts[@]}") us" ;;
+    variant) row "fwmark $name" "$n" "-" "${figures[@]}" "$(us "${costs[@]}") us" "$(us "${pcosts[@]}") us" ;;
     esac
 done
 
 printf '\ndwprov data-plane bench  %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 printf 'machine   %s cores, kernel %s; load %s\n' "$(nproc)" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf 'method    median [min-max] of %s rounds, one flood of %s s per gateway each; cost: median of per-round differences to the baseline;\n           18-byte UDP payloads (64-byte frames), 16 flows, cli -> gw -> cnc -> ucnc\n\n' "$RUNS" "$SECS"
-printf '%-24s %8s %9s %10s %-17s %s\n' "gateway" "prefixes" "load" "packets/s" "[min-max]" "per packet vs baseline"
+printf 'method    median [min-max] of %s rounds, one flood of %s s per gateway each, 18-byte UDP payloads\n' "$RUNS" "$SECS"
+printf '          (64-byte frames), 16 flows, cli -> gw -> cnc -> ucnc. ns/pkt: the sender'"'"'s CPU time per packet\n'
+printf '          sent (its softirq carries each packet through the lab); cost: median over rounds of the\n'
+printf '          difference to the baseline of the same round, by CPU time and by packets/s\n\n'
+printf '%-20s %8s %7s %8s %-16s %6s %-12s %-9s %s\n' "gateway" "prefixes" "load" "pkts/s" "[min-max]" "ns/pkt" "[min-max]" "cost cpu" "cost pps"
 printf '%s\n' "${ROWS[@]}"
