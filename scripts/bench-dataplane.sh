@@ -167,18 +167,23 @@ setup() {
 # Rounds: each round floods every config once, so a change in the machine's
 # load hits all rows alike; a row's cost is the median over rounds of its
 # per-packet time minus the baseline's in the same round.
-declare -A ALL CPUS COSTS PCOSTS LOADS
+declare -A ALL CPUS COSTS PCOSTS LOADS R_P R_NS
 for ((r = 1; r <= RUNS; r++)); do
-    for c in "${CONFIGS[@]}"; do
+    # Each round starts one gateway later: no row is always first after a build or a lull.
+    for ((k = 0; k < ${#CONFIGS[@]}; k++)); do
+        c=${CONFIGS[$(((k + r - 1) % ${#CONFIGS[@]}))]}
         say "round $r/$RUNS: $c"
         setup "$c"
         [ "${c%% *}" = method ] && [ -z "${LOADS[$c]:-}" ] && LOADS[$c]=$LOAD
         read -r p ns <<<"$(flood)"
         ALL[$c]+=" $p"
         CPUS[$c]+=" $ns"
-        [ "$c" = base ] && { BASE_P=$p BASE_NS=$ns; continue; }
-        COSTS[$c]+=" $(awk -v b="$BASE_NS" -v n="$ns" 'BEGIN {printf "%.3f", (n - b) / 1000}')"
-        PCOSTS[$c]+=" $(awk -v b="$BASE_P" -v p="$p" 'BEGIN {printf "%.3f", 1e6/p - 1e6/b}')"
+        R_P[$c]=$p R_NS[$c]=$ns
+    done
+    # Against the baseline of this round (measured before or after the row).
+    for c in "${CONFIGS[@]:1}"; do
+        COSTS[$c]+=" $(awk -v b="${R_NS[base]}" -v n="${R_NS[$c]}" 'BEGIN {printf "%.3f", (n - b) / 1000}')"
+        PCOSTS[$c]+=" $(awk -v b="${R_P[base]}" -v p="${R_P[$c]}" 'BEGIN {printf "%.3f", 1e6/p - 1e6/b}')"
     done
 done
 
