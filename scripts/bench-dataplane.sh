@@ -157,8 +157,13 @@ setup() {
         LOAD=$(awk -v u=$(( ${e/./} - ${s/./} )) 'BEGIN {printf "%.2f s", u/1e6}')
         [ "$kind" = variant ] || return 0
         # dwprov's routes and rules stay; only its iptables are swapped.
-        gw sh -c 'iptables-save | grep -v DWPROV | iptables-restore' ||
-            die "removing dwprov's iptables for variant $name failed"
+        # iptables-restore of a save declares every built-in chain, and
+        # iptables-nft makes each a hook of its own: drop the tables left
+        # without rules, so the variant pays only for its own chains.
+        gw sh -c 'iptables-save | grep -v DWPROV | iptables-restore &&
+            for t in mangle nat; do
+                iptables-save -t "$t" | grep -q "^-A " || nft delete table ip "$t" 2>/dev/null || true
+            done' || die "removing dwprov's iptables for variant $name failed"
         gw iptables-restore --noflush <"$file" ||
             die "variant $name: iptables-restore of $file failed" ;;
     esac
