@@ -70,7 +70,9 @@ fn send(dst: SocketAddr, seconds: f64, size: usize, flows: usize) {
             }
         }
     }
-    let cpu = run_time_ns().zip(cpu0).map_or(0, |(b, a)| b.saturating_sub(a));
+    let cpu = run_time_ns()
+        .zip(cpu0)
+        .map_or(0, |(b, a)| b.saturating_sub(a));
     println!("sent {sent} cpu_ns {cpu}");
 }
 
