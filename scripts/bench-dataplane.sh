@@ -19,7 +19,10 @@
 # the CNC list), counted by a sink on ucnc (bench/udpflood.rs). The floods
 # run in rounds (every gateway once per round, set up afresh), and a row's
 # cost is the median of its per-packet time minus the baseline's of the same
-# round: a loaded machine's drift hits every row alike. The lab has
+# round: a loaded machine's drift hits every row alike. Per-packet time is
+# measured twice: from packets/s, and as the sender's CPU time per packet
+# (its softirq carries each packet through the lab; unlike packets/s it does
+# not fall when other work takes the core: read that one). The lab has
 # a prefix of its own (dwd<pid>-) and is removed on exit, also on failure.
 # The 16,000-prefix list is unicom.txt plus /26s of 172.16.0.0/12 (no real
 # list is that long here). Sender, gateway and sink share this machine's
