@@ -14,6 +14,14 @@ ip route flush table all proto 201
 ip route flush table all proto 202
 # Every DWPROV line: chain declarations, their rules, and the jumps to them.
 iptables-save | grep -v DWPROV | iptables-restore
+# A table left with no rule still hooks every packet (iptables-nft keeps its
+# empty built-in chains as nftables base chains): drop it, so each row pays
+# only for what its own rendering creates.
+for t in mangle nat; do
+    if ! iptables-save -t "$t" | grep -q '^-A ' && command -v nft >/dev/null 2>&1; then
+        nft delete table ip "$t" 2>/dev/null || true
+    fi
+done
 rm -f /etc/iproute2/rt_tables.d/dwprov.conf /etc/iproute2/rt_protos.d/dwprov.conf \
     /etc/sysctl.d/90-dwprov.conf
 rm -rf /etc/dwprov

@@ -3,12 +3,18 @@
 //! packet generator installed by default and the lab wants no extra package.
 //!
 //! ```text
-//! udpflood send ADDR:PORT SECONDS [SIZE] [FLOWS]   # as fast as one core can
+//! udpflood send ADDR:PORT SECONDS [SIZE] [FLOWS]   # prints "sent N cpu_ns T"
 //! udpflood sink PORT SECONDS                       # prints "received N pps P"
 //! ```
 //! The sender spreads its packets over FLOWS source ports (default 16), so a
 //! connection-tracking gateway sees a few flows, like real traffic; the sink
 //! counts what arrives in its window (the rate the gateway forwarded).
+//!
+//! `cpu_ns` is the sender's own run time (/proc/self/schedstat): a veth
+//! delivers a sent packet in the sender's softirq, so its whole way through
+//! the lab (gateway, ISP router, the sink's socket) is charged to the sender.
+//! CPU time per packet is what a rendering costs, and unlike packets/s it
+//! does not fall when other work on the machine takes the core away.
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -49,6 +55,7 @@ fn send(dst: SocketAddr, seconds: f64, size: usize, flows: usize) {
         .collect();
     let payload = vec![0x5au8; size];
     let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let cpu0 = run_time_ns();
     let mut sent: u64 = 0;
     'outer: loop {
         for s in &sockets {
@@ -63,7 +70,21 @@ fn send(dst: SocketAddr, seconds: f64, size: usize, flows: usize) {
             }
         }
     }
-    println!("sent {sent}");
+    let cpu = run_time_ns()
+        .zip(cpu0)
+        .map_or(0, |(b, a)| b.saturating_sub(a));
+    println!("sent {sent} cpu_ns {cpu}");
+}
+
+/// This thread's time on a CPU so far (ns), the first field of
+/// /proc/self/schedstat; None where the kernel has no schedstat.
+fn run_time_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn sink(port: u16, seconds: f64) {

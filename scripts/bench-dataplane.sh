@@ -5,11 +5,24 @@
 # route and MASQUERADE) and for each of dwprov's methods at 3,894 and 16,000
 # destination prefixes on the CNC line, plus how long the apply took (load).
 #
-#   sudo scripts/bench-dataplane.sh [-n RUNS] [-t SECONDS]
+#   sudo scripts/bench-dataplane.sh [-n RUNS] [-t SECONDS] [--methods "static fwmark policy"]
+#        [--sizes "3894 16000"] [--variant NAME=FILE]...
+#
+# --methods/--sizes measure only those rows (while iterating on one method).
+# --variant measures, after each fwmark row, the same gateway with dwprov's
+# iptables replaced by FILE (an iptables-restore --noflush payload of the
+# DWPROV-* chains and jumps; the rows "fwmark NAME"): how alternative
+# renderings were compared (docs/methods.md).
 #
 # Figures, not pass/fail: median [min-max] of RUNS (default 3) floods of
 # SECONDS (default 2) from the LAN client (cli) to the CNC user (ucnc, in
-# the CNC list), counted by a sink on ucnc (bench/udpflood.rs). The lab has
+# the CNC list), counted by a sink on ucnc (bench/udpflood.rs). The floods
+# run in rounds (every gateway once per round, set up afresh), and a row's
+# cost is the median of its per-packet time minus the baseline's of the same
+# round: a loaded machine's drift hits every row alike. Per-packet time is
+# measured twice: from packets/s, and as the sender's CPU time per packet
+# (its softirq carries each packet through the lab; unlike packets/s it does
+# not fall when other work takes the core: read that one). The lab has
 # a prefix of its own (dwd<pid>-) and is removed on exit, also on failure.
 # The 16,000-prefix list is unicom.txt plus /26s of 172.16.0.0/12 (no real
 # list is that long here). Sender, gateway and sink share this machine's
@@ -18,8 +31,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUNS=3 SECS=2
+METHODS=${DP_METHODS:-static fwmark policy}
+SIZES=${DP_SIZES:-3894 16000}
+VARIANTS=()
 while (($#)); do
     case "$1" in
+    --methods) METHODS=${2:?--methods needs a list}; shift 2 ;;
+    --sizes) SIZES=${2:?--sizes needs a list}; shift 2 ;;
+    --variant)
+        [[ ${2:-} == ?*=?* ]] || { echo "--variant needs NAME=FILE" >&2; exit 2; }
+        [ -r "${2#*=}" ] || { echo "--variant: cannot read ${2#*=}" >&2; exit 2; }
+        VARIANTS+=("${2%%=*}=$(realpath "${2#*=}")"); shift 2 ;;
     -n) RUNS=${2:?-n needs a number}; shift 2 ;;
     -t) SECS=${2:?-t needs seconds}; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -92,53 +114,110 @@ INV
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-# measure: RUNS floods; sets PPS (median) and RANGE.
-measure() {
-    local i out all=()
-    for ((i = 0; i < RUNS; i++)); do
-        in_role ucnc "$FLOOD" sink 9999 "$((SECS + 2))" >"$B/sink" &
-        local sink=$!
-        sleep 0.5
-        in_role cli "$FLOOD" send 100.65.1.10:9999 "$SECS" >/dev/null
-        wait "$sink"
-        out=$(sed -n 's/^received [0-9]* pps \([0-9]*\)$/\1/p' "$B/sink")
-        [ -n "$out" ] && [ "$out" -gt 0 ] || die "no packet reached the sink: $(cat "$B/sink")"
-        all+=("$out")
-    done
-    PPS=$(median "${all[@]}")
-    RANGE="$(printf '%s\n' "${all[@]}" | sort -n | sed -n '1p;$p' | tr '\n' '-' | sed 's/-$//')"
+# flood: one flood of SECS through the gateway as it is; prints the sink's
+# packets/s and the sender's CPU time per packet sent (ns, see udpflood.rs).
+flood() {
+    in_role ucnc "$FLOOD" sink 9999 "$((SECS + 2))" >"$B/sink" &
+    local sink=$! out cpu
+    sleep 0.5
+    cpu=$(in_role cli "$FLOOD" send 100.65.1.10:9999 "$SECS" |
+        awk '/^sent [0-9]+ cpu_ns [0-9]+$/ && $2 > 0 {printf "%.0f", $4 / $2}')
+    wait "$sink"
+    out=$(sed -n 's/^received [0-9]* pps \([0-9]*\)$/\1/p' "$B/sink")
+    [ -n "$out" ] && [ "$out" -gt 0 ] || die "no packet reached the sink: $(cat "$B/sink")"
+    [ -n "$cpu" ] && [ "$cpu" -gt 0 ] || die "the sender reported no CPU time (no /proc/self/schedstat?)"
+    echo "$out $cpu"
 }
 
-ROWS=()
-row() { ROWS+=("$(printf '%-24s %8s %9s %10s %-17s %s' "$@")"); }
-
-say "baseline: plain NAT gateway (default via CNC, MASQUERADE)"
-gw sh -c 'ip route replace default via 203.0.113.1 dev eth2 &&
-    iptables -t nat -A POSTROUTING -s 192.168.0.0/24 -o eth2 -j MASQUERADE'
-measure
-BASE=$PPS
-row "plain NAT (baseline)" "-" "-" "$PPS" "[$RANGE]" "-"
-gw sh -c 'ip route del default via 203.0.113.1 dev eth2;
-    iptables -t nat -D POSTROUTING -s 192.168.0.0/24 -o eth2 -j MASQUERADE'
-
-for n in ${DP_SIZES:-3894 16000}; do
-    for m in ${DP_METHODS:-static fwmark policy}; do
-        say "method $m, $n prefixes"
+# The gateways measured: "base", "method M N" or "variant NAME N FILE".
+CONFIGS=(base)
+for n in $SIZES; do
+    for m in $METHODS; do
         inventory "$B/$m-$n.yaml" "$m" "$B/list-$n.txt"
-        reset_gw
-        s=$EPOCHREALTIME
-        in_role ctl "$BIN" apply -i "$B/$m-$n.yaml" --yes >"$B/apply.out" 2>&1 ||
-            die "apply of $m-$n failed: $(tail -n 5 "$B/apply.out")"
-        e=$EPOCHREALTIME
-        load=$(awk -v u=$(( ${e/./} - ${s/./} )) 'BEGIN {printf "%.2f s", u/1e6}')
-        measure
-        cost=$(awk -v b="$BASE" -v p="$PPS" 'BEGIN {printf "%+.2f us", 1e6/p - 1e6/b}')
-        row "$m" "$n" "$load" "$PPS" "[$RANGE]" "$cost"
+        CONFIGS+=("method $m $n")
+        [ "$m" = fwmark ] || continue
+        for v in "${VARIANTS[@]}"; do CONFIGS+=("variant ${v%%=*} $n ${v#*=}"); done
     done
+done
+
+# setup CONFIG: the clean gateway, then that config on it; sets LOAD (s)
+# for a method's apply.
+setup() {
+    local kind name n file s e
+    read -r kind name n file <<<"$1"
+    gw sh -c 'iptables -t nat -D POSTROUTING -s 192.168.0.0/24 -o eth2 -j MASQUERADE' 2>/dev/null || true
+    reset_gw
+    case $kind in
+    base)
+        gw sh -c 'ip route replace default via 203.0.113.1 dev eth2 proto 202 &&
+            iptables -t nat -A POSTROUTING -s 192.168.0.0/24 -o eth2 -j MASQUERADE' ;;
+    method | variant)
+        [ "$kind" = variant ] && set -- fwmark || set -- "$name"
+        s=$EPOCHREALTIME
+        in_role ctl "$BIN" apply -i "$B/$1-$n.yaml" --yes >"$B/apply.out" 2>&1 ||
+            die "apply of $1-$n failed: $(tail -n 5 "$B/apply.out")"
+        e=$EPOCHREALTIME
+        LOAD=$(awk -v u=$(( ${e/./} - ${s/./} )) 'BEGIN {printf "%.2f s", u/1e6}')
+        [ "$kind" = variant ] || return 0
+        # dwprov's routes and rules stay; only its iptables are swapped.
+        # iptables-restore of a save declares every built-in chain, and
+        # iptables-nft makes each a hook of its own: drop the tables left
+        # without rules, so the variant pays only for its own chains.
+        gw sh -c 'iptables-save | grep -v DWPROV | iptables-restore &&
+            for t in mangle nat; do
+                iptables-save -t "$t" | grep -q "^-A " || nft delete table ip "$t" 2>/dev/null || true
+            done' || die "removing dwprov's iptables for variant $name failed"
+        gw iptables-restore --noflush <"$file" ||
+            die "variant $name: iptables-restore of $file failed" ;;
+    esac
+}
+
+# Rounds: each round floods every config once, so a change in the machine's
+# load hits all rows alike; a row's cost is the median over rounds of its
+# per-packet time minus the baseline's in the same round.
+declare -A ALL CPUS COSTS PCOSTS LOADS R_P R_NS
+for ((r = 1; r <= RUNS; r++)); do
+    # Each round starts one gateway later: no row is always first after a build or a lull.
+    for ((k = 0; k < ${#CONFIGS[@]}; k++)); do
+        c=${CONFIGS[$(((k + r - 1) % ${#CONFIGS[@]}))]}
+        say "round $r/$RUNS: $c"
+        setup "$c"
+        [ "${c%% *}" = method ] && [ -z "${LOADS[$c]:-}" ] && LOADS[$c]=$LOAD
+        read -r p ns <<<"$(flood)"
+        ALL[$c]+=" $p"
+        CPUS[$c]+=" $ns"
+        R_P[$c]=$p R_NS[$c]=$ns
+    done
+    # Against the baseline of this round (measured before or after the row).
+    for c in "${CONFIGS[@]:1}"; do
+        COSTS[$c]+=" $(awk -v b="${R_NS[base]}" -v n="${R_NS[$c]}" 'BEGIN {printf "%.3f", (n - b) / 1000}')"
+        PCOSTS[$c]+=" $(awk -v b="${R_P[base]}" -v p="${R_P[$c]}" 'BEGIN {printf "%.3f", 1e6/p - 1e6/b}')"
+    done
+done
+
+ROWS=()
+row() { ROWS+=("$(printf '%-20s %8s %7s %8s %-16s %6s %-12s %-9s %s' "$@")"); }
+us() { printf '%+.2f' "$(median "$@")"; }
+for c in "${CONFIGS[@]}"; do
+    read -r kind name n _ <<<"$c"
+    read -ra pps <<<"${ALL[$c]}"
+    read -ra ns <<<"${CPUS[$c]}"
+    read -ra costs <<<"${COSTS[$c]:-}"
+    read -ra pcosts <<<"${PCOSTS[$c]:-}"
+    span() { printf '[%s]' "$(printf '%s\n' "$@" | sort -n | sed -n '1p;$p' | tr '\n' '-' | sed 's/-$//')"; }
+    figures=("$(median "${pps[@]}")" "$(span "${pps[@]}")" "$(median "${ns[@]}")" "$(span "${ns[@]}")")
+    case $kind in
+    base) row "plain NAT (baseline)" "-" "-" "${figures[@]}" "-" "-" ;;
+    method) row "$name" "$n" "${LOADS[$c]}" "${figures[@]}" "$(us "${costs[@]}") us" "$(us "${pcosts[@]}") us" ;;
+    variant) row "fwmark $name" "$n" "-" "${figures[@]}" "$(us "${costs[@]}") us" "$(us "${pcosts[@]}") us" ;;
+    esac
 done
 
 printf '\ndwprov data-plane bench  %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 printf 'machine   %s cores, kernel %s; load %s\n' "$(nproc)" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf 'method    median [min-max] of %s floods of %s s, 18-byte UDP payloads (64-byte frames), 16 flows, cli -> gw -> cnc -> ucnc\n\n' "$RUNS" "$SECS"
-printf '%-24s %8s %9s %10s %-17s %s\n' "gateway" "prefixes" "load" "packets/s" "[min-max]" "per packet vs baseline"
+printf 'method    median [min-max] of %s rounds, one flood of %s s per gateway each, 18-byte UDP payloads\n' "$RUNS" "$SECS"
+printf '          (64-byte frames), 16 flows, cli -> gw -> cnc -> ucnc. ns/pkt: the sender'"'"'s CPU time per packet\n'
+printf '          sent (its softirq carries each packet through the lab); cost: median over rounds of the\n'
+printf '          difference to the baseline of the same round, by CPU time and by packets/s\n\n'
+printf '%-20s %8s %7s %8s %-16s %6s %-12s %-9s %s\n' "gateway" "prefixes" "load" "pkts/s" "[min-max]" "ns/pkt" "[min-max]" "cost cpu" "cost pps"
 printf '%s\n' "${ROWS[@]}"

@@ -68,12 +68,32 @@ fn rule_intent(r: &Rule) -> impl Ord + '_ {
 /// A rule without its target's options: a second DNAT of the same port is
 /// a duplicate whatever its destination, a second CONNMARK of the same
 /// traffic whatever its mask.
+/// For CONNMARK also without its conntrack state match: the seed marks
+/// `--ctstate NEW` in mangle where dwprov marks in nat (a first packet
+/// only), and restores on `--ctstate ESTABLISHED,RELATED` where dwprov
+/// restores always (a first packet's connection mark is still 0).
 fn rule_selector(r: &IptRule) -> IptRule {
     let mut s = r.clone();
     if let Some(t) = &mut s.target {
+        if t.name == "CONNMARK" {
+            s.matches
+                .retain(|m| m.module != "conntrack" && m.module != "state");
+        }
         t.options.clear();
     }
     s
+}
+
+/// The built-in tables whose chain of that name may hold a hand-made
+/// duplicate of a rule dwprov puts in `table`: nat's connection marks are
+/// the seed's in mangle.
+fn live_tables(table: &str) -> &[&str] {
+    match table {
+        "nat" => &["nat", "mangle"],
+        "mangle" => &["mangle"],
+        "filter" => &["filter"],
+        _ => &["raw"],
+    }
 }
 
 /// The hand-made objects of `live` that duplicate what `desired` installs.
@@ -109,17 +129,29 @@ pub fn hand_made(desired: &State, live: &State) -> Vec<HandMade> {
                 continue;
             }
             let wanted: HashSet<IptRule> = c.rules.iter().map(rule_selector).collect();
-            let Some(live_chain) = live.firewall.iptables.chain(table, builtin) else {
-                continue;
-            };
-            for (i, r) in live_chain.rules.iter().enumerate() {
-                if !is_owned_jump(r) && wanted.contains(&rule_selector(r)) {
-                    out.push(HandMade::Iptables {
-                        table: table.clone(),
-                        chain: builtin.to_string(),
-                        position: i + 1,
-                        rule: r.clone(),
+            for live_table in live_tables(table) {
+                let Some(live_chain) = live.firewall.iptables.chain(live_table, builtin) else {
+                    continue;
+                };
+                for (i, r) in live_chain.rules.iter().enumerate() {
+                    // Across tables only connection marks are the same thing.
+                    let same_table = *live_table == table.as_str();
+                    let seen = out.iter().any(|o| {
+                        matches!(o, HandMade::Iptables { table: t, chain: c, position: p, .. }
+                            if t == live_table && c == builtin && *p == i + 1)
                     });
+                    if !is_owned_jump(r)
+                        && !seen
+                        && (same_table || r.target() == Some("CONNMARK"))
+                        && wanted.contains(&rule_selector(r))
+                    {
+                        out.push(HandMade::Iptables {
+                            table: live_table.to_string(),
+                            chain: builtin.to_string(),
+                            position: i + 1,
+                            rule: r.clone(),
+                        });
+                    }
                 }
             }
         }
@@ -346,6 +378,39 @@ mod tests {
                 "nat\t2\tPOSTROUTING -s 192.168.0.0/24 -o eth1 -j SNAT --to-source 198.51.100.9\n"
             ),
             "{ipt}"
+        );
+    }
+
+    /// The seed marks in mangle on `--ctstate`; dwprov's fwmark marks in nat
+    /// and restores without a state match (issue 13): still the same rules.
+    #[test]
+    fn the_seeds_mangle_marks_duplicate_dwprovs_nat_marks() {
+        let desired = state(
+            "",
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+             :DWPROV-PREROUTING - [0:0]\n:DWPROV-POSTROUTING - [0:0]\n\
+             -A DWPROV-PREROUTING -i eth1 -j CONNMARK --set-xmark 0x100/0xff00\n\
+             -A DWPROV-POSTROUTING -o eth1 -j CONNMARK --set-xmark 0x100/0xff00\nCOMMIT\n\
+             *mangle\n:PREROUTING ACCEPT [0:0]\n:DWPROV-PREROUTING - [0:0]\n\
+             -A DWPROV-PREROUTING -i eth0 -j CONNMARK --restore-mark --nfmask 0xff00 --ctmask 0xff00\nCOMMIT\n",
+        );
+        let live = state(
+            "",
+            "*mangle\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+             -A PREROUTING -i eth1 -m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x100/0xffffffff\n\
+             -A PREROUTING -i eth0 -m conntrack --ctstate RELATED,ESTABLISHED -j CONNMARK --restore-mark\n\
+             -A PREROUTING -i eth2 -m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x200/0xffffffff\n\
+             -A POSTROUTING -o eth1 -m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x100/0xffffffff\n\
+             -A POSTROUTING -o eth1 -j MARK --set-xmark 0x1/0xffffffff\nCOMMIT\n",
+        );
+        let h = hand_made(&desired, &live);
+        let ipt = restore_iptables(&h);
+        assert_eq!(
+            ipt,
+            "mangle\t1\tPOSTROUTING -o eth1 -m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x100/0xffffffff\n\
+             mangle\t1\tPREROUTING -i eth1 -m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x100/0xffffffff\n\
+             mangle\t2\tPREROUTING -i eth0 -m conntrack --ctstate RELATED,ESTABLISHED -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff\n",
+            "eth2 is no line of this desired state, MARK is not CONNMARK"
         );
     }
 

@@ -107,7 +107,6 @@ fn assert_no_duplicates(lab: &Lab) {
     for (table, chain) in [
         ("mangle", "PREROUTING"),
         ("mangle", "OUTPUT"),
-        ("mangle", "POSTROUTING"),
         ("nat", "PREROUTING"),
         ("nat", "POSTROUTING"),
     ] {

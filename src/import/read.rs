@@ -264,7 +264,7 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
         "static"
     };
     if has_fwmark && marks_in_mangle.is_empty() {
-        a.guesses.push("fwmark rules but no CONNMARK marking in mangle: method fwmark assumed (dwprov marks connections itself)".into());
+        a.guesses.push("fwmark rules but no CONNMARK marking in mangle or nat: method fwmark assumed (dwprov marks connections itself)".into());
     }
     // Destination rules are the prefix lists under method policy, else policies.
     let (lists, policies): (Vec<_>, Vec<_>) = if a.method == "policy" {
@@ -465,13 +465,16 @@ fn net(s: &str) -> Option<Ipv4Net> {
     s.parse().ok()
 }
 
-/// `(interface, mark)` of every CONNMARK set in mangle's built-in chains.
+/// `(interface, mark)` of every CONNMARK set in mangle's or nat's built-in
+/// chains (nat: the shape dwprov renders, marking a connection's first packet only).
 fn mangle_marks(facts: &Facts) -> Vec<(String, u32)> {
-    let Some(mangle) = facts.state.firewall.iptables.tables.get("mangle") else {
-        return Vec::new();
-    };
+    let tables = &facts.state.firewall.iptables.tables;
     let mut out = Vec::new();
-    for (name, chain) in &mangle.chains {
+    let chains = ["mangle", "nat"]
+        .iter()
+        .filter_map(|t| tables.get(*t))
+        .flat_map(|t| &t.chains);
+    for (name, chain) in chains {
         if chain.policy.is_none() {
             continue;
         }
@@ -613,7 +616,7 @@ fn read_nat(facts: &Facts, a: &mut Adopted) {
                             _ => false,
                         }
                     }
-                    ("mangle", _, Some("CONNMARK")) if a.method == "fwmark" => true,
+                    ("mangle" | "nat", _, Some("CONNMARK")) if a.method == "fwmark" => true,
                     ("nat" | "mangle", _, _) => false,
                     // filter and raw: dwprov does not manage them.
                     _ => true,

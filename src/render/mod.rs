@@ -638,6 +638,37 @@ pub(crate) mod tests {
         insta::assert_snapshot!(artefacts_text(&rendered(Method::Fwmark)));
     }
 
+    /// Issue 13: a forwarded packet of an established connection walks one
+    /// mangle rule (the restore, no conntrack match); connections are marked
+    /// in nat, which only a connection's first packet walks.
+    #[test]
+    fn fwmark_marks_in_nat_and_restores_with_one_rule() {
+        let ipt = rendered(Method::Fwmark).desired.firewall.iptables;
+        let mangle = &ipt.tables["mangle"];
+        assert!(!mangle.chains.contains_key("POSTROUTING"));
+        assert!(!mangle.chains.contains_key("DWPROV-POSTROUTING"));
+        let pre = &mangle.chains["DWPROV-PREROUTING"].rules;
+        assert_eq!(pre.len(), 1, "one LAN, one rule: {pre:?}");
+        assert_eq!(pre[0].in_interface.as_ref().unwrap().value, "eth0");
+        assert!(pre[0].matches.is_empty(), "{:?}", pre[0].matches);
+        assert_eq!(pre[0].target(), Some("CONNMARK"));
+        let sets = |chain: &str| {
+            ipt.chain("nat", chain)
+                .unwrap()
+                .rules
+                .iter()
+                .filter(|r| r.target() == Some("CONNMARK"))
+                .count()
+        };
+        assert_eq!(
+            (sets("DWPROV-PREROUTING"), sets("DWPROV-POSTROUTING")),
+            (2, 2)
+        );
+        // The marks come before the NAT rules that end the chain.
+        let post = &ipt.chain("nat", "DWPROV-POSTROUTING").unwrap().rules;
+        assert!(post[..2].iter().all(|r| r.target() == Some("CONNMARK")));
+    }
+
     fn artefacts_text(r: &Rendered) -> String {
         let mut s = String::new();
         // Boot files have their own snapshots (src/boot.rs).
