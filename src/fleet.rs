@@ -197,7 +197,10 @@ pub fn preflight(gw: &Gateway, facts: &Facts) -> Result<()> {
         check("lan".into(), &l.interface, l.address);
     }
     for l in &gw.lines {
-        check(format!("line {}", l.name), &l.interface, l.address);
+        // A dynamic address is the interface's, whatever it is now.
+        if let (false, Some(a)) = (l.dynamic_address, l.address) {
+            check(format!("line {}", l.name), &l.interface, a);
+        }
     }
     if problems.is_empty() {
         Ok(())
@@ -236,6 +239,8 @@ pub fn plan_host(
     let mut diff = diff::HostDiff::planned(&rendered.desired, &facts.state);
     // The agent's view of the lines, as information (issue 11).
     diff.dynamic.splice(0..0, facts.agent.plan_lines());
+    // What the facts made of dynamic lines (issue 14): not drift.
+    diff.dynamic.extend(rendered.info.iter().cloned());
     let views = diff::planned_views(&diff, &rendered.desired, &facts.state);
     let mut warnings = facts.warnings.clone();
     warnings.extend(rendered.warnings.iter().cloned());
@@ -595,6 +600,7 @@ pub fn plan_saved(
             artefacts: saved.artefacts.clone(),
             desired,
             warnings: Vec::new(),
+            info: Vec::new(),
         },
         facts,
         check_output: None,

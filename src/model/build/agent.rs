@@ -5,6 +5,7 @@
 use crate::agent::config::{Balanced, Config, Health, Line, FORMAT_VERSION};
 use crate::model::Gateway;
 use crate::ownership::{line_nexthop_id, BALANCED_NEXTHOP_ID};
+use std::net::Ipv4Addr;
 
 /// The agent's config for `gw`, or None when no line has `health` (no
 /// agent on that gateway).
@@ -19,8 +20,11 @@ pub fn agent_config(gw: &Gateway) -> Option<Config> {
         .map(|(i, l)| Line {
             name: l.name.clone(),
             interface: l.interface.clone(),
-            address: l.address.addr(),
-            gateway: l.gateway,
+            // A line down now (dynamic, no address or next hop) is rendered
+            // on its fallback; the agent gets the unspecified address for it
+            // until it can follow the line itself (issue 14 phase 2).
+            address: l.address.map_or(Ipv4Addr::UNSPECIFIED, |a| a.addr()),
+            gateway: l.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
             mark: l.mark,
             mark_mask: gw.mark_mask,
             table: l.table,
