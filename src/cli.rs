@@ -728,7 +728,7 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
     let _ = std::io::stdout().flush();
     Ok(if failed > 0 {
         EXIT_ERROR
-    } else if apply.is_none() && pending > 0 {
+    } else if apply.is_none() && outcomes.iter().any(Outcome::drifted) {
         EXIT_CHANGES
     } else {
         EXIT_OK

@@ -93,6 +93,9 @@ pub struct HostPlan {
     /// The marker and output of the gather with [`Checks::gather_script`].
     #[serde(skip)]
     pub check_output: Option<(String, String)>,
+    /// Every pending change follows a dynamic line's new address or next
+    /// hop (issue 14): `plan` reports them and exits 0, `apply` makes them.
+    pub follows: bool,
 }
 
 /// How one host ended.
@@ -145,6 +148,11 @@ impl Outcome {
         self.plan.as_ref().is_some_and(|p| {
             !p.summary.is_empty() || crate::takeover::blocks_apply(&p.diff.hand_made)
         })
+    }
+    /// Changed, and not only by following dynamic lines' facts: what makes
+    /// `plan` exit 2.
+    pub fn drifted(&self) -> bool {
+        self.changed() && !self.plan.as_ref().is_some_and(|p| p.follows)
     }
 }
 
@@ -241,6 +249,14 @@ pub fn plan_host(
     diff.dynamic.splice(0..0, facts.agent.plan_lines());
     // What the facts made of dynamic lines (issue 14): not drift.
     diff.dynamic.extend(rendered.info.iter().cloned());
+    let follows = follows_facts(gw, templates, &facts, &diff)?;
+    if follows {
+        diff.dynamic.push(format!(
+            "{} change(s) follow the dynamic lines' address or next hop (the host was converged for the ones before): \
+             not drift, `apply` makes them",
+            diff.changes.len()
+        ));
+    }
     let views = diff::planned_views(&diff, &rendered.desired, &facts.state);
     let mut warnings = facts.warnings.clone();
     warnings.extend(rendered.warnings.iter().cloned());
@@ -254,7 +270,31 @@ pub fn plan_host(
         rendered,
         facts,
         check_output,
+        follows,
     })
+}
+
+/// Whether every pending change of `diff` is the host following its
+/// dynamic lines' facts (issue 14): against the facts the live owned state
+/// was rendered from ([`crate::model::previous_facts`]) nothing
+/// would change. Then `plan` exits 0: a redial is not drift.
+fn follows_facts(
+    gw: &Gateway,
+    templates: &Templates,
+    facts: &Facts,
+    diff: &diff::HostDiff,
+) -> Result<bool> {
+    let dynamic = gw
+        .lines
+        .iter()
+        .any(|l| l.dynamic_address || l.next_hop == crate::model::NextHop::Dynamic);
+    if !dynamic || diff.changes.is_empty() || !diff.conflicts.is_empty() {
+        return Ok(false);
+    }
+    let old = crate::model::previous_facts(gw, facts);
+    let before = render::render(gw, templates, Some(&old))?;
+    let d = diff::HostDiff::planned(&before.desired, &facts.state);
+    Ok(d.changes.is_empty() && d.conflicts.is_empty())
 }
 
 /// Run a read-only step (connect + gather) again, on a new connection, when
@@ -604,6 +644,7 @@ pub fn plan_saved(
         },
         facts,
         check_output: None,
+        follows: false,
     })
 }
 
