@@ -276,7 +276,7 @@ pub fn plan_host(
 
 /// Whether every pending change of `diff` is the host following its
 /// dynamic lines' facts (issue 14): against the facts the live owned state
-/// was rendered from ([`crate::model::previous_facts`]) nothing
+/// was rendered from ([`previous_facts`]) nothing
 /// would change. Then `plan` exits 0: a redial is not drift.
 fn follows_facts(
     gw: &Gateway,
@@ -291,10 +291,72 @@ fn follows_facts(
     if !dynamic || diff.changes.is_empty() || !diff.conflicts.is_empty() {
         return Ok(false);
     }
-    let old = crate::model::previous_facts(gw, facts);
+    let old = previous_facts(gw, facts);
     let before = render::render(gw, templates, Some(&old))?;
     let d = diff::HostDiff::planned(&before.desired, &facts.state);
     Ok(d.changes.is_empty() && d.conflicts.is_empty())
+}
+
+/// The facts the live owned state was rendered from, for the dynamic
+/// lines of `gw`: each one's address as its owned source-return rule names
+/// it (with the prefix length of its owned connected route), and its next
+/// hop as its owned line-table default route names it; none of them: the
+/// line was down. Everything else is `facts` as gathered. A plan whose
+/// changes all vanish against these facts is the host following a redial,
+/// not drift ([`follows_facts`]).
+fn previous_facts(gw: &Gateway, facts: &Facts) -> Facts {
+    use crate::ownership::is_owned_route;
+    use crate::state::ip::RuleAction;
+    let mut old = facts.clone();
+    let live = &facts.state;
+    for (i, l) in gw.lines.iter().enumerate() {
+        if l.dynamic_address {
+            let prio = gw.rule_priority + crate::render::PRIO_SOURCE + i as u32;
+            let addr = live
+                .rules
+                .iter()
+                .filter(|r| crate::ownership::is_owned_rule(r))
+                .find(|r| r.priority == prio && r.action == RuleAction::Table(l.table))
+                .and_then(|r| r.from)
+                .map(|f| f.addr());
+            let net = addr.map(|a| {
+                live.routes
+                    .iter()
+                    .filter(|r| is_owned_route(r) && r.table == l.table)
+                    .find(|r| r.src == Some(a) && r.dev.as_deref() == Some(l.interface.as_str()))
+                    .and_then(|r| ipnet::Ipv4Net::new(a, r.dst.prefix_len()).ok())
+                    .unwrap_or_else(|| ipnet::Ipv4Net::from(a))
+            });
+            if let Some(iface) = old.interfaces.iter_mut().find(|f| f.name == l.interface) {
+                iface.addresses = net.into_iter().collect();
+            }
+        }
+        if l.next_hop == crate::model::NextHop::Dynamic {
+            let via = live
+                .routes
+                .iter()
+                .filter(|r| is_owned_route(r) && r.table == l.table && r.dst.prefix_len() == 0)
+                .find(|r| r.dev.as_deref() == Some(l.interface.as_str()))
+                .and_then(|r| r.via);
+            let now: Vec<crate::state::ip::Route> =
+                crate::model::client_defaults(&live.routes, &l.interface)
+                    .into_iter()
+                    .cloned()
+                    .collect();
+            old.state.routes.retain(|r| !now.contains(r));
+            if let Some(via) = via {
+                let mut r = now.first().cloned().unwrap_or(crate::state::ip::Route {
+                    dev: Some(l.interface.as_str().into()),
+                    proto: 3,
+                    metric: 100,
+                    ..Default::default()
+                });
+                r.via = Some(via);
+                old.state.routes.push(r);
+            }
+        }
+    }
+    old
 }
 
 /// Run a read-only step (connect + gather) again, on a new connection, when

@@ -11,7 +11,8 @@ use std::net::Ipv4Addr;
 mod build;
 mod resolve;
 pub use build::{agent_config, build, build_all};
-pub use resolve::{carrier, previous_facts, resolve, Resolved};
+pub(crate) use resolve::client_defaults;
+pub use resolve::{carrier, resolve, Resolved};
 
 /// The seed's three ways of doing dual-line routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
