@@ -245,6 +245,7 @@ pub fn plan_host(
     preflight(gw, &facts)?;
     progress.stage(&gw.host, Stage::Diff);
     let mut diff = diff::HostDiff::planned(&rendered.desired, &facts.state);
+    keep_client_defaults(gw, &facts, &mut diff);
     // The agent's view of the lines, as information (issue 11).
     diff.dynamic.splice(0..0, facts.agent.plan_lines());
     // What the facts made of dynamic lines (issue 14): not drift.
@@ -274,6 +275,17 @@ pub fn plan_host(
     })
 }
 
+/// The DHCP client's default routes of `gateway: dynamic` lines are
+/// foreign and stay (issue 14, docs/lines.md): never a hand-made duplicate
+/// of dwprov's default route for `apply --adopt` to take over.
+fn keep_client_defaults(gw: &Gateway, facts: &Facts, diff: &mut diff::HostDiff) {
+    let clients = crate::model::dynamic_client_defaults(gw, &facts.state.routes);
+    diff.hand_made.retain(|h| match h {
+        crate::takeover::HandMade::Route { route } => !clients.contains(&route),
+        _ => true,
+    });
+}
+
 /// Whether every pending change of `diff` is the host following its
 /// dynamic lines' facts (issue 14): against the facts the live owned state
 /// was rendered from ([`previous_facts`]) nothing
@@ -294,7 +306,47 @@ fn follows_facts(
     let old = previous_facts(gw, facts);
     let before = render::render(gw, templates, Some(&old))?;
     let d = diff::HostDiff::planned(&before.desired, &facts.state);
-    Ok(d.changes.is_empty() && d.conflicts.is_empty())
+    // The kernel drops the routes and nexthops of an address or next hop
+    // that went away (a redial, a new lease): owned objects on a dynamic
+    // line missing is the redial, not drift.
+    let dynamic_ifaces: Vec<&str> = gw
+        .lines
+        .iter()
+        .filter(|l| l.dynamic_address || l.next_hop == crate::model::NextHop::Dynamic)
+        .map(|l| l.interface.as_str())
+        .collect();
+    let on_dynamic = |dev: Option<&str>| dev.is_some_and(|d| dynamic_ifaces.contains(&d));
+    let nexthops: Vec<u32> = d
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            diff::Change::Nexthop {
+                from: None,
+                to: Some(n),
+            } => match &n.hop {
+                crate::state::nexthop::Hop::Via { dev, .. } if on_dynamic(Some(dev)) => Some(n.id),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let dropped = |c: &diff::Change| match c {
+        diff::Change::Route {
+            from: None,
+            to: Some(r),
+        } => on_dynamic(r.dev.as_deref()) || r.nhid.is_some_and(|id| nexthops.contains(&id)),
+        diff::Change::Nexthop {
+            from: None,
+            to: Some(n),
+        } => nexthops.contains(&n.id),
+        _ => false,
+    };
+    if std::env::var_os("DWPROV_DEBUG_FOLLOWS").is_some() {
+        for c in d.changes.iter().filter(|c| !dropped(c)) {
+            eprintln!("follows: {c:?}");
+        }
+    }
+    Ok(d.conflicts.is_empty() && d.changes.iter().all(dropped))
 }
 
 /// The facts the live owned state was rendered from, for the dynamic
@@ -325,6 +377,11 @@ fn previous_facts(gw: &Gateway, facts: &Facts) -> Facts {
                     .filter(|r| is_owned_route(r) && r.table == l.table)
                     .find(|r| r.src == Some(a) && r.dev.as_deref() == Some(l.interface.as_str()))
                     .and_then(|r| ipnet::Ipv4Net::new(a, r.dst.prefix_len()).ok())
+                    // Dropped with the old address: the new one's length.
+                    .or_else(|| {
+                        let now = facts.interface(&l.interface)?.addresses.first()?;
+                        ipnet::Ipv4Net::new(a, now.prefix_len()).ok()
+                    })
                     .unwrap_or_else(|| ipnet::Ipv4Net::from(a))
             });
             if let Some(iface) = old.interfaces.iter_mut().find(|f| f.name == l.interface) {
@@ -343,6 +400,9 @@ fn previous_facts(gw: &Gateway, facts: &Facts) -> Facts {
                     .into_iter()
                     .cloned()
                     .collect();
+            // The kernel dropped the line table's route with the old address:
+            // then the next hop is taken as unchanged.
+            let via = via.or_else(|| now.first().and_then(|r| r.via));
             old.state.routes.retain(|r| !now.contains(r));
             if let Some(via) = via {
                 let mut r = now.first().cloned().unwrap_or(crate::state::ip::Route {

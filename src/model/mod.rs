@@ -12,7 +12,7 @@ mod build;
 mod resolve;
 pub use build::{agent_config, build, build_all};
 pub(crate) use resolve::client_defaults;
-pub use resolve::{carrier, resolve, Resolved};
+pub use resolve::{carrier, dynamic_client_defaults, resolve, Resolved};
 
 /// The seed's three ways of doing dual-line routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -44,6 +44,16 @@ pub(crate) fn client_defaults<'a>(routes: &'a [Route], iface: &str) -> Vec<&'a R
     out
 }
 
+/// The DHCP client default routes of every `gateway: dynamic` line of `gw`:
+/// foreign, and they stay (never a hand-made duplicate to take over).
+pub fn dynamic_client_defaults<'a>(gw: &Gateway, routes: &'a [Route]) -> Vec<&'a Route> {
+    gw.lines
+        .iter()
+        .filter(|l| l.next_hop == NextHop::Dynamic)
+        .flat_map(|l| client_defaults(routes, &l.interface))
+        .collect()
+}
+
 /// Fill the dynamic lines of `gw` from `facts` (None: rendering without a
 /// host, where a dynamic line has nothing and is rendered down).
 pub fn resolve(gw: &Gateway, facts: Option<&Facts>) -> Resolved {
