@@ -341,11 +341,6 @@ fn follows_facts(
         } => nexthops.contains(&n.id),
         _ => false,
     };
-    if std::env::var_os("DWPROV_DEBUG_FOLLOWS").is_some() {
-        for c in d.changes.iter().filter(|c| !dropped(c)) {
-            eprintln!("follows: {c:?}");
-        }
-    }
     Ok(d.conflicts.is_empty() && d.changes.iter().all(dropped))
 }
 

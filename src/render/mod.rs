@@ -721,6 +721,48 @@ pub(crate) mod tests {
         );
     }
 
+    /// Issue 14: a watched dynamic line down now: its nexthop object points
+    /// at its carrier, as the agent's failover does, and the agent's config
+    /// gives it the carrier's path (so the agent keeps it there).
+    #[test]
+    fn a_down_dynamic_line_is_failed_over_by_its_nexthop() {
+        let mut gw = seed(Method::Fwmark);
+        let cnc = &mut gw.lines[1];
+        (cnc.address, cnc.gateway) = (None, None);
+        cnc.dynamic_address = true;
+        cnc.next_hop = NextHop::Dynamic;
+        cnc.health = Some(crate::model::Health {
+            targets: vec!["100.65.1.10".parse().unwrap()],
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            down: 3,
+            up: 5,
+            reliability: 1,
+        });
+        cnc.failover.fallback = vec!["ctc".into()];
+        // Facts of a host with nexthop objects, where eth2 has no address.
+        let facts = crate::gather::Facts {
+            nexthops: true,
+            ..Default::default()
+        };
+        let r = render(&gw, &Templates::load(None).unwrap(), Some(&facts)).unwrap();
+        let batch = &r.artefacts["ip.batch"];
+        assert!(
+            batch.contains("nexthop add id 20002 via 198.51.100.1 dev eth1 proto 201"),
+            "{batch}"
+        );
+        assert!(
+            batch.contains("route add 100.65.0.0/16 nhid 20002"),
+            "{batch}"
+        );
+        let cfg = crate::model::agent_config(&crate::model::resolve(&gw, None).gateway).unwrap();
+        let c = &cfg.lines[1];
+        assert_eq!(
+            (c.interface.as_str(), c.gateway.to_string()),
+            ("eth1", "198.51.100.1".into())
+        );
+    }
+
     /// Issue 14: a point-to-point line: `dev IF` routes, no via.
     #[test]
     fn point_to_point_line_routes_dev() {

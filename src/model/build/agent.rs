@@ -17,14 +17,23 @@ pub fn agent_config(gw: &Gateway) -> Option<Config> {
         .lines
         .iter()
         .enumerate()
-        .map(|(i, l)| Line {
-            name: l.name.clone(),
-            interface: l.interface.clone(),
+        .map(|(i, l)| {
             // A line down now (dynamic, no address or next hop) is rendered
-            // on its fallback; the agent gets the unspecified address for it
-            // until it can follow the line itself (issue 14 phase 2).
-            address: l.address.map_or(Ipv4Addr::UNSPECIFIED, |a| a.addr()),
-            gateway: l.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            // on its carrier: the agent sees it as the carrier's path, so
+            // whatever it decides its nexthop stays there (it cannot follow
+            // the line itself before issue 14 phase 2).
+            let path = if l.up_now() {
+                l
+            } else {
+                crate::model::carrier(gw, l).unwrap_or(l)
+            };
+            (i, l, path)
+        })
+        .map(|(i, l, path)| Line {
+            name: l.name.clone(),
+            interface: path.interface.clone(),
+            address: path.address.map_or(Ipv4Addr::UNSPECIFIED, |a| a.addr()),
+            gateway: path.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
             mark: l.mark,
             mark_mask: gw.mark_mask,
             table: l.table,
