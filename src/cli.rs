@@ -533,7 +533,9 @@ fn render(a: &RenderArgs) -> Result<i32> {
         let r = crate::render::render(gw, &templates, None)?;
         if a.output.format == Format::Text {
             // Without a host there are no facts: the notes say what was assumed.
-            let notes = crate::boot::notes(gw, None);
+            let mut notes = crate::boot::notes(gw, None);
+            // What a dynamic line is without its host (rendered down, issue 14).
+            notes.extend(r.info.iter().cloned());
             report::write_rendered(&mut std::io::stdout().lock(), &r, &notes)
                 .map_err(|e| Error::io("standard output", e))?;
         } else {
