@@ -362,7 +362,7 @@ fn previous_facts(gw: &Gateway, facts: &Facts) -> Facts {
             let addr = live
                 .rules
                 .iter()
-                .filter(|r| crate::ownership::is_owned_rule(r))
+                .filter(crate::ownership::is_owned_rule)
                 .find(|r| r.priority == prio && r.action == RuleAction::Table(l.table))
                 .and_then(|r| r.from)
                 .map(|f| f.addr());
