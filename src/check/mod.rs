@@ -130,6 +130,9 @@ pub fn check_host(
     rendered: &Rendered,
     facts: Option<&live::LiveFacts>,
 ) -> Vec<Finding> {
+    // Dynamic lines are judged on their address and next hop now (issue 14).
+    let resolved = crate::model::resolve(gw, facts.map(|f| &f.facts)).gateway;
+    let gw = &resolved;
     // Hand-made duplicates of dwprov's objects are not foreign hazards:
     // `apply --adopt` takes them over (and without it the apply refuses
     // them), so the checks judge the live state without them.
