@@ -70,7 +70,8 @@ EXIT CODES:
 
 const PLAN_EXIT_CODES: &str = "\
 EXIT CODES:
-  0  no changes pending on any host
+  0  no changes pending on any host (changes that only follow a dynamic line's
+     new address or next hop are listed and do not count: docs/lines.md)
   1  error (bad inventory, unreachable host, ...) or usage error (unknown flag, missing -i)
   2  changes are pending (like terraform plan -detailed-exitcode)";
 

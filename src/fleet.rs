@@ -985,6 +985,64 @@ pub fn parallel<T: Sync, R: Send>(items: &[T], forks: usize, f: impl Fn(&T) -> R
 mod tests {
     use super::*;
 
+    /// Issue 14: the facts of a gateway whose cnc line is leased `addr`
+    /// (default route via 203.0.113.1 metric 100 in main).
+    fn leased(addr: &str) -> Facts {
+        let mut f = Facts {
+            nexthops: true,
+            ..Default::default()
+        };
+        f.interfaces.push(crate::facts::Interface {
+            name: "eth2".into(),
+            up: true,
+            addresses: vec![addr.parse().unwrap()],
+        });
+        f.state.routes.push(crate::state::ip::Route {
+            via: Some("203.0.113.1".parse().unwrap()),
+            dev: Some("eth2".into()),
+            proto: 3,
+            metric: 100,
+            ..Default::default()
+        });
+        f
+    }
+
+    /// A redial: the host was applied for .77, the kernel dropped what went
+    /// via eth2 with it, the lease is .78 now: the changes follow the facts.
+    /// Hand-made drift on top of it does not.
+    #[test]
+    fn a_redial_follows_the_facts_and_drift_does_not() {
+        let mut gw = crate::render::tests::seed(crate::model::Method::Static);
+        let cnc = &mut gw.lines[1];
+        (cnc.address, cnc.gateway) = (None, None);
+        cnc.dynamic_address = true;
+        cnc.next_hop = crate::model::NextHop::Dynamic;
+        let t = Templates::load(None).unwrap();
+        let before = leased("203.0.113.77/24");
+        let applied = render::render(&gw, &t, Some(&before)).unwrap().desired;
+        let mut now = leased("203.0.113.78/24");
+        let client = now.state.routes.clone();
+        now.state = applied.clone();
+        now.state
+            .routes
+            .retain(|r| r.dev.as_deref() != Some("eth2"));
+        now.state.routes.extend(client);
+        let plan = |facts: &Facts| {
+            let r = render::render(&gw, &t, Some(facts)).unwrap();
+            let d = diff::HostDiff::planned(&r.desired, &facts.state);
+            assert!(!d.changes.is_empty());
+            follows_facts(&gw, &t, facts, &d).unwrap()
+        };
+        assert!(plan(&now));
+        // The same lease, but ctc's source-return rule removed by hand: drift.
+        let mut drift = now.clone();
+        drift
+            .state
+            .rules
+            .retain(|r| r.from != Some("198.51.100.2/32".parse().unwrap()));
+        assert!(!plan(&drift));
+    }
+
     #[test]
     fn parallel_keeps_order_and_bounds_concurrency() {
         let running = AtomicUsize::new(0);
