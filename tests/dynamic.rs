@@ -82,7 +82,11 @@ fn a_dhcp_line_follows_its_lease() {
 
     // The lease lost: cnc is down, reported as information, its traffic on ctc.
     lab.lease("none");
-    let (_, out) = plan(&lab, &inv);
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(
+        code, 2,
+        "moving cnc's traffic onto ctc is a change (docs/lines.md):\n{out}"
+    );
     assert!(
         out.contains("info: line cnc is down: its traffic goes on line ctc"),
         "{out}"
