@@ -527,7 +527,7 @@ fn rendered_foreign_state_is_a_template_error_at_its_line() {
     let cases: &[(&str, &str, &str, &str)] = &[
         // (template, replace, with, message)
         ("ip.batch.tera", rule, "rule add priority {{ line.prio_source }} from {{ line.ip }} lookup {{ line.name }}", "renders `rule add priority 1200 from 198.51.100.2 lookup ctc`: a rule without `protocol dwprov`"),
-        ("ip.batch.tera", "route add default via {{ default_line.gateway }} dev {{ default_line.interface }} proto {{ proto }}", "route add default via {{ default_line.gateway }} dev {{ default_line.interface }}", "a route without `proto dwprov`"),
+        ("ip.batch.tera", "route add default {{ default_line.hop }} proto {{ proto }}", "route add default {{ default_line.hop }}", "a route without `proto dwprov`"),
         ("iptables.rules.tera", "-A OUTPUT -m comment --comment {{ jump_comment }} -j {{ chain }}OUTPUT", "-A OUTPUT -p tcp --sport 22 -j DROP", "a rule in the built-in chain OUTPUT that is not a jump to a DWPROV-* chain"),
         ("iptables.rules.tera", ":{{ chain }}OUTPUT - [0:0]", ":OUTPUT DROP [0:0]", "a policy for the built-in chain OUTPUT"),
         ("sysctl.conf.tera", "net/ipv4/ip_forward = 1", "net/ipv4/ip_forward = 1\nkernel/sysrq = 1", "renders `kernel/sysrq = 1`: a sysctl dwprov does not manage"),
