@@ -19,6 +19,9 @@
 //!   jumps into those, commented [`JUMP_COMMENT`] for the admin who reads
 //!   `iptables-save`. dwprov restores with `--noflush`, so nothing else is
 //!   flushed.
+//! - **nftables**: one table, `table` [`NFT_FAMILY`] [`NFT_TABLE`], and
+//!   everything in it; other tables (firewalld's, iptables-nft's `ip nat`,
+//!   an admin's `inet filter`) are never listed into state nor written.
 //! - **connection marks**: line marks live inside [`DEFAULT_MARK_MASK`]
 //!   (0xff00) unless the inventory sets `mark_mask`: masked set and restore
 //!   leave the other bits alone, so marks of other software survive.
@@ -110,6 +113,12 @@ macro_rules! owned {
     (agent_state_dir) => {
         "/run/dwprov-agent"
     };
+    (nft_family) => {
+        "inet"
+    };
+    (nft_table) => {
+        "dwprov"
+    };
 }
 pub(crate) use owned;
 
@@ -123,6 +132,13 @@ pub const ROUTE_PROTO_NAME: &str = owned!(route_proto_name);
 pub const CHAIN_PREFIX: &str = owned!(chain_prefix);
 /// Comment on the jump rules from built-in chains into dwprov's chains.
 pub const JUMP_COMMENT: &str = owned!(jump_comment);
+
+/// The nftables backend owns exactly one table: `table NFT_FAMILY NFT_TABLE`
+/// (`inet`: one table serves both families; dwprov writes IPv4 rules only).
+/// Every chain and set in it is dwprov's; no other table is ever touched.
+pub const NFT_FAMILY: &str = owned!(nft_family);
+/// The name of the one owned nftables table.
+pub const NFT_TABLE: &str = owned!(nft_table);
 
 // TODO(merge): model/build.rs still spells these three (`rule_priority`
 // default 1000, MAX_RULE_PRIORITY = 32766 - 1000, mark_mask default and
@@ -380,6 +396,7 @@ mod tests {
         ".dwprov-probe",
         "proto dwprov",
         "protocol dwprov",
+        "inet dwprov",
         "0xff00",
         "1999",
     ];

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 pub mod ip;
 pub mod iptables;
 pub mod nexthop;
+pub mod nftables;
 pub mod rt_tables;
 
 pub use ip::{Route, Rule, RuleAction};
