@@ -221,7 +221,7 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
         chains.insert(MANGLE_OUTPUT.into(), out);
         chains.insert(MANGLE_POSTROUTING.into(), post);
     }
-    if !gw.forwards.is_empty() || gw.nat != NatMode::None {
+    if !gw.forwards.is_empty() || gw.nat != NatMode::None || sets {
         let mut pre = base("nat", "prerouting", PRIO_DSTNAT + 1);
         let mut post = base("nat", "postrouting", PRIO_SRCNAT + 1);
         for f in &gw.forwards {
@@ -277,6 +277,25 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
                             }
                         } else {
                             Stmt::Masquerade
+                        },
+                    ]));
+                }
+            }
+        }
+        if sets {
+            // The gateway's own connection to a set's prefix took its source
+            // address from the route before the mark re-routed it to another
+            // line; that ISP would drop it, so it gets the line's address.
+            // Only first packets reach a nat chain, and replies to inbound
+            // connections leave by their own line: only these are rewritten.
+            for l in &gw.lines {
+                for other in gw.lines.iter().filter(|o| o.name != l.name) {
+                    post.rules.push(rule(vec![
+                        Stmt::Saddr(Ipv4Net::from(other.address.addr())),
+                        Stmt::Oif(l.interface.clone()),
+                        Stmt::Snat {
+                            addr: l.address.addr(),
+                            port: None,
                         },
                     ]));
                 }

@@ -302,3 +302,13 @@ fn full_declares_every_chain_and_set_before_any_rule() {
     assert!(f[..first_rule].matches("flush set").count() == 2);
     assert!(f.starts_with("add table inet dwprov\n"));
 }
+
+/// Prints the seed's transactions (to regenerate the fixtures:
+/// `cargo test --lib print_seed_transactions -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn print_seed_transactions() {
+    for sets in [false, true] {
+        println!("=== sets={sets}\n{}", full(&desired(&seed(), sets)));
+    }
+}
