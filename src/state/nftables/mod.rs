@@ -19,6 +19,7 @@ use std::net::Ipv4Addr;
 pub mod diff;
 pub mod json;
 pub mod render;
+pub mod script;
 #[cfg(test)]
 mod tests;
 

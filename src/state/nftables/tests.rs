@@ -312,3 +312,47 @@ fn print_seed_transactions() {
         println!("=== sets={sets}\n{}", full(&desired(&seed(), sets)));
     }
 }
+
+/// The rendered script parses back to the value it was written from (the
+/// desired state goes through text, as the iptables backend's does).
+#[test]
+fn the_script_parses_back_to_its_table() {
+    for sets in [false, true] {
+        let want = desired(&seed(), sets);
+        assert_eq!(super::script::parse(&full(&want)).unwrap(), want);
+        let from_empty = payload(&diff(&Nftables::default(), &want));
+        assert_eq!(super::script::parse(&from_empty).unwrap(), want);
+    }
+    assert_eq!(super::script::parse("").unwrap(), Nftables::default());
+}
+
+#[test]
+fn a_script_outside_the_owned_table_is_a_located_error() {
+    for (text, line, want) in [
+        ("add table inet filter\n", 1, "only table inet dwprov"),
+        ("add table inet dwprov\nflush ruleset\n", 2, "only table inet dwprov"),
+        (
+            "add table inet dwprov\nadd chain inet dwprov c\nadd rule inet dwprov c counter\n",
+            3,
+            "not a statement dwprov writes: `counter`",
+        ),
+        (
+            "add table inet dwprov\nadd rule inet dwprov c masquerade\n",
+            2,
+            "before `add chain`",
+        ),
+        (
+            "add table inet dwprov\nadd set inet dwprov s { type ipv4_addr; flags interval; }\nadd element inet dwprov s { 10.0.0.1/8 }\n",
+            3,
+            "host bits",
+        ),
+        (
+            "add table inet dwprov\nadd chain inet dwprov c { type nat hook prerouting priority dstnat; }\n",
+            2,
+            "a number expected",
+        ),
+    ] {
+        let e = super::script::parse(text).unwrap_err().to_string();
+        assert!(e.contains(want) && e.contains(&format!("line {line}")), "{text}: {e}");
+    }
+}
