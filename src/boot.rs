@@ -29,7 +29,7 @@ use crate::diff::Change;
 use crate::error::Result;
 use crate::facts::Facts;
 use crate::model::Gateway;
-use crate::ownership::{is_owned_chain, is_owned_jump, unit_path, CHAIN_PREFIX};
+use crate::ownership::{unit_path, CHAIN_PREFIX};
 use crate::state::State;
 use crate::templates::Templates;
 use serde::Serialize;
@@ -171,45 +171,6 @@ pub struct BootFiles {
     pub notes: Vec<String>,
 }
 
-#[derive(Serialize)]
-struct IptTableCtx {
-    name: String,
-    chains: Vec<String>,
-    rules: Vec<String>,
-    jumps: Vec<String>,
-}
-
-/// iptables-restore lines for the owned part of the desired iptables state.
-fn ipt_tables(desired: &State) -> Vec<IptTableCtx> {
-    let mut out = Vec::new();
-    for (name, table) in &desired.iptables.tables {
-        let mut t = IptTableCtx {
-            name: name.clone(),
-            chains: Vec::new(),
-            rules: Vec::new(),
-            jumps: Vec::new(),
-        };
-        for (cname, chain) in &table.chains {
-            if is_owned_chain(cname) {
-                t.chains.push(cname.clone());
-                for r in &chain.rules {
-                    t.rules.push(format!("-A {cname} {r}"));
-                }
-            } else {
-                for r in chain.rules.iter().filter(is_owned_jump) {
-                    t.jumps.push(format!("-I {cname} 1 {r}"));
-                }
-            }
-        }
-        // Each `-I .. 1` goes first: insert in reverse to keep the order.
-        t.jumps.reverse();
-        if !t.chains.is_empty() || !t.jumps.is_empty() {
-            out.push(t);
-        }
-    }
-    out
-}
-
 /// The files that restore `desired` at boot on this platform. Pure.
 pub fn files(
     gw: &Gateway,
@@ -255,14 +216,18 @@ pub fn files(
             .map(|n| n.to_batch())
             .collect::<Vec<_>>(),
     );
-    ctx.insert("ipt_tables", &ipt_tables(desired));
+    // Each backend's boot context (for iptables: `ipt_tables`).
+    for (name, value) in desired.firewall.boot_context() {
+        ctx.insert(name, &value);
+    }
     ctx.insert("init_script", INIT_SCRIPT);
 
-    let mut wanted: Vec<(&str, String)> = vec![
-        ("boot/ip.batch", IP_BATCH.into()),
-        ("boot/iptables.rules", IPTABLES_RULES.into()),
-        ("boot/boot.sh", BOOT_SH.into()),
-    ];
+    let mut wanted: Vec<(&str, String)> = vec![("boot/ip.batch", IP_BATCH.into())];
+    // The inventory's firewall backend restores its own file.
+    for (name, path) in crate::firewall::Firewall::boot_files(gw.firewall) {
+        wanted.push((name, (*path).into()));
+    }
+    wanted.push(("boot/boot.sh", BOOT_SH.into()));
     if flush {
         wanted.push(("boot/route-cache-flush.sh", FLUSH_SH.into()));
     }
@@ -606,7 +571,7 @@ mod tests {
         assert_eq!(back.routes, r.desired.routes);
         // And the iptables payload parses to the desired chains and jumps.
         let ipt = crate::state::Iptables::parse(&r.desired.files[IPTABLES_RULES]).unwrap();
-        assert_eq!(ipt, r.desired.iptables);
+        assert_eq!(ipt, r.desired.firewall.iptables);
     }
 
     /// The built-in boot/ip.batch rendered by tera, as an overriding user's

@@ -10,7 +10,7 @@ use crate::diff::{Change, Op};
 use crate::error::{Error, Result};
 use crate::transport::Transport;
 use serde::Serialize;
-use std::collections::BTreeMap;
+
 use std::fmt::Write as _;
 
 /// Exit status the script uses for "a step failed"; stderr names the step.
@@ -177,71 +177,6 @@ pub fn with_take_over(changes: &[Change], hand_made: &[crate::takeover::HandMade
     out
 }
 
-/// iptables-restore payloads per table for these changes.
-pub fn iptables_payloads(changes: &[Change]) -> BTreeMap<String, String> {
-    #[derive(Default)]
-    struct T {
-        declare: String,
-        rules: String,
-        jumps_add: String,
-        jumps_del: String,
-        delete: String,
-    }
-    let mut tables: BTreeMap<String, T> = BTreeMap::new();
-    for c in changes {
-        match c {
-            Change::Chain {
-                table, chain, to, ..
-            } => {
-                let t = tables.entry(table.clone()).or_default();
-                // `:CHAIN - [0:0]` creates the chain or flushes it: with
-                // --noflush, nothing else in the table is touched.
-                let _ = writeln!(t.declare, ":{chain} - [0:0]");
-                match to {
-                    Some(rules) => {
-                        for r in rules {
-                            let _ = writeln!(t.rules, "-A {chain} {r}");
-                        }
-                    }
-                    None => {
-                        let _ = writeln!(t.delete, "-X {chain}");
-                    }
-                }
-            }
-            Change::Jump {
-                table,
-                chain,
-                op,
-                rule,
-            } => {
-                let t = tables.entry(table.clone()).or_default();
-                match op {
-                    // First in the chain, so foreign rules cannot pre-empt ours.
-                    Op::Add => {
-                        let _ = writeln!(t.jumps_add, "-I {chain} 1 {rule}");
-                    }
-                    Op::Remove => {
-                        let _ = writeln!(t.jumps_del, "-D {chain} {rule}");
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    tables
-        .into_iter()
-        .map(|(name, t)| {
-            (
-                name.clone(),
-                format!(
-                    "*{name}\n{}{}{}{}{}COMMIT\n",
-                    t.declare, t.rules, t.jumps_add, t.jumps_del, t.delete
-                ),
-            )
-        })
-        .collect()
-}
-
 /// `cmd` fed `payload` as a heredoc with delimiter `d` (random, so never
 /// inside the payload); on failure the script stops naming `what`.
 pub fn heredoc(cmd: &str, what: &str, d: &str, payload: &str) -> String {
@@ -252,6 +187,37 @@ pub fn heredoc(cmd: &str, what: &str, d: &str, payload: &str) -> String {
     s.push_str(d);
     s.push('\n');
     s
+}
+
+/// The background job testing the firewall payloads (its pid in `$tp`);
+/// "" when there are none. One payload is one command; several are one
+/// `&&` list so that `$tp` fails when any test does.
+fn firewall_test(payloads: &[crate::firewall::Payload], d: &str) -> String {
+    match payloads {
+        [] => String::new(),
+        // One backend: `cmd <<'D' &`, then the payload.
+        [p] => format!("{} <<'{d}' &\n{}{d}\ntp=$!\n", p.test, p.text),
+        _ => {
+            let tests: String = payloads
+                .iter()
+                .map(|p| format!("{} <<'{d}' &&\n{}{d}\n", p.test, p.text))
+                .collect();
+            // `true` closes the last `&&`.
+            format!("{{\n{tests}true\n}} &\ntp=$!\n")
+        }
+    }
+}
+
+/// A word as the shell reads it: bare when it is plain, else quoted.
+fn sh_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_./".contains(&c))
+    {
+        s.to_string()
+    } else {
+        sh_quote(s)
+    }
 }
 
 /// Shell single-quoting for paths and values that are already validated.
@@ -350,8 +316,8 @@ pub fn script_verified(changes: &[Change], caps: Caps, marker: &str, extra: &str
 #[derive(Debug, Default)]
 pub struct Body {
     pub test_start: String,
-    /// The tables the iptables payload writes ("" when none).
-    pub tables: String,
+    /// What a failed firewall test says (the backends' `rejected`, "" when none).
+    pub rejected: String,
     pub stage: String,
     pub commit: String,
     /// The temp files `stage` writes (shell-quoted).
@@ -390,10 +356,7 @@ impl Body {
         } else {
             format!("rm -f {}; ", self.staged.join(" "))
         };
-        let message = format!(
-            "iptables-restore --test rejected the payload (tables {}){suffix}",
-            self.tables
-        );
+        let message = format!("{}{suffix}", self.rejected);
         format!("wait $tp || {{ {cleanup}fail {}; }}\n", sh_quote(&message))
     }
 }
@@ -405,20 +368,16 @@ impl Body {
 /// batch and stops before anything else changed.
 pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> Body {
     let mut b = Body::default();
-    // iptables: every table in one payload (each COMMIT is atomic for its
-    // table), tested before anything changes.
-    let payloads = iptables_payloads(changes);
-    let ipt: String = payloads.values().map(String::as_str).collect();
-    if !payloads.is_empty() {
-        b.tables = payloads
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        b.test_start =
-            format!("iptables-restore --noflush --test >/dev/null <<'{d}' &\n{ipt}{d}\ntp=$!\n");
-        out.commands += 1;
-    }
+    // The firewall: each backend's payload, tested before anything changes
+    // (crate::firewall), all tests in one background job.
+    let fw = crate::firewall::Firewall::payloads(changes);
+    b.test_start = firewall_test(&fw, d);
+    b.rejected = fw
+        .iter()
+        .map(|p| p.rejected.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    out.commands += fw.len();
     // Rules and routes: one ip -batch stream.
     let (batch, undo) = ip_batch_with_undo(changes);
     if !batch.is_empty() {
@@ -463,15 +422,10 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
             out.commands += 1;
         }
     }
-    if !ipt.is_empty() {
-        out.iptables_lines += ipt.lines().count();
-        s.push_str("step iptables-restore\n");
-        s.push_str(&heredoc(
-            "iptables-restore --noflush",
-            &format!("iptables-restore (tables {})", b.tables),
-            d,
-            &ipt,
-        ));
+    for p in &fw {
+        out.iptables_lines += p.text.lines().count();
+        let _ = writeln!(s, "step {}", sh_word(&p.step));
+        s.push_str(&heredoc(&p.apply, &p.what, d, &p.text));
         out.commands += 1;
     }
     // Boot files written above: enable units, start the flush loop (src/boot.rs).

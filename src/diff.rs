@@ -2,14 +2,14 @@
 //!
 //! Ownership (defined in [`crate::ownership`]) is applied here:
 //! - ip rules and routes tagged with protocol [`crate::ownership::ROUTE_PROTO`];
-//! - iptables chains named `DWPROV-*`, and the jump rules into them;
+//! - the firewall's owned objects, per backend ([`crate::firewall`]: for
+//!   iptables, chains named `DWPROV-*` and the jump rules into them);
 //! - the files dwprov renders (fixed paths, marked with a header);
 //! - the sysctl keys dwprov sets (never "removed": the kernel has no unset).
 //!
 //! Anything else on the host is never part of a change.
 use crate::ownership::owned;
 use crate::state::ip::RouteKey;
-use crate::state::iptables::IptRule;
 use crate::state::nexthop::{Hop, Nexthop};
 use crate::state::{Route, Rule, State};
 use serde::Serialize;
@@ -19,76 +19,7 @@ pub use crate::ownership::{
     is_owned_chain, is_owned_jump, is_owned_route, is_owned_rule, CHAIN_PREFIX,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Op {
-    Add,
-    Remove,
-}
-
-/// One change to one owned object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "object", rename_all = "lowercase")]
-pub enum Change {
-    File {
-        path: String,
-        from: Option<String>,
-        to: Option<String>,
-    },
-    Sysctl {
-        key: String,
-        from: Option<String>,
-        to: String,
-    },
-    Rule {
-        op: Op,
-        rule: Rule,
-    },
-    Route {
-        from: Option<Route>,
-        to: Option<Route>,
-    },
-    /// A DWPROV-* chain created, rewritten or deleted as a whole.
-    Chain {
-        table: String,
-        chain: String,
-        from: Option<Vec<IptRule>>,
-        to: Option<Vec<IptRule>>,
-    },
-    /// A nexthop object (issue 11): created, changed or deleted.
-    Nexthop {
-        from: Option<Nexthop>,
-        to: Option<Nexthop>,
-    },
-    /// A jump rule from a built-in chain into a DWPROV-* chain.
-    Jump {
-        table: String,
-        chain: String,
-        op: Op,
-        rule: IptRule,
-    },
-}
-
-impl Change {
-    /// +1 added, 0 changed, -1 removed.
-    pub fn sign(&self) -> i8 {
-        let (from, to) = match self {
-            Change::File { from, to, .. } => (from.is_some(), to.is_some()),
-            Change::Sysctl { from, .. } => (from.is_some(), true),
-            Change::Rule { op, .. } | Change::Jump { op, .. } => {
-                (*op == Op::Remove, *op == Op::Add)
-            }
-            Change::Route { from, to } => (from.is_some(), to.is_some()),
-            Change::Nexthop { from, to } => (from.is_some(), to.is_some()),
-            Change::Chain { from, to, .. } => (from.is_some(), to.is_some()),
-        };
-        match (from, to) {
-            (false, true) => 1,
-            (true, false) => -1,
-            _ => 0,
-        }
-    }
-}
+pub use crate::change::{Change, Op};
 
 /// Counts for the `+3 ~1 -2` summary: lines of the readable plan, not
 /// objects (a chain that gains one DNAT rule is `+1`, as shown).
@@ -195,7 +126,7 @@ pub fn diff(desired: &State, live: &State) -> HostDiff {
     diff_rules(desired, live, &mut d);
     diff_routes(desired, live, &mut d);
     diff_nexthops(desired, live, &mut d);
-    diff_iptables(desired, live, &mut d);
+    crate::firewall::Firewall::diff(&desired.firewall, &live.firewall, &mut d.changes);
     d
 }
 
@@ -344,72 +275,6 @@ fn diff_routes(desired: &State, live: &State, d: &mut HostDiff) {
                 from: Some(r.clone()),
                 to: None,
             });
-        }
-    }
-}
-
-fn diff_iptables(desired: &State, live: &State, d: &mut HostDiff) {
-    let tables: BTreeSet<&String> = desired
-        .iptables
-        .tables
-        .keys()
-        .chain(live.iptables.tables.keys())
-        .collect();
-    for table in tables {
-        let want = desired.iptables.tables.get(table);
-        let have = live.iptables.tables.get(table);
-        let chains: BTreeSet<&String> = want
-            .into_iter()
-            .chain(have)
-            .flat_map(|t| t.chains.keys())
-            .collect();
-        for chain in chains {
-            let w = want.and_then(|t| t.chains.get(chain));
-            let h = have.and_then(|t| t.chains.get(chain));
-            if is_owned_chain(chain) {
-                let wr = w.map(|c| c.rules.clone());
-                let hr = h.map(|c| c.rules.clone());
-                if wr != hr {
-                    d.changes.push(Change::Chain {
-                        table: table.clone(),
-                        chain: chain.clone(),
-                        from: hr,
-                        to: wr,
-                    });
-                }
-            } else {
-                // A built-in (or foreign) chain: only our jump rules in it are ours.
-                let wj: Vec<&IptRule> = w
-                    .iter()
-                    .flat_map(|c| &c.rules)
-                    .filter(is_owned_jump)
-                    .collect();
-                let hj: Vec<&IptRule> = h
-                    .iter()
-                    .flat_map(|c| &c.rules)
-                    .filter(is_owned_jump)
-                    .collect();
-                for r in &wj {
-                    if !hj.contains(r) {
-                        d.changes.push(Change::Jump {
-                            table: table.clone(),
-                            chain: chain.clone(),
-                            op: Op::Add,
-                            rule: (*r).clone(),
-                        });
-                    }
-                }
-                for r in &hj {
-                    if !wj.contains(r) {
-                        d.changes.push(Change::Jump {
-                            table: table.clone(),
-                            chain: chain.clone(),
-                            op: Op::Remove,
-                            rule: (*r).clone(),
-                        });
-                    }
-                }
-            }
         }
     }
 }
@@ -768,7 +633,9 @@ mod tests {
         State {
             rules: b.rules,
             routes: b.routes,
-            iptables: Iptables::parse(ipt).unwrap(),
+            firewall: crate::firewall::Firewall {
+                iptables: Iptables::parse(ipt).unwrap(),
+            },
             ..State::default()
         }
     }

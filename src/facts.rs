@@ -49,3 +49,12 @@ impl Facts {
         self.interfaces.iter().find(|i| i.name == name)
     }
 }
+
+/// One command's output (borrowed from the script's output: a 16,000-prefix
+/// route table is not copied again for its section).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Section<'a> {
+    pub stdout: &'a str,
+    pub stderr: &'a str,
+    pub status: i32,
+}

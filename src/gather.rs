@@ -15,7 +15,7 @@
 //!
 //! [`plan_digest`] hashes what a plan depends on, for stale-plan checks.
 use crate::error::{Error, Result};
-use crate::state::{ip, Iptables, RtTables, State};
+use crate::state::{ip, RtTables, State};
 
 use crate::transport::Transport;
 use serde::Serialize;
@@ -212,14 +212,8 @@ impl crate::transport::Watch for SectionWatch {
     }
 }
 
-/// One command's output (borrowed from the script's output: a 16,000-prefix
-/// route table is not copied again for its section).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Section<'a> {
-    pub stdout: &'a str,
-    pub stderr: &'a str,
-    pub status: i32,
-}
+/// One command's output (defined below the backends that parse theirs).
+pub use crate::facts::Section;
 
 /// Split the script's output into named sections.
 pub fn split_sections<'a>(text: &'a str, marker: &str) -> Result<BTreeMap<String, Section<'a>>> {
@@ -313,36 +307,8 @@ pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<F
     facts.interfaces = parse_addrs(get("addrs").stdout)?;
     facts.agent = crate::agent::status::Seen::parse(get("agent").stdout);
 
-    let version = get("iptables_version").stdout;
-    facts.iptables_backend = if version.contains("nf_tables") {
-        Some("nf_tables".into())
-    } else if version.contains("legacy") {
-        Some("legacy".into())
-    } else {
-        None
-    };
-    let ipt = get("iptables");
-    if facts.has_tool("iptables-save") {
-        if ipt.status != 0 {
-            return Err(remote(host, "iptables-save", &ipt));
-        }
-        facts.state.iptables = Iptables::parse(ipt.stdout)?;
-        for w in ipt.stderr.lines().filter(|l| !l.trim().is_empty()) {
-            facts.warnings.push(format!("iptables-save: {w}"));
-        }
-    }
-    facts.other_backend_rules = get("other_backend")
-        .stdout
-        .trim()
-        .parse::<u32>()
-        .unwrap_or(0)
-        > 0;
-    if facts.other_backend_rules {
-        facts.warnings.push(format!(
-            "rules exist in the other iptables backend than {}: they are invisible to dwprov and still filter packets",
-            facts.iptables_backend.as_deref().unwrap_or("the default")
-        ));
-    }
+    // The firewall of every backend, with its facts about the host.
+    facts.state.firewall = crate::firewall::Firewall::gather(host, &get, &mut facts)?;
     facts.state.rt_tables = RtTables::parse(get("rt_tables").stdout, "rt_tables")?;
     for line in get("sysctl").stdout.lines() {
         if let Some((k, v)) = line.split_once(' ') {
@@ -530,7 +496,7 @@ pub use crate::ownership::DEFAULT_BAND;
 /// the host holds none yet (a first plan), from the default band
 /// ([`DEFAULT_BAND`]) and every table but main, local and default.
 pub fn plan_digest(facts: &Facts, desired: &State) -> String {
-    use crate::ownership::{is_owned_chain, is_owned_jump, is_owned_route, is_owned_rule};
+    use crate::ownership::{is_owned_route, is_owned_rule};
     use crate::state::ip::{RouteKey, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN};
     use std::collections::BTreeSet;
     let live = &facts.state;
@@ -595,20 +561,8 @@ pub fn plan_digest(facts: &Facts, desired: &State) -> String {
                 }
         })
         .collect();
-    // (table, chain, owned chain's rules or the owned jumps of a built-in one)
-    let mut firewall = Vec::new();
-    for (table, t) in &live.iptables.tables {
-        for (chain, c) in &t.chains {
-            let rules: Vec<_> = if is_owned_chain(chain) {
-                c.rules.iter().collect()
-            } else {
-                c.rules.iter().filter(is_owned_jump).collect()
-            };
-            if is_owned_chain(chain) || !rules.is_empty() {
-                firewall.push((table, chain, rules));
-            }
-        }
-    }
+    // Each backend's owned objects (for iptables: table, chain, rules).
+    let firewall = live.firewall.digest();
     #[derive(Serialize)]
     struct Scope<'a> {
         kernel: &'a str,
@@ -623,11 +577,7 @@ pub fn plan_digest(facts: &Facts, desired: &State) -> String {
         sysctls: BTreeMap<&'a String, &'a String>,
         rules: Vec<&'a crate::state::Rule>,
         routes: Vec<&'a crate::state::Route>,
-        firewall: Vec<(
-            &'a String,
-            &'a String,
-            Vec<&'a crate::state::iptables::IptRule>,
-        )>,
+        firewall: Vec<crate::firewall::DigestItem<'a>>,
     }
     let scope = Scope {
         kernel: &facts.kernel,
@@ -990,6 +940,7 @@ mod tests {
         assert_ne!(digest(&f), base);
         let mut f = host_facts("", "", "");
         f.state
+            .firewall
             .iptables
             .tables
             .get_mut("filter")

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod boot;
+pub mod change;
 pub mod check;
 pub mod cli;
 pub mod converge;
@@ -14,6 +15,7 @@ pub mod diff;
 pub mod error;
 pub mod escape;
 pub mod facts;
+pub mod firewall;
 pub mod fleet;
 pub mod gather;
 pub mod import;

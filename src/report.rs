@@ -320,7 +320,7 @@ pub fn facts_text(f: &Facts, detail: Detail) -> String {
             let _ = writeln!(s, "  {}", crate::diff::route_text(r));
         }
     }
-    for (tname, table) in &f.state.iptables.tables {
+    for (tname, table) in &f.state.firewall.iptables.tables {
         let _ = writeln!(s, "iptables {tname}:");
         for (cname, chain) in &table.chains {
             let _ = writeln!(s, "  :{cname} {}", chain.policy.as_deref().unwrap_or("-"));

@@ -34,7 +34,7 @@
 //! parameters and heredoc payloads only. `dwprov rollback` (plan, ask,
 //! revert) is [`crate::rollback::rollback_hosts`].
 use crate::converge::{self, heredoc, sh_quote, ApplyScript};
-use crate::diff::{is_owned_chain, is_owned_jump, is_owned_route, is_owned_rule, Change};
+use crate::diff::{is_owned_route, is_owned_rule, Change};
 use crate::state::State;
 use std::fmt::Write as _;
 
@@ -121,21 +121,12 @@ fn params(vars: &[(&str, String)]) -> String {
 }
 
 /// How many owned objects the snapshot must list, in its line format
-/// (gateway/lib.sh): rules, routes, and iptables lines (one per owned
-/// chain, per rule in one, per jump into one).
+/// (gateway/lib.sh): rules, routes, and firewall lines (for iptables: one
+/// per owned chain, per rule in one, per jump into one).
 fn owned_counts(old: &State) -> (usize, usize, usize) {
-    let rules = old.rules.iter().filter(|r| is_owned_rule(r)).count();
-    let routes = old.routes.iter().filter(|r| is_owned_route(r)).count();
-    let mut ipt = 0;
-    for table in old.iptables.tables.values() {
-        for (name, chain) in &table.chains {
-            if is_owned_chain(name) {
-                ipt += 1 + chain.rules.len();
-            } else {
-                ipt += chain.rules.iter().filter(|r| is_owned_jump(r)).count();
-            }
-        }
-    }
+    let rules = old.rules.iter().filter(is_owned_rule).count();
+    let routes = old.routes.iter().filter(is_owned_route).count();
+    let ipt = old.firewall.owned_lines();
     (rules, routes, ipt)
 }
 
@@ -622,36 +613,8 @@ pub fn snapshot_state(
         nh.sort();
         snap.nexthops = nh;
     }
-    // iptables: the owned lines per table as a save, built-in chains declared.
-    let mut tables: std::collections::BTreeMap<&str, (Vec<String>, Vec<String>)> =
-        Default::default();
-    for l in get("ipt.ordered")?.lines() {
-        let Some((t, line)) = l.split_once('\t') else {
-            continue;
-        };
-        let (decl, rules) = tables.entry(t).or_default();
-        if let Some(c) = line.strip_prefix("-N ") {
-            decl.push(format!(":{c} - [0:0]"));
-        } else {
-            if let Some(chain) = line.split_whitespace().nth(1) {
-                let d = format!(":{chain} ACCEPT [0:0]");
-                if !is_owned_chain(chain) && !decl.contains(&d) {
-                    decl.push(d);
-                }
-            }
-            rules.push(line.to_string());
-        }
-    }
-    let mut save = String::new();
-    for (t, (decl, rules)) in &tables {
-        let _ = writeln!(
-            save,
-            "*{t}\n{}\n{}\nCOMMIT",
-            decl.join("\n"),
-            rules.join("\n")
-        );
-    }
-    snap.iptables = crate::state::Iptables::parse(&save)?;
+    // The firewall: each backend's owned listing.
+    snap.firewall = crate::firewall::Firewall::from_snapshot(sections)?;
     // Files: as the snapshot copied them; owned files it did not cover stay.
     let mut covered = std::collections::BTreeSet::new();
     for l in get("files.list")?.lines() {

@@ -100,7 +100,7 @@ pub fn hand_made(desired: &State, live: &State) -> Vec<HandMade> {
             out.push(HandMade::Route { route: r.clone() });
         }
     }
-    for (table, t) in &desired.iptables.tables {
+    for (table, t) in &desired.firewall.iptables.tables {
         for (chain, c) in &t.chains {
             let Some(builtin) = chain.strip_prefix(crate::ownership::CHAIN_PREFIX) else {
                 continue;
@@ -109,7 +109,7 @@ pub fn hand_made(desired: &State, live: &State) -> Vec<HandMade> {
                 continue;
             }
             let wanted: HashSet<IptRule> = c.rules.iter().map(rule_selector).collect();
-            let Some(live_chain) = live.iptables.chain(table, builtin) else {
+            let Some(live_chain) = live.firewall.iptables.chain(table, builtin) else {
                 continue;
             };
             for (i, r) in live_chain.rules.iter().enumerate() {
@@ -149,6 +149,7 @@ pub fn after_take_over(live: &State, objects: &[HandMade]) -> State {
                 table, chain, rule, ..
             } => {
                 if let Some(c) = s
+                    .firewall
                     .iptables
                     .tables
                     .get_mut(table)
@@ -259,7 +260,9 @@ mod tests {
         State {
             rules: b.rules,
             routes: b.routes,
-            iptables: Iptables::parse(ipt).unwrap(),
+            firewall: crate::firewall::Firewall {
+                iptables: Iptables::parse(ipt).unwrap(),
+            },
             rt_tables: rt,
             ..Default::default()
         }
@@ -327,7 +330,7 @@ mod tests {
             after.routes
         );
         assert!(
-            format!("{:?}", after.iptables).contains("MASQUERADE"),
+            format!("{:?}", after.firewall.iptables).contains("MASQUERADE"),
             "the foreign NAT stays"
         );
         let batch = restore_batch(&h);

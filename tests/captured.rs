@@ -25,7 +25,9 @@ fn captured_live_state_equals_the_rendered_desired_state() {
     let live = State {
         rules: ip::parse_rules_json(&fixture("fwmark-rules.json")).unwrap(),
         routes: ip::parse_routes_json(&fixture("fwmark-routes.json")).unwrap(),
-        iptables: Iptables::parse(&fixture("fwmark-iptables.save")).unwrap(),
+        firewall: dwprov::state::Firewall {
+            iptables: Iptables::parse(&fixture("fwmark-iptables.save")).unwrap(),
+        },
         nexthops: Vec::new(),
         // Files and sysctls are not part of this capture.
         files: rendered.desired.files.clone(),

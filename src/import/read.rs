@@ -369,6 +369,7 @@ fn refuse_managed(facts: &Facts) -> Result<(), Refusal> {
     let rules = st.rules.iter().filter(|r| is_owned_rule(*r)).count();
     let routes = st.routes.iter().filter(|r| is_owned_route(*r)).count();
     let chains = st
+        .firewall
         .iptables
         .tables
         .values()
@@ -466,7 +467,7 @@ fn net(s: &str) -> Option<Ipv4Net> {
 
 /// `(interface, mark)` of every CONNMARK set in mangle's built-in chains.
 fn mangle_marks(facts: &Facts) -> Vec<(String, u32)> {
-    let Some(mangle) = facts.state.iptables.tables.get("mangle") else {
+    let Some(mangle) = facts.state.firewall.iptables.tables.get("mangle") else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -494,7 +495,7 @@ fn mangle_marks(facts: &Facts) -> Vec<(String, u32)> {
 
 /// Sources of the SNAT/MASQUERADE rules in nat POSTROUTING.
 fn nat_sources(facts: &Facts) -> BTreeSet<Ipv4Net> {
-    let Some(post) = facts.state.iptables.chain("nat", "POSTROUTING") else {
+    let Some(post) = facts.state.firewall.iptables.chain("nat", "POSTROUTING") else {
         return BTreeSet::new();
     };
     post.rules
@@ -507,7 +508,7 @@ fn nat_sources(facts: &Facts) -> BTreeSet<Ipv4Net> {
 /// NAT mode, forwards and hairpin from the nat table; every other rule of
 /// nat and mangle's built-in chains, and every chain of another tool, is foreign.
 fn read_nat(facts: &Facts, a: &mut Adopted) {
-    let ipt = &facts.state.iptables;
+    let ipt = &facts.state.firewall.iptables;
     let line_by_ip: BTreeMap<String, String> = a
         .lines
         .iter()

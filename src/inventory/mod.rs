@@ -40,6 +40,7 @@ pub const CONNECTION_KEYS: &[&str] = &["address", "connection", "ssh"];
 /// Host-level keys that describe the gateway (read by `model::build`).
 pub const GATEWAY_KEYS: &[&str] = &[
     "method",
+    "firewall",
     "lan",
     "lines",
     "nat",

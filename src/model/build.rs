@@ -77,6 +77,7 @@ pub fn build(host: &Host) -> Result<Gateway> {
     Ok(Gateway {
         host: host.name.clone(),
         method: settings.method,
+        firewall: settings.firewall,
         lan,
         lines,
         nat,

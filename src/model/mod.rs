@@ -133,6 +133,8 @@ pub struct Policy {
 pub struct Gateway {
     pub host: String,
     pub method: Method,
+    /// The firewall backend (`firewall:`, default iptables).
+    pub firewall: crate::firewall::Backend,
     pub lan: Vec<Lan>,
     pub lines: Vec<Line>,
     pub nat: NatMode,

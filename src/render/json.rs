@@ -72,11 +72,13 @@ impl Serialize for Desired<'_> {
             rules,
             routes,
             nexthops,
-            iptables,
+            firewall,
             rt_tables,
             files,
             sysctls,
         } = self.0;
+        // Flattened, as `State` serializes it: one key per backend.
+        let crate::firewall::Firewall { iptables } = firewall;
         let mut m = s.serialize_map(Some(7))?;
         m.serialize_entry("files", files)?;
         m.serialize_entry("iptables", &sorted(iptables).map_err(S::Error::custom)?)?;

@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::gather::Facts;
 use crate::model::{Gateway, Method};
-use crate::state::{ip, Iptables, RtTables, State};
+use crate::state::{ip, RtTables, State};
 use ipnet::Ipv4Net;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -390,10 +390,9 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
         artefacts.insert(path.to_string(), text);
     }
     artefacts.insert("ip.batch".into(), templates.render("ip.batch", &ctx)?);
-    artefacts.insert(
-        "iptables.rules".into(),
-        templates.render("iptables.rules", &ctx)?,
-    );
+    // The inventory's firewall backend renders its own artefact.
+    let fw = crate::firewall::Firewall::artefact(gw.firewall);
+    artefacts.insert(fw.into(), templates.render(fw, &ctx)?);
     // The context holds every prefix as JSON: free it before parsing and
     // the boot files, the peak of a big list.
     drop(ctx);
@@ -482,9 +481,7 @@ fn parse_artefacts(artefacts: &BTreeMap<String, String>) -> Result<State> {
         desired.rules = batch.rules;
         desired.routes = batch.routes;
     }
-    if let Some(i) = artefacts.get("iptables.rules") {
-        desired.iptables = Iptables::parse(i)?;
-    }
+    desired.firewall = crate::firewall::Firewall::desired(artefacts)?;
     Ok(desired)
 }
 
@@ -521,6 +518,7 @@ pub(crate) mod tests {
         Gateway {
             host: "gw1".into(),
             method,
+            firewall: Default::default(),
             lan: vec![Lan {
                 interface: "eth0".into(),
                 address: "192.168.0.1/24".parse().unwrap(),

@@ -4,12 +4,14 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+pub mod firewall;
 pub mod ip;
 pub mod iptables;
 pub mod nexthop;
 pub mod nftables;
 pub mod rt_tables;
 
+pub use firewall::{Backend, Firewall};
 pub use ip::{Route, Rule, RuleAction};
 pub use iptables::Iptables;
 pub use rt_tables::RtTables;
@@ -23,7 +25,9 @@ pub struct State {
     pub routes: Vec<Route>,
     /// Nexthop objects (issue 11), sorted by id.
     pub nexthops: Vec<nexthop::Nexthop>,
-    pub iptables: Iptables,
+    /// The firewall of every backend (flattened: `iptables` in JSON, as before).
+    #[serde(flatten)]
+    pub firewall: Firewall,
     /// /etc/iproute2/rt_tables entries.
     pub rt_tables: RtTables,
     /// Files dwprov owns or would own: path → content.

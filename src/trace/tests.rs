@@ -222,7 +222,7 @@ fn the_world_after_an_apply_keeps_foreign_state_and_replaces_owned() {
     .unwrap();
     facts.state.rules = foreign.rules;
     facts.state.routes = foreign.routes;
-    facts.state.iptables = crate::state::Iptables::parse(
+    facts.state.firewall.iptables = crate::state::Iptables::parse(
         "*mangle\n:PREROUTING ACCEPT [0:0]\n:DWPROV-OLD - [0:0]\n-A PREROUTING -j MARK --set-xmark 0x1/0x1\n\
          -A PREROUTING -m comment --comment dwprov -j DWPROV-OLD\nCOMMIT\n",
     )

@@ -19,7 +19,7 @@ use serde::Serialize;
 /// The firewall model of a state: the one place the tracer reaches it, so
 /// that the state's firewall becoming a backend seam changes this line.
 pub fn iptables_of(state: &State) -> &Iptables {
-    &state.iptables
+    &state.firewall.iptables
 }
 
 /// Which state a trace ran on.

@@ -191,7 +191,7 @@ fn foreign_rules_marks_tables_and_names() {
          rule add priority 500 fwmark 0x300/0xff00 lookup 77\n\
          route add default via 198.51.100.1 dev eth1 table 200 proto static\n",
     );
-    f.state.iptables = Iptables::parse(
+    f.state.firewall.iptables = Iptables::parse(
         "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -i eth9 -j MARK --set-xmark 0x400/0xf00\nCOMMIT\n",
     )
     .unwrap();
@@ -221,7 +221,7 @@ fn foreign_rules_marks_tables_and_names() {
 #[test]
 fn a_foreign_dnat_before_dwprovs_jump_and_a_forward_of_sshd() {
     let mut f = bare();
-    f.state.iptables = Iptables::parse(
+    f.state.firewall.iptables = Iptables::parse(
         "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n:DWPROV-PREROUTING - [0:0]\n\
          -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
          -A PREROUTING -m comment --comment dwprov -j DWPROV-PREROUTING\n\

@@ -80,7 +80,9 @@ fn facts(batch: &str, ipt: &str) -> Facts {
         state: State {
             rules,
             routes: b.routes,
-            iptables: Iptables::parse(ipt).unwrap(),
+            firewall: crate::firewall::Firewall {
+                iptables: Iptables::parse(ipt).unwrap(),
+            },
             rt_tables: rt,
             ..Default::default()
         },

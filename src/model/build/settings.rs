@@ -1,14 +1,17 @@
-//! The host-wide settings of the intent: `method` (required), `rule_priority`
+//! The host-wide settings of the intent: `method` (required), `firewall`
+//! (iptables, the only backend so far), `rule_priority`
 //! (1000), `mark_mask` (0xff00), `route_cache_flush` (unset: decided from
 //! facts) and `hairpin` (false).
 use super::missing;
 use crate::error::Result;
+use crate::firewall::Backend;
 use crate::inventory::{values, Host};
 use crate::model::Method;
 
 /// The settings read from a host's vars.
 pub(super) struct Settings {
     pub method: Method,
+    pub firewall: Backend,
     pub rule_priority: u32,
     pub mark_mask: u32,
     pub route_cache_flush: Option<bool>,
@@ -36,6 +39,10 @@ pub(super) fn settings(host: &Host) -> Result<Settings> {
             ))
         }
     };
+    let firewall = match vars.get("firewall") {
+        Some(n) => values::choice(n, "firewall", Backend::ALL)?,
+        None => Backend::default(),
+    };
     let rule_priority = match vars.get("rule_priority") {
         Some(n) => values::rule_priority(n)?,
         None => crate::ownership::DEFAULT_RULE_PRIORITY,
@@ -54,6 +61,7 @@ pub(super) fn settings(host: &Host) -> Result<Settings> {
     };
     Ok(Settings {
         method,
+        firewall,
         rule_priority,
         mark_mask,
         route_cache_flush,

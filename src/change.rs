@@ -1,0 +1,78 @@
+//! One change to one owned object: the vocabulary between the diff (which
+//! finds them, [`crate::diff`]), the firewall backends (which find and apply
+//! theirs, [`crate::firewall`]) and converge, below all of them.
+use crate::state::iptables::IptRule;
+use crate::state::nexthop::Nexthop;
+use crate::state::{Route, Rule};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Add,
+    Remove,
+}
+
+/// One change to one owned object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "object", rename_all = "lowercase")]
+pub enum Change {
+    File {
+        path: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    Sysctl {
+        key: String,
+        from: Option<String>,
+        to: String,
+    },
+    Rule {
+        op: Op,
+        rule: Rule,
+    },
+    Route {
+        from: Option<Route>,
+        to: Option<Route>,
+    },
+    /// A DWPROV-* chain created, rewritten or deleted as a whole.
+    Chain {
+        table: String,
+        chain: String,
+        from: Option<Vec<IptRule>>,
+        to: Option<Vec<IptRule>>,
+    },
+    /// A nexthop object (issue 11): created, changed or deleted.
+    Nexthop {
+        from: Option<Nexthop>,
+        to: Option<Nexthop>,
+    },
+    /// A jump rule from a built-in chain into a DWPROV-* chain.
+    Jump {
+        table: String,
+        chain: String,
+        op: Op,
+        rule: IptRule,
+    },
+}
+
+impl Change {
+    /// +1 added, 0 changed, -1 removed.
+    pub fn sign(&self) -> i8 {
+        let (from, to) = match self {
+            Change::File { from, to, .. } => (from.is_some(), to.is_some()),
+            Change::Sysctl { from, .. } => (from.is_some(), true),
+            Change::Rule { op, .. } | Change::Jump { op, .. } => {
+                (*op == Op::Remove, *op == Op::Add)
+            }
+            Change::Route { from, to } => (from.is_some(), to.is_some()),
+            Change::Nexthop { from, to } => (from.is_some(), to.is_some()),
+            Change::Chain { from, to, .. } => (from.is_some(), to.is_some()),
+        };
+        match (from, to) {
+            (false, true) => 1,
+            (true, false) => -1,
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The firewall-backend seam: which backend a gateway uses ([`Backend`],
+//! from the inventory's `firewall:`), the owned firewall state of every
+//! known backend ([`Firewall`], a field of [`crate::state::State`]; both
+//! typed in `state/firewall.rs`), and what a backend provides
+//! ([`FirewallBackend`]). iptables is the first backend
+//! ([`iptables`]); the rest of dwprov reaches a backend only through here.
+//!
+//! Live state holds each backend the gateway has (a gateway switching backend
+//! has owned objects in both); desired state fills only the inventory's
+//! backend, so the diff removes the other backend's owned objects: switching
+//! backend is one apply.
+//!
+//! To add a backend: a variant of [`Backend`], a field of [`Firewall`], its
+//! [`FirewallBackend`] implementation in a module here, and one line in
+//! each `Firewall` method that iterates the backends.
+use crate::change::Change;
+use crate::error::Result;
+use crate::facts::{Facts, Section};
+use std::collections::BTreeMap;
+
+pub mod iptables;
+
+pub use crate::state::firewall::{Backend, DigestItem, Firewall};
+pub use crate::state::iptables::Iptables;
+
+/// What the apply script runs for one backend's changes: a test of the
+/// payload that changes nothing (run in the background while the snapshot
+/// and staging go on), then the payload itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Payload {
+    /// The command that tests the payload on stdin, e.g.
+    /// `iptables-restore --noflush --test >/dev/null`.
+    pub test: String,
+    /// The command that applies the payload on stdin.
+    pub apply: String,
+    /// The step's name (`step` in gateway/lib.sh).
+    pub step: String,
+    /// What failed when `apply` fails, e.g. `iptables-restore (tables nat)`.
+    pub what: String,
+    /// What failed when `test` fails, e.g. `iptables-restore --test rejected
+    /// the payload (tables nat)`.
+    pub rejected: String,
+    /// The payload text.
+    pub text: String,
+}
+
+/// What a firewall backend provides. Each method is pure; the gateway side
+/// of the snapshot and revert is in gateway/lib.sh and gateway/revert.sh.
+pub trait FirewallBackend: Sized + Default {
+    const BACKEND: Backend;
+    /// The render artefact (and template name) of its desired state.
+    const ARTEFACT: &'static str;
+    /// Its live state from the gather sections (gateway/gather.sh), with
+    /// the facts and warnings it has about the host.
+    fn gather<'a>(host: &str, get: &dyn Fn(&str) -> Section<'a>, facts: &mut Facts)
+        -> Result<Self>;
+    /// Its desired state from its rendered artefact (the live parser).
+    fn parse_desired(text: &str) -> Result<Self>;
+    /// Desired against live, owned objects only.
+    fn diff(desired: &Self, live: &Self, changes: &mut Vec<Change>);
+    /// The apply payload of `changes` (those of this backend), if any.
+    fn payload(changes: &[Change]) -> Option<Payload>;
+    /// Owned lines a snapshot must list (gateway/lib.sh's format).
+    fn owned_lines(&self) -> usize;
+    /// Its owned state from a snapshot's listing sections.
+    fn from_snapshot(sections: &BTreeMap<String, Section>) -> Result<Self>;
+    /// Its owned objects for the stale-plan digest.
+    fn digest(&self) -> Vec<DigestItem<'_>>;
+    /// Its boot-restore context: (tera name, value) pairs for templates/boot.
+    fn boot_context(&self) -> Vec<(&'static str, serde_json::Value)>;
+    /// The boot templates it renders and their paths.
+    fn boot_files() -> &'static [(&'static str, &'static str)];
+}
+
+impl Firewall {
+    /// The desired firewall from the rendered artefacts: each backend whose
+    /// artefact is there (render writes only the inventory's backend's, see
+    /// [`Firewall::artefact`], so the others stay empty and their owned
+    /// objects are removed).
+    pub fn desired(artefacts: &BTreeMap<String, String>) -> Result<Firewall> {
+        let mut fw = Firewall::default();
+        if let Some(text) = artefacts.get(Iptables::ARTEFACT) {
+            fw.iptables = Iptables::parse_desired(text)?;
+        }
+        Ok(fw)
+    }
+
+    /// The live firewall of every backend from the gather sections.
+    pub fn gather<'a>(
+        host: &str,
+        get: &dyn Fn(&str) -> Section<'a>,
+        facts: &mut Facts,
+    ) -> Result<Firewall> {
+        Ok(Firewall {
+            iptables: Iptables::gather(host, get, facts)?,
+        })
+    }
+
+    /// Every backend's changes, desired against live.
+    pub fn diff(desired: &Firewall, live: &Firewall, changes: &mut Vec<Change>) {
+        Iptables::diff(&desired.iptables, &live.iptables, changes);
+    }
+
+    /// The payloads of every backend that has changes, in backend order.
+    pub fn payloads(changes: &[Change]) -> Vec<Payload> {
+        [Iptables::payload(changes)].into_iter().flatten().collect()
+    }
+
+    /// Owned lines a snapshot must list, all backends.
+    pub fn owned_lines(&self) -> usize {
+        self.iptables.owned_lines()
+    }
+
+    /// Owned state of every backend from a snapshot's sections.
+    pub fn from_snapshot(sections: &BTreeMap<String, Section>) -> Result<Firewall> {
+        Ok(Firewall {
+            iptables: Iptables::from_snapshot(sections)?,
+        })
+    }
+
+    /// Owned objects of every backend for the stale-plan digest.
+    pub fn digest(&self) -> Vec<DigestItem<'_>> {
+        self.iptables.digest()
+    }
+
+    /// Boot context of every backend.
+    pub fn boot_context(&self) -> Vec<(&'static str, serde_json::Value)> {
+        self.iptables.boot_context()
+    }
+
+    /// The boot templates of `backend`, with their paths.
+    pub fn boot_files(backend: Backend) -> &'static [(&'static str, &'static str)] {
+        match backend {
+            Backend::Iptables => Iptables::boot_files(),
+        }
+    }
+
+    /// The render artefact of `backend`.
+    pub fn artefact(backend: Backend) -> &'static str {
+        match backend {
+            Backend::Iptables => Iptables::ARTEFACT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_are_unique_and_round_trip() {
+        for (n, b) in Backend::ALL {
+            assert_eq!(b.name(), *n);
+        }
+        assert_eq!(Backend::default(), Backend::Iptables);
+    }
+
+    #[test]
+    fn desired_fills_only_the_chosen_backend() {
+        let mut a = BTreeMap::new();
+        a.insert(
+            "iptables.rules".to_string(),
+            "*nat\n:DWPROV-X - [0:0]\n-A DWPROV-X -j ACCEPT\nCOMMIT\n".to_string(),
+        );
+        let fw = Firewall::desired(&a).unwrap();
+        assert!(fw.iptables.chain("nat", "DWPROV-X").is_some());
+    }
+}
