@@ -221,6 +221,8 @@ pub fn files(
         ctx.insert(name, &value);
     }
     ctx.insert("init_script", INIT_SCRIPT);
+    ctx.insert("firewall", gw.firewall.name());
+    ctx.insert("nft_boot", crate::ownership::NFTABLES_NFT);
 
     let mut wanted: Vec<(&str, String)> = vec![("boot/ip.batch", IP_BATCH.into())];
     // The inventory's firewall backend restores its own file.

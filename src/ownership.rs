@@ -175,6 +175,8 @@ pub const SYSCTL_CONF: &str = owned!(sysctl_conf);
 /// Boot files under [`STATE_DIR`] (see `crate::boot`).
 pub const IP_BATCH: &str = concat!(owned!(state_dir), "/ip.batch");
 pub const IPTABLES_RULES: &str = concat!(owned!(state_dir), "/iptables.rules");
+/// The nftables backend's boot file: the owned table as one `nft -f` transaction.
+pub const NFTABLES_NFT: &str = concat!(owned!(state_dir), "/nftables.nft");
 pub const BOOT_SH: &str = concat!(owned!(state_dir), "/boot.sh");
 pub const FLUSH_SH: &str = concat!(owned!(state_dir), "/route-cache-flush.sh");
 
@@ -342,7 +344,7 @@ mod tests {
                 "{unit}"
             );
         }
-        for f in [IP_BATCH, IPTABLES_RULES, BOOT_SH, FLUSH_SH] {
+        for f in [IP_BATCH, IPTABLES_RULES, NFTABLES_NFT, BOOT_SH, FLUSH_SH] {
             assert!(f.starts_with(&format!("{STATE_DIR}/")), "{f}");
         }
         assert!(INIT_SCRIPT.ends_with(&format!("/{INIT_NAME}")));

@@ -13,7 +13,8 @@ mod common;
 
 use common::seed::*;
 use common::Lab;
-use dwprov::state::nftables::{diff, json, render};
+use dwprov::render::nftables as render;
+use dwprov::state::nftables::{diff, json};
 use dwprov::{inventory, model};
 
 fn gateway(inv: &std::path::Path) -> model::Gateway {

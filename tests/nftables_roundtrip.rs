@@ -8,9 +8,10 @@
 //! iptables-nft `ip nat` rule planted first survive every step.
 //!
 //! Needs root, `ip` and `nft`; without them it prints why and skips.
+use dwprov::render::nftables as render;
 use dwprov::state::nftables::{
     diff::{diff, full, payload},
-    json, render, Elem, Nftables,
+    json, Elem, Nftables,
 };
 use dwprov::{inventory, model};
 use std::io::Write;

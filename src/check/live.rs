@@ -337,7 +337,7 @@ fn rule_band(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) 
 
 /// Foreign rules or iptables marks on dwprov's mark bits (method fwmark).
 fn mark_bits(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) {
-    if gw.method != Method::Fwmark {
+    if !matches!(gw.method, Method::Fwmark | Method::Set) {
         return;
     }
     let mask = gw.mark_mask;

@@ -15,11 +15,14 @@ use std::fmt::Write;
 
 /// One change to the owned table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "nft", rename_all = "snake_case")]
 pub enum NftChange {
     /// The table is missing (its chains and sets come as their own changes).
     AddTable,
     /// The host is to have no owned table: everything in it goes.
-    DeleteTable(Table),
+    DeleteTable {
+        table: Table,
+    },
     AddChain {
         name: String,
         chain: Chain,
@@ -57,7 +60,7 @@ pub fn diff(live: &Nftables, desired: &Nftables) -> Vec<NftChange> {
     let (live_t, want) = match (&live.table, &desired.table) {
         (None, None) => return out,
         (Some(t), None) => {
-            out.push(NftChange::DeleteTable(t.clone()));
+            out.push(NftChange::DeleteTable { table: t.clone() });
             return out;
         }
         (None, Some(w)) => {
@@ -190,7 +193,7 @@ fn rule_diff<'a>(a: &'a [Rule], b: &'a [Rule]) -> Vec<(char, &'a Rule)> {
 pub fn view(c: &NftChange) -> Vec<ViewLine> {
     match c {
         NftChange::AddTable => vec![line('+', format!("table {NFT_FAMILY} {NFT_TABLE}"))],
-        NftChange::DeleteTable(t) => {
+        NftChange::DeleteTable { table: t } => {
             let mut v = vec![line('-', format!("table {NFT_FAMILY} {NFT_TABLE}"))];
             for (name, ch) in &t.chains {
                 v.push(line('-', chain_head(name, ch)));
@@ -298,7 +301,7 @@ pub fn payload(changes: &[NftChange]) -> String {
     }
     if changes
         .iter()
-        .any(|c| matches!(c, NftChange::DeleteTable(_)))
+        .any(|c| matches!(c, NftChange::DeleteTable { .. }))
     {
         // Removing the owned table: one statement, nothing of anyone else's.
         let _ = writeln!(out, "delete table {NFT_FAMILY} {NFT_TABLE}");

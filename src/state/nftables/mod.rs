@@ -2,7 +2,8 @@
 //! in family [`crate::ownership::NFT_FAMILY`]) as a typed value.
 //!
 //! Live state is parsed from `nft -j list table inet dwprov` ([`json`]);
-//! desired state is built from the intent ([`render`]); both are values of
+//! desired state is built from the intent (`crate::render::nftables`), written
+//! as a script and parsed back ([`script`]); both are values of
 //! the same types in one canonical form, so a table right after an apply
 //! compares equal to what was rendered. The canonical form is nft's own
 //! listing: what nft normalises on load (a `/32` written as an address, the
@@ -18,7 +19,6 @@ use std::net::Ipv4Addr;
 
 pub mod diff;
 pub mod json;
-pub mod render;
 pub mod script;
 #[cfg(test)]
 mod tests;

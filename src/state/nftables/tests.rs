@@ -3,9 +3,9 @@
 //! with nft 1.0.6), the canonical form, the seed's rendering, the diff and
 //! the payload.
 use super::diff::{diff, full, payload, view, NftChange};
-use super::render::{desired, line_sets, set_name};
 use super::*;
 use crate::model::Method;
+use crate::render::nftables::{desired, line_sets, set_name};
 
 fn seed() -> crate::model::Gateway {
     crate::render::tests::seed(Method::Fwmark)
@@ -241,7 +241,7 @@ fn bad_listings_are_located_errors() {
 fn switching_away_deletes_only_the_owned_table() {
     let live = json::parse(&fixture("seed-fwmark.json")).unwrap();
     let changes = diff(&live, &Nftables::default());
-    assert!(matches!(changes[..], [NftChange::DeleteTable(_)]));
+    assert!(matches!(changes[..], [NftChange::DeleteTable { .. }]));
     assert_eq!(payload(&changes), "delete table inet dwprov\n");
     assert!(lines_of(&changes)[0] == "- table inet dwprov");
 }

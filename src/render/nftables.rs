@@ -17,8 +17,8 @@
 //! | `mangle_postrouting` (filter) | postrouting | mangle + 1 (-149) | marks the new connection by its out-interface before source NAT |
 //! | `nat_prerouting` (nat) | prerouting | dstnat + 1 (-99) | after iptables-nft's nat PREROUTING (Docker's DNAT first, as with dwprov's appended jump) |
 //! | `nat_postrouting` (nat) | postrouting | srcnat + 1 (101) | hairpin SNAT first, then line SNAT/MASQUERADE, after iptables-nft's nat POSTROUTING |
-use super::{BaseChain, Chain, Elem, MarkKey, Nftables, Rule, Set, Stmt, Table};
 use crate::model::{Gateway, Method, NatMode};
+use crate::state::nftables::{BaseChain, Chain, Elem, MarkKey, Nftables, Rule, Set, Stmt, Table};
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -313,4 +313,10 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
             sets: set_map,
         }),
     }
+}
+
+/// The render artefact of the nftables backend: the whole table as the
+/// transaction `diff::full` writes (built from the intent, no template).
+pub fn artefact(gw: &Gateway) -> String {
+    crate::state::nftables::diff::full(&desired(gw, gw.method == Method::Set))
 }
