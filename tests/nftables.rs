@@ -114,3 +114,164 @@ fn the_rendered_table_carries_every_scenario() {
     assert_eq!(owned(&lab), Default::default());
     assert_eq!(lab.sh_ok("gw", FOREIGN), foreign);
 }
+
+const NFT: &str = "          firewall: nftables\n";
+
+/// `object: nft` changes of a JSON plan, as `(kind, shown lines)`.
+fn nft_changes(plan: &serde_json::Value) -> Vec<serde_json::Value> {
+    changes(plan)
+        .into_iter()
+        .filter(|c| c["object"] == "nft")
+        .collect()
+}
+
+fn plant_foreign(lab: &Lab) -> String {
+    lab.sh_ok(
+        "gw",
+        "nft -f - <<'EOF'\n\
+         add table inet filter\n\
+         add chain inet filter input { type filter hook input priority 0; policy accept; }\n\
+         add rule inet filter input ip saddr 10.99.0.0/16 tcp dport 22 counter accept\n\
+         EOF\n\
+         iptables -A INPUT -s 10.99.0.0/16 -p tcp --dport 22 -j ACCEPT && \
+         iptables -t nat -N ADMIN && iptables -t nat -A PREROUTING -j ADMIN && \
+         iptables -t nat -A ADMIN -s 10.99.0.0/16 -j RETURN",
+    );
+    lab.sh_ok("gw", FOREIGN)
+}
+
+fn rollback(lab: &Lab, inv: &std::path::Path) {
+    let o = lab.dwprov(&[
+        "rollback",
+        "-i",
+        inv.to_str().unwrap(),
+        "--limit",
+        "gw1",
+        "--yes",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// dwprov itself, `firewall: nftables`, method fwmark: converges, every
+/// traffic check, plan empty after, hand drift shown exactly and repaired;
+/// then the switch iptables -> nftables in one apply and back by rollback.
+#[test]
+fn nftables_fwmark_applies_switches_and_rolls_back() {
+    let lab = Lab::up();
+    let foreign = plant_foreign(&lab);
+    let ipt = inventory_with(&lab, "ipt.yaml", "fwmark", FORWARDS, CNC_ROUTES, "");
+    let nft = inventory_with(&lab, "nft.yaml", "fwmark", FORWARDS, CNC_ROUTES, NFT);
+
+    // iptables first, then the switch: one apply removes the DWPROV-* chains
+    // and creates the table.
+    apply(&lab, &ipt);
+    assert_traffic(&lab, true);
+    let o = apply(&lab, &nft);
+    let out = text(&o);
+    let ipt_save = lab.sh_ok("gw", "iptables-save");
+    assert!(!ipt_save.contains("DWPROV-"), "{ipt_save}\n{out}");
+    assert_eq!(owned(&lab), render::desired(&gateway(&nft), false));
+    assert_traffic(&lab, true);
+    assert_eq!(lab.sh_ok("gw", FOREIGN), foreign);
+    let (code, plan) = plan_json(&lab, &nft);
+    assert_eq!(code, 0, "plan after apply must be empty: {plan}");
+    let boot = lab.sh_ok(
+        "gw",
+        "cat /etc/dwprov/nftables.nft; grep -c load_nftables /etc/dwprov/boot.sh",
+    );
+    assert!(boot.contains("add table inet dwprov"), "{boot}");
+
+    // Rollback: the snapshot of the switch has the DWPROV-* chains and no
+    // table; the revert puts back both backends as they were.
+    rollback(&lab, &nft);
+    let ipt_save = lab.sh_ok("gw", "iptables-save");
+    assert!(ipt_save.contains("DWPROV-"), "{ipt_save}");
+    assert_eq!(
+        owned(&lab),
+        Default::default(),
+        "the table went with the rollback"
+    );
+    assert_eq!(plan_code(&lab, &ipt), 0);
+    assert_traffic(&lab, true);
+    assert_eq!(lab.sh_ok("gw", FOREIGN), foreign);
+    apply(&lab, &nft);
+    assert_eq!(plan_code(&lab, &nft), 0);
+
+    // Hand drift: one rule deleted is exactly one change, repaired by apply.
+    let h = lab.sh_ok("gw", "nft -a list chain inet dwprov nat_prerouting");
+    let handle = h
+        .lines()
+        .find(|l| l.contains("dport 2222"))
+        .and_then(|l| l.rsplit("handle ").next())
+        .expect("rule handle")
+        .trim()
+        .to_string();
+    lab.sh_ok(
+        "gw",
+        &format!("nft delete rule inet dwprov nat_prerouting handle {handle}"),
+    );
+    let (code, plan) = plan_json(&lab, &nft);
+    assert_eq!(code, 2);
+    let ch = changes(&plan);
+    assert_eq!(ch.len(), 1, "{ch:#?}");
+    assert_eq!(ch[0]["nft"], "replace_chain", "{ch:#?}");
+    let shown = lab.dwprov(&["plan", "-i", nft.to_str().unwrap()]);
+    let shown = text(&shown);
+    assert!(
+        shown.contains(
+            "+rule nat_prerouting: ip daddr 203.0.113.2 tcp dport 2222 dnat ip to 192.168.0.100:22"
+        ),
+        "{shown}"
+    );
+    apply(&lab, &nft);
+    assert_eq!(plan_code(&lab, &nft), 0);
+
+    assert_traffic(&lab, true);
+    assert_eq!(lab.sh_ok("gw", FOREIGN), foreign);
+}
+
+/// Method set on dwprov's apply: no prefix routes, the sets classify; one
+/// element removed by hand is exactly one `+ element` change.
+#[test]
+fn nftables_set_method_routes_by_the_sets() {
+    let lab = Lab::up();
+    let foreign = plant_foreign(&lab);
+    let inv = inventory_with(&lab, "set.yaml", "set", FORWARDS, CNC_ROUTES, NFT);
+    apply(&lab, &inv);
+    let routes = lab.sh_ok("gw", "ip route show");
+    assert!(
+        !routes.contains("100.65.0.0/16"),
+        "no prefix routes: {routes}"
+    );
+    assert!(lab
+        .sh_ok("gw", "ip rule")
+        .contains("fwmark 0x200/0xff00 lookup cnc"));
+    assert_traffic(&lab, true);
+    assert_eq!(plan_code(&lab, &inv), 0);
+    assert_eq!(lab.sh_ok("gw", FOREIGN), foreign);
+
+    lab.sh_ok(
+        "gw",
+        "nft delete element inet dwprov line_cnc '{ 100.66.0.0/16 }'",
+    );
+    let (code, plan) = plan_json(&lab, &inv);
+    assert_eq!(code, 2);
+    let ch = nft_changes(&plan);
+    assert_eq!(changes(&plan).len(), 1, "{plan:#}");
+    assert_eq!(ch[0]["nft"], "elements");
+    let shown = text(&lab.dwprov(&["plan", "-i", inv.to_str().unwrap()]));
+    assert!(shown.contains("+element line_cnc 100.66.0.0/16"), "{shown}");
+    apply(&lab, &inv);
+    assert_eq!(plan_code(&lab, &inv), 0);
+    assert_traffic(&lab, true);
+
+    // method set with iptables is refused where `method` is written.
+    let bad = inventory_with(&lab, "bad.yaml", "set", FORWARDS, CNC_ROUTES, "");
+    let o = lab.dwprov(&["plan", "-i", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("bad.yaml:") && text(&o).contains("firewall: nftables"),
+        "{}",
+        text(&o)
+    );
+}
