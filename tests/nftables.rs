@@ -237,6 +237,17 @@ fn nftables_set_method_routes_by_the_sets() {
     let lab = Lab::up();
     let foreign = plant_foreign(&lab);
     let inv = inventory_with(&lab, "set.yaml", "set", FORWARDS, CNC_ROUTES, NFT);
+
+    // A gateway without nft: a clear error before any change.
+    let before = lab.sh_ok("gw", SNAPSHOT);
+    let nft = lab.sh_ok("gw", "command -v nft").trim().to_string();
+    lab.sh_ok("gw", &format!("mount --bind /dev/null {nft}"));
+    let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes"]);
+    lab.sh_ok("gw", &format!("umount {nft}"));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("`nft` is not installed"), "{}", text(&o));
+    assert_eq!(lab.sh_ok("gw", SNAPSHOT), before, "nothing changed");
+
     apply(&lab, &inv);
     let routes = lab.sh_ok("gw", "ip route show");
     assert!(
@@ -264,6 +275,16 @@ fn nftables_set_method_routes_by_the_sets() {
     apply(&lab, &inv);
     assert_eq!(plan_code(&lab, &inv), 0);
     assert_traffic(&lab, true);
+
+    // Boot restore: the table gone (as after a reboot), boot.sh loads it.
+    lab.sh_ok(
+        "gw",
+        "nft delete table inet dwprov && sh /etc/dwprov/boot.sh early",
+    );
+    assert_eq!(owned(&lab), render::desired(&gateway(&inv), true));
+    assert_eq!(plan_code(&lab, &inv), 0);
+    assert_traffic(&lab, true);
+    assert_eq!(lab.sh_ok("gw", FOREIGN), foreign);
 
     // method set with iptables is refused where `method` is written.
     let bad = inventory_with(&lab, "bad.yaml", "set", FORWARDS, CNC_ROUTES, "");
