@@ -355,7 +355,7 @@ fn mark_bits(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) 
             }
         }
     }
-    let ipt: &Iptables = iptables_of(&lf.facts.state);
+    let ipt: &Iptables = &iptables_of(&lf.facts.state);
     for (tname, table) in &ipt.tables {
         for (cname, chain) in table
             .chains
