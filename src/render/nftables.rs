@@ -7,16 +7,19 @@
 //! gives the same values back (a kernel round-trip test pins that).
 //!
 //! Priorities, chosen so the order of effects is the iptables backend's,
-//! also beside iptables-nft (whose tables sit exactly at the standard
-//! priorities, and where dwprov's iptables jumps are appended last):
+//! also beside iptables-nft: iptables-nft registers its tables exactly at
+//! the standard priorities, and the iptables backend inserts its jumps
+//! first in the built-in chains, so dwprov's rules run before the other
+//! software's rules of the same table. One below each standard priority
+//! keeps that order (and stays after conntrack, -200):
 //!
 //! | chain | hook | priority | why |
 //! |---|---|---|---|
-//! | `mangle_prerouting` (filter) | prerouting | mangle + 1 (-149) | after iptables' mangle, before any DNAT: marks see the original destination, as in iptables' mangle PREROUTING |
-//! | `mangle_output` (route) | output | mangle + 1 (-149) | a `route` chain: a mark set here re-routes the gateway's own packet, as iptables' mangle OUTPUT does |
-//! | `mangle_postrouting` (filter) | postrouting | mangle + 1 (-149) | marks the new connection by its out-interface before source NAT |
-//! | `nat_prerouting` (nat) | prerouting | dstnat + 1 (-99) | after iptables-nft's nat PREROUTING (Docker's DNAT first, as with dwprov's appended jump) |
-//! | `nat_postrouting` (nat) | postrouting | srcnat + 1 (101) | hairpin SNAT first, then line SNAT/MASQUERADE, after iptables-nft's nat POSTROUTING |
+//! | `mangle_prerouting` (filter) | prerouting | mangle - 1 (-151) | before iptables' mangle and any DNAT: marks see the original destination, as in iptables' mangle PREROUTING |
+//! | `mangle_output` (route) | output | mangle - 1 (-151) | a `route` chain: a mark set here re-routes the gateway's own packet, as iptables' mangle OUTPUT does |
+//! | `mangle_postrouting` (filter) | postrouting | mangle - 1 (-151) | marks the new connection by its out-interface before source NAT |
+//! | `nat_prerouting` (nat) | prerouting | dstnat - 1 (-101) | before iptables-nft's nat PREROUTING: dwprov's DNAT wins a forward's port, as its first jump does |
+//! | `nat_postrouting` (nat) | postrouting | srcnat - 1 (99) | hairpin SNAT first, then line SNAT/MASQUERADE, before iptables-nft's nat POSTROUTING |
 use crate::model::{Gateway, Method, NatMode};
 use crate::state::nftables::{BaseChain, Chain, Elem, MarkKey, Nftables, Rule, Set, Stmt, Table};
 use ipnet::Ipv4Net;
@@ -134,9 +137,9 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
     let mut chains: BTreeMap<String, Chain> = BTreeMap::new();
     let mut set_map: BTreeMap<String, Set> = BTreeMap::new();
     if marking {
-        let mut pre = base("filter", "prerouting", PRIO_MANGLE + 1);
-        let mut out = base("route", "output", PRIO_MANGLE + 1);
-        let mut post = base("filter", "postrouting", PRIO_MANGLE + 1);
+        let mut pre = base("filter", "prerouting", PRIO_MANGLE - 1);
+        let mut out = base("route", "output", PRIO_MANGLE - 1);
+        let mut post = base("filter", "postrouting", PRIO_MANGLE - 1);
         let set_mark = |m: u32| Stmt::set_mark(MarkKey::Ct, MarkKey::Ct, keep, m);
         let restore = |m: u32| {
             vec![
@@ -222,8 +225,8 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
         chains.insert(MANGLE_POSTROUTING.into(), post);
     }
     if !gw.forwards.is_empty() || gw.nat != NatMode::None || sets {
-        let mut pre = base("nat", "prerouting", PRIO_DSTNAT + 1);
-        let mut post = base("nat", "postrouting", PRIO_SRCNAT + 1);
+        let mut pre = base("nat", "prerouting", PRIO_DSTNAT - 1);
+        let mut post = base("nat", "postrouting", PRIO_SRCNAT - 1);
         for f in &gw.forwards {
             for l in gw.lines.iter().filter(|l| f.lines.contains(&l.name)) {
                 pre.rules.push(rule(vec![

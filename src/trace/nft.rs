@@ -1,7 +1,7 @@
 //! The nftables backend's owned table as the tracer's iptables model: each
-//! base chain becomes an owned chain jumped to from the end of the built-in
-//! chain of its hook (mangle for the filter/route chains at mangle + 1, nat
-//! for the nat ones), its rules spelled as the iptables rules of the same
+//! base chain becomes an owned chain jumped to first in the built-in chain
+//! of its hook (mangle for the filter/route chains at mangle - 1, nat for
+//! the nat ones at dstnat/srcnat - 1: before iptables-nft's tables), its rules spelled as the iptables rules of the same
 //! effect (`ct mark set ...` as `CONNMARK --set-xmark`, `ip daddr @set` as
 //! one rule per element). So `explain` and `check` judge an nftables
 //! gateway by the same walk as an iptables one, in the same hook order.
@@ -10,7 +10,8 @@ use crate::state::iptables::Iptables;
 use crate::state::nftables::{net_str, Elem, MarkKey, Nftables, Rule, Stmt, Table};
 use std::fmt::Write;
 
-/// `base` with the table's chains added (rules appended to existing ones).
+/// `base` with the table's chains added: in a built-in chain the jumps go
+/// first, as the priorities below iptables-nft's make them run first.
 pub fn merged(base: &Iptables, nft: &Nftables) -> Iptables {
     let mut out = base.clone();
     let Some(t) = &nft.table else {
@@ -26,7 +27,9 @@ pub fn merged(base: &Iptables, nft: &Nftables) -> Iptables {
             if oc.policy.is_none() {
                 oc.policy = vc.policy;
             }
-            oc.rules.extend(vc.rules);
+            let rest = std::mem::take(&mut oc.rules);
+            oc.rules = vc.rules;
+            oc.rules.extend(rest);
         }
     }
     out

@@ -238,7 +238,7 @@ impl fmt::Display for Elem {
 }
 
 /// The names nft uses for the standard priorities of the hooks dwprov uses,
-/// so a listing reads `mangle + 1` as nft prints it.
+/// so a listing reads `mangle - 1` as nft prints it.
 pub fn priority_str(hook_kind: &str, hook: &str, p: i32) -> String {
     let named: &[(&str, i32)] = match (hook_kind, hook) {
         ("nat", "prerouting") => &[("dstnat", -100)],

@@ -85,7 +85,7 @@ fn hand_drift_shows_exactly() {
          delete chain inet dwprov extra\n\
          delete element inet dwprov line_cnc { 10.0.0.0/8, 12.1.2.3, 13.0.0.0/25, 13.0.0.128/25, 11.0.0.1-11.0.0.6 }\n\
          add element inet dwprov line_cnc { 100.65.0.0/16 }\n\
-         add chain inet dwprov nat_prerouting { type nat hook prerouting priority -99; policy accept; }\n\
+         add chain inet dwprov nat_prerouting { type nat hook prerouting priority -101; policy accept; }\n\
          add rule inet dwprov nat_prerouting ip daddr 198.51.100.2 tcp dport 80 dnat ip to 192.168.0.100\n\
          add rule inet dwprov nat_prerouting ip daddr 203.0.113.2 tcp dport 80 dnat ip to 192.168.0.100\n\
          add rule inet dwprov nat_prerouting ip daddr 203.0.113.2 tcp dport 2222 dnat ip to 192.168.0.100:22\n"
@@ -266,14 +266,14 @@ fn a_moved_hook_recreates_the_chain() {
         ),
         "{p}"
     );
-    assert!(
-        p.contains("add chain inet dwprov nat_prerouting { type nat hook prerouting priority -99;")
-    );
+    assert!(p.contains(
+        "add chain inet dwprov nat_prerouting { type nat hook prerouting priority -101;"
+    ));
     assert_eq!(
         lines_of(&changes)[..2],
         [
             "- chain nat_prerouting { type nat hook prerouting priority dstnat; policy accept; }",
-            "+ chain nat_prerouting { type nat hook prerouting priority dstnat + 1; policy accept; }"
+            "+ chain nat_prerouting { type nat hook prerouting priority dstnat - 1; policy accept; }"
         ]
     );
 }
