@@ -296,3 +296,43 @@ fn nftables_set_method_routes_by_the_sets() {
         text(&o)
     );
 }
+
+/// Commit-confirmed on nftables: an apply that cuts the management path
+/// (and switches back to iptables on the way) reverts itself when the
+/// confirmation cannot come: the table is back as it was, the DWPROV-*
+/// chains it created are gone, traffic works.
+#[test]
+fn a_lockout_reverts_to_the_nftables_table() {
+    let lab = Lab::up();
+    let foreign = plant_foreign(&lab);
+    let extra = format!("{FAST_SSH}{NFT}");
+    let a = inventory_with(&lab, "a.yaml", "set", FORWARDS, CNC_ROUTES, &extra);
+    apply(&lab, &a);
+    let table = owned(&lab);
+    assert_eq!(table, render::desired(&gateway(&a), true));
+
+    let bad = inventory_with(
+        &lab,
+        "lockout.yaml",
+        "fwmark",
+        FORWARDS,
+        CNC_ROUTES,
+        &format!("{FAST_SSH}          policies:\n            - {{to: 10.9.0.0/24, line: ctc}}\n"),
+    );
+    let confirm = 30;
+    let o = apply_confirming_forced(&lab, &bad, confirm);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("reverts itself to snapshot"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        wait_until_planned(&lab, &a, std::time::Duration::from_secs(confirm + 30)).is_some(),
+        "not back to a's state in time"
+    );
+    assert_eq!(owned(&lab), table, "the table is back");
+    assert!(!lab.sh_ok("gw", "iptables-save").contains("DWPROV-"));
+    assert_eq!(lab.sh_ok("gw", FOREIGN), foreign);
+    assert_traffic(&lab, true);
+}
