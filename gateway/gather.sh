@@ -20,10 +20,11 @@
 #               the rt_tables section, which holds the foreign names only
 #   G_AGENT_STATE the line-health agent's state dir (pid, status.json)
 #   G_AGENT_UNIT  its systemd unit
+#   G_NFT_FAMILY, G_NFT_TABLE  the one nftables table dwprov owns
 #
 # The controller may also run this after an apply in the same shell (the
 # verify of `apply --no-confirm`): every name here is prefixed or local to it.
-: "${D:?}" "${G_DEADLINE:?}" "${G_TOOLS:?}" "${G_FILES:?}" "${G_STATE_DIR:?}" "${G_RT_TABLES:?}" "${G_AGENT_STATE:?}" "${G_AGENT_UNIT:?}"
+: "${D:?}" "${G_DEADLINE:?}" "${G_TOOLS:?}" "${G_FILES:?}" "${G_STATE_DIR:?}" "${G_RT_TABLES:?}" "${G_AGENT_STATE:?}" "${G_AGENT_UNIT:?}" "${G_NFT_FAMILY:?}" "${G_NFT_TABLE:?}"
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH; export LC_ALL=C
 exec 3>&1
 
@@ -94,6 +95,13 @@ f_state_files() { for f in "$G_STATE_DIR"/* "$G_STATE_DIR"/.[!.]*; do [ -f "$f" 
 f_other_backend() { [ -n "$G_V" ] || G_V=$(iptables -V 2>/dev/null); case "$G_V" in *nf_tables*) o=iptables-legacy-save;; *) o=iptables-nft-save;; esac; command -v "$o" >/dev/null 2>&1 || return 0; "$o" 2>/dev/null | grep -c '^-A'; return 0; }
 f_agent() { p=; [ -f "$G_AGENT_STATE/agent.pid" ] && read -r p < "$G_AGENT_STATE/agent.pid"; if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then echo "running $p"; elif command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$G_AGENT_UNIT" 2>/dev/null; then echo running systemd; else echo stopped; fi; [ -f "$G_AGENT_STATE/status.json" ] && cat "$G_AGENT_STATE/status.json"; return 0; }
 f_systemd() { if [ -d /run/systemd/system ]; then echo yes; else echo no; fi; }
+# The owned nftables table as `nft -j` JSON; nothing when it (or nft) is
+# not there (`nft list table` of a missing table is an error like any other).
+f_nftables() { command -v nft >/dev/null 2>&1 || return 0; G_T=$(nft list tables) || return $?; case "
+$G_T
+" in *"
+table $G_NFT_FAMILY $G_NFT_TABLE
+"*) nft -j list table "$G_NFT_FAMILY" "$G_NFT_TABLE" ;; esac; }
 f_iptables_version() { G_V=$(iptables -V 2>&1); r=$?; if [ $r -eq 0 ]; then printf '%s\n' "$G_V"; else printf '%s\n' "$G_V" >&2; G_V=; fi; return $r; }
 
 G_V=''
@@ -110,6 +118,7 @@ sec addrs ip -4 -j addr show
 sec iptables_version f_iptables_version
 sec iptables iptables-save
 sec other_backend f_other_backend
+sec nftables f_nftables
 sec rt_tables f_rt_tables
 sec sysctl f_sysctl
 for f in $G_FILES; do sec "file $f" f_file "$f"; done

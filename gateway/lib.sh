@@ -9,15 +9,16 @@
 #   S      the snapshot directory (commit-confirmed apply, revert, rollback)
 #   PROTO  the route protocol number dwprov tags its rules and routes with
 #   CHAIN  the prefix of dwprov's iptables chains (their jumps carry it too)
-# The firewall backends' parts (gateway/fw-*.sh) follow this file.
+#   NFT_FAMILY, NFT_TABLE  the one nftables table dwprov owns
 #   TEMP_SUFFIX, PROBE  the staged-write suffix and the write-probe file name
+# The firewall backends' parts (gateway/fw-*.sh) follow this file.
 # The owned names (PROTO .. PROBE) come from src/ownership.rs: the
 # controller sets them before this text (converge::lib_sh), also in the
 # copy a snapshot keeps for its revert.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 export LC_ALL=C
 umask 022
-: "${PROTO:?}" "${CHAIN:?}" "${TEMP_SUFFIX:?}" "${PROBE:?}"
+: "${PROTO:?}" "${CHAIN:?}" "${NFT_FAMILY:?}" "${NFT_TABLE:?}" "${TEMP_SUFFIX:?}" "${PROBE:?}"
 # Exit statuses the controller reads (src/converge.rs, src/safe.rs).
 STEP_FAILED=3
 NOTHING_CHANGED=4
@@ -210,6 +211,22 @@ end_apply() {
     rm -f "$S/apply.pgid"
 }
 
+# The owned nftables table into $1 as `nft list` text (what `nft -f`
+# reads back: the revert loads it) and into $1.json as `nft -j` (what the
+# controller parses for a rollback plan); both empty when the table or nft
+# is not there. Non-zero when nft cannot list.
+owned_nft() {
+    : > "$1"
+    : > "$1.json"
+    command -v nft >/dev/null 2>&1 || return 0
+    nft list tables > "$1.tables" || return 1
+    if grep -qxF "table $NFT_FAMILY $NFT_TABLE" "$1.tables"; then
+        nft list table "$NFT_FAMILY" "$NFT_TABLE" > "$1" || return 1
+        nft -j list table "$NFT_FAMILY" "$NFT_TABLE" > "$1.json" || return 1
+    fi
+    rm -f "$1.tables"
+}
+
 # S := snapshot $TO of $SNAPSHOT_DIR, or the newest complete one (its state
 # is written once it is taken) when TO is empty; fails when there is none.
 pick_snapshot() {
@@ -237,6 +254,7 @@ owned_digest() {
         ip -4 -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)"
         ip -4 -N -d route show table all proto "$PROTO"
         fw_digest_lines
+        if command -v nft >/dev/null 2>&1; then nft list table "$NFT_FAMILY" "$NFT_TABLE" 2>/dev/null; fi
         # One line per file that exists: its digest and name.
         "$sum" "$@" 2>/dev/null
     } | "$sum" | cut -d ' ' -f 1

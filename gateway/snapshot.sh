@@ -104,6 +104,7 @@ snapshot_state() {
     owned_rules "$S/rules" || { wait "$ipt_job"; nochange 'snapshot rules (ip rule show failed)'; }
     owned_routes "$S/routes" || { wait "$ipt_job"; nochange 'snapshot routes (ip route show failed)'; }
     owned_nexthops "$S/nexthops" || { wait "$ipt_job"; nochange 'snapshot nexthop objects (ip nexthop show failed)'; }
+    owned_nft "$S/nft" || { wait "$ipt_job"; nochange "snapshot the nftables table $NFT_FAMILY $NFT_TABLE (nft list failed)"; }
     wait "$ipt_job"
     fw_snapshot_check $?
     for k in rules:"$EXPECT_RULES" routes:"$EXPECT_ROUTES" ipt:"$EXPECT_IPT"; do

@@ -43,7 +43,7 @@ restore_enablement() { # BEFORE-FILE
 
 main() {
 need=()
-for pair in ip:iproute2 iptables:iptables sshd:openssh-server ssh:openssh-client \
+for pair in ip:iproute2 iptables:iptables nft:nftables sshd:openssh-server ssh:openssh-client \
             conntrack:conntrack curl:curl python3:python3 nsenter:util-linux \
             pkg-config:pkg-config systemd-analyze:systemd shellcheck:shellcheck ping:iputils-ping \
             dnsmasq:dnsmasq-base busybox:busybox; do

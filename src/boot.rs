@@ -222,6 +222,8 @@ pub fn files(
         ctx.insert(name, &value);
     }
     ctx.insert("init_script", INIT_SCRIPT);
+    ctx.insert("firewall", gw.firewall.name());
+    ctx.insert("nft_boot", crate::ownership::NFTABLES_NFT);
 
     // The boot files kind by kind, in the registry's order (crate::kind).
     let mut wanted: Vec<(&str, String)> = Vec::new();

@@ -3,6 +3,7 @@
 //! theirs, [`crate::firewall`]) and converge, below all of them.
 use crate::state::iptables::IptRule;
 use crate::state::nexthop::Nexthop;
+use crate::state::nftables::diff::NftChange;
 use crate::state::{Route, Rule};
 use serde::Serialize;
 
@@ -54,6 +55,8 @@ pub enum Change {
         op: Op,
         rule: IptRule,
     },
+    /// A change to the owned nftables table (its chains, sets, elements).
+    Nft(NftChange),
 }
 
 impl Change {
@@ -68,6 +71,15 @@ impl Change {
             Change::Route { from, to } => (from.is_some(), to.is_some()),
             Change::Nexthop { from, to } => (from.is_some(), to.is_some()),
             Change::Chain { from, to, .. } => (from.is_some(), to.is_some()),
+            Change::Nft(c) => match c {
+                NftChange::AddTable | NftChange::AddChain { .. } | NftChange::AddSet { .. } => {
+                    (false, true)
+                }
+                NftChange::DeleteTable { .. }
+                | NftChange::DeleteChain { .. }
+                | NftChange::DeleteSet { .. } => (true, false),
+                NftChange::ReplaceChain { .. } | NftChange::Elements { .. } => (true, true),
+            },
         };
         match (from, to) {
             (false, true) => 1,

@@ -231,11 +231,15 @@ pub const LIB_SH: &str = include_str!("../gateway/lib.sh");
 /// [`crate::ownership`], as quoted parameters), then gateway/lib.sh and
 /// the firewall backends' functions (gateway/fw-*.sh).
 pub fn lib_sh() -> String {
-    use crate::ownership::{CHAIN_PREFIX, PROBE_NAME, ROUTE_PROTO, TEMP_SUFFIX};
+    use crate::ownership::{
+        CHAIN_PREFIX, NFT_FAMILY, NFT_TABLE, PROBE_NAME, ROUTE_PROTO, TEMP_SUFFIX,
+    };
     format!(
-        "PROTO={}\nCHAIN={}\nTEMP_SUFFIX={}\nPROBE={}\n{LIB_SH}{}",
+        "PROTO={}\nCHAIN={}\nNFT_FAMILY={}\nNFT_TABLE={}\nTEMP_SUFFIX={}\nPROBE={}\n{LIB_SH}{}",
         ROUTE_PROTO,
         sh_quote(CHAIN_PREFIX),
+        sh_quote(NFT_FAMILY),
+        sh_quote(NFT_TABLE),
         sh_quote(TEMP_SUFFIX),
         sh_quote(PROBE_NAME),
         crate::firewall::gateway_sh()
@@ -612,6 +616,10 @@ pub fn describe(c: &Change) -> String {
         Change::Jump {
             table, chain, rule, ..
         } => format!("iptables {table} {chain}: {rule}"),
+        Change::Nft(c) => crate::state::nftables::diff::view(c)
+            .first()
+            .map(|l| format!("nftables {}", l.text))
+            .unwrap_or_else(|| "nftables".into()),
     }
 }
 

@@ -313,6 +313,7 @@ pub enum ViewKind {
     Rules,
     Routes,
     Iptables,
+    Nftables,
     Sysctls,
     Files,
 }
@@ -507,6 +508,28 @@ fn lines_of(
                 lines,
             )
         }
+        Change::Nft(c) => {
+            let lines = crate::state::nftables::diff::view(c)
+                .into_iter()
+                .map(|l| {
+                    let sign = match l.sign {
+                        '+' => Sign::Add,
+                        '-' => Sign::Remove,
+                        _ => Sign::Change,
+                    };
+                    line(sign, &|| l.text.clone())
+                })
+                .collect();
+            (
+                ViewKind::Nftables,
+                format!(
+                    "nftables table {} {}",
+                    crate::ownership::NFT_FAMILY,
+                    crate::ownership::NFT_TABLE
+                ),
+                lines,
+            )
+        }
     }
 }
 
@@ -529,6 +552,8 @@ pub fn file_purpose(path: &str) -> &'static str {
         "ip rules and routes restored at boot"
     } else if name == "iptables.rules" {
         "iptables chains restored at boot"
+    } else if name == "nftables.nft" {
+        "nftables table restored at boot"
     } else if name == "boot.sh" {
         "boot restore script"
     } else if name.starts_with("route-cache-flush") {
@@ -597,7 +622,7 @@ pub fn views_of(changes: &[Change], names: &dyn Fn(u32) -> String) -> Vec<View> 
             match kind {
                 ViewKind::Rules => lines.sort_by(|a, b| a.0.cmp(&b.0)),
                 // A chain keeps its order: removed rules, then added ones.
-                ViewKind::Iptables => {}
+                ViewKind::Iptables | ViewKind::Nftables => {}
                 _ => lines.sort_by(|a, b| a.1.text.cmp(&b.1.text)),
             }
             View {
@@ -634,6 +659,7 @@ mod tests {
             routes: b.routes,
             firewall: crate::firewall::Firewall {
                 iptables: Iptables::parse(ipt).unwrap(),
+                ..Default::default()
             },
             ..State::default()
         }

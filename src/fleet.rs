@@ -180,10 +180,19 @@ pub fn preflight(gw: &Gateway, facts: &Facts) -> Result<()> {
                 .unwrap_or_else(|| "?".into())
         ));
     }
-    for tool in ["ip", "iptables-save", "iptables-restore"] {
+    // The inventory's firewall backend's tools (the other backend's owned
+    // objects, if any, are removed with the tools that made them: both are
+    // gathered when present).
+    let (tools, package): (&[&str], &str) = match gw.firewall {
+        crate::firewall::Backend::Iptables => {
+            (&["ip", "iptables-save", "iptables-restore"], "iptables")
+        }
+        crate::firewall::Backend::Nftables => (&["ip", "nft"], "nftables"),
+    };
+    for tool in tools {
         if !facts.has_tool(tool) {
             problems.push(format!(
-                "`{tool}` is not installed (Debian: apt-get install iproute2 iptables)"
+                "`{tool}` is not installed (Debian: apt-get install iproute2 {package})"
             ));
         }
     }

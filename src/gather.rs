@@ -37,6 +37,7 @@ const TOOLS: &[&str] = &[
     "iptables-restore",
     "iptables-legacy-save",
     "iptables-nft-save",
+    "nft",
     "sysctl",
     "systemctl",
     "setsid",
@@ -66,7 +67,7 @@ pub fn script(marker: &str) -> String {
 pub fn script_with(marker: &str, deadline_secs: u64) -> String {
     let files = crate::ownership::OWNED_FILES;
     format!(
-        "D={}\nG_DEADLINE={}\nG_TOOLS={}\nG_FILES={}\nG_STATE_DIR={}\nG_RT_TABLES={}\nG_AGENT_STATE={}\nG_AGENT_UNIT={}\n{GATHER_SH}",
+        "D={}\nG_DEADLINE={}\nG_TOOLS={}\nG_FILES={}\nG_STATE_DIR={}\nG_RT_TABLES={}\nG_AGENT_STATE={}\nG_AGENT_UNIT={}\nG_NFT_FAMILY={}\nG_NFT_TABLE={}\n{GATHER_SH}",
         sh_quote(marker),
         deadline_secs.max(1),
         sh_quote(&TOOLS.join(" ")),
@@ -74,7 +75,9 @@ pub fn script_with(marker: &str, deadline_secs: u64) -> String {
         sh_quote(STATE_DIR),
         sh_quote(crate::ownership::RT_TABLES_CONF),
         sh_quote(crate::ownership::AGENT_STATE_DIR),
-        sh_quote(crate::ownership::AGENT_UNIT)
+        sh_quote(crate::ownership::AGENT_UNIT),
+        sh_quote(crate::ownership::NFT_FAMILY),
+        sh_quote(crate::ownership::NFT_TABLE)
     )
 }
 
@@ -98,6 +101,7 @@ pub fn section_command(section: &str) -> String {
         "iptables_version" => "iptables -V",
         "iptables" => "iptables-save",
         "other_backend" => "iptables-legacy-save / iptables-nft-save (the other backend)",
+        "nftables" => "nft -j list table (dwprov's nftables table)",
         "rt_tables" => "cat /etc/iproute2/rt_tables*",
         "sysctl" => "read /proc/sys/net/ipv4/...",
         "state_files" => return format!("ls {STATE_DIR}"),
@@ -121,6 +125,7 @@ fn watchdog_command(reported: &str) -> String {
         "f_agent" => section_command("agent"),
         "f_iptables_version" => section_command("iptables_version"),
         "f_other_backend" => section_command("other_backend"),
+        "f_nftables" => section_command("nftables"),
         "f_rt_tables" => section_command("rt_tables"),
         "f_sysctl" => section_command("sysctl"),
         "f_state_files" => section_command("state_files"),

@@ -19,6 +19,9 @@
 //!   jumps into those, commented [`JUMP_COMMENT`] for the admin who reads
 //!   `iptables-save`. dwprov restores with `--noflush`, so nothing else is
 //!   flushed.
+//! - **nftables**: one table, `table` [`NFT_FAMILY`] [`NFT_TABLE`], and
+//!   everything in it; other tables (firewalld's, iptables-nft's `ip nat`,
+//!   an admin's `inet filter`) are never listed into state nor written.
 //! - **connection marks**: line marks live inside [`DEFAULT_MARK_MASK`]
 //!   (0xff00) unless the inventory sets `mark_mask`: masked set and restore
 //!   leave the other bits alone, so marks of other software survive.
@@ -110,6 +113,12 @@ macro_rules! owned {
     (agent_state_dir) => {
         "/run/dwprov-agent"
     };
+    (nft_family) => {
+        "inet"
+    };
+    (nft_table) => {
+        "dwprov"
+    };
 }
 pub(crate) use owned;
 
@@ -123,6 +132,13 @@ pub const ROUTE_PROTO_NAME: &str = owned!(route_proto_name);
 pub const CHAIN_PREFIX: &str = owned!(chain_prefix);
 /// Comment on the jump rules from built-in chains into dwprov's chains.
 pub const JUMP_COMMENT: &str = owned!(jump_comment);
+
+/// The nftables backend owns exactly one table: `table NFT_FAMILY NFT_TABLE`
+/// (`inet`: one table serves both families; dwprov writes IPv4 rules only).
+/// Every chain and set in it is dwprov's; no other table is ever touched.
+pub const NFT_FAMILY: &str = owned!(nft_family);
+/// The name of the one owned nftables table.
+pub const NFT_TABLE: &str = owned!(nft_table);
 
 // TODO(merge): model/build.rs still spells these three (`rule_priority`
 // default 1000, MAX_RULE_PRIORITY = 32766 - 1000, mark_mask default and
@@ -159,6 +175,8 @@ pub const SYSCTL_CONF: &str = owned!(sysctl_conf);
 /// Boot files under [`STATE_DIR`] (see `crate::boot`).
 pub const IP_BATCH: &str = concat!(owned!(state_dir), "/ip.batch");
 pub const IPTABLES_RULES: &str = concat!(owned!(state_dir), "/iptables.rules");
+/// The nftables backend's boot file: the owned table as one `nft -f` transaction.
+pub const NFTABLES_NFT: &str = concat!(owned!(state_dir), "/nftables.nft");
 pub const BOOT_SH: &str = concat!(owned!(state_dir), "/boot.sh");
 pub const FLUSH_SH: &str = concat!(owned!(state_dir), "/route-cache-flush.sh");
 
@@ -326,7 +344,7 @@ mod tests {
                 "{unit}"
             );
         }
-        for f in [IP_BATCH, IPTABLES_RULES, BOOT_SH, FLUSH_SH] {
+        for f in [IP_BATCH, IPTABLES_RULES, NFTABLES_NFT, BOOT_SH, FLUSH_SH] {
             assert!(f.starts_with(&format!("{STATE_DIR}/")), "{f}");
         }
         assert!(INIT_SCRIPT.ends_with(&format!("/{INIT_NAME}")));
@@ -380,6 +398,7 @@ mod tests {
         ".dwprov-probe",
         "proto dwprov",
         "protocol dwprov",
+        "inet dwprov",
         "0xff00",
         "1999",
     ];

@@ -294,6 +294,7 @@ mod tests {
             routes: b.routes,
             firewall: crate::firewall::Firewall {
                 iptables: Iptables::parse(ipt).unwrap(),
+                ..Default::default()
             },
             rt_tables: rt,
             ..Default::default()

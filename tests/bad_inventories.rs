@@ -168,7 +168,8 @@ const CASES: &[Case] = &[
     // --- choices and ranges
     case("unknown method", &[("method: fwmark", "method: fwmrk")], "unknown method `fwmrk`\n  hint: did you mean `fwmark`? valid values: static, policy, fwmark", 5, 15),
     case("unknown firewall", &[("      method: fwmark\n", "      method: fwmark\n      firewall: iptable\n")], "unknown firewall `iptable`\n  hint: did you mean `iptables`? valid values: iptables", 6, 17),
-    case("firewall not a string", &[("      method: fwmark\n", "      method: fwmark\n      firewall: [iptables]\n")], "`firewall` must be one of iptables, found", 6, 17),
+    case("firewall not a string", &[("      method: fwmark\n", "      method: fwmark\n      firewall: [iptables]\n")], "`firewall` must be one of iptables, nftables, found", 6, 17),
+    case("method set without nftables", &[("      method: fwmark\n", "      method: set\n")], "method `set` puts each line's prefixes into an nftables set, but this host's firewall is iptables", 5, 15),
     case("unknown nat mode", &[("{mode: snat}", "{mode: snatt}")], "unknown nat mode `snatt`\n  hint: did you mean `snat`? valid values: snat, masquerade, none", 23, 19),
     case("rule_priority out of range", &[("      method: fwmark\n", "      method: fwmark\n      rule_priority: 32000\n")], "`rule_priority` 32000 is out of range (1 to 31766)", 6, 22),
     case("bad ssh user", &[("      method:", "      ssh: {user: Root}\n      method:")], "`Root` is not a valid user name", 5, 19),

@@ -27,6 +27,7 @@ fn captured_live_state_equals_the_rendered_desired_state() {
         routes: ip::parse_routes_json(&fixture("fwmark-routes.json")).unwrap(),
         firewall: dwprov::state::Firewall {
             iptables: Iptables::parse(&fixture("fwmark-iptables.save")).unwrap(),
+            ..Default::default()
         },
         nexthops: Vec::new(),
         // Files and sysctls are not part of this capture.

@@ -136,6 +136,7 @@ fn method_name(m: Method) -> &'static str {
         Method::Static => "static",
         Method::Policy => "policy",
         Method::Fwmark => "fwmark",
+        Method::Set => "set",
     }
 }
 

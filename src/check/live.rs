@@ -337,7 +337,7 @@ fn rule_band(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) 
 
 /// Foreign rules or iptables marks on dwprov's mark bits (method fwmark).
 fn mark_bits(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) {
-    if gw.method != Method::Fwmark {
+    if !matches!(gw.method, Method::Fwmark | Method::Set) {
         return;
     }
     let mask = gw.mark_mask;
@@ -355,7 +355,7 @@ fn mark_bits(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) 
             }
         }
     }
-    let ipt: &Iptables = iptables_of(&lf.facts.state);
+    let ipt: &Iptables = &iptables_of(&lf.facts.state);
     for (tname, table) in &ipt.tables {
         for (cname, chain) in table
             .chains

@@ -19,9 +19,11 @@ use crate::facts::{Facts, Section};
 use std::collections::BTreeMap;
 
 pub mod iptables;
+pub mod nftables;
 
 pub use crate::state::firewall::{Backend, DigestItem, Firewall};
 pub use crate::state::iptables::Iptables;
+pub use crate::state::nftables::Nftables;
 
 /// What the apply script runs for one backend's changes: a test of the
 /// payload that changes nothing (run in the background while the snapshot
@@ -94,6 +96,9 @@ impl Firewall {
         if let Some(text) = artefacts.get(Iptables::ARTEFACT) {
             fw.iptables = Iptables::parse_desired(text)?;
         }
+        if let Some(text) = artefacts.get(Nftables::ARTEFACT) {
+            fw.nftables = Nftables::parse_desired(text)?;
+        }
         Ok(fw)
     }
 
@@ -105,45 +110,56 @@ impl Firewall {
     ) -> Result<Firewall> {
         Ok(Firewall {
             iptables: Iptables::gather(host, get, facts)?,
+            nftables: Nftables::gather(host, get, facts)?,
         })
     }
 
     /// Every backend's changes, desired against live.
     pub fn diff(desired: &Firewall, live: &Firewall, changes: &mut Vec<Change>) {
         Iptables::diff(&desired.iptables, &live.iptables, changes);
+        Nftables::diff(&desired.nftables, &live.nftables, changes);
     }
 
     /// The payloads of every backend that has changes, in backend order.
     pub fn payloads(changes: &[Change]) -> Vec<Payload> {
-        [Iptables::payload(changes)].into_iter().flatten().collect()
+        [Iptables::payload(changes), Nftables::payload(changes)]
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Owned lines a snapshot must list, all backends.
     pub fn owned_lines(&self) -> usize {
-        self.iptables.owned_lines()
+        self.iptables.owned_lines() + self.nftables.owned_lines()
     }
 
     /// Owned state of every backend from a snapshot's sections.
     pub fn from_snapshot(sections: &BTreeMap<String, Section>) -> Result<Firewall> {
         Ok(Firewall {
             iptables: Iptables::from_snapshot(sections)?,
+            nftables: Nftables::from_snapshot(sections)?,
         })
     }
 
     /// Owned objects of every backend for the stale-plan digest.
     pub fn digest(&self) -> Vec<DigestItem<'_>> {
-        self.iptables.digest()
+        let mut d = self.iptables.digest();
+        d.extend(self.nftables.digest());
+        d
     }
 
     /// Boot context of every backend.
     pub fn boot_context(&self) -> Vec<(&'static str, serde_json::Value)> {
-        self.iptables.boot_context()
+        let mut c = self.iptables.boot_context();
+        c.extend(self.nftables.boot_context());
+        c
     }
 
     /// The boot templates of `backend`, with their paths.
     pub fn boot_files(backend: Backend) -> &'static [(&'static str, &'static str)] {
         match backend {
             Backend::Iptables => Iptables::boot_files(),
+            Backend::Nftables => Nftables::boot_files(),
         }
     }
 
@@ -151,6 +167,7 @@ impl Firewall {
     pub fn artefact(backend: Backend) -> &'static str {
         match backend {
             Backend::Iptables => Iptables::ARTEFACT,
+            Backend::Nftables => Nftables::ARTEFACT,
         }
     }
 }
@@ -179,6 +196,7 @@ mod tests {
                  -A DWPROV-NAT -o eth1 -j SNAT --to-source 198.51.100.2\nCOMMIT\n",
             )
             .unwrap(),
+            ..Firewall::default()
         };
         let mut changes = Vec::new();
         Firewall::diff(&Firewall::default(), &live, &mut changes);

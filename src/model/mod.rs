@@ -24,6 +24,10 @@ pub enum Method {
     Policy,
     /// CONNMARK marks per line, `ip rule fwmark`, prefix routes.
     Fwmark,
+    /// nftables only: each line's prefixes in an interval set, new
+    /// connections to a set marked for its line, `ip rule fwmark`; no
+    /// prefix routes.
+    Set,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -182,7 +186,7 @@ pub struct Gateway {
     pub host: String,
     pub method: Method,
     /// The firewall backend (`firewall:`, default iptables).
-    pub firewall: crate::firewall::Backend,
+    pub firewall: crate::state::firewall::Backend,
     pub lan: Vec<Lan>,
     pub lines: Vec<Line>,
     pub nat: NatMode,

@@ -78,11 +78,12 @@ impl Serialize for Desired<'_> {
             sysctls,
         } = self.0;
         // Flattened, as `State` serializes it: one key per backend.
-        let crate::firewall::Firewall { iptables } = firewall;
-        let mut m = s.serialize_map(Some(7))?;
+        let crate::firewall::Firewall { iptables, nftables } = firewall;
+        let mut m = s.serialize_map(Some(8))?;
         m.serialize_entry("files", files)?;
         m.serialize_entry("iptables", &sorted(iptables).map_err(S::Error::custom)?)?;
         m.serialize_entry("nexthops", &EachSorted(nexthops))?;
+        m.serialize_entry("nftables", &sorted(nftables).map_err(S::Error::custom)?)?;
         m.serialize_entry("routes", &EachSorted(routes))?;
         m.serialize_entry("rt_tables", &sorted(rt_tables).map_err(S::Error::custom)?)?;
         m.serialize_entry("rules", &EachSorted(rules))?;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 
 pub mod json;
+pub mod nftables;
 pub mod ownership;
 
 pub use crate::templates::{check_template_dir, limits, Templates, BUILTIN};
@@ -435,7 +436,12 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
     artefacts.insert("ip.batch".into(), templates.render("ip.batch", &ctx)?);
     // The inventory's firewall backend renders its own artefact.
     let fw = crate::firewall::Firewall::artefact(gw.firewall);
-    artefacts.insert(fw.into(), templates.render(fw, &ctx)?);
+    let text = match gw.firewall {
+        crate::firewall::Backend::Iptables => templates.render(fw, &ctx)?,
+        // One owned table built from the intent (render/nftables.rs).
+        crate::firewall::Backend::Nftables => nftables::artefact(gw),
+    };
+    artefacts.insert(fw.into(), text);
     // The context holds every prefix as JSON: free it before parsing and
     // the boot files, the peak of a big list.
     drop(ctx);

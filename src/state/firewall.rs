@@ -10,11 +10,16 @@ pub enum Backend {
     /// `iptables-save` / `iptables-restore --noflush`, chains `DWPROV-*`.
     #[default]
     Iptables,
+    /// `nft -j list` / one `nft -f` transaction, table `inet dwprov`.
+    Nftables,
 }
 
 impl Backend {
     /// Every backend with its inventory spelling, in a fixed order.
-    pub const ALL: &'static [(&'static str, Backend)] = &[("iptables", Backend::Iptables)];
+    pub const ALL: &'static [(&'static str, Backend)] = &[
+        ("iptables", Backend::Iptables),
+        ("nftables", Backend::Nftables),
+    ];
 
     /// The inventory spelling.
     pub fn name(self) -> &'static str {
@@ -32,6 +37,7 @@ impl Backend {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Firewall {
     pub iptables: Iptables,
+    pub nftables: super::nftables::Nftables,
 }
 
 /// One owned firewall object as the stale-plan digest sees it (untagged:
@@ -44,4 +50,6 @@ pub enum DigestItem<'a> {
         &'a String,
         Vec<&'a crate::state::iptables::IptRule>,
     ),
+    /// The whole owned nftables table (it is one object).
+    Nftables(&'a crate::state::nftables::Table),
 }

@@ -8,6 +8,7 @@ pub mod firewall;
 pub mod ip;
 pub mod iptables;
 pub mod nexthop;
+pub mod nftables;
 pub mod rt_tables;
 
 pub use firewall::{Backend, Firewall};

@@ -41,6 +41,10 @@ pub const BOOT: &[(&str, &str)] = &[
         include_str!("../../templates/boot/iptables.rules.tera"),
     ),
     (
+        "boot/nftables.nft",
+        include_str!("../../templates/boot/nftables.nft.tera"),
+    ),
+    (
         "boot/boot.sh",
         include_str!("../../templates/boot/boot.sh.tera"),
     ),

@@ -21,6 +21,7 @@ pub mod addr;
 pub mod cmd;
 pub mod fib;
 pub mod netfilter;
+pub mod nft;
 pub mod text;
 pub mod world;
 

@@ -16,10 +16,11 @@ use crate::state::iptables::{Chain, Iptables};
 use crate::state::{Route, RtTables, Rule, RuleAction, State};
 use serde::Serialize;
 
-/// The firewall model of a state: the one place the tracer reaches it, so
-/// that the state's firewall becoming a backend seam changes this line.
-pub fn iptables_of(state: &State) -> &Iptables {
-    &state.firewall.iptables
+/// The firewall model of a state: the one place the tracer reaches it.
+/// The nftables table joins it as iptables rules of the same effect
+/// ([`super::nft`]), so both backends are traced by one walk.
+pub fn iptables_of(state: &State) -> Iptables {
+    super::nft::merged(&state.firewall.iptables, &state.firewall.nftables)
 }
 
 /// Which state a trace ran on.
@@ -148,7 +149,7 @@ impl World {
             source: Source::Desired,
             rules,
             routes,
-            firewall: iptables_of(desired).clone(),
+            firewall: iptables_of(desired),
             addrs,
             lines,
             lans,
@@ -169,7 +170,7 @@ impl World {
             source: Source::Live,
             rules: facts.state.rules.clone(),
             routes: facts.state.routes.clone(),
-            firewall: iptables_of(&facts.state).clone(),
+            firewall: iptables_of(&facts.state),
             addrs: facts
                 .interfaces
                 .iter()
@@ -191,7 +192,7 @@ impl World {
         w.rules.extend(desired.rules.iter().cloned());
         w.routes.retain(|r| !ownership::is_owned_route(r));
         w.routes.extend(desired.routes.iter().cloned());
-        w.firewall = with_owned(&w.firewall, iptables_of(desired));
+        w.firewall = with_owned(&w.firewall, &iptables_of(desired));
         w.rt_tables.extend(desired.rt_tables.clone());
         w
     }

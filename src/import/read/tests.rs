@@ -82,6 +82,7 @@ fn facts(batch: &str, ipt: &str) -> Facts {
             routes: b.routes,
             firewall: crate::firewall::Firewall {
                 iptables: Iptables::parse(ipt).unwrap(),
+                ..Default::default()
             },
             rt_tables: rt,
             ..Default::default()

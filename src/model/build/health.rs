@@ -37,7 +37,7 @@ pub(super) fn finish(
     let names: Vec<String> = lines.iter().map(|l| l.name.clone()).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let defaults: Vec<usize> = (0..lines.len()).filter(|i| lines[*i].default).collect();
-    if defaults.len() > 1 && method != Method::Fwmark {
+    if defaults.len() > 1 && !matches!(method, Method::Fwmark | Method::Set) {
         let at = items[defaults[1]]
             .get("default")
             .unwrap_or(items[defaults[1]]);
@@ -99,6 +99,7 @@ fn method_name(m: Method) -> &'static str {
         Method::Static => "static",
         Method::Policy => "policy",
         Method::Fwmark => "fwmark",
+        Method::Set => "set",
     }
 }
 

@@ -1,12 +1,12 @@
 //! The host-wide settings of the intent: `method` (required), `firewall`
-//! (iptables, the only backend so far), `rule_priority`
+//! (iptables or nftables; `method: set` needs nftables), `rule_priority`
 //! (1000), `mark_mask` (0xff00), `route_cache_flush` (unset: decided from
 //! facts) and `hairpin` (false).
 use super::missing;
 use crate::error::Result;
-use crate::firewall::Backend;
 use crate::inventory::{values, Host};
 use crate::model::Method;
+use crate::state::firewall::Backend;
 
 /// The settings read from a host's vars.
 pub(super) struct Settings {
@@ -29,13 +29,14 @@ pub(super) fn settings(host: &Host) -> Result<Settings> {
                 ("static", Method::Static),
                 ("policy", Method::Policy),
                 ("fwmark", Method::Fwmark),
+                ("set", Method::Set),
             ],
         )?,
         None => {
             return Err(missing(
                 host,
                 "method",
-                "set `method:` to one of static, policy, fwmark",
+                "set `method:` to one of static, policy, fwmark, set",
             ))
         }
     };
@@ -43,6 +44,18 @@ pub(super) fn settings(host: &Host) -> Result<Settings> {
         Some(n) => values::choice(n, "firewall", Backend::ALL)?,
         None => Backend::default(),
     };
+    // Prefix sets are an nftables object: iptables has none (ipset is not
+    // dwprov's), so the combination is refused where `method` is set.
+    if method == Method::Set && firewall != Backend::Nftables {
+        let n = vars.get("method").expect("method was read above");
+        return Err(n.error(
+            format!(
+                "method `set` puts each line's prefixes into an nftables set, but this host's firewall is {}",
+                firewall.name()
+            ),
+            Some("set `firewall: nftables` for this host (or its group), or use method fwmark".into()),
+        ));
+    }
     let rule_priority = match vars.get("rule_priority") {
         Some(n) => values::rule_priority(n)?,
         None => crate::ownership::DEFAULT_RULE_PRIORITY,

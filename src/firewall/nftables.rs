@@ -1,0 +1,97 @@
+//! The nftables backend (issue 12): dwprov's one table `inet dwprov`.
+//! The typed model, listing parser, rendering, diff and transaction are in
+//! [`crate::state::nftables`]; this is its [`FirewallBackend`]: the gather
+//! section (`nftables`, gateway/gather.sh), the desired state from the
+//! rendered script, one change per chain/set/element group, the `nft -c`
+//! tested `nft -f` payload, the snapshot's listing (`nft.json`, gateway/lib.sh
+//! `owned_nft`) and the boot file (templates/boot/nftables.nft.tera).
+use super::{Backend, DigestItem, FirewallBackend, Payload};
+use crate::change::Change;
+use crate::error::{Error, Result};
+use crate::facts::{Facts, Section};
+use crate::ownership::{NFTABLES_NFT, NFT_FAMILY, NFT_TABLE};
+use crate::state::nftables::{diff, json, script, Nftables};
+use std::collections::BTreeMap;
+
+impl FirewallBackend for Nftables {
+    const BACKEND: Backend = Backend::Nftables;
+    const ARTEFACT: &'static str = "nftables.nft";
+
+    fn gather<'a>(
+        host: &str,
+        get: &dyn Fn(&str) -> Section<'a>,
+        facts: &mut Facts,
+    ) -> Result<Nftables> {
+        if !facts.has_tool("nft") {
+            return Ok(Nftables::default());
+        }
+        let s = get("nftables");
+        if s.status != 0 {
+            return Err(Error::Remote {
+                host: host.into(),
+                what: format!("nft -j list table {NFT_FAMILY} {NFT_TABLE}"),
+                status: s.status,
+                stderr: s.stderr.trim().to_string(),
+            });
+        }
+        json::parse(s.stdout)
+    }
+
+    fn parse_desired(text: &str) -> Result<Nftables> {
+        script::parse(text)
+    }
+
+    fn diff(desired: &Nftables, live: &Nftables, changes: &mut Vec<Change>) {
+        changes.extend(diff::diff(live, desired).into_iter().map(Change::Nft));
+    }
+
+    /// One transaction, checked with `nft -c` before anything changes.
+    fn payload(changes: &[Change]) -> Option<Payload> {
+        let ours: Vec<diff::NftChange> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Nft(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        if ours.is_empty() {
+            return None;
+        }
+        let table = format!("table {NFT_FAMILY} {NFT_TABLE}");
+        Some(Payload {
+            test: "nft -c -f - >/dev/null".into(),
+            apply: "nft -f -".into(),
+            step: "nft".into(),
+            what: format!("nft -f ({table})"),
+            rejected: format!("nft -c rejected the transaction ({table})"),
+            text: diff::payload(&ours),
+        })
+    }
+
+    /// Not counted: the snapshot checks the owned table by its JSON listing,
+    /// not by a line count (nft wraps set elements over lines as it likes).
+    fn owned_lines(&self) -> usize {
+        0
+    }
+
+    /// The snapshot's `nft.json` (`nft -j list table`, empty: no table).
+    fn from_snapshot(sections: &BTreeMap<String, Section>) -> Result<Nftables> {
+        match sections.get("nft.json") {
+            Some(s) if s.status == 0 => json::parse(s.stdout),
+            // A snapshot of an older dwprov (or of a gateway without nft).
+            _ => Ok(Nftables::default()),
+        }
+    }
+
+    fn digest(&self) -> Vec<DigestItem<'_>> {
+        self.table.iter().map(DigestItem::Nftables).collect()
+    }
+
+    fn boot_context(&self) -> Vec<(&'static str, serde_json::Value)> {
+        vec![("nft_script", diff::full(self).into())]
+    }
+
+    fn boot_files() -> &'static [(&'static str, &'static str)] {
+        &[("boot/nftables.nft", NFTABLES_NFT)]
+    }
+}
