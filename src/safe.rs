@@ -481,6 +481,9 @@ pub fn apply_script(
         &apply,
     ));
     s.push_str("run_apply\n");
+    // Told at once (before the verification): the controller opens the new
+    // connection now, after the change, while the gather still runs.
+    let _ = writeln!(s, "printf '%s\\n' '{}'", applied_line(marker).trim_end());
     // Changed from here on: no `nochange`; a missing digest only means the
     // new connection will not confirm (the timer then reverts).
     // The digest is computed while the gather runs (both only read).
@@ -493,6 +496,13 @@ pub fn apply_script(
     s.push_str("wait \"$dj\"\nexit 0\n");
     out.script = s;
     out
+}
+
+/// The stdout line the apply script prints once its changes are made (and
+/// before its verification): from then on a new connection is one opened
+/// after the change, so the controller may start its handshake.
+pub fn applied_line(marker: &str) -> String {
+    format!("{marker} applied\n")
 }
 
 /// Over a new connection after the apply: prove the owned state is the one
