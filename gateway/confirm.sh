@@ -22,6 +22,10 @@ if [ -e "$S/revert.started" ]; then
     fail 'the revert timer fired while it was being disarmed: the change is NOT confirmed (reverted)'
 fi
 echo confirmed > "$S/state"
+# The pruning needs no answer: in the background, so the controller's wait
+# ends with the confirm (nothing it writes goes to this session).
+{
 ls -1d "$SNAPSHOT_DIR"/*/ 2>/dev/null | sort -r | tail -n +"$((KEEP + 1))" | while read -r old; do rm -rf "$old"; done
 # Installed program versions: the newest few (a snapshot has its own copy).
 ls -1dt "$LIBRARY_ROOT"/*/ 2>/dev/null | tail -n +"$((KEEP_LIBRARIES + 1))" | while read -r old; do rm -rf "$old"; done
+} </dev/null >/dev/null 2>&1 &

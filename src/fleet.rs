@@ -559,37 +559,52 @@ fn apply_host_at(
     if let Some(path) = std::env::var_os("DWPROV_APPLY_SCRIPT_OUT") {
         std::fs::write(&path, &script.script).map_err(|e| Error::io(path, e))?;
     }
-    let out = match converge::execute(t, &script) {
-        Ok(out) => out,
-        Err(e) => {
-            return Err(match &e {
-                // Stopped before the revert was armed, or the apply found the
-                // snapshot contradicted and undid itself: nothing changed.
-                Error::Remote { status, .. } if *status == crate::safe::NOTHING_CHANGED => e,
-                // The script itself reverted after a failed step.
-                Error::Remote { status, .. } if *status == converge::STEP_FAILED => {
-                    reverted(e, false)
-                }
-                // Cut off mid-apply: the armed timer reverts.
-                _ => reverted(e, true),
-            });
-        }
-    };
-    opts.progress.stage(&plan.host, Stage::Verify);
-    *stage = Stage::Verify;
-    let facts = match gather::facts_from_output(&plan.host, &out, &m) {
-        Ok(f) => f,
-        Err(e) => return Err(reverted(e, true)),
-    };
-    if let Err(e) = check_residue(plan, &facts) {
-        if let Some(residue) = contradicted(plan, &facts) {
-            // Every step succeeded, yet the verify shows exactly the
-            // pre-apply objects: the listing tools contradict the kernel.
-            // A revert is computed from the same listings: neither revert
-            // nor confirm; stop the timer, keep what the kernel accepted.
-            let out = t.run_script(&crate::safe::disarm_script(&id));
-            let disarmed = matches!(out, Ok(ref o) if o.status == 0);
-            let mut lines = vec![format!(
+    // The new connection's handshake overlaps the verification: it starts
+    // once the gateway says the change is made (never before it, so it
+    // still proves the gateway reachable after the change), while the
+    // in-band gather runs and is checked; the confirm is sent on it only
+    // after that check.
+    let (conn, name, copts) = (&host.connection, &host.name, &opts.connect);
+    std::thread::scope(|scope| {
+        let mut early = None;
+        let mut watch = OnLine {
+            line: crate::safe::applied_line(&m).into_bytes(),
+            scan: 0,
+            then: Some(|| early = Some(scope.spawn(|| transport::connect(conn, name, copts)))),
+        };
+        let executed = converge::execute_watched(t, &script, &mut watch);
+        drop(watch);
+        let out = match executed {
+            Ok(out) => out,
+            Err(e) => {
+                return Err(match &e {
+                    // Stopped before the revert was armed, or the apply found the
+                    // snapshot contradicted and undid itself: nothing changed.
+                    Error::Remote { status, .. } if *status == crate::safe::NOTHING_CHANGED => e,
+                    // The script itself reverted after a failed step.
+                    Error::Remote { status, .. } if *status == converge::STEP_FAILED => {
+                        reverted(e, false)
+                    }
+                    // Cut off mid-apply: the armed timer reverts.
+                    _ => reverted(e, true),
+                });
+            }
+        };
+        opts.progress.stage(&plan.host, Stage::Verify);
+        *stage = Stage::Verify;
+        let facts = match gather::facts_from_output(&plan.host, &out, &m) {
+            Ok(f) => f,
+            Err(e) => return Err(reverted(e, true)),
+        };
+        if let Err(e) = check_residue(plan, &facts) {
+            if let Some(residue) = contradicted(plan, &facts) {
+                // Every step succeeded, yet the verify shows exactly the
+                // pre-apply objects: the listing tools contradict the kernel.
+                // A revert is computed from the same listings: neither revert
+                // nor confirm; stop the timer, keep what the kernel accepted.
+                let out = t.run_script(&crate::safe::disarm_script(&id));
+                let disarmed = matches!(out, Ok(ref o) if o.status == 0);
+                let mut lines = vec![format!(
                 "every step of the apply succeeded, but the verify still shows the pre-apply state of {} of its {} change(s): \
                  the gateway's listing tools (ip, iptables-save) contradict what the kernel accepted; \
                  not reverted (a revert would be computed from the same listings) and not confirmed: {}",
@@ -601,56 +616,88 @@ fn apply_host_at(
                     format!("stopping the revert timer failed: the gateway reverts itself to snapshot {id}")
                 }
             )];
-            lines.extend(residue);
-            return Err(Error::Verify {
-                host: plan.host.clone(),
-                residue: lines,
-            });
+                lines.extend(residue);
+                return Err(Error::Verify {
+                    host: plan.host.clone(),
+                    residue: lines,
+                });
+            }
+            // Still connected: revert now rather than wait for the timer.
+            let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
+            return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
         }
-        // Still connected: revert now rather than wait for the timer.
-        let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
-        return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
-    }
-    if let Some(e) = opts
-        .checks
-        .and_then(|c| c.after_apply(host, &facts, t).err())
-    {
-        let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
-        return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
-    }
-    let confirm = crate::safe::verify_confirm_script(
-        &id,
-        &crate::safe::digest_args(&plan.facts.state, &plan.rendered.desired),
-    );
-    let confirmed = once_more_on_channel_error(|| {
-        let mut t2 = transport::connect(&host.connection, &host.name, &opts.connect)?;
-        let out = t2.run_script(&confirm)?;
-        Ok((t2, out))
-    });
-    let (mut t2, out) = match confirmed {
-        Ok(v) => v,
-        Err(e) => return Err(reverted(e, true)),
-    };
-    if out.status != 0 {
-        let e = Error::Remote {
-            host: plan.host.clone(),
-            what: format!("verify and confirm snapshot {id}"),
-            status: out.status,
-            stderr: out.stderr_str().trim().to_string(),
+        if let Some(e) = opts
+            .checks
+            .and_then(|c| c.after_apply(host, &facts, t).err())
+        {
+            let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
+            return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
+        }
+        let confirm = crate::safe::verify_confirm_script(
+            &id,
+            &crate::safe::digest_args(&plan.facts.state, &plan.rendered.desired),
+        );
+        // A thread that panicked leaves nothing to use: connect here instead.
+        let mut early = early.and_then(|h| h.join().ok());
+        let confirmed = once_more_on_channel_error(|| {
+            let mut t2 = match early.take() {
+                Some(opened) => opened?,
+                None => transport::connect(conn, name, copts)?,
+            };
+            let out = t2.run_script(&confirm)?;
+            Ok((t2, out))
+        });
+        let (mut t2, out) = match confirmed {
+            Ok(v) => v,
+            Err(e) => return Err(reverted(e, true)),
         };
-        // Not confirmed: the timer (if still armed) reverts; revert now.
-        let out = t2.run_script(&crate::safe::rollback_script(Some(&id)));
-        return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
-    }
-    Ok(ApplyStats {
-        changes: plan.diff.changes.len(),
-        ip_lines: script.ip_lines,
-        iptables_lines: script.iptables_lines,
-        script_bytes: script.script.len(),
-        remote_commands: script.commands,
-        round_trips: t.round_trips() + t2.round_trips(),
-        snapshot: Some(id),
+        if out.status != 0 {
+            let e = Error::Remote {
+                host: plan.host.clone(),
+                what: format!("verify and confirm snapshot {id}"),
+                status: out.status,
+                stderr: out.stderr_str().trim().to_string(),
+            };
+            // Not confirmed: the timer (if still armed) reverts; revert now.
+            let out = t2.run_script(&crate::safe::rollback_script(Some(&id)));
+            return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
+        }
+        Ok(ApplyStats {
+            changes: plan.diff.changes.len(),
+            ip_lines: script.ip_lines,
+            iptables_lines: script.iptables_lines,
+            script_bytes: script.script.len(),
+            remote_commands: script.commands,
+            round_trips: t.round_trips() + t2.round_trips(),
+            snapshot: Some(id.clone()),
+        })
     })
+}
+
+/// Runs `then` (once) when `line` arrives on stdout: the apply's word that
+/// its changes are made ([`crate::safe::applied_line`]).
+struct OnLine<F: FnOnce()> {
+    line: Vec<u8>,
+    scan: usize,
+    then: Option<F>,
+}
+
+impl<F: FnOnce()> transport::Watch for OnLine<F> {
+    fn stdout(&mut self, all: &[u8], _new: usize) -> Result<()> {
+        if self.then.is_some() {
+            let hay = &all[self.scan..];
+            let found = hay
+                .windows(self.line.len())
+                .any(|w| w == self.line.as_slice());
+            if found {
+                (self.then.take().expect("checked"))();
+            } else {
+                // A line split across chunks is found on the next call.
+                self.scan = all.len().saturating_sub(self.line.len());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `--no-confirm`: no snapshot and no revert to disarm, so the apply script

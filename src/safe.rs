@@ -193,9 +193,14 @@ pub fn library_dir() -> String {
 /// Prints `yes` when this version's programs are installed on the gateway.
 pub fn library_check_script() -> String {
     format!(
-        "[ -f {0}/apply.sh ] && [ -f {0}/revert.sh ] && [ -f {0}/snapshot.sh ] && [ -f {0}/lib.sh ] && echo yes || echo no\n",
-        sh_quote(&library_dir())
+        "{} && echo yes || echo no\n",
+        library_present(&sh_quote(&library_dir()))
     )
+}
+
+/// The shell test that the programs are installed in `dir` (a shell word).
+fn library_present(dir: &str) -> String {
+    format!("[ -f {dir}/apply.sh ] && [ -f {dir}/revert.sh ] && [ -f {dir}/snapshot.sh ] && [ -f {dir}/lib.sh ]")
 }
 
 /// Whether this version's programs are installed on the host of `t` (one
@@ -337,6 +342,9 @@ pub fn apply_script(
         )
     };
     if !installed {
+        // Written only where missing (about ten processes saved when the
+        // programs travel with a big apply to a gateway that has them).
+        let _ = writeln!(s, "if ! {{ {}; }}; then", library_present("\"$L\""));
         let _ = writeln!(
             s,
             "{{ rm -rf \"$L.$$\" && mkdir -p \"$L.$$\"; }} 2>/dev/null {}",
@@ -349,7 +357,7 @@ pub fn apply_script(
                 cannot("$L")
             );
         }
-        s.push_str("[ -d \"$L\" ] || mv \"$L.$$\" \"$L\"; rm -rf \"$L.$$\"\n");
+        s.push_str("[ -d \"$L\" ] || mv \"$L.$$\" \"$L\"; rm -rf \"$L.$$\"\nfi\n");
     }
     let _ = writeln!(
         s,
@@ -481,6 +489,9 @@ pub fn apply_script(
         &apply,
     ));
     s.push_str("run_apply\n");
+    // Told at once (before the verification): the controller opens the new
+    // connection now, after the change, while the gather still runs.
+    let _ = writeln!(s, "printf '%s\\n' '{}'", applied_line(marker).trim_end());
     // Changed from here on: no `nochange`; a missing digest only means the
     // new connection will not confirm (the timer then reverts).
     // The digest is computed while the gather runs (both only read).
@@ -493,6 +504,13 @@ pub fn apply_script(
     s.push_str("wait \"$dj\"\nexit 0\n");
     out.script = s;
     out
+}
+
+/// The stdout line the apply script prints once its changes are made (and
+/// before its verification): from then on a new connection is one opened
+/// after the change, so the controller may start its handshake.
+pub fn applied_line(marker: &str) -> String {
+    format!("{marker} applied\n")
 }
 
 /// Over a new connection after the apply: prove the owned state is the one
