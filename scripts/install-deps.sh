@@ -45,7 +45,8 @@ main() {
 need=()
 for pair in ip:iproute2 iptables:iptables sshd:openssh-server ssh:openssh-client \
             conntrack:conntrack curl:curl python3:python3 nsenter:util-linux \
-            pkg-config:pkg-config systemd-analyze:systemd shellcheck:shellcheck ping:iputils-ping; do
+            pkg-config:pkg-config systemd-analyze:systemd shellcheck:shellcheck ping:iputils-ping \
+            dnsmasq:dnsmasq-base busybox:busybox; do
     cmd=${pair%%:*} pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # dwprov test lab: a real dual-WAN gateway built from Linux network namespaces.
 #
-#   lab.sh [--prefix P] [--dir D] [--isps 2|3] up|down|status
+#   lab.sh [--prefix P] [--dir D] [--isps 2|3] [--dhcp] up|down|status
 #   lab.sh [--prefix P] [--dir D] exec ROLE CMD [ARG...]
+#   lab.sh [--prefix P] [--dir D] lease ADDRESS|none
 #
 # Topology (addresses are a contract: tests and docs depend on them):
 #
@@ -19,6 +20,16 @@
 # (192.0.2.4/30), gateway eth3 198.18.0.2/24 (router 198.18.0.1), its user
 # ucmcc 100.67.1.10; same anti-spoofing and echo server as the other two.
 # The ready inventory (DIR/inventory.yaml) then has the third line, cmcc, too.
+#
+# With --dhcp (or DWLAB_DHCP=1) the gateway's CNC address is a DHCP lease:
+# dnsmasq on the cnc router (cust0, pool 203.0.113.50-99, router
+# 203.0.113.1, leases in the lab dir) and busybox udhcpc on the gateway's
+# eth2 (first asking for 203.0.113.77), whose event script ($DIR/udhcpc.sh)
+# sets the address and a default route via 203.0.113.1 metric 100 in main.
+# The cnc router's anti-spoofing follows the leases (dnsmasq's lease script
+# lets exactly the leased addresses in). `lease ADDRESS` releases the lease
+# and takes ADDRESS instead (a redial); `lease none` releases it and stops
+# the client (the line has no address).
 #
 # Every namespace is named "${PREFIX}<role>". Nothing is created or configured
 # in the root namespace: veths are created inside one namespace with their peer
@@ -49,6 +60,8 @@ PREFIX="dwlab-"
 DIR="/tmp/dwprov-lab"
 ACTION=""
 ISPS="${DWLAB_ISPS:-2}"
+DHCP="${DWLAB_DHCP:-0}"
+LEASE=""
 EXEC_ROLE=""
 EXEC_CMD=()
 
@@ -63,21 +76,26 @@ die() {
 
 usage() {
     cat <<EOF
-usage: lab.sh [--prefix P] [--dir D] [--isps 2|3] up|down|status
+usage: lab.sh [--prefix P] [--dir D] [--isps 2|3] [--dhcp] up|down|status
        lab.sh [--prefix P] [--dir D] exec ROLE CMD [ARG...]
+       lab.sh [--prefix P] [--dir D] lease ADDRESS|none
 
   --prefix P   namespace name prefix (default dwlab-); namespaces are P<role>
   --dir D      lab directory: keys, sshd config and logs, inventory (default /tmp/dwprov-lab)
   --isps N     2 (default) or 3: a third ISP cmcc (gateway eth3, user ucmcc 100.67.1.10)
+  --dhcp       the gateway's CNC address (eth2) is a DHCP lease from the cnc router
 
   up       build the lab (fails if a lab with this prefix exists)
   down     tear the lab down (idempotent, also cleans up half-built labs)
   status   list the lab's namespaces and whether sshd runs (exit 3 if not fully up)
   exec     run CMD in ROLE's namespace (gw: also in sshd's mount namespace,
            i.e. the gateway as dwprov sees it)
+  lease    (a --dhcp lab) release the CNC lease and take ADDRESS (203.0.113.50-99)
+           instead, waiting until eth2 has it; none: release it, no client
 
 roles: ${ROLES[*]}
 env:   DWLAB_ISPS         default for --isps (2)
+       DWLAB_DHCP         1: default for --dhcp
        DWLAB_ECHO_SERVER  path of echo_server.py (default: next to this script)
        DWLAB_PYTHON       python interpreter (default /usr/bin/python3)
        DWLAB_ISP_DIR      chinanet.txt + unicom-only.txt for the ready inventory
@@ -133,6 +151,11 @@ parse_args() {
         --dir=*) DIR=${1#--dir=}; shift ;;
         --isps) [[ $# -ge 2 ]] || die "--isps needs a value"; ISPS=$2; shift 2 ;;
         --isps=*) ISPS=${1#--isps=}; shift ;;
+        --dhcp) DHCP=1; shift ;;
+        lease)
+            [[ -z "$ACTION" ]] || die "more than one action given"
+            [[ $# -ge 2 ]] || die "usage: lab.sh lease ADDRESS|none"
+            ACTION="lease"; LEASE=$2; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         up | down | status)
             [[ -z "$ACTION" ]] || die "more than one action given"
@@ -176,6 +199,11 @@ preflight() {
     for c in ip iptables sysctl ss nsenter unshare ssh-keygen timeout setsid "$SSHD" "$PYTHON"; do
         command -v "$c" >/dev/null || die "missing command: $c"
     done
+    if ((DHCP)); then
+        for c in dnsmasq busybox; do
+            command -v "$c" >/dev/null || die "missing command: $c (--dhcp; scripts/install-deps.sh installs it)"
+        done
+    fi
 }
 
 # ---------------------------------------------------------------- up: namespaces
@@ -244,7 +272,11 @@ build_links() {
 configure_gw() {
     addr gw eth0 192.168.0.1/24
     addr gw eth1 198.51.100.2/24
-    addr gw eth2 203.0.113.2/24
+    if ((DHCP)); then
+        ip -n "$(ns gw)" link set eth2 up # its address is the DHCP client's
+    else
+        addr gw eth2 203.0.113.2/24
+    fi
     addr gw mgmt0 10.9.0.2/24
     if ((ISPS == 3)); then addr gw eth3 198.18.0.2/24; fi
     # Forwarding on, but no default route and nothing beyond connected routes:
@@ -378,6 +410,128 @@ start_sshd() {
     }
 }
 
+# ---------------------------------------------------------------- up: DHCP (--dhcp)
+
+# The cnc router's anti-spoofing, following the leases: only leased
+# addresses may send from the customer side (DHCP itself comes from 0.0.0.0).
+configure_dhcp_antispoof() {
+    in_ns cnc iptables -F FORWARD
+    in_ns cnc iptables -F INPUT
+    in_ns cnc iptables -N dwlab-lease
+    in_ns cnc iptables -A dwlab-lease -j DROP
+    in_ns cnc iptables -A FORWARD -i cust0 -j dwlab-lease
+    in_ns cnc iptables -A INPUT -i cust0 -p udp --sport 68 --dport 67 -j ACCEPT
+    in_ns cnc iptables -A INPUT -i cust0 -j dwlab-lease
+}
+
+# dnsmasq's lease script (runs in the cnc namespace): ACTION MAC ADDRESS ...
+write_lease_script() {
+    cat >"$DIR/dnsmasq-lease.sh" <<'EOF'
+#!/bin/sh
+# The lab cnc router's anti-spoofing follows its DHCP leases (lab.sh --dhcp).
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+case $1 in
+add | old) iptables -C dwlab-lease -s "$3" -j RETURN 2>/dev/null || iptables -I dwlab-lease -s "$3" -j RETURN ;;
+del) iptables -D dwlab-lease -s "$3" -j RETURN 2>/dev/null || true ;;
+esac
+exit 0
+EOF
+    chmod 0755 "$DIR/dnsmasq-lease.sh"
+}
+
+# udhcpc's event script on the gateway: the lease's address and a default
+# route in main with a metric (as NetworkManager and systemd-networkd do).
+write_udhcpc_script() {
+    cat >"$DIR/udhcpc.sh" <<'EOF'
+#!/bin/sh
+# The lab gateway's DHCP client events (lab.sh --dhcp): busybox udhcpc sets
+# $interface, $ip, $mask (prefix length), $router.
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+case $1 in
+deconfig)
+    ip route del default dev "$interface" metric 100 2>/dev/null
+    ip -4 addr flush dev "$interface"
+    ip link set "$interface" up
+    ;;
+bound | renew)
+    for a in $(ip -4 -o addr show dev "$interface" | awk '{print $4}'); do
+        [ "$a" = "$ip/$mask" ] || ip addr del "$a" dev "$interface"
+    done
+    ip addr replace "$ip/$mask" dev "$interface"
+    for r in $router; do
+        ip route replace default via "$r" dev "$interface" metric 100
+        break
+    done
+    ;;
+esac
+exit 0
+EOF
+    chmod 0755 "$DIR/udhcpc.sh"
+}
+
+start_dnsmasq() {
+    write_lease_script
+    setsid ip netns exec "$(ns cnc)" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 \
+        --interface=cust0 --bind-interfaces --dhcp-authoritative --no-ping --user=root \
+        --dhcp-range=203.0.113.50,203.0.113.99,255.255.255.0,1h \
+        --dhcp-option=option:router,203.0.113.1 --dhcp-leasefile="$DIR/dnsmasq.leases" \
+        --dhcp-script="$DIR/dnsmasq-lease.sh" --pid-file="$DIR/dnsmasq.pid" \
+        --log-dhcp --log-facility="$DIR/dnsmasq.log" </dev/null >>"$DIR/dnsmasq.out" 2>&1 &
+    wait_for 10 dhcp_listening || {
+        cat "$DIR/dnsmasq.out" "$DIR/dnsmasq.log" >&2 2>/dev/null || true
+        die "dnsmasq did not start in $(ns cnc)"
+    }
+}
+
+dhcp_listening() { [[ -n "$(in_ns cnc ss -Hlun "sport = :67")" ]]; }
+
+has_lease() { # ADDRESS: eth2 has it and the cnc router lets it in
+    ip -n "$(ns gw)" -4 -o addr show dev eth2 | grep -qF " $1/24 " &&
+        in_ns cnc iptables -C dwlab-lease -s "$1" -j RETURN 2>/dev/null
+}
+
+no_address() { [[ -z "$(ip -n "$(ns gw)" -4 -o addr show dev eth2)" ]]; }
+
+# The DHCP client on the gateway's eth2, asking for ADDRESS.
+start_udhcpc() {
+    write_udhcpc_script
+    setsid ip netns exec "$(ns gw)" busybox udhcpc -f -R -i eth2 -s "$DIR/udhcpc.sh" \
+        -p "$DIR/udhcpc.pid" -r "$1" -t 10 -T 1 -A 1 </dev/null >>"$DIR/udhcpc.log" 2>&1 &
+    wait_for 20 has_lease "$1" || {
+        tail -n 20 "$DIR/udhcpc.log" "$DIR/dnsmasq.log" >&2 2>/dev/null || true
+        die "the gateway's eth2 did not get the lease $1"
+    }
+}
+
+udhcpc_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# Stop the DHCP client (it releases its lease on the way out: -R).
+stop_udhcpc() {
+    local pid
+    [[ -r "$DIR/udhcpc.pid" ]] || return 0
+    pid=$(<"$DIR/udhcpc.pid")
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    ip netns identify "$pid" 2>/dev/null | grep -qxF "$(ns gw)" || return 0
+    kill "$pid" 2>/dev/null || return 0
+    wait_for 10 udhcpc_gone "$pid" || die "udhcpc $pid did not stop"
+    rm -f "$DIR/udhcpc.pid"
+}
+
+do_lease() {
+    [[ -r "$DIR/udhcpc.sh" ]] || die "lab $PREFIX ($DIR) is not a --dhcp lab"
+    stop_udhcpc
+    # The release's event script flushed eth2; a client killed harder did not.
+    wait_for 10 no_address || ip -n "$(ns gw)" -4 addr flush dev eth2
+    if [[ "$LEASE" == none ]]; then
+        log "lease released: eth2 has no address"
+        return 0
+    fi
+    [[ "$LEASE" =~ ^203\.0\.113\.([0-9]+)$ ]] && ((BASH_REMATCH[1] >= 50 && BASH_REMATCH[1] <= 99)) ||
+        die "lease address must be in the pool 203.0.113.50-99, not '$LEASE'"
+    start_udhcpc "$LEASE"
+    log "lease: eth2 has $LEASE"
+}
+
 # ---------------------------------------------------------------- up: echo servers
 
 echo_server_source() {
@@ -470,7 +624,9 @@ EOF
 # (as examples/seed-fwmark), so `dwprov plan -i $DIR/inventory.yaml` works as is;
 # with --isps 3 the third line (cmcc) too.
 write_inventory() {
-    local ctc_list="" cnc_list=""
+    local ctc_list="" cnc_list="" cnc_address=203.0.113.2/24 cnc_gateway=203.0.113.1
+    # --dhcp: the CNC address and next hop are the lease's (issue 14).
+    if ((DHCP)); then cnc_address="dynamic        # the DHCP lease's" cnc_gateway=dynamic; fi
     if copy_isp_lists; then
         ctc_list="
           routes_file: isp/chinanet.txt     # 4,164 real prefixes"
@@ -500,8 +656,8 @@ all:
           table: 200
           mark: 0x200
           interface: eth2
-          address: 203.0.113.2/24
-          gateway: 203.0.113.1
+          address: $cnc_address
+          gateway: $cnc_gateway
           routes: [100.65.0.0/16]           # the lab's CNC users$cnc_list$(cmcc_line)
       nat: {mode: snat}
       forwards:
@@ -562,7 +718,7 @@ do_up() {
     trap 'rc=$?; if ((rc != 0)); then warn "up failed (exit $rc), tearing down"; do_down >&2 || true; fi' EXIT
     mkdir -p "$DIR"
     chmod 0700 "$DIR"
-    printf 'prefix=%s\nisps=%s\n' "$PREFIX" "$ISPS" >"$DIR/$MARKER"
+    printf 'prefix=%s\nisps=%s\ndhcp=%s\n' "$PREFIX" "$ISPS" "$DHCP" >"$DIR/$MARKER"
 
     log "creating namespaces ${PREFIX}{$(IFS=,; echo "${BUILD_ROLES[*]}")}"
     create_namespaces
@@ -584,6 +740,12 @@ do_up() {
             100.64.0.0/16 198.51.100.0/24 100.65.0.0/16 203.0.113.0/24
     fi
     configure_hosts
+    if ((DHCP)); then
+        log "starting dnsmasq in $(ns cnc), udhcpc on $(ns gw) eth2"
+        configure_dhcp_antispoof
+        start_dnsmasq
+        start_udhcpc 203.0.113.77
+    fi
 
     log "starting sshd in $(ns gw)"
     make_keys
@@ -651,6 +813,9 @@ main() {
         do_down ;;
     status) do_status ;;
     exec) do_exec ;;
+    lease)
+        [[ $(id -u) -eq 0 ]] || die "must run as root"
+        do_lease ;;
     esac
 }
 

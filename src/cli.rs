@@ -70,7 +70,8 @@ EXIT CODES:
 
 const PLAN_EXIT_CODES: &str = "\
 EXIT CODES:
-  0  no changes pending on any host
+  0  no changes pending on any host (changes that only follow a dynamic line's
+     new address or next hop are listed and do not count: docs/lines.md)
   1  error (bad inventory, unreachable host, ...) or usage error (unknown flag, missing -i)
   2  changes are pending (like terraform plan -detailed-exitcode)";
 
@@ -533,7 +534,9 @@ fn render(a: &RenderArgs) -> Result<i32> {
         let r = crate::render::render(gw, &templates, None)?;
         if a.output.format == Format::Text {
             // Without a host there are no facts: the notes say what was assumed.
-            let notes = crate::boot::notes(gw, None);
+            let mut notes = crate::boot::notes(gw, None);
+            // What a dynamic line is without its host (rendered down, issue 14).
+            notes.extend(r.info.iter().cloned());
             report::write_rendered(&mut std::io::stdout().lock(), &r, &notes)
                 .map_err(|e| Error::io("standard output", e))?;
         } else {
@@ -728,7 +731,7 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
     let _ = std::io::stdout().flush();
     Ok(if failed > 0 {
         EXIT_ERROR
-    } else if apply.is_none() && pending > 0 {
+    } else if apply.is_none() && outcomes.iter().any(Outcome::drifted) {
         EXIT_CHANGES
     } else {
         EXIT_OK

@@ -93,6 +93,9 @@ pub struct HostPlan {
     /// The marker and output of the gather with [`Checks::gather_script`].
     #[serde(skip)]
     pub check_output: Option<(String, String)>,
+    /// Every pending change follows a dynamic line's new address or next
+    /// hop (issue 14): `plan` reports them and exits 0, `apply` makes them.
+    pub follows: bool,
 }
 
 /// How one host ended.
@@ -146,6 +149,11 @@ impl Outcome {
             !p.summary.is_empty() || crate::takeover::blocks_apply(&p.diff.hand_made)
         })
     }
+    /// Changed, and not only by following dynamic lines' facts: what makes
+    /// `plan` exit 2.
+    pub fn drifted(&self) -> bool {
+        self.changed() && !self.plan.as_ref().is_some_and(|p| p.follows)
+    }
 }
 
 /// Options shared by every host of a run.
@@ -197,7 +205,10 @@ pub fn preflight(gw: &Gateway, facts: &Facts) -> Result<()> {
         check("lan".into(), &l.interface, l.address);
     }
     for l in &gw.lines {
-        check(format!("line {}", l.name), &l.interface, l.address);
+        // A dynamic address is the interface's, whatever it is now.
+        if let (false, Some(a)) = (l.dynamic_address, l.address) {
+            check(format!("line {}", l.name), &l.interface, a);
+        }
     }
     if problems.is_empty() {
         Ok(())
@@ -234,8 +245,19 @@ pub fn plan_host(
     preflight(gw, &facts)?;
     progress.stage(&gw.host, Stage::Diff);
     let mut diff = diff::HostDiff::planned(&rendered.desired, &facts.state);
+    keep_client_defaults(gw, &facts, &mut diff);
     // The agent's view of the lines, as information (issue 11).
     diff.dynamic.splice(0..0, facts.agent.plan_lines());
+    // What the facts made of dynamic lines (issue 14): not drift.
+    diff.dynamic.extend(rendered.info.iter().cloned());
+    let follows = follows_facts(gw, templates, &facts, &diff)?;
+    if follows {
+        diff.dynamic.push(format!(
+            "{} change(s) follow the dynamic lines' address or next hop (the host was converged for the ones before): \
+             not drift, `apply` makes them",
+            diff.changes.len()
+        ));
+    }
     let views = diff::planned_views(&diff, &rendered.desired, &facts.state);
     let mut warnings = facts.warnings.clone();
     warnings.extend(rendered.warnings.iter().cloned());
@@ -249,7 +271,147 @@ pub fn plan_host(
         rendered,
         facts,
         check_output,
+        follows,
     })
+}
+
+/// The DHCP client's default routes of `gateway: dynamic` lines are
+/// foreign and stay (issue 14, docs/lines.md): never a hand-made duplicate
+/// of dwprov's default route for `apply --adopt` to take over.
+fn keep_client_defaults(gw: &Gateway, facts: &Facts, diff: &mut diff::HostDiff) {
+    let clients = crate::model::dynamic_client_defaults(gw, &facts.state.routes);
+    diff.hand_made.retain(|h| match h {
+        crate::takeover::HandMade::Route { route } => !clients.contains(&route),
+        _ => true,
+    });
+}
+
+/// Whether every pending change of `diff` is the host following its
+/// dynamic lines' facts (issue 14): against the facts the live owned state
+/// was rendered from ([`previous_facts`]) nothing
+/// would change. Then `plan` exits 0: a redial is not drift.
+fn follows_facts(
+    gw: &Gateway,
+    templates: &Templates,
+    facts: &Facts,
+    diff: &diff::HostDiff,
+) -> Result<bool> {
+    let dynamic = gw
+        .lines
+        .iter()
+        .any(|l| l.dynamic_address || l.next_hop == crate::model::NextHop::Dynamic);
+    if !dynamic || diff.changes.is_empty() || !diff.conflicts.is_empty() {
+        return Ok(false);
+    }
+    let old = previous_facts(gw, facts);
+    let before = render::render(gw, templates, Some(&old))?;
+    let d = diff::HostDiff::planned(&before.desired, &facts.state);
+    // The kernel drops the routes and nexthops of an address or next hop
+    // that went away (a redial, a new lease): owned objects on a dynamic
+    // line missing is the redial, not drift.
+    let dynamic_ifaces: Vec<&str> = gw
+        .lines
+        .iter()
+        .filter(|l| l.dynamic_address || l.next_hop == crate::model::NextHop::Dynamic)
+        .map(|l| l.interface.as_str())
+        .collect();
+    let on_dynamic = |dev: Option<&str>| dev.is_some_and(|d| dynamic_ifaces.contains(&d));
+    let nexthops: Vec<u32> = d
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            diff::Change::Nexthop {
+                from: None,
+                to: Some(n),
+            } => match &n.hop {
+                crate::state::nexthop::Hop::Via { dev, .. } if on_dynamic(Some(dev)) => Some(n.id),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let dropped = |c: &diff::Change| match c {
+        diff::Change::Route {
+            from: None,
+            to: Some(r),
+        } => on_dynamic(r.dev.as_deref()) || r.nhid.is_some_and(|id| nexthops.contains(&id)),
+        diff::Change::Nexthop {
+            from: None,
+            to: Some(n),
+        } => nexthops.contains(&n.id),
+        _ => false,
+    };
+    Ok(d.conflicts.is_empty() && d.changes.iter().all(dropped))
+}
+
+/// The facts the live owned state was rendered from, for the dynamic
+/// lines of `gw`: each one's address as its owned source-return rule names
+/// it (with the prefix length of its owned connected route), and its next
+/// hop as its owned line-table default route names it; none of them: the
+/// line was down. Everything else is `facts` as gathered. A plan whose
+/// changes all vanish against these facts is the host following a redial,
+/// not drift ([`follows_facts`]).
+fn previous_facts(gw: &Gateway, facts: &Facts) -> Facts {
+    use crate::ownership::is_owned_route;
+    use crate::state::ip::RuleAction;
+    let mut old = facts.clone();
+    let live = &facts.state;
+    for (i, l) in gw.lines.iter().enumerate() {
+        if l.dynamic_address {
+            let prio = gw.rule_priority + crate::render::PRIO_SOURCE + i as u32;
+            let addr = live
+                .rules
+                .iter()
+                .filter(crate::ownership::is_owned_rule)
+                .find(|r| r.priority == prio && r.action == RuleAction::Table(l.table))
+                .and_then(|r| r.from)
+                .map(|f| f.addr());
+            let net = addr.map(|a| {
+                live.routes
+                    .iter()
+                    .filter(|r| is_owned_route(r) && r.table == l.table)
+                    .find(|r| r.src == Some(a) && r.dev.as_deref() == Some(l.interface.as_str()))
+                    .and_then(|r| ipnet::Ipv4Net::new(a, r.dst.prefix_len()).ok())
+                    // Dropped with the old address: the new one's length.
+                    .or_else(|| {
+                        let now = facts.interface(&l.interface)?.addresses.first()?;
+                        ipnet::Ipv4Net::new(a, now.prefix_len()).ok()
+                    })
+                    .unwrap_or_else(|| ipnet::Ipv4Net::from(a))
+            });
+            if let Some(iface) = old.interfaces.iter_mut().find(|f| f.name == l.interface) {
+                iface.addresses = net.into_iter().collect();
+            }
+        }
+        if l.next_hop == crate::model::NextHop::Dynamic {
+            let via = live
+                .routes
+                .iter()
+                .filter(|r| is_owned_route(r) && r.table == l.table && r.dst.prefix_len() == 0)
+                .find(|r| r.dev.as_deref() == Some(l.interface.as_str()))
+                .and_then(|r| r.via);
+            let now: Vec<crate::state::ip::Route> =
+                crate::model::client_defaults(&live.routes, &l.interface)
+                    .into_iter()
+                    .cloned()
+                    .collect();
+            // The kernel dropped the line table's route with the old address:
+            // then the next hop is taken as unchanged.
+            let via = via.or_else(|| now.first().and_then(|r| r.via));
+            old.state.routes.retain(|r| !now.contains(r));
+            if let Some(via) = via {
+                let mut r = now.first().cloned().unwrap_or(crate::state::ip::Route {
+                    dev: Some(l.interface.as_str().into()),
+                    proto: 3,
+                    metric: 100,
+                    ..Default::default()
+                });
+                r.via = Some(via);
+                old.state.routes.push(r);
+            }
+        }
+    }
+    old
 }
 
 /// Run a read-only step (connect + gather) again, on a new connection, when
@@ -595,9 +757,11 @@ pub fn plan_saved(
             artefacts: saved.artefacts.clone(),
             desired,
             warnings: Vec::new(),
+            info: Vec::new(),
         },
         facts,
         check_output: None,
+        follows: false,
     })
 }
 
@@ -820,6 +984,64 @@ pub fn parallel<T: Sync, R: Send>(items: &[T], forks: usize, f: impl Fn(&T) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14: the facts of a gateway whose cnc line is leased `addr`
+    /// (default route via 203.0.113.1 metric 100 in main).
+    fn leased(addr: &str) -> Facts {
+        let mut f = Facts {
+            nexthops: true,
+            ..Default::default()
+        };
+        f.interfaces.push(crate::facts::Interface {
+            name: "eth2".into(),
+            up: true,
+            addresses: vec![addr.parse().unwrap()],
+        });
+        f.state.routes.push(crate::state::ip::Route {
+            via: Some("203.0.113.1".parse().unwrap()),
+            dev: Some("eth2".into()),
+            proto: 3,
+            metric: 100,
+            ..Default::default()
+        });
+        f
+    }
+
+    /// A redial: the host was applied for .77, the kernel dropped what went
+    /// via eth2 with it, the lease is .78 now: the changes follow the facts.
+    /// Hand-made drift on top of it does not.
+    #[test]
+    fn a_redial_follows_the_facts_and_drift_does_not() {
+        let mut gw = crate::render::tests::seed(crate::model::Method::Static);
+        let cnc = &mut gw.lines[1];
+        (cnc.address, cnc.gateway) = (None, None);
+        cnc.dynamic_address = true;
+        cnc.next_hop = crate::model::NextHop::Dynamic;
+        let t = Templates::load(None).unwrap();
+        let before = leased("203.0.113.77/24");
+        let applied = render::render(&gw, &t, Some(&before)).unwrap().desired;
+        let mut now = leased("203.0.113.78/24");
+        let client = now.state.routes.clone();
+        now.state = applied.clone();
+        now.state
+            .routes
+            .retain(|r| r.dev.as_deref() != Some("eth2"));
+        now.state.routes.extend(client);
+        let plan = |facts: &Facts| {
+            let r = render::render(&gw, &t, Some(facts)).unwrap();
+            let d = diff::HostDiff::planned(&r.desired, &facts.state);
+            assert!(!d.changes.is_empty());
+            follows_facts(&gw, &t, facts, &d).unwrap()
+        };
+        assert!(plan(&now));
+        // The same lease, but ctc's source-return rule removed by hand: drift.
+        let mut drift = now.clone();
+        drift
+            .state
+            .rules
+            .retain(|r| r.from != Some("198.51.100.2/32".parse().unwrap()));
+        assert!(!plan(&drift));
+    }
 
     #[test]
     fn parallel_keeps_order_and_bounds_concurrency() {

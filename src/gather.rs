@@ -572,7 +572,14 @@ pub fn plan_digest(facts: &Facts, desired: &State) -> String {
     let routes: Vec<&crate::state::Route> = live
         .routes
         .iter()
-        .filter(|r| is_owned_route(r) || keys.contains(&r.key()) || in_our_table(r.table))
+        // Default routes in main too: a DHCP client's is a dynamic line's
+        // next hop (issue 14), whatever its metric.
+        .filter(|r| {
+            is_owned_route(r)
+                || keys.contains(&r.key())
+                || in_our_table(r.table)
+                || (r.table == TABLE_MAIN && r.dst.prefix_len() == 0)
+        })
         .collect();
     // Interfaces with an address, and those dwprov routes through: not a
     // container's address-less veth coming and going.

@@ -1,7 +1,7 @@
 //! Bad inventories get one clear, located error; the documented example loads
 //! and builds; group/host vars deep-merge in the documented order.
 use dwprov::inventory::{self, Inventory};
-use dwprov::model::{self, Forward, Gateway, Lan, Line, Method, NatMode, Policy, Proto};
+use dwprov::model::{self, Forward, Gateway, Lan, Line, Method, NatMode, NextHop, Policy, Proto};
 use dwprov::transport::Connection;
 use dwprov::Error;
 use ipnet::Ipv4Net;
@@ -440,8 +440,10 @@ fn documented_example_loads_and_builds() {
                 table: 100,
                 mark: 0x100,
                 interface: "eth1".into(),
-                address: net("198.51.100.2/24"),
-                gateway: ip("198.51.100.1"),
+                address: Some(net("198.51.100.2/24")),
+                gateway: Some(ip("198.51.100.1")),
+                dynamic_address: false,
+                next_hop: NextHop::Fixed,
                 default: true,
                 routes: dedup(std::slice::from_ref(&chinanet)),
                 health: None,
@@ -452,8 +454,10 @@ fn documented_example_loads_and_builds() {
                 table: 200,
                 mark: 0x200,
                 interface: "eth2".into(),
-                address: net("203.0.113.2/24"),
-                gateway: ip("203.0.113.1"),
+                address: Some(net("203.0.113.2/24")),
+                gateway: Some(ip("203.0.113.1")),
+                dynamic_address: false,
+                next_hop: NextHop::Fixed,
                 default: false,
                 routes: dedup(&[vec![net("100.65.0.0/16")], unicom.clone()]),
                 health: None,
@@ -493,6 +497,7 @@ fn documented_example_loads_and_builds() {
         rule_priority: 1000,
         mark_mask: 0xff00,
         route_cache_flush: None,
+        foreign_main_default: false,
     };
     assert_eq!(gw, want);
     assert!(gw.lines[0].routes.len() > 4000);

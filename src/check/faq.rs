@@ -52,7 +52,8 @@ fn user_of(gw: &Gateway, m: usize) -> Option<Addr> {
                 && !gw
                     .lines
                     .iter()
-                    .any(|l| addr::contains(&addr::network(&l.address), *a))
+                    .filter_map(|l| l.address)
+                    .any(|la| addr::contains(&addr::network(&la), *a))
         })
 }
 
@@ -85,18 +86,14 @@ fn cross_access(host: &Host, gw: &Gateway, world: &World, out: &mut Vec<Finding>
     for (fi, f) in gw.forwards.iter().enumerate() {
         let mut broken = Vec::new();
         for l in gw.lines.iter().filter(|l| f.lines.contains(&l.name)) {
+            // A dynamic line without an address now has nothing to reach.
+            let Some(la) = l.address else { continue };
             for (m, other) in gw.lines.iter().enumerate() {
                 if other.name == l.name {
                     continue;
                 }
                 let Some(user) = user_of(gw, m) else { continue };
-                let fl = flow(
-                    user,
-                    addr::host(&l.address),
-                    Some(&l.interface),
-                    f.proto,
-                    f.port,
-                );
+                let fl = flow(user, addr::host(&la), Some(&l.interface), f.proto, f.port);
                 let Ok(t) = trace::explain(&gw.host, world, &fl) else {
                     continue;
                 };
@@ -105,7 +102,7 @@ fn cross_access(host: &Host, gw: &Gateway, world: &World, out: &mut Vec<Finding>
                         "a {} user ({user}) through line {}'s address {}",
                         other.name,
                         l.name,
-                        addr::host(&l.address)
+                        addr::host(&la)
                     ));
                 }
             }
@@ -163,12 +160,17 @@ fn hairpin(host: &Host, gw: &Gateway, world: &World, out: &mut Vec<Finding>) {
         else {
             continue;
         };
-        let Some(l) = gw.lines.iter().find(|l| f.lines.contains(&l.name)) else {
+        let Some((l, la)) = gw
+            .lines
+            .iter()
+            .filter(|l| f.lines.contains(&l.name))
+            .find_map(|l| Some((l, l.address?)))
+        else {
             continue;
         };
         let fl = flow(
             client,
-            addr::host(&l.address),
+            addr::host(&la),
             Some(&lan.interface),
             f.proto,
             f.port,
@@ -196,7 +198,7 @@ fn hairpin(host: &Host, gw: &Gateway, world: &World, out: &mut Vec<Finding>) {
                 addr::network(&lan.address),
                 lan.interface,
                 l.name,
-                addr::host(&l.address)
+                addr::host(&la)
             ),
             "the gateway DNATs the request to the server, which is on the client's own subnet: it answers the \
              client directly, from its private address, and the client drops a reply it never asked for \

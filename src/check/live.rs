@@ -485,9 +485,10 @@ fn dnat_first(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>)
     };
     for (fi, f) in gw.forwards.iter().enumerate() {
         for l in gw.lines.iter().filter(|l| f.lines.contains(&l.name)) {
+            let Some(la) = l.address else { continue };
             let mut p = trace::netfilter::Pkt {
                 src: "192.0.2.10".parse().unwrap_or(Addr::UNSPECIFIED),
-                dst: addr::host(&l.address),
+                dst: addr::host(&la),
                 proto: Some(if f.proto == Proto::Tcp { 6 } else { 17 }),
                 sport: Some(40000),
                 dport: Some(f.port),
@@ -541,7 +542,8 @@ fn sshd_capture(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding
             continue;
         }
         for l in gw.lines.iter().filter(|l| f.lines.contains(&l.name)) {
-            let here = addr::host(&l.address) == s.server;
+            let Some(la) = l.address else { continue };
+            let here = addr::host(&la) == s.server;
             out.push(Finding::new(
                 if here { Severity::Error } else { Severity::Warning },
                 "sshd-captured",
@@ -550,7 +552,7 @@ fn sshd_capture(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding
                     "forward tcp {} on line {} ({}) captures the gateway's own sshd{}",
                     f.port,
                     l.name,
-                    addr::host(&l.address),
+                    addr::host(&la),
                     if here { ", the address this session uses" } else { "" }
                 ),
                 "DNAT in PREROUTING comes before local delivery: SSH connections to that address reach the \

@@ -130,11 +130,20 @@ pub fn check_host(
     rendered: &Rendered,
     facts: Option<&live::LiveFacts>,
 ) -> Vec<Finding> {
+    // Dynamic lines are judged on their address and next hop now (issue 14).
+    let resolved = crate::model::resolve(gw, facts.map(|f| &f.facts)).gateway;
+    let gw = &resolved;
     // Hand-made duplicates of dwprov's objects are not foreign hazards:
     // `apply --adopt` takes them over (and without it the apply refuses
     // them), so the checks judge the live state without them.
     let taken_over = facts.map(|f| {
-        let objects = crate::takeover::hand_made(&rendered.desired, &f.facts.state);
+        let mut objects = crate::takeover::hand_made(&rendered.desired, &f.facts.state);
+        // A DHCP client's default route stays (issue 14): not one of them.
+        let clients = crate::model::dynamic_client_defaults(gw, &f.facts.state.routes);
+        objects.retain(|h| match h {
+            crate::takeover::HandMade::Route { route } => !clients.contains(&route),
+            _ => true,
+        });
         let mut f = f.clone();
         f.facts.state = crate::takeover::after_take_over(&f.facts.state, &objects);
         (f, objects.len())

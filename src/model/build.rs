@@ -65,6 +65,7 @@ pub fn build(host: &Host) -> Result<Gateway> {
     routes::check_connected(&built.lines, &built.listed, &lan, lines_node)?;
     let mut lines = built.lines;
     health::finish(&mut lines, &built.items, &lan, settings.method)?;
+    lines::check_point_to_point(&lines, &built.items)?;
     let line_names: Vec<&str> = lines.iter().map(|l| l.name.as_str()).collect();
     let forwards = match vars.get("forwards") {
         Some(n) => forwards::forwards(n, &lan, &line_names)?,
@@ -86,6 +87,7 @@ pub fn build(host: &Host) -> Result<Gateway> {
         rule_priority: settings.rule_priority,
         mark_mask: settings.mark_mask,
         route_cache_flush: settings.route_cache_flush,
+        foreign_main_default: false,
     })
 }
 

@@ -9,7 +9,10 @@ use serde::Serialize;
 use std::net::Ipv4Addr;
 
 mod build;
+mod resolve;
 pub use build::{agent_config, build, build_all};
+pub(crate) use resolve::client_defaults;
+pub use resolve::{carrier, dynamic_client_defaults, resolve, Resolved};
 
 /// The seed's three ways of doing dual-line routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -64,9 +67,20 @@ pub struct Line {
     pub table: u32,
     pub mark: u32,
     pub interface: String,
-    /// The line's address with its prefix length, e.g. 198.51.100.2/24.
-    pub address: Ipv4Net,
-    pub gateway: Ipv4Addr,
+    /// The line's address with its prefix length, e.g. 198.51.100.2/24:
+    /// the inventory's, or for `address: dynamic` the interface's now (a
+    /// fact, filled in by [`resolve`]). None: a dynamic line with no address
+    /// now, which is down.
+    pub address: Option<Ipv4Net>,
+    /// The next hop now: the inventory's, or for `gateway: dynamic` the
+    /// DHCP client's (a fact). None: routes go `dev IF` (`gateway: none`),
+    /// or a dynamic next hop not known now (down).
+    pub gateway: Option<Ipv4Addr>,
+    /// Whether `address` is a fact (`address: dynamic`): such a line is
+    /// always MASQUERADEd, whatever `nat` says.
+    pub dynamic_address: bool,
+    /// Where `gateway` comes from.
+    pub next_hop: NextHop,
     /// Carries the default route for destinations no list matches.
     pub default: bool,
     /// Destination prefixes routed via this line (inline + routes_file),
@@ -76,6 +90,40 @@ pub struct Line {
     pub health: Option<Health>,
     /// Where its traffic goes when it is down, its share of a balanced default.
     pub failover: Failover,
+}
+
+/// A line's `gateway:` kind (issue 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NextHop {
+    /// An address written in the inventory.
+    Fixed,
+    /// The next hop of the DHCP client's default route via the interface.
+    Dynamic,
+    /// None: a point-to-point line, routes go `dev IF`.
+    None,
+}
+
+impl Line {
+    /// Whether the line can carry traffic now: it has an address, and a next
+    /// hop unless it is point-to-point. A line that cannot is down (its
+    /// traffic on its fallback, as a failed health check does it).
+    pub fn up_now(&self) -> bool {
+        self.address.is_some() && (self.gateway.is_some() || self.next_hop == NextHop::None)
+    }
+
+    /// The line's route target: `via G dev IF`, or `dev IF` without a next hop.
+    pub fn hop(&self) -> String {
+        match self.gateway {
+            Some(g) => format!("via {g} dev {}", self.interface),
+            None => format!("dev {}", self.interface),
+        }
+    }
+
+    /// Whether its source NAT is MASQUERADE: a dynamic address cannot be named.
+    pub fn masquerade(&self, nat: NatMode) -> bool {
+        nat == NatMode::Masquerade || self.dynamic_address
+    }
 }
 
 /// A line's `health:` (issue 11): what the agent probes and how often.
@@ -143,6 +191,10 @@ pub struct Gateway {
     pub rule_priority: u32,
     /// The fwmark bits dwprov owns; every line mark must fit in it.
     pub mark_mask: u32,
+    /// A foreign default route in main (a DHCP client's, found by
+    /// [`resolve`]) holds the key of dwprov's own: dwprov leaves it and
+    /// renders none there (docs/lines.md).
+    pub foreign_main_default: bool,
     /// Kernel major.minor below which the seed's route-cache flush is needed; None = decide from facts.
     pub route_cache_flush: Option<bool>,
 }

@@ -6,7 +6,7 @@
 //! exactly what is compared and applied.
 use crate::error::{Error, Result};
 use crate::gather::Facts;
-use crate::model::{Gateway, Method};
+use crate::model::{Gateway, Method, NatMode};
 use crate::state::{ip, Iptables, RtTables, State};
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -38,6 +38,8 @@ pub struct Rendered {
     /// The artefacts parsed into typed state.
     pub desired: State,
     pub warnings: Vec<String>,
+    /// What the facts made of dynamic lines (issue 14): information, not change.
+    pub info: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -46,9 +48,17 @@ struct LineCtx<'a> {
     table: u32,
     mark: String,
     interface: &'a str,
-    ip: String,
-    network: String,
-    gateway: String,
+    /// None: a dynamic line with no address now (issue 14).
+    ip: Option<String>,
+    network: Option<String>,
+    gateway: Option<String>,
+    /// Where its routes go: `via G dev IF` or `dev IF` (point-to-point);
+    /// for a line down now, its carrier's (see [`crate::model::carrier`]).
+    hop: String,
+    /// It can carry traffic now (an address, and a next hop unless point-to-point).
+    up: bool,
+    /// Its source NAT: snat, masquerade (always for a dynamic address) or none.
+    nat: &'static str,
     default: bool,
     prefixes: Vec<PrefixCtx>,
     prio_fwmark: u32,
@@ -171,14 +181,36 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
                 l.name
             ));
         }
+        let hop = if l.up_now() {
+            l.hop()
+        } else if let Some(c) = crate::model::carrier(gw, l) {
+            c.hop()
+        } else {
+            if !prefixes.is_empty() {
+                warnings.push(format!(
+                    "line {} is down and no line is up to carry its {} prefix(es): they are not routed",
+                    l.name,
+                    prefixes.len()
+                ));
+            }
+            prefixes.clear();
+            l.hop()
+        };
         lines.push(LineCtx {
             name: &l.name,
             table: l.table,
             mark: format!("{:#x}", l.mark),
             interface: &l.interface,
-            ip: l.address.addr().to_string(),
-            network: net_of(l.address),
-            gateway: l.gateway.to_string(),
+            ip: l.address.map(|a| a.addr().to_string()),
+            network: l.address.map(net_of),
+            gateway: l.gateway.map(|g| g.to_string()),
+            hop,
+            up: l.up_now(),
+            nat: match gw.nat {
+                _ if l.masquerade(gw.nat) => "masquerade",
+                NatMode::Snat => "snat",
+                _ => "none",
+            },
             default: l.default,
             prefixes,
             prio_fwmark: base + PRIO_FWMARK + i,
@@ -216,10 +248,13 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
                 .lines
                 .iter()
                 .filter(|l| f.lines.contains(&l.name))
-                .map(|l| FwdLineCtx {
-                    name: &l.name,
-                    ip: l.address.addr().to_string(),
-                    interface: &l.interface,
+                // A dynamic line without an address now has nothing to forward on.
+                .filter_map(|l| {
+                    Some(FwdLineCtx {
+                        name: &l.name,
+                        ip: l.address?.addr().to_string(),
+                        interface: &l.interface,
+                    })
                 })
                 .collect(),
         })
@@ -290,6 +325,8 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
     ctx.insert("chain", crate::ownership::CHAIN_PREFIX);
     ctx.insert("jump_comment", crate::ownership::JUMP_COMMENT);
     ctx.insert("mark_mask", &format!("{:#x}", gw.mark_mask));
+    ctx.insert("nat_any", &lines.iter().any(|l| l.nat != "none"));
+    ctx.insert("foreign_main_default", &gw.foreign_main_default);
     if let Some(d) = lines.get(default_line) {
         ctx.insert("default_line", d);
     }
@@ -320,12 +357,13 @@ fn policy_table(gw: &Gateway, line: &str) -> Option<u32> {
 /// The nexthop objects: one per line (its own gateway; the agent repoints
 /// it), and the group of a balanced default, weighted.
 fn nexthops(gw: &Gateway, lines: &[LineCtx]) -> Vec<NexthopCtx> {
+    let any_default_up = gw.lines.iter().any(|l| l.default && l.up_now());
     let mut out: Vec<NexthopCtx> = lines
         .iter()
         .filter_map(|l| {
             Some(NexthopCtx {
                 id: l.nhid?,
-                hop: format!("via {} dev {}", l.gateway, l.interface),
+                hop: l.hop.clone(),
             })
         })
         .collect();
@@ -333,7 +371,8 @@ fn nexthops(gw: &Gateway, lines: &[LineCtx]) -> Vec<NexthopCtx> {
         .lines
         .iter()
         .zip(lines)
-        .filter(|(l, _)| l.default)
+        // A line down now is out of the group, as the agent leaves it out.
+        .filter(|(l, _)| l.default && (l.up_now() || !any_default_up))
         .filter_map(|(l, c)| {
             let id = c.nhid?;
             Some(match l.failover.weight {
@@ -355,6 +394,9 @@ fn nexthops(gw: &Gateway, lines: &[LineCtx]) -> Vec<NexthopCtx> {
 /// `facts` (when known) refine the plan: e.g. the kernel version decides
 /// whether the route-cache flush unit is needed.
 pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Result<Rendered> {
+    // Issue 14: dynamic addresses and next hops are the host's, now.
+    let resolved = crate::model::resolve(gw, facts);
+    let gw = &resolved.gateway;
     let prefixes: usize = gw.lines.iter().map(|l| l.routes.len()).sum();
     limits::set_budget(
         limits::BASE_BUDGET.saturating_add(prefixes.saturating_mul(limits::BUDGET_PER_PREFIX)),
@@ -379,6 +421,7 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
         });
     }
     let (ctx, mut warnings) = context(gw);
+    warnings.extend(resolved.warnings);
     let mut artefacts = BTreeMap::new();
     for (name, path) in FILE_TARGETS {
         let text = templates.render(name, &ctx)?;
@@ -425,6 +468,7 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
         artefacts,
         desired,
         warnings,
+        info: resolved.info,
     })
 }
 
@@ -514,7 +558,7 @@ pub fn parse_sysctl_conf(text: &str, what: &str) -> Result<BTreeMap<String, Stri
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::{Forward, Lan, Line, NatMode, Policy, Proto};
+    use crate::model::{Forward, Lan, Line, NatMode, NextHop, Policy, Proto};
 
     /// The seed's topology as the lab builds it.
     pub(crate) fn seed(method: Method) -> Gateway {
@@ -531,8 +575,10 @@ pub(crate) mod tests {
                     table: 100,
                     mark: 0x100,
                     interface: "eth1".into(),
-                    address: "198.51.100.2/24".parse().unwrap(),
-                    gateway: "198.51.100.1".parse().unwrap(),
+                    address: Some("198.51.100.2/24".parse().unwrap()),
+                    gateway: Some("198.51.100.1".parse().unwrap()),
+                    dynamic_address: false,
+                    next_hop: NextHop::Fixed,
                     default: true,
                     routes: vec!["100.64.0.0/16".parse().unwrap()],
                     health: None,
@@ -543,8 +589,10 @@ pub(crate) mod tests {
                     table: 200,
                     mark: 0x200,
                     interface: "eth2".into(),
-                    address: "203.0.113.2/24".parse().unwrap(),
-                    gateway: "203.0.113.1".parse().unwrap(),
+                    address: Some("203.0.113.2/24".parse().unwrap()),
+                    gateway: Some("203.0.113.1".parse().unwrap()),
+                    dynamic_address: false,
+                    next_hop: NextHop::Fixed,
                     default: false,
                     routes: vec![
                         "100.65.0.0/16".parse().unwrap(),
@@ -580,6 +628,7 @@ pub(crate) mod tests {
             rule_priority: 1000,
             mark_mask: 0xff00,
             route_cache_flush: None,
+            foreign_main_default: false,
         }
     }
 
@@ -595,6 +644,151 @@ pub(crate) mod tests {
     #[test]
     fn snapshot_policy() {
         insta::assert_snapshot!(artefacts_text(&rendered(Method::Policy)));
+    }
+
+    /// Issue 14: a dynamic CNC line renders with the facts' address and
+    /// next hop, MASQUERADEd; without them it is down, on CTC.
+    #[test]
+    fn dynamic_line_takes_the_facts() {
+        let mut gw = seed(Method::Static);
+        let cnc = &mut gw.lines[1];
+        (cnc.address, cnc.gateway) = (None, None);
+        cnc.dynamic_address = true;
+        cnc.next_hop = NextHop::Dynamic;
+        let mut facts = crate::gather::Facts::default();
+        facts.interfaces.push(crate::facts::Interface {
+            name: "eth2".into(),
+            up: true,
+            addresses: vec!["203.0.113.77/24".parse().unwrap()],
+        });
+        facts.state.routes.push(ip::Route {
+            via: Some("203.0.113.1".parse().unwrap()),
+            dev: Some("eth2".into()),
+            proto: 16,
+            metric: 1024,
+            ..ip::Route::default()
+        });
+        let t = Templates::load(None).unwrap();
+        let r = render(&gw, &t, Some(&facts)).unwrap();
+        let batch = &r.artefacts["ip.batch"];
+        assert!(
+            batch.contains("route add default via 203.0.113.1 dev eth2 src 203.0.113.77 table cnc"),
+            "{batch}"
+        );
+        assert!(batch.contains("from 203.0.113.77 lookup cnc"), "{batch}");
+        assert!(
+            batch.contains("route add 100.65.0.0/16 via 203.0.113.1 dev eth2"),
+            "{batch}"
+        );
+        let ipt = &r.artefacts["iptables.rules"];
+        assert!(
+            ipt.contains("-o eth2 -j MASQUERADE")
+                && ipt.contains("-o eth1 -j SNAT --to-source 198.51.100.2"),
+            "{ipt}"
+        );
+        assert!(ipt.contains("-d 203.0.113.77/32 -p tcp"), "{ipt}");
+        assert!(
+            r.info.iter().any(|i| i.contains("address 203.0.113.77/24")),
+            "{:?}",
+            r.info
+        );
+        // The lease lost: down, its prefixes on ctc, nothing names an address.
+        facts.interfaces[0].addresses.clear();
+        facts.state.routes.clear();
+        let r = render(&gw, &t, Some(&facts)).unwrap();
+        let batch = &r.artefacts["ip.batch"];
+        assert!(
+            batch.contains("route add 100.65.0.0/16 via 198.51.100.1 dev eth1"),
+            "{batch}"
+        );
+        assert!(
+            !batch.contains("table cnc proto 201\n")
+                && !batch.contains("lookup cnc protocol 201\nrule add priority 1201"),
+            "{batch}"
+        );
+        assert!(!batch.contains("eth2 src"), "{batch}");
+        assert!(
+            r.info
+                .iter()
+                .any(|i| i == "line cnc is down: its traffic goes on line ctc"),
+            "{:?}",
+            r.info
+        );
+        let ipt = &r.artefacts["iptables.rules"];
+        assert!(
+            ipt.contains("-o eth2 -j MASQUERADE") && !ipt.contains("203.0.113."),
+            "{ipt}"
+        );
+    }
+
+    /// Issue 14: a watched dynamic line down now: its nexthop object points
+    /// at its carrier, as the agent's failover does, and the agent's config
+    /// gives it the carrier's path (so the agent keeps it there).
+    #[test]
+    fn a_down_dynamic_line_is_failed_over_by_its_nexthop() {
+        let mut gw = seed(Method::Fwmark);
+        let cnc = &mut gw.lines[1];
+        (cnc.address, cnc.gateway) = (None, None);
+        cnc.dynamic_address = true;
+        cnc.next_hop = NextHop::Dynamic;
+        cnc.health = Some(crate::model::Health {
+            targets: vec!["100.65.1.10".parse().unwrap()],
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            down: 3,
+            up: 5,
+            reliability: 1,
+        });
+        cnc.failover.fallback = vec!["ctc".into()];
+        // Facts of a host with nexthop objects, where eth2 has no address.
+        let facts = crate::gather::Facts {
+            nexthops: true,
+            ..Default::default()
+        };
+        let r = render(&gw, &Templates::load(None).unwrap(), Some(&facts)).unwrap();
+        let batch = &r.artefacts["ip.batch"];
+        assert!(
+            batch.contains("nexthop add id 20002 via 198.51.100.1 dev eth1 proto 201"),
+            "{batch}"
+        );
+        assert!(
+            batch.contains("route add 100.65.0.0/16 nhid 20002"),
+            "{batch}"
+        );
+        let cfg = crate::model::agent_config(&crate::model::resolve(&gw, None).gateway).unwrap();
+        let c = &cfg.lines[1];
+        assert_eq!(
+            (c.interface.as_str(), c.gateway.to_string()),
+            ("eth1", "198.51.100.1".into())
+        );
+    }
+
+    /// Issue 14: a point-to-point line: `dev IF` routes, no via.
+    #[test]
+    fn point_to_point_line_routes_dev() {
+        let mut gw = seed(Method::Static);
+        let cnc = &mut gw.lines[1];
+        cnc.interface = "ppp0".into();
+        cnc.address = Some("10.64.0.2/32".parse().unwrap());
+        cnc.gateway = None;
+        cnc.next_hop = NextHop::None;
+        let r = render(&gw, &Templates::load(None).unwrap(), None).unwrap();
+        let batch = &r.artefacts["ip.batch"];
+        assert!(
+            batch.contains("route add default dev ppp0 src 10.64.0.2 table cnc"),
+            "{batch}"
+        );
+        assert!(
+            batch.contains("route add 100.65.0.0/16 dev ppp0 proto 201"),
+            "{batch}"
+        );
+        assert!(r
+            .desired
+            .routes
+            .iter()
+            .any(|r| r.dst.to_string() == "100.65.0.0/16"
+                && r.via.is_none()
+                && r.dev.as_deref() == Some("ppp0")));
     }
 
     /// Issue 11: health on CNC and a balanced default: nexthop objects, the

@@ -113,10 +113,13 @@ fn lines_of(gw: Option<&Gateway>) -> (Vec<LineRef>, Vec<String>) {
     let lines = gw
         .lines
         .iter()
-        .map(|l| LineRef {
-            name: l.name.clone(),
-            interface: l.interface.clone(),
-            address: l.address,
+        // A dynamic line without an address now has no source to trace from.
+        .filter_map(|l| {
+            Some(LineRef {
+                name: l.name.clone(),
+                interface: l.interface.clone(),
+                address: l.address?,
+            })
         })
         .collect();
     let lans = gw.lan.iter().map(|l| l.interface.clone()).collect();

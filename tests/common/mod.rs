@@ -83,6 +83,32 @@ impl Lab {
             isps == 2 || isps == 3,
             "the lab has 2 or 3 ISPs, not {isps}"
         );
+        Lab::up_args(&["--isps", &isps.to_string()])
+    }
+
+    /// Like `up`, with the CNC address a DHCP lease (`lab.sh --dhcp`):
+    /// dnsmasq on the cnc router, udhcpc on the gateway's eth2 (first lease
+    /// 203.0.113.77, default route via 203.0.113.1 metric 100), the cnc
+    /// router's anti-spoofing following the leases; the inventory's cnc
+    /// line is `address: dynamic, gateway: dynamic`.
+    pub fn up_dhcp() -> Lab {
+        Lab::up_args(&["--dhcp"])
+    }
+
+    /// A `--dhcp` lab's redial: release the CNC lease and take `address`
+    /// (203.0.113.50-99), or `none` (no address); waits until it is so.
+    pub fn lease(&self, address: &str) {
+        let out = self.lab_sh(&["lease", address]);
+        assert!(
+            out.status.success(),
+            "lab.sh lease {address} failed: {}\n--- stdout\n{}--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn up_args(opts: &[&str]) -> Lab {
         install_guard();
         assert_root();
         let tag = format!(
@@ -96,8 +122,9 @@ impl Lab {
             dir: std::env::temp_dir().join(&name),
         };
         live().push((lab.prefix.clone(), lab.dir.clone()));
-        let isps = isps.to_string();
-        let out = lab_sh(&lab.prefix, &lab.dir, &["--isps", &isps, "up"]);
+        let mut args = opts.to_vec();
+        args.push("up");
+        let out = lab_sh(&lab.prefix, &lab.dir, &args);
         if !out.status.success() {
             // lab.sh tears a failed `up` down itself; Drop (during this panic)
             // runs `down` once more in case it could not.

@@ -165,16 +165,21 @@ pub fn peer(body: &str) -> &str {
 /// The traffic scenarios of docs/methods.md; `cross_forward` is whether
 /// cross access to the forwarded server works with this method.
 pub fn assert_traffic(lab: &Lab, cross_forward: bool) {
+    assert_traffic_at(lab, cross_forward, "203.0.113.2")
+}
+
+/// [`assert_traffic`] with the gateway's CNC address `cnc` (a lease, issue 14).
+pub fn assert_traffic_at(lab: &Lab, cross_forward: bool, cnc: &str) {
     let ok = |from: &str, url: &str| -> String {
         lab.curl(from, url)
             .unwrap_or_else(|e| panic!("{from} -> {url} failed: {e}"))
     };
     // 1. each ISP's user through its own line's address reaches the forwarded server
     assert_eq!(peer(&ok("uctc", "http://198.51.100.2/")), "100.64.1.10");
-    assert_eq!(peer(&ok("ucnc", "http://203.0.113.2/")), "100.65.1.10");
+    assert_eq!(peer(&ok("ucnc", &format!("http://{cnc}/"))), "100.65.1.10");
     // 2. cross access to the forwarded server (FAQ 1/2)
     for (from, url, seen_as) in [
-        ("uctc", "http://203.0.113.2/", "100.64.1.10"),
+        ("uctc", format!("http://{cnc}/").as_str(), "100.64.1.10"),
         ("ucnc", "http://198.51.100.2/", "100.65.1.10"),
     ] {
         let r = lab.curl(from, url);
@@ -192,17 +197,20 @@ pub fn assert_traffic(lab: &Lab, cross_forward: bool) {
         }
     }
     // 2b. cross access to a service on the gateway itself
-    assert_eq!(peer(&ok("uctc", "http://203.0.113.2:8080/")), "100.64.1.10");
+    assert_eq!(
+        peer(&ok("uctc", &format!("http://{cnc}:8080/"))),
+        "100.64.1.10"
+    );
     assert_eq!(
         peer(&ok("ucnc", "http://198.51.100.2:8080/")),
         "100.65.1.10"
     );
     // 3. hairpin: the LAN reaches the forward through both public addresses
     assert_eq!(peer(&ok("cli", "http://198.51.100.2/")), "192.168.0.1");
-    assert_eq!(peer(&ok("cli", "http://203.0.113.2/")), "192.168.0.1");
+    assert_eq!(peer(&ok("cli", &format!("http://{cnc}/"))), "192.168.0.1");
     // 4. the LAN leaves by the destination's line, seen with that line's address
     assert_eq!(peer(&ok("cli", "http://100.64.1.10/")), "198.51.100.2");
-    assert_eq!(peer(&ok("cli", "http://100.65.1.10/")), "203.0.113.2");
+    assert_eq!(peer(&ok("cli", "http://100.65.1.10/")), cnc);
     // ... and so does the gateway's own traffic
     assert_eq!(
         peer(&lab.sh_ok("gw", "curl -sS --max-time 3 http://100.64.1.10/")),
@@ -210,6 +218,6 @@ pub fn assert_traffic(lab: &Lab, cross_forward: bool) {
     );
     assert_eq!(
         peer(&lab.sh_ok("gw", "curl -sS --max-time 3 http://100.65.1.10/")),
-        "203.0.113.2"
+        cnc
     );
 }

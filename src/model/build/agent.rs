@@ -5,6 +5,7 @@
 use crate::agent::config::{Balanced, Config, Health, Line, FORMAT_VERSION};
 use crate::model::Gateway;
 use crate::ownership::{line_nexthop_id, BALANCED_NEXTHOP_ID};
+use std::net::Ipv4Addr;
 
 /// The agent's config for `gw`, or None when no line has `health` (no
 /// agent on that gateway).
@@ -16,11 +17,23 @@ pub fn agent_config(gw: &Gateway) -> Option<Config> {
         .lines
         .iter()
         .enumerate()
-        .map(|(i, l)| Line {
+        .map(|(i, l)| {
+            // A line down now (dynamic, no address or next hop) is rendered
+            // on its carrier: the agent sees it as the carrier's path, so
+            // whatever it decides its nexthop stays there (it cannot follow
+            // the line itself before issue 14 phase 2).
+            let path = if l.up_now() {
+                l
+            } else {
+                crate::model::carrier(gw, l).unwrap_or(l)
+            };
+            (i, l, path)
+        })
+        .map(|(i, l, path)| Line {
             name: l.name.clone(),
-            interface: l.interface.clone(),
-            address: l.address.addr(),
-            gateway: l.gateway,
+            interface: path.interface.clone(),
+            address: path.address.map_or(Ipv4Addr::UNSPECIFIED, |a| a.addr()),
+            gateway: path.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
             mark: l.mark,
             mark_mask: gw.mark_mask,
             table: l.table,

@@ -95,6 +95,7 @@ pub(super) fn assign_marks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::NextHop;
 
     #[test]
     fn deposit_spreads_bits() {
@@ -109,8 +110,10 @@ mod tests {
             table: 0,
             mark: 0,
             interface: "eth1".into(),
-            address: "10.0.0.2/24".parse().unwrap(),
-            gateway: "10.0.0.1".parse().unwrap(),
+            address: Some("10.0.0.2/24".parse().unwrap()),
+            gateway: Some("10.0.0.1".parse().unwrap()),
+            dynamic_address: false,
+            next_hop: NextHop::Fixed,
             default: false,
             routes: vec![],
             health: None,

@@ -25,13 +25,14 @@ pub(super) fn lan(node: &Node, lines: &[Line], interfaces: &mut Interfaces) -> R
         let addr_n = values::required(item, "address", "lan entry")?;
         let address = values::iface_address(addr_n)?;
         for l in lines {
-            if overlaps(address, l.address) {
+            let Some(la) = l.address else { continue };
+            if overlaps(address, la) {
                 return Err(addr_n.error(
                     format!(
                         "LAN subnet {} overlaps line `{}` subnet {}",
                         address.trunc(),
                         l.name,
-                        l.address.trunc()
+                        la.trunc()
                     ),
                     Some("the LAN and the uplinks must use distinct subnets".into()),
                 ));

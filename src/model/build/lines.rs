@@ -4,11 +4,17 @@
 //! least one line is `default: true` (several: a balanced default), subnets do not
 //! overlap, and the next hop is a host of the line's subnet. Tables and marks
 //! left out get stable values ([`super::ids`]).
+//!
+//! Issue 14: `address: dynamic` (the interface's address at plan time),
+//! `gateway: dynamic` (the DHCP client's next hop) and `gateway: none` (a
+//! point-to-point line: routes go `dev IF`), which is also what a left-out
+//! `gateway` means on a ppp/tun/wg interface or a /32 address. What these
+//! are now is found in the facts by [`crate::model::resolve`].
 use super::routes::{line_routes, Listing};
 use super::{ids, overlaps, Interfaces};
 use crate::error::{Location, Result};
 use crate::inventory::{values, Host};
-use crate::model::Line;
+use crate::model::{Line, NextHop};
 use crate::yaml::Node;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
@@ -88,14 +94,17 @@ pub(super) fn lines<'a>(
     for (i, a) in read.iter().enumerate() {
         for b in &read[..i] {
             let (a, b) = (&a.line, &b.line);
-            if overlaps(a.address, b.address) {
+            let (Some(aa), Some(ba)) = (a.address, b.address) else {
+                continue;
+            };
+            if overlaps(aa, ba) {
                 return Err(read[i].address_node.error(
                     format!(
                         "line `{}` subnet {} overlaps line `{}` subnet {}",
                         a.name,
-                        a.address.trunc(),
+                        aa.trunc(),
                         b.name,
-                        b.address.trunc()
+                        ba.trunc()
                     ),
                     Some("each line needs its own subnet".into()),
                 ));
@@ -167,9 +176,34 @@ fn line<'a>(
     let iface_n = values::required(item, "interface", "line")?;
     let interface = interfaces.take(iface_n)?;
     let addr_n = values::required(item, "address", "line")?;
-    let address = values::iface_address(addr_n)?;
-    let gw_n = values::required(item, "gateway", "line")?;
-    let gateway = next_hop(gw_n, address, &interface)?;
+    let address = if addr_n.as_str() == Some("dynamic") {
+        None
+    } else {
+        Some(values::iface_address(addr_n)?)
+    };
+    let (next_hop, gateway) = match item.get("gateway") {
+        Some(n) if n.as_str() == Some("dynamic") => (NextHop::Dynamic, None),
+        Some(n) if n.as_str() == Some("none") => (NextHop::None, None),
+        Some(n) => match address {
+            Some(a) => (NextHop::Fixed, Some(next_hop(n, a, &interface)?)),
+            None => {
+                return Err(n.error(
+                    "a fixed `gateway` with `address: dynamic`",
+                    Some("a dynamic address comes with its next hop: write `gateway: dynamic` (the DHCP client's) or `gateway: none` (point-to-point)".into()),
+                ))
+            }
+        },
+        None if point_to_point(&interface, address) => (NextHop::None, None),
+        None => {
+            return Err(item.error(
+                "line is missing required key `gateway`",
+                Some(format!(
+                    "the ISP's next hop on {interface}: an address, `dynamic` (the DHCP client's) or `none` \
+                     (point-to-point: ppp*, tun*, wg* interfaces and /32 addresses may leave it out)"
+                )),
+            ))
+        }
+    };
     let default = match item.get("default") {
         Some(n) => {
             let d = values::boolean(n, "default")?;
@@ -193,6 +227,8 @@ fn line<'a>(
             interface,
             address,
             gateway,
+            dynamic_address: address.is_none(),
+            next_hop,
             default,
             routes,
             health: None,
@@ -236,4 +272,96 @@ fn next_hop(n: &Node, address: Ipv4Net, interface: &str) -> Result<Ipv4Addr> {
         ));
     }
     Ok(gateway)
+}
+
+/// Whether a line without `gateway` is point-to-point: a ppp, tun or
+/// WireGuard interface, or a /32 address (its peer is the other end).
+fn point_to_point(interface: &str, address: Option<Ipv4Net>) -> bool {
+    ["ppp", "tun", "wg"]
+        .iter()
+        .any(|p| interface.starts_with(p))
+        || address.is_some_and(|a| a.prefix_len() == 32)
+}
+
+/// Lines without a next hop cannot have a nexthop object yet (`dev IF`
+/// nexthops are phase 2 of issue 14): refused where the gateway uses them.
+pub(super) fn check_point_to_point(lines: &[Line], items: &[&Node]) -> Result<()> {
+    let uses =
+        lines.iter().any(|l| l.health.is_some()) || lines.iter().filter(|l| l.default).count() > 1;
+    if !uses {
+        return Ok(());
+    }
+    match lines.iter().position(|l| l.next_hop == NextHop::None) {
+        Some(i) => Err(items[i].get("gateway").unwrap_or(items[i]).error(
+            format!(
+                "line `{}` has no next hop (point-to-point), which `health` or a balanced default cannot use yet",
+                lines[i].name
+            ),
+            Some("failover of point-to-point lines by nexthop objects is not built yet (issue 14 phase 2): drop `health` and keep one default line, or give the line a `gateway`".into()),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Gateway, NextHop};
+
+    /// The seed's two lines with `cnc` as given, built.
+    fn build(cnc: &str, extra: &str) -> crate::error::Result<Gateway> {
+        let text = format!(
+            "all:\n  hosts:\n    gw1:\n      connection: local\n      method: static\n      lan:\n        - {{interface: eth0, address: 192.168.0.1/24}}\n      lines:\n        - {{name: ctc, interface: eth1, address: 198.51.100.2/24, gateway: 198.51.100.1, default: true}}\n        - {{name: cnc, {cnc}}}\n{extra}"
+        );
+        let inv = crate::inventory::parse(&text, std::path::Path::new("i.yaml")).unwrap();
+        crate::model::build(&inv.hosts[0])
+    }
+
+    #[test]
+    fn dynamic_and_point_to_point_lines() {
+        let gw = build("interface: eth2, address: dynamic, gateway: dynamic", "").unwrap();
+        let cnc = &gw.lines[1];
+        assert_eq!((cnc.address, cnc.gateway), (None, None));
+        assert!(cnc.dynamic_address && cnc.next_hop == NextHop::Dynamic);
+        // Any name Linux takes; a left-out gateway on ppp/tun/wg or a /32 is none.
+        for l in [
+            "interface: ppp0, address: dynamic",
+            "interface: wg0, address: 10.9.0.2/32",
+            "interface: eth1.100, address: 10.9.0.2/32",
+            "interface: tun3, address: 10.9.0.2/30, gateway: none",
+        ] {
+            let gw = build(l, "").unwrap();
+            assert_eq!(gw.lines[1].next_hop, NextHop::None, "{l}");
+        }
+        let gw = build(
+            "interface: eth1.100, address: 10.9.0.2/24, gateway: dynamic",
+            "",
+        )
+        .unwrap();
+        assert_eq!(gw.lines[1].address, Some("10.9.0.2/24".parse().unwrap()));
+    }
+
+    #[test]
+    fn dynamic_refusals_are_located() {
+        let err = |l: &str, extra: &str| build(l, extra).unwrap_err().to_string();
+        let e = err("interface: eth2, address: dynamic", "");
+        assert!(
+            e.contains("i.yaml:10:") && e.contains("`gateway`") && e.contains("dynamic"),
+            "{e}"
+        );
+        let e = err(
+            "interface: eth2, address: dynamic, gateway: 203.0.113.1",
+            "",
+        );
+        assert!(
+            e.contains("i.yaml:10:") && e.contains("fixed `gateway` with `address: dynamic`"),
+            "{e}"
+        );
+        let e = err(
+            "interface: ppp0, address: dynamic, health: {targets: [1.2.3.4]}",
+            "",
+        );
+        assert!(e.contains("no next hop (point-to-point)"), "{e}");
+        let e = err("interface: eth2, address: dynamik, gateway: dynamic", "");
+        assert!(e.contains("`address`"), "{e}");
+    }
 }

@@ -134,13 +134,14 @@ pub(super) fn check_connected(
     lan: &[Lan],
     lines_node: &Node,
 ) -> Result<()> {
+    // A dynamic address is not known before the host is: no subnet to check.
     let subnets = lines
         .iter()
-        .map(|l| {
-            (
-                l.address.trunc(),
+        .filter_map(|l| {
+            Some((
+                l.address?.trunc(),
                 format!("the subnet of line `{}`", l.name),
-            )
+            ))
         })
         .chain(lan.iter().map(|l| {
             (
