@@ -374,7 +374,7 @@ fn remote(host: &str, what: &str, sec: &Section) -> Error {
     }
 }
 
-fn parse_addrs(text: &str) -> Result<Vec<Interface>> {
+pub fn parse_addrs(text: &str) -> Result<Vec<Interface>> {
     let v: Vec<serde_json::Value> = if text.trim().is_empty() {
         Vec::new()
     } else {

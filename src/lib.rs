@@ -15,6 +15,7 @@ pub mod error;
 pub mod escape;
 pub mod facts;
 pub mod fleet;
+pub mod follow;
 pub mod gather;
 pub mod import;
 #[cfg(test)]
