@@ -173,3 +173,57 @@ fn a_point_to_point_line_routes_dev() {
     let (code, out) = plan(&lab, &inv);
     assert_eq!(code, 0, "{out}");
 }
+
+/// The point-to-point CNC line with `health` (issue 14 phase 2): its
+/// nexthop object is `dev eth2` (no gateway); CNC's upstream silenced, the
+/// agent points it at ctc and a LAN client's CNC traffic leaves by ctc with
+/// ctc's address (`plan` exits 0: a failover is information); repaired, it
+/// leaves by cnc again.
+#[test]
+fn a_point_to_point_line_fails_over() {
+    let lab = Lab::up();
+    lab.sh_ok(
+        "gw",
+        "ip addr flush dev eth2 && ip addr add 203.0.113.2/32 peer 203.0.113.1 dev eth2",
+    );
+    lab.sh_ok(
+        "cnc",
+        "ip addr flush dev cust0 && ip addr add 203.0.113.1/32 peer 203.0.113.2 dev cust0 \
+         && sysctl -qw net.ipv4.conf.cust0.proxy_arp=1",
+    );
+    let yaml = std::fs::read_to_string(lab.inventory()).unwrap().replace(
+        "          address: 203.0.113.2/24\n          gateway: 203.0.113.1\n",
+        "          address: 203.0.113.2/32             # point-to-point, no gateway\n          \
+         health: {targets: [100.65.1.10, '100.65.1.10:80'], interval: 0.5, timeout: 0.5}\n",
+    );
+    assert!(
+        yaml.contains("203.0.113.2/32") && yaml.contains("health:"),
+        "{yaml}"
+    );
+    let inv = lab.write_file("inventory-p2p-health.yaml", &yaml);
+    apply(&lab, &inv);
+    let nexthops = lab.sh_ok("gw", "ip nexthop show");
+    assert!(nexthops.contains("dev eth2"), "{nexthops}");
+    assert!(!nexthops.contains("via 203.0.113.1"), "{nexthops}");
+    let routes = lab.sh_ok("gw", "ip route show table main");
+    assert!(routes.contains("100.65.0.0/16 nhid"), "{routes}");
+    assert_traffic_at(&lab, true, "203.0.113.2");
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{out}");
+
+    let outage = common::outage::silence(&lab, "cnc");
+    let took = wait_cnc_seen_as(&lab, "198.51.100.2", 20);
+    eprintln!("failed over in {took:?}");
+    let nexthops = lab.sh_ok("gw", "ip nexthop show");
+    assert!(nexthops.contains("via 198.51.100.1 dev eth1"), "{nexthops}");
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(code, 0, "a failover is information:\n{out}");
+    assert!(out.contains("line cnc down"), "{out}");
+
+    outage.repair();
+    wait_cnc_seen_as(&lab, "203.0.113.2", 20);
+    let nexthops = lab.sh_ok("gw", "ip nexthop show");
+    assert!(nexthops.contains("dev eth2"), "{nexthops}");
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{out}");
+}
