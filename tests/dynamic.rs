@@ -227,3 +227,73 @@ fn a_point_to_point_line_fails_over() {
     let (code, out) = plan(&lab, &inv);
     assert_eq!(code, 0, "{out}");
 }
+
+/// Polls `cli -> url` until its server sees the LAN as `seen_as`.
+fn wait_seen_as(lab: &Lab, url: &str, seen_as: &str, secs: u64) {
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < std::time::Duration::from_secs(secs) {
+        match lab.curl_with("cli", &["--max-time", "1"], url) {
+            Ok(body) if peer(&body) == seen_as => return,
+            Ok(body) => last = peer(&body).to_string(),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("within {secs} s {url} never saw the LAN as {seen_as} (last: {last})");
+}
+
+/// A tunnel line (the seed's 借线): cmcc is borrowed from a remote host
+/// reached by a vxlan tunnel over ctc (`Lab::borrowed_line`); the cmcc line
+/// is `vx0` with `health`. A LAN client's traffic to a CMCC user leaves
+/// through the tunnel, seen with the remote's address (the gateway has no
+/// cmcc cable any more); the remote's ISP silenced: the line fails over to
+/// ctc (`plan` exits 0); repaired: back through the tunnel.
+#[test]
+fn a_tunnel_line_carries_its_prefixes_and_fails_over() {
+    let lab = Lab::up_with_isps(3);
+    let _remote = lab.borrowed_line();
+    let old = "          interface: eth3\n          address: 198.18.0.2/24\n          gateway: 198.18.0.1\n";
+    let yaml = std::fs::read_to_string(lab.inventory()).unwrap();
+    assert!(yaml.contains(old), "{yaml}");
+    let yaml = yaml.replace(
+        old,
+        "          interface: vx0                    # the tunnel to the remote host\n          \
+         address: 10.99.0.2/30\n          gateway: 10.99.0.1\n          \
+         health: {targets: [100.67.1.10, '100.67.1.10:80'], interval: 0.5, timeout: 0.5}\n",
+    );
+    let inv = lab.write_file("inventory-tunnel.yaml", &yaml);
+    apply(&lab, &inv);
+    let user = "http://100.67.1.10/";
+    wait_seen_as(&lab, user, "198.18.0.2", 10);
+    let tx = |lab: &Lab| -> u64 {
+        let s = lab.sh_ok("gw", "cat /sys/class/net/vx0/statistics/tx_packets");
+        s.trim().parse().unwrap()
+    };
+    let before = tx(&lab);
+    for _ in 0..5 {
+        assert_eq!(peer(&lab.curl("cli", user).unwrap()), "198.18.0.2");
+    }
+    assert!(tx(&lab) >= before + 5, "the CMCC traffic went through vx0");
+    // The other lines are untouched.
+    assert_eq!(
+        peer(&lab.curl("cli", "http://100.64.1.10/").unwrap()),
+        "198.51.100.2"
+    );
+    assert_eq!(
+        peer(&lab.curl("cli", "http://100.65.1.10/").unwrap()),
+        "203.0.113.2"
+    );
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{out}");
+
+    let outage = common::outage::silence(&lab, "cmcc");
+    wait_seen_as(&lab, user, "198.51.100.2", 20);
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(code, 0, "a failover is information:\n{out}");
+    assert!(out.contains("line cmcc down"), "{out}");
+    outage.repair();
+    wait_seen_as(&lab, user, "198.18.0.2", 20);
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{out}");
+}
