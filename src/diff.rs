@@ -153,11 +153,13 @@ fn diff_nexthops(desired: &State, live: &State, d: &mut HostDiff) {
     let targets: Vec<&Hop> = desired
         .nexthops
         .iter()
-        .filter(|n| matches!(n.hop, Hop::Via { .. }))
+        .filter(|n| matches!(n.hop, Hop::Via { .. } | Hop::Dev { .. }))
         .map(|n| &n.hop)
         .collect();
     let dynamic_ok = |want: &Nexthop, have: &Nexthop| match (&want.hop, &have.hop) {
-        (Hop::Via { .. }, Hop::Via { .. }) => targets.contains(&&have.hop),
+        (Hop::Via { .. } | Hop::Dev { .. }, Hop::Via { .. } | Hop::Dev { .. }) => {
+            targets.contains(&&have.hop)
+        }
         (Hop::Group(w), Hop::Group(h)) => !h.is_empty() && h.iter().all(|m| w.contains(m)),
         _ => false,
     };

@@ -333,7 +333,12 @@ fn follows_facts(
                 from: None,
                 to: Some(n),
             } => match &n.hop {
-                crate::state::nexthop::Hop::Via { dev, .. } if on_dynamic(Some(dev)) => Some(n.id),
+                crate::state::nexthop::Hop::Via { dev, .. }
+                | crate::state::nexthop::Hop::Dev { dev }
+                    if on_dynamic(Some(dev)) =>
+                {
+                    Some(n.id)
+                }
                 _ => None,
             },
             _ => None,

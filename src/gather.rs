@@ -338,7 +338,7 @@ fn remote(host: &str, what: &str, sec: &Section) -> Error {
     }
 }
 
-fn parse_addrs(text: &str) -> Result<Vec<Interface>> {
+pub fn parse_addrs(text: &str) -> Result<Vec<Interface>> {
     let v: Vec<serde_json::Value> = if text.trim().is_empty() {
         Vec::new()
     } else {
@@ -648,7 +648,7 @@ fn nexthop_scope<'a>(live: &'a State, desired: &State) -> Vec<NexthopView<'a>> {
     let targets: Vec<&Hop> = desired
         .nexthops
         .iter()
-        .filter(|n| matches!(n.hop, Hop::Via { .. }))
+        .filter(|n| matches!(n.hop, Hop::Via { .. } | Hop::Dev { .. }))
         .map(|n| &n.hop)
         .collect();
     let members: Vec<&(u32, u32)> = desired
@@ -656,7 +656,7 @@ fn nexthop_scope<'a>(live: &'a State, desired: &State) -> Vec<NexthopView<'a>> {
         .iter()
         .filter_map(|n| match &n.hop {
             Hop::Group(m) => Some(m),
-            Hop::Via { .. } => None,
+            Hop::Via { .. } | Hop::Dev { .. } => None,
         })
         .flatten()
         .collect();
@@ -671,7 +671,7 @@ fn nexthop_scope<'a>(live: &'a State, desired: &State) -> Vec<NexthopView<'a>> {
         .map(|n| {
             let dynamic = is_owned_route(n)
                 && match &n.hop {
-                    Hop::Via { .. } => unknown || targets.contains(&&n.hop),
+                    Hop::Via { .. } | Hop::Dev { .. } => unknown || targets.contains(&&n.hop),
                     Hop::Group(m) => {
                         unknown || (!m.is_empty() && m.iter().all(|x| members.contains(&x)))
                     }

@@ -17,6 +17,7 @@ pub mod escape;
 pub mod facts;
 pub mod firewall;
 pub mod fleet;
+pub mod follow;
 pub mod gather;
 pub mod import;
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Lines of every kind (issue 14, phase 1), on real packets: a CNC line
-//! whose address and next hop are a real DHCP lease (dnsmasq on the cnc
-//! router, udhcpc on the gateway), redialled to a new address and lost;
+//! Lines of every kind (issue 14), on real packets: a CNC line whose
+//! address and next hop are a real DHCP lease (dnsmasq on the cnc router,
+//! udhcpc on the gateway), redialled to a new address and lost, followed by
+//! the agent on the gateway with no dwprov run (phase 2);
 //! and a point-to-point CNC line (a /32 with a peer) routed `dev eth2`.
 //! Needs root.
 mod common;
@@ -19,10 +20,34 @@ fn apply(lab: &Lab, inv: &Path) {
     assert_eq!(o.status.code(), Some(0), "apply failed:\n{}", text(&o));
 }
 
+/// Polls `cli -> CNC user` until the user sees the LAN as `seen_as`, for
+/// at most `secs` seconds (generous: a loaded 2-core machine).
+fn wait_cnc_seen_as(lab: &Lab, seen_as: &str, secs: u64) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < std::time::Duration::from_secs(secs) {
+        match lab.curl_with("cli", &["--max-time", "1"], "http://100.65.1.10/") {
+            Ok(body) if peer(&body) == seen_as => return started.elapsed(),
+            Ok(body) => last = peer(&body).to_string(),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!(
+        "within {secs} s the CNC user never saw the LAN as {seen_as} (last: {last})\n{}",
+        lab.sh_ok(
+            "gw",
+            "ip rule; ip route show table cnc; iptables-save -t nat | grep -v '^#'"
+        )
+    );
+}
+
 /// `address: dynamic, gateway: dynamic` on CNC: apply, the traffic of the
-/// seed on the leased address; a new lease: `plan` exits 0 naming it, and
-/// `apply` moves the traffic onto it; the lease lost: the line is down, its
-/// traffic on ctc; a lease again: back on cnc.
+/// seed on the leased address, and the agent (deployed for the dynamic
+/// line) follows every lease change on the gateway with no dwprov run: a
+/// new lease within 10 s (the LAN seen with it, forwards, cross access and
+/// hairpin on it, `plan` exits 0 with nothing to change), the lease lost
+/// (CNC's traffic on ctc), a lease again (back on cnc). Nothing of ctc moves.
 #[test]
 fn a_dhcp_line_follows_its_lease() {
     let lab = Lab::up_dhcp();
@@ -61,56 +86,55 @@ fn a_dhcp_line_follows_its_lease() {
         .contains(client_route));
     let (code, out) = plan(&lab, &inv);
     assert_eq!(code, 0, "{out}");
+    // The agent runs for the dynamic line (no `health` in this inventory).
+    let agent = lab.sh_ok("gw", "cat /etc/dwprov/agent.json");
+    assert!(agent.contains("\"follow\""), "{agent}");
+    let ctc = "ip rule | grep -v 203.0.113; ip route show table ctc | grep -v eth2; iptables-save -t mangle | grep -v '^#'";
+    let ctc_before = lab.sh_ok("gw", ctc);
 
-    // A redial: the lease moves to .78 (the ISP's anti-spoofing with it).
+    // A redial: the lease moves to .78 (the ISP's anti-spoofing with it),
+    // and nobody runs dwprov.
     lab.lease("203.0.113.78");
+    let took = wait_cnc_seen_as(&lab, "203.0.113.78", 10);
+    eprintln!("the agent followed the new lease in {took:?}");
+    assert_traffic_at(&lab, true, "203.0.113.78");
+    assert_eq!(lab.sh_ok("gw", ctc), ctc_before, "ctc's objects moved");
+    let rules = lab.sh_ok("gw", "ip rule");
+    assert!(rules.contains("from 203.0.113.78 lookup cnc"), "{rules}");
+    assert!(!rules.contains("203.0.113.77"), "{rules}");
     let (code, out) = plan(&lab, &inv);
-    assert_eq!(code, 0, "a new lease is not drift:\n{out}");
+    assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("info: line cnc: address 203.0.113.78/24"),
         "{out}"
     );
-    assert!(out.contains("follow the dynamic lines' address"), "{out}");
-    apply(&lab, &inv);
-    assert_traffic_at(&lab, true, "203.0.113.78");
-    let (code, out) = plan(&lab, &inv);
-    assert_eq!(code, 0, "{out}");
     assert!(
         !out.contains("follow the dynamic"),
-        "converged: nothing follows\n{out}"
+        "the agent converged: nothing is left to follow\n{out}"
+    );
+    let (_, json) = common::seed::plan_json(&lab, &inv);
+    assert!(
+        common::seed::changes(&json).is_empty(),
+        "0 changes after the agent: {json}"
     );
 
-    // The lease lost: cnc is down, reported as information, its traffic on ctc.
+    // The lease lost: cnc is down, its traffic on ctc, with no dwprov run.
     lab.lease("none");
+    wait_cnc_seen_as(&lab, "198.51.100.2", 10);
     let (code, out) = plan(&lab, &inv);
-    assert_eq!(
-        code, 2,
-        "moving cnc's traffic onto ctc is a change (docs/lines.md):\n{out}"
-    );
+    assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("info: line cnc is down: its traffic goes on line ctc"),
         "{out}"
     );
-    apply(&lab, &inv);
-    let body = lab.curl("cli", "http://100.65.1.10/").unwrap();
-    assert_eq!(
-        peer(&body),
-        "198.51.100.2",
-        "CNC users over ctc while cnc is down"
-    );
-    let (code, out) = plan(&lab, &inv);
-    assert_eq!(code, 0, "{out}");
 
-    // A lease again: `plan` exits 0 (the host was as the down line wants it), apply: back.
+    // A lease again: back on cnc.
     lab.lease("203.0.113.79");
+    wait_cnc_seen_as(&lab, "203.0.113.79", 10);
+    assert_traffic_at(&lab, true, "203.0.113.79");
     let (code, out) = plan(&lab, &inv);
     assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("info: line cnc: address 203.0.113.79/24"),
-        "{out}"
-    );
-    apply(&lab, &inv);
-    assert_traffic_at(&lab, true, "203.0.113.79");
+    assert!(!out.contains("follow the dynamic"), "{out}");
     assert!(lab
         .sh_ok("gw", "ip route show table main")
         .contains(client_route));
@@ -146,6 +170,130 @@ fn a_point_to_point_line_routes_dev() {
     assert!(routes.contains("default dev eth2 proto dwprov"), "{routes}");
     assert!(!routes.contains("via 203.0.113.1"), "{routes}");
     assert_traffic_at(&lab, true, "203.0.113.2");
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// The point-to-point CNC line with `health` (issue 14 phase 2): its
+/// nexthop object is `dev eth2` (no gateway); CNC's upstream silenced, the
+/// agent points it at ctc and a LAN client's CNC traffic leaves by ctc with
+/// ctc's address (`plan` exits 0: a failover is information); repaired, it
+/// leaves by cnc again.
+#[test]
+fn a_point_to_point_line_fails_over() {
+    let lab = Lab::up();
+    lab.sh_ok(
+        "gw",
+        "ip addr flush dev eth2 && ip addr add 203.0.113.2/32 peer 203.0.113.1 dev eth2",
+    );
+    lab.sh_ok(
+        "cnc",
+        "ip addr flush dev cust0 && ip addr add 203.0.113.1/32 peer 203.0.113.2 dev cust0 \
+         && sysctl -qw net.ipv4.conf.cust0.proxy_arp=1",
+    );
+    let yaml = std::fs::read_to_string(lab.inventory()).unwrap().replace(
+        "          address: 203.0.113.2/24\n          gateway: 203.0.113.1\n",
+        "          address: 203.0.113.2/32             # point-to-point, no gateway\n          \
+         health: {targets: [100.65.1.10, '100.65.1.10:80'], interval: 0.5, timeout: 0.5}\n",
+    );
+    assert!(
+        yaml.contains("203.0.113.2/32") && yaml.contains("health:"),
+        "{yaml}"
+    );
+    let inv = lab.write_file("inventory-p2p-health.yaml", &yaml);
+    apply(&lab, &inv);
+    let nexthops = lab.sh_ok("gw", "ip nexthop show");
+    assert!(nexthops.contains("dev eth2"), "{nexthops}");
+    assert!(!nexthops.contains("via 203.0.113.1"), "{nexthops}");
+    let routes = lab.sh_ok("gw", "ip route show table main");
+    assert!(routes.contains("100.65.0.0/16 nhid"), "{routes}");
+    assert_traffic_at(&lab, true, "203.0.113.2");
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{out}");
+
+    let outage = common::outage::silence(&lab, "cnc");
+    let took = wait_cnc_seen_as(&lab, "198.51.100.2", 20);
+    eprintln!("failed over in {took:?}");
+    let nexthops = lab.sh_ok("gw", "ip nexthop show");
+    assert!(nexthops.contains("via 198.51.100.1 dev eth1"), "{nexthops}");
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(code, 0, "a failover is information:\n{out}");
+    assert!(out.contains("line cnc down"), "{out}");
+
+    outage.repair();
+    wait_cnc_seen_as(&lab, "203.0.113.2", 20);
+    let nexthops = lab.sh_ok("gw", "ip nexthop show");
+    assert!(nexthops.contains("dev eth2"), "{nexthops}");
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Polls `cli -> url` until its server sees the LAN as `seen_as`.
+fn wait_seen_as(lab: &Lab, url: &str, seen_as: &str, secs: u64) {
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < std::time::Duration::from_secs(secs) {
+        match lab.curl_with("cli", &["--max-time", "1"], url) {
+            Ok(body) if peer(&body) == seen_as => return,
+            Ok(body) => last = peer(&body).to_string(),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("within {secs} s {url} never saw the LAN as {seen_as} (last: {last})");
+}
+
+/// A tunnel line (the seed's 借线): cmcc is borrowed from a remote host
+/// reached by a vxlan tunnel over ctc (`Lab::borrowed_line`); the cmcc line
+/// is `vx0` with `health`. A LAN client's traffic to a CMCC user leaves
+/// through the tunnel, seen with the remote's address (the gateway has no
+/// cmcc cable any more); the remote's ISP silenced: the line fails over to
+/// ctc (`plan` exits 0); repaired: back through the tunnel.
+#[test]
+fn a_tunnel_line_carries_its_prefixes_and_fails_over() {
+    let lab = Lab::up_with_isps(3);
+    let _remote = lab.borrowed_line();
+    let old = "          interface: eth3\n          address: 198.18.0.2/24\n          gateway: 198.18.0.1\n";
+    let yaml = std::fs::read_to_string(lab.inventory()).unwrap();
+    assert!(yaml.contains(old), "{yaml}");
+    let yaml = yaml.replace(
+        old,
+        "          interface: vx0                    # the tunnel to the remote host\n          \
+         address: 10.99.0.2/30\n          gateway: 10.99.0.1\n          \
+         health: {targets: [100.67.1.10, '100.67.1.10:80'], interval: 0.5, timeout: 0.5}\n",
+    );
+    let inv = lab.write_file("inventory-tunnel.yaml", &yaml);
+    apply(&lab, &inv);
+    let user = "http://100.67.1.10/";
+    wait_seen_as(&lab, user, "198.18.0.2", 10);
+    let tx = |lab: &Lab| -> u64 {
+        let s = lab.sh_ok("gw", "cat /sys/class/net/vx0/statistics/tx_packets");
+        s.trim().parse().unwrap()
+    };
+    let before = tx(&lab);
+    for _ in 0..5 {
+        assert_eq!(peer(&lab.curl("cli", user).unwrap()), "198.18.0.2");
+    }
+    assert!(tx(&lab) >= before + 5, "the CMCC traffic went through vx0");
+    // The other lines are untouched.
+    assert_eq!(
+        peer(&lab.curl("cli", "http://100.64.1.10/").unwrap()),
+        "198.51.100.2"
+    );
+    assert_eq!(
+        peer(&lab.curl("cli", "http://100.65.1.10/").unwrap()),
+        "203.0.113.2"
+    );
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(code, 0, "{out}");
+
+    let outage = common::outage::silence(&lab, "cmcc");
+    wait_seen_as(&lab, user, "198.51.100.2", 20);
+    let (code, out) = plan(&lab, &inv);
+    assert_eq!(code, 0, "a failover is information:\n{out}");
+    assert!(out.contains("line cmcc down"), "{out}");
+    outage.repair();
+    wait_seen_as(&lab, user, "198.18.0.2", 20);
     let (code, out) = plan(&lab, &inv);
     assert_eq!(code, 0, "{out}");
 }

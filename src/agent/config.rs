@@ -33,6 +33,32 @@ pub struct Config {
     /// The balanced default route: a nexthop group over several lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balanced: Option<Balanced>,
+    /// Dynamic lines to follow on the gateway (issue 14): the intent apply
+    /// rendered from and the facts it rendered with (`agent::follow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<Follow>,
+}
+
+/// What the agent needs to re-render a dynamic line's objects itself, with
+/// the same typed code as apply (`model::resolve`, `render::render`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Follow {
+    /// The gateway's intent (`model::Gateway`, dynamic lines unresolved),
+    /// untyped here: the agent's config sits below the model.
+    pub intent: serde_json::Value,
+    /// Each dynamic line's address and next hop as apply rendered them
+    /// (none: the line was down).
+    pub facts: Vec<Fact>,
+}
+
+/// A dynamic line's facts at render time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fact {
+    pub line: String,
+    pub address: Option<ipnet::Ipv4Net>,
+    pub next_hop: Option<Ipv4Addr>,
 }
 
 /// One line (an ISP uplink) as the agent sees it.

@@ -36,6 +36,9 @@ pub struct Options {
     pub once: bool,
     /// Transitions also to syslog through `logger` (when it works).
     pub syslog: bool,
+    /// Who reads and converges the dynamic lines (issue 14): the binary
+    /// gives `crate::follow::Local`; none: a config's `follow` is ignored.
+    pub follower: Option<&'static dyn super::follow::Follower>,
 }
 
 /// How long a command of the agent may take before it is killed.
@@ -85,6 +88,8 @@ struct Agent {
     rounds: u64,
     started: String,
     last_reread: Instant,
+    /// When the dynamic lines' facts are read next (issue 14, `follow`).
+    follow_next: Instant,
     tx: Sender<Report>,
     rx: Receiver<Report>,
 }
@@ -140,6 +145,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         rounds: 0,
         started: status::now_rfc3339(),
         last_reread: now,
+        follow_next: now,
         tx,
         rx,
     };
@@ -205,17 +211,25 @@ impl Agent {
     /// starts the rounds due, judges the rounds ready (each line's in
     /// order) and, when any were, acts on them.
     fn tick(&mut self) {
+        self.follow_if_due();
+        let following = self.cfg.follow.is_some() && self.opts.follower.is_some();
         let wake = self
             .lines
             .iter()
             .filter_map(|w| w.schedule.as_ref())
             .flat_map(|s| std::iter::once(s.next_due()).chain(s.deadline()))
+            .chain(following.then_some(self.follow_next))
             .min();
-        let Some(wake) = wake else {
+        let monitored = self.lines.iter().any(|w| w.schedule.is_some());
+        let Some(wake) = wake.filter(|_| monitored) else {
             // Nothing monitored: keep the nexthops as planned, now and then.
-            std::thread::sleep(KERNEL_REREAD);
-            self.reread_kernel();
-            self.apply(&[]);
+            let next = self.last_reread + KERNEL_REREAD;
+            let until = wake.map_or(next, |w| w.min(next));
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+            if self.last_reread.elapsed() >= KERNEL_REREAD {
+                self.reread_kernel();
+                self.apply(&[]);
+            }
             return;
         };
         let wait = wake.saturating_duration_since(Instant::now());
@@ -237,6 +251,95 @@ impl Agent {
         }
         self.apply(&events);
         self.write_status();
+    }
+
+    /// Issue 14: when due, read the dynamic lines' facts; when they moved,
+    /// converge the host onto them (`agent::follow`) and re-execute on the
+    /// config it wrote.
+    fn follow_if_due(&mut self) {
+        let (Some(follow), Some(follower)) = (self.cfg.follow.as_ref(), self.opts.follower) else {
+            return;
+        };
+        if Instant::now() < self.follow_next {
+            return;
+        }
+        self.follow_next = Instant::now() + super::follow::CHECK;
+        let now = match follower.now(follow) {
+            Ok(n) => n,
+            Err(e) => {
+                self.log(&format!("follow: reading the dynamic lines failed: {e}"));
+                self.follow_next = Instant::now() + super::follow::RETRY;
+                return;
+            }
+        };
+        if now == follow.facts {
+            return;
+        }
+        let shown = |f: &[super::config::Fact]| {
+            f.iter()
+                .map(|x| {
+                    format!(
+                        "{} {} via {}",
+                        x.line,
+                        x.address.map_or("-".into(), |a| a.to_string()),
+                        x.next_hop.map_or("-".into(), |a| a.to_string())
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.log(&format!(
+            "follow: dynamic lines moved: {} -> {}",
+            shown(&follow.facts),
+            shown(&now)
+        ));
+        let started = Instant::now();
+        match follower.converge(follow, &follow.facts) {
+            Ok(done) => {
+                for n in &done.notes {
+                    self.log(&format!("follow: {n}"));
+                }
+                self.log(&format!(
+                    "follow: {} change(s) applied in {} ms, conntrack of {:?} deleted{}",
+                    done.changes,
+                    started.elapsed().as_millis(),
+                    done.flushed,
+                    if done.config_written {
+                        "; config written, re-executing"
+                    } else {
+                        ""
+                    }
+                ));
+                if done.config_written {
+                    self.reexec();
+                }
+                // Nothing to write (the config already had these facts):
+                // keep them, so the same move is not followed again.
+                if let Some(f) = self.cfg.follow.as_mut() {
+                    f.facts = now;
+                }
+            }
+            Err(e) => {
+                self.log(&format!(
+                    "follow: converge failed (again in {:?}): {e}",
+                    super::follow::RETRY
+                ));
+                self.follow_next = Instant::now() + super::follow::RETRY;
+            }
+        }
+    }
+
+    /// Run this program again with the same arguments (same pid, so the
+    /// supervisor's pid file stays true); the new one reads the config and
+    /// the failover from the kernel. Returns only when exec failed.
+    fn reexec(&self) {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        let e = Command::new(exe).args(std::env::args_os().skip(1)).exec();
+        self.log(&format!(
+            "follow: re-executing failed: {e}; exiting for the supervisor"
+        ));
+        std::process::exit(1);
     }
 
     /// `--once`: one round of every monitored line, all judged, nothing

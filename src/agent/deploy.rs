@@ -66,8 +66,9 @@ fn locate() -> Option<PathBuf> {
 
 fn load_binary() -> std::result::Result<Binary, String> {
     use sha2::{Digest, Sha256};
-    let path =
-        locate().ok_or("`health` needs the dwprov-agent binary, and none is next to dwprov")?;
+    let path = locate().ok_or(
+        "`health` or a dynamic line needs the dwprov-agent binary, and none is next to dwprov",
+    )?;
     let tmp = std::env::temp_dir().join(format!("dwprov-agent-{}", std::process::id()));
     let stripped = std::process::Command::new("strip")
         .arg("-o")

@@ -11,11 +11,13 @@
 //! are judged), [`plan`] (states -> nexthop and
 //! conntrack commands), [`status`] (the status file), [`install`] (what apply
 //! checks before it uploads the agent). I/O: [`probe`] (pinned sockets) and
-//! [`daemon`] (the loop, commands, logging). [`deploy`]: what apply
+//! [`daemon`] (the loop, commands, logging), [`follow`] (dynamic lines
+//! followed on the gateway: re-rendered and converged with apply's code). [`deploy`]: what apply
 //! installs (config, unit or supervisor, the binary) and when it restarts.
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod follow;
 pub mod health;
 pub mod install;
 pub mod plan;

@@ -25,6 +25,8 @@ pub enum Hop {
         gateway: Ipv4Addr,
         dev: String,
     },
+    /// A point-to-point line's (issue 14): `dev IF`.
+    Dev(String),
     /// Members `(nexthop id, weight)`.
     Group(Vec<(u32, u32)>),
 }
@@ -33,6 +35,7 @@ impl fmt::Display for Hop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Hop::Via { gateway, dev } => write!(f, "via {gateway} dev {dev}"),
+            Hop::Dev(dev) => write!(f, "dev {dev}"),
             Hop::Group(members) => {
                 f.write_str("group ")?;
                 for (i, (id, w)) in members.iter().enumerate() {
@@ -106,14 +109,7 @@ pub fn desired(cfg: &Config, state: &dyn Fn(&str) -> State) -> Desired {
             failover_target(cfg, l, state)
         };
         if let Some(id) = l.nexthop {
-            let carrier = to.unwrap_or(l);
-            out.nexthops.insert(
-                id,
-                Hop::Via {
-                    gateway: carrier.gateway,
-                    dev: carrier.interface.clone(),
-                },
-            );
+            out.nexthops.insert(id, own_hop(to.unwrap_or(l)));
         }
         out.failover
             .insert(l.name.clone(), to.map(|t| t.name.clone()));
@@ -140,10 +136,25 @@ pub fn desired(cfg: &Config, state: &dyn Fn(&str) -> State) -> Desired {
     out
 }
 
+/// Where `line`'s own path goes: `via GATEWAY dev IF`, or `dev IF` for a
+/// point-to-point line (its config's gateway 0.0.0.0).
+pub fn own_hop(line: &Line) -> Hop {
+    if line.gateway.is_unspecified() {
+        Hop::Dev(line.interface.clone())
+    } else {
+        Hop::Via {
+            gateway: line.gateway,
+            dev: line.interface.clone(),
+        }
+    }
+}
+
 /// The `ip -batch` line that makes nexthop `id` point at `hop`.
 pub fn replace_line(id: u32, hop: &Hop) -> String {
     match hop {
-        Hop::Via { .. } => format!("nexthop replace id {id} {hop} proto {ROUTE_PROTO}"),
+        Hop::Via { .. } | Hop::Dev(_) => {
+            format!("nexthop replace id {id} {hop} proto {ROUTE_PROTO}")
+        }
         // The kernel keeps a group's protocol from its creation.
         Hop::Group(_) => format!("nexthop replace id {id} {hop}"),
     }
@@ -250,6 +261,7 @@ pub fn parse_nexthops(json: &str, cfg: &Config) -> BTreeMap<u32, Hop> {
                     gateway,
                     dev: dev.to_string(),
                 },
+                (None, Some(dev)) if item.get("gateway").is_none() => Hop::Dev(dev.to_string()),
                 _ => continue,
             }
         };
@@ -261,10 +273,7 @@ pub fn parse_nexthops(json: &str, cfg: &Config) -> BTreeMap<u32, Hop> {
 /// A line's state as the kernel shows it: its nexthop points elsewhere than
 /// its own gateway: a previous agent failed it over (down); else up.
 pub fn state_from_kernel(line: &Line, kernel: &BTreeMap<u32, Hop>) -> State {
-    let own = Hop::Via {
-        gateway: line.gateway,
-        dev: line.interface.clone(),
-    };
+    let own = own_hop(line);
     match line.nexthop.and_then(|id| kernel.get(&id)) {
         Some(h) if *h != own => State::Down,
         _ => State::Up,
@@ -494,5 +503,21 @@ mod tests {
             2,
             "20002 back to eth2, the missing 20003 made: {a:?}"
         );
+    }
+
+    #[test]
+    fn a_point_to_point_line_points_dev_only() {
+        let mut c = cfg();
+        c.lines[1].gateway = Ipv4Addr::UNSPECIFIED;
+        let d = desired(&c, &states(&[]));
+        assert_eq!(d.nexthops[&20002], Hop::Dev("eth2".into()));
+        assert_eq!(
+            replace_line(20002, &d.nexthops[&20002]),
+            format!("nexthop replace id 20002 dev eth2 proto {ROUTE_PROTO}")
+        );
+        let k = parse_nexthops(r#"[{"id":20002,"dev":"eth2","protocol":"201"}]"#, &c);
+        assert_eq!(state_from_kernel(&c.lines[1], &k), State::Up);
+        let d = desired(&c, &states(&["cnc"]));
+        assert!(matches!(&d.nexthops[&20002], Hop::Via { dev, .. } if dev == "eth1"));
     }
 }

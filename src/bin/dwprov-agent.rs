@@ -55,6 +55,7 @@ fn main() {
         state_dir,
         once,
         syslog,
+        follower: Some(&dwprov::follow::Local),
     };
     if let Err(e) = dwprov::agent::daemon::run(opts) {
         eprintln!("dwprov-agent: {}", dwprov::escape::controls(&e));

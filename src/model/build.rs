@@ -65,7 +65,6 @@ pub fn build(host: &Host) -> Result<Gateway> {
     routes::check_connected(&built.lines, &built.listed, &lan, lines_node)?;
     let mut lines = built.lines;
     health::finish(&mut lines, &built.items, &lan, settings.method)?;
-    lines::check_point_to_point(&lines, &built.items)?;
     let line_names: Vec<&str> = lines.iter().map(|l| l.name.as_str()).collect();
     let forwards = match vars.get("forwards") {
         Some(n) => forwards::forwards(n, &lan, &line_names)?,

@@ -57,14 +57,14 @@ impl Proto {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Lan {
     pub interface: String,
     /// The gateway's address with the LAN prefix length, e.g. 192.168.0.1/24.
     pub address: Ipv4Net,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Line {
     /// Name in rt_tables, e.g. "ctc".
     pub name: String,
@@ -97,7 +97,7 @@ pub struct Line {
 }
 
 /// A line's `gateway:` kind (issue 14).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NextHop {
     /// An address written in the inventory.
@@ -125,6 +125,11 @@ impl Line {
     }
 
     /// Whether its source NAT is MASQUERADE: a dynamic address cannot be named.
+    /// Its address or next hop is a fact of the host (issue 14).
+    pub fn is_dynamic(&self) -> bool {
+        self.dynamic_address || self.next_hop == NextHop::Dynamic
+    }
+
     pub fn masquerade(&self, nat: NatMode) -> bool {
         nat == NatMode::Masquerade || self.dynamic_address
     }
@@ -132,7 +137,7 @@ impl Line {
 
 /// A line's `health:` (issue 11): what the agent probes and how often.
 /// Times are whole milliseconds, so the intent stays `Eq`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Health {
     pub targets: Vec<crate::agent::config::Target>,
     pub interval_ms: u32,
@@ -145,7 +150,7 @@ pub struct Health {
 /// A line's `fallback`, `weight`, `flush_on_recovery`, `on_change`, with
 /// the defaults filled in (`fallback`: the default line(s), or for a default
 /// line the other lines in inventory order; only when the line has `health`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Failover {
     pub fallback: Vec<String>,
     pub weight: u32,
@@ -164,7 +169,7 @@ impl Default for Failover {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Forward {
     pub proto: Proto,
     pub port: u16,
@@ -174,14 +179,14 @@ pub struct Forward {
     pub lines: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Policy {
     pub from: Option<Ipv4Net>,
     pub to: Option<Ipv4Net>,
     pub line: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Gateway {
     pub host: String,
     pub method: Method,

@@ -397,6 +397,7 @@ fn nexthops(gw: &Gateway, lines: &[LineCtx]) -> Vec<NexthopCtx> {
 pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Result<Rendered> {
     // Issue 14: dynamic addresses and next hops are the host's, now.
     let resolved = crate::model::resolve(gw, facts);
+    let intent = gw;
     let gw = &resolved.gateway;
     let prefixes: usize = gw.lines.iter().map(|l| l.routes.len()).sum();
     limits::set_budget(
@@ -456,7 +457,7 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
     }
     warnings.extend(boot.warnings);
     // The line-health agent's files (issue 11): owned files like the others.
-    if let Some(cfg) = crate::model::agent_config(gw) {
+    if let Some(cfg) = crate::model::agent_config(gw, Some(intent)) {
         let systemd = crate::boot::Platform::of(facts).systemd;
         for (path, text) in crate::agent::deploy::files(&gw.host, &cfg, systemd)? {
             desired.files.insert(path.clone(), text.clone());
@@ -739,7 +740,8 @@ pub(crate) mod tests {
             batch.contains("route add 100.65.0.0/16 nhid 20002"),
             "{batch}"
         );
-        let cfg = crate::model::agent_config(&crate::model::resolve(&gw, None).gateway).unwrap();
+        let cfg =
+            crate::model::agent_config(&crate::model::resolve(&gw, None).gateway, None).unwrap();
         let c = &cfg.lines[1];
         assert_eq!(
             (c.interface.as_str(), c.gateway.to_string()),

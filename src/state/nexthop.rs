@@ -15,6 +15,10 @@ pub enum Hop {
         via: Ipv4Addr,
         dev: String,
     },
+    /// A point-to-point line's (issue 14): `dev IF`, no gateway.
+    Dev {
+        dev: String,
+    },
     /// Members `(id, weight)`, in the kernel's order.
     Group(Vec<(u32, u32)>),
 }
@@ -23,6 +27,7 @@ impl fmt::Display for Hop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Hop::Via { via, dev } => write!(f, "via {via} dev {dev}"),
+            Hop::Dev { dev } => write!(f, "dev {dev}"),
             Hop::Group(m) => {
                 let parts: Vec<String> = m
                     .iter()
@@ -95,8 +100,9 @@ pub fn parse_words(w: &[&str]) -> std::result::Result<Nexthop, String> {
     let id = id.ok_or("a nexthop needs an id")?;
     let hop = match (via, dev, group) {
         (Some(via), Some(dev), None) => Hop::Via { via, dev },
+        (None, Some(dev), None) => Hop::Dev { dev },
         (None, None, Some(g)) => Hop::Group(g),
-        _ => return Err("a nexthop is `via ADDR dev IF` or `group ...`".into()),
+        _ => return Err("a nexthop is `via ADDR dev IF`, `dev IF` or `group ...`".into()),
     };
     Ok(Nexthop { id, proto, hop })
 }
@@ -182,7 +188,11 @@ pub fn parse_json(text: &str) -> Result<Vec<Nexthop>> {
                     via,
                     dev: dev.to_string(),
                 },
-                // IPv6, blackhole, device-only: not dwprov's kind.
+                // Point-to-point (issue 14); an IPv6 gateway is not ours.
+                (None, Some(dev)) if via.is_none() && o.get("blackhole").is_none() => Hop::Dev {
+                    dev: dev.to_string(),
+                },
+                // IPv6, blackhole: not dwprov's kind.
                 _ => continue,
             }
         };
@@ -241,5 +251,18 @@ mod tests {
             let _ = parse_json(&j);
             let _ = split_batch(&b, "p");
         }
+    }
+
+    #[test]
+    fn a_point_to_point_nexthop_is_dev_only() {
+        let n = parse_words(&["id", "20002", "dev", "eth2", "proto", "201"]).unwrap();
+        assert_eq!(n.hop, Hop::Dev { dev: "eth2".into() });
+        assert_eq!(n.to_batch(), "id 20002 dev eth2 proto 201");
+        let live =
+            parse_json(r#"[{"id":20002,"dev":"eth2","scope":"host","protocol":"201","flags":[]}]"#)
+                .unwrap();
+        assert_eq!(live, vec![n]);
+        let bh = parse_json(r#"[{"id":5,"blackhole":null,"protocol":"boot","flags":[]}]"#).unwrap();
+        assert!(bh.is_empty(), "{bh:?}");
     }
 }

@@ -478,3 +478,82 @@ pub fn unfake_tool(lab: &Lab, tool: &str) {
         &format!("umount \"$(readlink -f \"$(command -v {tool})\")\""),
     );
 }
+
+/// A borrowed line (issue 14, the seed's 借线) on a 3-ISP lab: the
+/// gateway's eth3 (cmcc's customer cable, 198.18.0.2) moves into a remote
+/// host's namespace (`<prefix>rmt`), which reaches the Internet through
+/// cmcc and MASQUERADEs the tunnel's traffic out of it; a vxlan tunnel
+/// (`vx0`, 10.99.0.2/30 here, 10.99.0.1 there: this kernel has no WireGuard)
+/// runs between the gateway's ctc address and the remote's, so the
+/// gateway reaches cmcc only through the tunnel over ctc. The encapsulated
+/// packets keep the inner packet's mark, which dwprov's fwmark rule would
+/// send back into the tunnel (vxlan counts a tx error): the tunnel's own
+/// rule `to REMOTE lookup main` ahead of dwprov's band routes the underlay
+/// by main (docs/lines.md). Dropped: the
+/// remote namespace is deleted (with eth3 and its tunnel end).
+pub struct Remote {
+    pub ns: String,
+}
+
+impl Lab {
+    pub fn borrowed_line(&self) -> Remote {
+        let ns = format!("{}rmt", self.prefix);
+        let ok = |what: &str, out: std::io::Result<Output>| {
+            let out = out.unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(
+                out.status.success(),
+                "{what} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ok(
+            "ip netns add",
+            Command::new("ip").args(["netns", "add", &ns]).output(),
+        );
+        let remote = Remote { ns: ns.clone() };
+        ok(
+            "move eth3",
+            Command::new("ip")
+                .args(["-n", &self.ns("gw"), "link", "set", "eth3", "netns", &ns])
+                .output(),
+        );
+        remote.sh_ok(
+            "ip link set lo up && ip link set eth3 up && ip addr add 198.18.0.2/24 dev eth3 \
+             && ip route add default via 198.18.0.1 \
+             && ip link add vx0 type vxlan id 42 local 198.18.0.2 remote 198.51.100.2 dstport 4789 dev eth3 \
+             && ip addr add 10.99.0.1/30 dev vx0 && ip link set vx0 up \
+             && sysctl -qw net.ipv4.ip_forward=1 \
+             && iptables -t nat -A POSTROUTING -s 10.99.0.0/30 -o eth3 -j MASQUERADE",
+        );
+        self.sh_ok(
+            "gw",
+            "ip link add vx0 type vxlan id 42 local 198.51.100.2 remote 198.18.0.2 dstport 4789 dev eth1 \
+             && ip addr add 10.99.0.2/30 dev vx0 && ip link set vx0 up \
+             && ip rule add to 198.18.0.2 lookup main priority 900",
+        );
+        remote
+    }
+}
+
+impl Remote {
+    pub fn sh_ok(&self, cmd: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "sh", "-c", cmd])
+            .stdin(Stdio::null())
+            .output()
+            .expect("ip netns exec");
+        assert!(
+            out.status.success(),
+            "in {}: `{cmd}` failed: {}",
+            self.ns,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}

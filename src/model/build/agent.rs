@@ -2,15 +2,34 @@
 //! inventory line (those without `health` are watched as `unknown` and
 //! count as alive for the others' fallback), its nexthop id, and the
 //! balanced group when several lines are default.
-use crate::agent::config::{Balanced, Config, Health, Line, FORMAT_VERSION};
+use crate::agent::config::{Balanced, Config, Fact, Follow, Health, Line, FORMAT_VERSION};
 use crate::model::Gateway;
 use crate::ownership::{line_nexthop_id, BALANCED_NEXTHOP_ID};
 use std::net::Ipv4Addr;
 
 /// The agent's config for `gw`, or None when no line has `health` (no
 /// agent on that gateway).
-pub fn agent_config(gw: &Gateway) -> Option<Config> {
-    if !gw.lines.iter().any(|l| l.health.is_some()) {
+///
+/// `intent` is `gw` before [`crate::model::resolve`]: when it has dynamic
+/// lines the agent runs too, to follow them (issue 14), and carries it.
+pub fn agent_config(gw: &Gateway, intent: Option<&Gateway>) -> Option<Config> {
+    let follow = intent
+        .filter(|i| i.lines.iter().any(|l| l.is_dynamic()))
+        .and_then(|i| serde_json::to_value(i).ok())
+        .map(|intent| Follow {
+            intent,
+            facts: gw
+                .lines
+                .iter()
+                .filter(|l| l.is_dynamic())
+                .map(|l| Fact {
+                    line: l.name.clone(),
+                    address: l.address,
+                    next_hop: l.gateway,
+                })
+                .collect(),
+        });
+    if !gw.lines.iter().any(|l| l.health.is_some()) && follow.is_none() {
         return None;
     }
     let lines = gw
@@ -37,7 +56,7 @@ pub fn agent_config(gw: &Gateway) -> Option<Config> {
             mark: l.mark,
             mark_mask: gw.mark_mask,
             table: l.table,
-            nexthop: line_nexthop_id(i),
+            nexthop: line_nexthop_id(i).filter(|_| gw.uses_nexthops()),
             health: l.health.as_ref().map(|h| Health {
                 targets: h.targets.clone(),
                 interval: f64::from(h.interval_ms) / 1000.0,
@@ -65,5 +84,6 @@ pub fn agent_config(gw: &Gateway) -> Option<Config> {
             id: BALANCED_NEXTHOP_ID,
             members,
         }),
+        follow,
     })
 }

@@ -283,26 +283,6 @@ fn point_to_point(interface: &str, address: Option<Ipv4Net>) -> bool {
         || address.is_some_and(|a| a.prefix_len() == 32)
 }
 
-/// Lines without a next hop cannot have a nexthop object yet (`dev IF`
-/// nexthops are phase 2 of issue 14): refused where the gateway uses them.
-pub(super) fn check_point_to_point(lines: &[Line], items: &[&Node]) -> Result<()> {
-    let uses =
-        lines.iter().any(|l| l.health.is_some()) || lines.iter().filter(|l| l.default).count() > 1;
-    if !uses {
-        return Ok(());
-    }
-    match lines.iter().position(|l| l.next_hop == NextHop::None) {
-        Some(i) => Err(items[i].get("gateway").unwrap_or(items[i]).error(
-            format!(
-                "line `{}` has no next hop (point-to-point), which `health` or a balanced default cannot use yet",
-                lines[i].name
-            ),
-            Some("failover of point-to-point lines by nexthop objects is not built yet (issue 14 phase 2): drop `health` and keep one default line, or give the line a `gateway`".into()),
-        )),
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use crate::model::{Gateway, NextHop};
@@ -356,11 +336,12 @@ mod tests {
             e.contains("i.yaml:10:") && e.contains("fixed `gateway` with `address: dynamic`"),
             "{e}"
         );
-        let e = err(
+        // Point-to-point with `health` is built (issue 14 phase 2).
+        assert!(build(
             "interface: ppp0, address: dynamic, health: {targets: [1.2.3.4]}",
-            "",
-        );
-        assert!(e.contains("no next hop (point-to-point)"), "{e}");
+            ""
+        )
+        .is_ok());
         let e = err("interface: eth2, address: dynamik, gateway: dynamic", "");
         assert!(e.contains("`address`"), "{e}");
     }

@@ -1,0 +1,187 @@
+//! The follower of the agent (issue 14, phase 2; `agent::follow` is the
+//! loop's side): the dynamic lines' address and next hop read on the
+//! gateway (two `ip -j` reads, the same selection as `model::resolve`
+//! because it *is* `model::resolve`), and the host converged onto them with
+//! apply's own typed code: gather on this machine, `render::render` of the
+//! intent the agent's config carries, `diff` against the live owned state,
+//! `converge::script`. So exactly the objects that depend on the address or
+//! next hop move (source-return rule, line table default, nexthop, DNAT
+//! forwards and hairpin, boot files) and `plan` right after has nothing to
+//! change. Conntrack entries SNATed to a gone address are deleted first
+//! (they can never get a reply). The agent's own config (which names the
+//! facts) is written last, by the agent: the script's post-install would
+//! restart it mid-way.
+use crate::agent::config::{Fact, Follow};
+use crate::agent::follow::{gone_addresses, Converged, Follower};
+use crate::diff::{Change, HostDiff};
+use crate::facts::Facts;
+use crate::model::Gateway;
+use crate::ownership::AGENT_CONFIG;
+use crate::transport::{local::LocalTransport, Transport};
+
+/// Follows on this machine (the agent's gateway).
+#[derive(Debug)]
+pub struct Local;
+
+impl Follower for Local {
+    fn now(&self, follow: &Follow) -> Result<Vec<Fact>, String> {
+        let gw = intent(follow)?;
+        let addrs = read("ip", &["-4", "-j", "addr", "show"])?;
+        let routes = read(
+            "ip",
+            &["-4", "-j", "-d", "-N", "route", "show", "table", "main"],
+        )?;
+        let f = Facts {
+            interfaces: crate::gather::parse_addrs(&addrs).map_err(|e| e.to_string())?,
+            state: crate::state::State {
+                routes: crate::state::ip::parse_routes_json(&routes).map_err(|e| e.to_string())?,
+                ..Default::default()
+            },
+            ..Facts::default()
+        };
+        Ok(facts_of(&gw, &f))
+    }
+
+    fn converge(&self, follow: &Follow, previous: &[Fact]) -> Result<Converged, String> {
+        converge(&intent(follow)?, previous)
+    }
+}
+
+/// The intent the agent's config carries.
+pub fn intent(follow: &Follow) -> Result<Gateway, String> {
+    serde_json::from_value(follow.intent.clone()).map_err(|e| format!("follow.intent: {e}"))
+}
+
+/// What `model::resolve` makes of `facts` for the dynamic lines of `intent`.
+pub fn facts_of(intent: &crate::model::Gateway, facts: &Facts) -> Vec<Fact> {
+    crate::model::resolve(intent, Some(facts))
+        .gateway
+        .lines
+        .iter()
+        .filter(|l| l.is_dynamic())
+        .map(|l| Fact {
+            line: l.name.clone(),
+            address: l.address,
+            next_hop: l.gateway,
+        })
+        .collect()
+}
+
+fn read(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("`{program} {}` failed", args.join(" ")));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Split the agent's own config out of `changes`: it is written last, by
+/// the agent, not by the script (whose post-install would restart it).
+pub fn split_config(changes: Vec<Change>) -> (Vec<Change>, Option<Option<String>>) {
+    let mut config = None;
+    let rest = changes
+        .into_iter()
+        .filter(|c| match c {
+            Change::File { path, to, .. } if path == AGENT_CONFIG => {
+                config = Some(to.clone());
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    (rest, config)
+}
+
+/// Converge this host onto its facts now: gather, render, diff, apply the
+/// owned changes; `previous` (what the config was rendered with) names the
+/// old addresses whose conntrack entries go.
+pub fn converge(gw: &Gateway, previous: &[Fact]) -> Result<Converged, String> {
+    let mut t = LocalTransport::new(&gw.host);
+    let facts = crate::gather::gather(&mut t).map_err(|e| format!("gather: {e}"))?;
+    let templates = crate::templates::Templates::load(None).map_err(|e| e.to_string())?;
+    let rendered =
+        crate::render::render(gw, &templates, Some(&facts)).map_err(|e| format!("render: {e}"))?;
+    let diff = HostDiff::planned(&rendered.desired, &facts.state);
+    if !diff.conflicts.is_empty() {
+        return Err(format!("conflicts: {}", diff.conflicts.join("; ")));
+    }
+    let mut done = Converged::default();
+    let now = facts_of(gw, &facts);
+    for old in gone_addresses(previous, &now) {
+        let a = old.to_string();
+        // Exit status 1 is "0 entries deleted": not a failure.
+        let _ = read("conntrack", &["-D", "--reply-dst", &a]);
+        done.flushed.push(a);
+    }
+    let (changes, config) = split_config(diff.changes);
+    done.changes = changes.len();
+    if !changes.is_empty() {
+        for c in &changes {
+            done.notes.push(crate::converge::describe(c));
+        }
+        let script = crate::converge::script(&changes, crate::converge::Caps::of(&facts));
+        let out = t
+            .run_script(&script.script)
+            .map_err(|e| format!("apply: {e}"))?;
+        if out.status != 0 {
+            return Err(format!(
+                "apply exited {}: {}",
+                out.status,
+                out.stderr_str().trim()
+            ));
+        }
+    }
+    if let Some(Some(text)) = config {
+        let tmp = format!("{AGENT_CONFIG}{}", crate::ownership::TEMP_SUFFIX);
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, AGENT_CONFIG))
+            .map_err(|e| format!("write {AGENT_CONFIG}: {e}"))?;
+        done.config_written = true;
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_config_is_split_out() {
+        let changes = vec![
+            Change::File {
+                path: AGENT_CONFIG.into(),
+                from: Some("a".into()),
+                to: Some("b".into()),
+            },
+            Change::File {
+                path: "/etc/other".into(),
+                from: None,
+                to: Some("c".into()),
+            },
+        ];
+        let (rest, config) = split_config(changes);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(config, Some(Some("b".into())));
+    }
+
+    #[test]
+    fn facts_follow_resolve() {
+        let mut gw = crate::render::tests::seed(crate::model::Method::Static);
+        gw.lines[1].dynamic_address = true;
+        gw.lines[1].address = None;
+        let mut f = Facts::default();
+        f.interfaces.push(crate::facts::Interface {
+            name: gw.lines[1].interface.clone(),
+            up: true,
+            addresses: vec!["203.0.113.9/24".parse().unwrap()],
+        });
+        let got = facts_of(&gw, &f);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].address, Some("203.0.113.9/24".parse().unwrap()));
+    }
+}
