@@ -4,7 +4,7 @@ use super::iptables::Iptables;
 use serde::Serialize;
 
 /// The firewall a gateway is provisioned with (`firewall:` in the inventory).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// `iptables-save` / `iptables-restore --noflush`, chains `DWPROV-*`.
