@@ -12,6 +12,8 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do
 done
 ip route flush table all proto 201
 ip route flush table all proto 202
+# The nftables backend's table (only dwprov's own).
+if command -v nft >/dev/null 2>&1; then nft delete table inet dwprov 2>/dev/null || true; fi
 # Every DWPROV line: chain declarations, their rules, and the jumps to them.
 iptables-save | grep -v DWPROV | iptables-restore
 # A table left with no rule still hooks every packet (iptables-nft keeps its
@@ -36,4 +38,5 @@ printf '%s\n' "$RP_ETH1" >/proc/sys/net/ipv4/conf/eth1/rp_filter
 printf '%s\n' "$RP_ETH2" >/proc/sys/net/ipv4/conf/eth2/rp_filter
 # Nothing of dwprov's may be left.
 test -z "$(ip route show table all proto 201; ip route show table all proto 202
-    ip rule show | grep -E 'proto (201|dwprov)'; iptables-save | grep DWPROV)"
+    ip rule show | grep -E 'proto (201|dwprov)'; iptables-save | grep DWPROV
+    nft list table inet dwprov 2>/dev/null)"

@@ -9,6 +9,8 @@
 #        [--sizes "3894 16000"] [--variant NAME=FILE]...
 #
 # --methods/--sizes measure only those rows (while iterating on one method).
+# Methods: static fwmark policy (iptables), nft-fwmark (fwmark with
+# `firewall: nftables`), set (nftables prefix sets).
 # --variant measures, after each fwmark row, the same gateway with dwprov's
 # iptables replaced by FILE (an iptables-restore --noflush payload of the
 # DWPROV-* chains and jumps; the rows "fwmark NAME"): how alternative
@@ -30,6 +32,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 RUNS=3 SECS=2
 METHODS=${DP_METHODS:-static fwmark policy}
 SIZES=${DP_SIZES:-3894 16000}
@@ -88,28 +92,16 @@ reset_gw() {
 B=$D/dataplane
 mkdir -p "$B"
 cp examples/isp/unicom.txt "$B/list-3894.txt"
-grep -E '^[0-9]' examples/isp/unicom.txt >"$B/list-16000.txt"
-awk -v n=$((16000 - $(wc -l <"$B/list-16000.txt"))) 'BEGIN {
-    for (i = 0; i < n; i++) printf "172.%d.%d.%d/26\n", 16 + int(i / 1024), int(i / 4) % 256, (i % 4) * 64
-}' >>"$B/list-16000.txt"
+bench_list16000 "$B/list-16000.txt"
 
+# The seed inventory (scripts/bench-lib.sh); a method of nft-fwmark is fwmark
+# with `firewall: nftables`, set is always nftables.
 inventory() { # FILE METHOD LIST
-    cat >"$1" <<INV
-all:
-  hosts:
-    gw1:
-      address: 10.9.0.2
-      ssh: {user: root, identity_file: $D/id_ed25519, known_hosts: $D/known_hosts}
-      method: $2
-      lan:
-        - {interface: eth0, address: 192.168.0.1/24}
-      lines:
-        - {name: ctc, table: 100, mark: 0x100, interface: eth1, address: 198.51.100.2/24,
-           gateway: 198.51.100.1, default: true, routes: [100.64.0.0/16]}
-        - {name: cnc, table: 200, mark: 0x200, interface: eth2, address: 203.0.113.2/24,
-           gateway: 203.0.113.1, routes: [100.65.0.0/16], routes_file: '$3'}
-      nat: {mode: snat}
-INV
+    case $2 in
+    nft-fwmark) bench_inventory "$1" fwmark nftables "$3" ;;
+    set) bench_inventory "$1" set nftables "$3" ;;
+    *) bench_inventory "$1" "$2" iptables "$3" ;;
+    esac
 }
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }

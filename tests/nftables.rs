@@ -154,7 +154,8 @@ fn rollback(lab: &Lab, inv: &std::path::Path) {
 
 /// dwprov itself, `firewall: nftables`, method fwmark: converges, every
 /// traffic check, plan empty after, hand drift shown exactly and repaired;
-/// then the switch iptables -> nftables in one apply and back by rollback.
+/// then the switch iptables -> nftables in one apply, back by rollback, and
+/// at the end back to iptables by apply; traffic checks after each step.
 #[test]
 fn nftables_fwmark_applies_switches_and_rolls_back() {
     let lab = Lab::up();
@@ -225,7 +226,17 @@ fn nftables_fwmark_applies_switches_and_rolls_back() {
     );
     apply(&lab, &nft);
     assert_eq!(plan_code(&lab, &nft), 0);
+    assert_traffic(&lab, true);
+    assert_eq!(lab.sh_ok("gw", FOREIGN), foreign);
 
+    // The way back by apply (not rollback): one apply of the iptables
+    // inventory drops the table and creates the DWPROV-* chains again.
+    let o = apply(&lab, &ipt);
+    let out = text(&o);
+    let ipt_save = lab.sh_ok("gw", "iptables-save");
+    assert!(ipt_save.contains("DWPROV-"), "{ipt_save}\n{out}");
+    assert_eq!(owned(&lab), Default::default(), "the table went: {out}");
+    assert_eq!(plan_code(&lab, &ipt), 0);
     assert_traffic(&lab, true);
     assert_eq!(lab.sh_ok("gw", FOREIGN), foreign);
 }
