@@ -631,15 +631,22 @@ pub(crate) mod tests {
         insta::assert_snapshot!(artefacts_text(&rendered(Method::Policy)));
     }
 
+    /// The seed's CNC line as `address: dynamic, gateway: dynamic`, with
+    /// no facts resolved yet.
+    fn dynamic_cnc(gw: &mut Gateway) -> &mut crate::model::Line {
+        let cnc = &mut gw.lines[1];
+        (cnc.address, cnc.gateway) = (None, None);
+        cnc.dynamic_address = true;
+        cnc.next_hop = NextHop::Dynamic;
+        cnc
+    }
+
     /// Issue 14: a dynamic CNC line renders with the facts' address and
     /// next hop, MASQUERADEd; without them it is down, on CTC.
     #[test]
     fn dynamic_line_takes_the_facts() {
         let mut gw = seed(Method::Static);
-        let cnc = &mut gw.lines[1];
-        (cnc.address, cnc.gateway) = (None, None);
-        cnc.dynamic_address = true;
-        cnc.next_hop = NextHop::Dynamic;
+        dynamic_cnc(&mut gw);
         let mut facts = crate::gather::Facts::default();
         facts.interfaces.push(crate::facts::Interface {
             name: "eth2".into(),
@@ -712,10 +719,7 @@ pub(crate) mod tests {
     #[test]
     fn a_down_dynamic_line_is_failed_over_by_its_nexthop() {
         let mut gw = seed(Method::Fwmark);
-        let cnc = &mut gw.lines[1];
-        (cnc.address, cnc.gateway) = (None, None);
-        cnc.dynamic_address = true;
-        cnc.next_hop = NextHop::Dynamic;
+        let cnc = dynamic_cnc(&mut gw);
         cnc.health = Some(crate::model::Health {
             targets: vec!["100.65.1.10".parse().unwrap()],
             interval_ms: 1000,
