@@ -263,6 +263,21 @@ fn elements(out: &mut String, verb: &str, set: &str, elems: &[&Elem]) {
     }
 }
 
+/// A whole set's elements as one statement, one element per line: the boot
+/// file is sent as a line edit of the one there (converge's file delta), so
+/// one changed prefix is one or two changed lines, not a shifted chunk.
+fn elements_by_line(out: &mut String, set: &str, s: &Set) {
+    if s.elements.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "add element {NFT_FAMILY} {NFT_TABLE} {set} {{");
+    let n = s.elements.len();
+    for (i, e) in s.elements.iter().enumerate() {
+        let _ = writeln!(out, "\t{e}{}", if i + 1 < n { "," } else { "" });
+    }
+    out.push_str("}\n");
+}
+
 fn add_chain(out: &mut String, name: &str, base: &Option<BaseChain>) {
     match base {
         Some(b) => {
@@ -388,8 +403,7 @@ pub fn full(desired: &Nftables) -> String {
     for (name, s) in &t.sets {
         let _ = writeln!(out, "add set {tn} {name} {}", set_decl(s));
         let _ = writeln!(out, "flush set {tn} {name}");
-        let all: Vec<&Elem> = s.elements.iter().collect();
-        elements(&mut out, "add", name, &all);
+        elements_by_line(&mut out, name, s);
     }
     for (name, c) in &t.chains {
         rules(&mut out, name, c);

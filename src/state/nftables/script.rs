@@ -53,13 +53,31 @@ fn words(line: &str) -> Result<Vec<String>, String> {
 /// `add rule` and `add element`. Flushes are no-ops on a fresh table.
 pub fn parse(text: &str) -> crate::Result<Nftables> {
     let mut table: Option<Table> = None;
+    // A statement whose `{` is not closed on its line goes on (the boot
+    // file writes a set's elements one per line); errors name its first line.
+    let mut pending = String::new();
+    let mut first = 0;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let w = words(line).map_err(|m| crate::Error::parse(WHAT, i + 1, m))?;
-        statement(&mut table, &w).map_err(|m| crate::Error::parse(WHAT, i + 1, m))?;
+        if pending.is_empty() {
+            first = i + 1;
+        } else {
+            pending.push(' ');
+        }
+        pending.push_str(line);
+        let depth = |c| pending.bytes().filter(|b| *b == c).count();
+        if depth(b'{') > depth(b'}') {
+            continue;
+        }
+        let w = words(&pending).map_err(|m| crate::Error::parse(WHAT, first, m))?;
+        statement(&mut table, &w).map_err(|m| crate::Error::parse(WHAT, first, m))?;
+        pending.clear();
+    }
+    if !pending.is_empty() {
+        return Err(crate::Error::parse(WHAT, first, "a `{` that is never closed"));
     }
     Ok(Nftables { table })
 }
