@@ -6,67 +6,11 @@
 //!
 //! Needs root, `ip` (iproute2) and iptables; fails (never skips) without.
 use dwprov::state::iptables::{IptRule, Iptables};
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod netns;
+use netns::{is_root, Netns};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A network namespace removed on drop, also when the test panics.
-struct Netns(String);
-
+/// The namespace's iptables tools.
 impl Netns {
-    fn new(tag: &str) -> Netns {
-        assert!(
-            is_root(),
-            "iptables_roundtrip needs root (network namespaces + iptables); run as root"
-        );
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let name = format!(
-            "dwipt-{tag}-{}-{}-{nanos:x}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("run ip netns add");
-        assert!(
-            out.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Netns(name)
-    }
-
-    fn run(&self, args: &[&str], stdin: &str) -> Result<String, String> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn {args:?}: {e}"))?;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
-                "{args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
     fn restore(&self, payload: &str) {
         if let Err(e) = self.run(&["iptables-restore"], payload) {
             panic!("{e}\npayload:\n{payload}");
@@ -79,18 +23,12 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+fn new_netns(tag: &str) -> Netns {
+    assert!(
+        is_root(),
+        "iptables_roundtrip needs root (network namespaces + iptables); run as root"
+    );
+    Netns::new("dwipt", tag)
 }
 
 /// (table, chain, rule spec as a human writes it after `-A CHAIN`).
@@ -147,7 +85,7 @@ fn saved_lines(save: &str, table: &str, chain: &str) -> Vec<String> {
 }
 
 fn round_trip(tag: &str, cases: &[Case]) {
-    let ns = Netns::new(tag);
+    let ns = new_netns(tag);
     let human = payload(cases);
     ns.restore(&human);
     let save = ns.save();
@@ -206,7 +144,7 @@ fn round_trip(tag: &str, cases: &[Case]) {
         }
         canonical.push_str("COMMIT\n");
     }
-    let ns2 = Netns::new(tag);
+    let ns2 = new_netns(tag);
     ns2.restore(&canonical);
     let save2 = ns2.save();
     assert_eq!(

@@ -14,55 +14,15 @@ use dwprov::state::nftables::{
     json, Elem, Nftables,
 };
 use dwprov::{inventory, model};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
-/// A network namespace removed on drop, also when the test panics.
-struct Netns(String);
+mod netns;
+use netns::{is_root, Netns};
 
+/// The namespace's nft.
 impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("dwnft-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("run ip netns add");
-        assert!(
-            out.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Netns(name)
-    }
-
-    fn run(&self, args: &[&str], stdin: &str) -> Result<String, String> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn {args:?}: {e}"))?;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
-                "{args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
     fn ok(&self, args: &[&str], stdin: &str) -> String {
         self.run(args, stdin).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -97,18 +57,8 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 fn usable() -> Result<(), String> {
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .map_err(|e| e.to_string())?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+    if !is_root() {
         return Err("not root (network namespaces need it)".into());
     }
     Command::new("nft")
@@ -133,7 +83,7 @@ fn rendered_table_loads_lists_back_equal_and_leaves_foreign_tables() {
     let mut gw = seed();
     assert!(gw.lines.iter().map(|l| l.routes.len()).sum::<usize>() > 7000);
     for sets in [false, true] {
-        let ns = Netns::new(if sets { "set" } else { "fwmark" });
+        let ns = Netns::new("dwnft", if sets { "set" } else { "fwmark" });
         // Foreign state: an admin's inet filter, iptables-nft's ip nat.
         ns.ok(
             &["nft", "-f", "-"],

@@ -77,7 +77,11 @@ pub fn parse(text: &str) -> crate::Result<Nftables> {
         pending.clear();
     }
     if !pending.is_empty() {
-        return Err(crate::Error::parse(WHAT, first, "a `{` that is never closed"));
+        return Err(crate::Error::parse(
+            WHAT,
+            first,
+            "a `{` that is never closed",
+        ));
     }
     Ok(Nftables { table })
 }

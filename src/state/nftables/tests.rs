@@ -364,14 +364,29 @@ fn one_more_element_changes_at_most_two_lines_of_the_whole_table() {
     let mut before = desired(&seed(), true);
     // 3,000 prefixes (every other /24), one more in the middle: the old
     // 1,024-element chunks would all shift after it.
-    let set = before.table.as_mut().unwrap().sets.values_mut().next().unwrap();
+    let set = before
+        .table
+        .as_mut()
+        .unwrap()
+        .sets
+        .values_mut()
+        .next()
+        .unwrap();
     for i in 0..3000u32 {
         let net = format!("60.{}.{}.0/24", 2 * i / 256, 2 * i % 256);
         set.elements.insert(Elem::Net(net.parse().unwrap()));
     }
     let mut after = before.clone();
-    let set = after.table.as_mut().unwrap().sets.values_mut().next().unwrap();
-    set.elements.insert(Elem::Net("60.5.1.0/24".parse().unwrap()));
+    let set = after
+        .table
+        .as_mut()
+        .unwrap()
+        .sets
+        .values_mut()
+        .next()
+        .unwrap();
+    set.elements
+        .insert(Elem::Net("60.5.1.0/24".parse().unwrap()));
     let (a, b) = (full(&before), full(&after));
     let d = similar::TextDiff::from_lines(&a, &b);
     let changed = d
@@ -384,9 +399,10 @@ fn one_more_element_changes_at_most_two_lines_of_the_whole_table() {
 
 #[test]
 fn an_unclosed_brace_is_a_located_error() {
-    let e = super::script::parse("add table inet dwprov\nadd set inet dwprov s { type ipv4_addr;\n")
-        .unwrap_err()
-        .to_string();
+    let e =
+        super::script::parse("add table inet dwprov\nadd set inet dwprov s { type ipv4_addr;\n")
+            .unwrap_err()
+            .to_string();
     assert!(e.contains(":2") || e.contains("line 2"), "{e}");
     assert!(e.contains("never closed"), "{e}");
 }
