@@ -47,7 +47,8 @@ fn wait_cnc_seen_as(lab: &Lab, seen_as: &str, secs: u64) -> std::time::Duration 
 /// line) follows every lease change on the gateway with no dwprov run: a
 /// new lease within 10 s (the LAN seen with it, forwards, cross access and
 /// hairpin on it, `plan` exits 0 with nothing to change), the lease lost
-/// (CNC's traffic on ctc), a lease again (back on cnc). Nothing of ctc moves.
+/// (CNC's traffic on ctc; `status` shows the lease or its loss), a lease
+/// again (back on cnc). Nothing of ctc moves.
 #[test]
 fn a_dhcp_line_follows_its_lease() {
     let lab = Lab::up_dhcp();
@@ -117,6 +118,12 @@ fn a_dhcp_line_follows_its_lease() {
         common::seed::changes(&json).is_empty(),
         "0 changes after the agent: {json}"
     );
+    // `status` shows the lease now, from its one gather.
+    lab.dwprov_cmd()
+        .args(["status", "-i", inv.to_str().unwrap()])
+        .expect_exit(0)
+        .stdout_has("address 203.0.113.78/24 (dynamic, from eth2) via 203.0.113.1 (dynamic)")
+        .run();
 
     // The lease lost: cnc is down, its traffic on ctc, with no dwprov run.
     lab.lease("none");
@@ -127,6 +134,11 @@ fn a_dhcp_line_follows_its_lease() {
         out.contains("info: line cnc is down: its traffic goes on line ctc"),
         "{out}"
     );
+    lab.dwprov_cmd()
+        .args(["status", "-i", inv.to_str().unwrap()])
+        .expect_exit(0)
+        .stdout_has("no address now on eth2: down, traffic on ctc")
+        .run();
 
     // A lease again: back on cnc.
     lab.lease("203.0.113.79");
