@@ -42,6 +42,27 @@ fn wait_cnc_seen_as(lab: &Lab, seen_as: &str, secs: u64) -> std::time::Duration 
     );
 }
 
+/// Wait (within `secs`) until the agent has converged onto `addr`: its
+/// source-return rule and the forwards' DNAT on it. MASQUERADE takes a new
+/// lease at once, so the LAN is seen with it before the agent has moved the
+/// objects that name the address: traffic checks of those wait for this.
+fn wait_followed(lab: &Lab, addr: &str, secs: u64) {
+    let started = std::time::Instant::now();
+    let (rule, dnat) = (format!("from {addr} lookup cnc"), format!("-d {addr}/32"));
+    let state = || lab.sh_ok("gw", "ip rule; iptables-save -t nat | grep -v '^#'");
+    while started.elapsed() < std::time::Duration::from_secs(secs) {
+        let now = state();
+        if now.contains(&rule) && now.contains(&dnat) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!(
+        "within {secs} s the agent did not converge onto {addr}:\n{}",
+        state()
+    );
+}
+
 /// `address: dynamic, gateway: dynamic` on CNC: apply, the traffic of the
 /// seed on the leased address, and the agent (deployed for the dynamic
 /// line) follows every lease change on the gateway with no dwprov run: a
@@ -97,7 +118,8 @@ fn a_dhcp_line_follows_its_lease() {
     // and nobody runs dwprov.
     lab.lease("203.0.113.78");
     let took = wait_cnc_seen_as(&lab, "203.0.113.78", 10);
-    eprintln!("the agent followed the new lease in {took:?}");
+    eprintln!("the LAN was seen with the new lease after {took:?}");
+    wait_followed(&lab, "203.0.113.78", 10);
     assert_traffic_at(&lab, true, "203.0.113.78");
     assert_eq!(lab.sh_ok("gw", ctc), ctc_before, "ctc's objects moved");
     let rules = lab.sh_ok("gw", "ip rule");
@@ -143,6 +165,7 @@ fn a_dhcp_line_follows_its_lease() {
     // A lease again: back on cnc.
     lab.lease("203.0.113.79");
     wait_cnc_seen_as(&lab, "203.0.113.79", 10);
+    wait_followed(&lab, "203.0.113.79", 10);
     assert_traffic_at(&lab, true, "203.0.113.79");
     let (code, out) = plan(&lab, &inv);
     assert_eq!(code, 0, "{out}");
