@@ -57,6 +57,9 @@ pub fn parse(text: &str) -> crate::Result<Nftables> {
     // file writes a set's elements one per line); errors name its first line.
     let mut pending = String::new();
     let mut first = 0;
+    // Open braces of `pending`, counted line by line (a set's statement may
+    // have 16,000 lines: never rescan it).
+    let mut depth: isize = 0;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -68,10 +71,17 @@ pub fn parse(text: &str) -> crate::Result<Nftables> {
             pending.push(' ');
         }
         pending.push_str(line);
-        let depth = |c| pending.bytes().filter(|b| *b == c).count();
-        if depth(b'{') > depth(b'}') {
+        for b in line.bytes() {
+            depth += match b {
+                b'{' => 1,
+                b'}' => -1,
+                _ => 0,
+            };
+        }
+        if depth > 0 {
             continue;
         }
+        depth = 0;
         let w = words(&pending).map_err(|m| crate::Error::parse(WHAT, first, m))?;
         statement(&mut table, &w).map_err(|m| crate::Error::parse(WHAT, first, m))?;
         pending.clear();
