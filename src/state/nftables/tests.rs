@@ -357,6 +357,11 @@ fn a_script_outside_the_owned_table_is_a_located_error() {
     }
 }
 
+fn first_set(t: &mut Nftables) -> &mut Set {
+    let table = t.table.as_mut().expect("a table");
+    table.sets.values_mut().next().expect("a set")
+}
+
 /// The boot file is sent as a line edit: one more prefix in a set must be
 /// one new line (and the comma of its neighbour), whatever the set's size.
 #[test]
@@ -364,27 +369,13 @@ fn one_more_element_changes_at_most_two_lines_of_the_whole_table() {
     let mut before = desired(&seed(), true);
     // 3,000 prefixes (every other /24), one more in the middle: the old
     // 1,024-element chunks would all shift after it.
-    let set = before
-        .table
-        .as_mut()
-        .unwrap()
-        .sets
-        .values_mut()
-        .next()
-        .unwrap();
+    let set = first_set(&mut before);
     for i in 0..3000u32 {
         let net = format!("60.{}.{}.0/24", 2 * i / 256, 2 * i % 256);
         set.elements.insert(Elem::Net(net.parse().unwrap()));
     }
     let mut after = before.clone();
-    let set = after
-        .table
-        .as_mut()
-        .unwrap()
-        .sets
-        .values_mut()
-        .next()
-        .unwrap();
+    let set = first_set(&mut after);
     set.elements
         .insert(Elem::Net("60.5.1.0/24".parse().unwrap()));
     let (a, b) = (full(&before), full(&after));
