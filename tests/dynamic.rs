@@ -9,6 +9,7 @@ mod common;
 use common::seed::{assert_traffic_at, peer, text};
 use common::Lab;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 fn plan(lab: &Lab, inv: &Path) -> (i32, String) {
     let o = lab.dwprov(&["plan", "-i", inv.to_str().unwrap()]);
@@ -22,24 +23,41 @@ fn apply(lab: &Lab, inv: &Path) {
 
 /// Polls `cli -> CNC user` until the user sees the LAN as `seen_as`, for
 /// at most `secs` seconds (generous: a loaded 2-core machine).
-fn wait_cnc_seen_as(lab: &Lab, seen_as: &str, secs: u64) -> std::time::Duration {
-    let started = std::time::Instant::now();
+/// Try `attempt` every 200 ms for `secs`: how long until it held, or the
+/// last thing it saw.
+fn within(secs: u64, mut attempt: impl FnMut() -> Result<(), String>) -> Result<Duration, String> {
+    let started = Instant::now();
     let mut last = String::new();
-    while started.elapsed() < std::time::Duration::from_secs(secs) {
-        match lab.curl_with("cli", &["--max-time", "1"], "http://100.65.1.10/") {
-            Ok(body) if peer(&body) == seen_as => return started.elapsed(),
-            Ok(body) => last = peer(&body).to_string(),
+    while started.elapsed() < Duration::from_secs(secs) {
+        match attempt() {
+            Ok(()) => return Ok(started.elapsed()),
             Err(e) => last = e,
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200));
     }
-    panic!(
-        "within {secs} s the CNC user never saw the LAN as {seen_as} (last: {last})\n{}",
-        lab.sh_ok(
-            "gw",
-            "ip rule; ip route show table cnc; iptables-save -t nat | grep -v '^#'"
+    Err(last)
+}
+
+/// One try of `cli -> url`: Ok when its server sees the LAN as `seen_as`,
+/// else who it saw or why it failed.
+fn seen_as_now(lab: &Lab, url: &str, seen_as: &str) -> Result<(), String> {
+    match lab.curl_with("cli", &["--max-time", "1"], url) {
+        Ok(body) if peer(&body) == seen_as => Ok(()),
+        Ok(body) => Err(peer(&body).to_string()),
+        Err(e) => Err(e),
+    }
+}
+
+fn wait_cnc_seen_as(lab: &Lab, seen_as: &str, secs: u64) -> Duration {
+    within(secs, || seen_as_now(lab, "http://100.65.1.10/", seen_as)).unwrap_or_else(|last| {
+        panic!(
+            "within {secs} s the CNC user never saw the LAN as {seen_as} (last: {last})\n{}",
+            lab.sh_ok(
+                "gw",
+                "ip rule; ip route show table cnc; iptables-save -t nat | grep -v '^#'"
+            )
         )
-    );
+    })
 }
 
 /// Wait (within `secs`) until the agent has converged onto `addr`: its
@@ -47,20 +65,16 @@ fn wait_cnc_seen_as(lab: &Lab, seen_as: &str, secs: u64) -> std::time::Duration 
 /// lease at once, so the LAN is seen with it before the agent has moved the
 /// objects that name the address: traffic checks of those wait for this.
 fn wait_followed(lab: &Lab, addr: &str, secs: u64) {
-    let started = std::time::Instant::now();
     let (rule, dnat) = (format!("from {addr} lookup cnc"), format!("-d {addr}/32"));
-    let state = || lab.sh_ok("gw", "ip rule; iptables-save -t nat | grep -v '^#'");
-    while started.elapsed() < std::time::Duration::from_secs(secs) {
-        let now = state();
+    within(secs, || {
+        let now = lab.sh_ok("gw", "ip rule; iptables-save -t nat | grep -v '^#'");
         if now.contains(&rule) && now.contains(&dnat) {
-            return;
+            Ok(())
+        } else {
+            Err(now)
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    panic!(
-        "within {secs} s the agent did not converge onto {addr}:\n{}",
-        state()
-    );
+    })
+    .unwrap_or_else(|now| panic!("within {secs} s the agent did not converge onto {addr}:\n{now}"));
 }
 
 /// `address: dynamic, gateway: dynamic` on CNC: apply, the traffic of the
@@ -265,17 +279,9 @@ fn a_point_to_point_line_fails_over() {
 
 /// Polls `cli -> url` until its server sees the LAN as `seen_as`.
 fn wait_seen_as(lab: &Lab, url: &str, seen_as: &str, secs: u64) {
-    let started = std::time::Instant::now();
-    let mut last = String::new();
-    while started.elapsed() < std::time::Duration::from_secs(secs) {
-        match lab.curl_with("cli", &["--max-time", "1"], url) {
-            Ok(body) if peer(&body) == seen_as => return,
-            Ok(body) => last = peer(&body).to_string(),
-            Err(e) => last = e,
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
+    if let Err(last) = within(secs, || seen_as_now(lab, url, seen_as)) {
+        panic!("within {secs} s {url} never saw the LAN as {seen_as} (last: {last})");
     }
-    panic!("within {secs} s {url} never saw the LAN as {seen_as} (last: {last})");
 }
 
 /// A tunnel line (the seed's 借线): cmcc is borrowed from a remote host
