@@ -124,7 +124,8 @@ pub enum Command {
     #[command(after_help = IMPORT_HELP)]
     Import(ImportArgs),
     /// Per host, what its line-health agent sees: each line's state (up, down,
-    /// unknown), since when, last round's loss and RTT, failover in force; agent
+    /// unknown), since when, last round's loss and RTT, failover in force; a
+    /// dynamic line's address and next hop now (or down: no address); agent
     /// running and version; the last apply's snapshot. Read-only.
     Status(GatherArgs),
     /// Find what would go wrong before anything changes: the seed's FAQ traced on the
