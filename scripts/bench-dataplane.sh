@@ -21,7 +21,11 @@
 # the CNC list), counted by a sink on ucnc (bench/udpflood.rs). The floods
 # run in rounds (every gateway once per round, set up afresh), and a row's
 # cost is the median of its per-packet time minus the baseline's of the same
-# round: a loaded machine's drift hits every row alike. Per-packet time is
+# round: a loaded machine's drift hits every row alike; beside it, a 95%
+# confidence interval of that median (distribution-free, from the order
+# statistics of the per-round costs; from 6 rounds on): a goal such as
+# "within 0.2 us" is shown only when the interval's upper end is under it.
+# Per-packet time is
 # measured twice: from packets/s, and as the sender's CPU time per packet
 # (its softirq carries each packet through the lab; unlike packets/s it does
 # not fall when other work takes the core: read that one). The lab has
@@ -105,6 +109,18 @@ inventory() { # FILE METHOD LIST
 }
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# ci95 VALUES...: "[LOW..HIGH]", a 95% confidence interval of the median of
+# VALUES: the order statistics of ranks (n - 1.96 sqrt n)/2 and
+# 1 + (n + 1.96 sqrt n)/2 (the normal approximation of the binomial, rounded
+# outwards, so it errs wide); "-" under 6 values, where it would be the range.
+ci95() {
+    printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {
+        if (NR < 6) { print "-"; exit }
+        h = 1.96 * sqrt(NR); lo = int((NR - h) / 2); hi = 1 + (NR + h) / 2
+        if (hi > int(hi)) hi = int(hi) + 1
+        if (lo < 1) lo = 1; if (hi > NR) hi = NR
+        printf "[%+.2f..%+.2f]", a[lo], a[hi] }'
+}
 
 # flood: one flood of SECS through the gateway as it is; prints the sink's
 # packets/s and the sender's CPU time per packet sent (ns, see udpflood.rs).
@@ -188,7 +204,7 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 
 ROWS=()
-row() { ROWS+=("$(printf '%-20s %8s %7s %8s %-16s %6s %-12s %-9s %s' "$@")"); }
+row() { ROWS+=("$(printf '%-20s %8s %7s %8s %-16s %6s %-12s %-9s %-15s %s' "$@")"); }
 us() { printf '%+.2f' "$(median "$@")"; }
 for c in "${CONFIGS[@]}"; do
     read -r kind name n _ <<<"$c"
@@ -199,9 +215,9 @@ for c in "${CONFIGS[@]}"; do
     span() { printf '[%s]' "$(printf '%s\n' "$@" | sort -n | sed -n '1p;$p' | tr '\n' '-' | sed 's/-$//')"; }
     figures=("$(median "${pps[@]}")" "$(span "${pps[@]}")" "$(median "${ns[@]}")" "$(span "${ns[@]}")")
     case $kind in
-    base) row "plain NAT (baseline)" "-" "-" "${figures[@]}" "-" "-" ;;
-    method) row "$name" "$n" "${LOADS[$c]}" "${figures[@]}" "$(us "${costs[@]}") us" "$(us "${pcosts[@]}") us" ;;
-    variant) row "fwmark $name" "$n" "-" "${figures[@]}" "$(us "${costs[@]}") us" "$(us "${pcosts[@]}") us" ;;
+    base) row "plain NAT (baseline)" "-" "-" "${figures[@]}" "-" "-" "-" ;;
+    method) row "$name" "$n" "${LOADS[$c]}" "${figures[@]}" "$(us "${costs[@]}") us" "$(ci95 "${costs[@]}")" "$(us "${pcosts[@]}") us" ;;
+    variant) row "fwmark $name" "$n" "-" "${figures[@]}" "$(us "${costs[@]}") us" "$(ci95 "${costs[@]}")" "$(us "${pcosts[@]}") us" ;;
     esac
 done
 
@@ -210,6 +226,7 @@ printf 'machine   %s cores, kernel %s; load %s\n' "$(nproc)" "$(uname -r)" "$(cu
 printf 'method    median [min-max] of %s rounds, one flood of %s s per gateway each, 18-byte UDP payloads\n' "$RUNS" "$SECS"
 printf '          (64-byte frames), 16 flows, cli -> gw -> cnc -> ucnc. ns/pkt: the sender'"'"'s CPU time per packet\n'
 printf '          sent (its softirq carries each packet through the lab); cost: median over rounds of the\n'
-printf '          difference to the baseline of the same round, by CPU time and by packets/s\n\n'
-printf '%-20s %8s %7s %8s %-16s %6s %-12s %-9s %s\n' "gateway" "prefixes" "load" "pkts/s" "[min-max]" "ns/pkt" "[min-max]" "cost cpu" "cost pps"
+printf '          difference to the baseline of the same round, by CPU time (with a 95%% confidence\n'
+printf '          interval of that median, from 6 rounds on) and by packets/s\n\n'
+printf '%-20s %8s %7s %8s %-16s %6s %-12s %-9s %-15s %s\n' "gateway" "prefixes" "load" "pkts/s" "[min-max]" "ns/pkt" "[min-max]" "cost cpu" "95% CI (us)" "cost pps"
 printf '%s\n' "${ROWS[@]}"
