@@ -30,6 +30,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 N=${BENCH_N:-5}
 while (($#)); do
@@ -60,40 +62,11 @@ gw() { lab exec gw sh -c "$1"; }
 dwprov() { in_ns ctl env NO_COLOR=1 "$DWPROV" "$@"; }
 now() { date +%s.%N; }
 
-# inventory INTERVAL DOWN TIMEOUT: the seed with health on both lines, unicom on CNC.
+# inventory INTERVAL DOWN TIMEOUT: the seed with health on both lines,
+# unicom on CNC, hairpin (bench-lib.sh).
 inventory() {
-    local h="interval: $1, down: $2, timeout: $3"
-    cat >"$DIR/inventory-bench.yaml" <<EOF
-all:
-  hosts:
-    gw1:
-      address: 10.9.0.2
-      ssh: {user: root, identity_file: $DIR/id_ed25519, known_hosts: $DIR/known_hosts}
-      method: fwmark
-      lan:
-        - {interface: eth0, address: 192.168.0.1/24}
-      lines:
-        - name: ctc
-          table: 100
-          mark: 0x100
-          interface: eth1
-          address: 198.51.100.2/24
-          gateway: 198.51.100.1
-          default: true
-          routes: [100.64.0.0/16]
-          health: {targets: [100.64.1.10, '100.64.1.10:80'], $h}
-        - name: cnc
-          table: 200
-          mark: 0x200
-          interface: eth2
-          address: 203.0.113.2/24
-          gateway: 203.0.113.1
-          routes: [100.65.0.0/16]
-          routes_file: $ROOT/examples/isp/unicom.txt
-          health: {targets: [100.65.1.10, '100.65.1.10:80'], $h}
-      nat: {mode: snat}
-      hairpin: true
-EOF
+    D=$DIR bench_inventory "$DIR/inventory-bench.yaml" fwmark iptables "$ROOT/examples/isp/unicom.txt" \
+        --health "interval: $1, down: $2, timeout: $3" --hairpin
     dwprov apply -i "$DIR/inventory-bench.yaml" --yes >"$DIR/apply.log" 2>&1 ||
         { cat "$DIR/apply.log" >&2; echo "apply failed" >&2; exit 1; }
 }

@@ -2,30 +2,56 @@
 # Shared pieces of the bench scripts (sourced, not run): the seed's dual-line
 # inventory writer, so each bench does not carry its own copy.
 
-# bench_inventory FILE METHOD FIREWALL LIST [EXTRA_CNC_ROUTES]: the seed
-# topology (ctc default line, cnc with LIST as routes_file) for the lab of
-# directory $D. FIREWALL is iptables or nftables; EXTRA_CNC_ROUTES (", a/b")
-# is appended to cnc's inline routes (the "one prefix changed" case).
+# bench_inventory FILE METHOD FIREWALL LIST [OPTION...]: the seed topology
+# (ctc default line with 100.64.0.0/16, cnc with 100.65.0.0/16 and LIST as
+# its routes_file; LIST "" for none) for the lab of directory $D, SNAT.
+# FIREWALL is iptables or nftables. Options, for the benches that measure
+# more of the seed:
+#   --cnc-extra ", a/b"   appended to cnc's inline routes (the "one prefix
+#                         changed" case; a bare 5th argument means the same)
+#   --ctc-list FILE       ctc's routes_file
+#   --health "interval: 1, down: 3, timeout: 0.5"  a health block on both
+#                         lines (their users' address, ping and :80)
+#   --forwards            the seed's two forwards (80 on both lines, 2222->22 on cnc)
+#   --hairpin             hairpin NAT
 bench_inventory() {
-    local fw=""
-    [ "$3" = nftables ] && fw="
-      firewall: nftables"
-    cat >"$1" <<INV
-all:
-  hosts:
-    gw1:
-      address: 10.9.0.2
-      ssh: {user: root, identity_file: $D/id_ed25519, known_hosts: $D/known_hosts}
-      method: $2$fw
-      lan:
-        - {interface: eth0, address: 192.168.0.1/24}
-      lines:
-        - {name: ctc, table: 100, mark: 0x100, interface: eth1, address: 198.51.100.2/24,
-           gateway: 198.51.100.1, default: true, routes: [100.64.0.0/16]}
-        - {name: cnc, table: 200, mark: 0x200, interface: eth2, address: 203.0.113.2/24,
-           gateway: 203.0.113.1, routes: [100.65.0.0/16${5:-}], routes_file: '$4'}
-      nat: {mode: snat}
-INV
+    local file=$1 method=$2 firewall=$3 cnc_list=$4 cnc_extra="" ctc_list="" health="" forwards="" hairpin=""
+    shift 4
+    while (($#)); do
+        case $1 in
+        --cnc-extra) cnc_extra=$2; shift 2 ;;
+        --ctc-list) ctc_list=$2; shift 2 ;;
+        --health) health=$2; shift 2 ;;
+        --forwards) forwards=1; shift ;;
+        --hairpin) hairpin=1; shift ;;
+        --*) echo "bench_inventory: unknown option $1" >&2; return 2 ;;
+        *) cnc_extra=$1; shift ;;
+        esac
+    done
+    {
+        printf '%s\n' "all:" "  hosts:" "    gw1:" "      address: 10.9.0.2" \
+            "      ssh: {user: root, identity_file: $D/id_ed25519, known_hosts: $D/known_hosts}" \
+            "      method: $method"
+        [ "$firewall" = nftables ] && echo "      firewall: nftables"
+        printf '%s\n' "      lan:" "        - {interface: eth0, address: 192.168.0.1/24}" "      lines:"
+        bench_line ctc 100 0x100 eth1 198.51.100.2/24 198.51.100.1 100.64 "" "$ctc_list" "$health"
+        echo "          default: true"
+        bench_line cnc 200 0x200 eth2 203.0.113.2/24 203.0.113.1 100.65 "$cnc_extra" "$cnc_list" "$health"
+        echo "      nat: {mode: snat}"
+        [ -z "$forwards" ] || printf '%s\n' "      forwards:" \
+            "        - {proto: tcp, port: 80, to: 192.168.0.100}" \
+            "        - {proto: tcp, port: 2222, to: 192.168.0.100, to_port: 22, lines: [cnc]}"
+        [ -z "$hairpin" ] || echo "      hairpin: true"
+    } >"$file"
+}
+
+# bench_line NAME TABLE MARK IF ADDRESS GATEWAY NET EXTRA LIST HEALTH: one
+# line of bench_inventory; NET is the first two octets of its users' /16.
+bench_line() {
+    printf '%s\n' "        - name: $1" "          table: $2" "          mark: $3" "          interface: $4" \
+        "          address: $5" "          gateway: $6" "          routes: [$7.0.0/16$8]"
+    [ -z "$9" ] || echo "          routes_file: '$9'"
+    [ -z "${10}" ] || echo "          health: {targets: [$7.1.10, '$7.1.10:80'], ${10}}"
 }
 
 # bench_list16000 FILE: the 16,000-prefix list (unicom.txt, then /26s of

@@ -30,6 +30,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 N=${BENCH_N:-7}
 KEEP_BASHRC=no
@@ -112,52 +114,17 @@ accepted() { grep -c 'Accepted publickey' "$D/sshd.log" || true; }
 # Inventories: the lab's own (bare) plus the dual-line topology.
 B=$D/bench
 mkdir -p "$B"
-inventory() { # FILE CTC_EXTRA CNC_EXTRA: routes_file lines (or nothing)
-    cat >"$1" <<EOF
-all:
-  hosts:
-    gw1:
-      address: 10.9.0.2
-      ssh: {user: root, identity_file: $D/id_ed25519, known_hosts: $D/known_hosts}
-      method: fwmark
-      lan:
-        - {interface: eth0, address: 192.168.0.1/24}
-      lines:
-        - name: ctc
-          table: 100
-          mark: 0x100
-          interface: eth1
-          address: 198.51.100.2/24
-          gateway: 198.51.100.1
-          default: true
-$2
-        - name: cnc
-          table: 200
-          mark: 0x200
-          interface: eth2
-          address: 203.0.113.2/24
-          gateway: 203.0.113.1
-$3
-      nat: {mode: snat}
-      forwards:
-        - {proto: tcp, port: 80, to: 192.168.0.100}
-        - {proto: tcp, port: 2222, to: 192.168.0.100, to_port: 22, lines: [cnc]}
-      hairpin: true
-EOF
-}
 INV_BARE=$D/inventory.yaml
 INV_FULL=$B/full.yaml    # both lists (render)
 INV_CNC=$B/cnc.yaml      # CNC list only (apply, plan)
 INV_PLUS=$B/cnc-plus1.yaml
 INV_BIG=$B/big.yaml      # 50 MB of inline routes (render 2b; removed after it)
 BIG_N=$((N < 3 ? N : 3)) # a few runs: each renders 1.7 million routes
-inventory "$INV_FULL" "          routes: [100.64.0.0/16]
-          routes_file: '$CTC_LIST'" "          routes: [100.65.0.0/16]
-          routes_file: '$CNC_LIST'"
-inventory "$INV_CNC" "          routes: [100.64.0.0/16]" "          routes: [100.65.0.0/16]
-          routes_file: '$CNC_LIST'"
-inventory "$INV_PLUS" "          routes: [100.64.0.0/16]" "          routes: [100.65.0.0/16, $EXTRA_PREFIX]
-          routes_file: '$CNC_LIST'"
+# The seed with its forwards and hairpin (bench-lib.sh).
+inventory() { bench_inventory "$1" fwmark iptables "$2" --forwards --hairpin "${@:3}"; }
+inventory "$INV_FULL" "$CNC_LIST" --ctc-list "$CTC_LIST"
+inventory "$INV_CNC" "$CNC_LIST"
+inventory "$INV_PLUS" "$CNC_LIST" --cnc-extra ", $EXTRA_PREFIX"
 CNC_PREFIXES=$(grep -cE '^[0-9]' "$CNC_LIST")
 CTC_PREFIXES=$(grep -cE '^[0-9]' "$CTC_LIST")
 awk '/^[0-9]/ {print "route replace " $1 " via 203.0.113.1 dev eth2 proto 202"}' "$CNC_LIST" >"$B/cnc-202.batch"
