@@ -418,6 +418,17 @@ fn the_default_line_silent_fails_everything_else_over_and_back() {
     assert_eq!(default_dev(), "eth1");
 }
 
+/// `n` new flows from the LAN client to the CTC user's web server (each
+/// curl a new source port), counted by the line address each arrives from
+/// (the server answers with its peer): one count per address of `peers`.
+fn flows_by_peer<const N: usize>(lab: &Lab, n: usize, peers: [&str; N]) -> [usize; N] {
+    let out = lab.sh_ok(
+        "cli",
+        &format!("for i in $(seq {n}); do curl -sS --max-time 2 http://100.64.1.10/ || echo fail; echo; done"),
+    );
+    peers.map(|p| out.matches(&format!("peer={p}")).count())
+}
+
 /// Two default lines, weights 2:1 (method fwmark): new flows to a
 /// destination in no list spread by the weights (L4 hash), within 10
 /// points; a dead line leaves the group, and comes back.
@@ -450,19 +461,9 @@ fn a_balanced_default_spreads_flows_by_weight_and_drops_a_dead_line() {
     );
     let (code, shown) = plan(&lab, &inv);
     assert_eq!(code, 0, "{shown}");
-    // 300 new flows (each curl a new source port), counted by the address
-    // they arrive from.
-    let count = |n: usize| -> (usize, usize) {
-        let out = lab.sh_ok(
-            "cli",
-            &format!(
-                "for i in $(seq {n}); do curl -sS --max-time 2 http://100.64.1.10/ || echo fail; echo; done"
-            ),
-        );
-        (
-            out.matches("peer=198.51.100.2").count(),
-            out.matches("peer=203.0.113.2").count(),
-        )
+    let count = |n: usize| {
+        let [ctc, cnc] = flows_by_peer(&lab, n, ["198.51.100.2", "203.0.113.2"]);
+        (ctc, cnc)
     };
     let (ctc, cnc) = count(300);
     eprintln!("300 flows: ctc {ctc}, cnc {cnc} (weights 2:1)");
@@ -558,21 +559,7 @@ fn three_balanced_lines_share_by_weight_and_a_dead_one_leaves_and_returns() {
     assert!(up.is_some(), "{:?}\n{}", status(&lab), agent_log(&lab));
     let (code, shown) = plan(&lab, &inv);
     assert_eq!(code, 0, "{shown}");
-    // Each curl a new flow (new source port), counted by the line address
-    // it arrives from.
-    let count = |n: usize| -> [usize; 3] {
-        let out = lab.sh_ok(
-            "cli",
-            &format!(
-                "for i in $(seq {n}); do curl -sS --max-time 2 http://100.64.1.10/ || echo fail; echo; done"
-            ),
-        );
-        [
-            out.matches("peer=198.51.100.2").count(),
-            out.matches("peer=203.0.113.2").count(),
-            out.matches("peer=198.18.0.2").count(),
-        ]
-    };
+    let count = |n: usize| flows_by_peer(&lab, n, ["198.51.100.2", "203.0.113.2", "198.18.0.2"]);
     let got = count(300);
     eprintln!(
         "300 flows: ctc {}, cnc {}, cmcc {} (weights 2:1:1)",
