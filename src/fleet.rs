@@ -521,7 +521,7 @@ fn apply_host_at(
         (plan.diff.changes.clone(), &[][..])
     };
     if !safety.confirm {
-        return apply_unconfirmed(host, plan, &changes, hand_made, t, opts, stage, caps);
+        return apply_unconfirmed(host, plan, &changes, hand_made, t, opts, stage);
     }
     let id = crate::safe::snapshot_id();
     let reverted = |cause: Error, pending: bool| Error::Reverted {
@@ -715,12 +715,11 @@ fn apply_unconfirmed(
     t: &mut dyn Transport,
     opts: &RunOptions,
     stage: &mut Stage,
-    caps: converge::Caps,
 ) -> Result<ApplyStats> {
     let m = gather::marker();
     let script = converge::script_verified(
         changes,
-        caps,
+        converge::Caps::of(&plan.facts),
         &m,
         &crate::takeover::rt_tables_script(hand_made),
     );
