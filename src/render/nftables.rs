@@ -15,11 +15,13 @@
 //!
 //! | chain | hook | priority | why |
 //! |---|---|---|---|
-//! | `mangle_prerouting` (filter) | prerouting | mangle - 1 (-151) | before iptables' mangle and any DNAT: marks see the original destination, as in iptables' mangle PREROUTING |
+//! | `mangle_prerouting` (filter) | prerouting | mangle - 1 (-151) | before routing: a LAN packet gets its connection's line mark back (the one rule every forwarded packet pays, as iptables' mangle PREROUTING restore); method set marks a LAN connection's first packet by its destination's set, before any DNAT |
 //! | `mangle_output` (route) | output | mangle - 1 (-151) | a `route` chain: a mark set here re-routes the gateway's own packet, as iptables' mangle OUTPUT does |
-//! | `mangle_postrouting` (filter) | postrouting | mangle - 1 (-151) | marks the new connection by its out-interface before source NAT |
-//! | `nat_prerouting` (nat) | prerouting | dstnat - 1 (-101) | before iptables-nft's nat PREROUTING: dwprov's DNAT wins a forward's port, as its first jump does |
-//! | `nat_postrouting` (nat) | postrouting | srcnat - 1 (99) | hairpin SNAT first, then line SNAT/MASQUERADE, before iptables-nft's nat POSTROUTING |
+//! | `nat_prerouting` (nat) | prerouting | dstnat - 1 (-101) | a connection's line by where its first packet came in, then DNAT; before iptables-nft's nat PREROUTING: dwprov's DNAT wins a forward's port, as its first jump does |
+//! | `nat_postrouting` (nat) | postrouting | srcnat - 1 (99) | a connection's line by where it leaves, then hairpin SNAT, then line SNAT/MASQUERADE, before iptables-nft's nat POSTROUTING |
+//!
+//! Only a connection's first packet walks the nat chains, so marking there
+//! costs later packets nothing (docs/methods.md, issue 13).
 use crate::model::{Gateway, Method, NatMode};
 use crate::state::nftables::{BaseChain, Chain, Elem, MarkKey, Nftables, Rule, Set, Stmt, Table};
 use ipnet::Ipv4Net;
@@ -27,7 +29,6 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 pub const MANGLE_PREROUTING: &str = "mangle_prerouting";
 pub const MANGLE_OUTPUT: &str = "mangle_output";
-pub const MANGLE_POSTROUTING: &str = "mangle_postrouting";
 pub const NAT_PREROUTING: &str = "nat_prerouting";
 pub const NAT_POSTROUTING: &str = "nat_postrouting";
 
@@ -136,11 +137,19 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
     let marking = sets || gw.method == Method::Fwmark;
     let mut chains: BTreeMap<String, Chain> = BTreeMap::new();
     let mut set_map: BTreeMap<String, Set> = BTreeMap::new();
+    // A connection's line, set where its first packet came in or leaves:
+    // in the nat chains below, which only a connection's first packet walks.
+    let mut line_marks_in: Vec<Rule> = Vec::new();
+    let mut line_marks_out: Vec<Rule> = Vec::new();
     if marking {
         let mut pre = base("filter", "prerouting", PRIO_MANGLE - 1);
         let mut out = base("route", "output", PRIO_MANGLE - 1);
-        let mut post = base("filter", "postrouting", PRIO_MANGLE - 1);
         let set_mark = |m: u32| Stmt::set_mark(MarkKey::Ct, MarkKey::Ct, keep, m);
+        // nft 1.0.6 cannot OR two registers (`meta mark set meta mark & keep
+        // | ct mark & mask` is refused), so the restore is one rule per
+        // line mark: it keeps the packet's other mark bits. A first packet's
+        // connection mark is still 0 and matches none of them: no state
+        // test is needed to skip it.
         let restore = |m: u32| {
             vec![
                 Stmt::MarkIs {
@@ -152,11 +161,8 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
             ]
         };
         for l in &gw.lines {
-            pre.rules.push(rule(vec![
-                Stmt::Iif(l.interface.clone()),
-                state(&["new"]),
-                set_mark(l.mark),
-            ]));
+            line_marks_in.push(rule(vec![Stmt::Iif(l.interface.clone()), set_mark(l.mark)]));
+            line_marks_out.push(rule(vec![Stmt::Oif(l.interface.clone()), set_mark(l.mark)]));
         }
         let classified: Vec<(u32, String)> = if sets {
             let mut v = Vec::new();
@@ -180,6 +186,9 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
             Vec::new()
         };
         for lan in &gw.lan {
+            // Method set: a LAN connection's first packet is routed by the
+            // mark of the set its destination is in, so it is marked here,
+            // before routing, and restored by the rule after.
             for (mark, name) in &classified {
                 pre.rules.push(rule(vec![
                     Stmt::Iif(lan.interface.clone()),
@@ -190,10 +199,6 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
             }
             for l in &gw.lines {
                 let mut r = vec![Stmt::Iif(lan.interface.clone())];
-                // Method set marks the first packet too: it is routed by the mark.
-                if !sets {
-                    r.push(state(&["established", "related"]));
-                }
                 r.extend(restore(l.mark));
                 pre.rules.push(rule(r));
             }
@@ -205,6 +210,9 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
                 set_mark(*mark),
             ]));
         }
+        // The gateway's own first packet may carry a mark of its own (the
+        // agent's probes set SO_MARK): the state test keeps it, as the
+        // iptables backend's OUTPUT restore does.
         for l in &gw.lines {
             let mut r = Vec::new();
             if !sets {
@@ -213,25 +221,21 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
             r.extend(restore(l.mark));
             out.rules.push(rule(r));
         }
-        for l in &gw.lines {
-            post.rules.push(rule(vec![
-                Stmt::Oif(l.interface.clone()),
-                state(&["new"]),
-                set_mark(l.mark),
-            ]));
-        }
         chains.insert(MANGLE_PREROUTING.into(), pre);
         chains.insert(MANGLE_OUTPUT.into(), out);
-        chains.insert(MANGLE_POSTROUTING.into(), post);
     }
     // A dynamic line is MASQUERADEd whatever `nat` says (model::Line::masquerade).
     let nat_any = gw
         .lines
         .iter()
         .any(|l| gw.nat != NatMode::None || l.dynamic_address);
-    if !gw.forwards.is_empty() || nat_any || sets {
+    if !gw.forwards.is_empty() || nat_any || marking {
         let mut pre = base("nat", "prerouting", PRIO_DSTNAT - 1);
         let mut post = base("nat", "postrouting", PRIO_SRCNAT - 1);
+        // The marks first: setting a mark does not end the chain, the NAT
+        // rules after it still apply.
+        pre.rules.append(&mut line_marks_in);
+        post.rules.append(&mut line_marks_out);
         for f in &gw.forwards {
             for l in gw.lines.iter().filter(|l| f.lines.contains(&l.name)) {
                 // A dynamic line without an address now has no forward to take.

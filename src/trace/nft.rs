@@ -188,7 +188,8 @@ mod tests {
         let save = ipt.to_string();
         for want in [
             "-A PREROUTING -m comment --comment dwprov -j DWPROV-NFT-mangle_prerouting",
-            "-A DWPROV-NFT-mangle_prerouting -i eth1 -m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x100/0xff00",
+            "-A DWPROV-NFT-nat_prerouting -i eth1 -j CONNMARK --set-xmark 0x100/0xff00",
+            "-A DWPROV-NFT-nat_postrouting -o eth2 -j CONNMARK --set-xmark 0x200/0xff00",
             "-A DWPROV-NFT-mangle_prerouting -d 100.65.0.0/16 -i eth0 -m conntrack --ctstate NEW -j CONNMARK --set-xmark 0x200/0xff00",
             "-A DWPROV-NFT-nat_prerouting -d 203.0.113.2/32 -p tcp -m tcp --dport 2222 -j DNAT --to-destination 192.168.0.100:22",
             "-A DWPROV-NFT-nat_postrouting -s 192.168.0.0/24 -o eth2 -j SNAT --to-source 203.0.113.2",
