@@ -275,8 +275,10 @@ impl Agent {
                 self.record(r);
                 false
             }
-            Msg::Follow(F::Converging) => {
+            Msg::Follow(F::Converging(ack)) => {
+                // Between two operations here: nothing of ours is running.
                 self.converging = true;
+                let _ = ack.send(());
                 false
             }
             Msg::Follow(F::Converged) => {

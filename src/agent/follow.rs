@@ -32,6 +32,9 @@ pub const RETRY: Duration = Duration::from_secs(5);
 pub const SETTLE: Duration = Duration::from_millis(50);
 /// ... but no longer than this in all.
 pub const SETTLE_MAX: Duration = Duration::from_millis(500);
+/// How long the worker waits for the loop to hold its writes (the loop may
+/// be in a bounded command, 5 s at most): then it converges anyway.
+pub const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// When the worker reads the facts next: a pure schedule (unit-tested with
 /// a made-up clock).
@@ -89,8 +92,11 @@ impl Schedule {
 /// What the worker tells the loop.
 #[derive(Debug)]
 pub enum Report {
-    /// A converge starts: hold kernel writes (nexthops) until it ends.
-    Converging,
+    /// A converge is about to start: hold kernel writes (nexthops) until
+    /// it ends, and say so on the sender; the worker waits for that (at
+    /// most [`ACK_WAIT`]), so no write of the loop is under way when the
+    /// converge gathers.
+    Converging(std::sync::mpsc::SyncSender<()>),
     /// It ended; the host may have changed under the loop: re-read the
     /// kernel before writing.
     Converged,
@@ -213,8 +219,14 @@ fn step(
         shown(&follow.facts),
         shown(&now)
     ));
-    if !tell(Report::Converging) {
+    let (ack, held) = std::sync::mpsc::sync_channel(1);
+    if !tell(Report::Converging(ack)) {
         return Step::Stop;
+    }
+    if held.recv_timeout(ACK_WAIT).is_err() {
+        log(&format!(
+            "follow: the loop did not hold its kernel writes within {ACK_WAIT:?}: converging anyway"
+        ));
     }
     let started = Instant::now();
     let r = follower.converge(follow, &follow.facts);
@@ -363,6 +375,32 @@ mod tests {
 
     fn quiet(_: &str) {}
 
+    /// The report's name; a Converging is acknowledged, as the loop does.
+    fn name(r: Report) -> &'static str {
+        match r {
+            Report::Converging(ack) => {
+                let _ = ack.send(());
+                "Converging"
+            }
+            Report::Converged => "Converged",
+            Report::Reexec => "Reexec",
+        }
+    }
+
+    /// Without the loop's acknowledgement the worker still converges
+    /// (after [`ACK_WAIT`]; here the sender is dropped: at once) and says
+    /// so.
+    #[test]
+    fn a_missing_acknowledgement_is_logged_not_fatal() {
+        let f = slow(true);
+        let tell = |r: Report| {
+            drop(r);
+            true
+        };
+        work(follow(), &f, &tell, quiet);
+        assert_eq!(f.converges.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn the_worker_asks_to_re_execute_only_after_the_converge_and_ends() {
         let f = slow(true);
@@ -372,7 +410,7 @@ mod tests {
             if matches!(r, Report::Reexec) {
                 assert_eq!(f.running.load(Ordering::SeqCst), 0);
             }
-            told.lock().unwrap().push(format!("{r:?}"));
+            told.lock().unwrap().push(name(r));
             true
         };
         work(follow(), &f, &tell, quiet);
@@ -387,8 +425,10 @@ mod tests {
         let start = Instant::now();
         // Stop the worker (the loop "gone") after a few reads.
         let tell = |r: Report| {
-            told.lock().unwrap().push(format!("{r:?}"));
-            start.elapsed() < Duration::from_millis(100) || !matches!(r, Report::Converged)
+            let stop =
+                matches!(r, Report::Converged) && start.elapsed() >= Duration::from_millis(100);
+            told.lock().unwrap().push(name(r));
+            !stop
         };
         let handle = std::thread::scope(|s| s.spawn(|| work(follow(), &f, &tell, quiet)).join());
         assert!(handle.is_ok());
