@@ -32,6 +32,9 @@ pub const RETRY: Duration = Duration::from_secs(5);
 pub const SETTLE: Duration = Duration::from_millis(50);
 /// ... but no longer than this in all.
 pub const SETTLE_MAX: Duration = Duration::from_millis(500);
+/// The least time between two reads when notifications keep coming (a
+/// gateway whose routes churn): each read dumps main's routes.
+pub const MIN_GAP: Duration = Duration::from_millis(250);
 /// How long the worker waits for the loop to hold its writes (the loop may
 /// be in a bounded command, 5 s at most): then it converges anyway.
 pub const ACK_WAIT: Duration = Duration::from_secs(10);
@@ -45,6 +48,9 @@ pub struct Schedule {
     period: Duration,
     /// A failure's back-off is running until `next`.
     backing_off: bool,
+    /// When the last read ended: notifications bring the next one no
+    /// closer than [`MIN_GAP`] after it.
+    last: Option<Instant>,
 }
 
 /// How a read of the facts ended.
@@ -63,16 +69,19 @@ impl Schedule {
             next: now,
             period,
             backing_off: false,
+            last: None,
         }
     }
     /// When the next read is due.
     pub fn due(&self) -> Instant {
         self.next
     }
-    /// The kernel said something changed: read now, unless backing off.
+    /// The kernel said something changed: read now (or [`MIN_GAP`] after
+    /// the last read), unless backing off.
     pub fn woken(&mut self, now: Instant) {
         if !self.backing_off {
-            self.next = self.next.min(now);
+            let soonest = self.last.map_or(now, |l| now.max(l + MIN_GAP));
+            self.next = self.next.min(soonest);
         }
     }
     /// The socket is gone: poll at `period` from now on.
@@ -85,6 +94,7 @@ impl Schedule {
     /// A read (and perhaps a converge) ended at `now`.
     pub fn checked(&mut self, now: Instant, how: Checked) {
         self.backing_off = how == Checked::Failed;
+        self.last = Some(now);
         self.next = now + if self.backing_off { RETRY } else { self.period };
     }
 }
@@ -320,6 +330,9 @@ mod tests {
         let t1 = t0 + Duration::from_millis(300);
         s.woken(t1);
         assert_eq!(s.due(), t1, "a notification: read now");
+        s.checked(t1, Checked::Done);
+        s.woken(t1 + Duration::from_millis(10));
+        assert_eq!(s.due(), t1 + MIN_GAP, "churn: no closer than MIN_GAP");
         s.checked(t1, Checked::Failed);
         s.woken(t1 + Duration::from_millis(10));
         assert_eq!(s.due(), t1 + RETRY, "a failure's back-off holds");
