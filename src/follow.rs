@@ -43,7 +43,7 @@ impl Follower for Local {
     }
 
     fn converge(&self, follow: &Follow, previous: &[Fact]) -> Result<Converged, String> {
-        converge(&intent(follow)?, previous)
+        converge(&intent(follow)?, &follow.templates, previous)
     }
 }
 
@@ -97,15 +97,30 @@ pub fn split_config(changes: Vec<Change>) -> (Vec<Change>, Option<Option<String>
     (rest, config)
 }
 
+/// What apply would render for `gw` on `facts` with the overrides
+/// `templates` (name -> text, from the follow config).
+pub fn render_on(
+    gw: &Gateway,
+    templates: &std::collections::BTreeMap<String, String>,
+    facts: &Facts,
+) -> Result<crate::render::Rendered, String> {
+    let templates = crate::templates::Templates::with_overrides(templates)
+        .map_err(|e| format!("templates: {e}"))?;
+    crate::render::render(gw, &templates, Some(facts)).map_err(|e| format!("render: {e}"))
+}
+
 /// Converge this host onto its facts now: gather, render, diff, apply the
-/// owned changes; `previous` (what the config was rendered with) names the
-/// old addresses whose conntrack entries go.
-pub fn converge(gw: &Gateway, previous: &[Fact]) -> Result<Converged, String> {
+/// owned changes, rendering with the `--templates` overrides apply used
+/// (`templates`, name -> text); `previous` (what the config was rendered
+/// with) names the old addresses whose conntrack entries go.
+pub fn converge(
+    gw: &Gateway,
+    templates: &std::collections::BTreeMap<String, String>,
+    previous: &[Fact],
+) -> Result<Converged, String> {
     let mut t = LocalTransport::new(&gw.host);
     let facts = crate::gather::gather(&mut t).map_err(|e| format!("gather: {e}"))?;
-    let templates = crate::templates::Templates::load(None).map_err(|e| e.to_string())?;
-    let rendered =
-        crate::render::render(gw, &templates, Some(&facts)).map_err(|e| format!("render: {e}"))?;
+    let rendered = render_on(gw, templates, &facts)?;
     let diff = HostDiff::planned(&rendered.desired, &facts.state);
     if !diff.conflicts.is_empty() {
         return Err(format!("conflicts: {}", diff.conflicts.join("; ")));
@@ -167,6 +182,57 @@ mod tests {
         let (rest, config) = split_config(changes);
         assert_eq!(rest.len(), 1);
         assert_eq!(config, Some(Some("b".into())));
+    }
+
+    /// Issue 14: apply with `--templates` puts its overrides into the
+    /// follow config, and the follower renders with them: byte for byte
+    /// what apply renders (with the built-in templates it would differ).
+    #[test]
+    fn the_follower_renders_with_applys_template_overrides() {
+        let mut gw = crate::render::tests::seed(crate::model::Method::Static);
+        let cnc = &mut gw.lines[1];
+        (cnc.address, cnc.gateway) = (None, None);
+        cnc.dynamic_address = true;
+        cnc.next_hop = crate::model::NextHop::Dynamic;
+        let iface = cnc.interface.clone();
+        let mut f = Facts::default();
+        f.interfaces.push(crate::facts::Interface {
+            name: iface.clone(),
+            up: true,
+            addresses: vec!["203.0.113.9/24".parse().unwrap()],
+        });
+        let dir = std::env::temp_dir().join(format!("dwprov-follow-tpl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = "# site override: follow me";
+        let text = format!(
+            "{marker}\n{}",
+            crate::templates::BUILTIN
+                .iter()
+                .find(|(n, _)| *n == "sysctl.conf")
+                .unwrap()
+                .1
+        );
+        std::fs::write(dir.join("sysctl.conf.tera"), &text).unwrap();
+        let loaded = crate::templates::Templates::load(Some(&dir));
+        let _ = std::fs::remove_dir_all(&dir);
+        let applied = crate::render::render(&gw, &loaded.unwrap(), Some(&f)).unwrap();
+        let cfg =
+            crate::agent::config::Config::parse(&applied.desired.files[AGENT_CONFIG], AGENT_CONFIG)
+                .unwrap();
+        let follow = cfg.follow.unwrap();
+        assert_eq!(follow.templates.len(), 1, "only the override travels");
+        assert_eq!(follow.templates["sysctl.conf"], text);
+        let followed = render_on(&intent(&follow).unwrap(), &follow.templates, &f).unwrap();
+        assert!(followed.artefacts[crate::ownership::SYSCTL_CONF].contains(marker));
+        assert_eq!(followed.artefacts, applied.artefacts);
+        let builtin = render_on(&gw, &Default::default(), &f).unwrap();
+        assert_ne!(
+            builtin.artefacts, applied.artefacts,
+            "the test must be able to fail"
+        );
+        // A hand-edited config naming no known template is refused.
+        let bad = [("nope".to_string(), String::new())].into_iter().collect();
+        assert!(render_on(&gw, &bad, &f).unwrap_err().contains("nope"));
     }
 
     #[test]

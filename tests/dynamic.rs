@@ -187,6 +187,53 @@ fn a_dhcp_line_follows_its_lease() {
     assert!(lab
         .sh_ok("gw", "ip route show table main")
         .contains(client_route));
+
+    // `--templates`: the agent renders with apply's overrides. A comment
+    // added to the boot script (an owned file, compared as text) survives
+    // the agent's converge on a new lease (the built-in template has no
+    // such line: its render would remove it), and `plan` with the same
+    // overrides has nothing to change.
+    let tpl = lab.dir.join("templates");
+    std::fs::create_dir_all(tpl.join("boot")).unwrap();
+    let marker = "# dwprov lab: the site boot script";
+    let builtin = include_str!("../templates/boot/boot.sh.tera");
+    let (shebang, rest) = builtin.split_once('\n').unwrap();
+    std::fs::write(
+        tpl.join("boot/boot.sh.tera"),
+        format!("{shebang}\n{marker}\n{rest}"),
+    )
+    .unwrap();
+    let (i, t) = (inv.to_str().unwrap(), tpl.to_str().unwrap());
+    let o = lab.dwprov(&["apply", "-i", i, "--templates", t, "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "apply failed:\n{}", text(&o));
+    let kept = || {
+        lab.sh("gw", &format!("grep -rqxF '{marker}' /etc/dwprov"))
+            .status
+            .success()
+    };
+    assert!(kept(), "apply wrote the override");
+    lab.lease("203.0.113.80");
+    wait_followed(&lab, "203.0.113.80", 10);
+    // The agent writes its own config last: then the converge is whole.
+    within(10, || {
+        let cfg = lab.sh_ok("gw", "cat /etc/dwprov/agent.json");
+        if cfg.contains("203.0.113.80/24") {
+            Ok(())
+        } else {
+            Err(cfg)
+        }
+    })
+    .unwrap_or_else(|c| panic!("the agent's config does not name .80:\n{c}"));
+    assert!(
+        kept(),
+        "the agent's converge dropped the --templates override"
+    );
+    let o = lab.dwprov(&["plan", "-i", i, "--templates", t]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The changes were noticed by rtnetlink, not by the fallback polling.
+    let log = lab.sh_ok("gw", "cat /run/dwprov-agent/agent.log");
+    assert!(log.contains("follow: dynamic lines moved"), "{log}");
+    assert!(!log.contains("rtnetlink"), "{log}");
 }
 
 /// A point-to-point CNC line: 203.0.113.2/32 with peer 203.0.113.1, no

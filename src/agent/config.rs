@@ -24,6 +24,9 @@ pub const MAX_ROUNDS: u32 = 1000;
 pub const MAX_WEIGHT: u32 = 256;
 /// At most this many probe targets per line (each is a thread per round).
 pub const MAX_TARGETS: usize = 16;
+/// The largest config the agent reads (a follow config carries the whole
+/// intent, prefix lists included); render refuses a bigger one.
+pub const MAX_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +53,12 @@ pub struct Follow {
     /// Each dynamic line's address and next hop as apply rendered them
     /// (none: the line was down).
     pub facts: Vec<Fact>,
+    /// The `--templates` overrides apply rendered with (template name, as
+    /// `ip.batch` or `boot/boot.sh`, -> text); only those that replaced a
+    /// built-in one. The follower renders with them, so a redial converges
+    /// to what apply would render.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub templates: std::collections::BTreeMap<String, String>,
 }
 
 /// A dynamic line's facts at render time.

@@ -101,6 +101,21 @@ pub fn files(host: &str, cfg: &Config, systemd: bool) -> Result<Vec<(String, Str
         message: format!("agent config: {e}"),
         hint: None,
     })? + "\n";
+    // The agent reads at most MAX_BYTES: say so here, not on the gateway.
+    if text.len() as u64 > crate::agent::config::MAX_BYTES {
+        let templates: usize = cfg
+            .follow
+            .as_ref()
+            .map_or(0, |f| f.templates.values().map(String::len).sum());
+        return Err(Error::Invalid {
+            message: format!(
+                "host {host}: the agent's config ({AGENT_CONFIG}) would be {:.1} MiB, over the {} MiB the agent reads: it carries the gateway's whole intent to follow its dynamic lines (prefix lists inline; template overrides {templates} bytes)",
+                text.len() as f64 / f64::from(1u32 << 20),
+                crate::agent::config::MAX_BYTES >> 20
+            ),
+            hint: Some("on a gateway with a dynamic line, keep the inline prefix lists smaller (the agent's config carries them)".into()),
+        });
+    }
     // What the agent will refuse must fail here, at the controller.
     Config::parse(&text, AGENT_CONFIG).map_err(|e| Error::Invalid {
         message: format!("host {host}: the rendered agent config is refused: {e}"),
@@ -369,6 +384,28 @@ mod tests {
             "systemd-analyze verify: {}\n{err}\n{unit}",
             out.status
         );
+    }
+
+    /// A follow config over what the agent reads is refused at render,
+    /// naming the host and the cap; just under it is not refused for size.
+    #[test]
+    fn an_oversized_follow_config_is_refused_at_render() {
+        let mut c = cfg();
+        let big = |n: usize| crate::agent::config::Follow {
+            intent: serde_json::Value::String("x".repeat(n)),
+            facts: vec![],
+            templates: Default::default(),
+        };
+        c.follow = Some(big(crate::agent::config::MAX_BYTES as usize));
+        let e = files("gw1", &c, true).unwrap_err().to_string();
+        assert!(
+            e.contains("host gw1") && e.contains("over the 16 MiB"),
+            "{e}"
+        );
+        c.follow = Some(big(1000));
+        if let Err(e) = files("gw1", &c, true) {
+            assert!(!e.to_string().contains("MiB"), "{e}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod deploy;
 pub mod follow;
 pub mod health;
 pub mod install;
+pub mod netlink;
 pub mod plan;
 pub mod probe;
 pub mod schedule;

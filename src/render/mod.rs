@@ -457,7 +457,11 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
     }
     warnings.extend(boot.warnings);
     // The line-health agent's files (issue 11): owned files like the others.
-    if let Some(cfg) = crate::model::agent_config(gw, Some(intent)) {
+    if let Some(mut cfg) = crate::model::agent_config(gw, Some(intent)) {
+        // The follower renders on the gateway: with the overrides used here.
+        if let Some(f) = cfg.follow.as_mut() {
+            f.templates = templates.overrides().clone();
+        }
         let systemd = crate::boot::Platform::of(facts).systemd;
         for (path, text) in crate::agent::deploy::files(&gw.host, &cfg, systemd)? {
             desired.files.insert(path.clone(), text.clone());

@@ -75,6 +75,9 @@ pub struct Templates {
     tera: tera::Tera,
     /// Template sources, to locate render-time errors (tera 1 gives no line).
     sources: BTreeMap<String, String>,
+    /// The overrides among them (name -> text): the agent's follow config
+    /// carries these, so the gateway renders as apply did.
+    overrides: BTreeMap<String, String>,
 }
 
 impl Templates {
@@ -88,21 +91,73 @@ impl Templates {
             check_template_dir(dir)?;
         }
         // Parsing recurses on the template's nesting: a big stack.
-        limits::on_big_stack(|| Templates::load_here(override_dir))
+        limits::on_big_stack(|| {
+            Templates::load_here(&|name| {
+                let Some(dir) = override_dir else {
+                    return Ok(None);
+                };
+                let p = dir.join(format!("{name}.tera"));
+                if !p.exists() {
+                    return Ok(None);
+                }
+                crate::inventory::read_text(&p, limits::TEMPLATE_MAX_BYTES, "template").map(Some)
+            })
+        })
     }
 
-    fn load_here(override_dir: Option<&Path>) -> Result<Templates> {
+    /// The built-in templates with `overrides` (name -> text, as
+    /// [`Templates::overrides`] gave them) in their place: the agent's
+    /// follower renders with what apply loaded from `--templates`. An
+    /// unknown name or an oversized text is refused, as from a directory.
+    pub fn with_overrides(overrides: &BTreeMap<String, String>) -> Result<Templates> {
+        if let Some(name) = overrides
+            .keys()
+            .find(|n| !BUILTIN.iter().chain(BOOT).any(|(b, _)| b == n))
+        {
+            return Err(Error::Invalid {
+                message: format!(
+                    "template override `{}` is no template dwprov knows",
+                    crate::escape::value(name)
+                ),
+                hint: None,
+            });
+        }
+        limits::on_big_stack(|| {
+            Templates::load_here(&|name| {
+                let Some(text) = overrides.get(name) else {
+                    return Ok(None);
+                };
+                if text.len() as u64 > limits::TEMPLATE_MAX_BYTES {
+                    return Err(Error::Invalid {
+                        message: format!(
+                            "template override `{name}` is over {} bytes",
+                            limits::TEMPLATE_MAX_BYTES
+                        ),
+                        hint: None,
+                    });
+                }
+                Ok(Some(text.clone()))
+            })
+        })
+    }
+
+    /// The templates that replaced a built-in one (name -> text).
+    pub fn overrides(&self) -> &BTreeMap<String, String> {
+        &self.overrides
+    }
+
+    /// `overriding(name)`: the override's text, if any.
+    fn load_here(overriding: &dyn Fn(&str) -> Result<Option<String>>) -> Result<Templates> {
         let mut tera = tera::Tera::default();
         let mut sources = BTreeMap::new();
+        let mut overrides = BTreeMap::new();
         tera.autoescape_on(vec![]);
         tera.register_function("range", limits::capped_range);
         for (name, text) in BUILTIN.iter().chain(BOOT) {
             let mut text = text.to_string();
-            if let Some(dir) = override_dir {
-                let p = dir.join(format!("{name}.tera"));
-                if p.exists() {
-                    text = crate::inventory::read_text(&p, limits::TEMPLATE_MAX_BYTES, "template")?;
-                }
+            if let Some(over) = overriding(name)? {
+                overrides.insert(name.to_string(), over.clone());
+                text = over;
             }
             limits::check_nesting(name, &text)?;
             tera.add_raw_template(name, &text)
@@ -110,7 +165,11 @@ impl Templates {
             sources.insert(name.to_string(), text);
         }
         limits::check(&tera, &sources)?;
-        Ok(Templates { tera, sources })
+        Ok(Templates {
+            tera,
+            sources,
+            overrides,
+        })
     }
 
     /// Render `name`: on a big-stack thread, with `range()` capped and the

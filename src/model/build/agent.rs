@@ -18,6 +18,8 @@ pub fn agent_config(gw: &Gateway, intent: Option<&Gateway>) -> Option<Config> {
         .and_then(|i| serde_json::to_value(i).ok())
         .map(|intent| Follow {
             intent,
+            // Render fills in the template overrides it used.
+            templates: Default::default(),
             facts: gw
                 .lines
                 .iter()
