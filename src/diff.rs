@@ -149,7 +149,12 @@ pub fn diff(desired: &State, live: &State) -> HostDiff {
 /// agent's failover: information, not a change, so `plan` during an outage
 /// is empty and `apply` keeps the failover in force. Anything else is a
 /// change. Foreign nexthops (other protocol) at a desired id are conflicts.
+/// Only the nexthops the agent repoints ([`agent_moves`]) can be in
+/// failover: an unmonitored line's nexthop elsewhere (a dynamic line's,
+/// after its lease came back) is a change.
 fn diff_nexthops(desired: &State, live: &State, d: &mut HostDiff) {
+    let moves = agent_moves(desired);
+    let movable = |id: u32| moves.as_ref().is_none_or(|m| m.contains(&id));
     let targets: Vec<&Hop> = desired
         .nexthops
         .iter()
@@ -174,7 +179,7 @@ fn diff_nexthops(desired: &State, live: &State, d: &mut HostDiff) {
                 have.id, have.hop, have.proto, want.hop
             )),
             Some(have) if have.hop == want.hop => {}
-            Some(have) if dynamic_ok(want, have) => d.dynamic.push(format!(
+            Some(have) if movable(want.id) && dynamic_ok(want, have) => d.dynamic.push(format!(
                 "nexthop {} is `{}` (intent `{}`): the agent's failover, kept",
                 want.id, have.hop, want.hop
             )),
@@ -192,6 +197,25 @@ fn diff_nexthops(desired: &State, live: &State, d: &mut HostDiff) {
             });
         }
     }
+}
+
+/// The ids of the nexthops the agent repoints, from the desired agent
+/// config: its monitored lines' and the balanced group's. No config: no
+/// agent, none. A config that does not parse (it always does when dwprov
+/// rendered it): `None`, every nexthop may be the agent's, as before
+/// issue 14 told them apart.
+fn agent_moves(desired: &State) -> Option<BTreeSet<u32>> {
+    let Some(text) = desired.files.get(crate::ownership::AGENT_CONFIG) else {
+        return Some(BTreeSet::new());
+    };
+    let cfg = crate::agent::config::Config::parse(text, crate::ownership::AGENT_CONFIG).ok()?;
+    let lines = cfg.lines.iter().filter(|l| l.health.is_some());
+    Some(
+        lines
+            .filter_map(|l| l.nexthop)
+            .chain(cfg.balanced.map(|b| b.id))
+            .collect(),
+    )
 }
 
 fn diff_files(desired: &State, live: &State, d: &mut HostDiff) {
@@ -686,6 +710,84 @@ mod tests {
     /// Issue 11: where the agent points a nexthop is dynamic state (a
     /// fallback line's gateway, a group without a dead member); anything
     /// else, a missing object or a foreign one at dwprov's id is not.
+    /// The agent config of the seed with a balanced default of ctc and
+    /// cnc, `health` on the lines named: nexthops 20001 (ctc), 20002 (cnc)
+    /// and the group 20999.
+    fn agent_config(monitored: &[&str]) -> BTreeMap<String, String> {
+        let mut gw = crate::render::tests::seed(crate::model::Method::Fwmark);
+        for l in gw.lines.iter_mut() {
+            l.default = true;
+            if monitored.contains(&l.name.as_str()) {
+                l.health = Some(crate::model::Health {
+                    targets: vec!["100.65.1.10".parse().unwrap()],
+                    interval_ms: 1000,
+                    timeout_ms: 1000,
+                    down: 3,
+                    up: 5,
+                    reliability: 1,
+                });
+            }
+        }
+        let t = crate::templates::Templates::load(None).unwrap();
+        let r = crate::render::render(&gw, &t, None).unwrap();
+        let path = crate::ownership::AGENT_CONFIG;
+        BTreeMap::from([(path.to_string(), r.desired.files[path].clone())])
+    }
+
+    /// Issue 14: only the nexthops the agent repoints can be in failover.
+    /// An unmonitored line's nexthop on another line's gateway (a dynamic
+    /// line's, left there after its lease came back) is a change back, and
+    /// with no agent at all every one is.
+    #[test]
+    fn an_unmonitored_lines_nexthop_elsewhere_is_a_change() {
+        let hops = |cnc_via: &str| {
+            nexthops(&format!(
+                "nexthop add id 20001 via 1.2.3.1 dev eth1 proto 201
+                 nexthop add id 20002 via {cnc_via} proto 201
+                 nexthop add id 20999 group 20001/20002 proto 201
+"
+            ))
+        };
+        for (files, monitored) in [
+            (agent_config(&["ctc"]), false),
+            (agent_config(&["cnc"]), true),
+        ] {
+            let want = State {
+                nexthops: hops("5.6.7.1 dev eth2"),
+                files: files.clone(),
+                ..State::default()
+            };
+            let live = State {
+                nexthops: hops("1.2.3.1 dev eth1"),
+                files,
+                ..State::default()
+            };
+            let d = diff(&want, &live);
+            let changed: Vec<u32> = d
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Nexthop { to: Some(n), .. } => Some(n.id),
+                    _ => None,
+                })
+                .collect();
+            if monitored {
+                assert!(changed.is_empty() && d.dynamic.len() == 1, "{d:#?}");
+            } else {
+                assert_eq!(changed, vec![20002], "{d:#?}");
+            }
+        }
+        let want = State {
+            nexthops: hops("5.6.7.1 dev eth2"),
+            ..State::default()
+        };
+        let live = State {
+            nexthops: hops("1.2.3.1 dev eth1"),
+            ..State::default()
+        };
+        assert_eq!(diff(&want, &live).changes.len(), 1, "no agent: a change");
+    }
+
     #[test]
     fn agent_failover_is_information_not_a_change() {
         let want = State {
@@ -695,6 +797,7 @@ mod tests {
                  nexthop add id 20999 group 20001,2/20002 proto 201
 ",
             ),
+            files: agent_config(&["ctc", "cnc"]),
             ..State::default()
         };
         let failed_over = State {
@@ -704,6 +807,7 @@ mod tests {
                  nexthop add id 20999 group 20001,2 proto 201
 ",
             ),
+            files: want.files.clone(),
             ..State::default()
         };
         let d = diff(&want, &failed_over);
@@ -720,6 +824,7 @@ mod tests {
                  nexthop add id 7 via 5.6.7.1 dev eth2 proto 4
 ",
             ),
+            files: want.files.clone(),
             ..State::default()
         };
         let d = diff(&want, &elsewhere);
@@ -727,7 +832,11 @@ mod tests {
         assert_eq!(signs, vec![0, 0, -1], "{:#?}", d.changes);
         // None at all: created, members before the group, in one batch
         // before the routes using them.
-        let d = diff(&want, &State::default());
+        let none = State {
+            files: want.files.clone(),
+            ..State::default()
+        };
+        let d = diff(&want, &none);
         assert_eq!(d.changes.len(), 3);
         let batch = crate::converge::ip_batch(&d.changes);
         assert!(batch.starts_with("nexthop add id 20001 "), "{batch}");

@@ -196,6 +196,7 @@ mod tests {
         cnc.next_hop = crate::model::NextHop::Dynamic;
         let iface = cnc.interface.clone();
         let mut f = Facts::default();
+        f.nexthops = true;
         f.interfaces.push(crate::facts::Interface {
             name: iface.clone(),
             up: true,

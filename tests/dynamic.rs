@@ -234,6 +234,35 @@ fn a_dhcp_line_follows_its_lease() {
     let log = lab.sh_ok("gw", "cat /run/dwprov-agent/agent.log");
     assert!(log.contains("follow: dynamic lines moved"), "{log}");
     assert!(!log.contains("rtnetlink"), "{log}");
+    // cnc's list goes by its nexthop object: a lease lost, found or moved
+    // is a few changes (the nexthop, the source-return rule and table, the
+    // forwards' DNAT, the boot files), never the list's thousands of routes.
+    let listed: usize = lab
+        .sh_ok("gw", "ip route show table main | grep -c 'nhid 20002 '")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        listed > 1000,
+        "cnc's list is long: {listed} routes by its nexthop"
+    );
+    let counts: Vec<usize> = log
+        .lines()
+        .filter_map(|l| {
+            l.split("follow: ")
+                .nth(1)?
+                .split(" change(s) applied")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    eprintln!("follow converges, changes each: {counts:?} ({listed} routes by cnc's nexthop)");
+    assert!(counts.len() >= 4, "a converge per lease change: {log}");
+    assert!(
+        counts.iter().all(|&n| n <= 64),
+        "O(1) converges, not O(list): {counts:?}\n{log}"
+    );
 }
 
 /// A point-to-point CNC line: 203.0.113.2/32 with peer 203.0.113.1, no

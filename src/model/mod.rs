@@ -220,9 +220,14 @@ impl Gateway {
     }
 
     /// Whether routes carry lines' traffic by nexthop objects (issue 11):
-    /// a line is monitored, or several lines share the default route.
+    /// a line is monitored, several lines share the default route, or a
+    /// line's address or next hop is dynamic (issue 14). Then a line going
+    /// down or coming back, by the agent's probes or by a lease lost and
+    /// found, moves its whole prefix list by one nexthop change.
     pub fn uses_nexthops(&self) -> bool {
-        self.lines.iter().any(|l| l.health.is_some())
+        self.lines
+            .iter()
+            .any(|l| l.health.is_some() || l.dynamic_address || l.next_hop == NextHop::Dynamic)
             || self.lines.iter().filter(|l| l.default).count() > 1
     }
 }

@@ -126,8 +126,11 @@ pub fn resolve(gw: &Gateway, facts: Option<&Facts>) -> Resolved {
     if let Some((l, r)) = taken.first() {
         out.foreign_main_default = true;
         let via = r.via.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        if l.default && out.lines.iter().filter(|x| x.default).count() == 1 && !out.uses_nexthops()
-        {
+        // Alone and unmonitored, the line needs no default of dwprov's: no
+        // agent fails it over (its nexthop moves, the client's route is the
+        // line's own).
+        let alone = out.lines.iter().filter(|x| x.default).count() == 1;
+        if l.default && alone && out.lines.iter().all(|x| x.health.is_none()) {
             info.push(format!(
                 "the DHCP client's default route via {via} dev {} in main carries the default (line {}); dwprov adds none beside it",
                 l.interface, l.name

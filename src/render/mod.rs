@@ -406,11 +406,11 @@ pub fn render(gw: &Gateway, templates: &Templates, facts: Option<&Facts>) -> Res
     if let Some(f) = facts.filter(|f| gw.uses_nexthops() && !f.nexthops) {
         return Err(Error::Invalid {
             message: format!(
-                "host {}: `health` (or several default lines) needs nexthop objects, which kernel {} lacks (`ip nexthop show` failed; they came in Linux 5.3)",
+                "host {}: `health`, several default lines or a dynamic line need nexthop objects, which kernel {} lacks (`ip nexthop show` failed; they came in Linux 5.3)",
                 gw.host,
                 crate::escape::value(&f.kernel)
             ),
-            hint: Some("remove `health` and keep one `default: true` line for this host, or upgrade its kernel to 5.3 or later".into()),
+            hint: Some("remove `health`, keep one `default: true` line and give each line a fixed address and gateway for this host, or upgrade its kernel to 5.3 or later".into()),
         });
     }
     if gw.lines.len()
@@ -652,6 +652,7 @@ pub(crate) mod tests {
         let mut gw = seed(Method::Static);
         dynamic_cnc(&mut gw);
         let mut facts = crate::gather::Facts::default();
+        facts.nexthops = true;
         facts.interfaces.push(crate::facts::Interface {
             name: "eth2".into(),
             up: true,
@@ -672,8 +673,11 @@ pub(crate) mod tests {
             "{batch}"
         );
         assert!(batch.contains("from 203.0.113.77 lookup cnc"), "{batch}");
+        // Routes go by the line's nexthop, so a lease lost or found moves the
+        // whole list by one object.
         assert!(
-            batch.contains("route add 100.65.0.0/16 via 203.0.113.1 dev eth2"),
+            batch.contains("nexthop add id 20002 via 203.0.113.1 dev eth2")
+                && batch.contains("route add 100.65.0.0/16 nhid 20002"),
             "{batch}"
         );
         let ipt = &r.artefacts["iptables.rules"];
@@ -694,7 +698,8 @@ pub(crate) mod tests {
         let r = render(&gw, &t, Some(&facts)).unwrap();
         let batch = &r.artefacts["ip.batch"];
         assert!(
-            batch.contains("route add 100.65.0.0/16 via 198.51.100.1 dev eth1"),
+            batch.contains("nexthop add id 20002 via 198.51.100.1 dev eth1")
+                && batch.contains("route add 100.65.0.0/16 nhid 20002"),
             "{batch}"
         );
         assert!(
