@@ -67,11 +67,7 @@ pub struct HostDiff {
     /// Desired objects that collide with something dwprov does not own
     /// (e.g. a foreign default route in main): applying would overwrite it,
     /// so the host is refused until the admin decides.
-    pub conflicts: Vec<String>,
-    /// The route key of each conflict (`apply --adopt` takes over the
-    /// hand-made routes among them).
-    #[serde(skip)]
-    pub conflict_keys: Vec<crate::state::ip::RouteKey>,
+    pub conflicts: Vec<Conflict>,
     /// Hand-made objects that duplicate owned ones about to be installed
     /// (src/takeover.rs): refused without `apply --adopt`, removed with it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -83,7 +79,35 @@ pub struct HostDiff {
     pub dynamic: Vec<String>,
 }
 
+/// One desired object in the way of a foreign one. Shown (and written in
+/// JSON) as its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub message: String,
+    /// The desired route's key, for a route (`apply --adopt` takes over the
+    /// hand-made routes among them).
+    pub route: Option<RouteKey>,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Serialize for Conflict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.message)
+    }
+}
+
 impl HostDiff {
+    /// The conflicts' messages, `; `-separated (for one-line errors).
+    pub fn conflicts_text(&self) -> String {
+        let all: Vec<&str> = self.conflicts.iter().map(|c| c.message.as_str()).collect();
+        all.join("; ")
+    }
+
     /// The diff of `desired` against `live`, with the hand-made duplicates.
     /// A foreign route in the way of an owned one is one of them (the
     /// take-over replaces it), so it is no longer a conflict.
@@ -98,14 +122,8 @@ impl HostDiff {
                 _ => None,
             })
             .collect();
-        let (keys, conflicts): (Vec<_>, Vec<_>) = d
-            .conflict_keys
-            .drain(..)
-            .zip(d.conflicts.drain(..))
-            .filter(|(k, _)| !taken.contains(k))
-            .unzip();
-        d.conflict_keys = keys;
-        d.conflicts = conflicts;
+        d.conflicts
+            .retain(|c| !c.route.as_ref().is_some_and(|k| taken.contains(k)));
         // The owned route that replaces a hand-made one is an addition.
         for want in desired.routes.iter().filter(|r| taken.contains(&r.key())) {
             if !live.routes.contains(want) {
@@ -174,10 +192,13 @@ fn diff_nexthops(desired: &State, live: &State, d: &mut HostDiff) {
                 from: None,
                 to: Some(want.clone()),
             }),
-            Some(have) if !is_owned_route(have) => d.conflicts.push(format!(
-                "nexthop id {} is `{}` (proto {}), which dwprov does not own; dwprov needs the id for `{}`",
-                have.id, have.hop, have.proto, want.hop
-            )),
+            Some(have) if !is_owned_route(have) => d.conflicts.push(Conflict {
+                message: format!(
+                    "nexthop id {} is `{}` (proto {}), which dwprov does not own; dwprov needs the id for `{}`",
+                    have.id, have.hop, have.proto, want.hop
+                ),
+                route: None,
+            }),
             Some(have) if have.hop == want.hop => {}
             Some(have) if movable(want.id) && dynamic_ok(want, have) => d.dynamic.push(format!(
                 "nexthop {} is `{}` (intent `{}`): the agent's failover, kept",
@@ -280,15 +301,17 @@ fn diff_routes(desired: &State, live: &State, d: &mut HostDiff) {
                         to: Some(want.clone()),
                     }),
                     None => {
-                        d.conflict_keys.push(want.key());
-                        d.conflicts.push(format!(
-                        "table {}: `{}` would replace `{}`, which dwprov does not own (proto {}); \
-                         remove it, or give dwprov's route another metric",
-                        want.table,
-                        want.display(),
-                        live_routes[0].display(),
-                        live_routes[0].proto
-                    ))
+                        d.conflicts.push(Conflict {
+                            message: format!(
+                                "table {}: `{}` would replace `{}`, which dwprov does not own (proto {}); \
+                                 remove it, or give dwprov's route another metric",
+                                want.table,
+                                want.display(),
+                                live_routes[0].display(),
+                                live_routes[0].proto
+                            ),
+                            route: Some(want.key()),
+                        })
                     }
                 }
             }
@@ -854,6 +877,12 @@ mod tests {
             ..State::default()
         };
         assert_eq!(diff(&want, &foreign).conflicts.len(), 1);
+        // The plan keeps it: the take-over's filter of route conflicts once
+        // zipped a parallel list of route keys with every conflict, which
+        // dropped the nexthop's (it has no route key).
+        let planned = HostDiff::planned(&want, &foreign);
+        assert_eq!(planned.conflicts.len(), 1, "{planned:#?}");
+        assert!(planned.conflicts_text().contains("does not own"));
     }
 
     #[test]
@@ -896,7 +925,7 @@ mod tests {
         assert!(d.changes.is_empty());
         assert_eq!(d.conflicts.len(), 1);
         assert!(
-            d.conflicts[0].contains("does not own"),
+            d.conflicts[0].message.contains("does not own"),
             "{}",
             d.conflicts[0]
         );

@@ -492,7 +492,7 @@ fn apply_host_at(
             message: format!(
                 "{}: refusing to apply: {}",
                 plan.host,
-                plan.diff.conflicts.join("; ")
+                plan.diff.conflicts_text()
             ),
             hint: None,
         });

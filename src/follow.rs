@@ -123,7 +123,7 @@ pub fn converge(
     let rendered = render_on(gw, templates, &facts)?;
     let diff = HostDiff::planned(&rendered.desired, &facts.state);
     if !diff.conflicts.is_empty() {
-        return Err(format!("conflicts: {}", diff.conflicts.join("; ")));
+        return Err(format!("conflicts: {}", diff.conflicts_text()));
     }
     let mut done = Converged::default();
     let now = facts_of(gw, &facts);
