@@ -195,8 +195,10 @@ mod tests {
         cnc.dynamic_address = true;
         cnc.next_hop = crate::model::NextHop::Dynamic;
         let iface = cnc.interface.clone();
-        let mut f = Facts::default();
-        f.nexthops = true;
+        let mut f = Facts {
+            nexthops: true,
+            ..Facts::default()
+        };
         f.interfaces.push(crate::facts::Interface {
             name: iface.clone(),
             up: true,

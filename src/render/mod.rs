@@ -651,8 +651,10 @@ pub(crate) mod tests {
     fn dynamic_line_takes_the_facts() {
         let mut gw = seed(Method::Static);
         dynamic_cnc(&mut gw);
-        let mut facts = crate::gather::Facts::default();
-        facts.nexthops = true;
+        let mut facts = crate::gather::Facts {
+            nexthops: true,
+            ..crate::gather::Facts::default()
+        };
         facts.interfaces.push(crate::facts::Interface {
             name: "eth2".into(),
             up: true,
