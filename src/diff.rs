@@ -741,14 +741,7 @@ mod tests {
         for l in gw.lines.iter_mut() {
             l.default = true;
             if monitored.contains(&l.name.as_str()) {
-                l.health = Some(crate::model::Health {
-                    targets: vec!["100.65.1.10".parse().unwrap()],
-                    interval_ms: 1000,
-                    timeout_ms: 1000,
-                    down: 3,
-                    up: 5,
-                    reliability: 1,
-                });
+                l.health = Some(crate::render::tests::health("100.65.1.10"));
             }
         }
         let t = crate::templates::Templates::load(None).unwrap();

@@ -548,6 +548,18 @@ pub(crate) mod tests {
     use super::*;
     use crate::model::{Forward, Lan, Line, NatMode, NextHop, Policy, Proto};
 
+    /// A health check on `target`: every second, down after 3 lost, up after 5.
+    pub(crate) fn health(target: &str) -> crate::model::Health {
+        crate::model::Health {
+            targets: vec![target.parse().unwrap()],
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            down: 3,
+            up: 5,
+            reliability: 1,
+        }
+    }
+
     /// The seed's topology as the lab builds it.
     pub(crate) fn seed(method: Method) -> Gateway {
         Gateway {
@@ -731,14 +743,7 @@ pub(crate) mod tests {
     fn a_down_dynamic_line_is_failed_over_by_its_nexthop() {
         let mut gw = seed(Method::Fwmark);
         let cnc = dynamic_cnc(&mut gw);
-        cnc.health = Some(crate::model::Health {
-            targets: vec!["100.65.1.10".parse().unwrap()],
-            interval_ms: 1000,
-            timeout_ms: 1000,
-            down: 3,
-            up: 5,
-            reliability: 1,
-        });
+        cnc.health = Some(health("100.65.1.10"));
         cnc.failover.fallback = vec!["ctc".into()];
         // Facts of a host with nexthop objects, where eth2 has no address.
         let facts = crate::gather::Facts {
@@ -798,14 +803,7 @@ pub(crate) mod tests {
     #[test]
     fn nexthops_carry_the_lines_traffic() {
         let mut gw = seed(Method::Fwmark);
-        gw.lines[1].health = Some(crate::model::Health {
-            targets: vec!["100.65.1.10".parse().unwrap()],
-            interval_ms: 1000,
-            timeout_ms: 1000,
-            down: 3,
-            up: 5,
-            reliability: 1,
-        });
+        gw.lines[1].health = Some(health("100.65.1.10"));
         gw.lines[1].default = true;
         gw.lines[0].failover.weight = 2;
         let r = render(&gw, &Templates::load(None).unwrap(), None).unwrap();
