@@ -2,12 +2,15 @@
 # shellcheck disable=SC2154 # S: set by the lines before the library
 # dwprov gateway library, iptables backend (follows lib.sh; src/firewall/
 # iptables.rs is its controller side). Every backend file defines the same
-# functions, which the snapshot, the revert and the verify call:
-#   fw_snapshot FILE        owned lines into FILE (0, 1 = two listings
-#                           disagree, 2 = cannot list)
-#   fw_snapshot_check RC    stop (nochange) on a bad fw_snapshot status
-#   fw_revert               owned objects back to $S's listing (rfail on error)
-#   fw_digest_lines         the owned lines for owned_digest
+# functions under its name, which the `fw_*` dispatchers
+# (firewall::gateway_sh) call for every backend, since one apply handles
+# both backends' state (a switch removes the other's objects):
+#   fw_iptables_snapshot             owned lines into $S/ipt (0, 1 = two
+#                                    listings disagree, 2 = cannot list)
+#   fw_iptables_snapshot_check RC    stop (nochange) on a bad snapshot status
+#   fw_iptables_revert               owned objects back to $S's listing (rfail on error)
+#   fw_iptables_digest_lines         the owned lines for owned_digest
+#   fw_iptables_show                 the snapshot's sections for `rollback`
 # iptables: the owned chains (CHAIN*) and every jump into one, in
 # `TABLE<TAB>LINE` listings, restored with `iptables-restore --noflush`.
 
@@ -37,9 +40,11 @@ owned_ipt() {
     cmp -s "$1" "$1.S"
 }
 
-fw_snapshot() { owned_ipt "$1"; }
+fw_iptables_snapshot() { owned_ipt "$S/ipt"; }
 
-fw_snapshot_check() {
+fw_iptables_show() { sec ipt.ordered "$S/ipt.ordered"; }
+
+fw_iptables_snapshot_check() {
     case $1 in
     0) ;;
     1) nochange "iptables-save disagrees with \`iptables -t TABLE -S\` about what dwprov owns (a save of the other iptables backend, or one missing a table?), so it cannot be trusted for a snapshot:
@@ -48,14 +53,14 @@ $(listing_diff "$S/ipt" "$S/ipt.S")" ;;
     esac
 }
 
-fw_digest_lines() {
+fw_iptables_digest_lines() {
     iptables-save | grep -e '^\*' -e "^:$CHAIN" -e "^-A $CHAIN" -e " -[jg] ${CHAIN}[^ ]*\$"
 }
 
 # Owned chains and jumps only, --noflush. Not done when iptables-save
 # disagrees with `iptables -S` (a save that lies would make it delete real
 # chains).
-fw_revert() {
+fw_iptables_revert() {
     owned_ipt "$S/now.ipt"
     case $? in
     0)

@@ -96,8 +96,11 @@ f_other_backend() { [ -n "$G_V" ] || G_V=$(iptables -V 2>/dev/null); case "$G_V"
 f_agent() { p=; [ -f "$G_AGENT_STATE/agent.pid" ] && read -r p < "$G_AGENT_STATE/agent.pid"; if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then echo "running $p"; elif command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$G_AGENT_UNIT" 2>/dev/null; then echo running systemd; else echo stopped; fi; [ -f "$G_AGENT_STATE/status.json" ] && cat "$G_AGENT_STATE/status.json"; return 0; }
 f_systemd() { if [ -d /run/systemd/system ]; then echo yes; else echo no; fi; }
 # The owned nftables table as `nft -j` JSON; nothing when it (or nft) is
-# not there (`nft list table` of a missing table is an error like any other).
-f_nftables() { command -v nft >/dev/null 2>&1 || return 0; G_T=$(nft list tables) || return $?; case "
+# not there. Listed straight away: `nft list tables` costs about a whole
+# listing (nft 1.0.6 fetches every set's elements for it), so the tables
+# are asked only when that listing fails, to tell a missing table (nothing)
+# from an error (`nft list table` of a missing table fails like any other).
+f_nftables() { command -v nft >/dev/null 2>&1 || return 0; nft -j list table "$G_NFT_FAMILY" "$G_NFT_TABLE" 2>/dev/null && return 0; G_T=$(nft list tables) || return $?; case "
 $G_T
 " in *"
 table $G_NFT_FAMILY $G_NFT_TABLE

@@ -211,22 +211,6 @@ end_apply() {
     rm -f "$S/apply.pgid"
 }
 
-# The owned nftables table into $1 as `nft list` text (what `nft -f`
-# reads back: the revert loads it) and into $1.json as `nft -j` (what the
-# controller parses for a rollback plan); both empty when the table or nft
-# is not there. Non-zero when nft cannot list.
-owned_nft() {
-    : > "$1"
-    : > "$1.json"
-    command -v nft >/dev/null 2>&1 || return 0
-    nft list tables > "$1.tables" || return 1
-    if grep -qxF "table $NFT_FAMILY $NFT_TABLE" "$1.tables"; then
-        nft list table "$NFT_FAMILY" "$NFT_TABLE" > "$1" || return 1
-        nft -j list table "$NFT_FAMILY" "$NFT_TABLE" > "$1.json" || return 1
-    fi
-    rm -f "$1.tables"
-}
-
 # S := snapshot $TO of $SNAPSHOT_DIR, or the newest complete one (its state
 # is written once it is taken) when TO is empty; fails when there is none.
 pick_snapshot() {
@@ -242,7 +226,7 @@ pick_snapshot() {
 }
 
 # A digest of the owned state as the kernel lists it now: owned rules and
-# routes, the firewall's owned lines (fw_digest_lines), and the files and /proc/sys
+# routes, every firewall backend's owned lines (fw_digest_lines), and the files and /proc/sys
 # entries named as arguments. The apply records it next to its in-band
 # gather; the verify over a new connection computes it again: equal means
 # the state that gather saw is the state now (the new connection need not
@@ -254,7 +238,6 @@ owned_digest() {
         ip -4 -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)"
         ip -4 -N -d route show table all proto "$PROTO"
         fw_digest_lines
-        if command -v nft >/dev/null 2>&1; then nft list table "$NFT_FAMILY" "$NFT_TABLE" 2>/dev/null; fi
         # One line per file that exists: its digest and name.
         "$sum" "$@" 2>/dev/null
     } | "$sum" | cut -d ' ' -f 1

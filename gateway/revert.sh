@@ -101,26 +101,10 @@ else
     rfail 'list the owned rules and routes: left as they are'
 fi
 
-# The firewall: each backend's owned objects (gateway/fw-*.sh).
+# The firewall: each backend's owned objects (gateway/fw-*.sh: iptables,
+# then nftables).
 fw_revert
 
-# nftables: the owned table back as the snapshot listed it, in one
-# transaction (`add` first makes the `delete` safe when the table is gone;
-# nothing else of the ruleset is touched), or removed when the snapshot had
-# none. Snapshots of older dwprov versions have no listing: skipped.
-if [ -f "$S/nft" ] && command -v nft >/dev/null 2>&1; then
-    if ! owned_nft "$S/now.nft"; then
-        rfail "cannot list the nftables table $NFT_FAMILY $NFT_TABLE: left as it is"
-    elif ! cmp -s "$S/nft" "$S/now.nft"; then
-        {
-            printf 'add table %s %s\ndelete table %s %s\n' "$NFT_FAMILY" "$NFT_TABLE" "$NFT_FAMILY" "$NFT_TABLE"
-            cat "$S/nft"
-        } > "$S/revert.nft"
-        nft -f "$S/revert.nft" || rfail "restore the nftables table $NFT_FAMILY $NFT_TABLE"
-        owned_nft "$S/after.nft" || true
-        cmp -s "$S/nft" "$S/after.nft" || { rfail 'the nftables table is not back to the snapshot:'; listing_diff "$S/nft" "$S/after.nft" >&2; }
-    fi
-fi
 
 # Hand-made objects an `apply --adopt` took over: back as they were. Rules
 # and routes with `-force` (one still there is skipped); each iptables rule

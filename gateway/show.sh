@@ -11,11 +11,11 @@ sec() {
     printf '\n%s end %s %s\n\n%s fin\n' "$D" "$1" "$?" "$D"
 }
 printf '%s begin id\n%s\n%s end id 0\n\n%s fin\n' "$D" "${S##*/}" "$D" "$D"
-for f in rules routes ipt.ordered files.list sysctls; do sec "$f" "$S/$f"; done
+for f in rules routes files.list sysctls; do sec "$f" "$S/$f"; done
 # Nexthop objects (snapshots of older dwprov versions have none).
 if [ -f "$S/nexthops" ]; then sec nexthops "$S/nexthops"; fi
-# The owned nftables table (snapshots of older dwprov versions have none).
-if [ -f "$S/nft.json" ]; then sec nft.json "$S/nft.json"; fi
+# Every firewall backend's sections (gateway/fw-*.sh).
+fw_show
 while read -r i what _; do
     [ "$what" = present ] && sec "file $i" "$S/files/$i"
 done < "$S/files.list"

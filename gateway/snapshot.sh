@@ -95,15 +95,14 @@ snapshot_sysctls() {
 
 # The owned rules, routes and firewall objects, checked (see above).
 snapshot_state() {
-    # The firewall (iptables: five xtables runs) in the background, while ip lists.
-    fw_snapshot "$S/ipt" &
-    ipt_job=$!
-    owned_rules "$S/rules" || { wait "$ipt_job"; nochange 'snapshot rules (ip rule show failed)'; }
-    owned_routes "$S/routes" || { wait "$ipt_job"; nochange 'snapshot routes (ip route show failed)'; }
-    owned_nexthops "$S/nexthops" || { wait "$ipt_job"; nochange 'snapshot nexthop objects (ip nexthop show failed)'; }
-    owned_nft "$S/nft" || { wait "$ipt_job"; nochange "snapshot the nftables table $NFT_FAMILY $NFT_TABLE (nft list failed)"; }
-    wait "$ipt_job"
-    fw_snapshot_check $?
+    # Every firewall backend (iptables: five xtables runs; nftables: two
+    # listings) in the background, while ip lists.
+    fw_snapshot
+    owned_rules "$S/rules" || { fw_snapshot_wait; nochange 'snapshot rules (ip rule show failed)'; }
+    owned_routes "$S/routes" || { fw_snapshot_wait; nochange 'snapshot routes (ip route show failed)'; }
+    owned_nexthops "$S/nexthops" || { fw_snapshot_wait; nochange 'snapshot nexthop objects (ip nexthop show failed)'; }
+    fw_snapshot_wait
+    fw_snapshot_check
     # One wc for the three counts (a process costs about a millisecond).
     # shellcheck disable=SC2046 # its words, split on purpose
     set -- $(cd "$S" && wc -l rules routes ipt)

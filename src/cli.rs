@@ -631,7 +631,9 @@ fn apply(a: ApplyArgs) -> Result<i32> {
 }
 
 fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
+    let t0 = std::time::Instant::now();
     let (inv, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+    crate::gather::phase("inventory read", t0);
     if list_hosts(&a.inv.hosts, &hosts) {
         return Ok(EXIT_OK);
     }
@@ -643,7 +645,9 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
     // everything before any connection. A saved plan brings its hosts'
     // desired state instead.
     let saved_host = |h: &crate::inventory::Host| saved.and_then(|p| p.host(&h.name));
+    let t0 = std::time::Instant::now();
     let gateways = crate::model::build_all(hosts.iter().filter(|h| saved_host(h).is_none()))?;
+    crate::gather::phase("model build", t0);
     // `build_all` keeps the hosts' order: the next intent is the next host's.
     let mut intents = gateways.iter();
     let targets: Vec<(&crate::inventory::Host, fleet::Desired)> = hosts

@@ -250,9 +250,12 @@ pub fn plan_host(
         None => (gather::gather(t)?, None),
     };
     progress.stage(&gw.host, Stage::Render);
+    let t0 = std::time::Instant::now();
     let rendered = render::render(gw, templates, Some(&facts))?;
+    gather::phase("render", t0);
     preflight(gw, &facts)?;
     progress.stage(&gw.host, Stage::Diff);
+    let t0 = std::time::Instant::now();
     let mut diff = diff::HostDiff::planned(&rendered.desired, &facts.state);
     keep_client_defaults(gw, &facts, &mut diff);
     // The agent's view of the lines, as information (issue 11).
@@ -268,6 +271,10 @@ pub fn plan_host(
         ));
     }
     let views = diff::planned_views(&diff, &rendered.desired, &facts.state);
+    gather::phase("diff and views", t0);
+    let t0 = std::time::Instant::now();
+    let facts_digest = gather::plan_digest(&facts, &rendered.desired);
+    gather::phase("plan digest", t0);
     let mut warnings = facts.warnings.clone();
     warnings.extend(rendered.warnings.iter().cloned());
     Ok(HostPlan {
@@ -275,7 +282,7 @@ pub fn plan_host(
         summary: Summary::of(&diff.changes),
         diff,
         warnings,
-        facts_digest: gather::plan_digest(&facts, &rendered.desired),
+        facts_digest,
         views,
         rendered,
         facts,
@@ -552,12 +559,14 @@ fn apply_host_at(
     // The gateway-side programs (~13 kB) travel with a big apply (a round
     // trip to ask costs more than they do); a small one asks first whether
     // they are installed, so that it sends O(changes).
+    let t0 = std::time::Instant::now();
     let mut script: ApplyScript = build(true);
     if script.script.len() > crate::safe::ASK_FOR_LIBRARY_BELOW
         || !crate::safe::library_installed(t)
     {
         script = build(false);
     }
+    gather::phase("apply script built (and library asked)", t0);
     // Benchmark hook (undocumented for users), like gather's
     // DWPROV_GATHER_SCRIPT_OUT: the exact apply script, to profile it on the
     // gateway.
@@ -577,7 +586,12 @@ fn apply_host_at(
             scan: 0,
             then: Some(|| early = Some(scope.spawn(|| transport::connect(conn, name, copts)))),
         };
+        let t0 = std::time::Instant::now();
         let executed = converge::execute_watched(t, &script, &mut watch);
+        gather::phase(
+            "apply round trip (snapshot, apply, in-band gather, digest)",
+            t0,
+        );
         drop(watch);
         let out = match executed {
             Ok(out) => out,
@@ -597,11 +611,16 @@ fn apply_host_at(
         };
         opts.progress.stage(&plan.host, Stage::Verify);
         *stage = Stage::Verify;
+        let t0 = std::time::Instant::now();
         let facts = match gather::facts_from_output(&plan.host, &out, &m) {
             Ok(f) => f,
             Err(e) => return Err(reverted(e, true)),
         };
-        if let Err(e) = check_residue(plan, &facts) {
+        gather::phase("verify: in-band gather parse", t0);
+        let t0 = std::time::Instant::now();
+        let residue = check_residue(plan, &facts);
+        gather::phase("verify: residue diff", t0);
+        if let Err(e) = residue {
             if let Some(residue) = contradicted(plan, &facts) {
                 // Every step succeeded, yet the verify shows exactly the
                 // pre-apply objects: the listing tools contradict the kernel.
@@ -644,6 +663,7 @@ fn apply_host_at(
         );
         // A thread that panicked leaves nothing to use: connect here instead.
         let mut early = early.and_then(|h| h.join().ok());
+        let t0 = std::time::Instant::now();
         let confirmed = once_more_on_channel_error(|| {
             let mut t2 = match early.take() {
                 Some(opened) => opened?,
@@ -652,6 +672,7 @@ fn apply_host_at(
             let out = t2.run_script(&confirm)?;
             Ok((t2, out))
         });
+        gather::phase("confirm (new connection, digest, disarm)", t0);
         let (mut t2, out) = match confirmed {
             Ok(v) => v,
             Err(e) => return Err(reverted(e, true)),
@@ -857,7 +878,9 @@ pub fn prepare(host: &Host, desired: Desired, opts: &RunOptions) -> Prepared {
         let (t, plan) = once_more_on_channel_error(|| {
             stage = Stage::Connect;
             opts.progress.stage(&host.name, Stage::Connect);
+            let t0 = std::time::Instant::now();
             let mut t = transport::connect(&host.connection, &host.name, &opts.connect)?;
+            gather::phase("connect", t0);
             stage = Stage::Gather;
             let plan = match desired {
                 Desired::Saved(s) => plan_saved(s, t.as_mut(), opts.progress)?,
@@ -865,7 +888,10 @@ pub fn prepare(host: &Host, desired: Desired, opts: &RunOptions) -> Prepared {
                     let mut plan =
                         plan_host(gw, t.as_mut(), opts.templates, opts.progress, opts.checks)?;
                     if let Some(c) = opts.checks {
-                        let warnings = c.before(host, gw, &plan, t.as_mut())?;
+                        let t0 = std::time::Instant::now();
+                        let warnings = c.before(host, gw, &plan, t.as_mut());
+                        gather::phase("checks", t0);
+                        let warnings = warnings?;
                         plan.warnings.extend(warnings);
                     }
                     plan

@@ -395,8 +395,24 @@ pub fn gather(t: &mut dyn Transport) -> Result<Facts> {
         std::fs::write(&path, &script).map_err(|e| Error::io(path, e))?;
     }
     let mut watch = SectionWatch::new(t.host(), &m, MAX_SECTION);
+    let t0 = std::time::Instant::now();
     let out = t.run_script_watched(&script, &mut watch)?;
-    facts_from_output(t.host(), &out, &m)
+    phase("gather: round trip", t0);
+    let t0 = std::time::Instant::now();
+    let f = facts_from_output(t.host(), &out, &m);
+    phase("gather: parse", t0);
+    f
+}
+
+/// Benchmark hook (undocumented for users): with DWPROV_PHASE_TIMES set,
+/// the time since `since` of phase `what`, on stderr.
+pub fn phase(what: &str, since: std::time::Instant) {
+    if std::env::var_os("DWPROV_PHASE_TIMES").is_some() {
+        eprintln!(
+            "dwprov phase {what}: {:.1} ms",
+            since.elapsed().as_secs_f64() * 1000.0
+        );
+    }
 }
 
 /// [`gather`] with `extra` (shell using the gather's marker `$D` and its
@@ -407,7 +423,9 @@ pub fn gather_also(t: &mut dyn Transport, extra: &str) -> Result<(Facts, String,
     let deadline = (t.timeout().as_secs() / 2).max(1);
     let script = format!("{}\n{extra}", script_with(&m, deadline));
     let mut watch = SectionWatch::new(t.host(), &m, MAX_SECTION);
+    let t0 = std::time::Instant::now();
     let out = t.run_script_watched(&script, &mut watch)?;
+    phase("gather: round trip (with the checks)", t0);
     let facts = facts_from_output(t.host(), &out, &m)?;
     Ok((facts, m, out.stdout_str()))
 }
@@ -435,8 +453,12 @@ pub fn facts_from_output(host: &str, out: &crate::transport::Output, m: &str) ->
             stderr: out.stderr_str().trim().to_string(),
         });
     }
+    let t0 = std::time::Instant::now();
     let sections = split_sections(&text[start.unwrap_or(0)..], m)?;
+    phase("parse: split sections", t0);
+    let t0 = std::time::Instant::now();
     let mut facts = parse_facts(host, &sections)?;
+    phase("parse: parse_facts", t0);
     // Test hook (undocumented for users): pretend the host runs this kernel,
     // e.g. DWPROV_FAKE_KERNEL=3.2.0 to exercise the route-cache flush path
     // on a modern lab gateway (tests/boot.rs).

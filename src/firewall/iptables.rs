@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// The gateway side: the owned listing, the snapshot check, the revert and
-/// the digest lines (`fw_*` functions the library's scripts call).
+/// the digest lines and the rollback plan's section (`fw_iptables_*`).
 pub const GATEWAY_SH: &str = include_str!("../../gateway/fw-iptables.sh");
 
 impl FirewallBackend for Iptables {

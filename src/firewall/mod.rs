@@ -75,16 +75,56 @@ pub trait FirewallBackend: Sized + Default {
     fn boot_files() -> &'static [(&'static str, &'static str)];
 }
 
+/// Every backend with a gateway side, by the name its `fw_NAME_*`
+/// functions carry, and its file (gateway/fw-NAME.sh).
+const GATEWAY_BACKENDS: &[(&str, &str)] = &[
+    ("iptables", iptables::GATEWAY_SH),
+    ("nftables", nftables::GATEWAY_SH),
+];
+
 /// The backends' gateway-side functions, appended to gateway/lib.sh in
-/// every script (`converge::lib_sh`). One backend today, so its file
-/// defines the `fw_*` functions themselves; a second one makes them call
-/// each backend's.
-pub fn gateway_sh() -> &'static str {
-    iptables::GATEWAY_SH
+/// every script (`converge::lib_sh`): each backend's file, then the `fw_*`
+/// dispatchers the snapshot, revert, verify digest and rollback plan call,
+/// each running the function of every backend in turn. Every backend,
+/// not only the inventory's: one apply handles both backends' state (a
+/// switch removes the other's objects, its revert puts them back).
+pub fn gateway_sh() -> String {
+    let mut s: String = GATEWAY_BACKENDS.iter().map(|(_, text)| *text).collect();
+    let each = |f: &str| -> String {
+        GATEWAY_BACKENDS
+            .iter()
+            .map(|(b, _)| format!(" fw_{b}_{f};"))
+            .collect()
+    };
+    // The snapshots run in the background (while ip lists); the wait
+    // keeps each one's status for its check.
+    let jobs: String = GATEWAY_BACKENDS
+        .iter()
+        .map(|(b, _)| format!(" fw_{b}_snapshot & fw_{b}_job=$!;"))
+        .collect();
+    let waits: String = GATEWAY_BACKENDS
+        .iter()
+        .map(|(b, _)| format!(" wait \"$fw_{b}_job\"; fw_{b}_rc=$?;"))
+        .collect();
+    let checks: String = GATEWAY_BACKENDS
+        .iter()
+        .map(|(b, _)| format!(" fw_{b}_snapshot_check \"$fw_{b}_rc\";"))
+        .collect();
+    s.push_str(&format!(
+        "fw_snapshot() {{{jobs} }}\nfw_snapshot_wait() {{{waits} }}\nfw_snapshot_check() {{{checks} }}\n\
+         fw_revert() {{{} }}\nfw_digest_lines() {{{} }}\nfw_show() {{{} }}\n",
+        each("revert"),
+        each("digest_lines"),
+        each("show"),
+    ));
+    s
 }
 
 /// Every backend's gateway file, by name (for shellcheck).
-pub const GATEWAY_FILES: &[(&str, &str)] = &[("fw-iptables.sh", iptables::GATEWAY_SH)];
+pub const GATEWAY_FILES: &[(&str, &str)] = &[
+    ("fw-iptables.sh", iptables::GATEWAY_SH),
+    ("fw-nftables.sh", nftables::GATEWAY_SH),
+];
 
 impl Firewall {
     /// The desired firewall from the rendered artefacts: each backend whose
@@ -175,6 +215,43 @@ impl Firewall {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each backend's gateway file defines every function the `fw_*`
+    /// dispatchers call for it, and each dispatcher calls every backend:
+    /// a backend missing one would fail only on a gateway, as "not found".
+    #[test]
+    fn every_backend_defines_what_the_dispatchers_call() {
+        let sh = gateway_sh();
+        for f in [
+            "snapshot",
+            "snapshot_check",
+            "revert",
+            "digest_lines",
+            "show",
+        ] {
+            for (b, text) in GATEWAY_BACKENDS {
+                let def = format!("\nfw_{b}_{f}() {{");
+                assert!(format!("\n{text}").contains(&def), "{b}: no fw_{b}_{f}");
+            }
+        }
+        for d in [
+            "fw_snapshot()",
+            "fw_snapshot_wait()",
+            "fw_snapshot_check()",
+            "fw_revert()",
+            "fw_digest_lines()",
+            "fw_show()",
+        ] {
+            let line = sh
+                .lines()
+                .find(|l| l.starts_with(d))
+                .unwrap_or_else(|| panic!("no {d}"));
+            for (b, _) in GATEWAY_BACKENDS {
+                assert!(line.contains(&format!("fw_{b}_")), "{d} skips {b}: {line}");
+            }
+        }
+        assert_eq!(GATEWAY_BACKENDS.len(), GATEWAY_FILES.len());
+    }
 
     #[test]
     fn backend_names_are_unique_and_round_trip() {

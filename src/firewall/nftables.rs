@@ -3,8 +3,10 @@
 //! [`crate::state::nftables`]; this is its [`FirewallBackend`]: the gather
 //! section (`nftables`, gateway/gather.sh), the desired state from the
 //! rendered script, one change per chain/set/element group, the `nft -c`
-//! tested `nft -f` payload, the snapshot's listing (`nft.json`, gateway/lib.sh
-//! `owned_nft`) and the boot file (templates/boot/nftables.nft.tera).
+//! tested `nft -f` payload, the snapshot's listing (`nft.json`, gateway/fw-nftables.sh
+//! `owned_nft`) and the boot file (templates/boot/nftables.nft.tera). The
+//! gateway side of snapshot, revert and digest is gateway/fw-nftables.sh
+//! ([`GATEWAY_SH`]).
 use super::{Backend, DigestItem, FirewallBackend, Payload};
 use crate::change::Change;
 use crate::error::{Error, Result};
@@ -12,6 +14,10 @@ use crate::facts::{Facts, Section};
 use crate::ownership::{NFTABLES_NFT, NFT_FAMILY, NFT_TABLE};
 use crate::state::nftables::{diff, json, script, Nftables};
 use std::collections::BTreeMap;
+
+/// The gateway side: the owned listing, the snapshot check, the revert,
+/// the digest lines and the rollback plan's section (`fw_nftables_*`).
+pub const GATEWAY_SH: &str = include_str!("../../gateway/fw-nftables.sh");
 
 impl FirewallBackend for Nftables {
     const BACKEND: Backend = Backend::Nftables;

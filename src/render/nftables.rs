@@ -85,11 +85,24 @@ pub fn line_sets(gw: &Gateway) -> Vec<(String, BTreeSet<Elem>)> {
     for (p, i) in &owner {
         per_line[*i].push(*p);
     }
+    // Every prefix by (first address, length): the prefixes inside `p` are
+    // the ones whose first address lies in `p`, one contiguous range of
+    // this order, so each lookup is a binary search and its range, not a
+    // scan of all of them (a scan per prefix made the render of a
+    // 16,000-prefix list quadratic).
+    let mut by_addr: Vec<(u32, u8, usize)> = owner
+        .iter()
+        .map(|(q, j)| (u32::from(q.network()), q.prefix_len(), *j))
+        .collect();
+    by_addr.sort_unstable();
     let others_more_specific = |p: &Ipv4Net, i: usize| -> Vec<Ipv4Net> {
-        owner
+        let (lo, hi) = (u32::from(p.network()), u32::from(p.broadcast()));
+        let from = by_addr.partition_point(|&(a, _, _)| a < lo);
+        by_addr[from..]
             .iter()
-            .filter(|(q, j)| *j != i && q.prefix_len() > p.prefix_len() && p.contains(q))
-            .map(|(q, _)| *q)
+            .take_while(|&&(a, _, _)| a <= hi)
+            .filter(|&&(_, len, j)| j != i && len > p.prefix_len())
+            .filter_map(|&(a, len, _)| Ipv4Net::new(a.into(), len).ok())
             .collect()
     };
     let mut out = Vec::new();
@@ -98,15 +111,22 @@ pub fn line_sets(gw: &Gateway) -> Vec<(String, BTreeSet<Elem>)> {
         for p in &per_line[i] {
             parts.extend(subtract(*p, &others_more_specific(p, i)));
         }
-        // Drop what another element of the same set already covers.
+        // Drop what another element of the same set already covers: shorter
+        // prefixes first, so a covering element is kept before what it
+        // covers, and found among the (at most 32) supernets of a prefix.
         parts.sort_by_key(|n| (n.prefix_len(), n.addr()));
-        let mut kept: Vec<Ipv4Net> = Vec::new();
+        let mut kept: HashSet<Ipv4Net> = HashSet::new();
+        let mut ordered: Vec<Ipv4Net> = Vec::new();
         for n in parts {
-            if !kept.iter().any(|k| k.contains(&n)) {
-                kept.push(n);
+            let covered = (0..=n.prefix_len())
+                .filter_map(|len| Ipv4Net::new(n.addr(), len).ok())
+                .any(|k| kept.contains(&k.trunc()));
+            if !covered {
+                kept.insert(n);
+                ordered.push(n);
             }
         }
-        out.push((l.name.clone(), kept.into_iter().map(Elem::Net).collect()));
+        out.push((l.name.clone(), ordered.into_iter().map(Elem::Net).collect()));
     }
     out
 }

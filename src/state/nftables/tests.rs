@@ -180,6 +180,79 @@ fn line_sets_are_disjoint_longest_prefix_matches() {
     assert_eq!(set_name("cnc"), "line_cnc");
 }
 
+/// On many overlapping prefixes (a pseudo-random list, fixed seed) the
+/// sets still answer every probed address as the longest-prefix match of
+/// the routes (first line listing a prefix wins) and never overlap within
+/// a set: the range lookups of `line_sets` find what a scan found.
+#[test]
+fn line_sets_match_the_longest_prefix_on_many_overlapping_prefixes() {
+    let mut gw = seed();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut all: Vec<ipnet::Ipv4Net> = Vec::new();
+    for l in gw.lines.iter_mut() {
+        l.routes = (0..300)
+            .map(|_| {
+                let r = next();
+                // Inside 10.0.0.0/12, lengths 12..=28: many nest.
+                let addr = 0x0a00_0000 | (r as u32 & 0x000f_ffff) << 4 >> 4;
+                let len = 12 + (r >> 32) as u8 % 17;
+                ipnet::Ipv4Net::new(addr.into(), len).unwrap().trunc()
+            })
+            .collect();
+        all.extend(l.routes.iter().copied());
+    }
+    let sets = line_sets(&gw);
+    let lpm = |a: std::net::Ipv4Addr| -> Option<usize> {
+        let mut best: Option<(u8, usize)> = None;
+        for (i, l) in gw.lines.iter().enumerate() {
+            for p in l.routes.iter().filter(|p| p.contains(&a)) {
+                // Longer wins; on a tie the first line listing it.
+                if best.is_none_or(|(len, _)| p.prefix_len() > len) {
+                    best = Some((p.prefix_len(), i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    };
+    let holders = |a: std::net::Ipv4Addr| -> Vec<usize> {
+        let mut v = Vec::new();
+        for (i, (_, elems)) in sets.iter().enumerate() {
+            let n = elems
+                .iter()
+                .filter(|e| matches!(e, Elem::Net(n) if n.contains(&a)))
+                .count();
+            assert!(n <= 1, "{a} in {n} elements of set {i}");
+            if n == 1 {
+                v.push(i);
+            }
+        }
+        v
+    };
+    let mut probes = 0;
+    for p in &all {
+        let (lo, hi) = (u32::from(p.network()), u32::from(p.broadcast()));
+        for a in [
+            lo.wrapping_sub(1),
+            lo,
+            lo + 1,
+            hi - 1,
+            hi,
+            hi.wrapping_add(1),
+        ] {
+            let a = std::net::Ipv4Addr::from(a);
+            assert_eq!(holders(a), lpm(a).into_iter().collect::<Vec<_>>(), "{a}");
+            probes += 1;
+        }
+    }
+    assert!(probes >= 3000, "{probes}");
+}
+
 #[test]
 fn the_mark_mask_is_folded_as_nft_lists_it() {
     // `ct mark and 0xffff00ff or 0x100`, listed by nft as `& 0xffff01ff | 0x100`.

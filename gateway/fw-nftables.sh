@@ -1,0 +1,72 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2154 # S: set by the lines before the library
+# dwprov gateway library, nftables backend (follows lib.sh; src/firewall/
+# nftables.rs is its controller side). The same functions as
+# gateway/fw-iptables.sh, under this backend's name:
+#   fw_nftables_snapshot             the table into $S/nft (text) and
+#                                    $S/nft.json (0; 2 = cannot list)
+#   fw_nftables_snapshot_check RC    stop (nochange) on a bad snapshot status
+#   fw_nftables_revert               the table back to $S's listing (rfail on error)
+#   fw_nftables_digest_lines         the table's listing for owned_digest
+#   fw_nftables_show                 the snapshot's sections for `rollback`
+# nftables: the one table NFT_FAMILY NFT_TABLE and everything in it.
+
+# The owned nftables table into $1 as `nft list` text (what `nft -f`
+# reads back: the revert loads it) and into $1.json as `nft -j` (what the
+# controller parses for a rollback plan); both empty when the table or nft
+# is not there. Non-zero when nft cannot list. The table is listed
+# straight away: `nft list tables` costs about a whole listing (nft 1.0.6
+# fetches every set's elements for it), so it runs only when the listing
+# fails, to tell a missing table (empty files) from an error.
+owned_nft() {
+    : > "$1.json"
+    command -v nft >/dev/null 2>&1 || { : > "$1"; return 0; }
+    if ! nft list table "$NFT_FAMILY" "$NFT_TABLE" > "$1" 2>/dev/null; then
+        : > "$1"
+        nft list tables > "$1.tables" || return 1
+        if ! grep -qxF "table $NFT_FAMILY $NFT_TABLE" "$1.tables"; then
+            rm -f "$1.tables"
+            return 0
+        fi
+        rm -f "$1.tables"
+        # There, yet the first listing failed: list again, its error shown.
+        nft list table "$NFT_FAMILY" "$NFT_TABLE" > "$1" || return 1
+    fi
+    nft -j list table "$NFT_FAMILY" "$NFT_TABLE" > "$1.json" || return 1
+}
+
+fw_nftables_snapshot() { owned_nft "$S/nft" || return 2; }
+
+fw_nftables_snapshot_check() {
+    [ "$1" = 0 ] || nochange "snapshot the nftables table $NFT_FAMILY $NFT_TABLE (nft list failed)"
+}
+
+fw_nftables_digest_lines() {
+    if command -v nft >/dev/null 2>&1; then nft list table "$NFT_FAMILY" "$NFT_TABLE" 2>/dev/null; fi
+    return 0
+}
+
+# The owned table (snapshots of older dwprov versions have none).
+fw_nftables_show() {
+    if [ -f "$S/nft.json" ]; then sec nft.json "$S/nft.json"; fi
+}
+
+# The owned table back as the snapshot listed it, in one transaction
+# (`add` first makes the `delete` safe when the table is gone; nothing else
+# of the ruleset is touched), or removed when the snapshot had none.
+# Snapshots of older dwprov versions have no listing: skipped.
+fw_nftables_revert() {
+    if [ -f "$S/nft" ] && command -v nft >/dev/null 2>&1; then
+        if ! owned_nft "$S/now.nft"; then
+            rfail "cannot list the nftables table $NFT_FAMILY $NFT_TABLE: left as it is"
+        elif ! cmp -s "$S/nft" "$S/now.nft"; then
+            {
+                printf 'add table %s %s\ndelete table %s %s\n' "$NFT_FAMILY" "$NFT_TABLE" "$NFT_FAMILY" "$NFT_TABLE"
+                cat "$S/nft"
+            } > "$S/revert.nft"
+            nft -f "$S/revert.nft" || rfail "restore the nftables table $NFT_FAMILY $NFT_TABLE"
+            owned_nft "$S/after.nft" || true
+            cmp -s "$S/nft" "$S/after.nft" || { rfail 'the nftables table is not back to the snapshot:'; listing_diff "$S/nft" "$S/after.nft" >&2; }
+        fi
+    fi
+}
