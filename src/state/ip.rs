@@ -1,5 +1,12 @@
 //! IPv4 policy rules and routes.
 //!
+//! Each rule and route names its address family ([`Rule::family`],
+//! [`Route::family`], read off its address type: `state::family` says why a
+//! method and not a field); the `ip` commands dwprov renders take their
+//! `-4` from there. An IPv6 entry in live `ip -j` output (a host with IPv6
+//! rules or routes, or a listing without `-4`) is foreign: the parsers skip
+//! it ([`foreign_family`]) rather than failing or misreading it.
+//!
 //! Two readers produce the same values: [`parse_rules_json`] /
 //! [`parse_routes_json`] read the live host (`ip -4 -j -d -N rule|route show`,
 //! numeric so table, protocol, scope and type names never depend on the
@@ -8,7 +15,7 @@
 //! in the kernel's defaults so a rendered route and its live echo compare
 //! equal. [`Rule::to_batch`] / [`Route::to_batch`] write the command back.
 use crate::error::{Error, Result};
-use crate::state::RtTables;
+use crate::state::{Family, RtTables};
 use ipnet::Ipv4Net;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -69,6 +76,11 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The rule's address family (IPv4: its prefixes are `Ipv4Net`).
+    pub fn family(&self) -> Family {
+        Family::Inet
+    }
+
     /// `[not] from X [to Y] [fwmark M] [iif I] [oif O] [extra...]`, as both
     /// `ip rule add` and `ip rule show` spell the selector.
     fn selector(&self) -> String {
@@ -194,6 +206,11 @@ pub struct RouteKey {
 }
 
 impl Route {
+    /// The route's address family (IPv4: its prefix is `Ipv4Net`).
+    pub fn family(&self) -> Family {
+        Family::Inet
+    }
+
     pub fn key(&self) -> RouteKey {
         RouteKey {
             table: self.table,
@@ -649,11 +666,37 @@ fn for_each_object(
     r.map_err(|e| Error::parse(what, e.line(), e.to_string()))
 }
 
-/// Parse `ip -4 -j -d -N rule show`.
+/// The family of an `ip -j` entry when it is one dwprov does not manage
+/// ([`crate::state::family::MANAGED`]): its `family` key, else the first of
+/// its address keys that names one (`src`, `dst`, `gateway`, `prefsrc`).
+/// `None`: a managed (IPv4) entry, or one without any address (`from all`,
+/// `default`), which the `-4` listing makes IPv4. An IPv4 route via an IPv6
+/// gateway (`via: {family: inet6, ...}`) is an IPv4 route, read as before
+/// (its `via` kept as an attribute dwprov does not model).
+fn foreign_family(obj: &serde_json::Map<String, serde_json::Value>) -> Option<Family> {
+    let named = obj
+        .get("family")
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse::<Family>().ok());
+    let of_key = |k: &str| {
+        obj.get(k)?.as_str().and_then(Family::of_text)
+    };
+    let family = named.or_else(|| {
+        ["src", "dst", "gateway", "prefsrc"]
+            .iter()
+            .find_map(|k| of_key(k))
+    })?;
+    (!crate::state::family::MANAGED.contains(&family)).then_some(family)
+}
+
+/// Parse `ip -4 -j -d -N rule show` (an IPv6 rule is skipped: foreign).
 pub fn parse_rules_json(text: &str) -> Result<Vec<Rule>> {
     const WHAT: &str = "ip -j rule output";
     let mut rules = Vec::new();
     for_each_object(text, WHAT, |i, obj| {
+        if foreign_family(obj).is_some() {
+            return Ok(());
+        }
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
         let mut rule = Rule::default();
         let len = |k: &str| obj.get(k).and_then(json_num).map(|n| n.min(32) as u8);
@@ -761,12 +804,16 @@ fn scope_id(s: &str) -> Option<u8> {
     }
 }
 
-/// Parse `ip -4 -j -d -N route show table all`.
+/// Parse `ip -4 -j -d -N route show table all` (an IPv6 route is skipped:
+/// foreign).
 pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
     const WHAT: &str = "ip -j route output";
     let mut routes = Vec::new();
     let mut devs = IfNames::default();
     for_each_object(text, WHAT, |i, obj| {
+        if foreign_family(obj).is_some() {
+            return Ok(());
+        }
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
         let mut r = Route::default();
         for (k, val) in obj {
@@ -1004,6 +1051,27 @@ mod tests {
 
     const RULES: &str = r#"[{"priority":0,"src":"all","table":"255","protocol":"2"},{"priority":1040,"src":"all","fwmark":"0x100","fwmask":"0xff00","table":"100","protocol":"201"},{"priority":1050,"src":"198.51.100.2","table":"100","protocol":"0"},{"priority":1060,"src":"all","dst":"1.2.3.0","dstlen":24,"iif":"d0","table":"100","protocol":"0"},{"priority":1070,"not":null,"src":"10.1.0.0","srclen":16,"table":"100","protocol":"201"},{"priority":32766,"src":"all","table":"254","protocol":"2"}]"#;
     const ROUTES: &str = r#"[{"type":"1","dst":"10.0.0.0/8","gateway":"198.51.100.1","dev":"d0","table":"100","protocol":"201","scope":"0","metric":5,"flags":[]},{"type":"1","dst":"192.168.0.0/24","dev":"d1","table":"100","protocol":"3","scope":"253","flags":[]},{"type":"1","dst":"default","gateway":"198.51.100.1","dev":"d0","table":"254","protocol":"3","scope":"0","flags":[]},{"type":"2","dst":"127.0.0.1","dev":"lo","table":"255","protocol":"2","scope":"254","prefsrc":"127.0.0.1","flags":[]}]"#;
+
+    /// IPv6 entries as `ip -6 -j -d -N rule|route show` prints them (a
+    /// host with IPv6 policy routing), mixed into IPv4 output: foreign,
+    /// skipped without error, the IPv4 entries read as without them.
+    #[test]
+    fn ipv6_rules_and_routes_are_foreign_and_skipped() {
+        let v6_rules = r#"{"priority":1000,"src":"2001:db8:1::","srclen":64,"table":"100","protocol":"201"},{"priority":1001,"src":"all","dst":"2001:db8::","dstlen":32,"table":"100","protocol":"0"},{"priority":1002,"family":"inet6","src":"all","fwmark":"0x100","table":"100","protocol":"0"}"#;
+        let mixed = RULES.replacen('[', &format!("[{v6_rules},"), 1);
+        assert_eq!(parse_rules_json(&mixed).unwrap(), parse_rules_json(RULES).unwrap());
+        let v6_routes = r#"{"type":"1","dst":"fe80::/64","dev":"d0","table":"254","protocol":"2","scope":"0","metric":256,"flags":[],"pref":"medium"},{"type":"1","dst":"default","gateway":"fe80::1","dev":"d1","table":"254","protocol":"9","scope":"0","metric":1024,"flags":[],"pref":"medium"},{"type":"1","dst":"2001:db8::/32","dev":"d0","table":"100","protocol":"201","scope":"0","prefsrc":"2001:db8::2","flags":[]}"#;
+        let mixed = ROUTES.replacen('[', &format!("[{v6_routes},"), 1);
+        assert_eq!(parse_routes_json(&mixed).unwrap(), parse_routes_json(ROUTES).unwrap());
+        // Only IPv6: nothing, no error.
+        assert!(parse_rules_json(&format!("[{v6_rules}]")).unwrap().is_empty());
+        assert!(parse_routes_json(&format!("[{v6_routes}]")).unwrap().is_empty());
+        // What IPv4 reads stays IPv4, and says so.
+        let rules = parse_rules_json(RULES).unwrap();
+        assert!(rules.iter().all(|r| r.family() == Family::Inet));
+        let routes = parse_routes_json(ROUTES).unwrap();
+        assert!(routes.iter().all(|r| r.family() == Family::Inet));
+    }
 
     #[test]
     fn live_rules_parse_numeric_output() {
