@@ -29,9 +29,15 @@ pub enum Family {
     Inet6,
 }
 
-/// The families gather reads and dwprov manages today: IPv4 only (the
-/// inventory rejects IPv6 values, so nothing owned is ever IPv6).
-pub const MANAGED: &[Family] = &[Family::Inet];
+/// The family of every rule, route and address dwprov owns or reads today:
+/// the `ip` flag of gather (`G_IP_FAMILY`) and of gateway/lib.sh's owned
+/// listings and batches (`IP_FAMILY`), IPv4 (the inventory rejects IPv6
+/// values, so nothing owned is ever IPv6). A second managed family needs a
+/// listing and a batch file per family on the gateway, not a second value.
+pub const OWNED: Family = Family::Inet;
+
+/// The families gather reads and dwprov manages: [`OWNED`] only.
+pub const MANAGED: &[Family] = &[OWNED];
 
 impl Family {
     /// Both families, in the order dwprov lists them.

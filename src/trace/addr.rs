@@ -12,6 +12,11 @@ pub type Addr = Ipv4Addr;
 /// A prefix the tracer matches against.
 pub type Net = Ipv4Net;
 
+/// The family of an address (the `ip route get` flag of a query on it).
+pub fn family(a: Addr) -> crate::state::Family {
+    crate::state::Family::of_addr(&std::net::IpAddr::from(a))
+}
+
 /// Whether `net` holds `a`.
 pub fn contains(net: &Net, a: Addr) -> bool {
     net.contains(&a)
