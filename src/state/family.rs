@@ -2,18 +2,20 @@
 //! home of every family-dependent spelling (`ip -4`/`-6`, nft's `ip`/`ip6`,
 //! `iptables` vs `ip6tables`).
 //!
-//! Why a derived family and not a field: the typed state still holds its
-//! addresses as `Ipv4Net`/`Ipv4Addr` (the inventory rejects IPv6 values, the
-//! parsers of live state leave IPv6 objects foreign), so each object's
-//! family is a method ([`crate::state::Rule::family`],
-//! [`crate::state::Route::family`], [`crate::state::nexthop::Nexthop::family`])
-//! that reads it off its own type: it cannot disagree with the addresses,
-//! and it adds nothing to the serialised state (JSON and YAML output stay
-//! byte for byte as before). Every `ip` command dwprov renders takes its
-//! flag from there ([`Family::ip_flag`]). When IPv6 lands, the address
-//! fields widen to `IpNet`/`IpAddr` and these methods read the family off
-//! the value ([`Family::of_net`], [`Family::of_addr`]); a rule with no
-//! address (a fwmark rule) then gets a `family` field.
+//! Why a family read off the addresses and not a field beside them: a
+//! value that carries its family (`IpNet`, `IpAddr`) cannot disagree with
+//! it, and adds nothing to the serialised state (JSON and YAML output stay
+//! byte for byte as before). Rules and routes hold `IpNet`/`IpAddr`
+//! already ([`crate::state::Rule::family`] is its selectors',
+//! [`crate::state::Route::family`] its destination's; the IPv4-only readers,
+//! the tracer, import and fleet, take `from_v4`, `dst_v4`, `via_v4`, ...);
+//! nexthops, the firewall models and `model` still hold `Ipv4Net`/`Ipv4Addr`
+//! and say `Inet` ([`crate::state::nexthop::Nexthop::family`]). A rule
+//! without any address (a fwmark rule) has no family of its own to read:
+//! `Inet`, the family `ip -4` lists; when IPv6 lands it gets a field. Every `ip` command dwprov renders takes its flag
+//! from here ([`Family::ip_flag`], [`OWNED`]). The inventory rejects IPv6
+//! values and the live parsers leave IPv6 objects foreign, so nothing of
+//! family `Inet6` reaches the state today.
 use serde::Serialize;
 use std::fmt;
 use std::net::IpAddr;

@@ -1,9 +1,11 @@
 //! IPv4 policy rules and routes.
 //!
 //! Each rule and route names its address family ([`Rule::family`],
-//! [`Route::family`], read off its address type: `state::family` says why a
-//! method and not a field); the `ip` commands dwprov renders take their
-//! `-4` from there. An IPv6 entry in live `ip -j` output (a host with IPv6
+//! [`Route::family`], read off its addresses: `state::family` says why a
+//! method and not a field); a rule's selectors and a route's prefix and
+//! addresses are `IpNet` / `IpAddr` (the parsers fill in IPv4 only; the
+//! IPv4-only readers take `from_v4`, `dst_v4`, ...). The `ip` commands
+//! dwprov renders take their `-4` from the family. An IPv6 entry in live `ip -j` output (a host with IPv6
 //! rules or routes, or a listing without `-4`) is foreign: the parsers skip
 //! it ([`foreign_family`]) rather than failing or misreading it.
 //!
@@ -16,11 +18,11 @@
 //! equal. [`Rule::to_batch`] / [`Route::to_batch`] write the command back.
 use crate::error::{Error, Result};
 use crate::state::{Family, RtTables};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 pub const TABLE_MAIN: u32 = 254;
@@ -62,8 +64,8 @@ pub struct Rule {
     pub priority: u32,
     pub not: bool,
     /// None = from all.
-    pub from: Option<Ipv4Net>,
-    pub to: Option<Ipv4Net>,
+    pub from: Option<IpNet>,
+    pub to: Option<IpNet>,
     pub fwmark: Option<Mark>,
     pub iif: Option<String>,
     pub oif: Option<String>,
@@ -76,9 +78,23 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// The rule's address family (IPv4: its prefixes are `Ipv4Net`).
+    /// The rule's address family: its selector's prefixes', IPv4 for a rule
+    /// without any (the one `ip -4` lists; a rule of another family without
+    /// an address will need a field).
     pub fn family(&self) -> Family {
-        Family::Inet
+        self.from
+            .or(self.to)
+            .map_or(Family::Inet, |n| Family::of_net(&n))
+    }
+
+    /// `from` when it is IPv4 (what the IPv4-only readers work on).
+    pub fn from_v4(&self) -> Option<Ipv4Net> {
+        v4_net(self.from)
+    }
+
+    /// `to` when it is IPv4.
+    pub fn to_v4(&self) -> Option<Ipv4Net> {
+        v4_net(self.to)
     }
 
     /// `[not] from X [to Y] [fwmark M] [iif I] [oif O] [extra...]`, as both
@@ -89,11 +105,11 @@ impl Rule {
             s.push_str("not ");
         }
         match self.from {
-            Some(n) => s.push_str(&format!("from {}", net_str(n))),
+            Some(n) => s.push_str(&format!("from {}", ip_net_str(n))),
             None => s.push_str("from all"),
         }
         if let Some(n) = self.to {
-            s.push_str(&format!(" to {}", net_str(n)));
+            s.push_str(&format!(" to {}", ip_net_str(n)));
         }
         if let Some(m) = self.fwmark {
             s.push_str(&format!(" fwmark {m}"));
@@ -149,14 +165,14 @@ impl crate::ownership::Protocol for Rule {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Route {
     pub table: u32,
-    pub dst: Ipv4Net,
+    pub dst: IpNet,
     pub tos: u8,
     pub metric: u32,
     /// unicast, local, broadcast, blackhole, unreachable, prohibit, throw, ...
     pub kind: RouteKind,
-    pub via: Option<Ipv4Addr>,
+    pub via: Option<IpAddr>,
     pub dev: Option<IfName>,
-    pub src: Option<Ipv4Addr>,
+    pub src: Option<IpAddr>,
     pub proto: u8,
     pub scope: u8,
     pub onlink: bool,
@@ -179,7 +195,7 @@ impl Default for Route {
     fn default() -> Self {
         Route {
             table: TABLE_MAIN,
-            dst: Ipv4Net::default(),
+            dst: IpNet::V4(Ipv4Net::default()),
             tos: 0,
             metric: 0,
             kind: RouteKind::unicast(),
@@ -200,15 +216,40 @@ impl Default for Route {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct RouteKey {
     pub table: u32,
-    pub dst: Ipv4Net,
+    pub dst: IpNet,
     pub tos: u8,
     pub metric: u32,
 }
 
 impl Route {
-    /// The route's address family (IPv4: its prefix is `Ipv4Net`).
+    /// The route's address family: its destination's.
     pub fn family(&self) -> Family {
-        Family::Inet
+        Family::of_net(&self.dst)
+    }
+
+    /// The destination when it is IPv4 (what the IPv4-only readers, the
+    /// tracer and import, work on).
+    pub fn dst_v4(&self) -> Option<Ipv4Net> {
+        match self.dst {
+            IpNet::V4(n) => Some(n),
+            IpNet::V6(_) => None,
+        }
+    }
+
+    /// The gateway when it is IPv4.
+    pub fn via_v4(&self) -> Option<Ipv4Addr> {
+        match self.via {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The preferred source when it is IPv4.
+    pub fn src_v4(&self) -> Option<Ipv4Addr> {
+        match self.src {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        }
     }
 
     pub fn key(&self) -> RouteKey {
@@ -236,7 +277,7 @@ impl Route {
             out.push_str(&self.kind);
             out.push(' ');
         }
-        let _ = if self.dst.prefix_len() == 32 {
+        let _ = if self.dst.prefix_len() == self.dst.max_prefix_len() {
             write!(out, "{}", self.dst.addr())
         } else {
             write!(out, "{}", self.dst)
@@ -277,7 +318,7 @@ impl Route {
         if self.dst.prefix_len() == 0 {
             s.push_str("default");
         } else {
-            s.push_str(&net_str(self.dst));
+            s.push_str(&ip_net_str(self.dst));
         }
         if let Some(n) = self.nhid {
             s.push_str(&format!(" nhid {n}"));
@@ -304,6 +345,30 @@ impl Route {
             s.push_str(&format!(" {k} {v}"));
         }
         s
+    }
+}
+
+/// The IPv4 prefix of an optional selector (`None` for none or IPv6).
+fn v4_net(n: Option<IpNet>) -> Option<Ipv4Net> {
+    match n? {
+        IpNet::V4(n) => Some(n),
+        IpNet::V6(_) => None,
+    }
+}
+
+/// An IPv4 address as a route's `IpAddr` (`None` for anything else: the
+/// parsers read IPv4 only, an IPv6 entry being foreign).
+fn v4(s: &str) -> Option<IpAddr> {
+    s.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// A route's prefix as [`net_str`] writes it: the address alone for a host
+/// prefix (`/32`, `/128`).
+pub fn ip_net_str(n: IpNet) -> String {
+    match n {
+        IpNet::V4(n) => net_str(n),
+        IpNet::V6(n) if n.prefix_len() == 128 => n.addr().to_string(),
+        IpNet::V6(n) => n.to_string(),
     }
 }
 
@@ -710,14 +775,14 @@ pub fn parse_rules_json(text: &str) -> Result<Vec<Rule>> {
                     let s = json_str(val);
                     if s != "all" {
                         rule.from =
-                            Some(parse_prefix(&s, len("srclen")).ok_or_else(|| bad("bad src"))?);
+                            Some(IpNet::V4(parse_prefix(&s, len("srclen")).ok_or_else(|| bad("bad src"))?));
                     }
                 }
                 "dst" => {
                     let s = json_str(val);
                     if s != "all" {
                         rule.to =
-                            Some(parse_prefix(&s, len("dstlen")).ok_or_else(|| bad("bad dst"))?);
+                            Some(IpNet::V4(parse_prefix(&s, len("dstlen")).ok_or_else(|| bad("bad dst"))?));
                     }
                 }
                 "srclen" | "dstlen" | "flags" => {}
@@ -826,9 +891,11 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
                     };
                 }
                 "dst" => {
-                    r.dst = parse_prefix(&json_str(val), None).ok_or_else(|| bad("bad dst"))?
+                    r.dst = IpNet::V4(
+                        parse_prefix(&json_str(val), None).ok_or_else(|| bad("bad dst"))?,
+                    )
                 }
-                "gateway" => r.via = Some(json_str(val).parse().map_err(|_| bad("bad gateway"))?),
+                "gateway" => r.via = Some(v4(&json_str(val)).ok_or_else(|| bad("bad gateway"))?),
                 "dev" => r.dev = Some(devs.get(&json_str(val))),
                 "table" => r.table = table_id(&json_str(val)).ok_or_else(|| bad("bad table"))?,
                 "protocol" => {
@@ -836,7 +903,7 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
                 }
                 "scope" => r.scope = scope_id(&json_str(val)).ok_or_else(|| bad("bad scope"))?,
                 "metric" => r.metric = json_num(val).ok_or_else(|| bad("bad metric"))?,
-                "prefsrc" => r.src = Some(json_str(val).parse().map_err(|_| bad("bad prefsrc"))?),
+                "prefsrc" => r.src = Some(v4(&json_str(val)).ok_or_else(|| bad("bad prefsrc"))?),
                 "tos" | "dsfield" => {
                     r.tos = json_num(val)
                         .and_then(|n| u8::try_from(n).ok())
@@ -936,7 +1003,7 @@ fn parse_rule_words(
                 rule.from = if v == "all" {
                     None
                 } else {
-                    Some(parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?)
+                    Some(IpNet::V4(parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?))
                 };
             }
             "to" => {
@@ -944,7 +1011,7 @@ fn parse_rule_words(
                 rule.to = if v == "all" {
                     None
                 } else {
-                    Some(parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?)
+                    Some(IpNet::V4(parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?))
                 };
             }
             "fwmark" => rule.fwmark = Some(parse_mark(arg(i)?).ok_or("bad fwmark")?),
@@ -1004,7 +1071,7 @@ fn parse_route_words(
         i = 1;
     }
     let dst = w.get(i).ok_or("missing destination")?;
-    r.dst = parse_prefix(dst, None).ok_or_else(|| format!("bad destination {dst}"))?;
+    r.dst = IpNet::V4(parse_prefix(dst, None).ok_or_else(|| format!("bad destination {dst}"))?);
     i += 1;
     let mut scope = None;
     let arg = |i: usize| {
@@ -1014,10 +1081,10 @@ fn parse_route_words(
     };
     while i < w.len() {
         match w[i] {
-            "via" => r.via = Some(arg(i)?.parse().map_err(|_| "bad via address")?),
+            "via" => r.via = Some(v4(arg(i)?).ok_or("bad via address")?),
             "dev" | "oif" => r.dev = Some(devs.get(arg(i)?)),
             "nhid" => r.nhid = Some(parse_u32(arg(i)?).ok_or("bad nhid")?),
-            "src" => r.src = Some(arg(i)?.parse().map_err(|_| "bad src address")?),
+            "src" => r.src = Some(v4(arg(i)?).ok_or("bad src address")?),
             "table" => {
                 let t = arg(i)?;
                 r.table = table(t).ok_or_else(|| format!("unknown table `{t}`"))?
@@ -1071,6 +1138,29 @@ mod tests {
         assert!(rules.iter().all(|r| r.family() == Family::Inet));
         let routes = parse_routes_json(ROUTES).unwrap();
         assert!(routes.iter().all(|r| r.family() == Family::Inet));
+    }
+
+    /// A route's family is its destination's; the batch spelling of a host
+    /// prefix is the address alone in either family, other prefixes keep
+    /// their length (an IPv6 /32 is not a host).
+    #[test]
+    fn route_family_is_its_destination_and_host_prefixes_print_bare() {
+        let mut r = Route::default();
+        assert_eq!(r.family(), Family::Inet);
+        r.dst = "2001:db8::/32".parse().unwrap();
+        assert_eq!(r.family(), Family::Inet6);
+        assert_eq!(r.dst_v4(), None);
+        assert!(r.to_batch().starts_with("2001:db8::/32 "), "{}", r.to_batch());
+        r.dst = "2001:db8::1/128".parse().unwrap();
+        assert!(r.to_batch().starts_with("2001:db8::1 "), "{}", r.to_batch());
+        r.dst = "10.1.2.3/32".parse().unwrap();
+        assert!(r.to_batch().starts_with("10.1.2.3 "), "{}", r.to_batch());
+        assert_eq!(ip_net_str("10.0.0.0/8".parse().unwrap()), "10.0.0.0/8");
+        let mut rule = Rule::default();
+        assert_eq!(rule.family(), Family::Inet);
+        rule.to = "2001:db8::/32".parse().ok();
+        assert_eq!((rule.family(), rule.to_v4()), (Family::Inet6, None));
+        assert!(rule.to_batch().contains(" to 2001:db8::/32"), "{}", rule.to_batch());
     }
 
     #[test]
