@@ -28,7 +28,10 @@ impl Follower for Local {
         let gw = intent(follow)?;
         let fam = crate::state::family::OWNED.ip_flag();
         let addrs = read("ip", &[fam, "-j", "addr", "show"])?;
-        let routes = read("ip", &[fam, "-j", "-d", "-N", "route", "show", "table", "main"])?;
+        let routes = read(
+            "ip",
+            &[fam, "-j", "-d", "-N", "route", "show", "table", "main"],
+        )?;
         let f = Facts {
             interfaces: crate::gather::parse_addrs(&addrs).map_err(|e| e.to_string())?,
             state: crate::state::State {

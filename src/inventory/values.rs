@@ -620,7 +620,9 @@ mod tests {
                 assert!(e.contains("IPv6 is not supported yet"), "{v}: {e}");
             }
         }
-        assert!(parse_addr("1.2.3.x").unwrap_err().contains("is not an IPv4 address"));
+        assert!(parse_addr("1.2.3.x")
+            .unwrap_err()
+            .contains("is not an IPv4 address"));
         assert!(parse_cidr("1.2.3.0/24").is_ok());
     }
 

@@ -743,9 +743,7 @@ fn foreign_family(obj: &serde_json::Map<String, serde_json::Value>) -> Option<Fa
         .get("family")
         .and_then(|v| v.as_str())
         .and_then(|s| s.parse::<Family>().ok());
-    let of_key = |k: &str| {
-        obj.get(k)?.as_str().and_then(Family::of_text)
-    };
+    let of_key = |k: &str| obj.get(k)?.as_str().and_then(Family::of_text);
     let family = named.or_else(|| {
         ["src", "dst", "gateway", "prefsrc"]
             .iter()
@@ -774,15 +772,17 @@ pub fn parse_rules_json(text: &str) -> Result<Vec<Rule>> {
                 "src" => {
                     let s = json_str(val);
                     if s != "all" {
-                        rule.from =
-                            Some(IpNet::V4(parse_prefix(&s, len("srclen")).ok_or_else(|| bad("bad src"))?));
+                        rule.from = Some(IpNet::V4(
+                            parse_prefix(&s, len("srclen")).ok_or_else(|| bad("bad src"))?,
+                        ));
                     }
                 }
                 "dst" => {
                     let s = json_str(val);
                     if s != "all" {
-                        rule.to =
-                            Some(IpNet::V4(parse_prefix(&s, len("dstlen")).ok_or_else(|| bad("bad dst"))?));
+                        rule.to = Some(IpNet::V4(
+                            parse_prefix(&s, len("dstlen")).ok_or_else(|| bad("bad dst"))?,
+                        ));
                     }
                 }
                 "srclen" | "dstlen" | "flags" => {}
@@ -891,9 +891,8 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
                     };
                 }
                 "dst" => {
-                    r.dst = IpNet::V4(
-                        parse_prefix(&json_str(val), None).ok_or_else(|| bad("bad dst"))?,
-                    )
+                    r.dst =
+                        IpNet::V4(parse_prefix(&json_str(val), None).ok_or_else(|| bad("bad dst"))?)
                 }
                 "gateway" => r.via = Some(v4(&json_str(val)).ok_or_else(|| bad("bad gateway"))?),
                 "dev" => r.dev = Some(devs.get(&json_str(val))),
@@ -1003,7 +1002,9 @@ fn parse_rule_words(
                 rule.from = if v == "all" {
                     None
                 } else {
-                    Some(IpNet::V4(parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?))
+                    Some(IpNet::V4(
+                        parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?,
+                    ))
                 };
             }
             "to" => {
@@ -1011,7 +1012,9 @@ fn parse_rule_words(
                 rule.to = if v == "all" {
                     None
                 } else {
-                    Some(IpNet::V4(parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?))
+                    Some(IpNet::V4(
+                        parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?,
+                    ))
                 };
             }
             "fwmark" => rule.fwmark = Some(parse_mark(arg(i)?).ok_or("bad fwmark")?),
@@ -1126,13 +1129,23 @@ mod tests {
     fn ipv6_rules_and_routes_are_foreign_and_skipped() {
         let v6_rules = r#"{"priority":1000,"src":"2001:db8:1::","srclen":64,"table":"100","protocol":"201"},{"priority":1001,"src":"all","dst":"2001:db8::","dstlen":32,"table":"100","protocol":"0"},{"priority":1002,"family":"inet6","src":"all","fwmark":"0x100","table":"100","protocol":"0"}"#;
         let mixed = RULES.replacen('[', &format!("[{v6_rules},"), 1);
-        assert_eq!(parse_rules_json(&mixed).unwrap(), parse_rules_json(RULES).unwrap());
+        assert_eq!(
+            parse_rules_json(&mixed).unwrap(),
+            parse_rules_json(RULES).unwrap()
+        );
         let v6_routes = r#"{"type":"1","dst":"fe80::/64","dev":"d0","table":"254","protocol":"2","scope":"0","metric":256,"flags":[],"pref":"medium"},{"type":"1","dst":"default","gateway":"fe80::1","dev":"d1","table":"254","protocol":"9","scope":"0","metric":1024,"flags":[],"pref":"medium"},{"type":"1","dst":"2001:db8::/32","dev":"d0","table":"100","protocol":"201","scope":"0","prefsrc":"2001:db8::2","flags":[]}"#;
         let mixed = ROUTES.replacen('[', &format!("[{v6_routes},"), 1);
-        assert_eq!(parse_routes_json(&mixed).unwrap(), parse_routes_json(ROUTES).unwrap());
+        assert_eq!(
+            parse_routes_json(&mixed).unwrap(),
+            parse_routes_json(ROUTES).unwrap()
+        );
         // Only IPv6: nothing, no error.
-        assert!(parse_rules_json(&format!("[{v6_rules}]")).unwrap().is_empty());
-        assert!(parse_routes_json(&format!("[{v6_routes}]")).unwrap().is_empty());
+        assert!(parse_rules_json(&format!("[{v6_rules}]"))
+            .unwrap()
+            .is_empty());
+        assert!(parse_routes_json(&format!("[{v6_routes}]"))
+            .unwrap()
+            .is_empty());
         // What IPv4 reads stays IPv4, and says so.
         let rules = parse_rules_json(RULES).unwrap();
         assert!(rules.iter().all(|r| r.family() == Family::Inet));
@@ -1150,7 +1163,11 @@ mod tests {
         r.dst = "2001:db8::/32".parse().unwrap();
         assert_eq!(r.family(), Family::Inet6);
         assert_eq!(r.dst_v4(), None);
-        assert!(r.to_batch().starts_with("2001:db8::/32 "), "{}", r.to_batch());
+        assert!(
+            r.to_batch().starts_with("2001:db8::/32 "),
+            "{}",
+            r.to_batch()
+        );
         r.dst = "2001:db8::1/128".parse().unwrap();
         assert!(r.to_batch().starts_with("2001:db8::1 "), "{}", r.to_batch());
         r.dst = "10.1.2.3/32".parse().unwrap();
@@ -1160,7 +1177,11 @@ mod tests {
         assert_eq!(rule.family(), Family::Inet);
         rule.to = "2001:db8::/32".parse().ok();
         assert_eq!((rule.family(), rule.to_v4()), (Family::Inet6, None));
-        assert!(rule.to_batch().contains(" to 2001:db8::/32"), "{}", rule.to_batch());
+        assert!(
+            rule.to_batch().contains(" to 2001:db8::/32"),
+            "{}",
+            rule.to_batch()
+        );
     }
 
     #[test]

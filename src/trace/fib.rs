@@ -100,7 +100,9 @@ impl<'a> Fib<'a> {
     /// packets carry tos 0).
     pub fn best(&self, table: u32, dst: Addr) -> Option<&'a Route> {
         self.tables.get(&table)?.iter().copied().find(|r| {
-            r.tos == 0 && addr::route_contains(&r.dst, dst) && !matches!(r.kind.as_str(), "multicast")
+            r.tos == 0
+                && addr::route_contains(&r.dst, dst)
+                && !matches!(r.kind.as_str(), "multicast")
         })
     }
 
