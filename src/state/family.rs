@@ -12,8 +12,9 @@
 //! nexthops, the firewall models and `model` still hold `Ipv4Net`/`Ipv4Addr`
 //! and say `Inet` ([`crate::state::nexthop::Nexthop::family`]). A rule
 //! without any address (a fwmark rule) has no family of its own to read:
-//! `Inet`, the family `ip -4` lists; when IPv6 lands it gets a field. Every `ip` command dwprov renders takes its flag
-//! from here ([`Family::ip_flag`], [`OWNED`]). The inventory rejects IPv6
+//! `Inet`, the family `ip -4` lists; when IPv6 lands it gets a field.
+//! Every `ip` command dwprov renders takes its flag from here
+//! ([`Family::ip_flag`], [`OWNED`]). The inventory rejects IPv6
 //! values and the live parsers leave IPv6 objects foreign, so nothing of
 //! family `Inet6` reaches the state today.
 use serde::Serialize;
