@@ -21,10 +21,12 @@
 #   G_AGENT_STATE the line-health agent's state dir (pid, status.json)
 #   G_AGENT_UNIT  its systemd unit
 #   G_NFT_FAMILY, G_NFT_TABLE  the one nftables table dwprov owns
+#   G_IP_FAMILY the `ip` family flag of the rules, routes and addresses
+#               read (`-4`: the families dwprov manages, state::family)
 #
 # The controller may also run this after an apply in the same shell (the
 # verify of `apply --no-confirm`): every name here is prefixed or local to it.
-: "${D:?}" "${G_DEADLINE:?}" "${G_TOOLS:?}" "${G_FILES:?}" "${G_STATE_DIR:?}" "${G_RT_TABLES:?}" "${G_AGENT_STATE:?}" "${G_AGENT_UNIT:?}" "${G_NFT_FAMILY:?}" "${G_NFT_TABLE:?}"
+: "${D:?}" "${G_DEADLINE:?}" "${G_TOOLS:?}" "${G_FILES:?}" "${G_STATE_DIR:?}" "${G_RT_TABLES:?}" "${G_AGENT_STATE:?}" "${G_AGENT_UNIT:?}" "${G_NFT_FAMILY:?}" "${G_NFT_TABLE:?}" "${G_IP_FAMILY:?}"
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH; export LC_ALL=C
 exec 3>&1
 
@@ -113,11 +115,11 @@ sec kernel uname -r
 # shellcheck disable=SC2086 # a list of plain tool names, split on purpose
 sec tools f_tools $G_TOOLS
 sec systemd f_systemd
-sec rules ip -4 -j -d -N rule show
-sec routes ip -4 -j -d -N route show table all
+sec rules ip "$G_IP_FAMILY" -j -d -N rule show
+sec routes ip "$G_IP_FAMILY" -j -d -N route show table all
 sec nexthops ip -N -j -d nexthop show
 sec agent f_agent
-sec addrs ip -4 -j addr show
+sec addrs ip "$G_IP_FAMILY" -j addr show
 sec iptables_version f_iptables_version
 sec iptables iptables-save
 sec other_backend f_other_backend

@@ -8,6 +8,8 @@
 # Parameters (shell variables set by the caller before the functions run):
 #   S      the snapshot directory (commit-confirmed apply, revert, rollback)
 #   PROTO  the route protocol number dwprov tags its rules and routes with
+#   IP_FAMILY  the `ip` family flag of those rules and routes (`-4`; from
+#          src/state/family.rs), for every listing and batch below
 #   CHAIN  the prefix of dwprov's iptables chains (their jumps carry it too)
 #   NFT_FAMILY, NFT_TABLE  the one nftables table dwprov owns
 #   TEMP_SUFFIX, PROBE  the staged-write suffix and the write-probe file name
@@ -18,7 +20,7 @@
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 export LC_ALL=C
 umask 022
-: "${PROTO:?}" "${CHAIN:?}" "${NFT_FAMILY:?}" "${NFT_TABLE:?}" "${TEMP_SUFFIX:?}" "${PROBE:?}"
+: "${PROTO:?}" "${IP_FAMILY:?}" "${CHAIN:?}" "${NFT_FAMILY:?}" "${NFT_TABLE:?}" "${TEMP_SUFFIX:?}" "${PROBE:?}"
 # Exit statuses the controller reads (src/converge.rs, src/safe.rs).
 STEP_FAILED=3
 NOTHING_CHANGED=4
@@ -41,7 +43,7 @@ step() {
 # Owned ip rules, one `rule add ...` line each, numeric tables, sorted.
 # `ip -N` prints `ipproto ipproto-6`; the input syntax wants `ipproto 6`.
 owned_rules() {
-    ip -4 -N rule show > "$1.raw" || return 1
+    ip "$IP_FAMILY" -N rule show > "$1.raw" || return 1
     awk -v proto="$PROTO" '
         {
             line = $0
@@ -60,7 +62,7 @@ owned_rules() {
 # first: nothing may follow multipath next hops, which are joined), numeric
 # tables and types, output-only flags dropped, sorted.
 owned_routes() {
-    ip -4 -N -d route show table all proto "$PROTO" > "$1.raw" || return 1
+    ip "$IP_FAMILY" -N -d route show table all proto "$PROTO" > "$1.raw" || return 1
     awk -v proto="$PROTO" '
         BEGIN {
             split("unicast local broadcast anycast multicast blackhole unreachable prohibit throw nat", t, " ")
@@ -143,11 +145,12 @@ only_in() {
 # Then the lines that did run are undone by their inverses (built here from
 # the batch; the old value of each replaced route is in $S/ip.undo, `LINE
 # route replace OLD` per line) and the apply stops, changing nothing.
-# `ip -4 -batch FILE`, or without the family when FILE holds nexthop lines:
-# `ip -4` refuses a nexthop group (it has no family); every other line
-# names IPv4 addresses, and IPv4 is the rules' default family.
+# `ip $IP_FAMILY -batch FILE` (the owned rules and routes' family, `-4`),
+# or without the family when FILE holds nexthop lines: `ip -4` refuses a
+# nexthop group (it has no family); every other line names addresses of
+# $IP_FAMILY, and IPv4 is the rules' default family.
 batch_ip() {
-    if grep -q '^nexthop ' "$1"; then ip -batch "$1"; else ip -4 -batch "$1"; fi
+    if grep -q '^nexthop ' "$1"; then ip -batch "$1"; else ip "$IP_FAMILY" -batch "$1"; fi
 }
 
 ip_batch() {
@@ -177,7 +180,7 @@ ip_batch() {
             }
             END { for (i = n - 1; i >= 1; i--) if (i in u) print u[i] }' "$S/ip.undo" "$S/ip.batch" > "$S/ip.inverse"
         undone=ok
-        if [ -s "$S/ip.inverse" ]; then ip -4 -force -batch "$S/ip.inverse" >&2 || undone=failed; fi
+        if [ -s "$S/ip.inverse" ]; then ip "$IP_FAMILY" -force -batch "$S/ip.inverse" >&2 || undone=failed; fi
         if command -v staged_cleanup >/dev/null 2>&1; then staged_cleanup; fi
         echo "dwprov: the kernel contradicts the snapshot: line $n of the ip batch ($line) failed as above, but \`ip\` listed the state otherwise (gather, snapshot); a revert from that listing would delete real objects: stopped (does \`ip\` lie, or another tool change rules and routes now?)" >&2
         if [ "$undone" = ok ]; then
@@ -235,8 +238,8 @@ pick_snapshot() {
 owned_digest() {
     if command -v sha256sum >/dev/null 2>&1; then sum="sha256sum"; else sum="cksum"; fi
     {
-        ip -4 -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)"
-        ip -4 -N -d route show table all proto "$PROTO"
+        ip "$IP_FAMILY" -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)"
+        ip "$IP_FAMILY" -N -d route show table all proto "$PROTO"
         fw_digest_lines
         # One line per file that exists: its digest and name.
         "$sum" "$@" 2>/dev/null

@@ -80,7 +80,7 @@ if owned_rules "$S/now.rules" && owned_routes "$S/now.routes"; then
             !(key($0) in have) { sub(/^route replace /, "route del "); print }' "$S/routes" "$S/now.routes"
     } > "$S/revert.batch"
     if [ -s "$S/revert.batch" ]; then
-        ip -4 -force -batch "$S/revert.batch" || rfail 'restore rules and routes'
+        ip "$IP_FAMILY" -force -batch "$S/revert.batch" || rfail 'restore rules and routes'
     fi
     # Nexthop objects the snapshot did not have, now no route uses them
     # (groups first: by id, highest first).

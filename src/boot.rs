@@ -183,6 +183,8 @@ pub fn files(
     let mut ctx = tera::Context::new();
     ctx.insert("host", &gw.host);
     ctx.insert("state_dir", STATE_DIR);
+    // The `ip` flag of the batch's rules and routes (`-4`, state::family).
+    ctx.insert("ip_family", crate::state::family::OWNED.ip_flag());
     ctx.insert("boot_sh", BOOT_SH);
     ctx.insert("chain_prefix", CHAIN_PREFIX);
     ctx.insert("sysctl_conf", SYSCTL_CONF);

@@ -235,8 +235,9 @@ pub fn lib_sh() -> String {
         CHAIN_PREFIX, NFT_FAMILY, NFT_TABLE, PROBE_NAME, ROUTE_PROTO, TEMP_SUFFIX,
     };
     format!(
-        "PROTO={}\nCHAIN={}\nNFT_FAMILY={}\nNFT_TABLE={}\nTEMP_SUFFIX={}\nPROBE={}\n{LIB_SH}{}",
+        "PROTO={}\nIP_FAMILY={}\nCHAIN={}\nNFT_FAMILY={}\nNFT_TABLE={}\nTEMP_SUFFIX={}\nPROBE={}\n{LIB_SH}{}",
         ROUTE_PROTO,
+        sh_quote(crate::state::family::OWNED.ip_flag()),
         sh_quote(CHAIN_PREFIX),
         sh_quote(NFT_FAMILY),
         sh_quote(NFT_TABLE),

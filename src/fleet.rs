@@ -385,13 +385,15 @@ fn previous_facts(gw: &Gateway, facts: &Facts) -> Facts {
                 .iter()
                 .filter(crate::ownership::is_owned_rule)
                 .find(|r| r.priority == prio && r.action == RuleAction::Table(l.table))
-                .and_then(|r| r.from)
+                .and_then(|r| r.from_v4())
                 .map(|f| f.addr());
             let net = addr.map(|a| {
                 live.routes
                     .iter()
                     .filter(|r| is_owned_route(r) && r.table == l.table)
-                    .find(|r| r.src == Some(a) && r.dev.as_deref() == Some(l.interface.as_str()))
+                    .find(|r| {
+                        r.src_v4() == Some(a) && r.dev.as_deref() == Some(l.interface.as_str())
+                    })
                     .and_then(|r| ipnet::Ipv4Net::new(a, r.dst.prefix_len()).ok())
                     // Dropped with the old address: the new one's length.
                     .or_else(|| {

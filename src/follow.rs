@@ -26,10 +26,11 @@ pub struct Local;
 impl Follower for Local {
     fn now(&self, follow: &Follow) -> Result<Vec<Fact>, String> {
         let gw = intent(follow)?;
-        let addrs = read("ip", &["-4", "-j", "addr", "show"])?;
+        let fam = crate::state::family::OWNED.ip_flag();
+        let addrs = read("ip", &[fam, "-j", "addr", "show"])?;
         let routes = read(
             "ip",
-            &["-4", "-j", "-d", "-N", "route", "show", "table", "main"],
+            &[fam, "-j", "-d", "-N", "route", "show", "table", "main"],
         )?;
         let f = Facts {
             interfaces: crate::gather::parse_addrs(&addrs).map_err(|e| e.to_string())?,

@@ -15,6 +15,7 @@
 //!
 //! [`plan_digest`] hashes what a plan depends on, for stale-plan checks.
 use crate::error::{Error, Result};
+use crate::state::family::OWNED;
 use crate::state::{ip, RtTables, State};
 
 use crate::transport::Transport;
@@ -67,7 +68,7 @@ pub fn script(marker: &str) -> String {
 pub fn script_with(marker: &str, deadline_secs: u64) -> String {
     let files = crate::ownership::OWNED_FILES;
     format!(
-        "D={}\nG_DEADLINE={}\nG_TOOLS={}\nG_FILES={}\nG_STATE_DIR={}\nG_RT_TABLES={}\nG_AGENT_STATE={}\nG_AGENT_UNIT={}\nG_NFT_FAMILY={}\nG_NFT_TABLE={}\n{GATHER_SH}",
+        "D={}\nG_DEADLINE={}\nG_TOOLS={}\nG_FILES={}\nG_STATE_DIR={}\nG_RT_TABLES={}\nG_AGENT_STATE={}\nG_AGENT_UNIT={}\nG_NFT_FAMILY={}\nG_NFT_TABLE={}\nG_IP_FAMILY={}\n{GATHER_SH}",
         sh_quote(marker),
         deadline_secs.max(1),
         sh_quote(&TOOLS.join(" ")),
@@ -77,7 +78,8 @@ pub fn script_with(marker: &str, deadline_secs: u64) -> String {
         sh_quote(crate::ownership::AGENT_STATE_DIR),
         sh_quote(crate::ownership::AGENT_UNIT),
         sh_quote(crate::ownership::NFT_FAMILY),
-        sh_quote(crate::ownership::NFT_TABLE)
+        sh_quote(crate::ownership::NFT_TABLE),
+        sh_quote(OWNED.ip_flag())
     )
 }
 
@@ -93,11 +95,12 @@ pub fn section_command(section: &str) -> String {
         "kernel" => "uname -r",
         "tools" => "command -v (the tool check)",
         "systemd" => "[ -d /run/systemd/system ]",
-        "rules" => "ip -4 -j -d -N rule show",
-        "routes" => "ip -4 -j -d -N route show table all",
+        // gather.sh's `ip "$G_IP_FAMILY"`: state::family::OWNED's flag.
+        "rules" => return format!("ip {} -j -d -N rule show", OWNED.ip_flag()),
+        "routes" => return format!("ip {} -j -d -N route show table all", OWNED.ip_flag()),
         "nexthops" => "ip -N -j -d nexthop show",
         "agent" => "the agent's pid and status file",
-        "addrs" => "ip -4 -j addr show",
+        "addrs" => return format!("ip {} -j addr show", OWNED.ip_flag()),
         "iptables_version" => "iptables -V",
         "iptables" => "iptables-save",
         "other_backend" => "iptables-legacy-save / iptables-nft-save (the other backend)",
@@ -738,6 +741,8 @@ mod tests {
                 continue;
             };
             let (name, cmd) = rest.split_once(' ').unwrap();
+            let cmd = cmd.replace("\"$G_IP_FAMILY\"", OWNED.ip_flag());
+            let cmd = cmd.as_str();
             if !cmd.starts_with("f_") {
                 assert_eq!(section_command(name), cmd, "{line}");
                 seen += 1;

@@ -327,10 +327,12 @@ fn route_get(q: &Query) -> String {
     )
 }
 
-/// `N DST SRC IIF MARK` for a query, from typed values only.
+/// `N FAMILY DST SRC IIF MARK` for a query, from typed values only (FAMILY:
+/// `ip`'s flag for the destination's family, `-4`).
 fn query_line(n: usize, q: &Query) -> String {
     format!(
-        "{n} {} {} {} {:#x}",
+        "{n} {} {} {} {} {:#x}",
+        crate::trace::addr::family(q.dst).ip_flag(),
         q.dst,
         q.src,
         q.iif.as_deref().unwrap_or("-"),
@@ -647,7 +649,7 @@ mod tests {
     fn check_and_verify_programs_pass_shellcheck() {
         let q = format!(
             "Q={}\n{VERIFY_FLOWS_SH}",
-            crate::converge::sh_quote("0 10.0.0.1 10.0.0.2 - 0x0\n")
+            crate::converge::sh_quote("0 -4 10.0.0.1 10.0.0.2 - 0x0\n")
         );
         for (name, text) in [
             ("check.sh", super::super::live::CHECK_SH.to_string()),

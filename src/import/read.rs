@@ -117,11 +117,11 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
             ));
             continue;
         };
-        let (Some(gw), Some(dev)) = (d.via, d.dev.clone()) else {
+        let (Some(gw), Some(dev)) = (d.via_v4(), d.dev.clone()) else {
             continue;
         };
         mapped_routes.insert(i);
-        let address = line_address(facts, &dev, gw, d.src, st, t);
+        let address = line_address(facts, &dev, gw, d.src_v4(), st, t);
         let Some(address) = address else {
             a.foreign.push(format!(
                 "table {}: default via {gw} dev {dev}, but {dev} has no IPv4 address: not a line",
@@ -165,7 +165,7 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
     match main_default {
         Some((i, r)) => {
             match a.lines.iter_mut().find(|l| {
-                Some(l.gateway) == r.via && r.dev.as_deref() == Some(l.interface.as_str())
+                Some(l.gateway) == r.via_v4() && r.dev.as_deref() == Some(l.interface.as_str())
             }) {
                 Some(l) => {
                     l.default = true;
@@ -213,13 +213,16 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
             }
             continue;
         };
+        if r.family() != crate::state::Family::Inet {
+            continue;
+        }
         let plain = !r.not && r.iif.is_none() && r.oif.is_none() && r.extra.is_empty();
         let line_ip = a.lines[li]
             .address
             .split('/')
             .next()
             .and_then(|s| s.parse::<Ipv4Addr>().ok());
-        match (r.from, r.to, r.fwmark) {
+        match (r.from_v4(), r.to_v4(), r.fwmark) {
             (Some(f), None, None) if plain && f.prefix_len() == 32 && Some(f.addr()) == line_ip => {
             }
             (None, None, Some(m)) if plain => {
@@ -247,9 +250,12 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
             continue;
         }
         if let Some(li) = a.lines.iter().position(|l| {
-            Some(l.gateway) == r.via && r.dev.as_deref() == Some(l.interface.as_str())
+            Some(l.gateway) == r.via_v4() && r.dev.as_deref() == Some(l.interface.as_str())
         }) {
-            main_lists.push((li, r.dst));
+            let Some(dst) = r.dst_v4() else {
+                continue;
+            };
+            main_lists.push((li, dst));
             mapped_routes.insert(i);
         }
     }
@@ -315,7 +321,7 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
             let net = addr.trunc();
             let in_line_table = st.routes.iter().any(|r| {
                 line_of_table.contains_key(&r.table)
-                    && r.dst == net
+                    && r.dst_v4() == Some(net)
                     && r.dev.as_deref() == Some(i.name.as_str())
             });
             if in_line_table || nat_sources.contains(&net) {
@@ -398,7 +404,7 @@ fn line_address(
     let from_rule = st
         .rules
         .iter()
-        .find_map(|r| match (r.action.clone(), r.from) {
+        .find_map(|r| match (r.action.clone(), r.from_v4()) {
             (RuleAction::Table(t), Some(f)) if t == table && f.prefix_len() == 32 => Some(f.addr()),
             _ => None,
         });

@@ -5,7 +5,9 @@
 //! Two layers:
 //! - **text checks** (`&str` in, the typed value or a short reason out, no
 //!   location): strict IPv4 addresses and prefixes ([`parse_addr`],
-//!   [`parse_cidr`], [`parse_iface_net`]) and names ([`interface_name`],
+//!   [`parse_cidr`], [`parse_iface_net`]; an IPv6 value is refused as "IPv6
+//!   is not supported yet", the state being family-aware already:
+//!   `state::family`) and names ([`interface_name`],
 //!   [`table_name`], [`user`], [`inventory_name`], [`host_address`]). Other
 //!   parsers (routes files, `ssh.jump`, the ssh config) reuse them and attach
 //!   their own location.
@@ -36,6 +38,10 @@ use std::net::Ipv4Addr;
 /// text means two different hosts. The error is a message without a
 /// location; `what` starts it ("`gateway`: ").
 pub fn parse_addr(s: &str) -> std::result::Result<Ipv4Addr, String> {
+    parse_addr_v4(s).map_err(|m| ipv6_refused(s).unwrap_or(m))
+}
+
+fn parse_addr_v4(s: &str) -> std::result::Result<Ipv4Addr, String> {
     if let Some(fixed) = without_leading_zeros(s) {
         return Err(format!(
             "`{}` has leading zeros, which are ambiguous (inet_aton reads `010` as octal 8); write `{fixed}`",
@@ -44,6 +50,19 @@ pub fn parse_addr(s: &str) -> std::result::Result<Ipv4Addr, String> {
     }
     s.parse()
         .map_err(|_| format!("`{}` is not an IPv4 address", escape::value(s)))
+}
+
+/// The refusal of an IPv6 address or prefix (`2001:db8::1`, `2001:db8::/32`),
+/// `None` for anything else: the state and the commands are family-aware
+/// (`state::family`), the inventory accepts IPv4 only until IPv6 lands.
+fn ipv6_refused(s: &str) -> Option<String> {
+    let addr = s.split_once('/').map_or(s, |(a, _)| a);
+    addr.parse::<std::net::Ipv6Addr>().ok().map(|_| {
+        format!(
+            "`{}` is an IPv6 address: IPv6 is not supported yet (write an IPv4 address or prefix)",
+            escape::value(s)
+        )
+    })
 }
 
 /// `Some(corrected)` when `s` is four decimal octets (0 to 255 each once
@@ -110,6 +129,10 @@ fn parse_len(s: &str, whole: &str) -> std::result::Result<u8, String> {
 /// Parse `a.b.c.d/len` (an interface address: host bits may be set). The
 /// error is a message without a location.
 pub fn parse_iface_net(s: &str) -> std::result::Result<Ipv4Net, String> {
+    parse_iface_net_v4(s).map_err(|m| ipv6_refused(s).unwrap_or(m))
+}
+
+fn parse_iface_net_v4(s: &str) -> std::result::Result<Ipv4Net, String> {
     let Some((addr, len)) = s.split_once('/') else {
         return Err(format!(
             "`{}` is not an IPv4 address with a prefix length",
@@ -143,6 +166,10 @@ pub fn parse_iface_net(s: &str) -> std::result::Result<Ipv4Net, String> {
 /// Host bits must be clear; leading zeros are refused (see [`parse_addr`]).
 /// The error is a message without a location.
 pub fn parse_cidr(s: &str) -> std::result::Result<Ipv4Net, String> {
+    parse_cidr_v4(s).map_err(|m| ipv6_refused(s).unwrap_or(m))
+}
+
+fn parse_cidr_v4(s: &str) -> std::result::Result<Ipv4Net, String> {
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
@@ -581,6 +608,23 @@ pub fn line_name(n: &Node) -> Result<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_values_are_refused_as_not_supported_yet() {
+        for v in ["2001:db8::1", "2001:db8::/32", "fe80::1/64", "::"] {
+            for e in [
+                parse_addr(v).unwrap_err(),
+                parse_cidr(v).unwrap_err(),
+                parse_iface_net(v).unwrap_err(),
+            ] {
+                assert!(e.contains("IPv6 is not supported yet"), "{v}: {e}");
+            }
+        }
+        assert!(parse_addr("1.2.3.x")
+            .unwrap_err()
+            .contains("is not an IPv4 address"));
+        assert!(parse_cidr("1.2.3.0/24").is_ok());
+    }
 
     #[test]
     fn names() {

@@ -82,7 +82,7 @@ pub fn resolve(gw: &Gateway, facts: Option<&Facts>) -> Resolved {
         if l.next_hop == NextHop::Dynamic {
             l.gateway = client_defaults(routes, &l.interface)
                 .first()
-                .and_then(|r| r.via);
+                .and_then(|r| r.via_v4());
             match l.gateway {
                 Some(g) => info.push(format!(
                     "line {}: next hop {g} (dynamic: the DHCP client's default route via {})",
@@ -125,7 +125,7 @@ pub fn resolve(gw: &Gateway, facts: Option<&Facts>) -> Resolved {
         .collect();
     if let Some((l, r)) = taken.first() {
         out.foreign_main_default = true;
-        let via = r.via.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let via = r.via_v4().unwrap_or(Ipv4Addr::UNSPECIFIED);
         // Alone and unmonitored, the line needs no default of dwprov's: no
         // agent fails it over (its nexthop moves, the client's route is the
         // line's own).

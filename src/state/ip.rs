@@ -1,5 +1,14 @@
 //! IPv4 policy rules and routes.
 //!
+//! Each rule and route names its address family ([`Rule::family`],
+//! [`Route::family`], read off its addresses: `state::family` says why a
+//! method and not a field); a rule's selectors and a route's prefix and
+//! addresses are `IpNet` / `IpAddr` (the parsers fill in IPv4 only; the
+//! IPv4-only readers take `from_v4`, `dst_v4`, ...). The `ip` commands
+//! dwprov renders take their `-4` from the family. An IPv6 entry in live `ip -j` output (a host with IPv6
+//! rules or routes, or a listing without `-4`) is foreign: the parsers skip
+//! it ([`foreign_family`]) rather than failing or misreading it.
+//!
 //! Two readers produce the same values: [`parse_rules_json`] /
 //! [`parse_routes_json`] read the live host (`ip -4 -j -d -N rule|route show`,
 //! numeric so table, protocol, scope and type names never depend on the
@@ -8,12 +17,12 @@
 //! in the kernel's defaults so a rendered route and its live echo compare
 //! equal. [`Rule::to_batch`] / [`Route::to_batch`] write the command back.
 use crate::error::{Error, Result};
-use crate::state::RtTables;
-use ipnet::Ipv4Net;
+use crate::state::{Family, RtTables};
+use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 pub const TABLE_MAIN: u32 = 254;
@@ -55,8 +64,8 @@ pub struct Rule {
     pub priority: u32,
     pub not: bool,
     /// None = from all.
-    pub from: Option<Ipv4Net>,
-    pub to: Option<Ipv4Net>,
+    pub from: Option<IpNet>,
+    pub to: Option<IpNet>,
     pub fwmark: Option<Mark>,
     pub iif: Option<String>,
     pub oif: Option<String>,
@@ -69,6 +78,25 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The rule's address family: its selector's prefixes', IPv4 for a rule
+    /// without any (the one `ip -4` lists; a rule of another family without
+    /// an address will need a field).
+    pub fn family(&self) -> Family {
+        self.from
+            .or(self.to)
+            .map_or(Family::Inet, |n| Family::of_net(&n))
+    }
+
+    /// `from` when it is IPv4 (what the IPv4-only readers work on).
+    pub fn from_v4(&self) -> Option<Ipv4Net> {
+        v4_net(self.from)
+    }
+
+    /// `to` when it is IPv4.
+    pub fn to_v4(&self) -> Option<Ipv4Net> {
+        v4_net(self.to)
+    }
+
     /// `[not] from X [to Y] [fwmark M] [iif I] [oif O] [extra...]`, as both
     /// `ip rule add` and `ip rule show` spell the selector.
     fn selector(&self) -> String {
@@ -77,11 +105,11 @@ impl Rule {
             s.push_str("not ");
         }
         match self.from {
-            Some(n) => s.push_str(&format!("from {}", net_str(n))),
+            Some(n) => s.push_str(&format!("from {}", ip_net_str(n))),
             None => s.push_str("from all"),
         }
         if let Some(n) = self.to {
-            s.push_str(&format!(" to {}", net_str(n)));
+            s.push_str(&format!(" to {}", ip_net_str(n)));
         }
         if let Some(m) = self.fwmark {
             s.push_str(&format!(" fwmark {m}"));
@@ -137,14 +165,14 @@ impl crate::ownership::Protocol for Rule {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Route {
     pub table: u32,
-    pub dst: Ipv4Net,
+    pub dst: IpNet,
     pub tos: u8,
     pub metric: u32,
     /// unicast, local, broadcast, blackhole, unreachable, prohibit, throw, ...
     pub kind: RouteKind,
-    pub via: Option<Ipv4Addr>,
+    pub via: Option<IpAddr>,
     pub dev: Option<IfName>,
-    pub src: Option<Ipv4Addr>,
+    pub src: Option<IpAddr>,
     pub proto: u8,
     pub scope: u8,
     pub onlink: bool,
@@ -167,7 +195,7 @@ impl Default for Route {
     fn default() -> Self {
         Route {
             table: TABLE_MAIN,
-            dst: Ipv4Net::default(),
+            dst: IpNet::V4(Ipv4Net::default()),
             tos: 0,
             metric: 0,
             kind: RouteKind::unicast(),
@@ -188,12 +216,42 @@ impl Default for Route {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct RouteKey {
     pub table: u32,
-    pub dst: Ipv4Net,
+    pub dst: IpNet,
     pub tos: u8,
     pub metric: u32,
 }
 
 impl Route {
+    /// The route's address family: its destination's.
+    pub fn family(&self) -> Family {
+        Family::of_net(&self.dst)
+    }
+
+    /// The destination when it is IPv4 (what the IPv4-only readers, the
+    /// tracer and import, work on).
+    pub fn dst_v4(&self) -> Option<Ipv4Net> {
+        match self.dst {
+            IpNet::V4(n) => Some(n),
+            IpNet::V6(_) => None,
+        }
+    }
+
+    /// The gateway when it is IPv4.
+    pub fn via_v4(&self) -> Option<Ipv4Addr> {
+        match self.via {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The preferred source when it is IPv4.
+    pub fn src_v4(&self) -> Option<Ipv4Addr> {
+        match self.src {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        }
+    }
+
     pub fn key(&self) -> RouteKey {
         RouteKey {
             table: self.table,
@@ -219,7 +277,7 @@ impl Route {
             out.push_str(&self.kind);
             out.push(' ');
         }
-        let _ = if self.dst.prefix_len() == 32 {
+        let _ = if self.dst.prefix_len() == self.dst.max_prefix_len() {
             write!(out, "{}", self.dst.addr())
         } else {
             write!(out, "{}", self.dst)
@@ -260,7 +318,7 @@ impl Route {
         if self.dst.prefix_len() == 0 {
             s.push_str("default");
         } else {
-            s.push_str(&net_str(self.dst));
+            s.push_str(&ip_net_str(self.dst));
         }
         if let Some(n) = self.nhid {
             s.push_str(&format!(" nhid {n}"));
@@ -287,6 +345,30 @@ impl Route {
             s.push_str(&format!(" {k} {v}"));
         }
         s
+    }
+}
+
+/// The IPv4 prefix of an optional selector (`None` for none or IPv6).
+fn v4_net(n: Option<IpNet>) -> Option<Ipv4Net> {
+    match n? {
+        IpNet::V4(n) => Some(n),
+        IpNet::V6(_) => None,
+    }
+}
+
+/// An IPv4 address as a route's `IpAddr` (`None` for anything else: the
+/// parsers read IPv4 only, an IPv6 entry being foreign).
+fn v4(s: &str) -> Option<IpAddr> {
+    s.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// A route's prefix as [`net_str`] writes it: the address alone for a host
+/// prefix (`/32`, `/128`).
+pub fn ip_net_str(n: IpNet) -> String {
+    match n {
+        IpNet::V4(n) => net_str(n),
+        IpNet::V6(n) if n.prefix_len() == 128 => n.addr().to_string(),
+        IpNet::V6(n) => n.to_string(),
     }
 }
 
@@ -649,11 +731,35 @@ fn for_each_object(
     r.map_err(|e| Error::parse(what, e.line(), e.to_string()))
 }
 
-/// Parse `ip -4 -j -d -N rule show`.
+/// The family of an `ip -j` entry when it is one dwprov does not manage
+/// ([`crate::state::family::MANAGED`]): its `family` key, else the first of
+/// its address keys that names one (`src`, `dst`, `gateway`, `prefsrc`).
+/// `None`: a managed (IPv4) entry, or one without any address (`from all`,
+/// `default`), which the `-4` listing makes IPv4. An IPv4 route via an IPv6
+/// gateway (`via: {family: inet6, ...}`) is an IPv4 route, read as before
+/// (its `via` kept as an attribute dwprov does not model).
+fn foreign_family(obj: &serde_json::Map<String, serde_json::Value>) -> Option<Family> {
+    let named = obj
+        .get("family")
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse::<Family>().ok());
+    let of_key = |k: &str| obj.get(k)?.as_str().and_then(Family::of_text);
+    let family = named.or_else(|| {
+        ["src", "dst", "gateway", "prefsrc"]
+            .iter()
+            .find_map(|k| of_key(k))
+    })?;
+    (!crate::state::family::MANAGED.contains(&family)).then_some(family)
+}
+
+/// Parse `ip -4 -j -d -N rule show` (an IPv6 rule is skipped: foreign).
 pub fn parse_rules_json(text: &str) -> Result<Vec<Rule>> {
     const WHAT: &str = "ip -j rule output";
     let mut rules = Vec::new();
     for_each_object(text, WHAT, |i, obj| {
+        if foreign_family(obj).is_some() {
+            return Ok(());
+        }
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
         let mut rule = Rule::default();
         let len = |k: &str| obj.get(k).and_then(json_num).map(|n| n.min(32) as u8);
@@ -666,15 +772,17 @@ pub fn parse_rules_json(text: &str) -> Result<Vec<Rule>> {
                 "src" => {
                     let s = json_str(val);
                     if s != "all" {
-                        rule.from =
-                            Some(parse_prefix(&s, len("srclen")).ok_or_else(|| bad("bad src"))?);
+                        rule.from = Some(IpNet::V4(
+                            parse_prefix(&s, len("srclen")).ok_or_else(|| bad("bad src"))?,
+                        ));
                     }
                 }
                 "dst" => {
                     let s = json_str(val);
                     if s != "all" {
-                        rule.to =
-                            Some(parse_prefix(&s, len("dstlen")).ok_or_else(|| bad("bad dst"))?);
+                        rule.to = Some(IpNet::V4(
+                            parse_prefix(&s, len("dstlen")).ok_or_else(|| bad("bad dst"))?,
+                        ));
                     }
                 }
                 "srclen" | "dstlen" | "flags" => {}
@@ -761,12 +869,16 @@ fn scope_id(s: &str) -> Option<u8> {
     }
 }
 
-/// Parse `ip -4 -j -d -N route show table all`.
+/// Parse `ip -4 -j -d -N route show table all` (an IPv6 route is skipped:
+/// foreign).
 pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
     const WHAT: &str = "ip -j route output";
     let mut routes = Vec::new();
     let mut devs = IfNames::default();
     for_each_object(text, WHAT, |i, obj| {
+        if foreign_family(obj).is_some() {
+            return Ok(());
+        }
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
         let mut r = Route::default();
         for (k, val) in obj {
@@ -779,9 +891,10 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
                     };
                 }
                 "dst" => {
-                    r.dst = parse_prefix(&json_str(val), None).ok_or_else(|| bad("bad dst"))?
+                    r.dst =
+                        IpNet::V4(parse_prefix(&json_str(val), None).ok_or_else(|| bad("bad dst"))?)
                 }
-                "gateway" => r.via = Some(json_str(val).parse().map_err(|_| bad("bad gateway"))?),
+                "gateway" => r.via = Some(v4(&json_str(val)).ok_or_else(|| bad("bad gateway"))?),
                 "dev" => r.dev = Some(devs.get(&json_str(val))),
                 "table" => r.table = table_id(&json_str(val)).ok_or_else(|| bad("bad table"))?,
                 "protocol" => {
@@ -789,7 +902,7 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
                 }
                 "scope" => r.scope = scope_id(&json_str(val)).ok_or_else(|| bad("bad scope"))?,
                 "metric" => r.metric = json_num(val).ok_or_else(|| bad("bad metric"))?,
-                "prefsrc" => r.src = Some(json_str(val).parse().map_err(|_| bad("bad prefsrc"))?),
+                "prefsrc" => r.src = Some(v4(&json_str(val)).ok_or_else(|| bad("bad prefsrc"))?),
                 "tos" | "dsfield" => {
                     r.tos = json_num(val)
                         .and_then(|n| u8::try_from(n).ok())
@@ -889,7 +1002,9 @@ fn parse_rule_words(
                 rule.from = if v == "all" {
                     None
                 } else {
-                    Some(parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?)
+                    Some(IpNet::V4(
+                        parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?,
+                    ))
                 };
             }
             "to" => {
@@ -897,7 +1012,9 @@ fn parse_rule_words(
                 rule.to = if v == "all" {
                     None
                 } else {
-                    Some(parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?)
+                    Some(IpNet::V4(
+                        parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?,
+                    ))
                 };
             }
             "fwmark" => rule.fwmark = Some(parse_mark(arg(i)?).ok_or("bad fwmark")?),
@@ -957,7 +1074,7 @@ fn parse_route_words(
         i = 1;
     }
     let dst = w.get(i).ok_or("missing destination")?;
-    r.dst = parse_prefix(dst, None).ok_or_else(|| format!("bad destination {dst}"))?;
+    r.dst = IpNet::V4(parse_prefix(dst, None).ok_or_else(|| format!("bad destination {dst}"))?);
     i += 1;
     let mut scope = None;
     let arg = |i: usize| {
@@ -967,10 +1084,10 @@ fn parse_route_words(
     };
     while i < w.len() {
         match w[i] {
-            "via" => r.via = Some(arg(i)?.parse().map_err(|_| "bad via address")?),
+            "via" => r.via = Some(v4(arg(i)?).ok_or("bad via address")?),
             "dev" | "oif" => r.dev = Some(devs.get(arg(i)?)),
             "nhid" => r.nhid = Some(parse_u32(arg(i)?).ok_or("bad nhid")?),
-            "src" => r.src = Some(arg(i)?.parse().map_err(|_| "bad src address")?),
+            "src" => r.src = Some(v4(arg(i)?).ok_or("bad src address")?),
             "table" => {
                 let t = arg(i)?;
                 r.table = table(t).ok_or_else(|| format!("unknown table `{t}`"))?
@@ -1004,6 +1121,68 @@ mod tests {
 
     const RULES: &str = r#"[{"priority":0,"src":"all","table":"255","protocol":"2"},{"priority":1040,"src":"all","fwmark":"0x100","fwmask":"0xff00","table":"100","protocol":"201"},{"priority":1050,"src":"198.51.100.2","table":"100","protocol":"0"},{"priority":1060,"src":"all","dst":"1.2.3.0","dstlen":24,"iif":"d0","table":"100","protocol":"0"},{"priority":1070,"not":null,"src":"10.1.0.0","srclen":16,"table":"100","protocol":"201"},{"priority":32766,"src":"all","table":"254","protocol":"2"}]"#;
     const ROUTES: &str = r#"[{"type":"1","dst":"10.0.0.0/8","gateway":"198.51.100.1","dev":"d0","table":"100","protocol":"201","scope":"0","metric":5,"flags":[]},{"type":"1","dst":"192.168.0.0/24","dev":"d1","table":"100","protocol":"3","scope":"253","flags":[]},{"type":"1","dst":"default","gateway":"198.51.100.1","dev":"d0","table":"254","protocol":"3","scope":"0","flags":[]},{"type":"2","dst":"127.0.0.1","dev":"lo","table":"255","protocol":"2","scope":"254","prefsrc":"127.0.0.1","flags":[]}]"#;
+
+    /// IPv6 entries as `ip -6 -j -d -N rule|route show` prints them (a
+    /// host with IPv6 policy routing), mixed into IPv4 output: foreign,
+    /// skipped without error, the IPv4 entries read as without them.
+    #[test]
+    fn ipv6_rules_and_routes_are_foreign_and_skipped() {
+        let v6_rules = r#"{"priority":1000,"src":"2001:db8:1::","srclen":64,"table":"100","protocol":"201"},{"priority":1001,"src":"all","dst":"2001:db8::","dstlen":32,"table":"100","protocol":"0"},{"priority":1002,"family":"inet6","src":"all","fwmark":"0x100","table":"100","protocol":"0"}"#;
+        let mixed = RULES.replacen('[', &format!("[{v6_rules},"), 1);
+        assert_eq!(
+            parse_rules_json(&mixed).unwrap(),
+            parse_rules_json(RULES).unwrap()
+        );
+        let v6_routes = r#"{"type":"1","dst":"fe80::/64","dev":"d0","table":"254","protocol":"2","scope":"0","metric":256,"flags":[],"pref":"medium"},{"type":"1","dst":"default","gateway":"fe80::1","dev":"d1","table":"254","protocol":"9","scope":"0","metric":1024,"flags":[],"pref":"medium"},{"type":"1","dst":"2001:db8::/32","dev":"d0","table":"100","protocol":"201","scope":"0","prefsrc":"2001:db8::2","flags":[]}"#;
+        let mixed = ROUTES.replacen('[', &format!("[{v6_routes},"), 1);
+        assert_eq!(
+            parse_routes_json(&mixed).unwrap(),
+            parse_routes_json(ROUTES).unwrap()
+        );
+        // Only IPv6: nothing, no error.
+        assert!(parse_rules_json(&format!("[{v6_rules}]"))
+            .unwrap()
+            .is_empty());
+        assert!(parse_routes_json(&format!("[{v6_routes}]"))
+            .unwrap()
+            .is_empty());
+        // What IPv4 reads stays IPv4, and says so.
+        let rules = parse_rules_json(RULES).unwrap();
+        assert!(rules.iter().all(|r| r.family() == Family::Inet));
+        let routes = parse_routes_json(ROUTES).unwrap();
+        assert!(routes.iter().all(|r| r.family() == Family::Inet));
+    }
+
+    /// A route's family is its destination's; the batch spelling of a host
+    /// prefix is the address alone in either family, other prefixes keep
+    /// their length (an IPv6 /32 is not a host).
+    #[test]
+    fn route_family_is_its_destination_and_host_prefixes_print_bare() {
+        let mut r = Route::default();
+        assert_eq!(r.family(), Family::Inet);
+        r.dst = "2001:db8::/32".parse().unwrap();
+        assert_eq!(r.family(), Family::Inet6);
+        assert_eq!(r.dst_v4(), None);
+        assert!(
+            r.to_batch().starts_with("2001:db8::/32 "),
+            "{}",
+            r.to_batch()
+        );
+        r.dst = "2001:db8::1/128".parse().unwrap();
+        assert!(r.to_batch().starts_with("2001:db8::1 "), "{}", r.to_batch());
+        r.dst = "10.1.2.3/32".parse().unwrap();
+        assert!(r.to_batch().starts_with("10.1.2.3 "), "{}", r.to_batch());
+        assert_eq!(ip_net_str("10.0.0.0/8".parse().unwrap()), "10.0.0.0/8");
+        let mut rule = Rule::default();
+        assert_eq!(rule.family(), Family::Inet);
+        rule.to = "2001:db8::/32".parse().ok();
+        assert_eq!((rule.family(), rule.to_v4()), (Family::Inet6, None));
+        assert!(
+            rule.to_batch().contains(" to 2001:db8::/32"),
+            "{}",
+            rule.to_batch()
+        );
+    }
 
     #[test]
     fn live_rules_parse_numeric_output() {

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+pub mod family;
 pub mod firewall;
 pub mod ip;
 pub mod iptables;
@@ -11,6 +12,7 @@ pub mod nexthop;
 pub mod nftables;
 pub mod rt_tables;
 
+pub use family::Family;
 pub use firewall::{Backend, Firewall};
 pub use ip::{Route, Rule, RuleAction};
 pub use iptables::Iptables;

@@ -1,7 +1,9 @@
 //! Nexthop objects (issue 11): the routes that carry a monitored line's
 //! traffic use `nhid N`, so the agent fails a line over by repointing one
 //! object. Parsed from `ip -j -d nexthop show` (live; without `-4`, which
-//! hides groups) and from the `nexthop add` lines of a rendered batch.
+//! hides groups) and from the `nexthop add` lines of a rendered batch. An
+//! IPv6 object (its gateway) is foreign and skipped; [`Nexthop::family`]
+//! names an object's family.
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::fmt;
@@ -59,6 +61,17 @@ impl crate::ownership::Protocol for Nexthop {
 }
 
 impl Nexthop {
+    /// The object's address family: a gateway's (IPv4: `Ipv4Addr`); `None`
+    /// for a device-only hop and a group, which `ip nexthop` keeps without
+    /// one (`ip -4` refuses a group: gateway/lib.sh's `ip_batch` runs a
+    /// batch with nexthop lines without the flag).
+    pub fn family(&self) -> Option<crate::state::Family> {
+        match self.hop {
+            Hop::Via { .. } => Some(crate::state::Family::Inet),
+            Hop::Dev { .. } | Hop::Group(_) => None,
+        }
+    }
+
     /// The arguments after `ip nexthop add|replace`.
     pub fn to_batch(&self) -> String {
         format!("id {} {} proto {}", self.id, self.hop, self.proto)

@@ -3,7 +3,9 @@
 //! The only place the tracer names an address type or parses an address
 //! out of a rule's text: the state's addresses becoming family-aware is a
 //! change here, not through the tracer. The tracer itself is IPv4, as the
-//! firewall model (iptables) it reads is.
+//! firewall model (iptables) it reads is: a route's family-aware
+//! destination (`IpNet`) is read by [`route_contains`] and
+//! [`route_prefix_len`], and an IPv6 one never matches.
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
@@ -12,9 +14,34 @@ pub type Addr = Ipv4Addr;
 /// A prefix the tracer matches against.
 pub type Net = Ipv4Net;
 
+/// The family of an address (the `ip route get` flag of a query on it).
+pub fn family(a: Addr) -> crate::state::Family {
+    crate::state::Family::of_addr(&std::net::IpAddr::from(a))
+}
+
 /// Whether `net` holds `a`.
 pub fn contains(net: &Net, a: Addr) -> bool {
     net.contains(&a)
+}
+
+/// Whether a route's destination (`IpNet`, family-aware) holds `a`: never
+/// for an IPv6 one (the tracer is IPv4).
+pub fn route_contains(net: &ipnet::IpNet, a: Addr) -> bool {
+    match net {
+        ipnet::IpNet::V4(n) => contains(n, a),
+        ipnet::IpNet::V6(_) => false,
+    }
+}
+
+/// The prefix length of a route's destination (`IpNet`).
+pub fn route_prefix_len(net: &ipnet::IpNet) -> u8 {
+    net.prefix_len()
+}
+
+/// A rule's selector (`IpNet`, family-aware; `None` for "all"): an IPv6
+/// one selects no IPv4 packet.
+pub fn rule_selects(net: &Option<ipnet::IpNet>, a: Addr) -> bool {
+    net.as_ref().is_none_or(|n| route_contains(n, a))
 }
 
 /// A selector that is `None` for "all" (an ip rule's `from`/`to`).

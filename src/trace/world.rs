@@ -70,19 +70,19 @@ fn kernel_routes(iface: &str, a: &Net) -> [Route; 2] {
     [
         Route {
             table: TABLE_LOCAL,
-            dst: addr::host_net(addr::host(a)),
+            dst: addr::host_net(addr::host(a)).into(),
             kind: "local".into(),
             dev: Some(iface.into()),
-            src: Some(addr::host(a)),
+            src: Some(addr::host(a).into()),
             proto: kernel,
             scope: 254,
             ..Route::default()
         },
         Route {
             table: TABLE_MAIN,
-            dst: addr::network(a),
+            dst: addr::network(a).into(),
             dev: Some(iface.into()),
-            src: Some(addr::host(a)),
+            src: Some(addr::host(a).into()),
             proto: kernel,
             scope: 253,
             ..Route::default()

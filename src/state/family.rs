@@ -1,0 +1,167 @@
+//! The address family of a rule, route, nexthop or firewall rule: the one
+//! home of every family-dependent spelling (`ip -4`/`-6`, nft's `ip`/`ip6`,
+//! `iptables` vs `ip6tables`).
+//!
+//! Why a family read off the addresses and not a field beside them: a
+//! value that carries its family (`IpNet`, `IpAddr`) cannot disagree with
+//! it, and adds nothing to the serialised state (JSON and YAML output stay
+//! byte for byte as before). Rules and routes hold `IpNet`/`IpAddr`
+//! already ([`crate::state::Rule::family`] is its selectors',
+//! [`crate::state::Route::family`] its destination's; the IPv4-only readers,
+//! the tracer, import and fleet, take `from_v4`, `dst_v4`, `via_v4`, ...);
+//! nexthops, the firewall models and `model` still hold `Ipv4Net`/`Ipv4Addr`
+//! and say `Inet` ([`crate::state::nexthop::Nexthop::family`]). A rule
+//! without any address (a fwmark rule) has no family of its own to read:
+//! `Inet`, the family `ip -4` lists; when IPv6 lands it gets a field.
+//! Every `ip` command dwprov renders takes its flag from here
+//! ([`Family::ip_flag`], [`OWNED`]). The inventory rejects IPv6
+//! values and the live parsers leave IPv6 objects foreign, so nothing of
+//! family `Inet6` reaches the state today.
+use serde::Serialize;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// An address family, named as iproute2 prints it (`inet`, `inet6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv4.
+    Inet,
+    /// IPv6.
+    Inet6,
+}
+
+/// The family of every rule, route and address dwprov owns or reads today:
+/// the `ip` flag of gather (`G_IP_FAMILY`) and of gateway/lib.sh's owned
+/// listings and batches (`IP_FAMILY`), IPv4 (the inventory rejects IPv6
+/// values, so nothing owned is ever IPv6). A second managed family needs a
+/// listing and a batch file per family on the gateway, not a second value.
+pub const OWNED: Family = Family::Inet;
+
+/// The families gather reads and dwprov manages: [`OWNED`] only.
+pub const MANAGED: &[Family] = &[OWNED];
+
+impl Family {
+    /// Both families, in the order dwprov lists them.
+    pub const ALL: [Family; 2] = [Family::Inet, Family::Inet6];
+
+    /// iproute2's family flag: `-4` or `-6`.
+    pub fn ip_flag(self) -> &'static str {
+        match self {
+            Family::Inet => "-4",
+            Family::Inet6 => "-6",
+        }
+    }
+
+    /// The name iproute2 prints (`ip -j`'s `family` key): `inet`, `inet6`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Inet6 => "inet6",
+        }
+    }
+
+    /// nftables' single-family table family: `ip` or `ip6` (dwprov's own
+    /// table is `inet`, both at once; a rule's match is `ip`/`ip6 saddr`).
+    pub fn nft_family(self) -> &'static str {
+        match self {
+            Family::Inet => "ip",
+            Family::Inet6 => "ip6",
+        }
+    }
+
+    /// The iptables command of the family: `iptables` or `ip6tables`.
+    pub fn iptables_command(self) -> &'static str {
+        match self {
+            Family::Inet => "iptables",
+            Family::Inet6 => "ip6tables",
+        }
+    }
+
+    /// The family of an address.
+    pub fn of_addr(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::Inet,
+            IpAddr::V6(_) => Family::Inet6,
+        }
+    }
+
+    /// The family of a prefix.
+    pub fn of_net(net: &ipnet::IpNet) -> Family {
+        match net {
+            ipnet::IpNet::V4(_) => Family::Inet,
+            ipnet::IpNet::V6(_) => Family::Inet6,
+        }
+    }
+
+    /// The family of an address or prefix as `ip -j` prints it (`1.2.3.0/24`,
+    /// `2001:db8::1`, `fe80::/64`); `None` for words (`default`, `all`) and
+    /// anything else that is no address.
+    pub fn of_text(s: &str) -> Option<Family> {
+        let addr = s.split_once('/').map_or(s, |(a, _)| a);
+        addr.parse::<IpAddr>().ok().map(|a| Family::of_addr(&a))
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Parses [`Family::name`]'s spelling (`inet`, `inet6`) and the flags'
+/// (`-4`, `-6`, `4`, `6`).
+impl FromStr for Family {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Family, String> {
+        match s {
+            "inet" | "-4" | "4" => Ok(Family::Inet),
+            "inet6" | "-6" | "6" => Ok(Family::Inet6),
+            other => Err(format!("unknown address family {other:?} (inet or inet6)")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_round_trips_through_its_names_and_flags() {
+        for f in Family::ALL {
+            assert_eq!(f.name().parse::<Family>(), Ok(f));
+            assert_eq!(f.ip_flag().parse::<Family>(), Ok(f));
+            assert_eq!(f.to_string().parse::<Family>(), Ok(f));
+        }
+        assert!("inet7".parse::<Family>().is_err());
+        assert_eq!(
+            serde_json::to_string(&Family::Inet6).ok().as_deref(),
+            Some("\"inet6\"")
+        );
+    }
+
+    #[test]
+    fn family_spellings() {
+        assert_eq!(Family::Inet.ip_flag(), "-4");
+        assert_eq!(Family::Inet6.ip_flag(), "-6");
+        assert_eq!(Family::Inet.nft_family(), "ip");
+        assert_eq!(Family::Inet6.nft_family(), "ip6");
+        assert_eq!(Family::Inet.iptables_command(), "iptables");
+        assert_eq!(Family::Inet6.iptables_command(), "ip6tables");
+        assert_eq!(MANAGED, &[Family::Inet]);
+    }
+
+    #[test]
+    fn family_of_text() {
+        assert_eq!(Family::of_text("10.0.0.0/8"), Some(Family::Inet));
+        assert_eq!(Family::of_text("192.0.2.1"), Some(Family::Inet));
+        assert_eq!(Family::of_text("2001:db8::/32"), Some(Family::Inet6));
+        assert_eq!(Family::of_text("fe80::1"), Some(Family::Inet6));
+        assert_eq!(Family::of_text("default"), None);
+        assert_eq!(Family::of_text("all"), None);
+        assert_eq!(Family::of_text(""), None);
+        let net = "2001:db8::/32".parse::<ipnet::IpNet>().ok();
+        assert_eq!(net.map(|n| Family::of_net(&n)), Some(Family::Inet6));
+    }
+}
