@@ -17,7 +17,7 @@ use crate::render::Rendered;
 use crate::state::ip::{TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN};
 use crate::state::iptables::Iptables;
 use crate::trace::addr::{self, Addr};
-use crate::trace::{self, iptables_of, End, Flow, World};
+use crate::trace::{self, End, Flow, World};
 use crate::transport::Transport;
 
 /// The gateway-side program of the extra facts.
@@ -164,7 +164,7 @@ pub fn findings_in(
     let mut out = Vec::new();
     management(host, gw, lf, now, after, &mut out);
     rule_band(host, gw, lf, &mut out);
-    mark_bits(host, gw, lf, &mut out);
+    mark_bits(host, gw, lf, now, &mut out);
     tables(host, gw, lf, &mut out);
     dnat_first(host, gw, now, &mut out);
     sshd_capture(host, gw, lf, &mut out);
@@ -353,7 +353,7 @@ fn rule_band(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) 
 }
 
 /// Foreign rules or iptables marks on dwprov's mark bits (method fwmark).
-fn mark_bits(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) {
+fn mark_bits(host: &Host, gw: &Gateway, lf: &LiveFacts, now: &World, out: &mut Vec<Finding>) {
     if !matches!(gw.method, Method::Fwmark | Method::Set) {
         return;
     }
@@ -372,7 +372,7 @@ fn mark_bits(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) 
             }
         }
     }
-    let ipt: &Iptables = &iptables_of(&lf.facts.state);
+    let ipt: &Iptables = &now.firewall;
     for (tname, table) in &ipt.tables {
         for (cname, chain) in table
             .chains
