@@ -520,6 +520,7 @@ fn dnat_first(host: &Host, gw: &Gateway, now: &World, out: &mut Vec<Finding>) {
             let mut hops = Vec::new();
             let (_, nat) = trace::netfilter::walk(
                 &world.firewall,
+                &world.sets,
                 "nat",
                 "PREROUTING",
                 &mut p,

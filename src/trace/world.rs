@@ -8,11 +8,12 @@
 //! with dwprov's own objects replaced by the desired ones: what `check`
 //! judges the management path on).
 //!
-//! A world's firewall is O(size) to build (an nftables set is spelled as one
-//! rule per element, [`super::nft`]) and shared behind an `Arc`: the checks
+//! A world's firewall is shared behind an `Arc` (a set's elements are
+//! one list beside its rule, [`super::netfilter::SetMatches`]): the checks
 //! build each distinct world once per host ([`World::after_apply_of`]
 //! reuses the live and desired ones) and pass references.
 use super::addr::{self, Addr, Net};
+use super::netfilter::SetMatches;
 use crate::facts::Facts;
 use crate::model::Gateway;
 use crate::ownership;
@@ -24,8 +25,9 @@ use std::sync::Arc;
 
 /// The firewall model of a state: the one place the tracer reaches it.
 /// The nftables table joins it as iptables rules of the same effect
-/// ([`super::nft`]), so both backends are traced by one walk.
-pub fn iptables_of(state: &State) -> Iptables {
+/// ([`super::nft`]), so both backends are traced by one walk; its set
+/// matches come beside the rules.
+pub fn iptables_of(state: &State) -> (Iptables, SetMatches) {
     super::nft::merged(&state.firewall.iptables, &state.firewall.nftables)
 }
 
@@ -64,6 +66,8 @@ pub struct World {
     /// Shared: cloning a world (or a check's variant of one) must not copy
     /// the rules of every set element.
     pub firewall: Arc<Iptables>,
+    /// The set matches of `firewall`'s rules (the nftables view's).
+    pub sets: Arc<SetMatches>,
     /// (interface, address with its prefix length).
     pub addrs: Vec<(String, Net)>,
     pub lines: Vec<LineRef>,
@@ -154,11 +158,13 @@ impl World {
             .flat_map(|(i, a)| kernel_routes(i, a))
             .collect();
         routes.extend(desired.routes.iter().cloned());
+        let (firewall, sets) = iptables_of(desired);
         World {
             source: Source::Desired,
             rules,
             routes,
-            firewall: Arc::new(iptables_of(desired)),
+            firewall: Arc::new(firewall),
+            sets: Arc::new(sets),
             addrs,
             lines,
             lans,
@@ -175,11 +181,13 @@ impl World {
                 rt_tables.extend(t);
             }
         }
+        let (firewall, sets) = iptables_of(&facts.state);
         World {
             source: Source::Live,
             rules: facts.state.rules.clone(),
             routes: facts.state.routes.clone(),
-            firewall: Arc::new(iptables_of(&facts.state)),
+            firewall: Arc::new(firewall),
+            sets: Arc::new(sets),
             addrs: facts
                 .interfaces
                 .iter()
@@ -213,6 +221,9 @@ impl World {
         w.routes.retain(|r| !ownership::is_owned_route(r));
         w.routes.extend(desired.routes.iter().cloned());
         w.firewall = Arc::new(with_owned(&live.firewall, &desired_world.firewall));
+        // Set matches are the owned chains' (the nftables view's), and
+        // those are now the desired ones, copied whole.
+        w.sets = desired_world.sets.clone();
         w.rt_tables.extend(desired.rt_tables.clone());
         w
     }
