@@ -8,7 +8,9 @@
 # (default target/release/dwprov) N runs each of `dwprov plan` of one prefix
 # added, with DWPROV_PHASE_TIMES=1 (its "checks" phase), and of
 # `dwprov check --offline` and `dwprov check` (wall clock). Prints the
-# medians. The binaries are compared in the same minutes on the same lab.
+# medians, and whether each binary's `check` and `plan` output (findings,
+# warnings) is the first one's. The binaries are compared in the same
+# minutes on the same lab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -55,7 +57,13 @@ wall_ms() { # command...: its wall clock in ms (any exit status: check exits 1 o
     e=$EPOCHREALTIME
     echo $(( (${e/./} - ${s/./}) / 1000 ))
 }
+k=0
 for bin in "${BINS[@]}"; do
+    k=$((k + 1))
+    ctl "$bin" check -i "$B/inv+1.yaml" --no-color >"$B/check-$k.out" 2>&1 || true
+    ctl "$bin" plan -i "$B/inv+1.yaml" --no-color 2>&1 | grep -v 'digest\|nonce' >"$B/plan-$k.out" || true
+    same=same
+    cmp -s "$B/check-1.out" "$B/check-$k.out" && cmp -s "$B/plan-1.out" "$B/plan-$k.out" || same=DIFFERENT
     checks=() offline=() live=()
     for ((i = 0; i < N; i++)); do
         # plan exits 2 when it has changes (it has: the prefix).
@@ -66,6 +74,8 @@ for bin in "${BINS[@]}"; do
         offline+=("$(wall_ms ctl "$bin" check --offline -i "$B/inv+1.yaml" --no-color)")
         live+=("$(wall_ms ctl "$bin" check -i "$B/inv+1.yaml" --no-color)")
     done
+    printf '%s: check and plan output %s as the first binary'"'"'s\n' "$bin" "$same"
+    [ "$same" = same ] || diff "$B/check-1.out" "$B/check-$k.out" | head -n 20 || true
     printf '%s: plan checks phase %s ms [%s]; check --offline %s ms [%s]; check %s ms [%s]\n' "$bin" \
         "$(median "${checks[@]}")" "${checks[*]}" "$(median "${offline[@]}")" "${offline[*]}" \
         "$(median "${live[@]}")" "${live[*]}"
