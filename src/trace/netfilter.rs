@@ -88,6 +88,10 @@ impl SetMatches {
     }
 
     pub fn get(&self, table: &str, chain: &str, index: usize) -> Option<&Arc<Vec<Net>>> {
+        // Asked for every rule walked: no key built when there is no set.
+        if self.0.is_empty() {
+            return None;
+        }
         self.0.get(&(table.to_string(), chain.to_string(), index))
     }
 
