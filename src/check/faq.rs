@@ -20,10 +20,19 @@ pub fn findings(
     rendered: &Rendered,
     facts: Option<&LiveFacts>,
 ) -> Vec<Finding> {
-    let world = World::desired(gw, &rendered.desired);
+    findings_in(host, gw, facts, &World::desired(gw, &rendered.desired))
+}
+
+/// [`findings`] on the desired world already built (`check_host` shares it).
+pub fn findings_in(
+    host: &Host,
+    gw: &Gateway,
+    facts: Option<&LiveFacts>,
+    world: &World,
+) -> Vec<Finding> {
     let mut out = Vec::new();
-    cross_access(host, gw, &world, &mut out);
-    hairpin(host, gw, &world, &mut out);
+    cross_access(host, gw, world, &mut out);
+    hairpin(host, gw, world, &mut out);
     route_cache(host, gw, facts, &mut out);
     policy_prefixes(host, gw, &mut out);
     out

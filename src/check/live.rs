@@ -17,7 +17,7 @@ use crate::render::Rendered;
 use crate::state::ip::{TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN};
 use crate::state::iptables::Iptables;
 use crate::trace::addr::{self, Addr};
-use crate::trace::{self, iptables_of, End, Flow, World};
+use crate::trace::{self, End, Flow, World};
 use crate::transport::Transport;
 
 /// The gateway-side program of the extra facts.
@@ -143,12 +143,30 @@ fn file_line(line: &str) -> Option<(String, Option<usize>, String)> {
 }
 
 pub fn findings(host: &Host, gw: &Gateway, rendered: &Rendered, lf: &LiveFacts) -> Vec<Finding> {
+    let now = World::live(Some(gw), &lf.facts);
+    let after = World::after_apply_of(
+        &now,
+        &World::desired(gw, &rendered.desired),
+        &rendered.desired,
+    );
+    findings_in(host, gw, lf, &now, &after)
+}
+
+/// [`findings`] on the worlds already built: `now` the live world of `lf`,
+/// `after` it after the apply (`check_host` shares them with the other checks).
+pub fn findings_in(
+    host: &Host,
+    gw: &Gateway,
+    lf: &LiveFacts,
+    now: &World,
+    after: &World,
+) -> Vec<Finding> {
     let mut out = Vec::new();
-    management(host, gw, rendered, lf, &mut out);
+    management(host, gw, lf, now, after, &mut out);
     rule_band(host, gw, lf, &mut out);
-    mark_bits(host, gw, lf, &mut out);
+    mark_bits(host, gw, lf, now, &mut out);
     tables(host, gw, lf, &mut out);
-    dnat_first(host, gw, lf, &mut out);
+    dnat_first(host, gw, now, &mut out);
     sshd_capture(host, gw, lf, &mut out);
     rp_filter(gw, lf, &mut out);
     networkd(host, lf, &mut out);
@@ -161,8 +179,9 @@ pub fn findings(host: &Host, gw: &Gateway, rendered: &Rendered, lf: &LiveFacts) 
 fn management(
     host: &Host,
     gw: &Gateway,
-    rendered: &Rendered,
     lf: &LiveFacts,
+    now: &World,
+    after: &World,
     out: &mut Vec<Finding>,
 ) {
     let Some(s) = lf.session else {
@@ -181,8 +200,6 @@ fn management(
         }
         return;
     };
-    let now = World::live(Some(gw), &lf.facts);
-    let after = World::after_apply(gw, &rendered.desired, &lf.facts);
     let reply = Flow {
         from: s.server,
         to: s.client,
@@ -192,7 +209,7 @@ fn management(
         dport: Some(s.client_port),
     };
     // Where the session comes in: where the gateway's replies leave now.
-    let Ok(now_t) = trace::explain(&gw.host, &now, &reply) else {
+    let Ok(now_t) = trace::explain(&gw.host, now, &reply) else {
         return;
     };
     let End::Out { dev, via, .. } = &now_t.forward.end else {
@@ -206,7 +223,7 @@ fn management(
         sport: Some(s.client_port),
         dport: Some(s.server_port),
     };
-    let Ok(t) = trace::explain(&gw.host, &after, &session) else {
+    let Ok(t) = trace::explain(&gw.host, after, &session) else {
         return;
     };
     let who = format!(
@@ -336,7 +353,7 @@ fn rule_band(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) 
 }
 
 /// Foreign rules or iptables marks on dwprov's mark bits (method fwmark).
-fn mark_bits(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) {
+fn mark_bits(host: &Host, gw: &Gateway, lf: &LiveFacts, now: &World, out: &mut Vec<Finding>) {
     if !matches!(gw.method, Method::Fwmark | Method::Set) {
         return;
     }
@@ -355,7 +372,7 @@ fn mark_bits(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) 
             }
         }
     }
-    let ipt: &Iptables = &iptables_of(&lf.facts.state);
+    let ipt: &Iptables = &now.firewall;
     for (tname, table) in &ipt.tables {
         for (cname, chain) in table
             .chains
@@ -458,9 +475,11 @@ fn tables(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) {
 
 /// A foreign DNAT of a forward's port placed before dwprov's jump in nat
 /// PREROUTING takes the forward's connections.
-fn dnat_first(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>) {
-    let ipt = iptables_of(&lf.facts.state);
-    let Some(pre) = ipt.chain("nat", "PREROUTING") else {
+fn dnat_first(host: &Host, gw: &Gateway, now: &World, out: &mut Vec<Finding>) {
+    let Some(nat) = now.firewall.tables.get("nat") else {
+        return;
+    };
+    let Some(pre) = nat.chains.get("PREROUTING") else {
         return;
     };
     let Some(jump) = pre.rules.iter().position(ownership::is_owned_jump) else {
@@ -470,18 +489,18 @@ fn dnat_first(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>)
     if jump == 0 {
         return;
     }
-    // The chain as it stands before dwprov's jump.
-    let mut before = ipt.clone();
-    if let Some(c) = before
-        .tables
-        .get_mut("nat")
-        .and_then(|t| t.chains.get_mut("PREROUTING"))
-    {
+    // The nat table as it stands before dwprov's jump: only it is walked
+    // below, so the other tables (mangle holds a rule per set element) are
+    // not copied.
+    let mut nat = nat.clone();
+    if let Some(c) = nat.chains.get_mut("PREROUTING") {
         c.rules.truncate(jump);
     }
+    let mut before = Iptables::default();
+    before.tables.insert("nat".into(), nat);
     let world = World {
-        firewall: before,
-        ..World::live(Some(gw), &lf.facts)
+        firewall: std::sync::Arc::new(before),
+        ..now.clone()
     };
     for (fi, f) in gw.forwards.iter().enumerate() {
         for l in gw.lines.iter().filter(|l| f.lines.contains(&l.name)) {
@@ -501,6 +520,7 @@ fn dnat_first(host: &Host, gw: &Gateway, lf: &LiveFacts, out: &mut Vec<Finding>)
             let mut hops = Vec::new();
             let (_, nat) = trace::netfilter::walk(
                 &world.firewall,
+                &world.sets,
                 "nat",
                 "PREROUTING",
                 &mut p,

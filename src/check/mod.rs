@@ -122,6 +122,31 @@ pub struct HostReport {
     pub error: Option<String>,
 }
 
+/// The tracer's worlds of one host's checks, each built once and shared:
+/// building one translates the whole firewall (O(size): an nftables set
+/// is a rule per element), and the checks used to build seven.
+struct Worlds {
+    desired: crate::trace::World,
+    /// With the live facts: the gateway now, and after the apply.
+    live: Option<crate::trace::World>,
+    after: Option<crate::trace::World>,
+}
+
+impl Worlds {
+    fn of(gw: &Gateway, rendered: &Rendered, facts: Option<&live::LiveFacts>) -> Worlds {
+        let desired = crate::trace::World::desired(gw, &rendered.desired);
+        let live = facts.map(|f| crate::trace::World::live(Some(gw), &f.facts));
+        let after = live
+            .as_ref()
+            .map(|l| crate::trace::World::after_apply_of(l, &desired, &rendered.desired));
+        Worlds {
+            desired,
+            live,
+            after,
+        }
+    }
+}
+
 /// Every check of one host: the offline ones, and the live ones when its
 /// facts were gathered.
 pub fn check_host(
@@ -149,7 +174,8 @@ pub fn check_host(
         (f, objects.len())
     });
     let facts = taken_over.as_ref().map(|(f, _)| f);
-    let mut out = faq::findings(host, gw, rendered, facts);
+    let worlds = Worlds::of(gw, rendered, facts);
+    let mut out = faq::findings_in(host, gw, facts, &worlds.desired);
     if let Some((_, n)) = taken_over.as_ref().filter(|(_, n)| *n > 0) {
         out.push(Finding::new(
             Severity::Warning,
@@ -162,13 +188,13 @@ pub fn check_host(
     }
     // Assertions on what the gateway will be: the desired state, over the
     // live foreign state when it is known.
-    let world = match facts {
-        Some(f) => crate::trace::World::after_apply(gw, &rendered.desired, &f.facts),
-        None => crate::trace::World::desired(gw, &rendered.desired),
-    };
-    out.extend(assert::findings(host, gw, &world));
-    if let Some(f) = facts {
-        out.extend(live::findings(host, gw, rendered, f));
+    out.extend(assert::findings(
+        host,
+        gw,
+        worlds.after.as_ref().unwrap_or(&worlds.desired),
+    ));
+    if let (Some(f), Some(now), Some(after)) = (facts, &worlds.live, &worlds.after) {
+        out.extend(live::findings_in(host, gw, f, now, after));
     }
     out.sort_by_key(|f| f.severity);
     out

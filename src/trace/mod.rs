@@ -245,7 +245,15 @@ impl Tracer<'_> {
         if p.ct != Ct::New && table == "nat" {
             return (Verdict::Accept, None);
         }
-        netfilter::walk(&self.world.firewall, table, hook, p, self.world, hops)
+        netfilter::walk(
+            &self.world.firewall,
+            &self.world.sets,
+            table,
+            hook,
+            p,
+            self.world,
+            hops,
+        )
     }
 
     fn decide(&self, p: &Pkt, hops: &mut Vec<Hop>) -> Decision {

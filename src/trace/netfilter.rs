@@ -8,9 +8,15 @@
 //! of a built-in chain its policy applies. The nat table sees only a
 //! connection's first packet. Matches this tracer does not model are
 //! assumed not to hold, and each such rule is named in the trace.
-use super::addr::{self, Addr};
+//!
+//! A rule of the nftables view that matches a set ([`SetMatches`]) is one
+//! rule here, walked as the rules of its elements would be: a world's
+//! firewall is O(rules), not O(set elements).
+use super::addr::{self, Addr, Net};
 use super::Hop;
 use crate::state::iptables::{IptRule, Iptables, Match, Neg, Opt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A connection's state as the conntrack match sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +73,40 @@ pub trait Host {
     fn is_local(&self, a: Addr) -> bool;
 }
 
+/// The rules of the nftables view that match a set (`ip daddr @set`,
+/// [`super::nft`]): by (table, chain, index of the rule in the chain), the
+/// set's elements in the set's order. Such a rule is listed once, with its
+/// first element as `-d`, and walked as one rule per element: the rule of
+/// each element holding the packet's destination, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetMatches(BTreeMap<(String, String, usize), Arc<Vec<Net>>>);
+
+impl SetMatches {
+    pub fn insert(&mut self, table: &str, chain: &str, index: usize, elems: Arc<Vec<Net>>) {
+        self.0
+            .insert((table.to_string(), chain.to_string(), index), elems);
+    }
+
+    pub fn get(&self, table: &str, chain: &str, index: usize) -> Option<&Arc<Vec<Net>>> {
+        // Asked for every rule walked: no key built when there is no set.
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.get(&(table.to_string(), chain.to_string(), index))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every (table, chain, index) and its elements.
+    pub fn iter(
+        &self,
+    ) -> std::collections::btree_map::Iter<'_, (String, String, usize), Arc<Vec<Net>>> {
+        self.0.iter()
+    }
+}
+
 const BUILTIN: &[&str] = &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
 /// Deeper than any real rule set nests; a loop of jumps ends here.
 const MAX_DEPTH: usize = 64;
@@ -76,6 +116,7 @@ const MAX_DEPTH: usize = 64;
 /// apply where the kernel does.
 pub fn walk(
     ipt: &Iptables,
+    sets: &SetMatches,
     table: &str,
     hook: &str,
     pkt: &mut Pkt,
@@ -87,6 +128,7 @@ pub fn walk(
     };
     let mut w = Walker {
         ipt,
+        sets,
         table,
         host,
         hops,
@@ -117,6 +159,7 @@ enum End {
 
 struct Walker<'a, 'h> {
     ipt: &'a Iptables,
+    sets: &'a SetMatches,
     table: &'a str,
     host: &'a dyn Host,
     hops: &'h mut Vec<Hop>,
@@ -141,123 +184,148 @@ impl Walker<'_, '_> {
         let Some(chain) = self.ipt.chain(self.table, name) else {
             return End::Fell;
         };
-        for rule in &chain.rules {
-            match self.rule_matches(rule, pkt) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(why) => {
-                    self.hops.push(Hop::new(
-                        "note",
-                        &format!(
-                            "{} {name}: `{rule}`: {why}: assumed not to match",
-                            self.table
-                        ),
-                    ));
-                    continue;
+        for (i, rule) in chain.rules.iter().enumerate() {
+            let Some(elems) = self.sets.get(self.table, name, i) else {
+                if let Some(end) = self.rule(name, rule, pkt, depth) {
+                    return end;
                 }
-            }
-            let Some(t) = &rule.target else {
                 continue;
             };
-            let at = format!("{} {name}: {rule}", self.table);
-            match t.name.as_str() {
-                "ACCEPT" => return End::Verdict(Verdict::Accept),
-                "DROP" | "REJECT" => {
-                    self.hops.push(Hop::new("drop", &at));
-                    return End::Verdict(Verdict::Drop(at));
-                }
-                "RETURN" => return End::Return,
-                "MARK" => {
-                    if let Some((v, m)) = opt(&t.options, "set-xmark").and_then(parse_mark) {
-                        pkt.mark = (pkt.mark & !m) ^ v;
-                        self.hops
-                            .push(Hop::new("mark", &format!("{at}  → mark {:#x}", pkt.mark)));
-                    }
-                }
-                "CONNMARK" => {
-                    let nfmask = opt(&t.options, "nfmask")
-                        .and_then(parse_u32)
-                        .unwrap_or(u32::MAX);
-                    let ctmask = opt(&t.options, "ctmask")
-                        .and_then(parse_u32)
-                        .unwrap_or(u32::MAX);
-                    if let Some((v, m)) = opt(&t.options, "set-xmark").and_then(parse_mark) {
-                        pkt.ctmark = (pkt.ctmark & !m) ^ v;
-                        self.hops.push(Hop::new(
-                            "mark",
-                            &format!("{at}  → ctmark {:#x}", pkt.ctmark),
-                        ));
-                    } else if has(&t.options, "restore-mark") {
-                        pkt.mark = (pkt.mark & !nfmask) ^ (pkt.ctmark & ctmask);
-                        self.hops
-                            .push(Hop::new("mark", &format!("{at}  → mark {:#x}", pkt.mark)));
-                    } else if has(&t.options, "save-mark") {
-                        pkt.ctmark = (pkt.ctmark & !ctmask) ^ (pkt.mark & nfmask);
-                        self.hops.push(Hop::new(
-                            "mark",
-                            &format!("{at}  → ctmark {:#x}", pkt.ctmark),
-                        ));
-                    }
-                }
-                "DNAT" | "SNAT" => {
-                    let key = if t.name == "DNAT" {
-                        "to-destination"
-                    } else {
-                        "to-source"
-                    };
-                    let to = opt(&t.options, key).and_then(addr::parse_nat_to);
-                    let Some((a, p)) = to else {
-                        self.hops.push(Hop::new(
-                            "note",
-                            &format!(
-                                "{at}: its address is not IPv4 text the tracer reads: ignored"
-                            ),
-                        ));
-                        continue;
-                    };
-                    let (step, nat) = if t.name == "DNAT" {
-                        ("dnat", Nat::Dnat(a, p))
-                    } else {
-                        ("snat", Nat::Snat(a, p))
-                    };
-                    self.hops.push(Hop::new(step, &at));
-                    self.nat = Some(nat);
-                    return End::Verdict(Verdict::Accept);
-                }
-                "MASQUERADE" => {
-                    self.hops.push(Hop::new("snat", &at));
-                    self.nat = Some(Nat::Masquerade);
-                    return End::Verdict(Verdict::Accept);
-                }
-                "REDIRECT" => {
-                    let port = opt(&t.options, "to-ports")
-                        .and_then(|p| p.split('-').next())
-                        .and_then(|p| p.parse().ok());
-                    self.hops.push(Hop::new("dnat", &at));
-                    self.nat = Some(Nat::Redirect(port));
-                    return End::Verdict(Verdict::Accept);
-                }
-                "LOG" | "NFLOG" | "TRACE" | "CLASSIFY" | "TCPMSS" | "DSCP" | "TOS" | "TTL"
-                | "NOTRACK" | "CT" | "CHECKSUM" => {}
-                target if BUILTIN.contains(&target) => {}
-                target => {
-                    if self.ipt.chain(self.table, target).is_some() {
-                        match self.chain(target, pkt, depth + 1) {
-                            End::Verdict(v) => return End::Verdict(v),
-                            // A goto's RETURN returns from the chain that went there.
-                            End::Return | End::Fell if t.goto => return End::Return,
-                            End::Return | End::Fell => {}
-                        }
-                    } else {
-                        self.hops.push(Hop::new(
-                            "note",
-                            &format!("{at}: target {target} is not modelled: assumed to let the packet on"),
-                        ));
-                    }
+            // A set match: the rule of each element holding the packet's
+            // destination in the set's order, as if each were spelled (the
+            // rules of the other elements cannot match: their `-d` fails).
+            let dst = pkt.dst;
+            for n in elems.iter().filter(|n| addr::contains(n, dst)) {
+                let mut r = rule.clone();
+                r.destination = Some(Neg {
+                    negated: false,
+                    value: format!("{}/{}", n.network(), n.prefix_len()),
+                });
+                if let Some(end) = self.rule(name, &r, pkt, depth) {
+                    return end;
                 }
             }
         }
         End::Fell
+    }
+
+    /// One rule: Some when it ends the chain's walk.
+    fn rule(&mut self, name: &str, rule: &IptRule, pkt: &mut Pkt, depth: usize) -> Option<End> {
+        match self.rule_matches(rule, pkt) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(why) => {
+                self.hops.push(Hop::new(
+                    "note",
+                    &format!(
+                        "{} {name}: `{rule}`: {why}: assumed not to match",
+                        self.table
+                    ),
+                ));
+                return None;
+            }
+        }
+        let Some(t) = &rule.target else {
+            return None;
+        };
+        let at = format!("{} {name}: {rule}", self.table);
+        match t.name.as_str() {
+            "ACCEPT" => return Some(End::Verdict(Verdict::Accept)),
+            "DROP" | "REJECT" => {
+                self.hops.push(Hop::new("drop", &at));
+                return Some(End::Verdict(Verdict::Drop(at)));
+            }
+            "RETURN" => return Some(End::Return),
+            "MARK" => {
+                if let Some((v, m)) = opt(&t.options, "set-xmark").and_then(parse_mark) {
+                    pkt.mark = (pkt.mark & !m) ^ v;
+                    self.hops
+                        .push(Hop::new("mark", &format!("{at}  → mark {:#x}", pkt.mark)));
+                }
+            }
+            "CONNMARK" => {
+                let nfmask = opt(&t.options, "nfmask")
+                    .and_then(parse_u32)
+                    .unwrap_or(u32::MAX);
+                let ctmask = opt(&t.options, "ctmask")
+                    .and_then(parse_u32)
+                    .unwrap_or(u32::MAX);
+                if let Some((v, m)) = opt(&t.options, "set-xmark").and_then(parse_mark) {
+                    pkt.ctmark = (pkt.ctmark & !m) ^ v;
+                    self.hops.push(Hop::new(
+                        "mark",
+                        &format!("{at}  → ctmark {:#x}", pkt.ctmark),
+                    ));
+                } else if has(&t.options, "restore-mark") {
+                    pkt.mark = (pkt.mark & !nfmask) ^ (pkt.ctmark & ctmask);
+                    self.hops
+                        .push(Hop::new("mark", &format!("{at}  → mark {:#x}", pkt.mark)));
+                } else if has(&t.options, "save-mark") {
+                    pkt.ctmark = (pkt.ctmark & !ctmask) ^ (pkt.mark & nfmask);
+                    self.hops.push(Hop::new(
+                        "mark",
+                        &format!("{at}  → ctmark {:#x}", pkt.ctmark),
+                    ));
+                }
+            }
+            "DNAT" | "SNAT" => {
+                let key = if t.name == "DNAT" {
+                    "to-destination"
+                } else {
+                    "to-source"
+                };
+                let to = opt(&t.options, key).and_then(addr::parse_nat_to);
+                let Some((a, p)) = to else {
+                    self.hops.push(Hop::new(
+                        "note",
+                        &format!("{at}: its address is not IPv4 text the tracer reads: ignored"),
+                    ));
+                    return None;
+                };
+                let (step, nat) = if t.name == "DNAT" {
+                    ("dnat", Nat::Dnat(a, p))
+                } else {
+                    ("snat", Nat::Snat(a, p))
+                };
+                self.hops.push(Hop::new(step, &at));
+                self.nat = Some(nat);
+                return Some(End::Verdict(Verdict::Accept));
+            }
+            "MASQUERADE" => {
+                self.hops.push(Hop::new("snat", &at));
+                self.nat = Some(Nat::Masquerade);
+                return Some(End::Verdict(Verdict::Accept));
+            }
+            "REDIRECT" => {
+                let port = opt(&t.options, "to-ports")
+                    .and_then(|p| p.split('-').next())
+                    .and_then(|p| p.parse().ok());
+                self.hops.push(Hop::new("dnat", &at));
+                self.nat = Some(Nat::Redirect(port));
+                return Some(End::Verdict(Verdict::Accept));
+            }
+            "LOG" | "NFLOG" | "TRACE" | "CLASSIFY" | "TCPMSS" | "DSCP" | "TOS" | "TTL"
+            | "NOTRACK" | "CT" | "CHECKSUM" => {}
+            target if BUILTIN.contains(&target) => {}
+            target => {
+                if self.ipt.chain(self.table, target).is_some() {
+                    match self.chain(target, pkt, depth + 1) {
+                        End::Verdict(v) => return Some(End::Verdict(v)),
+                        // A goto's RETURN returns from the chain that went there.
+                        End::Return | End::Fell if t.goto => return Some(End::Return),
+                        End::Return | End::Fell => {}
+                    }
+                } else {
+                    self.hops.push(Hop::new(
+                        "note",
+                        &format!(
+                            "{at}: target {target} is not modelled: assumed to let the packet on"
+                        ),
+                    ));
+                }
+            }
+        }
+        None
     }
 
     fn rule_matches(&self, r: &IptRule, p: &Pkt) -> Answer {
@@ -465,12 +533,28 @@ mod tests {
         let ipt = Iptables::parse(RULES).unwrap();
         let mut hops = Vec::new();
         let mut p = pkt("100.64.1.10", "198.51.100.2", "eth1");
-        let (v, nat) = walk(&ipt, "mangle", "PREROUTING", &mut p, &Gw, &mut hops);
+        let (v, nat) = walk(
+            &ipt,
+            &SetMatches::default(),
+            "mangle",
+            "PREROUTING",
+            &mut p,
+            &Gw,
+            &mut hops,
+        );
         assert_eq!(
             (v, nat, p.ctmark, p.mark),
             (Verdict::Accept, None, 0x100, 0)
         );
-        let (v, nat) = walk(&ipt, "nat", "PREROUTING", &mut p, &Gw, &mut hops);
+        let (v, nat) = walk(
+            &ipt,
+            &SetMatches::default(),
+            "nat",
+            "PREROUTING",
+            &mut p,
+            &Gw,
+            &mut hops,
+        );
         assert_eq!(v, Verdict::Accept);
         // DOCKER's RETURN goes back, then dwprov's DNAT acts
         assert_eq!(
@@ -479,7 +563,15 @@ mod tests {
         );
         let mut p8080 = pkt("100.64.1.10", "198.51.100.2", "eth1");
         p8080.dport = Some(8080);
-        let (_, nat) = walk(&ipt, "nat", "PREROUTING", &mut p8080, &Gw, &mut hops);
+        let (_, nat) = walk(
+            &ipt,
+            &SetMatches::default(),
+            "nat",
+            "PREROUTING",
+            &mut p8080,
+            &Gw,
+            &mut hops,
+        );
         assert_eq!(
             nat,
             Some(Nat::Dnat(Some("172.17.0.2".parse().unwrap()), Some(80)))
@@ -487,7 +579,15 @@ mod tests {
         // filter FORWARD: a new connection falls through to the DROP policy,
         // and the rule with an unknown match is named
         let mut hops = Vec::new();
-        let (v, _) = walk(&ipt, "filter", "FORWARD", &mut p, &Gw, &mut hops);
+        let (v, _) = walk(
+            &ipt,
+            &SetMatches::default(),
+            "filter",
+            "FORWARD",
+            &mut p,
+            &Gw,
+            &mut hops,
+        );
         assert!(
             matches!(v, Verdict::Drop(ref w) if w.contains("policy DROP")),
             "{v:?}"
@@ -498,9 +598,25 @@ mod tests {
         r.ct = Ct::Established;
         r.ctmark = 0x100;
         r.mark = 0x1_0000;
-        walk(&ipt, "mangle", "PREROUTING", &mut r, &Gw, &mut hops);
+        walk(
+            &ipt,
+            &SetMatches::default(),
+            "mangle",
+            "PREROUTING",
+            &mut r,
+            &Gw,
+            &mut hops,
+        );
         assert_eq!(r.mark, 0x1_0100);
-        let (v, _) = walk(&ipt, "filter", "FORWARD", &mut r, &Gw, &mut hops);
+        let (v, _) = walk(
+            &ipt,
+            &SetMatches::default(),
+            "filter",
+            "FORWARD",
+            &mut r,
+            &Gw,
+            &mut hops,
+        );
         assert_eq!(v, Verdict::Accept);
     }
 
@@ -512,7 +628,15 @@ mod tests {
         .unwrap();
         let mut hops = Vec::new();
         let mut p = pkt("1.1.1.1", "198.51.100.2", "eth1");
-        let (v, _) = walk(&ipt, "filter", "INPUT", &mut p, &Gw, &mut hops);
+        let (v, _) = walk(
+            &ipt,
+            &SetMatches::default(),
+            "filter",
+            "INPUT",
+            &mut p,
+            &Gw,
+            &mut hops,
+        );
         assert_eq!(v, Verdict::Accept);
         assert!(hops.iter().any(|h| h.what.contains("deeper")));
     }

@@ -3,29 +3,43 @@
 //! of its hook (mangle for the filter/route chains at mangle - 1, nat for
 //! the nat ones at dstnat/srcnat - 1: before iptables-nft's tables), its rules spelled as the iptables rules of the same
 //! effect (`ct mark set ...` as `CONNMARK --set-xmark`, `ip daddr @set` as
-//! one rule per element). So `explain` and `check` judge an nftables
-//! gateway by the same walk as an iptables one, in the same hook order.
+//! one rule listed with the set's first element and the set's elements in
+//! [`SetMatches`], walked as one rule per element: a view of a 16,000
+//! element set is a few rules, not 16,000). So `explain` and `check` judge
+//! an nftables gateway by the same walk as an iptables one, in the same
+//! hook order.
+use super::netfilter::SetMatches;
 use crate::ownership::{CHAIN_PREFIX, JUMP_COMMENT};
 use crate::state::iptables::Iptables;
 use crate::state::nftables::{net_str, Elem, MarkKey, Nftables, Rule, Stmt, Table};
 use std::fmt::Write;
 
 /// `base` with the table's chains added: in a built-in chain the jumps go
-/// first, as the priorities below iptables-nft's make them run first.
-pub fn merged(base: &Iptables, nft: &Nftables) -> Iptables {
+/// first, as the priorities below iptables-nft's make them run first. The
+/// set matches of the owned chains' rules come beside it.
+pub fn merged(base: &Iptables, nft: &Nftables) -> (Iptables, SetMatches) {
     let mut out = base.clone();
+    let mut sets = SetMatches::default();
     let Some(t) = &nft.table else {
-        return out;
+        return (out, sets);
     };
     let (text, mut expand) = save_of(t);
     let Ok(view) = Iptables::parse(&text) else {
-        return out;
+        return (out, sets);
     };
     for (tname, vt) in view.tables {
-        let ot = out.tables.entry(tname).or_default();
-        for (cname, mut vc) in vt.chains {
-            if let Some(exp) = expand.remove(&cname) {
-                vc.rules = expanded(vc.rules, exp);
+        let ot = out.tables.entry(tname.clone()).or_default();
+        for (cname, vc) in vt.chains {
+            // The view's rules go first below, so their indices hold.
+            for (i, e) in expand
+                .remove(&cname)
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(nets) = e {
+                    sets.insert(&tname, &cname, i, std::sync::Arc::new(nets));
+                }
             }
             let oc = ot.chains.entry(cname).or_default();
             if oc.policy.is_none() {
@@ -36,31 +50,36 @@ pub fn merged(base: &Iptables, nft: &Nftables) -> Iptables {
             oc.rules.extend(rest);
         }
     }
-    out
+    (out, sets)
 }
 
-/// The parsed rules of one owned chain with each set match spelled out:
-/// a rule listed with its set's first element (`Some(nets)`) becomes one
-/// rule per element, the parsed one cloned with its `-d` replaced. Parsing
-/// 16,000 rules that differ only in `-d` cost most of `check`'s time.
-fn expanded(
-    rules: Vec<crate::state::iptables::IptRule>,
-    exp: Vec<Option<Vec<ipnet::Ipv4Net>>>,
-) -> Vec<crate::state::iptables::IptRule> {
-    let mut out = Vec::new();
-    for (r, e) in rules.into_iter().zip(exp) {
-        match e {
-            None => out.push(r),
-            Some(nets) => out.extend(nets.iter().map(|n| {
-                let mut c = r.clone();
-                // iptables-save's canonical spelling (`canon_addr`).
-                c.destination = Some(crate::state::iptables::Neg {
-                    negated: false,
-                    value: format!("{}/{}", n.network(), n.prefix_len()),
-                });
-                c
-            })),
-        }
+/// `ipt` with each set match spelled out, a rule per element (the parsed
+/// rule cloned with its `-d` replaced): what the walk treats a set rule
+/// as, for the tests to compare with.
+#[cfg(test)]
+pub fn spelled_out(ipt: &Iptables, sets: &SetMatches) -> Iptables {
+    let mut out = ipt.clone();
+    for ((table, chain, index), nets) in sets.iter().rev() {
+        let Some(c) = out
+            .tables
+            .get_mut(table)
+            .and_then(|t| t.chains.get_mut(chain))
+        else {
+            continue;
+        };
+        let Some(r) = c.rules.get(*index).cloned() else {
+            continue;
+        };
+        let each = nets.iter().map(|n| {
+            let mut c = r.clone();
+            // iptables-save's canonical spelling (`canon_addr`).
+            c.destination = Some(crate::state::iptables::Neg {
+                negated: false,
+                value: format!("{}/{}", n.network(), n.prefix_len()),
+            });
+            c
+        });
+        c.rules.splice(*index..*index + 1, each);
     }
     out
 }
@@ -83,7 +102,7 @@ fn hook_of(kind: &str, hook: &str) -> Option<(&'static str, &'static str)> {
 }
 
 /// The table as iptables-save text, and per owned chain, rule by rule, the
-/// elements a rule stands for (`None`: itself only; see [`expanded`]).
+/// elements a rule stands for (`None`: itself only; see [`SetMatches`]).
 #[allow(clippy::type_complexity)]
 fn save_of(
     t: &Table,
@@ -133,7 +152,7 @@ fn save_of(
 /// The iptables spellings of one rule: none when a statement has no
 /// iptables twin (the rule is left out). The first set match is spelled
 /// with the set's first element and its elements returned (each stands
-/// for one rule, [`expanded`]); a further one in the same rule, one
+/// for one rule, [`SetMatches`]); a further one in the same rule, one
 /// spelling per element.
 fn rule_specs(r: &Rule, t: &Table) -> (Vec<String>, Option<Vec<ipnet::Ipv4Net>>) {
     let mut heads = vec![String::new()];
@@ -247,7 +266,8 @@ mod tests {
             .map(|s| s.parse().unwrap())
             .collect();
         let nft = crate::render::nftables::desired(&gw, true);
-        let fast = merged(&Iptables::default(), &nft);
+        let (view, sets) = merged(&Iptables::default(), &nft);
+        let fast = spelled_out(&view, &sets);
         // The reference: every element spelled out in the text, all parsed.
         let (text, expand) = save_of(nft.table.as_ref().unwrap());
         let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
@@ -285,6 +305,73 @@ mod tests {
         );
     }
 
+    /// A packet walks a set rule as it walks the rules of its elements:
+    /// same verdict, NAT, marks and hops (the rule each hop names).
+    #[test]
+    fn a_set_rule_walks_as_its_elements_spelled_out() {
+        use crate::trace::netfilter::{walk, Ct, Host, Pkt};
+        struct Gw;
+        impl Host for Gw {
+            fn is_local(&self, a: crate::trace::addr::Addr) -> bool {
+                a == "203.0.113.2".parse::<crate::trace::addr::Addr>().unwrap()
+            }
+        }
+        let mut gw = crate::render::tests::seed(Method::Fwmark);
+        gw.lines[1].routes = ["100.65.0.0/16", "10.1.2.3/32", "10.9.0.0/24", "10.8.0.0/15"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let nft = crate::render::nftables::desired(&gw, true);
+        let (view, sets) = merged(&Iptables::default(), &nft);
+        assert!(!sets.is_empty());
+        let spelled = spelled_out(&view, &sets);
+        let none = SetMatches::default();
+        let mut marked = 0;
+        for dst in [
+            "10.1.2.3",
+            "10.1.2.4",
+            "10.9.0.77",
+            "10.9.1.1",
+            "100.65.3.4",
+            "8.8.8.8",
+        ] {
+            for (table, hook) in [
+                ("mangle", "PREROUTING"),
+                ("mangle", "OUTPUT"),
+                ("nat", "PREROUTING"),
+            ] {
+                let pkt = Pkt {
+                    src: "192.168.0.50".parse().unwrap(),
+                    dst: dst.parse().unwrap(),
+                    proto: Some(6),
+                    sport: Some(40000),
+                    dport: Some(80),
+                    iif: Some("eth0".into()),
+                    oif: None,
+                    mark: 0,
+                    ctmark: 0,
+                    ct: Ct::New,
+                };
+                let (mut a, mut b) = (pkt.clone(), pkt);
+                let (mut ha, mut hb) = (Vec::new(), Vec::new());
+                let va = walk(&view, &sets, table, hook, &mut a, &Gw, &mut ha);
+                let vb = walk(&spelled, &none, table, hook, &mut b, &Gw, &mut hb);
+                assert_eq!(va, vb, "{dst} {table} {hook}");
+                assert_eq!(a, b, "{dst} {table} {hook}");
+                let text = |h: &[crate::trace::Hop]| {
+                    h.iter()
+                        .map(|h| format!("{} {}", h.step, h.what))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(text(&ha), text(&hb), "{dst} {table} {hook}");
+                marked += usize::from(a.ctmark == 0x200);
+            }
+        }
+        // The set's members got line cnc's mark, the others not: the walks
+        // above compared something.
+        assert!(marked >= 4, "{marked}");
+    }
+
     /// `merged` of an empty base from an already parsed view.
     fn merged_from(view: &Iptables) -> Iptables {
         let mut out = Iptables::default();
@@ -301,8 +388,8 @@ mod tests {
     fn the_seed_table_reads_as_iptables_rules() {
         let gw = crate::render::tests::seed(Method::Fwmark);
         let nft = crate::render::nftables::desired(&gw, true);
-        let ipt = merged(&Iptables::default(), &nft);
-        let save = ipt.to_string();
+        let (ipt, sets) = merged(&Iptables::default(), &nft);
+        let save = spelled_out(&ipt, &sets).to_string();
         for want in [
             "-A PREROUTING -m comment --comment dwprov -j DWPROV-NFT-mangle_prerouting",
             "-A DWPROV-NFT-nat_prerouting -i eth1 -j CONNMARK --set-xmark 0x100/0xff00",

@@ -7,7 +7,13 @@
 //! that `gather` read), and the one **after an apply** (the live state
 //! with dwprov's own objects replaced by the desired ones: what `check`
 //! judges the management path on).
+//!
+//! A world's firewall is shared behind an `Arc` (a set's elements are
+//! one list beside its rule, [`super::netfilter::SetMatches`]): the checks
+//! build each distinct world once per host ([`World::after_apply_of`]
+//! reuses the live and desired ones) and pass references.
 use super::addr::{self, Addr, Net};
+use super::netfilter::SetMatches;
 use crate::facts::Facts;
 use crate::model::Gateway;
 use crate::ownership;
@@ -15,11 +21,13 @@ use crate::state::ip::{TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN};
 use crate::state::iptables::{Chain, Iptables};
 use crate::state::{Route, RtTables, Rule, RuleAction, State};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// The firewall model of a state: the one place the tracer reaches it.
 /// The nftables table joins it as iptables rules of the same effect
-/// ([`super::nft`]), so both backends are traced by one walk.
-pub fn iptables_of(state: &State) -> Iptables {
+/// ([`super::nft`]), so both backends are traced by one walk; its set
+/// matches come beside the rules.
+pub fn iptables_of(state: &State) -> (Iptables, SetMatches) {
     super::nft::merged(&state.firewall.iptables, &state.firewall.nftables)
 }
 
@@ -50,11 +58,16 @@ pub struct LineRef {
     pub address: Net,
 }
 
+#[derive(Clone)]
 pub struct World {
     pub source: Source,
     pub rules: Vec<Rule>,
     pub routes: Vec<Route>,
-    pub firewall: Iptables,
+    /// Shared: cloning a world (or a check's variant of one) must not copy
+    /// the rules of every set element.
+    pub firewall: Arc<Iptables>,
+    /// The set matches of `firewall`'s rules (the nftables view's).
+    pub sets: Arc<SetMatches>,
     /// (interface, address with its prefix length).
     pub addrs: Vec<(String, Net)>,
     pub lines: Vec<LineRef>,
@@ -145,11 +158,13 @@ impl World {
             .flat_map(|(i, a)| kernel_routes(i, a))
             .collect();
         routes.extend(desired.routes.iter().cloned());
+        let (firewall, sets) = iptables_of(desired);
         World {
             source: Source::Desired,
             rules,
             routes,
-            firewall: iptables_of(desired),
+            firewall: Arc::new(firewall),
+            sets: Arc::new(sets),
             addrs,
             lines,
             lans,
@@ -166,11 +181,13 @@ impl World {
                 rt_tables.extend(t);
             }
         }
+        let (firewall, sets) = iptables_of(&facts.state);
         World {
             source: Source::Live,
             rules: facts.state.rules.clone(),
             routes: facts.state.routes.clone(),
-            firewall: iptables_of(&facts.state),
+            firewall: Arc::new(firewall),
+            sets: Arc::new(sets),
             addrs: facts
                 .interfaces
                 .iter()
@@ -186,13 +203,27 @@ impl World {
     /// protocol, its chains and the jumps into them) replaced by the
     /// desired ones: what the gateway is after `apply`.
     pub fn after_apply(gw: &Gateway, desired: &State, facts: &Facts) -> World {
-        let mut w = World::live(Some(gw), facts);
+        World::after_apply_of(
+            &World::live(Some(gw), facts),
+            &World::desired(gw, desired),
+            desired,
+        )
+    }
+
+    /// [`World::after_apply`] from the live and desired worlds already
+    /// built (`live` of the same gateway, `desired_world` of `desired`):
+    /// no firewall view is translated again, only the owned chains copied.
+    pub fn after_apply_of(live: &World, desired_world: &World, desired: &State) -> World {
+        let mut w = live.clone();
         w.source = Source::AfterApply;
         w.rules.retain(|r| !ownership::is_owned_rule(r));
         w.rules.extend(desired.rules.iter().cloned());
         w.routes.retain(|r| !ownership::is_owned_route(r));
         w.routes.extend(desired.routes.iter().cloned());
-        w.firewall = with_owned(&w.firewall, &iptables_of(desired));
+        w.firewall = Arc::new(with_owned(&live.firewall, &desired_world.firewall));
+        // Set matches are the owned chains' (the nftables view's), and
+        // those are now the desired ones, copied whole.
+        w.sets = desired_world.sets.clone();
         w.rt_tables.extend(desired.rt_tables.clone());
         w
     }
@@ -258,13 +289,27 @@ impl super::netfilter::Host for World {
 /// `live` with its owned chains and jumps replaced by `desired`'s: dwprov's
 /// jumps go first in each built-in chain, as its apply puts them.
 fn with_owned(live: &Iptables, desired: &Iptables) -> Iptables {
-    let mut out = live.clone();
-    for table in out.tables.values_mut() {
-        table
-            .chains
-            .retain(|name, _| !ownership::is_owned_chain(name));
-        for chain in table.chains.values_mut() {
-            chain.rules.retain(|r| !ownership::is_owned_jump(r));
+    // Copied without the owned chains (not cloned, then dropped): live's
+    // owned chains hold the rules of every live set element.
+    let mut out = Iptables::default();
+    for (tname, table) in &live.tables {
+        let into = out.tables.entry(tname.clone()).or_default();
+        for (cname, chain) in &table.chains {
+            if ownership::is_owned_chain(cname) {
+                continue;
+            }
+            into.chains.insert(
+                cname.clone(),
+                Chain {
+                    policy: chain.policy.clone(),
+                    rules: chain
+                        .rules
+                        .iter()
+                        .filter(|r| !ownership::is_owned_jump(*r))
+                        .cloned()
+                        .collect(),
+                },
+            );
         }
     }
     for (tname, table) in &desired.tables {
