@@ -27,19 +27,7 @@ die() { printf '[bench-checks] error: %s\n' "$*" >&2; exit 1; }
 
 P="dwc$$-"
 D="/tmp/dwprov-bench-checks-$$"
-LAB=("$ROOT/scripts/lab.sh" --prefix "$P" --dir "$D")
-LAB_UP=no
-cleanup() {
-    local rc=$?
-    [ "$LAB_UP" = yes ] && { "${LAB[@]}" down >/dev/null 2>&1 || say "warning: lab down failed"; }
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-LAB_UP=yes
-say "lab up (prefix $P, dir $D)"
-"${LAB[@]}" up >/dev/null
+bench_lab_up "$P" "$D"
 ctl() { ip netns exec "${P}ctl" "$@"; }
 B=$D/checks
 mkdir -p "$B"
@@ -49,7 +37,7 @@ bench_inventory "$B/inv+1.yaml" set nftables "$B/list-16000.txt" ", 100.66.0.0/1
 ctl "${BINS[0]}" apply -i "$B/inv.yaml" --yes --no-color >"$B/apply.out" 2>&1 ||
     die "apply failed: $(tail -n 5 "$B/apply.out")"
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+median() { bench_median "$@"; }
 wall_ms() { # command...: its wall clock in ms (any exit status: check exits 1 on findings)
     local s e
     s=$EPOCHREALTIME

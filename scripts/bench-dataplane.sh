@@ -62,7 +62,6 @@ die() { printf '[bench-dataplane] error: %s\n' "$*" >&2; exit 1; }
 
 P="dwd$$-"
 D="/tmp/dwprov-bench-dataplane-$$"
-LAB=("$ROOT/scripts/lab.sh" --prefix "$P" --dir "$D")
 BIN=$ROOT/target/release/dwprov
 FLOOD=$ROOT/target/release/examples/udpflood
 
@@ -70,19 +69,8 @@ scripts/install-deps.sh >&2
 say "cargo build --release (dwprov, dwprov-agent, the udpflood example)"
 cargo build --release --quiet --bins --example udpflood
 
-LAB_UP=no
-cleanup() {
-    local rc=$?
-    [ "$LAB_UP" = yes ] && { "${LAB[@]}" down >/dev/null 2>&1 || say "warning: lab down failed"; }
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_lab_up "$P" "$D"
 trap 'exit 141' PIPE
-LAB_UP=yes
-say "lab up (prefix $P, dir $D)"
-"${LAB[@]}" up >/dev/null
 gw() { "${LAB[@]}" exec gw "$@"; }
 in_role() { local r=$1; shift; "${LAB[@]}" exec "$r" "$@"; }
 RP_ETH1=$(gw cat /proc/sys/net/ipv4/conf/eth1/rp_filter)
@@ -108,7 +96,7 @@ inventory() { # FILE METHOD LIST
     esac
 }
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+median() { bench_median "$@"; }
 # ci95 VALUES...: "[LOW..HIGH]", a 95% confidence interval of the median of
 # VALUES: the order statistics of ranks (n - 1.96 sqrt n)/2 and
 # 1 + (n + 1.96 sqrt n)/2 (the normal approximation of the binomial, rounded

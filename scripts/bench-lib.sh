@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Shared pieces of the bench scripts (sourced, not run): the seed's dual-line
-# inventory writer, so each bench does not carry its own copy.
+# Shared pieces of the bench scripts (sourced, not run): a bench's own lab,
+# the seed's dual-line inventory writer and the median, so each bench does
+# not carry its own copy. The caller defines `say` (its progress lines).
 
 # bench_inventory FILE METHOD FIREWALL LIST [OPTION...]: the seed topology
 # (ctc default line with 100.64.0.0/16, cnc with 100.65.0.0/16 and LIST as
@@ -62,3 +63,29 @@ bench_list16000() {
         for (i = 0; i < n; i++) printf "172.%d.%d.%d/26\n", 16 + int(i / 1024), int(i / 4) % 256, (i % 4) * 64
     }' >>"$1"
 }
+
+# bench_lab_up PREFIX DIR: this bench's own lab (scripts/lab.sh --prefix
+# PREFIX --dir DIR), torn down on exit, also on failure or ^C. Sets LAB (the
+# lab.sh command line, for `"${LAB[@]}" exec ROLE ...`).
+bench_lab_up() {
+    LAB=("$ROOT/scripts/lab.sh" --prefix "$1" --dir "$2")
+    trap bench_lab_down EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    # lab.sh up tears down a half-built lab itself; down is idempotent.
+    BENCH_LAB_UP=yes
+    say "lab up (prefix $1, dir $2)"
+    "${LAB[@]}" up >/dev/null
+}
+
+bench_lab_down() {
+    local rc=$?
+    if [ "${BENCH_LAB_UP:-}" = yes ]; then
+        "${LAB[@]}" down >/dev/null 2>&1 || say "warning: lab down failed: ${LAB[*]} down"
+    fi
+    exit "$rc"
+}
+
+# bench_median VALUES...: their median (the mean of the middle two for an
+# even count).
+bench_median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }

@@ -36,24 +36,12 @@ die() { printf '[bench-nftables] error: %s\n' "$*" >&2; exit 1; }
 
 P="dwn$$-"
 D="/tmp/dwprov-bench-nftables-$$"
-LAB=("$ROOT/scripts/lab.sh" --prefix "$P" --dir "$D")
 BIN=$ROOT/target/release/dwprov
 scripts/install-deps.sh >&2
 say "cargo build --release"
 cargo build --release --quiet --bins
 
-LAB_UP=no
-cleanup() {
-    local rc=$?
-    [ "$LAB_UP" = yes ] && { "${LAB[@]}" down >/dev/null 2>&1 || say "warning: lab down failed"; }
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-LAB_UP=yes
-say "lab up (prefix $P, dir $D)"
-"${LAB[@]}" up >/dev/null
+bench_lab_up "$P" "$D"
 gw() { "${LAB[@]}" exec gw "$@"; }
 ctl() { ip netns exec "${P}ctl" "$@"; }
 B=$D/nft
@@ -77,7 +65,7 @@ for c in "${CONFIGS[@]}"; do
     bench_inventory "$B/$name+1.yaml" "$m" "$fw" "$list" "$EXTRA"
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+median() { bench_median "$@"; }
 fig() { # microseconds... -> "123 ms [120-130]"
     local m lo hi
     m=$(median "$@")
