@@ -14,24 +14,24 @@
 # The owned nftables table into $1 as `nft list` text (what `nft -f`
 # reads back: the revert loads it) and into $1.json as `nft -j` (what the
 # controller parses for a rollback plan); both empty when the table or nft
-# is not there. Non-zero when nft cannot list. The table is listed
-# straight away: `nft list tables` costs about a whole listing (nft 1.0.6
-# fetches every set's elements for it), so it runs only when the listing
-# fails, to tell a missing table (empty files) from an error.
+# is not there. Non-zero when nft cannot list. One listing tells a missing
+# table (nft's first error line, exactly, under LC_ALL=C) from an error:
+# `nft list tables` would cost a process on every gateway, and about a
+# whole listing where sets are big (nft 1.0.6 fetches every set's elements).
 owned_nft() {
     : > "$1.json"
     command -v nft >/dev/null 2>&1 || { : > "$1"; return 0; }
-    if ! nft list table "$NFT_FAMILY" "$NFT_TABLE" > "$1" 2>/dev/null; then
+    if ! nft list table "$NFT_FAMILY" "$NFT_TABLE" > "$1" 2> "$1.err"; then
         : > "$1"
-        nft list tables > "$1.tables" || return 1
-        if ! grep -qxF "table $NFT_FAMILY $NFT_TABLE" "$1.tables"; then
-            rm -f "$1.tables"
+        if [ "$(head -n 1 "$1.err")" = "Error: No such file or directory" ]; then
+            rm -f "$1.err"
             return 0
         fi
-        rm -f "$1.tables"
-        # There, yet the first listing failed: list again, its error shown.
-        nft list table "$NFT_FAMILY" "$NFT_TABLE" > "$1" || return 1
+        cat "$1.err" >&2
+        rm -f "$1.err"
+        return 1
     fi
+    rm -f "$1.err"
     nft -j list table "$NFT_FAMILY" "$NFT_TABLE" > "$1.json" || return 1
 }
 

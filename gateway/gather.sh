@@ -98,15 +98,12 @@ f_other_backend() { [ -n "$G_V" ] || G_V=$(iptables -V 2>/dev/null); case "$G_V"
 f_agent() { p=; [ -f "$G_AGENT_STATE/agent.pid" ] && read -r p < "$G_AGENT_STATE/agent.pid"; if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then echo "running $p"; elif command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$G_AGENT_UNIT" 2>/dev/null; then echo running systemd; else echo stopped; fi; [ -f "$G_AGENT_STATE/status.json" ] && cat "$G_AGENT_STATE/status.json"; return 0; }
 f_systemd() { if [ -d /run/systemd/system ]; then echo yes; else echo no; fi; }
 # The owned nftables table as `nft -j` JSON; nothing when it (or nft) is
-# not there. Listed straight away: `nft list tables` costs about a whole
-# listing (nft 1.0.6 fetches every set's elements for it), so the tables
-# are asked only when that listing fails, to tell a missing table (nothing)
-# from an error (`nft list table` of a missing table fails like any other).
-f_nftables() { command -v nft >/dev/null 2>&1 || return 0; nft -j list table "$G_NFT_FAMILY" "$G_NFT_TABLE" 2>/dev/null && return 0; G_T=$(nft list tables) || return $?; case "
-$G_T
-" in *"
-table $G_NFT_FAMILY $G_NFT_TABLE
-"*) nft -j list table "$G_NFT_FAMILY" "$G_NFT_TABLE" ;; esac; }
+# not there. One listing: nft says a missing table with exactly this first
+# line (LC_ALL=C above), and any other failure is an error, shown.
+# (`nft list tables` to tell them apart would cost a process on every
+# gateway, and about a whole listing where sets are big: nft 1.0.6 fetches
+# every set's elements for it.)
+f_nftables() { command -v nft >/dev/null 2>&1 || return 0; { G_NE=$(nft -j list table "$G_NFT_FAMILY" "$G_NFT_TABLE" 2>&1 >&3 3>&-); } 3>&1 && return 0; G_NR=$?; case "$G_NE" in "Error: No such file or directory"*) return 0 ;; esac; printf '%s\n' "$G_NE" >&2; return $G_NR; }
 f_iptables_version() { G_V=$(iptables -V 2>&1); r=$?; if [ $r -eq 0 ]; then printf '%s\n' "$G_V"; else printf '%s\n' "$G_V" >&2; G_V=; fi; return $r; }
 
 G_V=''

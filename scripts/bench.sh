@@ -238,8 +238,10 @@ R_ROUTES=$(grep -c '^route ' "$OUT")
 say "2b/5 render (50 MB of inline routes vs the CNC list), N=$BIG_N"
 awk 'BEGIN { for (a = 1; a <= 99 && n < 50000000; a++) for (b = 0; b < 256 && n < 50000000; b++)
                  for (c = 0; c < 256 && n < 50000000; c++) { l = "            - " a "." b "." c ".0/24"; print l; n += length(l) + 1 } }' >"$B/big-routes"
-inventory "$B/big.tmpl" "" "          routes:
-#ROUTES#"
+# CNC's routes as one block list (the seed's, without its lists), filled in below.
+inventory "$B/big.tmpl" ""
+sed -i 's|^          routes: \[100\.65\.0\.0/16\]$|          routes:\n#ROUTES#|' "$B/big.tmpl"
+grep -qx '#ROUTES#' "$B/big.tmpl" || die "the big inventory's template has no cnc routes line"
 awk -v f="$B/big-routes" '$0 == "#ROUTES#" { while ((getline l < f) > 0) print l; next } { print }' "$B/big.tmpl" >"$INV_BIG"
 BIG_PREFIXES=$(wc -l <"$B/big-routes")
 BIG_BYTES=$(wc -c <"$INV_BIG")
