@@ -490,6 +490,18 @@ mod tests {
         }
     }
 
+    /// [`walk`] of rules that use no nftables set.
+    fn walk_plain(
+        ipt: &Iptables,
+        table: &str,
+        hook: &str,
+        pkt: &mut Pkt,
+        host: &dyn Host,
+        hops: &mut Vec<Hop>,
+    ) -> (Verdict, Option<Nat>) {
+        walk(ipt, &SetMatches::default(), table, hook, pkt, host, hops)
+    }
+
     fn pkt(src: &str, dst: &str, iif: &str) -> Pkt {
         Pkt {
             src: src.parse().unwrap(),
@@ -533,28 +545,12 @@ mod tests {
         let ipt = Iptables::parse(RULES).unwrap();
         let mut hops = Vec::new();
         let mut p = pkt("100.64.1.10", "198.51.100.2", "eth1");
-        let (v, nat) = walk(
-            &ipt,
-            &SetMatches::default(),
-            "mangle",
-            "PREROUTING",
-            &mut p,
-            &Gw,
-            &mut hops,
-        );
+        let (v, nat) = walk_plain(&ipt, "mangle", "PREROUTING", &mut p, &Gw, &mut hops);
         assert_eq!(
             (v, nat, p.ctmark, p.mark),
             (Verdict::Accept, None, 0x100, 0)
         );
-        let (v, nat) = walk(
-            &ipt,
-            &SetMatches::default(),
-            "nat",
-            "PREROUTING",
-            &mut p,
-            &Gw,
-            &mut hops,
-        );
+        let (v, nat) = walk_plain(&ipt, "nat", "PREROUTING", &mut p, &Gw, &mut hops);
         assert_eq!(v, Verdict::Accept);
         // DOCKER's RETURN goes back, then dwprov's DNAT acts
         assert_eq!(
@@ -563,15 +559,7 @@ mod tests {
         );
         let mut p8080 = pkt("100.64.1.10", "198.51.100.2", "eth1");
         p8080.dport = Some(8080);
-        let (_, nat) = walk(
-            &ipt,
-            &SetMatches::default(),
-            "nat",
-            "PREROUTING",
-            &mut p8080,
-            &Gw,
-            &mut hops,
-        );
+        let (_, nat) = walk_plain(&ipt, "nat", "PREROUTING", &mut p8080, &Gw, &mut hops);
         assert_eq!(
             nat,
             Some(Nat::Dnat(Some("172.17.0.2".parse().unwrap()), Some(80)))
@@ -579,15 +567,7 @@ mod tests {
         // filter FORWARD: a new connection falls through to the DROP policy,
         // and the rule with an unknown match is named
         let mut hops = Vec::new();
-        let (v, _) = walk(
-            &ipt,
-            &SetMatches::default(),
-            "filter",
-            "FORWARD",
-            &mut p,
-            &Gw,
-            &mut hops,
-        );
+        let (v, _) = walk_plain(&ipt, "filter", "FORWARD", &mut p, &Gw, &mut hops);
         assert!(
             matches!(v, Verdict::Drop(ref w) if w.contains("policy DROP")),
             "{v:?}"
@@ -598,25 +578,9 @@ mod tests {
         r.ct = Ct::Established;
         r.ctmark = 0x100;
         r.mark = 0x1_0000;
-        walk(
-            &ipt,
-            &SetMatches::default(),
-            "mangle",
-            "PREROUTING",
-            &mut r,
-            &Gw,
-            &mut hops,
-        );
+        walk_plain(&ipt, "mangle", "PREROUTING", &mut r, &Gw, &mut hops);
         assert_eq!(r.mark, 0x1_0100);
-        let (v, _) = walk(
-            &ipt,
-            &SetMatches::default(),
-            "filter",
-            "FORWARD",
-            &mut r,
-            &Gw,
-            &mut hops,
-        );
+        let (v, _) = walk_plain(&ipt, "filter", "FORWARD", &mut r, &Gw, &mut hops);
         assert_eq!(v, Verdict::Accept);
     }
 
@@ -628,15 +592,7 @@ mod tests {
         .unwrap();
         let mut hops = Vec::new();
         let mut p = pkt("1.1.1.1", "198.51.100.2", "eth1");
-        let (v, _) = walk(
-            &ipt,
-            &SetMatches::default(),
-            "filter",
-            "INPUT",
-            &mut p,
-            &Gw,
-            &mut hops,
-        );
+        let (v, _) = walk_plain(&ipt, "filter", "INPUT", &mut p, &Gw, &mut hops);
         assert_eq!(v, Verdict::Accept);
         assert!(hops.iter().any(|h| h.what.contains("deeper")));
     }

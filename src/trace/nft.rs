@@ -258,8 +258,9 @@ mod tests {
     use super::*;
     use crate::model::Method;
 
-    #[test]
-    fn a_set_match_reads_as_if_each_element_were_spelled_and_parsed() {
+    /// The seed's method-set table with four more prefixes on cnc (nested
+    /// and apart), and its tracer view with the sets beside it.
+    fn seed_with_sets() -> (Nftables, Iptables, SetMatches) {
         let mut gw = crate::render::tests::seed(Method::Fwmark);
         gw.lines[1].routes = ["100.65.0.0/16", "10.1.2.3/32", "10.9.0.0/24", "10.8.0.0/15"]
             .iter()
@@ -267,6 +268,12 @@ mod tests {
             .collect();
         let nft = crate::render::nftables::desired(&gw, true);
         let (view, sets) = merged(&Iptables::default(), &nft);
+        (nft, view, sets)
+    }
+
+    #[test]
+    fn a_set_match_reads_as_if_each_element_were_spelled_and_parsed() {
+        let (nft, view, sets) = seed_with_sets();
         let fast = spelled_out(&view, &sets);
         // The reference: every element spelled out in the text, all parsed.
         let (text, expand) = save_of(nft.table.as_ref().unwrap());
@@ -316,13 +323,7 @@ mod tests {
                 a == "203.0.113.2".parse::<crate::trace::addr::Addr>().unwrap()
             }
         }
-        let mut gw = crate::render::tests::seed(Method::Fwmark);
-        gw.lines[1].routes = ["100.65.0.0/16", "10.1.2.3/32", "10.9.0.0/24", "10.8.0.0/15"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
-        let nft = crate::render::nftables::desired(&gw, true);
-        let (view, sets) = merged(&Iptables::default(), &nft);
+        let (_, view, sets) = seed_with_sets();
         assert!(!sets.is_empty());
         let spelled = spelled_out(&view, &sets);
         let none = SetMatches::default();
