@@ -230,26 +230,17 @@ impl Route {
     /// The destination when it is IPv4 (what the IPv4-only readers, the
     /// tracer and import, work on).
     pub fn dst_v4(&self) -> Option<Ipv4Net> {
-        match self.dst {
-            IpNet::V4(n) => Some(n),
-            IpNet::V6(_) => None,
-        }
+        v4_net(Some(self.dst))
     }
 
     /// The gateway when it is IPv4.
     pub fn via_v4(&self) -> Option<Ipv4Addr> {
-        match self.via {
-            Some(IpAddr::V4(a)) => Some(a),
-            _ => None,
-        }
+        v4_addr(self.via)
     }
 
     /// The preferred source when it is IPv4.
     pub fn src_v4(&self) -> Option<Ipv4Addr> {
-        match self.src {
-            Some(IpAddr::V4(a)) => Some(a),
-            _ => None,
-        }
+        v4_addr(self.src)
     }
 
     pub fn key(&self) -> RouteKey {
@@ -353,6 +344,14 @@ fn v4_net(n: Option<IpNet>) -> Option<Ipv4Net> {
     match n? {
         IpNet::V4(n) => Some(n),
         IpNet::V6(_) => None,
+    }
+}
+
+/// The IPv4 address of an optional one (`None` for none or IPv6).
+fn v4_addr(a: Option<IpAddr>) -> Option<Ipv4Addr> {
+    match a? {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
     }
 }
 
