@@ -347,3 +347,55 @@ fn a_lockout_reverts_to_the_nftables_table() {
     assert_eq!(lab.sh_ok("gw", FOREIGN), foreign);
     assert_traffic(&lab, true);
 }
+
+/// A listing of the owned table that fails for another reason than a
+/// missing table is an error naming nft's message, not "no table": `plan`
+/// and `apply` would otherwise plan the table's creation over one they
+/// cannot see. nft here is a stand-in bind-mounted in the gateway's own
+/// mount namespace that fails every `list table` ("Operation not
+/// permitted") and runs a copy of the real nft for everything else.
+/// Nothing changes.
+#[test]
+fn a_failing_nft_listing_is_an_error_not_a_missing_table() {
+    let lab = Lab::up();
+    let inv = inventory_with(&lab, "nft.yaml", "fwmark", FORWARDS, CNC_ROUTES, NFT);
+    apply(&lab, &inv);
+    let table = owned(&lab);
+    let real = lab.sh_ok("gw", "readlink -f \"$(command -v nft)\"");
+    let copy = lab.dir.join("nft-copy");
+    std::fs::copy(real.trim(), &copy).unwrap();
+    let fake = lab.dir.join("nft-fails-listing");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" list table \"*) echo 'Error: Operation not permitted' >&2; exit 1 ;; esac\n\
+             exec {} \"$@\"\n",
+            copy.display()
+        ),
+    )
+    .unwrap();
+    lab.sh_ok(
+        "gw",
+        &format!(
+            "chmod 755 {0} {1} && mount --bind {0} {2}",
+            fake.display(),
+            copy.display(),
+            real.trim()
+        ),
+    );
+    let i = inv.to_str().unwrap();
+    for args in [vec!["plan", "-i", i], vec!["apply", "-i", i, "--yes"]] {
+        let o = lab.dwprov(&args);
+        let out = text(&o);
+        assert!(
+            !matches!(o.status.code(), Some(0) | Some(2)),
+            "{args:?} must fail: {out}"
+        );
+        assert!(out.contains("Operation not permitted"), "{args:?}: {out}");
+        assert!(!out.contains("+table inet dwprov"), "{args:?}: {out}");
+    }
+    lab.sh_ok("gw", &format!("umount {}", real.trim()));
+    assert_eq!(owned(&lab), table, "nothing changed");
+    let (code, out) = plan_json(&lab, &inv);
+    assert_eq!(code, 0, "{out}");
+}
