@@ -3,8 +3,8 @@
 # dwprov gateway library, nftables backend (follows lib.sh; src/firewall/
 # nftables.rs is its controller side). The same functions as
 # gateway/fw-iptables.sh, under this backend's name:
-#   fw_nftables_snapshot             the table into $S/nft (text) and
-#                                    $S/nft.json (0; 2 = cannot list)
+#   fw_nftables_snapshot             the table into $S/nft as text (0; 2 =
+#                                    cannot list)
 #   fw_nftables_snapshot_check RC    stop (nochange) on a bad snapshot status
 #   fw_nftables_revert               the table back to $S's listing (rfail on error)
 #   fw_nftables_digest_lines         the table's listing for owned_digest
@@ -12,14 +12,14 @@
 # nftables: the one table NFT_FAMILY NFT_TABLE and everything in it.
 
 # The owned nftables table into $1 as `nft list` text (what `nft -f`
-# reads back: the revert loads it) and into $1.json as `nft -j` (what the
-# controller parses for a rollback plan); both empty when the table or nft
-# is not there. Non-zero when nft cannot list. One listing tells a missing
+# reads back: the revert loads it); empty when the table or nft is not
+# there. Non-zero when nft cannot list. Text only: with big sets every
+# listing costs nft tens of milliseconds, and only `rollback`'s plan wants
+# JSON, which fw_nftables_show makes from this text. One listing tells a missing
 # table (nft's first error line, exactly, under LC_ALL=C) from an error:
 # `nft list tables` would cost a process on every gateway, and about a
 # whole listing where sets are big (nft 1.0.6 fetches every set's elements).
 owned_nft() {
-    : > "$1.json"
     command -v nft >/dev/null 2>&1 || { : > "$1"; return 0; }
     if ! nft list table "$NFT_FAMILY" "$NFT_TABLE" > "$1" 2> "$1.err"; then
         : > "$1"
@@ -32,7 +32,6 @@ owned_nft() {
         return 1
     fi
     rm -f "$1.err"
-    nft -j list table "$NFT_FAMILY" "$NFT_TABLE" > "$1.json" || return 1
 }
 
 fw_nftables_snapshot() { owned_nft "$S/nft" || return 2; }
@@ -46,9 +45,24 @@ fw_nftables_digest_lines() {
     return 0
 }
 
-# The owned table (snapshots of older dwprov versions have none).
+# The snapshot's table as `nft -j` JSON, the section `nft.json`: loaded
+# from the snapshot's text into a throwaway network namespace and listed
+# there, where its hooks never see a packet; empty when the snapshot had
+# no table. On failure the section's status is nft's (or unshare's) and
+# its output ends with their error. Snapshots of dwprov before 2026-12-03
+# hold the JSON listing itself; older ones have no table listing at all.
 fw_nftables_show() {
-    if [ -f "$S/nft.json" ]; then sec nft.json "$S/nft.json"; fi
+    if [ -f "$S/nft.json" ]; then
+        sec nft.json "$S/nft.json"
+    elif [ -f "$S/nft" ]; then
+        printf '%s begin nft.json\n' "$D"
+        r=0
+        if [ -s "$S/nft" ]; then
+            # shellcheck disable=SC2016 # expanded by the inner shell
+            { e=$(unshare -n sh -c 'nft -f "$1" && nft -j list table "$2" "$3"' sh "$S/nft" "$NFT_FAMILY" "$NFT_TABLE" 2>&1 >&3 3>&-); } 3>&1 || { r=$?; printf '%s\n' "$e"; }
+        fi
+        printf '\n%s end nft.json %s\n\n%s fin\n' "$D" "$r" "$D"
+    fi
 }
 
 # The owned table back as the snapshot listed it, in one transaction

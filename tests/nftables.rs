@@ -140,7 +140,7 @@ fn plant_foreign(lab: &Lab) -> String {
     lab.sh_ok("gw", FOREIGN)
 }
 
-fn rollback(lab: &Lab, inv: &std::path::Path) {
+fn rollback(lab: &Lab, inv: &std::path::Path) -> String {
     let o = lab.dwprov(&[
         "rollback",
         "-i",
@@ -150,6 +150,7 @@ fn rollback(lab: &Lab, inv: &std::path::Path) {
         "--yes",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    text(&o)
 }
 
 /// dwprov itself, `firewall: nftables`, method fwmark: converges, every
@@ -228,6 +229,20 @@ fn nftables_fwmark_applies_switches_and_rolls_back() {
     assert_eq!(plan_code(&lab, &nft), 0);
     assert_traffic(&lab, true);
     assert_eq!(lab.sh_ok("gw", FOREIGN), foreign);
+
+    // Rollback to the repair's snapshot, whose table lacks that rule: the
+    // plan shown (the gateway lists the snapshot's text as JSON in a
+    // throwaway netns) names exactly that rule, and the revert takes it.
+    let out = rollback(&lab, &nft);
+    assert!(
+        out.contains("rule nat_prerouting: ip daddr 203.0.113.2 tcp dport 2222")
+            && !out.contains("cannot show"),
+        "{out}"
+    );
+    let chain = lab.sh_ok("gw", "nft list chain inet dwprov nat_prerouting");
+    assert!(!chain.contains("dport 2222"), "{chain}");
+    apply(&lab, &nft);
+    assert_eq!(plan_code(&lab, &nft), 0);
 
     // The way back by apply (not rollback): one apply of the iptables
     // inventory drops the table and creates the DWPROV-* chains again.

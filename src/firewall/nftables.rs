@@ -3,8 +3,8 @@
 //! [`crate::state::nftables`]; this is its [`FirewallBackend`]: the gather
 //! section (`nftables`, gateway/gather.sh), the desired state from the
 //! rendered script, one change per chain/set/element group, the `nft -c`
-//! tested `nft -f` payload, the snapshot's listing (`nft.json`, gateway/fw-nftables.sh
-//! `owned_nft`) and the boot file (templates/boot/nftables.nft.tera). The
+//! tested `nft -f` payload, the snapshot's table (taken as text by gateway/fw-nftables.sh
+//! `owned_nft`, shown as `nft.json` by `fw_nftables_show`) and the boot file (templates/boot/nftables.nft.tera). The
 //! gateway side of snapshot, revert and digest is gateway/fw-nftables.sh
 //! ([`GATEWAY_SH`]).
 use super::{Backend, DigestItem, FirewallBackend, Payload};
@@ -80,12 +80,21 @@ impl FirewallBackend for Nftables {
         0
     }
 
-    /// The snapshot's `nft.json` (`nft -j list table`, empty: no table).
+    /// The snapshot's `nft.json` (`nft -j list table`, empty: no table),
+    /// which the gateway lists from the snapshot's text in a throwaway
+    /// network namespace (gateway/fw-nftables.sh `fw_nftables_show`).
     fn from_snapshot(sections: &BTreeMap<String, Section>) -> Result<Nftables> {
         match sections.get("nft.json") {
             Some(s) if s.status == 0 => json::parse(s.stdout),
+            Some(s) => Err(Error::invalid(format!(
+                "the snapshot's nftables table could not be read back on the gateway \
+                 (`unshare -n` and `nft -f` of its listing exited {}: {}); the revert \
+                 itself does not need this",
+                s.status,
+                s.stdout.trim().lines().last().unwrap_or("no message")
+            ))),
             // A snapshot of an older dwprov (or of a gateway without nft).
-            _ => Ok(Nftables::default()),
+            None => Ok(Nftables::default()),
         }
     }
 
