@@ -42,6 +42,8 @@ pub struct LineReport {
 /// them in the gathered facts (`plan` does the same).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DynamicNow {
+    /// Always true: in JSON it is the field that says a line is dynamic
+    /// (a static line's report has no `DynamicNow`, so no `dynamic`).
     pub dynamic: bool,
     pub interface: String,
     /// None: no address now, the line is down.
