@@ -23,6 +23,7 @@
 #   G_NFT_FAMILY, G_NFT_TABLE  the one nftables table dwprov owns
 #   G_IP_FAMILY the `ip` family flag of the rules, routes and addresses
 #               read (`-4`: the families dwprov manages, state::family)
+# and after it, the `sec` lines of the sections (see the end of this file).
 #
 # The controller may also run this after an apply in the same shell (the
 # verify of `apply --no-confirm`): every name here is prefixed or local to it.
@@ -107,24 +108,19 @@ f_nftables() { command -v nft >/dev/null 2>&1 || return 0; { G_NE=$(nft -j list 
 f_iptables_version() { G_V=$(iptables -V 2>&1); r=$?; if [ $r -eq 0 ]; then printf '%s\n' "$G_V"; else printf '%s\n' "$G_V" >&2; G_V=; fi; return $r; }
 
 G_V=''
-sec uid id -u
-sec kernel uname -r
-# shellcheck disable=SC2086 # a list of plain tool names, split on purpose
-sec tools f_tools $G_TOOLS
-sec systemd f_systemd
-sec rules ip "$G_IP_FAMILY" -j -d -N rule show
-sec routes ip "$G_IP_FAMILY" -j -d -N route show table all
-sec nexthops ip -N -j -d nexthop show
-sec agent f_agent
-sec addrs ip "$G_IP_FAMILY" -j addr show
-sec iptables_version f_iptables_version
-sec iptables iptables-save
-sec other_backend f_other_backend
-sec nftables f_nftables
-sec rt_tables f_rt_tables
-sec sysctl f_sysctl
-for f in $G_FILES; do sec "file $f" f_file "$f"; done
-sec state_files f_state_files
-for f in "$G_STATE_DIR"/* "$G_STATE_DIR"/.[!.]*; do [ -f "$f" ] || continue; sec "file $f" f_file "$f"; done
-[ -z "$G_W" ] || kill "$G_W" 2>/dev/null
-G_W=''
+# The sections themselves follow this file: the controller composes them
+# from its host facts and its kinds of owned object (src/gather.rs
+# `sections`, in crate::kind::KINDS order), one `sec NAME COMMAND` line
+# each, then g_files and g_end.
+
+# Each owned file and each file of the state dir, read whole (Kind::Files).
+g_files() {
+    for f in $G_FILES; do sec "file $f" f_file "$f"; done
+    for f in "$G_STATE_DIR"/* "$G_STATE_DIR"/.[!.]*; do [ -f "$f" ] || continue; sec "file $f" f_file "$f"; done
+}
+
+# The watchdog's end: every section has run.
+g_end() {
+    [ -z "$G_W" ] || kill "$G_W" 2>/dev/null
+    G_W=''
+}

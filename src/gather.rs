@@ -15,6 +15,7 @@
 //!
 //! [`plan_digest`] hashes what a plan depends on, for stale-plan checks.
 use crate::error::{Error, Result};
+use crate::fact::FactSection;
 use crate::state::family::OWNED;
 use crate::state::{ip, RtTables, State};
 
@@ -64,10 +65,12 @@ pub fn script(marker: &str) -> String {
     script_with(marker, DEFAULT_DEADLINE_SECS)
 }
 
-/// The gather script with a per-command deadline of `deadline_secs` (at least 1).
+/// The gather script with a per-command deadline of `deadline_secs` (at least 1):
+/// gateway/gather.sh after its parameters, then the `sec` line of every
+/// section ([`sections`]), each owned file's (`g_files`) and the end.
 pub fn script_with(marker: &str, deadline_secs: u64) -> String {
     let files = crate::ownership::OWNED_FILES;
-    format!(
+    let mut s = format!(
         "D={}\nG_DEADLINE={}\nG_TOOLS={}\nG_FILES={}\nG_STATE_DIR={}\nG_RT_TABLES={}\nG_AGENT_STATE={}\nG_AGENT_UNIT={}\nG_NFT_FAMILY={}\nG_NFT_TABLE={}\nG_IP_FAMILY={}\n{GATHER_SH}",
         sh_quote(marker),
         deadline_secs.max(1),
@@ -80,7 +83,22 @@ pub fn script_with(marker: &str, deadline_secs: u64) -> String {
         sh_quote(crate::ownership::NFT_FAMILY),
         sh_quote(crate::ownership::NFT_TABLE),
         sh_quote(OWNED.ip_flag())
-    )
+    );
+    for sec in sections() {
+        s.push_str(&sec.line());
+    }
+    s.push_str("g_files\ng_end\n");
+    s
+}
+
+/// Every section of the gather, in the order it runs: the host's facts,
+/// then each kind's sections in [`crate::kind::KINDS`] order.
+pub fn sections() -> Vec<FactSection> {
+    let mut all = crate::fact::HOST_SECTIONS.to_vec();
+    for kind in crate::kind::KINDS {
+        all.extend(kind.fact_sections());
+    }
+    all
 }
 
 /// `'text'`, safe for sh (a `'` becomes `'\''`).
@@ -88,52 +106,39 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The command a section runs, as gateway/gather.sh spells it (for messages).
+/// A section's command as messages name it: a helper by its description,
+/// a plain command as it runs (gather.sh's `"$G_IP_FAMILY"` as the flag
+/// it holds, state::family::OWNED's), an owned file as `cat PATH`.
 pub fn section_command(section: &str) -> String {
-    let fixed = match section {
-        "uid" => "id -u",
-        "kernel" => "uname -r",
-        "tools" => "command -v (the tool check)",
-        "systemd" => "[ -d /run/systemd/system ]",
-        // gather.sh's `ip "$G_IP_FAMILY"`: state::family::OWNED's flag.
-        "rules" => return format!("ip {} -j -d -N rule show", OWNED.ip_flag()),
-        "routes" => return format!("ip {} -j -d -N route show table all", OWNED.ip_flag()),
-        "nexthops" => "ip -N -j -d nexthop show",
-        "agent" => "the agent's pid and status file",
-        "addrs" => return format!("ip {} -j addr show", OWNED.ip_flag()),
-        "iptables_version" => "iptables -V",
-        "iptables" => "iptables-save",
-        "other_backend" => "iptables-legacy-save / iptables-nft-save (the other backend)",
-        "nftables" => "nft -j list table (dwprov's nftables table)",
-        "rt_tables" => "cat /etc/iproute2/rt_tables*",
-        "sysctl" => "read /proc/sys/net/ipv4/...",
-        "state_files" => return format!("ls {STATE_DIR}"),
-        other => {
-            return match other.strip_prefix("file ") {
-                Some(path) => format!("cat {path}"),
-                None => other.to_string(),
-            }
-        }
-    };
-    fixed.to_string()
+    if let Some(path) = section.strip_prefix("file ") {
+        return format!("cat {path}");
+    }
+    match sections().into_iter().find(|s| s.name == section) {
+        Some(s) => shown(&s),
+        None => section.to_string(),
+    }
+}
+
+fn shown(s: &FactSection) -> String {
+    match s.shown {
+        Some(text) => text.to_string(),
+        None => s.run.replace("\"$G_IP_FAMILY\"", OWNED.ip_flag()),
+    }
 }
 
 /// A command line as the watchdog reports it (`"$*"` of a section): the
 /// helper functions of gather.sh read as what they run.
 fn watchdog_command(reported: &str) -> String {
     let (first, rest) = reported.split_once(' ').unwrap_or((reported, ""));
-    match first {
-        "f_tools" => section_command("tools"),
-        "f_systemd" => section_command("systemd"),
-        "f_agent" => section_command("agent"),
-        "f_iptables_version" => section_command("iptables_version"),
-        "f_other_backend" => section_command("other_backend"),
-        "f_nftables" => section_command("nftables"),
-        "f_rt_tables" => section_command("rt_tables"),
-        "f_sysctl" => section_command("sysctl"),
-        "f_state_files" => section_command("state_files"),
-        "f_file" => format!("cat {rest}"),
-        _ => reported.to_string(),
+    if first == "f_file" {
+        return format!("cat {rest}");
+    }
+    let helper = sections()
+        .into_iter()
+        .find(|s| s.shown.is_some() && s.run.split(' ').next() == Some(first));
+    match helper {
+        Some(s) => shown(&s),
+        None => reported.to_string(),
     }
 }
 
@@ -731,31 +736,57 @@ mod tests {
         assert_eq!(s["b"].stderr, "Error: table missing");
     }
 
-    /// Every section of gateway/gather.sh that runs a plain command is named
-    /// in messages exactly as the script runs it.
+    /// Every section is named in messages: a plain command exactly as the
+    /// script runs it, a helper by a description; every helper a section
+    /// runs is defined in gateway/gather.sh; names are unique.
     #[test]
     fn section_commands_match_the_script() {
-        let mut seen = 0;
-        for line in GATHER_SH.lines() {
-            let Some(rest) = line.strip_prefix("sec ") else {
-                continue;
-            };
-            let (name, cmd) = rest.split_once(' ').unwrap();
-            let cmd = cmd.replace("\"$G_IP_FAMILY\"", OWNED.ip_flag());
-            let cmd = cmd.as_str();
-            if !cmd.starts_with("f_") {
-                assert_eq!(section_command(name), cmd, "{line}");
-                seen += 1;
+        let all = sections();
+        let mut names: Vec<_> = all.iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len(), "a section name twice: {all:?}");
+        let script = script("M");
+        let mut plain = 0;
+        for sec in &all {
+            assert!(script.contains(&sec.line()), "{sec:?} not in the script");
+            let first = sec.run.split(' ').next().unwrap();
+            if first.starts_with("f_") {
+                assert!(GATHER_SH.contains(&format!("\n{first}() {{")), "{first} undefined");
+                assert_ne!(section_command(sec.name), sec.name, "{sec:?}: no description");
+                assert_ne!(watchdog_command(sec.run), sec.run, "{sec:?}");
             } else {
-                assert_ne!(section_command(name), name, "{line}: no description");
-                assert_ne!(
-                    watchdog_command(cmd.split(' ').next().unwrap()),
-                    cmd,
-                    "{line}"
-                );
+                let cmd = sec.run.replace("\"$G_IP_FAMILY\"", OWNED.ip_flag());
+                assert_eq!(section_command(sec.name), cmd, "{sec:?}");
+                plain += 1;
             }
         }
-        assert!(seen >= 6, "{seen}");
+        assert!(plain >= 6, "{plain}");
+        // Every kind reads something, and the firewall both backends.
+        for kind in crate::kind::KINDS {
+            assert!(!kind.fact_sections().is_empty(), "{kind:?}");
+        }
+        assert!(names.contains(&"iptables") && names.contains(&"nftables"));
+    }
+
+    /// The composed gather script (parameters, gather.sh, the sections)
+    /// passes shellcheck as a whole.
+    #[test]
+    fn the_composed_gather_passes_shellcheck() {
+        let path = std::env::temp_dir().join(format!("dwprov-gather-{}.sh", std::process::id()));
+        std::fs::write(&path, format!("#!/bin/sh\n{}", script("M"))).unwrap();
+        let out = std::process::Command::new("shellcheck")
+            .args(["-S", "warning", "-s", "sh"])
+            .arg(&path)
+            .output()
+            .expect("shellcheck (scripts/install-deps.sh)");
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The gateway-side programs pass shellcheck (installed by
@@ -791,11 +822,12 @@ mod tests {
     fn run_with(section: &str, command: &str, deadline: u64) -> (Result<Facts>, String) {
         let m = marker();
         let script = script_with(&m, deadline);
-        let line = GATHER_SH
-            .lines()
-            .find(|l| l.starts_with(&format!("sec {section} ")))
-            .unwrap();
-        let script = script.replacen(line, &format!("sec {section} {command}"), 1);
+        let line = sections()
+            .into_iter()
+            .find(|s| s.name == section)
+            .unwrap()
+            .line();
+        let script = script.replacen(&line, &format!("sec {section} {command}\n"), 1);
         let mut t = crate::transport::local::LocalTransport::new("gw1");
         let mut watch = SectionWatch::new("gw1", &m, MAX_SECTION);
         let r = t

@@ -10,6 +10,8 @@
 //! boot files), then sysctls, the ip objects, the firewall, and the units
 //! and agent (started from their installed files last).
 
+use crate::fact::FactSection;
+
 /// One kind of object dwprov owns on a gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -42,6 +44,21 @@ pub const KINDS: &[Kind] = &[
 ];
 
 impl Kind {
+    /// The gather sections that read the kind's live state, in order
+    /// (each kind's own list, in its home module). The gather runs the
+    /// host's sections, then these in [`KINDS`] order, then each owned
+    /// file's (gateway/gather.sh `g_files`).
+    pub fn fact_sections(self) -> Vec<FactSection> {
+        match self {
+            Kind::Files => crate::fact::FILE_SECTIONS.to_vec(),
+            Kind::Sysctls => crate::sysctls::FACT_SECTIONS.to_vec(),
+            Kind::RulesRoutes => crate::state::ip::FACT_SECTIONS.to_vec(),
+            Kind::Nexthops => crate::state::nexthop::FACT_SECTIONS.to_vec(),
+            Kind::Firewall => crate::firewall::fact_sections(),
+            Kind::Units => crate::fact::UNIT_SECTIONS.to_vec(),
+        }
+    }
+
     /// The kind's name in messages and docs.
     pub fn name(self) -> &'static str {
         match self {

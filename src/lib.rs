@@ -14,6 +14,7 @@ pub mod converge;
 pub mod diff;
 pub mod error;
 pub mod escape;
+pub mod fact;
 pub mod facts;
 pub mod firewall;
 pub mod fleet;

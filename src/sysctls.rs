@@ -5,12 +5,20 @@
 //! [`crate::kind::Kind::Sysctls`]; restored at boot by the sysctl.d file
 //! boot.sh loads.
 use crate::change::Change;
+use crate::fact::FactSection;
 use crate::error::{Error, Result};
 use crate::shell::sh_quote;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// sysctl key (slashed, its path under /proc/sys) → value.
+/// Its gather section: the /proc/sys entries dwprov sets, read live.
+pub const FACT_SECTIONS: &[FactSection] = &[FactSection::helper(
+    "sysctl",
+    "f_sysctl",
+    "read /proc/sys/net/ipv4/...",
+)];
+
 pub type Sysctls = BTreeMap<String, String>;
 
 /// The gather's `sysctl` section: `KEY VALUE` lines (values trimmed).

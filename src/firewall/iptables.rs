@@ -8,6 +8,7 @@
 //! and revert is gateway/fw-iptables.sh ([`GATEWAY_SH`]).
 use super::{Backend, DigestItem, FirewallBackend, Payload};
 use crate::change::{Change, Op};
+use crate::fact::FactSection;
 use crate::error::{Error, Result};
 use crate::facts::{Facts, Section};
 use crate::ownership::{is_owned_chain, is_owned_jump, IPTABLES_RULES};
@@ -19,6 +20,19 @@ use std::fmt::Write as _;
 /// The gateway side: the owned listing, the snapshot check, the revert and
 /// the digest lines and the rollback plan's section (`fw_iptables_*`).
 pub const GATEWAY_SH: &str = include_str!("../../gateway/fw-iptables.sh");
+
+/// Its gather sections: the version (legacy or nft, which decides where
+/// its rules live), `iptables-save`, and a count of the other iptables
+/// backend's rules (a warning when both hold some).
+pub const FACT_SECTIONS: &[FactSection] = &[
+    FactSection::helper("iptables_version", "f_iptables_version", "iptables -V"),
+    FactSection::command("iptables", "iptables-save"),
+    FactSection::helper(
+        "other_backend",
+        "f_other_backend",
+        "iptables-legacy-save / iptables-nft-save (the other backend)",
+    ),
+];
 
 impl FirewallBackend for Iptables {
     const BACKEND: Backend = Backend::Iptables;

@@ -13,6 +13,7 @@
 //! To add a backend: a variant of [`Backend`], a field of [`Firewall`], its
 //! [`FirewallBackend`] implementation in a module here, and one line in
 //! each `Firewall` method that iterates the backends.
+use crate::fact::FactSection;
 use crate::change::Change;
 use crate::error::Result;
 use crate::facts::{Facts, Section};
@@ -73,6 +74,12 @@ pub trait FirewallBackend: Sized + Default {
     fn boot_context(&self) -> Vec<(&'static str, serde_json::Value)>;
     /// The boot templates it renders and their paths.
     fn boot_files() -> &'static [(&'static str, &'static str)];
+}
+
+/// Every backend's gather sections, in [`Backend`] order: every gather
+/// reads both, so that a switch sees the other backend's objects.
+pub fn fact_sections() -> Vec<FactSection> {
+    [iptables::FACT_SECTIONS, nftables::FACT_SECTIONS].concat()
 }
 
 /// Every backend with a gateway side, by the name its `fw_NAME_*`

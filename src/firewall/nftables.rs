@@ -9,6 +9,7 @@
 //! ([`GATEWAY_SH`]).
 use super::{Backend, DigestItem, FirewallBackend, Payload};
 use crate::change::Change;
+use crate::fact::FactSection;
 use crate::error::{Error, Result};
 use crate::facts::{Facts, Section};
 use crate::ownership::{NFTABLES_NFT, NFT_FAMILY, NFT_TABLE};
@@ -18,6 +19,14 @@ use std::collections::BTreeMap;
 /// The gateway side: the owned listing, the snapshot check, the revert,
 /// the digest lines and the rollback plan's section (`fw_nftables_*`).
 pub const GATEWAY_SH: &str = include_str!("../../gateway/fw-nftables.sh");
+
+/// Its gather section: the owned table as `nft -j` JSON (nothing when it
+/// or nft is not there; gather.sh's `f_nftables` tells that from an error).
+pub const FACT_SECTIONS: &[FactSection] = &[FactSection::helper(
+    "nftables",
+    "f_nftables",
+    "nft -j list table (dwprov's nftables table)",
+)];
 
 impl FirewallBackend for Nftables {
     const BACKEND: Backend = Backend::Nftables;

@@ -17,6 +17,7 @@
 //! in the kernel's defaults so a rendered route and its live echo compare
 //! equal. [`Rule::to_batch`] / [`Route::to_batch`] write the command back.
 use crate::error::{Error, Result};
+use crate::fact::FactSection;
 use crate::state::{Family, RtTables};
 use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
@@ -24,6 +25,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+
+/// The gather sections of rules and routes ([`crate::kind::Kind::RulesRoutes`]),
+/// with the foreign `rt_tables` names their tables are read with. The
+/// family flag is gather.sh's `G_IP_FAMILY` (`state::family::OWNED`).
+pub const FACT_SECTIONS: &[FactSection] = &[
+    FactSection::command("rules", "ip \"$G_IP_FAMILY\" -j -d -N rule show"),
+    FactSection::command("routes", "ip \"$G_IP_FAMILY\" -j -d -N route show table all"),
+    FactSection::helper("rt_tables", "f_rt_tables", "cat /etc/iproute2/rt_tables*"),
+];
 
 pub const TABLE_MAIN: u32 = 254;
 pub const TABLE_LOCAL: u32 = 255;

@@ -5,6 +5,12 @@
 //! IPv6 object (its gateway) is foreign and skipped; [`Nexthop::family`]
 //! names an object's family.
 use crate::error::{Error, Result};
+use crate::fact::FactSection;
+
+/// The gather section of nexthop objects ([`crate::kind::Kind::Nexthops`]):
+/// every family's, since a nexthop's family is its own.
+pub const FACT_SECTIONS: &[FactSection] =
+    &[FactSection::command("nexthops", "ip -N -j -d nexthop show")];
 use serde::Serialize;
 use std::fmt;
 use std::net::Ipv4Addr;
