@@ -1,6 +1,7 @@
 //! One change to one owned object: the vocabulary between the diff (which
 //! finds them, [`crate::diff`]), the firewall backends (which find and apply
 //! theirs, [`crate::firewall`]) and converge, below all of them.
+use crate::state::ip::RouteKey;
 use crate::state::iptables::IptRule;
 use crate::state::nexthop::Nexthop;
 use crate::state::nftables::diff::NftChange;
@@ -86,5 +87,27 @@ impl Change {
             (true, false) => -1,
             _ => 0,
         }
+    }
+}
+
+/// One desired object in the way of a foreign one. Shown (and written in
+/// JSON) as its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub message: String,
+    /// The desired route's key, for a route (`apply --adopt` takes over the
+    /// hand-made routes among them).
+    pub route: Option<RouteKey>,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Serialize for Conflict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.message)
     }
 }

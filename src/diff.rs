@@ -8,10 +8,9 @@
 //! - the sysctl keys dwprov sets (never "removed": the kernel has no unset).
 //!
 //! Anything else on the host is never part of a change.
+pub use crate::change::Conflict;
 use crate::kind::{Kind, KINDS};
 use crate::ownership::owned;
-use crate::state::ip::RouteKey;
-use crate::state::nexthop::{Hop, Nexthop};
 use crate::state::{Route, Rule, State};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,28 +78,6 @@ pub struct HostDiff {
     pub dynamic: Vec<String>,
 }
 
-/// One desired object in the way of a foreign one. Shown (and written in
-/// JSON) as its message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
-    pub message: String,
-    /// The desired route's key, for a route (`apply --adopt` takes over the
-    /// hand-made routes among them).
-    pub route: Option<RouteKey>,
-}
-
-impl std::fmt::Display for Conflict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl Serialize for Conflict {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.message)
-    }
-}
-
 impl HostDiff {
     /// The conflicts' messages, `; `-separated (for one-line errors).
     pub fn conflicts_text(&self) -> String {
@@ -143,13 +120,24 @@ pub fn diff(desired: &State, live: &State) -> HostDiff {
     // Kind by kind, in the registry's order (crate::kind).
     for kind in KINDS {
         match kind {
-            Kind::Files => diff_files(desired, live, &mut d),
+            Kind::Files => crate::files::diff(&desired.files, &live.files, &mut d.changes),
             Kind::Sysctls => crate::sysctls::diff(&desired.sysctls, &live.sysctls, &mut d.changes),
             Kind::RulesRoutes => {
-                diff_rules(desired, live, &mut d);
-                diff_routes(desired, live, &mut d);
+                crate::routing::diff_rules(&desired.rules, &live.rules, &mut d.changes);
+                crate::routing::diff_routes(
+                    &desired.routes,
+                    &live.routes,
+                    &mut d.changes,
+                    &mut d.conflicts,
+                );
             }
-            Kind::Nexthops => diff_nexthops(desired, live, &mut d),
+            Kind::Nexthops => crate::nexthops::diff(
+                desired,
+                live,
+                &mut d.changes,
+                &mut d.conflicts,
+                &mut d.dynamic,
+            ),
             Kind::Firewall => {
                 crate::firewall::Firewall::diff(&desired.firewall, &live.firewall, &mut d.changes)
             }
@@ -158,173 +146,6 @@ pub fn diff(desired: &State, live: &State) -> HostDiff {
         }
     }
     d
-}
-
-/// Nexthop objects: their existence, ids and kind are intent; where the
-/// agent points them is dynamic. A single nexthop pointing at the gateway
-/// of another desired nexthop (a fallback line), or a group holding a
-/// non-empty subset of its desired members with their weights, is the
-/// agent's failover: information, not a change, so `plan` during an outage
-/// is empty and `apply` keeps the failover in force. Anything else is a
-/// change. Foreign nexthops (other protocol) at a desired id are conflicts.
-/// Only the nexthops the agent repoints ([`agent_moves`]) can be in
-/// failover: an unmonitored line's nexthop elsewhere (a dynamic line's,
-/// after its lease came back) is a change.
-fn diff_nexthops(desired: &State, live: &State, d: &mut HostDiff) {
-    let moves = agent_moves(desired);
-    let movable = |id: u32| moves.as_ref().is_none_or(|m| m.contains(&id));
-    let targets: Vec<&Hop> = desired
-        .nexthops
-        .iter()
-        .filter(|n| matches!(n.hop, Hop::Via { .. } | Hop::Dev { .. }))
-        .map(|n| &n.hop)
-        .collect();
-    let dynamic_ok = |want: &Nexthop, have: &Nexthop| match (&want.hop, &have.hop) {
-        (Hop::Via { .. } | Hop::Dev { .. }, Hop::Via { .. } | Hop::Dev { .. }) => {
-            targets.contains(&&have.hop)
-        }
-        (Hop::Group(w), Hop::Group(h)) => !h.is_empty() && h.iter().all(|m| w.contains(m)),
-        _ => false,
-    };
-    for want in &desired.nexthops {
-        match live.nexthops.iter().find(|n| n.id == want.id) {
-            None => d.changes.push(Change::Nexthop {
-                from: None,
-                to: Some(want.clone()),
-            }),
-            Some(have) if !is_owned_route(have) => d.conflicts.push(Conflict {
-                message: format!(
-                    "nexthop id {} is `{}` (proto {}), which dwprov does not own; dwprov needs the id for `{}`",
-                    have.id, have.hop, have.proto, want.hop
-                ),
-                route: None,
-            }),
-            Some(have) if have.hop == want.hop => {}
-            Some(have) if movable(want.id) && dynamic_ok(want, have) => d.dynamic.push(format!(
-                "nexthop {} is `{}` (intent `{}`): the agent's failover, kept",
-                want.id, have.hop, want.hop
-            )),
-            Some(have) => d.changes.push(Change::Nexthop {
-                from: Some(have.clone()),
-                to: Some(want.clone()),
-            }),
-        }
-    }
-    for have in live.nexthops.iter().filter(|n| is_owned_route(*n)) {
-        if !desired.nexthops.iter().any(|n| n.id == have.id) {
-            d.changes.push(Change::Nexthop {
-                from: Some(have.clone()),
-                to: None,
-            });
-        }
-    }
-}
-
-/// The ids of the nexthops the agent repoints, from the desired agent
-/// config: its monitored lines' and the balanced group's. No config: no
-/// agent, none. A config that does not parse (it always does when dwprov
-/// rendered it): `None`, every nexthop may be the agent's, as before
-/// issue 14 told them apart.
-fn agent_moves(desired: &State) -> Option<BTreeSet<u32>> {
-    let Some(text) = desired.files.get(crate::ownership::AGENT_CONFIG) else {
-        return Some(BTreeSet::new());
-    };
-    let cfg = crate::agent::config::Config::parse(text, crate::ownership::AGENT_CONFIG).ok()?;
-    let lines = cfg.lines.iter().filter(|l| l.health.is_some());
-    Some(
-        lines
-            .filter_map(|l| l.nexthop)
-            .chain(cfg.balanced.map(|b| b.id))
-            .collect(),
-    )
-}
-
-fn diff_files(desired: &State, live: &State, d: &mut HostDiff) {
-    for (path, want) in &desired.files {
-        let have = live.files.get(path);
-        if have != Some(want) {
-            d.changes.push(Change::File {
-                path: path.clone(),
-                from: have.cloned(),
-                to: Some(want.clone()),
-            });
-        }
-    }
-    for (path, have) in &live.files {
-        if !desired.files.contains_key(path) {
-            d.changes.push(Change::File {
-                path: path.clone(),
-                from: Some(have.clone()),
-                to: None,
-            });
-        }
-    }
-}
-
-fn diff_rules(desired: &State, live: &State, d: &mut HostDiff) {
-    let want: BTreeSet<&Rule> = desired.rules.iter().collect();
-    let have: BTreeSet<&Rule> = live.rules.iter().filter(is_owned_rule).collect();
-    for r in want.difference(&have) {
-        d.changes.push(Change::Rule {
-            op: Op::Add,
-            rule: (*r).clone(),
-        });
-    }
-    for r in have.difference(&want) {
-        d.changes.push(Change::Rule {
-            op: Op::Remove,
-            rule: (*r).clone(),
-        });
-    }
-}
-
-fn diff_routes(desired: &State, live: &State, d: &mut HostDiff) {
-    let mut have: BTreeMap<RouteKey, Vec<&Route>> = BTreeMap::new();
-    for r in &live.routes {
-        have.entry(r.key()).or_default().push(r);
-    }
-    let mut wanted_keys = BTreeSet::new();
-    for want in &desired.routes {
-        wanted_keys.insert(want.key());
-        match have.get(&want.key()).map(|v| v.as_slice()) {
-            None | Some([]) => d.changes.push(Change::Route {
-                from: None,
-                to: Some(want.clone()),
-            }),
-            Some(live_routes) => {
-                if live_routes.contains(&want) {
-                    continue;
-                }
-                match live_routes.iter().find(is_owned_route) {
-                    Some(old) => d.changes.push(Change::Route {
-                        from: Some((*old).clone()),
-                        to: Some(want.clone()),
-                    }),
-                    None => {
-                        d.conflicts.push(Conflict {
-                            message: format!(
-                                "table {}: `{}` would replace `{}`, which dwprov does not own (proto {}); \
-                                 remove it, or give dwprov's route another metric",
-                                want.table,
-                                want.display(),
-                                live_routes[0].display(),
-                                live_routes[0].proto
-                            ),
-                            route: Some(want.key()),
-                        })
-                    }
-                }
-            }
-        }
-    }
-    for r in live.routes.iter().filter(is_owned_route) {
-        if !wanted_keys.contains(&r.key()) {
-            d.changes.push(Change::Route {
-                from: Some(r.clone()),
-                to: None,
-            });
-        }
-    }
 }
 
 /// How a line of the readable plan changes its object; the `+ ~ -` of the
@@ -699,6 +520,7 @@ pub fn planned_views(d: &HostDiff, desired: &State, live: &State) -> Vec<View> {
 mod tests {
     use super::*;
     use crate::state::ip::parse_batch;
+    use crate::state::nexthop::Nexthop;
     use crate::state::{Iptables, RtTables};
 
     fn state(batch: &str, ipt: &str) -> State {

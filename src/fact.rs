@@ -56,15 +56,10 @@ pub const HOST_SECTIONS: &[FactSection] = &[
     FactSection::command("addrs", "ip \"$G_IP_FAMILY\" -j addr show"),
 ];
 
-/// The owned files' list section ([`crate::kind::Kind::Files`]); each file's
-/// own section (`file PATH`, read whole) follows from gather.sh's `g_files`.
-pub const FILE_SECTIONS: &[FactSection] = &[FactSection::helper(
-    "state_files",
-    "f_state_files",
-    "ls of dwprov's state dir",
-)];
-
 /// The line-health agent's section ([`crate::kind::Kind::Units`]): its pid
 /// and status file, parsed by `agent::status` into the facts' `Seen`.
-pub const UNIT_SECTIONS: &[FactSection] =
-    &[FactSection::helper("agent", "f_agent", "the agent's pid and status file")];
+pub const UNIT_SECTIONS: &[FactSection] = &[FactSection::helper(
+    "agent",
+    "f_agent",
+    "the agent's pid and status file",
+)];

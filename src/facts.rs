@@ -58,3 +58,17 @@ pub struct Section<'a> {
     pub stderr: &'a str,
     pub status: i32,
 }
+
+/// The sections of a snapshot (gateway/show.sh), by name.
+pub type Sections<'a> = BTreeMap<String, Section<'a>>;
+
+/// A snapshot's listing `name`: its text, or an error when the snapshot
+/// has none (taken by an older dwprov) or could not list it.
+pub fn snapshot_listing<'a>(sections: &Sections<'a>, name: &str) -> crate::error::Result<&'a str> {
+    match sections.get(name) {
+        Some(s) if s.status == 0 => Ok(s.stdout),
+        _ => Err(crate::error::Error::invalid(format!(
+            "the snapshot has no `{name}` listing (taken by an older dwprov?)"
+        ))),
+    }
+}

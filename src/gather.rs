@@ -752,8 +752,15 @@ mod tests {
             assert!(script.contains(&sec.line()), "{sec:?} not in the script");
             let first = sec.run.split(' ').next().unwrap();
             if first.starts_with("f_") {
-                assert!(GATHER_SH.contains(&format!("\n{first}() {{")), "{first} undefined");
-                assert_ne!(section_command(sec.name), sec.name, "{sec:?}: no description");
+                assert!(
+                    GATHER_SH.contains(&format!("\n{first}() {{")),
+                    "{first} undefined"
+                );
+                assert_ne!(
+                    section_command(sec.name),
+                    sec.name,
+                    "{sec:?}: no description"
+                );
                 assert_ne!(watchdog_command(sec.run), sec.run, "{sec:?}");
             } else {
                 let cmd = sec.run.replace("\"$G_IP_FAMILY\"", OWNED.ip_flag());

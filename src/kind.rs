@@ -50,7 +50,7 @@ impl Kind {
     /// file's (gateway/gather.sh `g_files`).
     pub fn fact_sections(self) -> Vec<FactSection> {
         match self {
-            Kind::Files => crate::fact::FILE_SECTIONS.to_vec(),
+            Kind::Files => crate::files::FACT_SECTIONS.to_vec(),
             Kind::Sysctls => crate::sysctls::FACT_SECTIONS.to_vec(),
             Kind::RulesRoutes => crate::state::ip::FACT_SECTIONS.to_vec(),
             Kind::Nexthops => crate::state::nexthop::FACT_SECTIONS.to_vec(),

@@ -589,86 +589,28 @@ pub fn show_script(id: Option<&str>, marker: &str) -> String {
 /// iptables-save); `live` gives table names and the owned files the
 /// snapshot did not cover (the revert leaves those as they are). Pure.
 pub fn snapshot_state(
-    sections: &std::collections::BTreeMap<String, crate::gather::Section>,
+    sections: &crate::facts::Sections,
     live: &State,
 ) -> crate::error::Result<State> {
-    let get = |name: &str| -> crate::error::Result<&str> {
-        match sections.get(name) {
-            Some(s) if s.status == 0 => Ok(s.stdout),
-            _ => Err(crate::error::Error::invalid(format!(
-                "the snapshot has no `{name}` listing (taken by an older dwprov?)"
-            ))),
-        }
-    };
     let mut snap = State {
         rt_tables: live.rt_tables.clone(),
         ..State::default()
     };
-    // Kind by kind, in the registry's order (crate::kind).
+    // Kind by kind, in the registry's order (crate::kind), each from its home.
     for kind in KINDS {
         match kind {
-            Kind::Files => {
-                // Files: as the snapshot copied them; owned files it did not cover stay.
-                let mut covered = std::collections::BTreeSet::new();
-                for l in get("files.list")?.lines() {
-                    let mut w = l.splitn(3, ' ');
-                    let (Some(i), Some(what), Some(path)) = (w.next(), w.next(), w.next()) else {
-                        continue;
-                    };
-                    covered.insert(path.to_string());
-                    if what == "present" {
-                        let text = get(&format!("file {i}"))?;
-                        snap.files.insert(path.to_string(), text.to_string());
-                    }
-                }
-                for (p, text) in &live.files {
-                    if !covered.contains(p) {
-                        snap.files.insert(p.clone(), text.clone());
-                    }
-                }
+            Kind::Files => snap.files = crate::files::from_snapshot(sections, &live.files)?,
+            Kind::Sysctls => {
+                let text = crate::facts::snapshot_listing(sections, "sysctls")?;
+                snap.sysctls = crate::sysctls::from_snapshot(text);
             }
-            Kind::Sysctls => snap.sysctls = crate::sysctls::from_snapshot(get("sysctls")?),
             Kind::RulesRoutes => {
-                // Listings put the protocol first (gateway/lib.sh); the batch parser
-                // wants the destination first.
-                let proto = format!("proto {} ", crate::ROUTE_PROTO);
-                let mut batch = String::new();
-                for l in get("rules")?.lines().chain(get("routes")?.lines()) {
-                    match l
-                        .strip_prefix("route replace ")
-                        .and_then(|r| r.strip_prefix(&proto))
-                    {
-                        Some(rest) => {
-                            let _ = writeln!(batch, "route add {rest} {}", proto.trim_end());
-                        }
-                        None => {
-                            let _ = writeln!(batch, "{l}");
-                        }
-                    }
-                }
-                let b = crate::state::ip::parse_batch(
-                    &batch,
-                    "snapshot rules and routes",
-                    &snap.rt_tables,
-                )?;
-                snap.rules = b.rules;
-                snap.routes = b.routes;
+                (snap.rules, snap.routes) =
+                    crate::routing::from_snapshot(sections, &snap.rt_tables)?;
             }
-            Kind::Nexthops => {
-                // Nexthop objects (issue 11): `nexthop replace id N ...` lines; none in
-                // snapshots of older versions.
-                if let Some(sec) = sections.get("nexthops").filter(|s| s.status == 0) {
-                    let text = sec.stdout.replace("nexthop replace ", "nexthop add ");
-                    let (mut nh, _) =
-                        crate::state::nexthop::split_batch(&text, "snapshot nexthops")?;
-                    nh.sort();
-                    snap.nexthops = nh;
-                }
-            }
-            Kind::Firewall => {
-                // The firewall: each backend's owned listing.
-                snap.firewall = crate::firewall::Firewall::from_snapshot(sections)?;
-            }
+            Kind::Nexthops => snap.nexthops = crate::nexthops::from_snapshot(sections)?,
+            // Each backend's owned listing.
+            Kind::Firewall => snap.firewall = crate::firewall::Firewall::from_snapshot(sections)?,
             // Their files are Kind::Files; the revert's units.sh undoes
             // what installing them did.
             Kind::Units => {}

@@ -5,8 +5,8 @@
 //! [`crate::kind::Kind::Sysctls`]; restored at boot by the sysctl.d file
 //! boot.sh loads.
 use crate::change::Change;
-use crate::fact::FactSection;
 use crate::error::{Error, Result};
+use crate::fact::FactSection;
 use crate::shell::sh_quote;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

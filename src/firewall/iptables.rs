@@ -8,8 +8,8 @@
 //! and revert is gateway/fw-iptables.sh ([`GATEWAY_SH`]).
 use super::{Backend, DigestItem, FirewallBackend, Payload};
 use crate::change::{Change, Op};
-use crate::fact::FactSection;
 use crate::error::{Error, Result};
+use crate::fact::FactSection;
 use crate::facts::{Facts, Section};
 use crate::ownership::{is_owned_chain, is_owned_jump, IPTABLES_RULES};
 use crate::state::iptables::{IptRule, Iptables};

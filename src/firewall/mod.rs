@@ -13,9 +13,9 @@
 //! To add a backend: a variant of [`Backend`], a field of [`Firewall`], its
 //! [`FirewallBackend`] implementation in a module here, and one line in
 //! each `Firewall` method that iterates the backends.
-use crate::fact::FactSection;
 use crate::change::Change;
 use crate::error::Result;
+use crate::fact::FactSection;
 use crate::facts::{Facts, Section};
 use std::collections::BTreeMap;
 

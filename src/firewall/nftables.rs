@@ -9,8 +9,8 @@
 //! ([`GATEWAY_SH`]).
 use super::{Backend, DigestItem, FirewallBackend, Payload};
 use crate::change::Change;
-use crate::fact::FactSection;
 use crate::error::{Error, Result};
+use crate::fact::FactSection;
 use crate::facts::{Facts, Section};
 use crate::ownership::{NFTABLES_NFT, NFT_FAMILY, NFT_TABLE};
 use crate::state::nftables::{diff, json, script, Nftables};

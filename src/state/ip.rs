@@ -31,7 +31,10 @@ use std::sync::Arc;
 /// family flag is gather.sh's `G_IP_FAMILY` (`state::family::OWNED`).
 pub const FACT_SECTIONS: &[FactSection] = &[
     FactSection::command("rules", "ip \"$G_IP_FAMILY\" -j -d -N rule show"),
-    FactSection::command("routes", "ip \"$G_IP_FAMILY\" -j -d -N route show table all"),
+    FactSection::command(
+        "routes",
+        "ip \"$G_IP_FAMILY\" -j -d -N route show table all",
+    ),
     FactSection::helper("rt_tables", "f_rt_tables", "cat /etc/iproute2/rt_tables*"),
 ];
 
