@@ -1,4 +1,8 @@
-//! Turn a diff into one remote script and run it.
+//! Turn a diff into one remote script and run it: the kinds' homes give
+//! their commands (`files::apply`, `routing::ip_batch_with_undo`,
+//! `sysctls::commit`, each firewall backend's payload); [`body`] puts them
+//! into the apply's phases (test, stage, ip batch, commit) in
+//! [`crate::kind::KINDS`] order.
 //!
 //! One script, one round trip: files are written atomically (temp + rename),
 //! sysctls set live, every rule and route change goes through one
@@ -31,107 +35,9 @@ pub struct ApplyScript {
     pub commands: usize,
 }
 
-/// The `ip -batch` lines for these changes, ordered so traffic always has a
-/// route: routes are added/replaced first, then rules added, then rules
-/// removed, then routes removed.
-pub fn ip_batch(changes: &[Change]) -> String {
-    ip_batch_with_undo(changes).0
-}
-
-/// [`ip_batch`], and for every `route replace` line the line that puts the
-/// old route back (`LINE route replace OLD`), from which the gateway undoes
-/// a batch that stopped half-way (`ip_batch` in gateway/lib.sh derives the
-/// other inverses from the lines themselves). A new route is `route add`,
-/// not `replace`: if the kernel has it although the gathered state did not,
-/// the add fails with "File exists" and the lie is found before it costs.
-pub fn ip_batch_with_undo(changes: &[Change]) -> (String, String) {
-    // Nexthop objects (issue 11) come before the routes using them and go
-    // after: created and changed first (members before groups: by id),
-    // deleted last (groups first). Each has its inverse in the undo list.
-    let (mut nh_add, mut nh_del): (Vec<_>, Vec<_>) = changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::Nexthop { from, to } => Some((from, to)),
-            _ => None,
-        })
-        .partition(|(_, to)| to.is_some());
-    nh_add.sort_by_key(|(_, to)| to.as_ref().map(|n| n.id));
-    nh_del.sort_by_key(|(from, _)| std::cmp::Reverse(from.as_ref().map(|n| n.id)));
-    let mut nexthops_first = String::new();
-    let mut undo = String::new();
-    let mut line = 0;
-    for (from, to) in &nh_add {
-        let Some(to) = to else { continue };
-        line += 1;
-        match from {
-            None => {
-                let _ = writeln!(nexthops_first, "nexthop add {}", to.to_batch());
-                let _ = writeln!(undo, "{line} nexthop del id {}", to.id);
-            }
-            Some(old) => {
-                let _ = writeln!(nexthops_first, "nexthop replace {}", to.to_batch());
-                let _ = writeln!(undo, "{line} nexthop replace {}", old.to_batch());
-            }
-        }
-    }
-    let (routes_rules, route_undo, lines) = ip_batch_routes(changes, line);
-    undo.push_str(&route_undo);
-    let mut nexthops_last = String::new();
-    let mut line = lines;
-    for (from, _) in &nh_del {
-        let Some(old) = from else { continue };
-        line += 1;
-        let _ = writeln!(nexthops_last, "nexthop del id {}", old.id);
-        let _ = writeln!(undo, "{line} nexthop add {}", old.to_batch());
-    }
-    (nexthops_first + &routes_rules + &nexthops_last, undo)
-}
-
-/// The route and rule lines of [`ip_batch_with_undo`], numbered from
-/// `first_line + 1`; and the number of the last line.
-fn ip_batch_routes(changes: &[Change], first_line: usize) -> (String, String, usize) {
-    let mut add_routes = String::new();
-    let mut undo = String::new();
-    let mut add_rules = String::new();
-    let mut del_rules = String::new();
-    let mut del_routes = String::new();
-    let mut line = first_line;
-    for c in changes {
-        match c {
-            Change::Route { from, to: Some(r) } => {
-                line += 1;
-                match from {
-                    None => {
-                        let _ = writeln!(add_routes, "route add {}", r.to_batch());
-                    }
-                    Some(old) => {
-                        let _ = writeln!(add_routes, "route replace {}", r.to_batch());
-                        let _ = writeln!(undo, "{line} route replace {}", old.to_batch());
-                    }
-                }
-            }
-            Change::Route {
-                from: Some(r),
-                to: None,
-            } => {
-                let _ = writeln!(del_routes, "route del {}", r.to_batch());
-            }
-            Change::Rule { op: Op::Add, rule } => {
-                let _ = writeln!(add_rules, "rule add {}", rule.to_batch());
-            }
-            Change::Rule {
-                op: Op::Remove,
-                rule,
-            } => {
-                let _ = writeln!(del_rules, "rule del {}", rule.to_batch());
-            }
-            _ => {}
-        }
-    }
-    let text = add_routes + &add_rules + &del_rules + &del_routes;
-    let n = first_line + text.lines().count();
-    (text, undo, n)
-}
+/// The ip batch of rules, routes and nexthops is the routing kind's
+/// (src/routing.rs): one `ip -batch` stream for both kinds.
+pub use crate::routing::{ip_batch, ip_batch_with_undo};
 
 /// The changes an `apply --adopt` runs: the plan's, then the removal of
 /// each hand-made duplicate after the owned objects are in (ip batches add
@@ -178,18 +84,6 @@ pub fn with_take_over(changes: &[Change], hand_made: &[crate::takeover::HandMade
     out
 }
 
-/// `cmd` fed `payload` as a heredoc with delimiter `d` (random, so never
-/// inside the payload); on failure the script stops naming `what`.
-pub fn heredoc(cmd: &str, what: &str, d: &str, payload: &str) -> String {
-    let mut s = format!("{cmd} <<'{d}' || fail {}\n{payload}", sh_quote(what));
-    if !payload.ends_with('\n') {
-        s.push('\n');
-    }
-    s.push_str(d);
-    s.push('\n');
-    s
-}
-
 /// The background job testing the firewall payloads (its pid in `$tp`);
 /// "" when there are none. One payload is one command; several are one
 /// `&&` list so that `$tp` fails when any test does.
@@ -221,7 +115,7 @@ fn sh_word(s: &str) -> String {
     }
 }
 
-pub use crate::shell::sh_quote;
+pub use crate::shell::{heredoc, sh_quote};
 
 /// The helper library every gateway-side script starts with
 /// (gateway/lib.sh: `fail`, `nochange`, the step guard, owned listings).
@@ -377,7 +271,14 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
     // part to the phases (test, stage, ip batch, commit).
     for kind in KINDS {
         match kind {
-            Kind::Files => files_part(changes, d, out, caps, &mut b),
+            Kind::Files => {
+                let f = crate::files::apply(changes, d, caps.file_delta);
+                out.files += f.files;
+                out.commands += f.commands;
+                b.stage.push_str(&f.stage);
+                b.commit.push_str(&f.commit);
+                b.staged.extend(f.staged);
+            }
             Kind::Sysctls => out.commands += crate::sysctls::commit(changes, &mut b.commit),
             // Rules, routes and nexthop objects: one ip -batch stream.
             Kind::RulesRoutes => {
@@ -407,36 +308,6 @@ pub fn body(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps) -> B
     b
 }
 
-/// Files: temp file in the same directory, then rename over the target;
-/// a big file that exists is sent as an edit of what is there.
-fn files_part(changes: &[Change], d: &str, out: &mut ApplyScript, caps: Caps, b: &mut Body) {
-    for c in changes {
-        if let Change::File { path, from, to } = c {
-            out.files += 1;
-            let _ = writeln!(b.commit, "step {}", sh_quote(&format!("file {path}")));
-            let Some(new) = to else {
-                let _ = writeln!(
-                    b.commit,
-                    "rm -f {} || fail {}",
-                    sh_quote(path),
-                    sh_quote(&format!("remove {path}"))
-                );
-                out.commands += 1;
-                continue;
-            };
-            let delta = match from {
-                Some(old) if caps.file_delta => file_delta_commands(path, old, new, d),
-                _ => None,
-            };
-            out.commands += if delta.is_some() { 3 } else { 2 };
-            b.stage
-                .push_str(&delta.unwrap_or_else(|| stage_file(path, new, d)));
-            b.commit.push_str(&commit_file(path));
-            b.staged.push(sh_quote(&temp_path(path)));
-        }
-    }
-}
-
 /// The firewall: each backend's payload (crate::firewall), all tested in
 /// one background job before anything changes, then applied.
 fn firewall_part(changes: &[Change], d: &str, out: &mut ApplyScript, b: &mut Body) {
@@ -454,105 +325,6 @@ fn firewall_part(changes: &[Change], d: &str, out: &mut ApplyScript, b: &mut Bod
         // The test and the apply.
         out.commands += 2;
     }
-}
-
-/// The temp file a new content of `path` is staged in (same directory, so
-/// the rename is atomic).
-pub fn temp_path(path: &str) -> String {
-    format!("{path}{}", crate::ownership::TEMP_SUFFIX)
-}
-
-/// Write `content` to the temp file of `path` (see [`commit_file`]).
-pub fn stage_file(path: &str, content: &str, d: &str) -> String {
-    let dir = std::path::Path::new(path)
-        .parent()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "/".into());
-    let mut s = format!(
-        "[ -d {0} ] || mkdir -p {0} || fail {1}\n",
-        sh_quote(&dir),
-        sh_quote(&format!("mkdir {dir}"))
-    );
-    s.push_str(&heredoc(
-        &format!("cat > {}", sh_quote(&temp_path(path))),
-        &format!("write {path}"),
-        d,
-        content,
-    ));
-    s
-}
-
-/// Rename the staged temp file over `path`: atomic, readers see the old or
-/// the new content.
-pub fn commit_file(path: &str) -> String {
-    format!(
-        "mv -f {} {} || fail {}\n",
-        sh_quote(&temp_path(path)),
-        sh_quote(path),
-        sh_quote(&format!("rename {path}"))
-    )
-}
-
-/// Files smaller than this go whole: an edit saves little and costs two
-/// more programs on the host.
-const DELTA_MIN_BYTES: usize = 16 * 1024;
-
-/// Stage the new content `new` of `path` from `old` (its content as
-/// gathered) by sending only the changed lines: `K a b` copies old lines
-/// a..b, `I n` inserts the next n lines; awk builds the temp file, which is
-/// kept only if its SHA-256 is the planned one (the file changed since
-/// gather: fail before anything changed). [`commit_file`] renames it. None
-/// when whole is about as small.
-pub fn file_delta_commands(path: &str, old: &str, new: &str, d: &str) -> Option<String> {
-    use sha2::{Digest, Sha256};
-    if new.len() < DELTA_MIN_BYTES || !old.ends_with('\n') || !new.ends_with('\n') {
-        return None;
-    }
-    let diff = similar::TextDiff::from_lines(old, new);
-    let new_lines: Vec<&str> = new.split_inclusive('\n').collect();
-    let mut edits = String::new();
-    for op in diff.ops() {
-        match *op {
-            similar::DiffOp::Equal { old_index, len, .. } => {
-                let _ = writeln!(edits, "K {} {}", old_index + 1, old_index + len);
-            }
-            similar::DiffOp::Delete { .. } => {}
-            similar::DiffOp::Insert {
-                new_index, new_len, ..
-            }
-            | similar::DiffOp::Replace {
-                new_index, new_len, ..
-            } => {
-                let _ = writeln!(edits, "I {new_len}");
-                for l in new_lines.get(new_index..new_index + new_len)? {
-                    edits.push_str(l);
-                }
-            }
-        }
-    }
-    if edits.len() * 2 > new.len() {
-        return None;
-    }
-    let hash: String = Sha256::digest(new.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let q = sh_quote(path);
-    let tmp = sh_quote(&temp_path(path));
-    let mut s = format!(
-        "awk -v old={q} 'n > 0 {{ print; n--; next }} $1 == \"I\" {{ n = $2 + 0; next }} \
-         $1 == \"K\" {{ while (ln < $3 + 0) {{ if ((getline l < old) <= 0) exit 2; ln++; if (ln >= $2 + 0) print l }}; next }} \
-         {{ exit 2 }}' > {tmp} <<'{d}' || fail {}\n{edits}{d}\n",
-        sh_quote(&format!("edit {path}"))
-    );
-    let _ = writeln!(
-        s,
-        "h=$(sha256sum < {tmp}) && [ \"${{h%% *}}\" = {hash} ] || {{ rm -f {tmp}; fail {}; }}",
-        sh_quote(&format!(
-            "{path} changed on the host since it was gathered (its edit does not give the planned content)"
-        ))
-    );
-    Some(s)
 }
 
 /// Set a sysctl live (the sysctls kind's home has it).
@@ -645,6 +417,7 @@ mod tests {
         assert!(execute_watched(&mut t, &script, &mut roomy).is_ok());
     }
     use super::*;
+    use crate::files::{commit_file, file_delta_commands};
     use crate::state::ip::parse_batch;
     use crate::state::RtTables;
 

@@ -1,6 +1,9 @@
-//! Typed diff of desired against live state, restricted to what dwprov owns.
+//! Typed diff of desired against live state, restricted to what dwprov owns:
+//! each kind's diff is in its home ([`crate::files`], [`crate::sysctls`],
+//! [`crate::routing`], [`crate::nexthops`], [`crate::firewall`]), composed
+//! here in [`crate::kind::KINDS`] order, with the plan's readable views.
 //!
-//! Ownership (defined in [`crate::ownership`]) is applied here:
+//! Ownership (defined in [`crate::ownership`]) is applied there:
 //! - ip rules and routes tagged with protocol [`crate::ownership::ROUTE_PROTO`];
 //! - the firewall's owned objects, per backend ([`crate::firewall`]: for
 //!   iptables, chains named `DWPROV-*` and the jump rules into them);

@@ -4,7 +4,8 @@
 //! the `ip -j` parsers); here are the diff, owned objects only, and the
 //! read-back of a snapshot's listings. Registered as
 //! [`crate::kind::Kind::RulesRoutes`]; converge applies them in one `ip
-//! -batch` with the nexthops, boot restores them from `ip.batch`.
+//! -batch` with the nexthops, whose lines [`ip_batch_with_undo`] orders
+//! here (this module is their one batch), boot restores them from `ip.batch`.
 use crate::change::{Change, Conflict, Op};
 use crate::error::Result;
 use crate::facts::{snapshot_listing, Sections};
@@ -117,4 +118,106 @@ pub fn from_snapshot(sections: &Sections, rt_tables: &RtTables) -> Result<(Vec<R
     }
     let b = crate::state::ip::parse_batch(&batch, "snapshot rules and routes", rt_tables)?;
     Ok((b.rules, b.routes))
+}
+
+/// The `ip -batch` lines for these changes, ordered so traffic always has a
+/// route: routes are added/replaced first, then rules added, then rules
+/// removed, then routes removed.
+pub fn ip_batch(changes: &[Change]) -> String {
+    ip_batch_with_undo(changes).0
+}
+
+/// [`ip_batch`], and for every `route replace` line the line that puts the
+/// old route back (`LINE route replace OLD`), from which the gateway undoes
+/// a batch that stopped half-way (`ip_batch` in gateway/lib.sh derives the
+/// other inverses from the lines themselves). A new route is `route add`,
+/// not `replace`: if the kernel has it although the gathered state did not,
+/// the add fails with "File exists" and the lie is found before it costs.
+pub fn ip_batch_with_undo(changes: &[Change]) -> (String, String) {
+    // Nexthop objects (issue 11) come before the routes using them and go
+    // after: created and changed first (members before groups: by id),
+    // deleted last (groups first). Each has its inverse in the undo list.
+    let (mut nh_add, mut nh_del): (Vec<_>, Vec<_>) = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Nexthop { from, to } => Some((from, to)),
+            _ => None,
+        })
+        .partition(|(_, to)| to.is_some());
+    nh_add.sort_by_key(|(_, to)| to.as_ref().map(|n| n.id));
+    nh_del.sort_by_key(|(from, _)| std::cmp::Reverse(from.as_ref().map(|n| n.id)));
+    let mut nexthops_first = String::new();
+    let mut undo = String::new();
+    let mut line = 0;
+    for (from, to) in &nh_add {
+        let Some(to) = to else { continue };
+        line += 1;
+        match from {
+            None => {
+                let _ = writeln!(nexthops_first, "nexthop add {}", to.to_batch());
+                let _ = writeln!(undo, "{line} nexthop del id {}", to.id);
+            }
+            Some(old) => {
+                let _ = writeln!(nexthops_first, "nexthop replace {}", to.to_batch());
+                let _ = writeln!(undo, "{line} nexthop replace {}", old.to_batch());
+            }
+        }
+    }
+    let (routes_rules, route_undo, lines) = ip_batch_routes(changes, line);
+    undo.push_str(&route_undo);
+    let mut nexthops_last = String::new();
+    let mut line = lines;
+    for (from, _) in &nh_del {
+        let Some(old) = from else { continue };
+        line += 1;
+        let _ = writeln!(nexthops_last, "nexthop del id {}", old.id);
+        let _ = writeln!(undo, "{line} nexthop add {}", old.to_batch());
+    }
+    (nexthops_first + &routes_rules + &nexthops_last, undo)
+}
+
+/// The route and rule lines of [`ip_batch_with_undo`], numbered from
+/// `first_line + 1`; and the number of the last line.
+fn ip_batch_routes(changes: &[Change], first_line: usize) -> (String, String, usize) {
+    let mut add_routes = String::new();
+    let mut undo = String::new();
+    let mut add_rules = String::new();
+    let mut del_rules = String::new();
+    let mut del_routes = String::new();
+    let mut line = first_line;
+    for c in changes {
+        match c {
+            Change::Route { from, to: Some(r) } => {
+                line += 1;
+                match from {
+                    None => {
+                        let _ = writeln!(add_routes, "route add {}", r.to_batch());
+                    }
+                    Some(old) => {
+                        let _ = writeln!(add_routes, "route replace {}", r.to_batch());
+                        let _ = writeln!(undo, "{line} route replace {}", old.to_batch());
+                    }
+                }
+            }
+            Change::Route {
+                from: Some(r),
+                to: None,
+            } => {
+                let _ = writeln!(del_routes, "route del {}", r.to_batch());
+            }
+            Change::Rule { op: Op::Add, rule } => {
+                let _ = writeln!(add_rules, "rule add {}", rule.to_batch());
+            }
+            Change::Rule {
+                op: Op::Remove,
+                rule,
+            } => {
+                let _ = writeln!(del_rules, "rule del {}", rule.to_batch());
+            }
+            _ => {}
+        }
+    }
+    let text = add_routes + &add_rules + &del_rules + &del_routes;
+    let n = first_line + text.lines().count();
+    (text, undo, n)
 }
