@@ -13,14 +13,15 @@ pub const FACT_SECTIONS: &[FactSection] =
     &[FactSection::command("nexthops", "ip -N -j -d nexthop show")];
 use serde::Serialize;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// What a nexthop object points at.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Hop {
+    /// A gateway on a device; its family is the gateway's.
     Via {
-        via: Ipv4Addr,
+        via: IpAddr,
         dev: String,
     },
     /// A point-to-point line's (issue 14): `dev IF`, no gateway.
@@ -67,13 +68,13 @@ impl crate::ownership::Protocol for Nexthop {
 }
 
 impl Nexthop {
-    /// The object's address family: a gateway's (IPv4: `Ipv4Addr`); `None`
-    /// for a device-only hop and a group, which `ip nexthop` keeps without
-    /// one (`ip -4` refuses a group: gateway/lib.sh's `ip_batch` runs a
-    /// batch with nexthop lines without the flag).
+    /// The object's address family, read off its gateway; `None` for a
+    /// device-only hop and a group, which `ip nexthop` keeps without one
+    /// (`ip -4` refuses a group: gateway/lib.sh's `ip_batch` runs a batch
+    /// with nexthop lines without the flag).
     pub fn family(&self) -> Option<crate::state::Family> {
         match self.hop {
-            Hop::Via { .. } => Some(crate::state::Family::Inet),
+            Hop::Via { via, .. } => Some(crate::state::Family::of_addr(&via)),
             Hop::Dev { .. } | Hop::Group(_) => None,
         }
     }
@@ -108,7 +109,7 @@ pub fn parse_words(w: &[&str]) -> std::result::Result<Nexthop, String> {
             .ok_or_else(|| format!("`{}` needs a value", w[i]))?;
         match w[i] {
             "id" => id = Some(v.parse::<u32>().map_err(|_| "bad nexthop id")?),
-            "via" => via = Some(v.parse::<Ipv4Addr>().map_err(|_| "bad via address")?),
+            "via" => via = Some(v.parse::<IpAddr>().map_err(|_| "bad via address")?),
             "dev" => dev = Some(v.to_string()),
             "group" => group = Some(parse_group(v).ok_or("bad group")?),
             "proto" | "protocol" => proto = v.parse().map_err(|_| "bad proto")?,
@@ -202,7 +203,10 @@ pub fn parse_json(text: &str) -> Result<Vec<Nexthop>> {
         } else {
             let via = o.get("gateway").and_then(|x| x.as_str());
             let dev = o.get("dev").and_then(|x| x.as_str());
-            match (via.and_then(|v| v.parse::<Ipv4Addr>().ok()), dev) {
+            // A gateway of a family dwprov does not manage (IPv6 today,
+            // state::family::OWNED) is foreign: skipped, as rules and routes.
+            let managed = |a: &IpAddr| crate::state::family::MANAGED.contains(&crate::state::Family::of_addr(a));
+            match (via.and_then(|v| v.parse::<IpAddr>().ok()).filter(managed), dev) {
                 (Some(via), Some(dev)) => Hop::Via {
                     via,
                     dev: dev.to_string(),
