@@ -666,7 +666,7 @@ struct NexthopView<'a> {
 /// The nexthops a plan depends on: dwprov's (its protocol) and any at an id
 /// of dwprov's band (a foreign one there is a conflict). Where the agent
 /// points them during a failover is dynamic state, not drift (as
-/// `diff::diff_nexthops` says), so it is left out of the digest: a single
+/// `nexthops::diff` says), so it is left out of the digest: a single
 /// nexthop pointing at a desired line's gateway, a group holding a
 /// non-empty subset of the desired members. Another target (a hand-made
 /// repoint, a group with a stranger) counts. Without a desired state (the
@@ -675,12 +675,7 @@ fn nexthop_scope<'a>(live: &'a State, desired: &State) -> Vec<NexthopView<'a>> {
     use crate::ownership::{is_owned_route, NEXTHOP_ID_BAND};
     use crate::state::nexthop::Hop;
     let (lo, hi) = NEXTHOP_ID_BAND;
-    let targets: Vec<&Hop> = desired
-        .nexthops
-        .iter()
-        .filter(|n| matches!(n.hop, Hop::Via { .. } | Hop::Dev { .. }))
-        .map(|n| &n.hop)
-        .collect();
+    let targets = crate::nexthops::failover_targets(&desired.nexthops);
     let members: Vec<&(u32, u32)> = desired
         .nexthops
         .iter()

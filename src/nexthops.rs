@@ -32,12 +32,7 @@ pub fn diff(
 ) {
     let moves = agent_moves(desired);
     let movable = |id: u32| moves.as_ref().is_none_or(|m| m.contains(&id));
-    let targets: Vec<&Hop> = desired
-        .nexthops
-        .iter()
-        .filter(|n| matches!(n.hop, Hop::Via { .. } | Hop::Dev { .. }))
-        .map(|n| &n.hop)
-        .collect();
+    let targets = failover_targets(&desired.nexthops);
     let dynamic_ok = |want: &Nexthop, have: &Nexthop| match (&want.hop, &have.hop) {
         (Hop::Via { .. } | Hop::Dev { .. }, Hop::Via { .. } | Hop::Dev { .. }) => {
             targets.contains(&&have.hop)
@@ -77,6 +72,16 @@ pub fn diff(
             });
         }
     }
+}
+
+/// Where the agent may point a single nexthop on failover: at any desired
+/// single nexthop's target (another line's gateway or device).
+pub fn failover_targets(desired: &[Nexthop]) -> Vec<&Hop> {
+    desired
+        .iter()
+        .filter(|n| matches!(n.hop, Hop::Via { .. } | Hop::Dev { .. }))
+        .map(|n| &n.hop)
+        .collect()
 }
 
 /// The ids of the nexthops the agent repoints, from the desired agent
