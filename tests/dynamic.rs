@@ -126,7 +126,7 @@ fn a_dhcp_line_follows_its_lease() {
         "{out}"
     );
     assert!(
-        out.contains("info: line cnc: next hop 203.0.113.1"),
+        out.contains("info: line cnc: via 203.0.113.1 (dynamic"),
         "{out}"
     );
     assert!(

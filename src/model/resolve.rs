@@ -67,15 +67,16 @@ pub fn resolve(gw: &Gateway, facts: Option<&Facts>) -> Resolved {
                 .and_then(|f| f.interface(&l.interface))
                 .and_then(|i| i.addresses.first().copied());
             match l.address {
+                // In `dwprov status`'s words (status::dynamic_text).
                 Some(a) => info.push(format!(
-                    "line {}: address {a} (dynamic: {}'s address now; MASQUERADE whatever `nat` says)",
+                    "line {}: address {a} (dynamic, from {}); its SNAT is MASQUERADE whatever `nat` says",
                     l.name, l.interface
                 )),
                 None => info.push(format!(
-                    "line {}: address dynamic, {} has no IPv4 address {}",
+                    "line {}: no address {} on {}",
                     l.name,
+                    if facts.is_some() { "now" } else { "known without the host" },
                     l.interface,
-                    if facts.is_some() { "now" } else { "known without the host" }
                 )),
             }
         }
@@ -85,18 +86,18 @@ pub fn resolve(gw: &Gateway, facts: Option<&Facts>) -> Resolved {
                 .and_then(|r| r.via_v4());
             match l.gateway {
                 Some(g) => info.push(format!(
-                    "line {}: next hop {g} (dynamic: the DHCP client's default route via {})",
+                    "line {}: via {g} (dynamic, the DHCP client's default route on {})",
                     l.name, l.interface
                 )),
                 None => info.push(format!(
-                    "line {}: gateway dynamic, no DHCP default route via {} {}",
+                    "line {}: no DHCP next hop {} on {}",
                     l.name,
-                    l.interface,
                     if facts.is_some() {
                         "now"
                     } else {
                         "known without the host"
-                    }
+                    },
+                    l.interface,
                 )),
             }
         }
