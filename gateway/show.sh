@@ -10,12 +10,15 @@ sec() {
     cat "$2"
     printf '\n%s end %s %s\n\n%s fin\n' "$D" "$1" "$?" "$D"
 }
+# A listing the snapshot may lack (an older dwprov's): shown when there.
+sec_if() { if [ -f "$S/$1" ]; then sec "$1" "$S/$1"; fi; }
+# Each copied file of the snapshot (files.list says which).
+show_files() {
+    while read -r i what _; do
+        [ "$what" = present ] && sec "file $i" "$S/files/$i"
+    done < "$S/files.list"
+}
 printf '%s begin id\n%s\n%s end id 0\n\n%s fin\n' "$D" "${S##*/}" "$D" "$D"
-for f in rules routes files.list sysctls; do sec "$f" "$S/$f"; done
-# Nexthop objects (snapshots of older dwprov versions have none).
-if [ -f "$S/nexthops" ]; then sec nexthops "$S/nexthops"; fi
-# Every firewall backend's sections (gateway/fw-*.sh).
-fw_show
-while read -r i what _; do
-    [ "$what" = present ] && sec "file $i" "$S/files/$i"
-done < "$S/files.list"
+# The kinds' sections follow (src/safe.rs `show_script`, from each kind's
+# home in crate::kind::KINDS order): `sec NAME "$S/NAME"`, `sec_if`,
+# `show_files`, and `fw_show` (every firewall backend's, gateway/fw-*.sh).

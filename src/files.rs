@@ -47,6 +47,10 @@ pub fn diff(desired: &Files, live: &Files, changes: &mut Vec<Change>) {
     }
 }
 
+/// The snapshot's sections of the files (gateway/show.sh's functions):
+/// the list and each copy.
+pub const SHOW_SNAPSHOT: &str = "sec files.list \"$S/files.list\"\nshow_files\n";
+
 /// The files as a snapshot copied them (`files.list`: `INDEX present|absent
 /// PATH` lines, each present file's text in section `file INDEX`); owned
 /// files the snapshot did not cover stay as they are live (the revert

@@ -44,6 +44,22 @@ pub const KINDS: &[Kind] = &[
 ];
 
 impl Kind {
+    /// The shell lines of `rollback`'s plan that show what a snapshot holds
+    /// of the kind (gateway/show.sh's `sec`, `sec_if`, `show_files`,
+    /// `fw_show`), read back by the kind's `from_snapshot`.
+    pub fn show_snapshot(self) -> &'static str {
+        match self {
+            Kind::Files => crate::files::SHOW_SNAPSHOT,
+            Kind::Sysctls => crate::sysctls::SHOW_SNAPSHOT,
+            Kind::RulesRoutes => crate::routing::SHOW_SNAPSHOT,
+            Kind::Nexthops => crate::nexthops::SHOW_SNAPSHOT,
+            // Every backend's sections (gateway/fw-*.sh).
+            Kind::Firewall => "fw_show\n",
+            // Their files are Kind::Files.
+            Kind::Units => "",
+        }
+    }
+
     /// The gather sections that read the kind's live state, in order
     /// (each kind's own list, in its home module). The gather runs the
     /// host's sections, then these in [`KINDS`] order, then each owned

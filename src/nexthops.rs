@@ -103,6 +103,10 @@ fn agent_moves(desired: &State) -> Option<BTreeSet<u32>> {
     )
 }
 
+/// The snapshot's section of nexthops (gateway/show.sh; snapshots of
+/// older versions have none).
+pub const SHOW_SNAPSHOT: &str = "sec_if nexthops\n";
+
 /// The nexthops as a snapshot listed them (`nexthop replace id N ...`
 /// lines); none in snapshots of older versions.
 pub fn from_snapshot(sections: &Sections) -> Result<Vec<Nexthop>> {

@@ -93,6 +93,9 @@ pub fn diff_routes(
     }
 }
 
+/// The snapshot's sections of rules and routes (gateway/show.sh).
+pub const SHOW_SNAPSHOT: &str = "sec rules \"$S/rules\"\nsec routes \"$S/routes\"\n";
+
 /// Rules and routes as a snapshot listed them (gateway/lib.sh's
 /// `owned_rules`/`owned_routes`: `rule add ...` and `route replace proto N
 /// ...` lines), through the batch parser.

@@ -581,6 +581,9 @@ pub fn show_script(id: Option<&str>, marker: &str) -> String {
         ("D", marker.to_string()),
     ]));
     s.push_str(&minify(SHOW_SH));
+    for kind in KINDS {
+        s.push_str(kind.show_snapshot());
+    }
     s
 }
 
@@ -783,10 +786,24 @@ mod tests {
         );
         shellcheck("rollback-script.sh", &rollback_script(Some("x")));
         shellcheck("list-script.sh", &list_script());
+        shellcheck("show-script.sh", &show_script(Some("x"), "M"));
         shellcheck(
             "no-confirm-script.sh",
             &converge::script(&changes, converge::Caps::default()).script,
         );
+    }
+
+    /// `rollback`'s plan shows every listing the kinds read back.
+    #[test]
+    fn the_show_script_shows_what_the_kinds_read_back() {
+        let s = show_script(None, "M");
+        for listing in ["files.list", "sysctls", "rules", "routes", "nexthops"] {
+            assert!(
+                s.contains(&format!("{listing}\"")) || s.contains(&format!("sec_if {listing}")),
+                "{listing}"
+            );
+        }
+        assert!(s.contains("show_files\n") && s.contains("fw_show\n"));
     }
 
     #[test]

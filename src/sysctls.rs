@@ -32,6 +32,9 @@ pub fn from_gather(text: &str) -> Sysctls {
     out
 }
 
+/// The snapshot's section of the sysctls (gateway/show.sh).
+pub const SHOW_SNAPSHOT: &str = "sec sysctls \"$S/sysctls\"\n";
+
 /// A snapshot's `sysctls` listing: `KEY VALUE` lines, values as listed.
 pub fn from_snapshot(text: &str) -> Sysctls {
     let mut out = Sysctls::new();

@@ -20,14 +20,9 @@ use std::net::IpAddr;
 #[serde(rename_all = "lowercase")]
 pub enum Hop {
     /// A gateway on a device; its family is the gateway's.
-    Via {
-        via: IpAddr,
-        dev: String,
-    },
+    Via { via: IpAddr, dev: String },
     /// A point-to-point line's (issue 14): `dev IF`, no gateway.
-    Dev {
-        dev: String,
-    },
+    Dev { dev: String },
     /// Members `(id, weight)`, in the kernel's order.
     Group(Vec<(u32, u32)>),
 }
@@ -205,8 +200,13 @@ pub fn parse_json(text: &str) -> Result<Vec<Nexthop>> {
             let dev = o.get("dev").and_then(|x| x.as_str());
             // A gateway of a family dwprov does not manage (IPv6 today,
             // state::family::OWNED) is foreign: skipped, as rules and routes.
-            let managed = |a: &IpAddr| crate::state::family::MANAGED.contains(&crate::state::Family::of_addr(a));
-            match (via.and_then(|v| v.parse::<IpAddr>().ok()).filter(managed), dev) {
+            let managed = |a: &IpAddr| {
+                crate::state::family::MANAGED.contains(&crate::state::Family::of_addr(a))
+            };
+            match (
+                via.and_then(|v| v.parse::<IpAddr>().ok()).filter(managed),
+                dev,
+            ) {
                 (Some(via), Some(dev)) => Hop::Via {
                     via,
                     dev: dev.to_string(),
