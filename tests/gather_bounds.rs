@@ -14,30 +14,10 @@ use std::time::{Duration, Instant};
 /// the arguments (`$*`), `then` what it does instead; every other call runs
 /// a copy of the real binary.
 fn fake_ip(lab: &Lab, when: &str, then: &str) {
-    let real = lab.sh_ok(
-        "gw",
-        "readlink -f \"$(PATH=/usr/sbin:/usr/bin:/sbin:/bin command -v ip)\"",
-    );
-    let real = real.trim();
-    let copy = lab.dir.join("ip-real");
-    std::fs::copy(real, &copy).unwrap();
-    let fake = lab.dir.join("ip-fake");
-    std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\ncase \" $* \" in {when}) {then};; esac\nexec {} \"$@\"\n",
-            copy.display()
-        ),
-    )
-    .unwrap();
-    lab.sh_ok(
-        "gw",
-        &format!(
-            "chmod 755 {0} {1} && mount --bind {0} {2}",
-            fake.display(),
-            copy.display(),
-            real
-        ),
+    common::fake_tool(
+        lab,
+        "ip",
+        &format!("case \" $* \" in {when}) {then};; esac\nexec \"$REAL\" \"$@\""),
     );
 }
 

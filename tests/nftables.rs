@@ -337,22 +337,8 @@ fn a_lockout_reverts_to_the_nftables_table() {
     let table = owned(&lab);
     assert_eq!(table, render::desired(&gateway(&a), true));
 
-    let bad = inventory_with(
-        &lab,
-        "lockout.yaml",
-        "fwmark",
-        FORWARDS,
-        CNC_ROUTES,
-        &format!("{FAST_SSH}          policies:\n            - {{to: 10.9.0.0/24, line: ctc}}\n"),
-    );
     let confirm = 30;
-    let o = apply_confirming_forced(&lab, &bad, confirm);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        text(&o).contains("reverts itself to snapshot"),
-        "{}",
-        text(&o)
-    );
+    start_lockout(&lab, confirm);
     assert!(
         wait_until_planned(&lab, &a, std::time::Duration::from_secs(confirm + 30)).is_some(),
         "not back to a's state in time"
@@ -376,27 +362,11 @@ fn a_failing_nft_listing_is_an_error_not_a_missing_table() {
     let inv = inventory_with(&lab, "nft.yaml", "fwmark", FORWARDS, CNC_ROUTES, NFT);
     apply(&lab, &inv);
     let table = owned(&lab);
-    let real = lab.sh_ok("gw", "readlink -f \"$(command -v nft)\"");
-    let copy = lab.dir.join("nft-copy");
-    std::fs::copy(real.trim(), &copy).unwrap();
-    let fake = lab.dir.join("nft-fails-listing");
-    std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\ncase \" $* \" in *\" list table \"*) echo 'Error: Operation not permitted' >&2; exit 1 ;; esac\n\
-             exec {} \"$@\"\n",
-            copy.display()
-        ),
-    )
-    .unwrap();
-    lab.sh_ok(
-        "gw",
-        &format!(
-            "chmod 755 {0} {1} && mount --bind {0} {2}",
-            fake.display(),
-            copy.display(),
-            real.trim()
-        ),
+    common::fake_tool(
+        &lab,
+        "nft",
+        "case \" $* \" in *\" list table \"*) echo 'Error: Operation not permitted' >&2; exit 1 ;; esac\n\
+         exec \"$REAL\" \"$@\"",
     );
     let i = inv.to_str().unwrap();
     for args in [vec!["plan", "-i", i], vec!["apply", "-i", i, "--yes"]] {
@@ -409,7 +379,7 @@ fn a_failing_nft_listing_is_an_error_not_a_missing_table() {
         assert!(out.contains("Operation not permitted"), "{args:?}: {out}");
         assert!(!out.contains("+table inet dwprov"), "{args:?}: {out}");
     }
-    lab.sh_ok("gw", &format!("umount {}", real.trim()));
+    common::unfake_tool(&lab, "nft");
     assert_eq!(owned(&lab), table, "nothing changed");
     let (code, out) = plan_json(&lab, &inv);
     assert_eq!(code, 0, "{out}");

@@ -78,22 +78,8 @@ fn rollback_and_a_lockout_revert_leave_foreign_state_alone() {
 
     // A lock-out: the controller's replies go out the CTC line. Foreign
     // objects added while the revert timer is pending survive the revert.
-    let bad = inventory_with(
-        &lab,
-        "lockout.yaml",
-        "fwmark",
-        FORWARDS,
-        CNC_ROUTES,
-        &format!("{FAST_SSH}          policies:\n            - {{to: 10.9.0.0/24, line: ctc}}\n"),
-    );
     let confirm = 30;
-    let o = apply_confirming_forced(&lab, &bad, confirm);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        text(&o).contains("reverts itself to snapshot"),
-        "{}",
-        text(&o)
-    );
+    start_lockout(&lab, confirm);
     assert_eq!(
         newest_state(&lab),
         "applied",

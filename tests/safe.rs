@@ -29,14 +29,7 @@ fn a_change_that_cuts_the_management_path_reverts_by_itself() {
     let lab = Lab::up();
     let good = inventory_with(&lab, "good.yaml", "fwmark", FORWARDS, CNC_ROUTES, FAST_SSH);
     // The controller's replies sent out the CTC line: the management path is cut.
-    let bad = inventory_with(
-        &lab,
-        "lockout.yaml",
-        "fwmark",
-        FORWARDS,
-        CNC_ROUTES,
-        &format!("{FAST_SSH}          policies:\n            - {{to: 10.9.0.0/24, line: ctc}}\n"),
-    );
+    let bad = lockout_inventory(&lab);
     assert_eq!(apply_confirmed(&lab, &good).status.code(), Some(0));
     for trial in 0..trials("DWPROV_LOCKOUT_TRIALS", 1) {
         let o = apply_confirming_forced(&lab, &bad, CONFIRM_SECS);
@@ -356,28 +349,12 @@ fn a_rejected_iptables_payload_changes_nothing_and_stops_the_timer() {
     // iptables-restore and iptables-save are links to one multi-call
     // binary, and a bind mount lands on that binary: the stand-in serves
     // every name from a copy of it and fails only `iptables-restore --test`.
-    let real = lab.sh_ok("gw", "readlink -f /usr/sbin/iptables-restore");
-    let copy = lab.dir.join("xtables-multi-copy");
-    std::fs::copy(real.trim(), &copy).unwrap();
-    let fake = lab.dir.join("xtables-multi-rejects-tests");
-    std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\nn=${{0##*/}}\n\
-             if [ \"$n\" = iptables-restore ]; then for a; do [ \"$a\" = --test ] && {{ echo 'iptables-restore: line 3 failed' >&2; exit 1; }}; done; fi\n\
-             exec {} \"$n\" \"$@\"\n",
-            copy.display()
-        ),
-    )
-    .unwrap();
-    lab.sh_ok(
-        "gw",
-        &format!(
-            "chmod 755 {0} {1} && mount --bind {0} {2}",
-            fake.display(),
-            copy.display(),
-            real.trim()
-        ),
+    common::fake_tool(
+        &lab,
+        "iptables-restore",
+        "n=${0##*/}\n\
+         if [ \"$n\" = iptables-restore ]; then for a; do [ \"$a\" = --test ] && { echo 'iptables-restore: line 3 failed' >&2; exit 1; }; done; fi\n\
+         exec \"$REAL\" \"$n\" \"$@\"",
     );
     let before = lab.sh_ok("gw", SNAPSHOT);
     let o = lab.dwprov(&["apply", "-i", inv.to_str().unwrap(), "--yes"]);

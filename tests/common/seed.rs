@@ -125,6 +125,32 @@ pub fn apply_confirming_forced(lab: &Lab, inv: &Path, confirm_secs: u64) -> Outp
     ])
 }
 
+/// The seed inventory `lockout.yaml`: method fwmark, with a policy that
+/// sends the controller's replies (10.9.0.0/24) out the CTC line, which
+/// cuts the management path.
+pub fn lockout_inventory(lab: &Lab) -> PathBuf {
+    inventory_with(
+        lab,
+        "lockout.yaml",
+        "fwmark",
+        FORWARDS,
+        CNC_ROUTES,
+        &format!("{FAST_SSH}          policies:\n            - {{to: 10.9.0.0/24, line: ctc}}\n"),
+    )
+}
+
+/// Apply [`lockout_inventory`] commit-confirmed (revert after
+/// `confirm_secs`, forced past the check that would refuse it): it must
+/// fail, saying the gateway reverts itself. Returns its output.
+pub fn start_lockout(lab: &Lab, confirm_secs: u64) -> String {
+    let bad = lockout_inventory(lab);
+    let o = apply_confirming_forced(lab, &bad, confirm_secs);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("reverts itself to snapshot"), "{out}");
+    out
+}
+
 /// Wait until `dwprov plan` of `inv` exits 0 (the gateway is exactly as
 /// `inv` says), at most `limit`; returns how long it took.
 pub fn wait_until_planned(
