@@ -20,7 +20,7 @@ pub type Files = BTreeMap<String, String>;
 pub const FACT_SECTIONS: &[FactSection] = &[FactSection::helper(
     "state_files",
     "f_state_files",
-    "ls of dwprov's state dir",
+    "ls $G_STATE_DIR",
 )];
 
 /// Desired files against live ones: a file that differs is rewritten

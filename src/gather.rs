@@ -107,8 +107,9 @@ fn sh_quote(s: &str) -> String {
 }
 
 /// A section's command as messages name it: a helper by its description,
-/// a plain command as it runs (gather.sh's `"$G_IP_FAMILY"` as the flag
-/// it holds, state::family::OWNED's), an owned file as `cat PATH`.
+/// a plain command as it runs, with the gather's parameters as the values
+/// they hold (`"$G_IP_FAMILY"`: state::family::OWNED's flag;
+/// `$G_STATE_DIR`: the state dir); an owned file as `cat PATH`.
 pub fn section_command(section: &str) -> String {
     if let Some(path) = section.strip_prefix("file ") {
         return format!("cat {path}");
@@ -120,10 +121,10 @@ pub fn section_command(section: &str) -> String {
 }
 
 fn shown(s: &FactSection) -> String {
-    match s.shown {
-        Some(text) => text.to_string(),
-        None => s.run.replace("\"$G_IP_FAMILY\"", OWNED.ip_flag()),
-    }
+    s.shown
+        .unwrap_or(s.run)
+        .replace("\"$G_IP_FAMILY\"", OWNED.ip_flag())
+        .replace("$G_STATE_DIR", STATE_DIR)
 }
 
 /// A command line as the watchdog reports it (`"$*"` of a section): the
@@ -764,6 +765,8 @@ mod tests {
             }
         }
         assert!(plain >= 6, "{plain}");
+        // A helper's description names the parameters' values too.
+        assert_eq!(section_command("state_files"), format!("ls {STATE_DIR}"));
         // Every kind reads something, and the firewall both backends.
         for kind in crate::kind::KINDS {
             assert!(!kind.fact_sections().is_empty(), "{kind:?}");
