@@ -7,12 +7,13 @@ use crate::state::State;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// One network interface and its IPv4 addresses.
+/// One network interface and its addresses of the managed families
+/// (`state::family::MANAGED`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Interface {
     pub name: String,
     pub up: bool,
-    pub addresses: Vec<ipnet::Ipv4Net>,
+    pub addresses: Vec<ipnet::IpNet>,
 }
 
 /// Everything gathered from one host.

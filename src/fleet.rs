@@ -196,7 +196,7 @@ pub fn preflight(gw: &Gateway, facts: &Facts) -> Result<()> {
             ));
         }
     }
-    let mut check = |what: String, iface: &str, addr: ipnet::Ipv4Net| {
+    let mut check = |what: String, iface: &str, addr: ipnet::IpNet| {
         match facts.interface(iface) {
         None => problems.push(format!("{what}: interface {iface} does not exist on the host")),
         Some(i) if !i.addresses.contains(&addr) => problems.push(format!(
@@ -385,22 +385,20 @@ fn previous_facts(gw: &Gateway, facts: &Facts) -> Facts {
                 .iter()
                 .filter(crate::ownership::is_owned_rule)
                 .find(|r| r.priority == prio && r.action == RuleAction::Table(l.table))
-                .and_then(|r| r.from_v4())
+                .and_then(|r| r.from)
                 .map(|f| f.addr());
             let net = addr.map(|a| {
                 live.routes
                     .iter()
                     .filter(|r| is_owned_route(r) && r.table == l.table)
-                    .find(|r| {
-                        r.src_v4() == Some(a) && r.dev.as_deref() == Some(l.interface.as_str())
-                    })
-                    .and_then(|r| ipnet::Ipv4Net::new(a, r.dst.prefix_len()).ok())
+                    .find(|r| r.src == Some(a) && r.dev.as_deref() == Some(l.interface.as_str()))
+                    .and_then(|r| ipnet::IpNet::new(a, r.dst.prefix_len()).ok())
                     // Dropped with the old address: the new one's length.
                     .or_else(|| {
                         let now = facts.interface(&l.interface)?.addresses.first()?;
-                        ipnet::Ipv4Net::new(a, now.prefix_len()).ok()
+                        ipnet::IpNet::new(a, now.prefix_len()).ok()
                     })
-                    .unwrap_or_else(|| ipnet::Ipv4Net::from(a))
+                    .unwrap_or_else(|| ipnet::IpNet::from(a))
             });
             if let Some(iface) = old.interfaces.iter_mut().find(|f| f.name == l.interface) {
                 iface.addresses = net.into_iter().collect();

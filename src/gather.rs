@@ -367,16 +367,20 @@ pub fn parse_addrs(text: &str) -> Result<Vec<Interface>> {
             .into_iter()
             .flatten()
         {
+            // An address of a family dwprov does not manage is not read.
             let local = a
                 .get("local")
                 .and_then(|l| l.as_str())
-                .and_then(|l| l.parse().ok());
+                .and_then(|l| l.parse::<std::net::IpAddr>().ok())
+                .filter(|l| {
+                    crate::state::family::MANAGED.contains(&crate::state::Family::of_addr(l))
+                });
             let len = a
                 .get("prefixlen")
                 .and_then(|l| l.as_u64())
                 .and_then(|l| u8::try_from(l).ok());
             if let (Some(l), Some(p)) = (local, len) {
-                if let Ok(n) = ipnet::Ipv4Net::new(l, p) {
+                if let Ok(n) = ipnet::IpNet::new(l, p) {
                     addresses.push(n);
                 }
             }

@@ -239,7 +239,7 @@ pub fn write_rendered(
 /// of a gateway, and the line that routes it (the first in `lines:` that
 /// lists it; the later ones skip it).
 pub fn overlaps_text(gw: &Gateway) -> String {
-    let mut first: HashMap<ipnet::Ipv4Net, &str> = HashMap::new();
+    let mut first: HashMap<ipnet::IpNet, &str> = HashMap::new();
     let mut s = String::new();
     let mut n = 0;
     for l in &gw.lines {

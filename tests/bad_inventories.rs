@@ -4,7 +4,7 @@ use dwprov::inventory::{self, Inventory};
 use dwprov::model::{self, Forward, Gateway, Lan, Line, Method, NatMode, NextHop, Policy, Proto};
 use dwprov::transport::Connection;
 use dwprov::Error;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -389,13 +389,13 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inventory")
 }
 
-fn dedup(lists: &[Vec<Ipv4Net>]) -> Vec<Ipv4Net> {
+fn dedup(lists: &[Vec<Ipv4Net>]) -> Vec<IpNet> {
     let mut seen = std::collections::HashSet::new();
     lists
         .iter()
         .flatten()
         .filter(|n| seen.insert(**n))
-        .copied()
+        .map(|n| IpNet::V4(*n))
         .collect()
 }
 
@@ -428,7 +428,7 @@ fn documented_example_loads_and_builds() {
     let isp = fixtures().join("isp");
     let chinanet = inventory::routes::load_routes(&isp.join("chinanet.txt")).unwrap();
     let unicom = inventory::routes::load_routes(&isp.join("unicom.txt")).unwrap();
-    let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+    let net = |s: &str| s.parse::<IpNet>().unwrap();
     let ip = |s: &str| s.parse().unwrap();
     let want = Gateway {
         host: "gw1".into(),
@@ -463,7 +463,7 @@ fn documented_example_loads_and_builds() {
                 dynamic_address: false,
                 next_hop: NextHop::Fixed,
                 default: false,
-                routes: dedup(&[vec![net("100.65.0.0/16")], unicom.clone()]),
+                routes: dedup(&[vec!["100.65.0.0/16".parse().unwrap()], unicom.clone()]),
                 health: None,
                 failover: Default::default(),
             },

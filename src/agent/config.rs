@@ -66,8 +66,8 @@ pub struct Follow {
 #[serde(deny_unknown_fields)]
 pub struct Fact {
     pub line: String,
-    pub address: Option<ipnet::Ipv4Net>,
-    pub next_hop: Option<Ipv4Addr>,
+    pub address: Option<ipnet::IpNet>,
+    pub next_hop: Option<std::net::IpAddr>,
 }
 
 /// One line (an ISP uplink) as the agent sees it.

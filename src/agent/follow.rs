@@ -299,7 +299,7 @@ fn shown(f: &[Fact]) -> String {
 }
 
 /// The old addresses of `before` that `after` no longer has.
-pub fn gone_addresses(before: &[Fact], after: &[Fact]) -> Vec<std::net::Ipv4Addr> {
+pub fn gone_addresses(before: &[Fact], after: &[Fact]) -> Vec<std::net::IpAddr> {
     before
         .iter()
         .filter_map(|b| {
@@ -471,7 +471,7 @@ mod tests {
         ];
         assert_eq!(
             gone_addresses(&before, &after),
-            vec!["203.0.113.77".parse::<std::net::Ipv4Addr>().unwrap()]
+            vec!["203.0.113.77".parse::<std::net::IpAddr>().unwrap()]
         );
         assert!(gone_addresses(&[fact("cnc", None)], &after).is_empty());
         assert_eq!(gone_addresses(&before[..1], &[fact("cnc", None)]).len(), 1);

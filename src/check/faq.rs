@@ -67,14 +67,14 @@ fn user_of(gw: &Gateway, m: usize) -> Option<Addr> {
 }
 
 fn first_host(p: &addr::Net) -> Addr {
-    let n = u32::from(addr::network(p).addr());
     // Inside the prefix however small (and no overflow at the top).
-    let off = match addr::prefix_len(p) {
-        31.. => 0,
-        28.. => 1,
+    let room = p.max_prefix_len() - addr::prefix_len(p);
+    let off = match room {
+        0..=1 => 0,
+        2..=4 => 1,
         _ => 10,
     };
-    Addr::from(n.saturating_add(off))
+    addr::nth(p, off)
 }
 
 fn flow(from: Addr, to: Addr, iif: Option<&str>, proto: Proto, port: u16) -> Flow {
@@ -161,13 +161,9 @@ fn hairpin(host: &Host, gw: &Gateway, world: &World, out: &mut Vec<Finding>) {
             continue;
         };
         // A client of that LAN other than the gateway and the server.
-        let net = u32::from(addr::network(&lan.address).addr());
-        let Some(client) = (2..40)
-            .map(|k| Addr::from(net.saturating_add(k)))
-            .find(|a| {
-                *a != addr::host(&lan.address) && *a != f.to && addr::contains(&lan.address, *a)
-            })
-        else {
+        let Some(client) = (2..40).map(|k| addr::nth(&lan.address, k)).find(|a| {
+            *a != addr::host(&lan.address) && *a != f.to && addr::contains(&lan.address, *a)
+        }) else {
             continue;
         };
         let Some((l, la)) = gw

@@ -96,12 +96,19 @@ pub fn from_output(facts: Facts, text: &str, m: &str) -> Result<LiveFacts> {
 pub fn parse(facts: Facts, ssh: &str, sysctl: &str, networkd: &str) -> LiveFacts {
     let session_text = ssh.trim().to_string();
     let w: Vec<&str> = session_text.split_whitespace().collect();
+    // Only a session of a family dwprov manages is traced (the state holds
+    // no routes of another).
+    let managed = |t: &str| {
+        t.parse::<Addr>()
+            .ok()
+            .filter(|a| crate::state::family::MANAGED.contains(&addr::family(*a)))
+    };
     let session = match w.as_slice() {
         [c, cp, s, sp] => (|| {
             Some(Session {
-                client: c.parse().ok()?,
+                client: managed(c)?,
                 client_port: cp.parse().ok()?,
-                server: s.parse().ok()?,
+                server: managed(s)?,
                 server_port: sp.parse().ok()?,
             })
         })(),
@@ -506,7 +513,9 @@ fn dnat_first(host: &Host, gw: &Gateway, now: &World, out: &mut Vec<Finding>) {
         for l in gw.lines.iter().filter(|l| f.lines.contains(&l.name)) {
             let Some(la) = l.address else { continue };
             let mut p = trace::netfilter::Pkt {
-                src: "192.0.2.10".parse().unwrap_or(Addr::UNSPECIFIED),
+                src: "192.0.2.10"
+                    .parse()
+                    .unwrap_or(Addr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
                 dst: addr::host(&la),
                 proto: Some(if f.proto == Proto::Tcp { 6 } else { 17 }),
                 sport: Some(40000),

@@ -6,10 +6,10 @@
 use crate::facts::Facts;
 use crate::state::iptables::{IptRule, Opt};
 use crate::state::{Route, Rule, RuleAction};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// The kernel's own tables and rules (local, main, default) are not the admin's.
 const KERNEL_TABLES: [u32; 3] = [253, 254, 255];
@@ -24,12 +24,12 @@ pub struct Line {
     pub mark: Option<u32>,
     pub interface: String,
     pub address: String,
-    pub gateway: Ipv4Addr,
+    pub gateway: IpAddr,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub default: bool,
     /// Destination prefixes via this line (inline or, when long, a file).
     #[serde(skip)]
-    pub prefixes: Vec<Ipv4Net>,
+    pub prefixes: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,7 +42,7 @@ pub struct Lan {
 pub struct Forward {
     pub proto: String,
     pub port: u16,
-    pub to: Ipv4Addr,
+    pub to: IpAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_port: Option<u16>,
     /// Empty: every line.
@@ -89,7 +89,7 @@ pub enum Refusal {
 
 /// Read a hand-made gateway. `management` is the address dwprov connects
 /// to (its interface is not a LAN unless the rules say it is).
-pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Refusal> {
+pub fn adopt(facts: &Facts, management: Option<IpAddr>) -> Result<Adopted, Refusal> {
     refuse_managed(facts)?;
     let st = &facts.state;
     let mut a = Adopted::default();
@@ -117,11 +117,11 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
             ));
             continue;
         };
-        let (Some(gw), Some(dev)) = (d.via_v4(), d.dev.clone()) else {
+        let (Some(gw), Some(dev)) = (d.via, d.dev.clone()) else {
             continue;
         };
         mapped_routes.insert(i);
-        let address = line_address(facts, &dev, gw, d.src_v4(), st, t);
+        let address = line_address(facts, &dev, gw, d.src, st, t);
         let Some(address) = address else {
             a.foreign.push(format!(
                 "table {}: default via {gw} dev {dev}, but {dev} has no IPv4 address: not a line",
@@ -165,7 +165,7 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
     match main_default {
         Some((i, r)) => {
             match a.lines.iter_mut().find(|l| {
-                Some(l.gateway) == r.via_v4() && r.dev.as_deref() == Some(l.interface.as_str())
+                Some(l.gateway) == r.via && r.dev.as_deref() == Some(l.interface.as_str())
             }) {
                 Some(l) => {
                     l.default = true;
@@ -197,7 +197,7 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
         .enumerate()
         .map(|(i, l)| (l.table, i))
         .collect();
-    let mut dest_rules: Vec<(usize, Ipv4Net)> = Vec::new();
+    let mut dest_rules: Vec<(usize, IpNet)> = Vec::new();
     let mut has_fwmark = false;
     for r in &st.rules {
         if KERNEL_RULE_PRIORITIES.contains(&r.priority) && r.from.is_none() && r.to.is_none() {
@@ -221,8 +221,8 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
             .address
             .split('/')
             .next()
-            .and_then(|s| s.parse::<Ipv4Addr>().ok());
-        match (r.from_v4(), r.to_v4(), r.fwmark) {
+            .and_then(|s| s.parse::<IpAddr>().ok());
+        match (r.from, r.to, r.fwmark) {
             (Some(f), None, None) if plain && f.prefix_len() == 32 && Some(f.addr()) == line_ip => {
             }
             (None, None, Some(m)) if plain => {
@@ -244,18 +244,15 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
     }
 
     // Destination routes in main via a line.
-    let mut main_lists: Vec<(usize, Ipv4Net)> = Vec::new();
+    let mut main_lists: Vec<(usize, IpNet)> = Vec::new();
     for (i, r) in st.routes.iter().enumerate() {
         if r.table != 254 || r.dst.prefix_len() == 0 || r.kind != "unicast" {
             continue;
         }
         if let Some(li) = a.lines.iter().position(|l| {
-            Some(l.gateway) == r.via_v4() && r.dev.as_deref() == Some(l.interface.as_str())
+            Some(l.gateway) == r.via && r.dev.as_deref() == Some(l.interface.as_str())
         }) {
-            let Some(dst) = r.dst_v4() else {
-                continue;
-            };
-            main_lists.push((li, dst));
+            main_lists.push((li, r.dst));
             mapped_routes.insert(i);
         }
     }
@@ -321,7 +318,7 @@ pub fn adopt(facts: &Facts, management: Option<Ipv4Addr>) -> Result<Adopted, Ref
             let net = addr.trunc();
             let in_line_table = st.routes.iter().any(|r| {
                 line_of_table.contains_key(&r.table)
-                    && r.dst_v4() == Some(net)
+                    && r.dst == net
                     && r.dev.as_deref() == Some(i.name.as_str())
             });
             if in_line_table || nat_sources.contains(&net) {
@@ -395,16 +392,16 @@ fn refuse_managed(facts: &Facts) -> Result<(), Refusal> {
 fn line_address(
     facts: &Facts,
     dev: &str,
-    gw: Ipv4Addr,
-    src: Option<Ipv4Addr>,
+    gw: IpAddr,
+    src: Option<IpAddr>,
     st: &crate::state::State,
     table: u32,
-) -> Option<Ipv4Net> {
+) -> Option<IpNet> {
     let iface = facts.interface(dev)?;
     let from_rule = st
         .rules
         .iter()
-        .find_map(|r| match (r.action.clone(), r.from_v4()) {
+        .find_map(|r| match (r.action.clone(), r.from) {
             (RuleAction::Table(t), Some(f)) if t == table && f.prefix_len() == 32 => Some(f.addr()),
             _ => None,
         });
@@ -467,7 +464,7 @@ fn plain(n: &Option<crate::state::iptables::Neg<String>>) -> Option<&str> {
     n.as_ref().filter(|n| !n.negated).map(|n| n.value.as_str())
 }
 
-fn net(s: &str) -> Option<Ipv4Net> {
+fn net(s: &str) -> Option<IpNet> {
     s.parse().ok()
 }
 
@@ -503,7 +500,7 @@ fn mangle_marks(facts: &Facts) -> Vec<(String, u32)> {
 }
 
 /// Sources of the SNAT/MASQUERADE rules in nat POSTROUTING.
-fn nat_sources(facts: &Facts) -> BTreeSet<Ipv4Net> {
+fn nat_sources(facts: &Facts) -> BTreeSet<IpNet> {
     let Some(post) = facts.state.firewall.iptables.chain("nat", "POSTROUTING") else {
         return BTreeSet::new();
     };
@@ -533,10 +530,10 @@ fn read_nat(facts: &Facts, a: &mut Adopted) {
         .iter()
         .map(|l| (l.interface.as_str(), l.name.as_str()))
         .collect();
-    let lan_nets: BTreeSet<Ipv4Net> = a
+    let lan_nets: BTreeSet<IpNet> = a
         .lan
         .iter()
-        .filter_map(|l| l.address.parse::<Ipv4Net>().ok().map(|n| n.trunc()))
+        .filter_map(|l| l.address.parse::<IpNet>().ok().map(|n| n.trunc()))
         .collect();
     let lan_ips: BTreeSet<String> = a
         .lan
@@ -544,9 +541,9 @@ fn read_nat(facts: &Facts, a: &mut Adopted) {
         .map(|l| l.address.split('/').next().unwrap_or("").to_string())
         .collect();
     let mut modes: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut forwards: BTreeMap<(String, u16, Ipv4Addr, Option<u16>), BTreeSet<String>> =
+    let mut forwards: BTreeMap<(String, u16, IpAddr, Option<u16>), BTreeSet<String>> =
         BTreeMap::new();
-    let mut hairpins: BTreeSet<(String, u16, Ipv4Addr)> = BTreeSet::new();
+    let mut hairpins: BTreeSet<(String, u16, IpAddr)> = BTreeSet::new();
     for (table, t) in &ipt.tables {
         for (cname, chain) in &t.chains {
             if chain.policy.is_none() {
@@ -599,7 +596,7 @@ fn read_nat(facts: &Facts, a: &mut Adopted) {
                             Some((a, p)) => (a, p.parse::<u16>().ok()),
                             None => (to, None),
                         };
-                        match (addr.parse::<Ipv4Addr>(), plain(&r.protocol), dport(r)) {
+                        match (addr.parse::<IpAddr>(), plain(&r.protocol), dport(r)) {
                             (Ok(to), Some(p), Some(dp)) => {
                                 let lines: BTreeSet<String> = match plain(&r.destination) {
                                     Some(d) => line_by_ip

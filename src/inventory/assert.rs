@@ -14,7 +14,7 @@
 use super::values;
 use crate::error::{Location, Result};
 use crate::yaml::Node;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 const ASSERT_KEYS: &[&str] = &[
     "from", "to", "iif", "proto", "dport", "sport", "via", "dnat", "snat",
@@ -34,8 +34,8 @@ pub enum FlowProto {
 pub struct Assertion {
     /// The list item, for every message about it.
     pub location: Location,
-    pub from: Ipv4Addr,
-    pub to: Ipv4Addr,
+    pub from: IpAddr,
+    pub to: IpAddr,
     /// Where it comes in (`lo`: sent by the gateway); None: worked out as
     /// `dwprov explain` does.
     pub iif: Option<String>,
@@ -48,9 +48,9 @@ pub struct Assertion {
     pub via: Option<(String, Location)>,
     /// The destination after DNAT.
     /// The destination after DNAT, and its port when the assertion names one.
-    pub dnat: Option<(Ipv4Addr, Option<u16>, Location)>,
+    pub dnat: Option<(IpAddr, Option<u16>, Location)>,
     /// The source as it leaves, after source NAT.
-    pub snat: Option<(Ipv4Addr, Location)>,
+    pub snat: Option<(IpAddr, Location)>,
 }
 
 /// The assertions of an `assert:` node (None: no list).
@@ -61,14 +61,20 @@ pub fn parse(node: Option<&Node>) -> Result<Vec<Assertion>> {
     let mut out = Vec::new();
     for item in values::seq(node, "assert")? {
         item.check_keys(ASSERT_KEYS, "flow assertion")?;
-        let addr = |k: &str| -> Result<Option<(Ipv4Addr, Location)>> {
+        let addr = |k: &str| -> Result<Option<(IpAddr, Location)>> {
             item.get(k)
-                .map(|n| Ok((values::ipv4(n, k)?, n.location.clone())))
+                .map(|n| Ok((IpAddr::V4(values::ipv4(n, k)?), n.location.clone())))
                 .transpose()
         };
         let port = |k: &str| item.get(k).map(|n| values::port(n, k)).transpose();
-        let from = values::ipv4(values::required(item, "from", "flow assertion")?, "from")?;
-        let to = values::ipv4(values::required(item, "to", "flow assertion")?, "to")?;
+        let from = IpAddr::V4(values::ipv4(
+            values::required(item, "from", "flow assertion")?,
+            "from",
+        )?);
+        let to = IpAddr::V4(values::ipv4(
+            values::required(item, "to", "flow assertion")?,
+            "to",
+        )?);
         let iif = match item.get("iif") {
             Some(n) if n.as_str() == Some("lo") => Some("lo".to_string()),
             Some(n) => Some(values::interface(n)?.to_string()),
@@ -104,7 +110,7 @@ pub fn parse(node: Option<&Node>) -> Result<Vec<Assertion>> {
             .get("dnat")
             .map(|n| {
                 let (a, p) = values::ipv4_endpoint(n, "dnat")?;
-                Ok::<_, crate::error::Error>((a, p, n.location.clone()))
+                Ok::<_, crate::error::Error>((IpAddr::V4(a), p, n.location.clone()))
             })
             .transpose()?;
         let snat = addr("snat")?;
@@ -154,13 +160,22 @@ mod tests {
         assert_eq!((a.sport, a.dport), (None, Some(80)));
         assert_eq!(a.via.as_ref().unwrap().0, "cnc");
         let d = a.dnat.as_ref().unwrap();
-        assert_eq!((d.0, d.1), (Ipv4Addr::new(192, 168, 0, 100), None));
+        assert_eq!(
+            (d.0, d.1),
+            (IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 0, 100)), None)
+        );
         let a = one(
             "{from: 100.65.1.10, to: 203.0.113.2, proto: tcp, dport: 8080, dnat: 192.168.0.100:80}",
         )
         .unwrap();
         let d = a[0].dnat.as_ref().unwrap();
-        assert_eq!((d.0, d.1), (Ipv4Addr::new(192, 168, 0, 100), Some(80)));
+        assert_eq!(
+            (d.0, d.1),
+            (
+                IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 0, 100)),
+                Some(80)
+            )
+        );
         assert!(parse(None).unwrap().is_empty());
     }
 

@@ -26,7 +26,7 @@ use crate::escape;
 use crate::inventory::{values, Host};
 use crate::yaml::{did_you_mean, Node};
 pub use agent::agent_config;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use std::collections::HashMap;
 
 mod agent;
@@ -159,7 +159,7 @@ fn line_ref<'a>(n: &Node, lines: &[&'a str]) -> Result<&'a str> {
 }
 
 /// Whether the subnets of two interface addresses overlap.
-fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+fn overlaps(a: IpNet, b: IpNet) -> bool {
     let (a, b) = (a.trunc(), b.trunc());
     a.contains(&b.network()) || b.contains(&a.network())
 }

@@ -4,9 +4,9 @@
 //! [`build_all`] (or [`build`] for one host; the builders per part are in
 //! `build/`); consumed by `render`. Every value here has been checked, so rendering can
 //! put it into a remote command without further quoting concerns.
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::Serialize;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 mod build;
 mod resolve;
@@ -61,7 +61,7 @@ impl Proto {
 pub struct Lan {
     pub interface: String,
     /// The gateway's address with the LAN prefix length, e.g. 192.168.0.1/24.
-    pub address: Ipv4Net,
+    pub address: IpNet,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -75,11 +75,11 @@ pub struct Line {
     /// the inventory's, or for `address: dynamic` the interface's now (a
     /// fact, filled in by [`resolve`]). None: a dynamic line with no address
     /// now, which is down.
-    pub address: Option<Ipv4Net>,
+    pub address: Option<IpNet>,
     /// The next hop now: the inventory's, or for `gateway: dynamic` the
     /// DHCP client's (a fact). None: routes go `dev IF` (`gateway: none`),
     /// or a dynamic next hop not known now (down).
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
     /// Whether `address` is a fact (`address: dynamic`): such a line is
     /// always MASQUERADEd, whatever `nat` says.
     pub dynamic_address: bool,
@@ -89,7 +89,7 @@ pub struct Line {
     pub default: bool,
     /// Destination prefixes routed via this line (inline + routes_file),
     /// deduplicated, in first-seen order.
-    pub routes: Vec<Ipv4Net>,
+    pub routes: Vec<IpNet>,
     /// Probing by the agent (issue 11); none: the line is not monitored.
     pub health: Option<Health>,
     /// Where its traffic goes when it is down, its share of a balanced default.
@@ -173,7 +173,7 @@ impl Default for Failover {
 pub struct Forward {
     pub proto: Proto,
     pub port: u16,
-    pub to: Ipv4Addr,
+    pub to: IpAddr,
     pub to_port: Option<u16>,
     /// Names of the lines this forward listens on (all lines when the inventory omits `lines`).
     pub lines: Vec<String>,
@@ -181,8 +181,8 @@ pub struct Forward {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Policy {
-    pub from: Option<Ipv4Net>,
-    pub to: Option<Ipv4Net>,
+    pub from: Option<IpNet>,
+    pub to: Option<IpNet>,
     pub line: String,
 }
 

@@ -11,7 +11,7 @@
 use super::{Gateway, Line, NextHop};
 use crate::facts::Facts;
 use crate::state::ip::Route;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// The intent with the facts filled in, and what the plan says about them.
 pub struct Resolved {
@@ -83,7 +83,7 @@ pub fn resolve(gw: &Gateway, facts: Option<&Facts>) -> Resolved {
         if l.next_hop == NextHop::Dynamic {
             l.gateway = client_defaults(routes, &l.interface)
                 .first()
-                .and_then(|r| r.via_v4());
+                .and_then(|r| r.via);
             match l.gateway {
                 Some(g) => info.push(format!(
                     "line {}: via {g} (dynamic, the DHCP client's default route on {})",
@@ -126,7 +126,7 @@ pub fn resolve(gw: &Gateway, facts: Option<&Facts>) -> Resolved {
         .collect();
     if let Some((l, r)) = taken.first() {
         out.foreign_main_default = true;
-        let via = r.via_v4().unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let via = r.via.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         // Alone and unmonitored, the line needs no default of dwprov's: no
         // agent fails it over (its nexthop moves, the client's route is the
         // line's own).

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gather::Facts;
 use crate::model::{Gateway, Method, NatMode};
 use crate::state::{ip, RtTables, State};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 
@@ -82,11 +82,11 @@ struct NexthopCtx {
 
 /// A destination prefix as the templates see it (`ip::net_str` text). Only
 /// tera's JSON copy of a big list is a string per prefix, not this list too.
-struct PrefixCtx(Ipv4Net);
+struct PrefixCtx(IpNet);
 
 impl Serialize for PrefixCtx {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        if self.0.prefix_len() == 32 {
+        if self.0.prefix_len() == self.0.max_prefix_len() {
             s.collect_str(&self.0.addr())
         } else {
             s.collect_str(&self.0)
@@ -144,7 +144,7 @@ pub const PRIO_SOURCE: u32 = 200;
 pub const PRIO_POLICY: u32 = 300;
 pub const PRIO_DEST: u32 = 400;
 
-fn net_of(a: Ipv4Net) -> String {
+fn net_of(a: IpNet) -> String {
     a.trunc().to_string()
 }
 
@@ -154,7 +154,7 @@ fn context(gw: &Gateway) -> (tera::Context, Vec<String>) {
     let base = gw.rule_priority;
     // A prefix listed for several lines goes via the first line listing it:
     // two routes for one destination cannot coexist in a table.
-    let mut seen: HashSet<Ipv4Net> = HashSet::new();
+    let mut seen: HashSet<IpNet> = HashSet::new();
     let mut lines = Vec::new();
     for (i, l) in gw.lines.iter().enumerate() {
         let i = i as u32;

@@ -24,7 +24,7 @@
 //! costs later packets nothing (docs/methods.md, issue 13).
 use crate::model::{Gateway, Method, NatMode};
 use crate::state::nftables::{BaseChain, Chain, Elem, MarkKey, Nftables, Rule, Set, Stmt, Table};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 pub const MANGLE_PREROUTING: &str = "mangle_prerouting";
@@ -70,12 +70,14 @@ fn state(s: &[&str]) -> Stmt {
 /// line's prefix loses the parts a more specific prefix of another line
 /// holds. Elements of one set do not overlap (nft refuses overlapping
 /// intervals), so the sets are disjoint and the order of rules is moot.
+/// The sets are `ipv4_addr` sets: an IPv6 prefix (none passes the
+/// inventory today) would need `ipv6_addr` sets of its own, and is left out.
 pub fn line_sets(gw: &Gateway) -> Vec<(String, BTreeSet<Elem>)> {
     let mut seen: HashSet<Ipv4Net> = HashSet::new();
     let mut owner: Vec<(Ipv4Net, usize)> = Vec::new();
     for (i, l) in gw.lines.iter().enumerate() {
         for p in &l.routes {
-            let p = p.trunc();
+            let IpNet::V4(p) = p.trunc() else { continue };
             if seen.insert(p) {
                 owner.push((p, i));
             }
@@ -126,7 +128,13 @@ pub fn line_sets(gw: &Gateway) -> Vec<(String, BTreeSet<Elem>)> {
                 ordered.push(n);
             }
         }
-        out.push((l.name.clone(), ordered.into_iter().map(Elem::Net).collect()));
+        out.push((
+            l.name.clone(),
+            ordered
+                .into_iter()
+                .map(|n| Elem::Net(IpNet::V4(n)))
+                .collect(),
+        ));
     }
     out
 }
@@ -261,7 +269,7 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
                 // A dynamic line without an address now has no forward to take.
                 let Some(address) = l.address else { continue };
                 pre.rules.push(rule(vec![
-                    Stmt::Daddr(Ipv4Net::from(address.addr())),
+                    Stmt::Daddr(IpNet::from(address.addr())),
                     Stmt::Dport {
                         proto: f.proto.as_str().into(),
                         port: f.port,
@@ -281,7 +289,7 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
                 for lan in gw.lan.iter().filter(|l| l.address.contains(&f.to)) {
                     let r = rule(vec![
                         Stmt::Saddr(lan.address.trunc()),
-                        Stmt::Daddr(Ipv4Net::from(f.to)),
+                        Stmt::Daddr(IpNet::from(f.to)),
                         Stmt::Dport {
                             proto: f.proto.as_str().into(),
                             port: f.to_port.unwrap_or(f.port),
@@ -328,7 +336,7 @@ pub fn desired(gw: &Gateway, sets: bool) -> Nftables {
                 for other in gw.lines.iter().filter(|o| o.name != l.name) {
                     let Some(from) = other.address else { continue };
                     post.rules.push(rule(vec![
-                        Stmt::Saddr(Ipv4Net::from(from.addr())),
+                        Stmt::Saddr(IpNet::from(from.addr())),
                         Stmt::Oif(l.interface.clone()),
                         match l.address {
                             Some(a) if !l.dynamic_address => Stmt::Snat {

@@ -5,12 +5,14 @@
 //! Why a family read off the addresses and not a field beside them: a
 //! value that carries its family (`IpNet`, `IpAddr`) cannot disagree with
 //! it, and adds nothing to the serialised state (JSON and YAML output stay
-//! byte for byte as before). Rules and routes hold `IpNet`/`IpAddr`
-//! already ([`crate::state::Rule::family`] is its selectors',
-//! [`crate::state::Route::family`] its destination's; the IPv4-only readers,
-//! the tracer, import and fleet, take `from_v4`, `dst_v4`, `via_v4`, ...);
-//! nexthops, the firewall models and `model` still hold `Ipv4Net`/`Ipv4Addr`
-//! and say `Inet` ([`crate::state::nexthop::Nexthop::family`]). A rule
+//! byte for byte as before). Rules, routes, nexthops, the nftables model,
+//! `model` (the intent), the facts' interface addresses, the agent's
+//! facts and the tracer hold `IpNet`/`IpAddr` ([`crate::state::Rule::family`]
+//! is its selectors', [`crate::state::Route::family`] its destination's).
+//! Still IPv4 by type: the inventory's value checks (the one gate that
+//! refuses IPv6), the agent's probes (IPv4 sockets), the iptables model
+//! (`iptables` only; `ip6tables` is not read) and method set's
+//! `ipv4_addr` sets (`render::nftables::line_sets`). A rule
 //! without any address (a fwmark rule) has no family of its own to read:
 //! `Inet`, the family `ip -4` lists; when IPv6 lands it gets a field.
 //! Every `ip` command dwprov renders takes its flag from here

@@ -3,8 +3,8 @@
 //! Each rule and route names its address family ([`Rule::family`],
 //! [`Route::family`], read off its addresses: `state::family` says why a
 //! method and not a field); a rule's selectors and a route's prefix and
-//! addresses are `IpNet` / `IpAddr` (the parsers fill in IPv4 only; the
-//! IPv4-only readers take `from_v4`, `dst_v4`, ...). The `ip` commands
+//! addresses are `IpNet` / `IpAddr` (the parsers fill in IPv4 only), as
+//! the model's and the tracer's are. The `ip` commands
 //! dwprov renders take their `-4` from the family. An IPv6 entry in live `ip -j` output (a host with IPv6
 //! rules or routes, or a listing without `-4`) is foreign: the parsers skip
 //! it ([`foreign_family`]) rather than failing or misreading it.
@@ -100,16 +100,6 @@ impl Rule {
             .map_or(Family::Inet, |n| Family::of_net(&n))
     }
 
-    /// `from` when it is IPv4 (what the IPv4-only readers work on).
-    pub fn from_v4(&self) -> Option<Ipv4Net> {
-        v4_net(self.from)
-    }
-
-    /// `to` when it is IPv4.
-    pub fn to_v4(&self) -> Option<Ipv4Net> {
-        v4_net(self.to)
-    }
-
     /// `[not] from X [to Y] [fwmark M] [iif I] [oif O] [extra...]`, as both
     /// `ip rule add` and `ip rule show` spell the selector.
     fn selector(&self) -> String {
@@ -118,11 +108,11 @@ impl Rule {
             s.push_str("not ");
         }
         match self.from {
-            Some(n) => s.push_str(&format!("from {}", ip_net_str(n))),
+            Some(n) => s.push_str(&format!("from {}", net_str(n))),
             None => s.push_str("from all"),
         }
         if let Some(n) = self.to {
-            s.push_str(&format!(" to {}", ip_net_str(n)));
+            s.push_str(&format!(" to {}", net_str(n)));
         }
         if let Some(m) = self.fwmark {
             s.push_str(&format!(" fwmark {m}"));
@@ -240,22 +230,6 @@ impl Route {
         Family::of_net(&self.dst)
     }
 
-    /// The destination when it is IPv4 (what the IPv4-only readers, the
-    /// tracer and import, work on).
-    pub fn dst_v4(&self) -> Option<Ipv4Net> {
-        v4_net(Some(self.dst))
-    }
-
-    /// The gateway when it is IPv4.
-    pub fn via_v4(&self) -> Option<Ipv4Addr> {
-        v4_addr(self.via)
-    }
-
-    /// The preferred source when it is IPv4.
-    pub fn src_v4(&self) -> Option<Ipv4Addr> {
-        v4_addr(self.src)
-    }
-
     pub fn key(&self) -> RouteKey {
         RouteKey {
             table: self.table,
@@ -322,7 +296,7 @@ impl Route {
         if self.dst.prefix_len() == 0 {
             s.push_str("default");
         } else {
-            s.push_str(&ip_net_str(self.dst));
+            s.push_str(&net_str(self.dst));
         }
         if let Some(n) = self.nhid {
             s.push_str(&format!(" nhid {n}"));
@@ -352,41 +326,17 @@ impl Route {
     }
 }
 
-/// The IPv4 prefix of an optional selector (`None` for none or IPv6).
-fn v4_net(n: Option<IpNet>) -> Option<Ipv4Net> {
-    match n? {
-        IpNet::V4(n) => Some(n),
-        IpNet::V6(_) => None,
-    }
-}
-
-/// The IPv4 address of an optional one (`None` for none or IPv6).
-fn v4_addr(a: Option<IpAddr>) -> Option<Ipv4Addr> {
-    match a? {
-        IpAddr::V4(a) => Some(a),
-        IpAddr::V6(_) => None,
-    }
-}
-
 /// An IPv4 address as a route's `IpAddr` (`None` for anything else: the
 /// parsers read IPv4 only, an IPv6 entry being foreign).
 fn v4(s: &str) -> Option<IpAddr> {
     s.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
-/// A route's prefix as [`net_str`] writes it: the address alone for a host
-/// prefix (`/32`, `/128`).
-pub fn ip_net_str(n: IpNet) -> String {
-    match n {
-        IpNet::V4(n) => net_str(n),
-        IpNet::V6(n) if n.prefix_len() == 128 => n.addr().to_string(),
-        IpNet::V6(n) => n.to_string(),
-    }
-}
-
-/// `a.b.c.d` for /32, `a.b.c.d/n` otherwise.
-pub fn net_str(n: Ipv4Net) -> String {
-    if n.prefix_len() == 32 {
+/// A prefix as `ip` writes it: the address alone for a host prefix
+/// (`/32`, `/128`), `a.b.c.d/n` otherwise. Either family's prefix type.
+pub fn net_str(n: impl Into<IpNet>) -> String {
+    let n: IpNet = n.into();
+    if n.prefix_len() == n.max_prefix_len() {
         n.addr().to_string()
     } else {
         n.to_string()
@@ -1174,7 +1124,6 @@ mod tests {
         assert_eq!(r.family(), Family::Inet);
         r.dst = "2001:db8::/32".parse().unwrap();
         assert_eq!(r.family(), Family::Inet6);
-        assert_eq!(r.dst_v4(), None);
         assert!(
             r.to_batch().starts_with("2001:db8::/32 "),
             "{}",
@@ -1184,11 +1133,14 @@ mod tests {
         assert!(r.to_batch().starts_with("2001:db8::1 "), "{}", r.to_batch());
         r.dst = "10.1.2.3/32".parse().unwrap();
         assert!(r.to_batch().starts_with("10.1.2.3 "), "{}", r.to_batch());
-        assert_eq!(ip_net_str("10.0.0.0/8".parse().unwrap()), "10.0.0.0/8");
+        assert_eq!(
+            net_str("10.0.0.0/8".parse::<IpNet>().unwrap()),
+            "10.0.0.0/8"
+        );
         let mut rule = Rule::default();
         assert_eq!(rule.family(), Family::Inet);
         rule.to = "2001:db8::/32".parse().ok();
-        assert_eq!((rule.family(), rule.to_v4()), (Family::Inet6, None));
+        assert_eq!(rule.family(), Family::Inet6);
         assert!(
             rule.to_batch().contains(" to 2001:db8::/32"),
             "{}",

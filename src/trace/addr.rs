@@ -1,47 +1,42 @@
 //! Addresses as the tracer reads them out of the state types.
 //!
 //! The only place the tracer names an address type or parses an address
-//! out of a rule's text: the state's addresses becoming family-aware is a
-//! change here, not through the tracer. The tracer itself is IPv4, as the
-//! firewall model (iptables) it reads is: a route's family-aware
-//! destination (`IpNet`) is read by [`route_contains`] and
-//! [`route_prefix_len`], and an IPv6 one never matches.
-use ipnet::Ipv4Net;
-use std::net::Ipv4Addr;
+//! out of a rule's text. Addresses and prefixes are family-aware
+//! (`IpAddr`/`IpNet`), as the model and state are: a prefix of one family
+//! never holds an address of the other, so an IPv6 route or selector never
+//! matches an IPv4 packet, and the tracer needs no family branch of its own.
+use ipnet::IpNet;
+use std::net::IpAddr;
 
 /// An address the tracer follows.
-pub type Addr = Ipv4Addr;
+pub type Addr = IpAddr;
 /// A prefix the tracer matches against.
-pub type Net = Ipv4Net;
+pub type Net = IpNet;
 
 /// The family of an address (the `ip route get` flag of a query on it).
 pub fn family(a: Addr) -> crate::state::Family {
-    crate::state::Family::of_addr(&std::net::IpAddr::from(a))
+    crate::state::Family::of_addr(&a)
 }
 
-/// Whether `net` holds `a`.
+/// Whether `net` holds `a` (never across families).
 pub fn contains(net: &Net, a: Addr) -> bool {
     net.contains(&a)
 }
 
-/// Whether a route's destination (`IpNet`, family-aware) holds `a`: never
-/// for an IPv6 one (the tracer is IPv4).
-pub fn route_contains(net: &ipnet::IpNet, a: Addr) -> bool {
-    match net {
-        ipnet::IpNet::V4(n) => contains(n, a),
-        ipnet::IpNet::V6(_) => false,
-    }
+/// Whether a route's destination holds `a`.
+pub fn route_contains(net: &Net, a: Addr) -> bool {
+    contains(net, a)
 }
 
-/// The prefix length of a route's destination (`IpNet`).
-pub fn route_prefix_len(net: &ipnet::IpNet) -> u8 {
+/// The prefix length of a route's destination.
+pub fn route_prefix_len(net: &Net) -> u8 {
     net.prefix_len()
 }
 
-/// A rule's selector (`IpNet`, family-aware; `None` for "all"): an IPv6
-/// one selects no IPv4 packet.
-pub fn rule_selects(net: &Option<ipnet::IpNet>, a: Addr) -> bool {
-    net.as_ref().is_none_or(|n| route_contains(n, a))
+/// A rule's selector (`None` for "all"): one of the other family selects
+/// nothing.
+pub fn rule_selects(net: &Option<Net>, a: Addr) -> bool {
+    selects(net, a)
 }
 
 /// A selector that is `None` for "all" (an ip rule's `from`/`to`).
@@ -64,29 +59,47 @@ pub fn host(net: &Net) -> Addr {
     net.addr()
 }
 
-/// A host prefix (`/32`) for an address.
+/// The limited broadcast address (`255.255.255.255`; IPv6 has none).
+pub fn is_broadcast(a: Addr) -> bool {
+    matches!(a, IpAddr::V4(a) if a.is_broadcast())
+}
+
+/// A host prefix (`/32`, `/128`) for an address.
 pub fn host_net(a: Addr) -> Net {
-    Net::new(a, 32).unwrap_or_default()
+    IpNet::from(a)
+}
+
+/// The address `k` after a prefix's network address (saturating at the
+/// top of the family's space); whether it is still inside the prefix is
+/// the caller's test.
+pub fn nth(p: &Net, k: u32) -> Addr {
+    match network(p).addr() {
+        IpAddr::V4(a) => IpAddr::from(std::net::Ipv4Addr::from(u32::from(a).saturating_add(k))),
+        IpAddr::V6(a) => IpAddr::from(std::net::Ipv6Addr::from(
+            u128::from(a).saturating_add(u128::from(k)),
+        )),
+    }
 }
 
 /// An iptables `-s`/`-d` value (`10.0.0.0/8`, `1.2.3.4/32`); None when it
-/// is not IPv4 text (then the rule is not evaluated, and said so).
+/// is not IPv4 text (then the rule is not evaluated, and said so): the
+/// iptables model the tracer reads is IPv4 (`ip6tables` is not read).
 pub fn parse_ipt_net(s: &str) -> Option<Net> {
     match s.split_once('/') {
         Some((a, l)) => {
-            let a: Addr = a.parse().ok()?;
+            let a: std::net::Ipv4Addr = a.parse().ok()?;
             if let Ok(len) = l.parse::<u8>() {
-                return Net::new(a, len).ok();
+                return ipnet::Ipv4Net::new(a, len).ok().map(IpNet::V4);
             }
             // A dotted mask (`255.255.255.0`): only contiguous ones.
-            let m: Addr = l.parse().ok()?;
+            let m: std::net::Ipv4Addr = l.parse().ok()?;
             let bits = u32::from(m);
             let len = bits.leading_ones();
             (bits.checked_shl(len).unwrap_or(0) == 0)
-                .then(|| Net::new(a, len as u8).ok())
+                .then(|| ipnet::Ipv4Net::new(a, len as u8).ok().map(IpNet::V4))
                 .flatten()
         }
-        None => Some(host_net(s.parse().ok()?)),
+        None => Some(host_net(IpAddr::V4(s.parse().ok()?))),
     }
 }
 
@@ -111,7 +124,7 @@ pub fn parse_nat_to(s: &str) -> Option<(Option<Addr>, Option<u16>)> {
 
 /// A parsed address from user text (CLI flags, assertions), strictly.
 pub fn parse(s: &str) -> Result<Addr, String> {
-    crate::inventory::values::parse_addr(s)
+    crate::inventory::values::parse_addr(s).map(IpAddr::V4)
 }
 
 #[cfg(test)]

@@ -189,8 +189,8 @@ impl<'a> Fib<'a> {
                     d.outcome = match route.kind.as_str() {
                         "unicast" => Outcome::Unicast {
                             dev: route.dev.as_deref().map(str::to_string),
-                            via: route.via_v4(),
-                            prefsrc: route.src_v4(),
+                            via: route.via,
+                            prefsrc: route.src,
                         },
                         "local" | "broadcast" | "anycast" => Outcome::Local,
                         other => Outcome::Drop {

@@ -470,8 +470,8 @@ fn addrtype(host: &dyn Host, a: Addr, arg: &str) -> Answer {
     for t in arg.split(',') {
         any |= match t {
             "LOCAL" => host.is_local(a),
-            "UNICAST" => !a.is_broadcast() && !a.is_multicast() && !host.is_local(a),
-            "BROADCAST" => a.is_broadcast(),
+            "UNICAST" => !addr::is_broadcast(a) && !a.is_multicast() && !host.is_local(a),
+            "BROADCAST" => addr::is_broadcast(a),
             "MULTICAST" => a.is_multicast(),
             other => return Err(format!("addrtype {other} is not modelled")),
         };

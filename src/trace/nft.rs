@@ -108,9 +108,9 @@ fn save_of(
     t: &Table,
 ) -> (
     String,
-    std::collections::BTreeMap<String, Vec<Option<Vec<ipnet::Ipv4Net>>>>,
+    std::collections::BTreeMap<String, Vec<Option<Vec<ipnet::IpNet>>>>,
 ) {
-    let mut expand: std::collections::BTreeMap<String, Vec<Option<Vec<ipnet::Ipv4Net>>>> =
+    let mut expand: std::collections::BTreeMap<String, Vec<Option<Vec<ipnet::IpNet>>>> =
         Default::default();
     let mut per: std::collections::BTreeMap<&str, (Vec<String>, Vec<String>)> = Default::default();
     for (name, c) in &t.chains {
@@ -154,9 +154,9 @@ fn save_of(
 /// with the set's first element and its elements returned (each stands
 /// for one rule, [`SetMatches`]); a further one in the same rule, one
 /// spelling per element.
-fn rule_specs(r: &Rule, t: &Table) -> (Vec<String>, Option<Vec<ipnet::Ipv4Net>>) {
+fn rule_specs(r: &Rule, t: &Table) -> (Vec<String>, Option<Vec<ipnet::IpNet>>) {
     let mut heads = vec![String::new()];
-    let mut expand: Option<Vec<ipnet::Ipv4Net>> = None;
+    let mut expand: Option<Vec<ipnet::IpNet>> = None;
     for s in &r.stmts {
         let add = |heads: &mut Vec<String>, part: &str| {
             for h in heads.iter_mut() {
@@ -177,7 +177,7 @@ fn rule_specs(r: &Rule, t: &Table) -> (Vec<String>, Option<Vec<ipnet::Ipv4Net>>)
                 let Some(set) = t.sets.get(set) else {
                     return (Vec::new(), None);
                 };
-                let elems: Vec<ipnet::Ipv4Net> = set
+                let elems: Vec<ipnet::IpNet> = set
                     .elements
                     .iter()
                     .filter_map(|e| match e {

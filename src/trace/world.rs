@@ -83,19 +83,19 @@ fn kernel_routes(iface: &str, a: &Net) -> [Route; 2] {
     [
         Route {
             table: TABLE_LOCAL,
-            dst: addr::host_net(addr::host(a)).into(),
+            dst: addr::host_net(addr::host(a)),
             kind: "local".into(),
             dev: Some(iface.into()),
-            src: Some(addr::host(a).into()),
+            src: Some(addr::host(a)),
             proto: kernel,
             scope: 254,
             ..Route::default()
         },
         Route {
             table: TABLE_MAIN,
-            dst: addr::network(a).into(),
+            dst: addr::network(a),
             dev: Some(iface.into()),
-            src: Some(addr::host(a).into()),
+            src: Some(addr::host(a)),
             proto: kernel,
             scope: 253,
             ..Route::default()

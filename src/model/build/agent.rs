@@ -53,8 +53,8 @@ pub fn agent_config(gw: &Gateway, intent: Option<&Gateway>) -> Option<Config> {
         .map(|(i, l, path)| Line {
             name: l.name.clone(),
             interface: path.interface.clone(),
-            address: path.address.map_or(Ipv4Addr::UNSPECIFIED, |a| a.addr()),
-            gateway: path.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            address: path.address.map_or(Ipv4Addr::UNSPECIFIED, |a| v4(a.addr())),
+            gateway: path.gateway.map_or(Ipv4Addr::UNSPECIFIED, v4),
             mark: l.mark,
             mark_mask: gw.mark_mask,
             table: l.table,
@@ -88,4 +88,14 @@ pub fn agent_config(gw: &Gateway, intent: Option<&Gateway>) -> Option<Config> {
         }),
         follow,
     })
+}
+
+/// An address as the agent's line holds it: the agent probes and binds
+/// IPv4 sockets (`agent::probe`), so another family's address is
+/// unspecified there (none passes the inventory today).
+fn v4(a: std::net::IpAddr) -> Ipv4Addr {
+    match a {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
 }

@@ -26,7 +26,7 @@ pub(super) fn forwards(node: &Node, lan: &[Lan], line_names: &[&str]) -> Result<
         let port_n = values::required(item, "port", "forward")?;
         let port = values::port(port_n, "port")?;
         let to_n = values::required(item, "to", "forward")?;
-        let to = values::ipv4(to_n, "to")?;
+        let to = std::net::IpAddr::V4(values::ipv4(to_n, "to")?);
         let Some(l) = lan.iter().find(|l| l.address.trunc().contains(&to)) else {
             let nets: Vec<String> = lan.iter().map(|l| l.address.trunc().to_string()).collect();
             return Err(to_n.error(
@@ -39,7 +39,8 @@ pub(super) fn forwards(node: &Node, lan: &[Lan], line_names: &[&str]) -> Result<
         };
         let net = l.address.trunc();
         if to == l.address.addr()
-            || (net.prefix_len() < 31 && (to == net.network() || to == net.broadcast()))
+            || (net.max_prefix_len() - net.prefix_len() > 1
+                && (to == net.network() || to == net.broadcast()))
         {
             return Err(to_n.error(
                 format!("forward target {to} is not a LAN host address"),

@@ -224,7 +224,10 @@ fn health(n: &Node, lan: &[Lan]) -> Result<Health> {
                 ),
             ));
         }
-        if let Some(l) = lan.iter().find(|l| l.address.trunc().contains(&addr)) {
+        if let Some(l) = lan
+            .iter()
+            .find(|l| l.address.trunc().contains(&std::net::IpAddr::from(addr)))
+        {
             return Err(t.error(
                 format!(
                     "probe target {addr} is inside the LAN {}",

@@ -23,7 +23,7 @@ pub(super) fn lan(node: &Node, lines: &[Line], interfaces: &mut Interfaces) -> R
         let iface_n = values::required(item, "interface", "lan entry")?;
         let interface = interfaces.take(iface_n)?;
         let addr_n = values::required(item, "address", "lan entry")?;
-        let address = values::iface_address(addr_n)?;
+        let address = ipnet::IpNet::V4(values::iface_address(addr_n)?);
         for l in lines {
             let Some(la) = l.address else { continue };
             if overlaps(address, la) {

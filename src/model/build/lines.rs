@@ -16,9 +16,9 @@ use crate::error::{Location, Result};
 use crate::inventory::{values, Host};
 use crate::model::{Line, NextHop};
 use crate::yaml::Node;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 const LINE_KEYS: &[&str] = &[
     "name",
@@ -179,7 +179,7 @@ fn line<'a>(
     let address = if addr_n.as_str() == Some("dynamic") {
         None
     } else {
-        Some(values::iface_address(addr_n)?)
+        Some(IpNet::V4(values::iface_address(addr_n)?))
     };
     let (next_hop, gateway) = match item.get("gateway") {
         Some(n) if n.as_str() == Some("dynamic") => (NextHop::Dynamic, None),
@@ -243,8 +243,8 @@ fn line<'a>(
 
 /// The line's `gateway`: an address on the line's subnet that is neither
 /// the line's own address nor the subnet's network or broadcast address.
-fn next_hop(n: &Node, address: Ipv4Net, interface: &str) -> Result<Ipv4Addr> {
-    let gateway = values::ipv4(n, "gateway")?;
+fn next_hop(n: &Node, address: IpNet, interface: &str) -> Result<IpAddr> {
+    let gateway = IpAddr::V4(values::ipv4(n, "gateway")?);
     let subnet = address.trunc();
     if !subnet.contains(&gateway) {
         return Err(n.error(
@@ -258,7 +258,9 @@ fn next_hop(n: &Node, address: Ipv4Net, interface: &str) -> Result<Ipv4Addr> {
             Some("`gateway` is the ISP's next hop, not this host".into()),
         ));
     }
-    if address.prefix_len() < 31 && (gateway == subnet.network() || gateway == subnet.broadcast()) {
+    if address.max_prefix_len() - address.prefix_len() > 1
+        && (gateway == subnet.network() || gateway == subnet.broadcast())
+    {
         return Err(n.error(
             format!(
                 "gateway {gateway} is the {} address of {subnet}",
@@ -276,11 +278,11 @@ fn next_hop(n: &Node, address: Ipv4Net, interface: &str) -> Result<Ipv4Addr> {
 
 /// Whether a line without `gateway` is point-to-point: a ppp, tun or
 /// WireGuard interface, or a /32 address (its peer is the other end).
-fn point_to_point(interface: &str, address: Option<Ipv4Net>) -> bool {
+fn point_to_point(interface: &str, address: Option<IpNet>) -> bool {
     ["ppp", "tun", "wg"]
         .iter()
         .any(|p| interface.starts_with(p))
-        || address.is_some_and(|a| a.prefix_len() == 32)
+        || address.is_some_and(|a| a.prefix_len() == a.max_prefix_len())
 }
 
 #[cfg(test)]

@@ -14,11 +14,11 @@ pub(super) fn policies(node: &Node, line_names: &[&str]) -> Result<Vec<Policy>> 
     for item in values::seq(node, "policies")? {
         item.check_keys(POLICY_KEYS, "policy")?;
         let from = match item.get("from") {
-            Some(n) => Some(values::cidr(n, "from")?),
+            Some(n) => Some(values::cidr(n, "from")?.into()),
             None => None,
         };
         let to = match item.get("to") {
-            Some(n) => Some(values::cidr(n, "to")?),
+            Some(n) => Some(values::cidr(n, "to")?.into()),
             None => None,
         };
         if from.is_none() && to.is_none() {

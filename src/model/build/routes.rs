@@ -8,7 +8,7 @@ use crate::escape;
 use crate::inventory::{expand_path, routes as routes_file, values, Host};
 use crate::model::{Lan, Line};
 use crate::yaml::Node;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -35,7 +35,7 @@ impl Listed<'_> {
 
 /// Where each prefix of one line is listed, and its routes file.
 pub(super) struct Listing<'a> {
-    seen: HashMap<Ipv4Net, Listed<'a>>,
+    seen: HashMap<IpNet, Listed<'a>>,
     file: Option<PathBuf>,
 }
 
@@ -46,13 +46,13 @@ pub(super) fn line_routes<'a>(
     host: &Host,
     item: &'a Node,
     name: &str,
-) -> Result<(Vec<Ipv4Net>, Listing<'a>)> {
-    let mut routes: Vec<Ipv4Net> = Vec::new();
-    let mut seen: HashMap<Ipv4Net, Listed> = HashMap::new();
+) -> Result<(Vec<IpNet>, Listing<'a>)> {
+    let mut routes: Vec<IpNet> = Vec::new();
+    let mut seen: HashMap<IpNet, Listed> = HashMap::new();
     let mut file_path = None;
     if let Some(n) = item.get("routes") {
         for r in values::seq(n, "routes")? {
-            let net = values::prefix(r)?;
+            let net = IpNet::V4(values::prefix(r)?);
             if listed_once(name, net, Listed::Inline(r), &mut seen)
                 .map_err(|(m, h)| r.error(m, h))?
             {
@@ -78,15 +78,15 @@ pub(super) fn line_routes<'a>(
         })?;
         for e in entries {
             let at = Listed::File(e.line, e.column);
-            let new = listed_once(name, e.net, at, &mut seen).map_err(|(message, hint)| {
-                Error::Input {
+            let net = IpNet::V4(e.net);
+            let new =
+                listed_once(name, net, at, &mut seen).map_err(|(message, hint)| Error::Input {
                     location: at.location(&path),
                     message,
                     hint,
-                }
-            })?;
+                })?;
             if new {
-                routes.push(e.net);
+                routes.push(net);
             }
         }
         file_path = Some(path);
@@ -106,9 +106,9 @@ pub(super) fn line_routes<'a>(
 /// key can never verify. Err is (message, hint).
 fn listed_once<'a>(
     line: &str,
-    net: Ipv4Net,
+    net: IpNet,
     at: Listed<'a>,
-    seen: &mut HashMap<Ipv4Net, Listed<'a>>,
+    seen: &mut HashMap<IpNet, Listed<'a>>,
 ) -> std::result::Result<bool, (String, Option<String>)> {
     if net.prefix_len() == 0 {
         return Err((

@@ -8,10 +8,10 @@
 //! "understood" into something dwprov wrote.
 use super::{BaseChain, Chain, Elem, MarkKey, Nftables, Rule, Set, Stmt, Table};
 use crate::ownership::{NFT_FAMILY, NFT_TABLE};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 const WHAT: &str = "nft -j output";
 
@@ -148,20 +148,22 @@ fn set(o: &Value) -> crate::Result<Set> {
     })
 }
 
-fn addr(v: &Value) -> Option<Ipv4Addr> {
-    v.as_str()?.parse().ok()
+/// An IPv4 address (the `ip` family dwprov's table uses; an IPv6 one is
+/// not dwprov's, so its statement stays `Other`).
+fn addr(v: &Value) -> Option<IpAddr> {
+    v.as_str()?.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// `"1.2.3.4"` or `{"prefix": {"addr": .., "len": ..}}`, host bits cleared
 /// only if they are already clear (nft refuses host bits; never "fix" them).
-fn net(v: &Value) -> Option<Ipv4Net> {
+fn net(v: &Value) -> Option<IpNet> {
     if let Some(a) = addr(v) {
-        return Ipv4Net::new(a, 32).ok();
+        return Some(IpNet::from(a));
     }
     let p = v.get("prefix")?;
-    let a: Ipv4Addr = addr(p.get("addr")?)?;
+    let a = addr(p.get("addr")?)?;
     let len = u8::try_from(p.get("len")?.as_u64()?).ok()?;
-    let n = Ipv4Net::new(a, len).ok()?;
+    let n = IpNet::new(a, len).ok()?;
     (n.trunc() == n).then_some(n)
 }
 

@@ -11,11 +11,11 @@
 //! any order) is normalised here the same way. What dwprov never writes is
 //! kept as [`Stmt::Other`] (its compact JSON), so hand drift shows exactly.
 //! [`diff`] turns two values into changes and one `nft -f` transaction.
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 pub mod diff;
 pub mod json;
@@ -68,9 +68,9 @@ pub struct Set {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Elem {
     /// A prefix (an address is a `/32`), host bits cleared.
-    Net(Ipv4Net),
+    Net(IpNet),
     /// `a-b`, as nft lists a range that is no prefix.
-    Range(Ipv4Addr, Ipv4Addr),
+    Range(IpAddr, IpAddr),
     /// Anything else, as compact JSON (an element with a timeout, a concatenation).
     Other(String),
 }
@@ -97,10 +97,10 @@ pub enum Stmt {
     Oif(String),
     /// `ct state a,b` (sorted).
     CtState(Vec<String>),
-    /// `ip saddr P`
-    Saddr(Ipv4Net),
+    /// `ip saddr P` (`ip6 saddr` for an IPv6 prefix)
+    Saddr(IpNet),
     /// `ip daddr P`
-    Daddr(Ipv4Net),
+    Daddr(IpNet),
     /// `ip daddr @set`
     DaddrIn(String),
     /// `tcp dport N` / `udp dport N`
@@ -123,12 +123,12 @@ pub enum Stmt {
     },
     /// `dnat ip to A[:P]`
     Dnat {
-        addr: Ipv4Addr,
+        addr: IpAddr,
         port: Option<u16>,
     },
     /// `snat ip to A[:P]`
     Snat {
-        addr: Ipv4Addr,
+        addr: IpAddr,
         port: Option<u16>,
     },
     Masquerade,
@@ -158,20 +158,24 @@ impl fmt::Display for MarkKey {
     }
 }
 
-/// An address or prefix the way nft reads it: a /32 as the bare address.
-pub fn net_str(n: &Ipv4Net) -> String {
-    if n.prefix_len() == 32 {
-        n.addr().to_string()
-    } else {
-        n.to_string()
+/// An address or prefix the way nft reads it: a host prefix as the bare
+/// address (`ip::net_str`).
+pub fn net_str(n: &IpNet) -> String {
+    crate::state::ip::net_str(*n)
+}
+
+/// A NAT target `A[:P]` (`[A]:P` for IPv6, as nft reads it).
+fn to_str(addr: &IpAddr, port: &Option<u16>) -> String {
+    match (addr, port) {
+        (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+        (a, Some(p)) => format!("{a}:{p}"),
+        (a, None) => a.to_string(),
     }
 }
 
-fn to_str(addr: &Ipv4Addr, port: &Option<u16>) -> String {
-    match port {
-        Some(p) => format!("{addr}:{p}"),
-        None => addr.to_string(),
-    }
+/// nft's match word for an address's family: `ip` or `ip6`.
+fn fam(a: &IpAddr) -> &'static str {
+    crate::state::Family::of_addr(a).nft_family()
 }
 
 /// nft syntax (what `add rule` takes). `Other` has no nft spelling here
@@ -182,8 +186,8 @@ impl fmt::Display for Stmt {
             Stmt::Iif(n) => write!(f, "iifname \"{n}\""),
             Stmt::Oif(n) => write!(f, "oifname \"{n}\""),
             Stmt::CtState(s) => write!(f, "ct state {}", s.join(",")),
-            Stmt::Saddr(n) => write!(f, "ip saddr {}", net_str(n)),
-            Stmt::Daddr(n) => write!(f, "ip daddr {}", net_str(n)),
+            Stmt::Saddr(n) => write!(f, "{} saddr {}", fam(&n.addr()), net_str(n)),
+            Stmt::Daddr(n) => write!(f, "{} daddr {}", fam(&n.addr()), net_str(n)),
             Stmt::DaddrIn(s) => write!(f, "ip daddr @{s}"),
             Stmt::Dport { proto, port } => write!(f, "{proto} dport {port}"),
             Stmt::MarkIs { key, mask, value } if *mask == u32::MAX => {
@@ -200,8 +204,8 @@ impl fmt::Display for Stmt {
                 }
                 Ok(())
             }
-            Stmt::Dnat { addr, port } => write!(f, "dnat ip to {}", to_str(addr, port)),
-            Stmt::Snat { addr, port } => write!(f, "snat ip to {}", to_str(addr, port)),
+            Stmt::Dnat { addr, port } => write!(f, "dnat {} to {}", fam(addr), to_str(addr, port)),
+            Stmt::Snat { addr, port } => write!(f, "snat {} to {}", fam(addr), to_str(addr, port)),
             Stmt::Masquerade => f.write_str("masquerade"),
             Stmt::Other(j) => write!(f, "# not dwprov's: {j}"),
         }

@@ -5,8 +5,8 @@
 //! rendered output is owned output).
 use super::{BaseChain, Elem, MarkKey, Nftables, Rule, Set, Stmt, Table};
 use crate::ownership::{NFT_FAMILY, NFT_TABLE};
-use ipnet::Ipv4Net;
-use std::net::Ipv4Addr;
+use ipnet::IpNet;
+use std::net::IpAddr;
 
 const WHAT: &str = "nftables script";
 
@@ -238,12 +238,15 @@ fn set_decl(spec: &[&str]) -> Result<Set, String> {
     })
 }
 
-fn net(s: &str) -> Result<Ipv4Net, String> {
-    let n: Ipv4Net = if s.contains('/') {
-        s.parse()
-            .map_err(|_| format!("`{s}` is not an IPv4 prefix"))?
+/// An IPv4 prefix or address (the `ip` family of dwprov's rules).
+fn net(s: &str) -> Result<IpNet, String> {
+    let n: IpNet = if s.contains('/') {
+        IpNet::V4(
+            s.parse::<ipnet::Ipv4Net>()
+                .map_err(|_| format!("`{s}` is not an IPv4 prefix"))?,
+        )
     } else {
-        Ipv4Net::from(addr(s)?)
+        IpNet::from(addr(s)?)
     };
     if n.trunc() != n {
         return Err(format!("`{s}` has host bits set"));
@@ -251,8 +254,9 @@ fn net(s: &str) -> Result<Ipv4Net, String> {
     Ok(n)
 }
 
-fn addr(s: &str) -> Result<Ipv4Addr, String> {
-    s.parse()
+fn addr(s: &str) -> Result<IpAddr, String> {
+    s.parse::<std::net::Ipv4Addr>()
+        .map(IpAddr::V4)
         .map_err(|_| format!("`{s}` is not an IPv4 address"))
 }
 
@@ -271,7 +275,7 @@ fn num(s: &str) -> Result<u32, String> {
     v.map_err(|_| format!("`{s}` is not a 32-bit number"))
 }
 
-fn to(s: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
+fn to(s: &str) -> Result<(IpAddr, Option<u16>), String> {
     match s.split_once(':') {
         Some((a, p)) => Ok((
             addr(a)?,

@@ -99,7 +99,7 @@ fn hand_drift_shows_exactly() {
 fn one_changed_prefix_is_one_element() {
     let mut gw = seed();
     gw.lines[1].routes = (0..3894u32)
-        .map(|i| ipnet::Ipv4Net::new((0x0a00_0000 + (i << 8)).into(), 24).unwrap())
+        .map(|i| IpNet::V4(ipnet::Ipv4Net::new((0x0a00_0000 + (i << 8)).into(), 24).unwrap()))
         .collect();
     let before = desired(&gw, true);
     gw.lines[1].routes.remove(17);
@@ -194,7 +194,7 @@ fn line_sets_match_the_longest_prefix_on_many_overlapping_prefixes() {
         x ^= x << 17;
         x
     };
-    let mut all: Vec<ipnet::Ipv4Net> = Vec::new();
+    let mut all: Vec<IpNet> = Vec::new();
     for l in gw.lines.iter_mut() {
         l.routes = (0..300)
             .map(|_| {
@@ -202,13 +202,13 @@ fn line_sets_match_the_longest_prefix_on_many_overlapping_prefixes() {
                 // Inside 10.0.0.0/12, lengths 12..=28: many nest.
                 let addr = 0x0a00_0000 | (r as u32 & 0x000f_ffff) << 4 >> 4;
                 let len = 12 + (r >> 32) as u8 % 17;
-                ipnet::Ipv4Net::new(addr.into(), len).unwrap().trunc()
+                IpNet::V4(ipnet::Ipv4Net::new(addr.into(), len).unwrap().trunc())
             })
             .collect();
         all.extend(l.routes.iter().copied());
     }
     let sets = line_sets(&gw);
-    let lpm = |a: std::net::Ipv4Addr| -> Option<usize> {
+    let lpm = |a: IpAddr| -> Option<usize> {
         let mut best: Option<(u8, usize)> = None;
         for (i, l) in gw.lines.iter().enumerate() {
             for p in l.routes.iter().filter(|p| p.contains(&a)) {
@@ -220,7 +220,7 @@ fn line_sets_match_the_longest_prefix_on_many_overlapping_prefixes() {
         }
         best.map(|(_, i)| i)
     };
-    let holders = |a: std::net::Ipv4Addr| -> Vec<usize> {
+    let holders = |a: IpAddr| -> Vec<usize> {
         let mut v = Vec::new();
         for (i, (_, elems)) in sets.iter().enumerate() {
             let n = elems
@@ -236,6 +236,7 @@ fn line_sets_match_the_longest_prefix_on_many_overlapping_prefixes() {
     };
     let mut probes = 0;
     for p in &all {
+        let IpNet::V4(p) = p else { continue };
         let (lo, hi) = (u32::from(p.network()), u32::from(p.broadcast()));
         for a in [
             lo.wrapping_sub(1),
@@ -245,7 +246,7 @@ fn line_sets_match_the_longest_prefix_on_many_overlapping_prefixes() {
             hi,
             hi.wrapping_add(1),
         ] {
-            let a = std::net::Ipv4Addr::from(a);
+            let a = IpAddr::V4(std::net::Ipv4Addr::from(a));
             assert_eq!(holders(a), lpm(a).into_iter().collect::<Vec<_>>(), "{a}");
             probes += 1;
         }
