@@ -43,68 +43,10 @@ trap 'rm -rf "$S/revert.lock"' EXIT
 echo reverting > "$S/state"
 end_apply
 
-# Files: back to their copies, or removed when they did not exist.
-while read -r i what path; do
-    case $what in
-    present) { cp -p "$S/files/$i" "$path$TEMP_SUFFIX" && mv -f "$path$TEMP_SUFFIX" "$path"; } || rfail "restore $path" ;;
-    absent) rm -f "$path" "$path$TEMP_SUFFIX" || rfail "remove $path" ;;
-    esac
-done < "$S/files.list"
-while read -r k v; do
-    printf '%s\n' "$v" > "/proc/sys/$k" || rfail "sysctl $k"
-done < "$S/sysctls"
-# Undo what installing boot files did (enable links, the flush loop).
-if [ -f "$S/units.sh" ]; then
-    (fail() { echo "dwprov revert: $1" >&2; }; . "$S/units.sh") || rfail 'boot units'
-fi
-
-# Nexthop objects of the snapshot back first (the routes below may use them).
-if [ -s "$S/nexthops" ]; then
-    ip -force -batch "$S/nexthops" || rfail 'restore nexthop objects'
-fi
-# Rules and routes: the difference only.
-if owned_rules "$S/now.rules" && owned_routes "$S/now.routes"; then
-    {
-        only_in "$S/routes" "$S/now.routes"
-        only_in "$S/rules" "$S/now.rules"
-        only_in "$S/now.rules" "$S/rules" | sed 's/^rule add /rule del /'
-        # Routes whose key (table, destination, tos, metric) the snapshot
-        # does not have; a changed route was replaced above.
-        awk '
-            function key(l,   w, n, i, k) {
-                n = split(l, w, " "); k = w[5] " " w[6]
-                for (i = 7; i < n; i++) if (w[i] ~ /^(table|metric|tos|dsfield)$/) k = k " " w[i] " " w[i + 1]
-                return k
-            }
-            FILENAME == ARGV[1] { have[key($0)]; next }
-            !(key($0) in have) { sub(/^route replace /, "route del "); print }' "$S/routes" "$S/now.routes"
-    } > "$S/revert.batch"
-    if [ -s "$S/revert.batch" ]; then
-        ip "$IP_FAMILY" -force -batch "$S/revert.batch" || rfail 'restore rules and routes'
-    fi
-    # Nexthop objects the snapshot did not have, now no route uses them
-    # (groups first: by id, highest first).
-    if [ -f "$S/nexthops" ] && owned_nexthops "$S/now.nexthops"; then
-        awk 'FILENAME == ARGV[1] { have[$4]; next } !($4 in have) { print "nexthop del id " $4 }' \
-            "$S/nexthops" "$S/now.nexthops" | sort -t ' ' -k 4,4nr > "$S/revert.nexthops"
-        if [ -s "$S/revert.nexthops" ]; then
-            ip -force -batch "$S/revert.nexthops" || rfail 'delete nexthop objects the snapshot did not have'
-        fi
-    fi
-    if owned_rules "$S/after.rules" && owned_routes "$S/after.routes"; then
-        cmp -s "$S/rules" "$S/after.rules" || { rfail 'the owned rules are not back to the snapshot:'; listing_diff "$S/rules" "$S/after.rules" >&2; }
-        cmp -s "$S/routes" "$S/after.routes" || { rfail 'the owned routes are not back to the snapshot:'; listing_diff "$S/routes" "$S/after.routes" >&2; }
-    else
-        rfail 'list rules and routes after the revert'
-    fi
-else
-    rfail 'list the owned rules and routes: left as they are'
-fi
-
-# The firewall: each backend's owned objects (gateway/fw-*.sh: iptables,
-# then nftables).
-fw_revert
-
+# Every kind's revert step, in the revert's order (`kind::REVERT_ORDER`:
+# files, sysctls, units, rules+routes+nexthops, firewall; composed into
+# the installed lib.sh with each kind's gateway/kind-*.sh or fw-*.sh).
+revert_kinds
 
 # Hand-made objects an `apply --adopt` took over: back as they were. Rules
 # and routes with `-force` (one still there is skipped); each iptables rule

@@ -1,9 +1,10 @@
 # shellcheck shell=sh
-# shellcheck disable=SC2154 # S, ID, UNIT, TIMEOUT, EXPECT_*: set by the caller
+# shellcheck disable=SC2154 # S, ID, UNIT, TIMEOUT, EXPECT_*: set by the caller; what: by snapshot_routing
 # dwprov commit-confirmed apply, the part before any change (follows lib.sh
 # and the parameters): functions the apply script calls in this order:
-# preflight_dirs, arm_timer, snapshot_files, snapshot_sysctls,
-# snapshot_state, then, once everything is staged, run_apply.
+# preflight_dirs, arm_timer, snapshot_files, snapshot_sysctls (the kinds'
+# own, gateway/kind-*.sh), snapshot_state, then, once everything is
+# staged, run_apply.
 #
 # The snapshot is taken on the gateway from its live state (nothing of it
 # travels from the controller) and checked before it is trusted: the owned
@@ -69,38 +70,13 @@ timer_up() {
     [ -s "$S/timer.pid" ]
 }
 
-# Copy the owned files (paths on stdin) as they are; record which exist.
-snapshot_files() {
-    i=0
-    while IFS= read -r p; do
-        if [ -e "$p" ]; then
-            cp -p "$p" "$S/files/$i" || nochange "snapshot $p"
-            echo "$i present $p"
-        else
-            echo "$i absent $p"
-        fi
-        i=$((i + 1))
-    done > "$S/files.list"
-}
-
-# The live values of the sysctls the apply may set (keys on stdin).
-snapshot_sysctls() {
-    while IFS= read -r k; do
-        v=
-        [ -f "/proc/sys/$k" ] && read -r v < "/proc/sys/$k"
-        [ -n "$v" ] && printf '%s %s\n' "$k" "$v"
-    done > "$S/sysctls"
-    return 0
-}
-
 # The owned rules, routes and firewall objects, checked (see above).
 snapshot_state() {
     # Every firewall backend (iptables: five xtables runs; nftables: two
     # listings) in the background, while ip lists.
     fw_snapshot
-    owned_rules "$S/rules" || { fw_snapshot_wait; nochange 'snapshot rules (ip rule show failed)'; }
-    owned_routes "$S/routes" || { fw_snapshot_wait; nochange 'snapshot routes (ip route show failed)'; }
-    owned_nexthops "$S/nexthops" || { fw_snapshot_wait; nochange 'snapshot nexthop objects (ip nexthop show failed)'; }
+    # The routing home's listings (gateway/kind-routing.sh).
+    snapshot_routing || { fw_snapshot_wait; nochange "$what"; }
     fw_snapshot_wait
     fw_snapshot_check
     # One wc for the three counts (a process costs about a millisecond).

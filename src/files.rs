@@ -3,7 +3,7 @@
 //! [`crate::ownership::OWNED_FILES`]), read whole by the gather, compared
 //! whole, and read back from a snapshot's copies. Registered as
 //! [`crate::kind::Kind::Files`]; converge stages and commits them
-//! (`converge::files_part`), the revert copies them back (gateway/revert.sh).
+//! (`converge::files_part`), the revert copies them back (gateway/kind-files.sh).
 use crate::change::Change;
 use crate::error::Result;
 use crate::fact::FactSection;
@@ -49,6 +49,11 @@ pub fn diff(desired: &Files, live: &Files, changes: &mut Vec<Change>) {
 
 /// The snapshot's sections of the files (gateway/show.sh's functions):
 /// the list and each copy.
+/// The kind's gateway-side snapshot and revert steps (`snapshot_files`,
+/// `revert_files`), appended to the installed lib.sh by
+/// [`crate::kind::gateway_library`].
+pub const GATEWAY_SH: &str = include_str!("../gateway/kind-files.sh");
+
 pub const SHOW_SNAPSHOT: &str = "sec files.list \"$S/files.list\"\nshow_files\n";
 
 /// The files as a snapshot copied them (`files.list`: `INDEX present|absent

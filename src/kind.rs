@@ -43,6 +43,46 @@ pub const KINDS: &[Kind] = &[
     Kind::Units,
 ];
 
+/// The kinds' gateway-side files, by name (for shellcheck).
+pub const GATEWAY_FILES: &[(&str, &str)] = &[
+    ("kind-files.sh", crate::files::GATEWAY_SH),
+    ("kind-sysctls.sh", crate::sysctls::GATEWAY_SH),
+    ("kind-routing.sh", crate::routing::GATEWAY_SH),
+    ("kind-units.sh", crate::units::GATEWAY_SH),
+];
+
+/// The revert's order, which is its own (docs/ARCHITECTURE.md says why):
+/// the units are undone right after the files (a running agent must stop
+/// before its nexthops go back), rules, routes and nexthops are one step
+/// (nexthops come back before the routes that use them and go after
+/// them), the firewall after the routing. Every kind once.
+pub const REVERT_ORDER: &[Kind] = &[
+    Kind::Files,
+    Kind::Sysctls,
+    Kind::Units,
+    Kind::RulesRoutes,
+    Kind::Nexthops,
+    Kind::Firewall,
+];
+
+/// The kinds' gateway-side snapshot and revert steps, for the installed
+/// lib.sh: each kind's shell file (gateway/kind-*.sh; the firewall's
+/// `fw_*` are in lib.sh already, `firewall::gateway_sh`), then
+/// `revert_kinds`, which gateway/revert.sh calls: every kind's revert step
+/// in [`REVERT_ORDER`].
+pub fn gateway_library() -> String {
+    let mut s: String = KINDS.iter().map(|k| k.gateway_sh()).collect();
+    s.push_str("revert_kinds() {\n");
+    for k in REVERT_ORDER {
+        if let Some(step) = k.revert_step() {
+            s.push_str(step);
+            s.push('\n');
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
 impl Kind {
     /// The shell lines of `rollback`'s plan that show what a snapshot holds
     /// of the kind (gateway/show.sh's `sec`, `sec_if`, `show_files`,
@@ -72,6 +112,36 @@ impl Kind {
             Kind::Nexthops => crate::state::nexthop::FACT_SECTIONS.to_vec(),
             Kind::Firewall => crate::firewall::fact_sections(),
             Kind::Units => crate::fact::UNIT_SECTIONS.to_vec(),
+        }
+    }
+
+    /// The kind's gateway-side shell: the functions its snapshot and
+    /// revert steps call (`snapshot_files`, `revert_files`, ...).
+    pub fn gateway_sh(self) -> &'static str {
+        match self {
+            Kind::Files => crate::files::GATEWAY_SH,
+            Kind::Sysctls => crate::sysctls::GATEWAY_SH,
+            Kind::RulesRoutes => crate::routing::GATEWAY_SH,
+            // In the routing home's file (they interleave).
+            Kind::Nexthops => "",
+            // Every backend's gateway/fw-*.sh, in lib.sh already.
+            Kind::Firewall => "",
+            Kind::Units => crate::units::GATEWAY_SH,
+        }
+    }
+
+    /// The kind's revert step (a shell function of its gateway shell), run
+    /// in [`REVERT_ORDER`]; None: done in another kind's step.
+    pub fn revert_step(self) -> Option<&'static str> {
+        match self {
+            Kind::Files => Some("revert_files"),
+            Kind::Sysctls => Some("revert_sysctls"),
+            Kind::Units => Some("revert_units"),
+            Kind::RulesRoutes => Some("revert_routing"),
+            // In revert_routing: back before the routes, deleted after them.
+            Kind::Nexthops => None,
+            // Every backend's (gateway/fw-*.sh).
+            Kind::Firewall => Some("fw_revert"),
         }
     }
 
@@ -111,5 +181,28 @@ mod tests {
         }
         assert_eq!(KINDS.len(), 6);
         assert!(KINDS.iter().all(|k| !k.name().is_empty()));
+        let mut revert = REVERT_ORDER.to_vec();
+        revert.sort();
+        assert_eq!(revert, KINDS, "REVERT_ORDER holds every kind once");
+    }
+
+    /// Every revert step is defined by the composed library, and called
+    /// once, in REVERT_ORDER.
+    #[test]
+    fn the_revert_is_composed_from_the_kinds_in_its_order() {
+        let lib = format!("{}{}", crate::converge::lib_sh(), gateway_library());
+        let body = lib
+            .split("revert_kinds() {\n")
+            .nth(1)
+            .and_then(|b| b.split("}\n").next())
+            .unwrap_or_default();
+        let steps: Vec<&str> = REVERT_ORDER
+            .iter()
+            .filter_map(|k| k.revert_step())
+            .collect();
+        assert_eq!(body.lines().collect::<Vec<_>>(), steps);
+        for f in &steps {
+            assert!(lib.contains(&format!("{f}() {{")), "{f} is defined");
+        }
     }
 }

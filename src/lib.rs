@@ -47,6 +47,7 @@ pub mod takeover;
 pub mod templates;
 pub mod trace;
 pub mod transport;
+pub mod units;
 pub mod yaml;
 
 pub use error::{Error, Result};

@@ -94,6 +94,12 @@ pub fn diff_routes(
 }
 
 /// The snapshot's sections of rules and routes (gateway/show.sh).
+/// The gateway-side snapshot and revert steps of rules, routes and
+/// nexthops (`snapshot_routing`, `revert_routing`: one step for both
+/// kinds, as they interleave), appended to the installed lib.sh by
+/// [`crate::kind::gateway_library`].
+pub const GATEWAY_SH: &str = include_str!("../gateway/kind-routing.sh");
+
 pub const SHOW_SNAPSHOT: &str = "sec rules \"$S/rules\"\nsec routes \"$S/routes\"\n";
 
 /// Rules and routes as a snapshot listed them (gateway/lib.sh's

@@ -162,7 +162,16 @@ pub const KEEP_LIBRARIES: usize = 3;
 /// The installed programs: (file name, text as sent).
 fn library_files() -> [(&'static str, String); 4] {
     [
-        ("lib.sh", minify(&converge::lib_sh())),
+        // With the kinds' snapshot and revert steps, which only the
+        // commit-confirmed apply and its revert call.
+        (
+            "lib.sh",
+            minify(&format!(
+                "{}{}",
+                converge::lib_sh(),
+                crate::kind::gateway_library()
+            )),
+        ),
         ("snapshot.sh", minify(SNAPSHOT_SH)),
         ("revert.sh", minify(REVERT_SH)),
         ("apply.sh", minify(APPLY_SH)),
@@ -752,9 +761,21 @@ mod tests {
     /// parameters and payloads, pass `shellcheck -S warning`.
     #[test]
     fn gateway_scripts_pass_shellcheck() {
-        for (name, text) in GATEWAY_FILES.iter().chain(crate::firewall::GATEWAY_FILES) {
+        for (name, text) in GATEWAY_FILES
+            .iter()
+            .chain(crate::firewall::GATEWAY_FILES)
+            .chain(crate::kind::GATEWAY_FILES)
+        {
             shellcheck(name, text);
         }
+        // The installed library as composed (the kinds' steps and
+        // revert_kinds after lib.sh).
+        let installed: String = library_files()
+            .iter()
+            .filter(|(n, _)| *n == "lib.sh")
+            .map(|(_, t)| t.clone())
+            .collect();
+        shellcheck("installed-lib.sh", &installed);
         let (changes, old, desired) = sample();
         let s = apply_script(
             &changes,

@@ -33,6 +33,11 @@ pub fn from_gather(text: &str) -> Sysctls {
 }
 
 /// The snapshot's section of the sysctls (gateway/show.sh).
+/// The kind's gateway-side snapshot and revert steps (`snapshot_sysctls`,
+/// `revert_sysctls`), appended to the installed lib.sh by
+/// [`crate::kind::gateway_library`].
+pub const GATEWAY_SH: &str = include_str!("../gateway/kind-sysctls.sh");
+
 pub const SHOW_SNAPSHOT: &str = "sec sysctls \"$S/sysctls\"\n";
 
 /// A snapshot's `sysctls` listing: `KEY VALUE` lines, values as listed.
