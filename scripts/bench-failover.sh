@@ -52,10 +52,8 @@ if [[ -z "${DWPROV:-}" ]]; then
 fi
 STATE=/run/dwprov-agent   # ownership::AGENT_STATE_DIR
 
-lab() { bash "$ROOT/scripts/lab.sh" --prefix "$PREFIX" --dir "$DIR" "$@"; }
-cleanup() { lab down >/dev/null 2>&1 || echo "lab down failed: run scripts/lab.sh --prefix $PREFIX --dir $DIR down" >&2; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+say() { printf '[bench-failover] %s\n' "$*" >&2; }
+lab() { "${LAB[@]}" "$@"; }
 
 in_ns() { local role=$1; shift; ip netns exec "$PREFIX$role" "$@"; }
 gw() { lab exec gw sh -c "$1"; }
@@ -150,9 +148,9 @@ detect() {
     printf '  %-34s %s  (runs: %s)\n' "$1" "$(printf '%s\n' "${times[@]}" | median)" "${times[*]}"
 }
 
-echo "[bench-failover] lab $PREFIX (dir $DIR), $N runs"
-lab up >"$DIR.up.log" 2>&1 || { cat "$DIR.up.log" >&2; exit 1; }
-rm -f "$DIR.up.log"
+say "$N runs"
+# The lab (bench-lib.sh): torn down on exit, also on failure or ^C.
+bench_lab_up "$PREFIX" "$DIR"
 
 echo "1 detection-to-switch (outage start -> first new connection via CTC)"
 inventory 1 3 1

@@ -52,7 +52,6 @@ done
 P="dwb$$-"
 D="/tmp/dwprov-bench-$$"
 BIN=$ROOT/target/release/dwprov
-LAB=("$ROOT/scripts/lab.sh" --prefix "$P" --dir "$D")
 CNC_LIST=$ROOT/examples/isp/unicom.txt
 CTC_LIST=$ROOT/examples/isp/chinanet.txt
 EXTRA_PREFIX=100.66.0.0/16   # the "one prefix added" (in neither list)
@@ -74,20 +73,8 @@ say "cargo build --release"
 cargo build --release --quiet
 
 [ -e "/run/netns/${P}gw" ] && die "a lab with prefix $P exists already (not touching it)"
-LAB_UP=no
-cleanup() {
-    local rc=$?
-    if [ "$LAB_UP" = yes ]; then
-        "${LAB[@]}" down >/dev/null 2>&1 || say "warning: lab down failed: ${LAB[*]} down"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-LAB_UP=yes   # lab.sh up tears down a half-built lab itself; down is idempotent
-say "lab up (prefix $P, dir $D)"
-"${LAB[@]}" up >/dev/null
+# The lab (bench-lib.sh): torn down on exit, also on failure or ^C.
+bench_lab_up "$P" "$D"
 
 gw() { "${LAB[@]}" exec gw "$@"; }
 ctl() { ip netns exec "${P}ctl" "$@"; }
@@ -371,7 +358,7 @@ gateway   lab sshd; root's ~/.bashrc $([ "$KEEP_BASHRC" = no ] && echo "emptied 
 EOF
 echo
 fmt='%-34s %-24s %-24s %-8s %s\n'
-# shellcheck disable=SC2059
+# shellcheck disable=SC2059,SC2046 # the format is ours; the fields are split on purpose
 {
 printf "$fmt" "benchmark" "dwprov" "baseline (ssh)" "ratio" "target"
 printf "$fmt" "1 gather, bare gateway" "$(fig "${G_D[@]}")" "$(fig "${G_S[@]}")" "$R1" "-"
@@ -403,7 +390,7 @@ echo "gather output over ssh: $G_BYTES bytes bare, $P_BYTES bytes converged"
 echo "one apply from empty, phases: $PHASES"
 echo
 fmt2='%-22s %8s %9s %15s %13s %16s %12s\n'
-# shellcheck disable=SC2059
+# shellcheck disable=SC2059,SC2046 # the format is ours; the fields are split on purpose
 {
 printf "$fmt2" "hosts[0].applied" changes ip_lines iptables_lines script_bytes remote_commands round_trips
 printf "$fmt2" "apply from empty" $(applied "$B/apply-empty.json")

@@ -612,10 +612,7 @@ pub fn snapshot_state(
     for kind in KINDS {
         match kind {
             Kind::Files => snap.files = crate::files::from_snapshot(sections, &live.files)?,
-            Kind::Sysctls => {
-                let text = crate::facts::snapshot_listing(sections, "sysctls")?;
-                snap.sysctls = crate::sysctls::from_snapshot(text);
-            }
+            Kind::Sysctls => snap.sysctls = crate::sysctls::from_snapshot(sections)?,
             Kind::RulesRoutes => {
                 (snap.rules, snap.routes) =
                     crate::routing::from_snapshot(sections, &snap.rt_tables)?;

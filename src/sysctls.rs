@@ -40,15 +40,17 @@ pub const GATEWAY_SH: &str = include_str!("../gateway/kind-sysctls.sh");
 
 pub const SHOW_SNAPSHOT: &str = "sec sysctls \"$S/sysctls\"\n";
 
-/// A snapshot's `sysctls` listing: `KEY VALUE` lines, values as listed.
-pub fn from_snapshot(text: &str) -> Sysctls {
+/// A snapshot's `sysctls` listing (its section, as the other homes read
+/// theirs): `KEY VALUE` lines, values as listed.
+pub fn from_snapshot(sections: &crate::facts::Sections) -> Result<Sysctls> {
+    let text = crate::facts::snapshot_listing(sections, "sysctls")?;
     let mut out = Sysctls::new();
     for l in text.lines() {
         if let Some((k, v)) = l.split_once(' ') {
             out.insert(k.to_string(), v.to_string());
         }
     }
-    out
+    Ok(out)
 }
 
 /// `key = value` lines of a sysctl.d file.
