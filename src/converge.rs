@@ -141,6 +141,14 @@ pub fn lib_sh() -> String {
     )
 }
 
+/// lib.sh as installed for the commit-confirmed apply: [`lib_sh`] with the
+/// kinds' snapshot and revert steps and `revert_kinds`
+/// ([`crate::kind::gateway_library`]), which only that apply and its
+/// revert call.
+pub fn installed_lib_sh() -> String {
+    format!("{}{}", lib_sh(), crate::kind::gateway_library())
+}
+
 /// The shell prelude every dwprov script starts with: the library, outside
 /// any snapshot (`S` empty: the step guard and `ip_batch` check nothing).
 pub fn prelude() -> String {

@@ -43,13 +43,16 @@ pub const KINDS: &[Kind] = &[
     Kind::Units,
 ];
 
-/// The kinds' gateway-side files, by name (for shellcheck).
-pub const GATEWAY_FILES: &[(&str, &str)] = &[
-    ("kind-files.sh", crate::files::GATEWAY_SH),
-    ("kind-sysctls.sh", crate::sysctls::GATEWAY_SH),
-    ("kind-routing.sh", crate::routing::GATEWAY_SH),
-    ("kind-units.sh", crate::units::GATEWAY_SH),
-];
+/// The kinds' gateway-side files (gateway/kind-*.sh) by kind name, for
+/// shellcheck: read off [`Kind::gateway_sh`], so a new kind's file is
+/// checked without a second list.
+pub fn gateway_files() -> Vec<(&'static str, &'static str)> {
+    KINDS
+        .iter()
+        .map(|k| (k.name(), k.gateway_sh()))
+        .filter(|(_, text)| !text.is_empty())
+        .collect()
+}
 
 /// The revert's order, which is its own (docs/ARCHITECTURE.md says why):
 /// the units are undone right after the files (a running agent must stop
@@ -190,7 +193,7 @@ mod tests {
     /// once, in REVERT_ORDER.
     #[test]
     fn the_revert_is_composed_from_the_kinds_in_its_order() {
-        let lib = format!("{}{}", crate::converge::lib_sh(), gateway_library());
+        let lib = crate::converge::installed_lib_sh();
         let body = lib
             .split("revert_kinds() {\n")
             .nth(1)

@@ -162,16 +162,7 @@ pub const KEEP_LIBRARIES: usize = 3;
 /// The installed programs: (file name, text as sent).
 fn library_files() -> [(&'static str, String); 4] {
     [
-        // With the kinds' snapshot and revert steps, which only the
-        // commit-confirmed apply and its revert call.
-        (
-            "lib.sh",
-            minify(&format!(
-                "{}{}",
-                converge::lib_sh(),
-                crate::kind::gateway_library()
-            )),
-        ),
+        ("lib.sh", minify(&converge::installed_lib_sh())),
         ("snapshot.sh", minify(SNAPSHOT_SH)),
         ("revert.sh", minify(REVERT_SH)),
         ("apply.sh", minify(APPLY_SH)),
@@ -761,18 +752,13 @@ mod tests {
         for (name, text) in GATEWAY_FILES
             .iter()
             .chain(crate::firewall::GATEWAY_FILES)
-            .chain(crate::kind::GATEWAY_FILES)
+            .chain(&crate::kind::gateway_files())
         {
             shellcheck(name, text);
         }
         // The installed library as composed (the kinds' steps and
         // revert_kinds after lib.sh).
-        let installed: String = library_files()
-            .iter()
-            .filter(|(n, _)| *n == "lib.sh")
-            .map(|(_, t)| t.clone())
-            .collect();
-        shellcheck("installed-lib.sh", &installed);
+        shellcheck("installed-lib.sh", &minify(&converge::installed_lib_sh()));
         let (changes, old, desired) = sample();
         let s = apply_script(
             &changes,
