@@ -372,9 +372,7 @@ pub fn parse_addrs(text: &str) -> Result<Vec<Interface>> {
                 .get("local")
                 .and_then(|l| l.as_str())
                 .and_then(|l| l.parse::<std::net::IpAddr>().ok())
-                .filter(|l| {
-                    crate::state::family::MANAGED.contains(&crate::state::Family::of_addr(l))
-                });
+                .filter(crate::state::family::is_managed);
             let len = a
                 .get("prefixlen")
                 .and_then(|l| l.as_u64())

@@ -101,7 +101,7 @@ pub fn parse(facts: Facts, ssh: &str, sysctl: &str, networkd: &str) -> LiveFacts
     let managed = |t: &str| {
         t.parse::<Addr>()
             .ok()
-            .filter(|a| crate::state::family::MANAGED.contains(&addr::family(*a)))
+            .filter(crate::state::family::is_managed)
     };
     let session = match w.as_slice() {
         [c, cp, s, sp] => (|| {

@@ -44,6 +44,12 @@ pub const OWNED: Family = Family::Inet;
 /// The families gather reads and dwprov manages: [`OWNED`] only.
 pub const MANAGED: &[Family] = &[OWNED];
 
+/// Whether an address is of a family dwprov manages ([`MANAGED`]): one of
+/// another family is foreign, skipped where it is read.
+pub fn is_managed(addr: &IpAddr) -> bool {
+    MANAGED.contains(&Family::of_addr(addr))
+}
+
 impl Family {
     /// Both families, in the order dwprov lists them.
     pub const ALL: [Family; 2] = [Family::Inet, Family::Inet6];

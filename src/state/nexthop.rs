@@ -200,9 +200,7 @@ pub fn parse_json(text: &str) -> Result<Vec<Nexthop>> {
             let dev = o.get("dev").and_then(|x| x.as_str());
             // A gateway of a family dwprov does not manage (IPv6 today,
             // state::family::OWNED) is foreign: skipped, as rules and routes.
-            let managed = |a: &IpAddr| {
-                crate::state::family::MANAGED.contains(&crate::state::Family::of_addr(a))
-            };
+            let managed = crate::state::family::is_managed;
             match (
                 via.and_then(|v| v.parse::<IpAddr>().ok()).filter(managed),
                 dev,

@@ -23,22 +23,6 @@ pub fn contains(net: &Net, a: Addr) -> bool {
     net.contains(&a)
 }
 
-/// Whether a route's destination holds `a`.
-pub fn route_contains(net: &Net, a: Addr) -> bool {
-    contains(net, a)
-}
-
-/// The prefix length of a route's destination.
-pub fn route_prefix_len(net: &Net) -> u8 {
-    net.prefix_len()
-}
-
-/// A rule's selector (`None` for "all"): one of the other family selects
-/// nothing.
-pub fn rule_selects(net: &Option<Net>, a: Addr) -> bool {
-    selects(net, a)
-}
-
 /// A selector that is `None` for "all" (an ip rule's `from`/`to`).
 pub fn selects(net: &Option<Net>, a: Addr) -> bool {
     net.as_ref().is_none_or(|n| contains(n, a))

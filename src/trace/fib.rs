@@ -87,7 +87,7 @@ impl<'a> Fib<'a> {
         }
         for routes in tables.values_mut() {
             // Longest prefix first, then the lowest metric.
-            routes.sort_by_key(|r| (std::cmp::Reverse(addr::route_prefix_len(&r.dst)), r.metric));
+            routes.sort_by_key(|r| (std::cmp::Reverse(addr::prefix_len(&r.dst)), r.metric));
         }
         Fib {
             rules,
@@ -100,9 +100,7 @@ impl<'a> Fib<'a> {
     /// packets carry tos 0).
     pub fn best(&self, table: u32, dst: Addr) -> Option<&'a Route> {
         self.tables.get(&table)?.iter().copied().find(|r| {
-            r.tos == 0
-                && addr::route_contains(&r.dst, dst)
-                && !matches!(r.kind.as_str(), "multicast")
+            r.tos == 0 && addr::contains(&r.dst, dst) && !matches!(r.kind.as_str(), "multicast")
         })
     }
 
@@ -163,7 +161,7 @@ impl<'a> Fib<'a> {
                     };
                     if let Some(n) = r.extra.get("suppress_prefixlen") {
                         if n.parse::<i64>()
-                            .is_ok_and(|n| i64::from(addr::route_prefix_len(&route.dst)) <= n)
+                            .is_ok_and(|n| i64::from(addr::prefix_len(&route.dst)) <= n)
                         {
                             passed.push(format!(
                                 "rule {}: table {} has `{}`, hidden by suppress_prefixlength {n}",
@@ -208,7 +206,7 @@ impl<'a> Fib<'a> {
     /// Whether rule `r` selects the packet of `q`; Err for a selector this
     /// tracer does not model.
     fn rule_matches(&self, r: &Rule, q: &Query) -> Result<bool, String> {
-        let mut m = addr::rule_selects(&r.from, q.src) && addr::rule_selects(&r.to, q.dst);
+        let mut m = addr::selects(&r.from, q.src) && addr::selects(&r.to, q.dst);
         if let Some(fw) = r.fwmark {
             m &= (q.mark ^ fw.value) & fw.mask == 0;
         }
