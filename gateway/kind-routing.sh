@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# shellcheck disable=SC2154 # S, IP_FAMILY: set by lib.sh and the caller
+# shellcheck disable=SC2154 # S: set by the caller
 # ip rules, routes and nexthop objects (src/routing.rs, src/nexthops.rs):
 # their snapshot and revert steps, one step each for both kinds since
 # they interleave (nexthops come back before the routes that use them and
@@ -28,20 +28,20 @@ revert_routing() {
     {
         only_in "$S/routes" "$S/now.routes"
         only_in "$S/rules" "$S/now.rules"
-        only_in "$S/now.rules" "$S/rules" | sed 's/^rule add /rule del /'
-        # Routes whose key (table, destination, tos, metric) the snapshot
-        # does not have; a changed route was replaced above.
+        only_in "$S/now.rules" "$S/rules" | sed 's/^\(-[0-9] \)\{0,1\}rule add /\1rule del /'
+        # Routes whose key (family, table, destination, tos, metric) the
+        # snapshot does not have; a changed route was replaced above.
         awk '
-            function key(l,   w, n, i, k) {
-                n = split(l, w, " "); k = w[5] " " w[6]
-                for (i = 7; i < n; i++) if (w[i] ~ /^(table|metric|tos|dsfield)$/) k = k " " w[i] " " w[i + 1]
+            function key(l,   w, n, i, k, o) {
+                n = split(l, w, " "); o = (w[1] ~ /^-[0-9]$/); k = (o ? w[1] : "") " " w[5 + o] " " w[6 + o]
+                for (i = 7 + o; i < n; i++) if (w[i] ~ /^(table|metric|tos|dsfield)$/) k = k " " w[i] " " w[i + 1]
                 return k
             }
             FILENAME == ARGV[1] { have[key($0)]; next }
-            !(key($0) in have) { sub(/^route replace /, "route del "); print }' "$S/routes" "$S/now.routes"
+            !(key($0) in have) { sub(/route replace /, "route del "); print }' "$S/routes" "$S/now.routes"
     } > "$S/revert.batch"
     if [ -s "$S/revert.batch" ]; then
-        ip "$IP_FAMILY" -force -batch "$S/revert.batch" || rfail 'restore rules and routes'
+        batch_ip "$S/revert.batch" -force || rfail 'restore rules and routes'
     fi
     # Nexthop objects the snapshot did not have, now no route uses them
     # (groups first: by id, highest first). Only here: deleting a nexthop

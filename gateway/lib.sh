@@ -8,8 +8,12 @@
 # Parameters (shell variables set by the caller before the functions run):
 #   S      the snapshot directory (commit-confirmed apply, revert, rollback)
 #   PROTO  the route protocol number dwprov tags its rules and routes with
-#   IP_FAMILY  the `ip` family flag of those rules and routes (`-4`; from
-#          src/state/family.rs), for every listing and batch below
+#   IP_FAMILIES  the `ip` family flags of those rules and routes, the first
+#          the default (`-4`; from src/state/family.rs MANAGED). A listing
+#          line or batch line of another family starts with its flag
+#          (`-6 route replace ...`, the one spelling `ip -batch` lacks):
+#          every listing loops over the families and every batch runs
+#          each family's lines with its flag (batch_ip)
 #   CHAIN  the prefix of dwprov's iptables chains (their jumps carry it too)
 #   NFT_FAMILY, NFT_TABLE  the one nftables table dwprov owns
 #   TEMP_SUFFIX, PROBE  the staged-write suffix and the write-probe file name
@@ -20,7 +24,7 @@
 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 export LC_ALL=C
 umask 022
-: "${PROTO:?}" "${IP_FAMILY:?}" "${CHAIN:?}" "${NFT_FAMILY:?}" "${NFT_TABLE:?}" "${TEMP_SUFFIX:?}" "${PROBE:?}"
+: "${PROTO:?}" "${IP_FAMILIES:?}" "${CHAIN:?}" "${NFT_FAMILY:?}" "${NFT_TABLE:?}" "${TEMP_SUFFIX:?}" "${PROBE:?}"
 # Exit statuses the controller reads (src/converge.rs, src/safe.rs).
 STEP_FAILED=3
 NOTHING_CHANGED=4
@@ -40,55 +44,74 @@ step() {
     fi
 }
 
-# Owned ip rules, one `rule add ...` line each, numeric tables, sorted.
+# fpre: what a listing or batch line of family FLAG ($1) starts with:
+# nothing for the first (default) family, `FLAG ` for the others. Sets a
+# variable (a `$(...)` would fork).
+family_prefix() {
+    fpre="$1 "
+    [ "$1" != "${IP_FAMILIES%% *}" ] || fpre=
+}
+
+# Owned ip rules, one `rule add ...` line each, numeric tables, sorted
+# (a line of a family after the first starts with its flag, see above).
 # `ip -N` prints `ipproto ipproto-6`; the input syntax wants `ipproto 6`.
 owned_rules() {
-    ip "$IP_FAMILY" -N rule show > "$1.raw" || return 1
-    awk -v proto="$PROTO" '
-        {
-            line = $0
-            if (line !~ ("[ \t]proto " proto "([ \t]|$)")) next
-            sub(/\[detached\]/, "", line); sub(/ unresolved/, "", line)
-            gsub(/ipproto ipproto-/, "ipproto ", line)
-            p = line; sub(/:.*/, "", p)
-            sub(/^[0-9]+:[ \t]*/, "", line)
-            gsub(/[ \t]+/, " ", line); sub(/ $/, "", line)
-            print "rule add priority " p " " line
-        }' "$1.raw" | sort > "$1" || return 1
-    rm -f "$1.raw"
+    : > "$1.all"
+    for ofam in $IP_FAMILIES; do
+        ip "$ofam" -N rule show > "$1.raw" || return 1
+        family_prefix "$ofam"
+        awk -v proto="$PROTO" -v pre="$fpre" '
+            {
+                line = $0
+                if (line !~ ("[ \t]proto " proto "([ \t]|$)")) next
+                sub(/\[detached\]/, "", line); sub(/ unresolved/, "", line)
+                gsub(/ipproto ipproto-/, "ipproto ", line)
+                p = line; sub(/:.*/, "", p)
+                sub(/^[0-9]+:[ \t]*/, "", line)
+                gsub(/[ \t]+/, " ", line); sub(/ $/, "", line)
+                print pre "rule add priority " p " " line
+            }' "$1.raw" >> "$1.all" || return 1
+    done
+    sort "$1.all" > "$1" || return 1
+    rm -f "$1.raw" "$1.all"
 }
 
 # Owned routes, one `route replace proto P ...` line each (the protocol
 # first: nothing may follow multipath next hops, which are joined), numeric
 # tables and types, output-only flags dropped, sorted.
 owned_routes() {
-    ip "$IP_FAMILY" -N -d route show table all proto "$PROTO" > "$1.raw" || return 1
-    awk -v proto="$PROTO" '
-        BEGIN {
-            split("unicast local broadcast anycast multicast blackhole unreachable prohibit throw nat", t, " ")
-        }
-        function out() {
-            if (cur == "") return
-            n = split(cur, w, " ")
-            if (w[1] ~ /^[0-9]+$/ && (w[1] in t)) w[1] = t[w[1]]
-            s = ""
-            nh = 0
-            for (i = 1; i <= n; i++) {
-                if (w[i] ~ /^(linkdown|dead|offload|trap|rt_offload|rt_trap|rt_offload_failed|pervasive|notify)$/) continue
-                # A route by nexthop object: where the object points is
-                # dynamic (the agent moves it); nh_info/nexthop lines are the object.
-                if (w[i] == "nhid") nh = 1
-                if (nh && (w[i] == "nh_info" || w[i] == "nexthop")) break
-                if (nh && (w[i] == "via" || w[i] == "dev")) { i++; continue }
-                s = s (s == "" ? "" : " ") w[i]
+    : > "$1.all"
+    for ofam in $IP_FAMILIES; do
+        ip "$ofam" -N -d route show table all proto "$PROTO" > "$1.raw" || return 1
+        family_prefix "$ofam"
+        awk -v proto="$PROTO" -v pre="$fpre" '
+            BEGIN {
+                split("unicast local broadcast anycast multicast blackhole unreachable prohibit throw nat", t, " ")
             }
-            print "route replace proto " proto " " s
-            cur = ""
-        }
-        /^[ \t]/ { cur = cur " " $0; gsub(/[ \t]+/, " ", cur); next }
-        { out(); cur = $0; gsub(/[ \t]+/, " ", cur) }
-        END { out() }' "$1.raw" | sort > "$1" || return 1
-    rm -f "$1.raw"
+            function out() {
+                if (cur == "") return
+                n = split(cur, w, " ")
+                if (w[1] ~ /^[0-9]+$/ && (w[1] in t)) w[1] = t[w[1]]
+                s = ""
+                nh = 0
+                for (i = 1; i <= n; i++) {
+                    if (w[i] ~ /^(linkdown|dead|offload|trap|rt_offload|rt_trap|rt_offload_failed|pervasive|notify)$/) continue
+                    # A route by nexthop object: where the object points is
+                    # dynamic (the agent moves it); nh_info/nexthop lines are the object.
+                    if (w[i] == "nhid") nh = 1
+                    if (nh && (w[i] == "nh_info" || w[i] == "nexthop")) break
+                    if (nh && (w[i] == "via" || w[i] == "dev")) { i++; continue }
+                    s = s (s == "" ? "" : " ") w[i]
+                }
+                print pre "route replace proto " proto " " s
+                cur = ""
+            }
+            /^[ \t]/ { cur = cur " " $0; gsub(/[ \t]+/, " ", cur); next }
+            { out(); cur = $0; gsub(/[ \t]+/, " ", cur) }
+            END { out() }' "$1.raw" >> "$1.all" || return 1
+    done
+    sort "$1.all" > "$1" || return 1
+    rm -f "$1.raw" "$1.all"
 }
 
 # Owned nexthop objects (issue 11), one `nexthop replace id N ... proto P`
@@ -145,12 +168,53 @@ only_in() {
 # Then the lines that did run are undone by their inverses (built here from
 # the batch; the old value of each replaced route is in $S/ip.undo, `LINE
 # route replace OLD` per line) and the apply stops, changing nothing.
-# `ip $IP_FAMILY -batch FILE` (the owned rules and routes' family, `-4`),
-# or without the family when FILE holds nexthop lines: `ip -4` refuses a
-# nexthop group (it has no family); every other line names addresses of
-# $IP_FAMILY, and IPv4 is the rules' default family.
+# `ip FLAG [OPTION...] -batch` of FILE ($1), with each family's flag. With
+# one family: FILE itself (nexthop lines need `ip` without the flag: `ip
+# -4` refuses a group, which has no family; every other line names
+# addresses of that family, and the first family is the rules' default).
+# With several: one awk puts each family's lines in FILE.FLAG (without
+# their flag; lines without one, nexthops too, are the first family's)
+# and their line numbers in FILE in FILE.FLAG.n, and each family's batch
+# runs in IP_FAMILIES order; a failure's "Command failed FILE.FLAG:N" is
+# said as FILE's line, which `ip_batch` below reads. Without -force the
+# first failing family stops it (what ran before is undone from FILE's
+# lines before the failed one, so no later line may have run).
 batch_ip() {
-    if grep -q '^nexthop ' "$1"; then ip -batch "$1"; else ip "$IP_FAMILY" -batch "$1"; fi
+    bf=$1
+    shift
+    bfirst=${IP_FAMILIES%% *}
+    if [ "$bfirst" = "$IP_FAMILIES" ]; then
+        if grep -q '^nexthop ' "$bf"; then ip "$@" -batch "$bf"; else ip "$bfirst" "$@" -batch "$bf"; fi
+        return
+    fi
+    awk -v first="$bfirst" -v f="$bf" -v fams="$IP_FAMILIES" '
+        BEGIN { n = split(fams, w, " "); for (i = 1; i <= n; i++) { printf "" > (f "." w[i]); printf "" > (f "." w[i] ".n") } }
+        { fam = first; l = $0 }
+        /^-[0-9] / { fam = substr($0, 1, 2); l = substr($0, 4) }
+        { print l > (f "." fam); print NR > (f "." fam ".n") }' "$bf" || return 1
+    brc=0
+    for bfam in $IP_FAMILIES; do
+        [ -s "$bf.$bfam" ] || continue
+        bflag=$bfam
+        if [ "$bfam" = "$bfirst" ] && grep -q '^nexthop ' "$bf.$bfam"; then bflag=; fi
+        if ip ${bflag:+"$bflag"} "$@" -batch "$bf.$bfam" 2> "$bf.err"; then
+            cat "$bf.err" >&2
+            continue
+        fi
+        brc=1
+        awk -v f="$bf" -v part="$bf.$bfam" '
+            FILENAME == ARGV[1] { at[FNR] = $0; next }
+            {
+                p = "Command failed " part ":"
+                k = substr($0, length(p) + 1)
+                if (index($0, p) == 1 && (k in at)) $0 = "Command failed " f ":" at[k]
+                print
+            }' "$bf.$bfam.n" "$bf.err" >&2
+        case " $* " in *" -force "*) ;; *) break ;; esac
+    done
+    for bfam in $IP_FAMILIES; do rm -f "$bf.$bfam" "$bf.$bfam.n"; done
+    rm -f "$bf.err"
+    return "$brc"
 }
 
 ip_batch() {
@@ -171,16 +235,19 @@ ip_batch() {
             FILENAME == ARGV[1] { i = $1; sub(/^[0-9]+ /, ""); old[i] = $0; next }
             FNR < n {
                 l = $0
-                if (FNR in old) l = old[FNR]
+                # A line of another family keeps its flag (batch_ip).
+                f = ""
+                if (l ~ /^-[0-9] /) { f = substr(l, 1, 3); l = substr(l, 4) }
+                if (FNR in old) { l = old[FNR]; f = "" }
                 else if (sub(/^route add /, "route del ", l)) {}
                 else if (sub(/^route del /, "route add ", l)) {}
                 else if (sub(/^rule add /, "rule del ", l)) {}
                 else if (sub(/^rule del /, "rule add ", l)) {}
-                u[FNR] = l
+                u[FNR] = f l
             }
             END { for (i = n - 1; i >= 1; i--) if (i in u) print u[i] }' "$S/ip.undo" "$S/ip.batch" > "$S/ip.inverse"
         undone=ok
-        if [ -s "$S/ip.inverse" ]; then ip "$IP_FAMILY" -force -batch "$S/ip.inverse" >&2 || undone=failed; fi
+        if [ -s "$S/ip.inverse" ]; then batch_ip "$S/ip.inverse" -force >&2 || undone=failed; fi
         if command -v staged_cleanup >/dev/null 2>&1; then staged_cleanup; fi
         echo "dwprov: the kernel contradicts the snapshot: line $n of the ip batch ($line) failed as above, but \`ip\` listed the state otherwise (gather, snapshot); a revert from that listing would delete real objects: stopped (does \`ip\` lie, or another tool change rules and routes now?)" >&2
         if [ "$undone" = ok ]; then
@@ -238,8 +305,10 @@ pick_snapshot() {
 owned_digest() {
     if command -v sha256sum >/dev/null 2>&1; then sum="sha256sum"; else sum="cksum"; fi
     {
-        ip "$IP_FAMILY" -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)"
-        ip "$IP_FAMILY" -N -d route show table all proto "$PROTO"
+        for ofam in $IP_FAMILIES; do
+            ip "$ofam" -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)"
+            ip "$ofam" -N -d route show table all proto "$PROTO"
+        done
         fw_digest_lines
         # One line per file that exists: its digest and name.
         "$sum" "$@" 2>/dev/null

@@ -183,8 +183,8 @@ pub fn files(
     let mut ctx = tera::Context::new();
     ctx.insert("host", &gw.host);
     ctx.insert("state_dir", STATE_DIR);
-    // The `ip` flag of the batch's rules and routes (`-4`, state::family).
-    ctx.insert("ip_family", crate::state::family::OWNED.ip_flag());
+    // The `ip` flags of the batch's rules and routes (`-4`, state::family).
+    ctx.insert("ip_families", &crate::state::family::ip_flags());
     ctx.insert("boot_sh", BOOT_SH);
     ctx.insert("chain_prefix", CHAIN_PREFIX);
     ctx.insert("sysctl_conf", SYSCTL_CONF);
@@ -205,10 +205,7 @@ pub fn files(
         .iter()
         .all(|(name, _)| is_builtin(templates, name))
     {
-        let routes: Vec<String> = desired.routes.iter().map(|r| r.to_batch()).collect();
-        let rules: Vec<String> = desired.rules.iter().map(|r| r.to_batch()).collect();
-        ctx.insert("routes", &routes);
-        ctx.insert("rules", &rules);
+        insert_batch_lists(&mut ctx, desired);
     }
     ctx.insert("agent_supervisor", crate::ownership::AGENT_SUPERVISOR);
     ctx.insert(
@@ -294,6 +291,45 @@ fn is_builtin(templates: &Templates, name: &str) -> bool {
     builtin.is_some() && templates.source(name) == builtin
 }
 
+/// The boot/ip.batch template's `routes` and `rules` (those of the first
+/// managed family, as `ip -batch` words) and `other_families` (`flag`,
+/// `routes`, `rules` of each later family, whose lines start with the
+/// flag: [`crate::state::Family::batch_prefix`]).
+fn insert_batch_lists(ctx: &mut tera::Context, desired: &State) {
+    use crate::state::Family;
+    let of = |f: Family| {
+        let routes: Vec<String> = desired
+            .routes
+            .iter()
+            .filter(|r| r.family() == f)
+            .map(|r| r.to_batch())
+            .collect();
+        let rules: Vec<String> = desired
+            .rules
+            .iter()
+            .filter(|r| r.family() == f)
+            .map(|r| r.to_batch())
+            .collect();
+        (routes, rules)
+    };
+    let first = Family::ALL[0];
+    let (routes, rules) = of(first);
+    ctx.insert("routes", &routes);
+    ctx.insert("rules", &rules);
+    let others: Vec<serde_json::Value> = Family::ALL[1..]
+        .iter()
+        .map(|&f| {
+            let (routes, rules) = of(f);
+            serde_json::json!({ "flag": f.ip_flag(), "routes": routes, "rules": rules })
+        })
+        .filter(|v| {
+            v["routes"].as_array().is_some_and(|a| !a.is_empty())
+                || v["rules"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .collect();
+    ctx.insert("other_families", &others);
+}
+
 /// What the built-in `boot/ip.batch` template renders, byte for byte
 /// (`the_fast_boot_batch_is_the_template_s_output` checks it), written into
 /// one string: a 1.7 million route list would otherwise be held as a string
@@ -312,13 +348,22 @@ fn ip_batch(host: &str, desired: &State) -> String {
         s.push_str("\nnexthop replace ");
         s.push_str(&n.to_batch());
     }
-    for r in &desired.routes {
-        s.push_str(ROUTE);
-        r.write_batch(&mut s);
-    }
-    for r in &desired.rules {
-        s.push_str(RULE);
-        s.push_str(&r.to_batch());
+    // The first family's routes and rules, then each later family's, its
+    // lines starting with its flag (as the template's `other_families`).
+    for f in crate::state::Family::ALL {
+        let pre = f.batch_prefix();
+        for r in desired.routes.iter().filter(|r| r.family() == f) {
+            s.push('\n');
+            s.push_str(pre);
+            s.push_str(&ROUTE[1..]);
+            r.write_batch(&mut s);
+        }
+        for r in desired.rules.iter().filter(|r| r.family() == f) {
+            s.push('\n');
+            s.push_str(pre);
+            s.push_str(&RULE[1..]);
+            s.push_str(&r.to_batch());
+        }
     }
     s.push('\n');
     s.shrink_to_fit();
@@ -601,10 +646,7 @@ mod tests {
         let mut ctx = tera::Context::new();
         ctx.insert("host", host);
         ctx.insert("boot_sh", BOOT_SH);
-        let routes: Vec<String> = desired.routes.iter().map(|r| r.to_batch()).collect();
-        let rules: Vec<String> = desired.rules.iter().map(|r| r.to_batch()).collect();
-        ctx.insert("routes", &routes);
-        ctx.insert("rules", &rules);
+        insert_batch_lists(&mut ctx, desired);
         let nexthops: Vec<String> = desired.nexthops.iter().map(|n| n.to_batch()).collect();
         ctx.insert("nexthops", &nexthops);
         let text = t.render("boot/ip.batch", &ctx).unwrap();
@@ -657,6 +699,34 @@ mod tests {
         assert!(ip_batch("h", &d).contains(
             "\nroute replace blackhole 10.1.2.3 tos 0x10 via 10.0.0.1 dev eth9 src 10.0.0.2 table 7 proto 201 scope 253 metric 5 onlink\n"
         ));
+        // A later family's routes and rules come last, with its flag, in
+        // both renderings (boot.sh runs them with it).
+        d.routes.insert(
+            0,
+            Route {
+                dst: "2001:db8::/32".parse().unwrap(),
+                dev: Some("eth9".into()),
+                ..Route::default()
+            },
+        );
+        d.rules.push(crate::state::Rule {
+            priority: 7,
+            from: Some("2001:db8::/48".parse().unwrap()),
+            action: crate::state::ip::RuleAction::Table(7),
+            proto: 201,
+            ..Default::default()
+        });
+        let both = ip_batch("h", &d);
+        assert_eq!(both, batch_by_tera("h", &d));
+        let tail: Vec<_> = both.lines().rev().take(2).collect();
+        assert!(
+            tail[1].starts_with("-6 route replace 2001:db8::/32 dev eth9"),
+            "{both}"
+        );
+        assert!(
+            tail[0].starts_with("-6 rule add priority 7 from 2001:db8::/48 lookup 7"),
+            "{both}"
+        );
     }
 
     #[test]

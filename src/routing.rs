@@ -12,7 +12,7 @@ use crate::facts::{snapshot_listing, Sections};
 use crate::ownership::{is_owned_route, is_owned_rule};
 use crate::state::ip::RouteKey;
 use crate::state::RtTables;
-use crate::state::{Route, Rule};
+use crate::state::{Family, Route, Rule};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
@@ -113,12 +113,16 @@ pub fn from_snapshot(sections: &Sections, rt_tables: &RtTables) -> Result<(Vec<R
     let rules = snapshot_listing(sections, "rules")?;
     let routes = snapshot_listing(sections, "routes")?;
     for l in rules.lines().chain(routes.lines()) {
-        match l
+        // A later family's line keeps its flag (Family::batch_prefix).
+        let (family, body) = Family::split_batch_prefix(l);
+        let flag = family.map_or("", |f| f.ip_flag());
+        let sep = if flag.is_empty() { "" } else { " " };
+        match body
             .strip_prefix("route replace ")
             .and_then(|r| r.strip_prefix(&proto))
         {
             Some(rest) => {
-                let _ = writeln!(batch, "route add {rest} {}", proto.trim_end());
+                let _ = writeln!(batch, "{flag}{sep}route add {rest} {}", proto.trim_end());
             }
             None => {
                 let _ = writeln!(batch, "{l}");
@@ -186,42 +190,64 @@ pub fn ip_batch_with_undo(changes: &[Change]) -> (String, String) {
 }
 
 /// The route and rule lines of [`ip_batch_with_undo`], numbered from
-/// `first_line + 1`; and the number of the last line.
+/// `first_line + 1`; and the number of the last line. A family's lines are
+/// one block, in [`Family::ALL`] order (the managed families' order, the
+/// first without a flag): gateway/lib.sh's `batch_ip` runs a block per
+/// family, so the lines before a failed one are exactly those that ran.
 fn ip_batch_routes(changes: &[Change], first_line: usize) -> (String, String, usize) {
+    let mut text = String::new();
+    let mut undo = String::new();
+    let mut line = first_line;
+    for family in Family::ALL {
+        let (t, u, n) = ip_batch_routes_of(changes, family, line);
+        text.push_str(&t);
+        undo.push_str(&u);
+        line = n;
+    }
+    (text, undo, line)
+}
+
+/// [`ip_batch_routes`] of one family's changes.
+fn ip_batch_routes_of(
+    changes: &[Change],
+    family: Family,
+    first_line: usize,
+) -> (String, String, usize) {
     let mut add_routes = String::new();
     let mut undo = String::new();
     let mut add_rules = String::new();
     let mut del_rules = String::new();
     let mut del_routes = String::new();
     let mut line = first_line;
+    let f = family.batch_prefix();
     for c in changes {
         match c {
-            Change::Route { from, to: Some(r) } => {
+            Change::Route { from, to: Some(r) } if r.family() == family => {
                 line += 1;
                 match from {
                     None => {
-                        let _ = writeln!(add_routes, "route add {}", r.to_batch());
+                        let _ = writeln!(add_routes, "{f}route add {}", r.to_batch());
                     }
                     Some(old) => {
-                        let _ = writeln!(add_routes, "route replace {}", r.to_batch());
-                        let _ = writeln!(undo, "{line} route replace {}", old.to_batch());
+                        let _ = writeln!(add_routes, "{f}route replace {}", r.to_batch());
+                        let _ = writeln!(undo, "{line} {f}route replace {}", old.to_batch());
                     }
                 }
             }
             Change::Route {
                 from: Some(r),
                 to: None,
-            } => {
-                let _ = writeln!(del_routes, "route del {}", r.to_batch());
+            } if r.family() == family => {
+                let _ = writeln!(del_routes, "{f}route del {}", r.to_batch());
             }
-            Change::Rule { op: Op::Add, rule } => {
-                let _ = writeln!(add_rules, "rule add {}", rule.to_batch());
+            Change::Rule { op: Op::Add, rule } if rule.family() == family => {
+                let _ = writeln!(add_rules, "{f}rule add {}", rule.to_batch());
             }
             Change::Rule {
                 op: Op::Remove,
                 rule,
-            } => {
-                let _ = writeln!(del_rules, "rule del {}", rule.to_batch());
+            } if rule.family() == family => {
+                let _ = writeln!(del_rules, "{f}rule del {}", rule.to_batch());
             }
             _ => {}
         }

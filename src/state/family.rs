@@ -35,14 +35,28 @@ pub enum Family {
 }
 
 /// The family of every rule, route and address dwprov owns or reads today:
-/// the `ip` flag of gather (`G_IP_FAMILY`) and of gateway/lib.sh's owned
-/// listings and batches (`IP_FAMILY`), IPv4 (the inventory rejects IPv6
-/// values, so nothing owned is ever IPv6). A second managed family needs a
-/// listing and a batch file per family on the gateway, not a second value.
+/// the `ip` flag of gather (`G_IP_FAMILY`), and the first (default) family
+/// of gateway/lib.sh's owned listings and batches, IPv4 (the inventory
+/// rejects IPv6 values, so nothing owned is ever IPv6).
 pub const OWNED: Family = Family::Inet;
 
-/// The families gather reads and dwprov manages: [`OWNED`] only.
+/// The families gather reads and dwprov manages: [`OWNED`] only. The
+/// gateway side already takes a list ([`ip_flags`]: lib.sh's
+/// `IP_FAMILIES`): every owned listing loops over it, and a batch runs each
+/// family's lines with its flag, a line of a family after the first
+/// starting with that flag ([`Family::batch_prefix`]). What a second
+/// family still needs is named in docs/ARCHITECTURE.md ("IPv6").
 pub const MANAGED: &[Family] = &[OWNED];
+
+/// [`MANAGED`]'s `ip` flags, space-separated (`-4`): gateway/lib.sh's
+/// `IP_FAMILIES`, and boot.sh's.
+pub fn ip_flags() -> String {
+    MANAGED
+        .iter()
+        .map(|f| f.ip_flag())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// Whether an address is of a family dwprov manages ([`MANAGED`]): one of
 /// another family is foreign, skipped where it is read.
@@ -60,6 +74,35 @@ impl Family {
             Family::Inet => "-4",
             Family::Inet6 => "-6",
         }
+    }
+
+    /// What an `ip -batch` line of this family starts with where dwprov
+    /// writes one (the apply's batch, boot's ip.batch, the snapshot's
+    /// listings): nothing for [`MANAGED`]'s first family, else the flag and
+    /// a space (`-6 route add ...`), which gateway/lib.sh's `batch_ip` takes
+    /// off and runs with (`ip -batch` itself has no per-line family).
+    pub fn batch_prefix(self) -> &'static str {
+        if MANAGED.first() == Some(&self) {
+            ""
+        } else {
+            match self {
+                Family::Inet => "-4 ",
+                Family::Inet6 => "-6 ",
+            }
+        }
+    }
+
+    /// A batch line's family flag ([`Family::batch_prefix`]) and the rest
+    /// of the line: `(None, line)` for a line without one.
+    pub fn split_batch_prefix(line: &str) -> (Option<Family>, &str) {
+        for f in Family::ALL {
+            if let Some(rest) = line.strip_prefix(f.ip_flag()) {
+                if let Some(rest) = rest.strip_prefix(' ') {
+                    return (Some(f), rest);
+                }
+            }
+        }
+        (None, line)
     }
 
     /// The name iproute2 prints (`ip -j`'s `family` key): `inet`, `inet6`.
@@ -158,6 +201,26 @@ mod tests {
         assert_eq!(Family::Inet.iptables_command(), "iptables");
         assert_eq!(Family::Inet6.iptables_command(), "ip6tables");
         assert_eq!(MANAGED, &[Family::Inet]);
+    }
+
+    #[test]
+    fn batch_lines_of_a_later_family_start_with_its_flag() {
+        assert_eq!(ip_flags(), "-4");
+        assert_eq!(Family::Inet.batch_prefix(), "");
+        assert_eq!(Family::Inet6.batch_prefix(), "-6 ");
+        assert_eq!(
+            Family::split_batch_prefix("-6 route add 2001:db8::/32 dev eth1"),
+            (Some(Family::Inet6), "route add 2001:db8::/32 dev eth1")
+        );
+        assert_eq!(
+            Family::split_batch_prefix("-4 rule add fwmark 0x100 lookup 100"),
+            (Some(Family::Inet), "rule add fwmark 0x100 lookup 100")
+        );
+        assert_eq!(
+            Family::split_batch_prefix("route add 10.0.0.0/8 dev eth1"),
+            (None, "route add 10.0.0.0/8 dev eth1")
+        );
+        assert_eq!(Family::split_batch_prefix("-6route"), (None, "-6route"));
     }
 
     #[test]

@@ -916,9 +916,22 @@ pub fn parse_batch(text: &str, what: &str, names: &RtTables) -> Result<Batch> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        words.clear();
-        words.extend(line.split_whitespace());
         let err = |m: String| Error::parse(what, n + 1, format!("{m}: `{line}`"));
+        // A line of a family after the first starts with its flag
+        // (Family::batch_prefix); one dwprov does not manage is refused,
+        // not read as another family's.
+        let (family, body) = Family::split_batch_prefix(line);
+        if let Some(f) = family {
+            if !crate::state::family::MANAGED.contains(&f) {
+                return Err(err(format!(
+                    "a line of family {f} (`{}`): dwprov manages {} only",
+                    f.ip_flag(),
+                    crate::state::family::ip_flags()
+                )));
+            }
+        }
+        words.clear();
+        words.extend(body.split_whitespace());
         match words.as_slice() {
             ["rule", "add", rest @ ..] => batch
                 .rules
