@@ -34,7 +34,8 @@
 #      CARGO_BUILD_JOBS (passed to cargo)
 set -euo pipefail
 
-readonly ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+readonly ROOT
 readonly FLEET_SH="$ROOT/scripts/fleet-lab.sh"
 readonly COUNT=${BENCH_COUNT:-100}
 readonly FORKS=${BENCH_FORKS:-1 10 100}
@@ -119,7 +120,8 @@ gateway_ticks() {
     done
     echo "$total"
 }
-readonly HZ=$(getconf CLK_TCK)
+HZ=$(getconf CLK_TCK)
+readonly HZ
 
 log "dwprov apply once (forks 100), so that the measured plans are no-ops"
 # Apply is idempotent: a second try converges what a cut session left out.

@@ -177,7 +177,7 @@ parse_args() {
             ACTION=$1; shift ;;
         exec)
             [[ -z "$ACTION" ]] || die "more than one action given"
-            ACTION=exec; shift
+            ACTION="exec"; shift
             # Options may come before the action; after it: HOST CMD...
             while (($#)) && [[ "$1" == --* ]]; do
                 case "$1" in
@@ -380,7 +380,7 @@ write_hosts_tsv() {
     : >"$DIR/hosts.tsv"
     for ((i = 1; i <= COUNT; i++)); do
         flags=ok
-        is_failing "$i" && flags=fail-apply
+        is_failing "$i" && flags="fail-apply"
         is_hidden "$i" && flags="$flags,bastion"
         printf '%s\t%s\t%s\t%s\n' "$(gw_name "$i")" "$(gw_addr "$i")" "$(ns_gw "$i")" "$flags" >>"$DIR/hosts.tsv"
     done
@@ -594,6 +594,7 @@ do_up() {
         die "lab dir $DIR exists and is not empty; run down or choose another --dir"
     fi
     # From here on, anything that fails leaves a half-built lab: tear it down.
+    # shellcheck disable=SC2154 # rc: assigned by the trap itself
     trap 'rc=$?; if ((rc != 0)); then warn "up failed (exit $rc), tearing down"; do_down >&2 || true; fi' EXIT
     local t0=$SECONDS
     mkdir -p "$DIR"

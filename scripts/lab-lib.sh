@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/lab.sh and scripts/fleet-lab.sh (sourced, bash): waiting
 # and tearing a lab down. The sourcing script defines `warn` and
 # `lab_namespaces` (every namespace of its lab, built or half-built), and
