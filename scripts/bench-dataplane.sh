@@ -6,7 +6,7 @@
 # destination prefixes on the CNC line, plus how long the apply took (load).
 #
 #   sudo scripts/bench-dataplane.sh [-n RUNS] [-t SECONDS] [--methods "static fwmark policy"]
-#        [--sizes "3894 16000"] [--variant NAME=FILE]...
+#        [--sizes "3894 16000"] [--variant NAME=FILE]... [--paired PAIRS]
 #
 # --methods/--sizes measure only those rows (while iterating on one method).
 # Methods: static fwmark policy (iptables), nft-fwmark (fwmark with
@@ -25,6 +25,14 @@
 # confidence interval of that median (distribution-free, from the order
 # statistics of the per-round costs; from 6 rounds on): a goal such as
 # "within 0.2 us" is shown only when the interval's upper end is under it.
+# --paired PAIRS (for a cost near a goal, where rounds are too coarse):
+# a second lab beside the first, the baseline set up once in one and each
+# row once in the other, then PAIRS pairs of floods of SECONDS, one through
+# each lab back to back (which first alternates): a row's cost is the
+# median of its pairs' differences, each taken a few seconds apart, so the
+# machine's drift cancels within a pair. Its first row, "baseline
+# (control)", is the baseline in both labs: what the two labs differ by
+# alone, which a row's cost must be read against.
 # Per-packet time is
 # measured twice: from packets/s, and as the sender's CPU time per packet
 # (its softirq carries each packet through the lab; unlike packets/s it does
@@ -38,7 +46,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
-RUNS=3 SECS=2
+RUNS=3 SECS=2 PAIRS=
 METHODS=${DP_METHODS:-static fwmark policy}
 SIZES=${DP_SIZES:-3894 16000}
 VARIANTS=()
@@ -51,6 +59,7 @@ while (($#)); do
         [ -r "${2#*=}" ] || { echo "--variant: cannot read ${2#*=}" >&2; exit 2; }
         VARIANTS+=("${2%%=*}=$(realpath "${2#*=}")"); shift 2 ;;
     -n) RUNS=${2:?-n needs a number}; shift 2 ;;
+    --paired) PAIRS=${2:?--paired needs a number}; shift 2 ;;
     -t) SECS=${2:?-t needs seconds}; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -150,7 +159,7 @@ setup() {
     method | variant)
         [ "$kind" = variant ] && set -- fwmark || set -- "$name"
         s=$EPOCHREALTIME
-        in_role ctl "$BIN" apply -i "$B/$1-$n.yaml" --yes >"$B/apply.out" 2>&1 ||
+        in_role ctl "$BIN" apply -i "$B/${INV_PRE:-}$1-$n.yaml" --yes >"$B/apply.out" 2>&1 ||
             die "apply of $1-$n failed: $(tail -n 5 "$B/apply.out")"
         e=$EPOCHREALTIME
         LOAD=$(awk -v u=$(( ${e/./} - ${s/./} )) 'BEGIN {printf "%.2f s", u/1e6}')
@@ -167,6 +176,74 @@ setup() {
             die "variant $name: iptables-restore of $file failed" ;;
     esac
 }
+
+# --paired: the second lab, the baseline in the first, each row in the
+# second, and PAIRS back-to-back floods through the two (see the top).
+if [ -n "$PAIRS" ]; then
+    [[ "$PAIRS" =~ ^[0-9]+$ ]] && ((PAIRS >= 6)) || die "--paired needs a number of pairs, at least 6"
+    LAB_A=("${LAB[@]}")
+    LAB_B=("$ROOT/scripts/lab.sh" --prefix "${P}b-" --dir "$D-b")
+    # Both labs go on exit, also on failure or ^C (bench_lab_down ends it).
+    paired_down() {
+        local rc=$?
+        "${LAB_B[@]}" down >/dev/null 2>&1 || say "warning: lab down failed: ${LAB_B[*]} down"
+        "${LAB_A[@]}" down >/dev/null 2>&1 || say "warning: lab down failed: ${LAB_A[*]} down"
+        exit "$rc"
+    }
+    trap paired_down EXIT
+    say "second lab up (prefix ${P}b-, dir $D-b)"
+    "${LAB_B[@]}" up >/dev/null
+    # The rows' inventories for the second lab (its own key and known_hosts).
+    for n in $SIZES; do
+        for m in $METHODS; do D=$D-b inventory "$B/b-$m-$n.yaml" "$m" "$B/list-$n.txt"; done
+    done
+    # One sink per lab for the whole run (the lab's teardown ends it):
+    # only the sender's CPU time is read here.
+    "${LAB_A[@]}" exec ucnc "$FLOOD" sink 9999 86400 >/dev/null 2>&1 &
+    "${LAB_B[@]}" exec ucnc "$FLOOD" sink 9999 86400 >/dev/null 2>&1 &
+    sleep 0.5
+    # send A|B: one flood through that lab; prints the sender's ns/packet.
+    send() {
+        local -a lab
+        if [ "$1" = A ]; then lab=("${LAB_A[@]}"); else lab=("${LAB_B[@]}"); fi
+        "${lab[@]}" exec cli "$FLOOD" send 100.65.1.10:9999 "$SECS" |
+            awk '/^sent [0-9]+ cpu_ns [0-9]+$/ && $2 > 0 {printf "%.0f", $4 / $2}'
+    }
+    LAB=("${LAB_A[@]}") INV_PRE=
+    setup base
+    ROWS=()
+    for c in control "${CONFIGS[@]:1}"; do
+        LAB=("${LAB_B[@]}") INV_PRE=b-
+        if [ "$c" = control ]; then setup base; else setup "$c"; fi
+        say "$PAIRS pairs: $c"
+        diffs=() a_ns=() b_ns=()
+        for ((i = 1; i <= PAIRS; i++)); do
+            if ((i % 2)); then a=$(send A) b=$(send B); else b=$(send B) a=$(send A); fi
+            [ -n "$a" ] && [ -n "$b" ] || die "a flood reported no CPU time (no /proc/self/schedstat?)"
+            a_ns+=("$a") b_ns+=("$b")
+            say "  pair $i: A $a ns/pkt, B $b ns/pkt"
+            diffs+=("$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", (b - a) / 1000}')")
+        done
+        read -r kind name n _ <<<"$c"
+        case $kind in
+        control) label="baseline (control)" n=- ;;
+        method) label=$name ;;
+        variant) label="fwmark $name" ;;
+        esac
+        ROWS+=("$(printf '%-20s %8s %6s %9s %9s %-9s %s' "$label" "$n" "$PAIRS" \
+            "$(median "${a_ns[@]}")" "$(median "${b_ns[@]}")" "$(printf '%+.2f us' "$(median "${diffs[@]}")")" "$(ci95 "${diffs[@]}")")")
+    done
+    printf '\ndwprov data-plane bench, paired  %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    printf 'machine   %s cores, kernel %s; load %s\n' "$(nproc)" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    printf 'method    two labs, the baseline (plain NAT) in A, the row in B; PAIRS floods of %s s through each,\n' "$SECS"
+    printf '          back to back (order alternating), 18-byte UDP payloads, 16 flows, cli -> gw -> cnc -> ucnc;\n'
+    printf '          ns/pkt: the sender'"'"'s CPU time per packet sent, median over pairs; cost: median of the\n'
+    printf '          pairs'"'"' differences (B - A), with a 95%% confidence interval of that median. The control\n'
+    printf '          row (the baseline in both) is what the labs differ by alone.\n\n'
+    printf '%-20s %8s %6s %9s %9s %-9s %s\n' "gateway (in B)" "prefixes" "pairs" "A ns/pkt" "B ns/pkt" "cost" "95% CI (us)"
+    printf '%s\n' "${ROWS[@]}"
+    exit 0
+fi
 
 # Rounds: each round floods every config once, so a change in the machine's
 # load hits all rows alike; a row's cost is the median over rounds of its
