@@ -796,33 +796,6 @@ mod tests {
         );
     }
 
-    /// The gateway-side programs pass shellcheck (installed by
-    /// scripts/install-deps.sh; a missing shellcheck fails this test).
-    #[test]
-    fn gateway_programs_pass_shellcheck() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        assert!(!files.is_empty(), "nothing in {}", dir.display());
-        let out = std::process::Command::new("shellcheck")
-            .args(["-S", "warning"])
-            .args(&files)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run shellcheck ({e}): run scripts/install-deps.sh (Debian package shellcheck)")
-            });
-        assert!(
-            out.status.success(),
-            "shellcheck -S warning {files:?}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     /// gather.sh with one section's command replaced (test-only), run by
     /// the local transport (which gives the shell its own process group, as
     /// sshd does).
