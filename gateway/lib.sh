@@ -187,11 +187,14 @@ batch_ip() {
         if grep -q '^nexthop ' "$bf"; then ip "$@" -batch "$bf"; else ip "$bfirst" "$@" -batch "$bf"; fi
         return
     fi
+    # A line of a family not managed here is refused, not left out.
     awk -v first="$bfirst" -v f="$bf" -v fams="$IP_FAMILIES" '
-        BEGIN { n = split(fams, w, " "); for (i = 1; i <= n; i++) { printf "" > (f "." w[i]); printf "" > (f "." w[i] ".n") } }
+        BEGIN { n = split(fams, w, " "); for (i = 1; i <= n; i++) { ok[w[i]]; printf "" > (f "." w[i]); printf "" > (f "." w[i] ".n") } }
         { fam = first; l = $0 }
         /^-[0-9] / { fam = substr($0, 1, 2); l = substr($0, 4) }
-        { print l > (f "." fam); print NR > (f "." fam ".n") }' "$bf" || return 1
+        !(fam in ok) { print "dwprov: line " NR " of " f " is of family " fam ", not one of " fams > "/dev/stderr"; bad = 1; exit }
+        { print l > (f "." fam); print NR > (f "." fam ".n") }
+        END { if (bad) exit 2 }' "$bf" || { for bfam in $IP_FAMILIES; do rm -f "$bf.$bfam" "$bf.$bfam.n"; done; return 1; }
     brc=0
     for bfam in $IP_FAMILIES; do
         [ -s "$bf.$bfam" ] || continue

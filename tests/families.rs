@@ -180,6 +180,9 @@ cat \"$S/err\"
 owned_routes \"$S/now.routes\"; owned_rules \"$S/now.rules\"
 cmp -s \"$S/before.routes\" \"$S/now.routes\" && echo 'routes unchanged'
 cmp -s \"$S/before.rules\" \"$S/now.rules\" && echo 'rules unchanged'
+# A line of a family that is not managed is refused, not left out.
+echo '-5 route add 10.7.0.0/16 dev lo table 100 proto 201' > \"$S/odd.batch\"
+batch_ip \"$S/odd.batch\" 2>&1; echo \"odd status $?\"
 exit 0"
         ),
         0,
@@ -197,5 +200,9 @@ exit 0"
     assert!(
         out.contains("rules unchanged"),
         "the IPv6 rule after the failed line never ran: {out}"
+    );
+    assert!(
+        out.contains("is of family -5, not one of -4 -6") && out.contains("odd status 1"),
+        "{out}"
     );
 }
