@@ -507,17 +507,36 @@ mod tests {
                 from: Some(v6("2001:db8:1::/48", 0)),
                 to: None,
             },
+            // An address-less rule says its family by its field.
+            Change::Rule {
+                op: Op::Add,
+                rule: crate::state::Rule {
+                    priority: 5,
+                    fwmark: Some(crate::state::ip::Mark {
+                        value: 0x100,
+                        mask: 0xff00,
+                    }),
+                    action: crate::state::ip::RuleAction::Table(100),
+                    proto: 201,
+                    family: crate::state::Family::Inet6,
+                    ..Default::default()
+                },
+            },
         ];
         let (text, undo) = ip_batch_with_undo(&changes);
         let lines: Vec<_> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines.len(), 4, "{text}");
         assert!(lines[0].starts_with("route add 10.1.0.0/16 "), "{text}");
         assert!(
             lines[1].starts_with("-6 route replace 2001:db8::/32 "),
             "{text}"
         );
         assert!(
-            lines[2].starts_with("-6 route del 2001:db8:1::/48 "),
+            lines[2].starts_with("-6 rule add priority 5 from all fwmark 0x100/0xff00 lookup 100"),
+            "{text}"
+        );
+        assert!(
+            lines[3].starts_with("-6 route del 2001:db8:1::/48 "),
             "{text}"
         );
         assert!(

@@ -13,8 +13,9 @@
 //! refuses IPv6), the agent's probes (IPv4 sockets), the iptables model
 //! (`iptables` only; `ip6tables` is not read) and method set's
 //! `ipv4_addr` sets (`render::nftables::line_sets`). A rule
-//! without any address (a fwmark rule) has no family of its own to read:
-//! `Inet`, the family `ip -4` lists; when IPv6 lands it gets a field.
+//! without any address (a fwmark rule) has no address to read its family
+//! from: it carries it ([`crate::state::Rule::family`], set by the parsers
+//! from the listing's or the batch line's family).
 //! Every `ip` command dwprov renders takes its flag from here
 //! ([`Family::ip_flag`], [`OWNED`]). The inventory rejects IPv6
 //! values and the live parsers leave IPv6 objects foreign, so nothing of
@@ -25,10 +26,11 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 /// An address family, named as iproute2 prints it (`inet`, `inet6`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
-    /// IPv4.
+    /// IPv4 (the default: [`OWNED`]).
+    #[default]
     Inet,
     /// IPv6.
     Inet6,

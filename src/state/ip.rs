@@ -88,16 +88,22 @@ pub struct Rule {
     /// Selectors dwprov does not model (tos, uidrange, ...), kept so such a rule
     /// never compares equal to one without them.
     pub extra: BTreeMap<String, String>,
+    /// The family of a rule without addresses (a fwmark rule: IPv4 and
+    /// IPv6 rules of one selector are two rules); the parsers set it to
+    /// [`Rule::family`] for every rule. Not serialised: the JSON and YAML
+    /// state read as before (the selectors' addresses show the family).
+    #[serde(skip)]
+    pub family: Family,
 }
 
 impl Rule {
-    /// The rule's address family: its selector's prefixes', IPv4 for a rule
-    /// without any (the one `ip -4` lists; a rule of another family without
-    /// an address will need a field).
+    /// The rule's address family: its selector's prefixes', else its
+    /// `family` field (IPv4 unless a parser read another family's listing
+    /// or batch line).
     pub fn family(&self) -> Family {
         self.from
             .or(self.to)
-            .map_or(Family::Inet, |n| Family::of_net(&n))
+            .map_or(self.family, |n| Family::of_net(&n))
     }
 
     /// `[not] from X [to Y] [fwmark M] [iif I] [oif O] [extra...]`, as both
@@ -723,7 +729,12 @@ pub fn parse_rules_json(text: &str) -> Result<Vec<Rule>> {
             return Ok(());
         }
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
-        let mut rule = Rule::default();
+        // The listing is `ip -4`'s (gather's G_IP_FAMILY): an address-less
+        // rule in it is of that family.
+        let mut rule = Rule {
+            family: crate::state::family::OWNED,
+            ..Rule::default()
+        };
         let len = |k: &str| obj.get(k).and_then(json_num).map(|n| n.min(32) as u8);
         let mut action = None;
         let mut fwmask = u32::MAX;
@@ -933,9 +944,20 @@ pub fn parse_batch(text: &str, what: &str, names: &RtTables) -> Result<Batch> {
         words.clear();
         words.extend(body.split_whitespace());
         match words.as_slice() {
-            ["rule", "add", rest @ ..] => batch
-                .rules
-                .push(parse_rule_words(rest, &table).map_err(err)?),
+            ["rule", "add", rest @ ..] => {
+                let mut rule = parse_rule_words(rest, &table).map_err(err)?;
+                // The line's flag says the family of a rule without
+                // addresses; one with addresses must agree with it.
+                let said = family.unwrap_or(crate::state::family::OWNED);
+                if (rule.from.is_some() || rule.to.is_some()) && rule.family() != said {
+                    return Err(err(format!(
+                        "a rule of family {} on a line of family {said}",
+                        rule.family()
+                    )));
+                }
+                rule.family = said;
+                batch.rules.push(rule);
+            }
             ["route", "add" | "replace", rest @ ..] => batch
                 .routes
                 .push(parse_route_words(rest, &table, &mut devs).map_err(err)?),
