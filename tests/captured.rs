@@ -64,3 +64,51 @@ fn captured_output_with_one_object_lost_shows_exactly_that_change() {
     let d = diff::diff(&desired, &live);
     assert_eq!(d.changes.len(), 1, "{:#?}", d.changes);
 }
+
+/// `ip -6 -j -d -N rule show` and `route show table all`, captured from a
+/// scratch namespace (iproute2 6.1, kernel 6.18) holding owned IPv6 rules
+/// and routes: read with their family they are IPv6 objects (an
+/// address-less fwmark rule too, by its listing), round-trip through
+/// `ip -batch` words, and the IPv4 readers leave every entry foreign.
+#[test]
+fn captured_ipv6_listings_read_with_their_family() {
+    use dwprov::state::Family;
+    let rules = ip::parse_rules_json_of(&fixture("v6-rules.json"), Family::Inet6).unwrap();
+    let owned: Vec<_> = rules.iter().filter(|r| r.proto == 201).collect();
+    assert_eq!(owned.len(), 2, "{rules:#?}");
+    assert!(rules.iter().all(|r| r.family() == Family::Inet6));
+    assert_eq!(
+        owned[0].to_batch(),
+        "priority 1234 from all fwmark 0x100/0xff00 lookup 100 protocol 201"
+    );
+    assert_eq!(
+        owned[1].to_batch(),
+        "priority 1235 from 2001:db8:1::/48 to 2001:db8:2::/48 lookup 101 protocol 201"
+    );
+    let routes = ip::parse_routes_json_of(&fixture("v6-routes.json"), Family::Inet6).unwrap();
+    let owned: Vec<_> = routes.iter().filter(|r| r.proto == 201).collect();
+    assert_eq!(owned.len(), 3, "{routes:#?}");
+    assert!(routes.iter().all(|r| r.family() == Family::Inet6));
+    let words: Vec<String> = owned.iter().map(|r| r.to_batch()).collect();
+    assert!(
+        words.contains(
+            &"::/0 via 2001:db8:a::1 dev v0 table 100 proto 201 scope 0 metric 5".to_string()
+        ),
+        "{words:#?}"
+    );
+    assert!(
+        words
+            .iter()
+            .any(|w| w.starts_with("2001:db8:200::/48 dev v0 src 2001:db8:a::2 table 101")),
+        "{words:#?}"
+    );
+    // The IPv4 readers (gather's `ip -4` listing): every address-bearing
+    // entry is foreign; only the address-less rules (`from all`) remain,
+    // as IPv4 ones, which is what an `ip -4` listing would hold.
+    let as_v4 = ip::parse_routes_json(&fixture("v6-routes.json")).unwrap();
+    assert!(as_v4.is_empty(), "{as_v4:#?}");
+    let as_v4 = ip::parse_rules_json(&fixture("v6-rules.json")).unwrap();
+    assert!(as_v4
+        .iter()
+        .all(|r| r.from.is_none() && r.to.is_none() && r.family() == Family::Inet));
+}

@@ -1,13 +1,15 @@
-//! IPv4 policy rules and routes.
+//! Policy rules and routes (IPv4 managed today: `state::family`).
 //!
 //! Each rule and route names its address family ([`Rule::family`],
-//! [`Route::family`], read off its addresses: `state::family` says why a
-//! method and not a field); a rule's selectors and a route's prefix and
-//! addresses are `IpNet` / `IpAddr` (the parsers fill in IPv4 only), as
-//! the model's and the tracer's are. The `ip` commands
-//! dwprov renders take their `-4` from the family. An IPv6 entry in live `ip -j` output (a host with IPv6
-//! rules or routes, or a listing without `-4`) is foreign: the parsers skip
-//! it ([`foreign_family`]) rather than failing or misreading it.
+//! [`Route::family`], read off its addresses; a rule without any carries
+//! it in a field); a rule's selectors and a route's prefix and addresses
+//! are `IpNet` / `IpAddr`, as the model's and the tracer's are. The `ip`
+//! commands dwprov renders take their flag from the family. The JSON
+//! readers read one family's listing ([`parse_rules_json_of`],
+//! [`parse_routes_json_of`]; gather's is `ip -4`'s): an entry of another
+//! family (a listing without the flag holds both) is foreign, skipped
+//! ([`foreign_family`]) rather than failing or misread. The batch parser
+//! reads IPv4 lines and refuses a line of a family not managed.
 //!
 //! Two readers produce the same values: [`parse_rules_json`] /
 //! [`parse_routes_json`] read the live host (`ip -4 -j -d -N rule|route show`,
@@ -19,11 +21,11 @@
 use crate::error::{Error, Result};
 use crate::fact::FactSection;
 use crate::state::{Family, RtTables};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 /// The gather sections of rules and routes ([`crate::kind::Kind::RulesRoutes`]),
@@ -588,6 +590,39 @@ fn default_scope(kind: &str, has_gateway: bool) -> u8 {
     }
 }
 
+/// A prefix of `family` as `ip -j` prints it: `all` or `default` (the
+/// family's /0), `a/l`, or an address with `len` (else a host prefix);
+/// `None` for anything else, an address of the other family too.
+fn parse_net(addr: &str, len: Option<u8>, family: Family) -> Option<IpNet> {
+    if family == Family::Inet {
+        return parse_prefix(addr, len).map(IpNet::V4);
+    }
+    if addr == "all" || addr == "default" {
+        return Some(IpNet::V6(Ipv6Net::default()));
+    }
+    if let Some((a, l)) = addr.split_once('/') {
+        let a: Ipv6Addr = a.parse().ok()?;
+        return Ipv6Net::new(a, l.parse().ok()?).ok().map(IpNet::V6);
+    }
+    let a: Ipv6Addr = addr.parse().ok()?;
+    Ipv6Net::new(a, len.unwrap_or(128)).ok().map(IpNet::V6)
+}
+
+/// An address of `family`.
+fn addr_of(s: &str, family: Family) -> Option<IpAddr> {
+    s.parse::<IpAddr>()
+        .ok()
+        .filter(|a| Family::of_addr(a) == family)
+}
+
+/// The longest prefix of `family` (32 or 128).
+fn max_len(family: Family) -> u32 {
+    match family {
+        Family::Inet => 32,
+        Family::Inet6 => 128,
+    }
+}
+
 fn parse_prefix(addr: &str, len: Option<u8>) -> Option<Ipv4Net> {
     if addr == "all" || addr == "default" {
         return Some(Ipv4Net::default());
@@ -699,14 +734,17 @@ fn for_each_object(
     r.map_err(|e| Error::parse(what, e.line(), e.to_string()))
 }
 
-/// The family of an `ip -j` entry when it is one dwprov does not manage
-/// ([`crate::state::family::MANAGED`]): its `family` key, else the first of
-/// its address keys that names one (`src`, `dst`, `gateway`, `prefsrc`).
-/// `None`: a managed (IPv4) entry, or one without any address (`from all`,
-/// `default`), which the `-4` listing makes IPv4. An IPv4 route via an IPv6
+/// The family of an `ip -j` entry when it is not the `listing`'s: its
+/// `family` key, else the first of its address keys that names one (`src`,
+/// `dst`, `gateway`, `prefsrc`). `None`: an entry of the listing's family,
+/// or one without any address (`from all`, `default`), which the listing's
+/// flag (`ip -4`) makes that family's. An IPv4 route via an IPv6
 /// gateway (`via: {family: inet6, ...}`) is an IPv4 route, read as before
 /// (its `via` kept as an attribute dwprov does not model).
-fn foreign_family(obj: &serde_json::Map<String, serde_json::Value>) -> Option<Family> {
+fn foreign_family(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    listing: Family,
+) -> Option<Family> {
     let named = obj
         .get("family")
         .and_then(|v| v.as_str())
@@ -717,25 +755,35 @@ fn foreign_family(obj: &serde_json::Map<String, serde_json::Value>) -> Option<Fa
             .iter()
             .find_map(|k| of_key(k))
     })?;
-    (!crate::state::family::MANAGED.contains(&family)).then_some(family)
+    (family != listing).then_some(family)
 }
 
-/// Parse `ip -4 -j -d -N rule show` (an IPv6 rule is skipped: foreign).
+/// Parse `ip -4 -j -d -N rule show`, gather's listing
+/// ([`crate::state::family::OWNED`]'s family): [`parse_rules_json_of`].
 pub fn parse_rules_json(text: &str) -> Result<Vec<Rule>> {
+    parse_rules_json_of(text, crate::state::family::OWNED)
+}
+
+/// Parse `ip -F -j -d -N rule show` of family `family` (`-F`: its flag):
+/// an address-less rule is of that family, an entry of another family is
+/// skipped (foreign: a listing without the flag holds both).
+pub fn parse_rules_json_of(text: &str, family: Family) -> Result<Vec<Rule>> {
     const WHAT: &str = "ip -j rule output";
     let mut rules = Vec::new();
     for_each_object(text, WHAT, |i, obj| {
-        if foreign_family(obj).is_some() {
+        if foreign_family(obj, family).is_some() {
             return Ok(());
         }
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
-        // The listing is `ip -4`'s (gather's G_IP_FAMILY): an address-less
-        // rule in it is of that family.
         let mut rule = Rule {
-            family: crate::state::family::OWNED,
+            family,
             ..Rule::default()
         };
-        let len = |k: &str| obj.get(k).and_then(json_num).map(|n| n.min(32) as u8);
+        let len = |k: &str| {
+            obj.get(k)
+                .and_then(json_num)
+                .map(|n| n.min(max_len(family)) as u8)
+        };
         let mut action = None;
         let mut fwmask = u32::MAX;
         for (k, val) in obj {
@@ -745,17 +793,17 @@ pub fn parse_rules_json(text: &str) -> Result<Vec<Rule>> {
                 "src" => {
                     let s = json_str(val);
                     if s != "all" {
-                        rule.from = Some(IpNet::V4(
-                            parse_prefix(&s, len("srclen")).ok_or_else(|| bad("bad src"))?,
-                        ));
+                        rule.from = Some(
+                            parse_net(&s, len("srclen"), family).ok_or_else(|| bad("bad src"))?,
+                        );
                     }
                 }
                 "dst" => {
                     let s = json_str(val);
                     if s != "all" {
-                        rule.to = Some(IpNet::V4(
-                            parse_prefix(&s, len("dstlen")).ok_or_else(|| bad("bad dst"))?,
-                        ));
+                        rule.to = Some(
+                            parse_net(&s, len("dstlen"), family).ok_or_else(|| bad("bad dst"))?,
+                        );
                     }
                 }
                 "srclen" | "dstlen" | "flags" => {}
@@ -845,11 +893,18 @@ fn scope_id(s: &str) -> Option<u8> {
 /// Parse `ip -4 -j -d -N route show table all` (an IPv6 route is skipped:
 /// foreign).
 pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
+    parse_routes_json_of(text, crate::state::family::OWNED)
+}
+
+/// Parse `ip -F -j -d -N route show table all` of family `family`; an
+/// entry of another family is skipped (foreign), as in
+/// [`parse_rules_json_of`].
+pub fn parse_routes_json_of(text: &str, family: Family) -> Result<Vec<Route>> {
     const WHAT: &str = "ip -j route output";
     let mut routes = Vec::new();
     let mut devs = IfNames::default();
     for_each_object(text, WHAT, |i, obj| {
-        if foreign_family(obj).is_some() {
+        if foreign_family(obj, family).is_some() {
             return Ok(());
         }
         let bad = |m: &str| Error::parse(WHAT, 1, format!("entry {i}: {m}"));
@@ -864,10 +919,11 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
                     };
                 }
                 "dst" => {
-                    r.dst =
-                        IpNet::V4(parse_prefix(&json_str(val), None).ok_or_else(|| bad("bad dst"))?)
+                    r.dst = parse_net(&json_str(val), None, family).ok_or_else(|| bad("bad dst"))?
                 }
-                "gateway" => r.via = Some(v4(&json_str(val)).ok_or_else(|| bad("bad gateway"))?),
+                "gateway" => {
+                    r.via = Some(addr_of(&json_str(val), family).ok_or_else(|| bad("bad gateway"))?)
+                }
                 "dev" => r.dev = Some(devs.get(&json_str(val))),
                 "table" => r.table = table_id(&json_str(val)).ok_or_else(|| bad("bad table"))?,
                 "protocol" => {
@@ -875,7 +931,9 @@ pub fn parse_routes_json(text: &str) -> Result<Vec<Route>> {
                 }
                 "scope" => r.scope = scope_id(&json_str(val)).ok_or_else(|| bad("bad scope"))?,
                 "metric" => r.metric = json_num(val).ok_or_else(|| bad("bad metric"))?,
-                "prefsrc" => r.src = Some(v4(&json_str(val)).ok_or_else(|| bad("bad prefsrc"))?),
+                "prefsrc" => {
+                    r.src = Some(addr_of(&json_str(val), family).ok_or_else(|| bad("bad prefsrc"))?)
+                }
                 "tos" | "dsfield" => {
                     r.tos = json_num(val)
                         .and_then(|n| u8::try_from(n).ok())
