@@ -25,7 +25,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// The gather sections of rules and routes ([`crate::kind::Kind::RulesRoutes`]),
@@ -334,12 +334,6 @@ impl Route {
     }
 }
 
-/// An IPv4 address as a route's `IpAddr` (`None` for anything else: the
-/// parsers read IPv4 only, an IPv6 entry being foreign).
-fn v4(s: &str) -> Option<IpAddr> {
-    s.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
-}
-
 /// A prefix as `ip` writes it: the address alone for a host prefix
 /// (`/32`, `/128`), `a.b.c.d/n` otherwise. Either family's prefix type.
 pub fn net_str(n: impl Into<IpNet>) -> String {
@@ -590,22 +584,21 @@ fn default_scope(kind: &str, has_gateway: bool) -> u8 {
     }
 }
 
-/// A prefix of `family` as `ip -j` prints it: `all` or `default` (the
+/// A prefix of `family` as `ip` prints it: `all` or `default` (the
 /// family's /0), `a/l`, or an address with `len` (else a host prefix);
 /// `None` for anything else, an address of the other family too.
 fn parse_net(addr: &str, len: Option<u8>, family: Family) -> Option<IpNet> {
-    if family == Family::Inet {
-        return parse_prefix(addr, len).map(IpNet::V4);
-    }
     if addr == "all" || addr == "default" {
-        return Some(IpNet::V6(Ipv6Net::default()));
+        return Some(match family {
+            Family::Inet => IpNet::V4(Ipv4Net::default()),
+            Family::Inet6 => IpNet::V6(Ipv6Net::default()),
+        });
     }
-    if let Some((a, l)) = addr.split_once('/') {
-        let a: Ipv6Addr = a.parse().ok()?;
-        return Ipv6Net::new(a, l.parse().ok()?).ok().map(IpNet::V6);
-    }
-    let a: Ipv6Addr = addr.parse().ok()?;
-    Ipv6Net::new(a, len.unwrap_or(128)).ok().map(IpNet::V6)
+    let (a, l) = match addr.split_once('/') {
+        Some((a, l)) => (a, l.parse().ok()?),
+        None => (addr, len.unwrap_or(max_len(family))),
+    };
+    IpNet::new(addr_of(a, family)?, l).ok()
 }
 
 /// An address of `family`.
@@ -616,23 +609,19 @@ fn addr_of(s: &str, family: Family) -> Option<IpAddr> {
 }
 
 /// The longest prefix of `family` (32 or 128).
-fn max_len(family: Family) -> u32 {
+fn max_len(family: Family) -> u8 {
     match family {
         Family::Inet => 32,
         Family::Inet6 => 128,
     }
 }
 
+/// [`parse_net`] of IPv4 (the batch parser's lines).
 fn parse_prefix(addr: &str, len: Option<u8>) -> Option<Ipv4Net> {
-    if addr == "all" || addr == "default" {
-        return Some(Ipv4Net::default());
+    match parse_net(addr, len, Family::Inet)? {
+        IpNet::V4(n) => Some(n),
+        IpNet::V6(_) => None,
     }
-    if let Some((a, l)) = addr.split_once('/') {
-        let a: Ipv4Addr = a.parse().ok()?;
-        return Ipv4Net::new(a, l.parse().ok()?).ok();
-    }
-    let a: Ipv4Addr = addr.parse().ok()?;
-    Ipv4Net::new(a, len.unwrap_or(32)).ok()
 }
 
 fn parse_u32(s: &str) -> Option<u32> {
@@ -782,7 +771,7 @@ pub fn parse_rules_json_of(text: &str, family: Family) -> Result<Vec<Rule>> {
         let len = |k: &str| {
             obj.get(k)
                 .and_then(json_num)
-                .map(|n| n.min(max_len(family)) as u8)
+                .map(|n| n.min(u32::from(max_len(family))) as u8)
         };
         let mut action = None;
         let mut fwmask = u32::MAX;
@@ -1139,10 +1128,10 @@ fn parse_route_words(
     };
     while i < w.len() {
         match w[i] {
-            "via" => r.via = Some(v4(arg(i)?).ok_or("bad via address")?),
+            "via" => r.via = Some(addr_of(arg(i)?, Family::Inet).ok_or("bad via address")?),
             "dev" | "oif" => r.dev = Some(devs.get(arg(i)?)),
             "nhid" => r.nhid = Some(parse_u32(arg(i)?).ok_or("bad nhid")?),
-            "src" => r.src = Some(v4(arg(i)?).ok_or("bad src address")?),
+            "src" => r.src = Some(addr_of(arg(i)?, Family::Inet).ok_or("bad src address")?),
             "table" => {
                 let t = arg(i)?;
                 r.table = table(t).ok_or_else(|| format!("unknown table `{t}`"))?
