@@ -297,36 +297,33 @@ fn is_builtin(templates: &Templates, name: &str) -> bool {
 /// flag: [`crate::state::Family::batch_prefix`]).
 fn insert_batch_lists(ctx: &mut tera::Context, desired: &State) {
     use crate::state::Family;
-    let of = |f: Family| {
-        let routes: Vec<String> = desired
-            .routes
-            .iter()
-            .filter(|r| r.family() == f)
-            .map(|r| r.to_batch())
-            .collect();
-        let rules: Vec<String> = desired
-            .rules
-            .iter()
-            .filter(|r| r.family() == f)
-            .map(|r| r.to_batch())
-            .collect();
-        (routes, rules)
+    let of = |f: Family| -> (Vec<String>, Vec<String>) {
+        (
+            desired
+                .routes
+                .iter()
+                .filter(|r| r.family() == f)
+                .map(|r| r.to_batch())
+                .collect(),
+            desired
+                .rules
+                .iter()
+                .filter(|r| r.family() == f)
+                .map(|r| r.to_batch())
+                .collect(),
+        )
     };
-    let first = Family::ALL[0];
-    let (routes, rules) = of(first);
+    let (routes, rules) = of(Family::ALL[0]);
     ctx.insert("routes", &routes);
     ctx.insert("rules", &rules);
-    let others: Vec<serde_json::Value> = Family::ALL[1..]
-        .iter()
-        .map(|&f| {
-            let (routes, rules) = of(f);
-            serde_json::json!({ "flag": f.ip_flag(), "routes": routes, "rules": rules })
-        })
-        .filter(|v| {
-            v["routes"].as_array().is_some_and(|a| !a.is_empty())
-                || v["rules"].as_array().is_some_and(|a| !a.is_empty())
-        })
-        .collect();
+    let mut others = Vec::new();
+    for &f in &Family::ALL[1..] {
+        let (routes, rules) = of(f);
+        if !routes.is_empty() || !rules.is_empty() {
+            others
+                .push(serde_json::json!({ "flag": f.ip_flag(), "routes": routes, "rules": rules }));
+        }
+    }
     ctx.insert("other_families", &others);
 }
 
@@ -335,10 +332,11 @@ fn insert_batch_lists(ctx: &mut tera::Context, desired: &State) {
 /// one string: a 1.7 million route list would otherwise be held as a string
 /// per route, as JSON in the template context, and in tera's output buffer.
 fn ip_batch(host: &str, desired: &State) -> String {
-    const ROUTE: &str = "\nroute replace ";
-    const RULE: &str = "\nrule add ";
+    use crate::state::Family;
+    const ROUTE: &str = "route replace ";
+    const RULE: &str = "rule add ";
     // About 90 bytes a route: one allocation for most lists, trimmed below.
-    let mut s = String::with_capacity(128 + desired.routes.len() * (ROUTE.len() + 80));
+    let mut s = String::with_capacity(128 + desired.routes.len() * (ROUTE.len() + 81));
     let _ = write!(
         s,
         "# Managed by dwprov for {host}: restored at boot by {BOOT_SH}. Edits are overwritten."
@@ -348,23 +346,28 @@ fn ip_batch(host: &str, desired: &State) -> String {
         s.push_str("\nnexthop replace ");
         s.push_str(&n.to_batch());
     }
-    // The first family's routes and rules, then each later family's, its
-    // lines starting with its flag (as the template's `other_families`).
-    for f in crate::state::Family::ALL {
-        let pre = f.batch_prefix();
-        for r in desired.routes.iter().filter(|r| r.family() == f) {
-            s.push('\n');
-            s.push_str(pre);
-            s.push_str(&ROUTE[1..]);
-            r.write_batch(&mut s);
-        }
-        for r in desired.rules.iter().filter(|r| r.family() == f) {
-            s.push('\n');
-            s.push_str(pre);
-            s.push_str(&RULE[1..]);
-            s.push_str(&r.to_batch());
-        }
+    // One pass over each list: the first family's routes, then its rules;
+    // a later family's lines (starting with its flag) go to `later`, after
+    // them (as the template's `other_families`).
+    let first = Family::ALL[0];
+    let mut later = String::new();
+    for r in &desired.routes {
+        let f = r.family();
+        let out = if f == first { &mut s } else { &mut later };
+        out.push('\n');
+        out.push_str(f.batch_prefix());
+        out.push_str(ROUTE);
+        r.write_batch(out);
     }
+    for r in &desired.rules {
+        let f = r.family();
+        let out = if f == first { &mut s } else { &mut later };
+        out.push('\n');
+        out.push_str(f.batch_prefix());
+        out.push_str(RULE);
+        out.push_str(&r.to_batch());
+    }
+    s.push_str(&later);
     s.push('\n');
     s.shrink_to_fit();
     s

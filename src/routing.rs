@@ -114,15 +114,14 @@ pub fn from_snapshot(sections: &Sections, rt_tables: &RtTables) -> Result<(Vec<R
     let routes = snapshot_listing(sections, "routes")?;
     for l in rules.lines().chain(routes.lines()) {
         // A later family's line keeps its flag (Family::batch_prefix).
-        let (family, body) = Family::split_batch_prefix(l);
-        let flag = family.map_or("", |f| f.ip_flag());
-        let sep = if flag.is_empty() { "" } else { " " };
+        let (_, body) = Family::split_batch_prefix(l);
+        let flag = &l[..l.len() - body.len()];
         match body
             .strip_prefix("route replace ")
             .and_then(|r| r.strip_prefix(&proto))
         {
             Some(rest) => {
-                let _ = writeln!(batch, "{flag}{sep}route add {rest} {}", proto.trim_end());
+                let _ = writeln!(batch, "{flag}route add {rest} {}", proto.trim_end());
             }
             None => {
                 let _ = writeln!(batch, "{l}");
