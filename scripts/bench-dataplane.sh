@@ -119,14 +119,21 @@ ci95() {
         printf "[%+.2f..%+.2f]", a[lo], a[hi] }'
 }
 
+# send_ns LAB...: one flood of SECS from the LAN client of the lab whose
+# lab.sh command line is LAB to the CNC user; prints the sender's CPU time
+# per packet sent (ns, see udpflood.rs), nothing if it reported none.
+send_ns() {
+    "$@" exec cli "$FLOOD" send 100.65.1.10:9999 "$SECS" |
+        awk '/^sent [0-9]+ cpu_ns [0-9]+$/ && $2 > 0 {printf "%.0f", $4 / $2}'
+}
+
 # flood: one flood of SECS through the gateway as it is; prints the sink's
-# packets/s and the sender's CPU time per packet sent (ns, see udpflood.rs).
+# packets/s and the sender's CPU time per packet sent.
 flood() {
     in_role ucnc "$FLOOD" sink 9999 "$((SECS + 2))" >"$B/sink" &
     local sink=$! out cpu
     sleep 0.5
-    cpu=$(in_role cli "$FLOOD" send 100.65.1.10:9999 "$SECS" |
-        awk '/^sent [0-9]+ cpu_ns [0-9]+$/ && $2 > 0 {printf "%.0f", $4 / $2}')
+    cpu=$(send_ns "${LAB[@]}")
     wait "$sink"
     out=$(sed -n 's/^received [0-9]* pps \([0-9]*\)$/\1/p' "$B/sink")
     [ -n "$out" ] && [ "$out" -gt 0 ] || die "no packet reached the sink: $(cat "$B/sink")"
@@ -202,13 +209,6 @@ if [ -n "$PAIRS" ]; then
     "${LAB_A[@]}" exec ucnc "$FLOOD" sink 9999 86400 >/dev/null 2>&1 &
     "${LAB_B[@]}" exec ucnc "$FLOOD" sink 9999 86400 >/dev/null 2>&1 &
     sleep 0.5
-    # send A|B: one flood through that lab; prints the sender's ns/packet.
-    send() {
-        local -a lab
-        if [ "$1" = A ]; then lab=("${LAB_A[@]}"); else lab=("${LAB_B[@]}"); fi
-        "${lab[@]}" exec cli "$FLOOD" send 100.65.1.10:9999 "$SECS" |
-            awk '/^sent [0-9]+ cpu_ns [0-9]+$/ && $2 > 0 {printf "%.0f", $4 / $2}'
-    }
     LAB=("${LAB_A[@]}") INV_PRE=
     setup base
     ROWS=()
@@ -218,7 +218,11 @@ if [ -n "$PAIRS" ]; then
         say "$PAIRS pairs: $c"
         diffs=() a_ns=() b_ns=()
         for ((i = 1; i <= PAIRS; i++)); do
-            if ((i % 2)); then a=$(send A) b=$(send B); else b=$(send B) a=$(send A); fi
+            if ((i % 2)); then
+                a=$(send_ns "${LAB_A[@]}") b=$(send_ns "${LAB_B[@]}")
+            else
+                b=$(send_ns "${LAB_B[@]}") a=$(send_ns "${LAB_A[@]}")
+            fi
             [ -n "$a" ] && [ -n "$b" ] || die "a flood reported no CPU time (no /proc/self/schedstat?)"
             a_ns+=("$a") b_ns+=("$b")
             say "  pair $i: A $a ns/pkt, B $b ns/pkt"
