@@ -410,11 +410,3 @@ pub fn full(desired: &Nftables) -> String {
     }
     out
 }
-
-/// The elements of every set, for counting what a plan would send.
-pub fn element_count(t: &Nftables) -> usize {
-    t.table
-        .as_ref()
-        .map(|t| t.sets.values().map(|s| s.elements.len()).sum())
-        .unwrap_or(0)
-}

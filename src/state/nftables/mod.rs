@@ -224,13 +224,6 @@ impl fmt::Display for Rule {
     }
 }
 
-impl Rule {
-    /// Whether nft can take this rule back as text (no `Other` statement).
-    pub fn is_renderable(&self) -> bool {
-        !self.stmts.iter().any(|s| matches!(s, Stmt::Other(_)))
-    }
-}
-
 impl fmt::Display for Elem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
