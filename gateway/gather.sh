@@ -21,8 +21,9 @@
 #   G_AGENT_STATE the line-health agent's state dir (pid, status.json)
 #   G_AGENT_UNIT  its systemd unit
 #   G_NFT_FAMILY, G_NFT_TABLE  the one nftables table dwprov owns
-#   G_IP_FAMILY the `ip` family flag of the rules, routes and addresses
-#               read (`-4`: the families dwprov manages, state::family)
+#   G_IP_FAMILY the `ip` family flag of the addresses read (`-4`:
+#               state::family::OWNED); the rules and routes are one
+#               section per managed family, each with its own flag
 # and after it, the `sec` lines of the sections (see the end of this file).
 #
 # The controller may also run this after an apply in the same shell (the

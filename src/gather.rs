@@ -300,16 +300,14 @@ pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<F
             stderr: "`ip` (iproute2) is not installed on the gateway".into(),
         });
     }
-    let rules = get("rules");
-    if rules.status != 0 {
-        return Err(remote(host, "ip rule show", &rules));
-    }
-    facts.state.rules = ip::parse_rules_json(rules.stdout)?;
-    let routes = get("routes");
-    if routes.status != 0 {
-        return Err(remote(host, "ip route show table all", &routes));
-    }
-    facts.state.routes = ip::parse_routes_json(routes.stdout)?;
+    (facts.state.rules, facts.state.routes) =
+        ip::from_listings(crate::state::family::MANAGED, |s| {
+            let sec = get(s.name);
+            if sec.status != 0 {
+                return Err(remote(host, &section_command(s.name), &sec));
+            }
+            Ok(sec.stdout)
+        })?;
     // Kernels before 5.3 have no nexthop objects: the command fails, and
     // `Facts::nexthops` says so (a `health` inventory is refused there).
     let nexthops = get("nexthops");

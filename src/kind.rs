@@ -111,7 +111,7 @@ impl Kind {
         match self {
             Kind::Files => crate::files::FACT_SECTIONS.to_vec(),
             Kind::Sysctls => crate::sysctls::FACT_SECTIONS.to_vec(),
-            Kind::RulesRoutes => crate::state::ip::FACT_SECTIONS.to_vec(),
+            Kind::RulesRoutes => crate::state::ip::fact_sections_of(crate::state::family::MANAGED),
             Kind::Nexthops => crate::state::nexthop::FACT_SECTIONS.to_vec(),
             Kind::Firewall => crate::firewall::fact_sections(),
             Kind::Units => crate::fact::UNIT_SECTIONS.to_vec(),

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 /// agent's failover: information, not a change, so `plan` during an outage
 /// is empty and `apply` keeps the failover in force. Anything else is a
 /// change. Foreign nexthops (other protocol) at a desired id are conflicts.
-/// Only the nexthops the agent repoints ([`agent_moves`]) can be in
+/// Only the nexthops the agent repoints (`agent_moves`) can be in
 /// failover: an unmonitored line's nexthop elsewhere (a dynamic line's,
 /// after its lease came back) is a change.
 pub fn diff(

@@ -112,3 +112,71 @@ fn captured_ipv6_listings_read_with_their_family() {
         .iter()
         .all(|r| r.from.is_none() && r.to.is_none() && r.family() == Family::Inet));
 }
+
+/// Gather's rules and routes are each managed family's own listing
+/// (sections `rules`/`routes` of `ip -4`, `rules6`/`routes6` of `ip -6`):
+/// with both families, the captured IPv4 and IPv6 listings read as one
+/// state, each entry of its listing's family; with IPv4 alone the IPv6
+/// sections are neither composed nor read; a failed listing stops the read.
+#[test]
+fn gather_reads_each_managed_family_from_its_own_listing() {
+    use dwprov::state::Family;
+    let both = [Family::Inet, Family::Inet6];
+    let names: Vec<&str> = ip::fact_sections_of(&both).iter().map(|s| s.name).collect();
+    assert_eq!(names, ["rules", "routes", "rules6", "routes6", "rt_tables"]);
+    let runs: Vec<&str> = ip::fact_sections_of(&both).iter().map(|s| s.run).collect();
+    assert_eq!(runs[2], "ip -6 -j -d -N rule show");
+    assert_eq!(runs[1], "ip -4 -j -d -N route show table all");
+    let names: Vec<&str> = ip::fact_sections_of(&[Family::Inet])
+        .iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["rules", "routes", "rt_tables"]);
+
+    let texts = [
+        ("rules", fixture("fwmark-rules.json")),
+        ("routes", fixture("fwmark-routes.json")),
+        ("rules6", fixture("v6-rules.json")),
+        ("routes6", fixture("v6-routes.json")),
+    ];
+    let mut asked = Vec::new();
+    let (rules, routes) = ip::from_listings(&both, |s| {
+        asked.push(s.name);
+        Ok(&texts.iter().find(|(n, _)| *n == s.name).unwrap().1)
+    })
+    .unwrap();
+    assert_eq!(asked, ["rules", "routes", "rules6", "routes6"]);
+    let v4_rules = ip::parse_rules_json(&fixture("fwmark-rules.json")).unwrap();
+    let v6_rules = ip::parse_rules_json_of(&fixture("v6-rules.json"), Family::Inet6).unwrap();
+    assert_eq!(rules, [v4_rules.clone(), v6_rules.clone()].concat());
+    assert!(!v4_rules.is_empty() && !v6_rules.is_empty());
+    // The address-less rules of each listing keep that listing's family.
+    let fam = |f: Family| rules.iter().filter(|r| r.family() == f).count();
+    assert_eq!(
+        (fam(Family::Inet), fam(Family::Inet6)),
+        (v4_rules.len(), v6_rules.len())
+    );
+    let v6_routes = ip::parse_routes_json_of(&fixture("v6-routes.json"), Family::Inet6).unwrap();
+    assert_eq!(
+        routes
+            .iter()
+            .filter(|r| r.family() == Family::Inet6)
+            .count(),
+        v6_routes.len()
+    );
+    assert!(routes.len() > v6_routes.len());
+
+    let mut asked = Vec::new();
+    ip::from_listings(&[Family::Inet], |s| {
+        asked.push(s.name);
+        Ok(&texts.iter().find(|(n, _)| *n == s.name).unwrap().1)
+    })
+    .unwrap();
+    assert_eq!(asked, ["rules", "routes"]);
+
+    let failed = ip::from_listings(&both, |s| match s.name {
+        "rules6" => Err(dwprov::Error::invalid("ip -6 rule show: no IPv6 here")),
+        n => Ok(&texts.iter().find(|(t, _)| *t == n).unwrap().1),
+    });
+    assert!(failed.unwrap_err().to_string().contains("no IPv6 here"));
+}

@@ -6,9 +6,10 @@
 //! are `IpNet` / `IpAddr`, as the model's and the tracer's are. The `ip`
 //! commands dwprov renders take their flag from the family. The JSON
 //! readers read one family's listing ([`parse_rules_json_of`],
-//! [`parse_routes_json_of`]; gather's is `ip -4`'s): an entry of another
+//! [`parse_routes_json_of`]; gather runs one listing per managed family,
+//! [`fact_sections_of`], read by [`from_listings`]): an entry of another
 //! family (a listing without the flag holds both) is foreign, skipped
-//! ([`foreign_family`]) rather than failing or misread. The batch parser
+//! (`foreign_family`) rather than failing or misread. The batch parser
 //! reads IPv4 lines and refuses a line of a family not managed.
 //!
 //! Two readers produce the same values: [`parse_rules_json`] /
@@ -28,17 +29,64 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// The gather sections of rules and routes ([`crate::kind::Kind::RulesRoutes`]),
-/// with the foreign `rt_tables` names their tables are read with. The
-/// family flag is gather.sh's `G_IP_FAMILY` (`state::family::OWNED`).
-pub const FACT_SECTIONS: &[FactSection] = &[
-    FactSection::command("rules", "ip \"$G_IP_FAMILY\" -j -d -N rule show"),
-    FactSection::command(
-        "routes",
-        "ip \"$G_IP_FAMILY\" -j -d -N route show table all",
+/// Each family's rule and route listings as gather sections: IPv4's
+/// `rules` and `routes`, IPv6's `rules6` and `routes6`, each listing one
+/// family (its `ip` flag), read with that family's parsers
+/// ([`parse_rules_json_of`], [`parse_routes_json_of`]).
+const LISTINGS: [(Family, [FactSection; 2]); 2] = [
+    (
+        Family::Inet,
+        [
+            FactSection::command("rules", "ip -4 -j -d -N rule show"),
+            FactSection::command("routes", "ip -4 -j -d -N route show table all"),
+        ],
     ),
-    FactSection::helper("rt_tables", "f_rt_tables", "cat /etc/iproute2/rt_tables*"),
+    (
+        Family::Inet6,
+        [
+            FactSection::command("rules6", "ip -6 -j -d -N rule show"),
+            FactSection::command("routes6", "ip -6 -j -d -N route show table all"),
+        ],
+    ),
 ];
+
+/// The foreign `rt_tables` names the tables are read with.
+const RT_TABLES: FactSection =
+    FactSection::helper("rt_tables", "f_rt_tables", "cat /etc/iproute2/rt_tables*");
+
+/// Family `f`'s two listing sections: its rules, then its routes.
+pub fn listing_sections(f: Family) -> [FactSection; 2] {
+    LISTINGS
+        .iter()
+        .find(|(g, _)| *g == f)
+        .map(|(_, s)| *s)
+        .expect("LISTINGS has every family")
+}
+
+/// The gather sections of rules and routes ([`crate::kind::Kind::RulesRoutes`])
+/// of `families` (gather's: [`crate::state::family::MANAGED`]), each
+/// family's listings in that order, then the `rt_tables` names.
+pub fn fact_sections_of(families: &[Family]) -> Vec<FactSection> {
+    let mut out: Vec<FactSection> = families.iter().flat_map(|&f| listing_sections(f)).collect();
+    out.push(RT_TABLES);
+    out
+}
+
+/// The rules and routes of `families` from a gather's sections (`get`:
+/// a section's stdout, or the listing's failure as an error): each
+/// family's listing read as that family's, in `families` order.
+pub fn from_listings<'a>(
+    families: &[Family],
+    mut get: impl FnMut(&FactSection) -> Result<&'a str>,
+) -> Result<(Vec<Rule>, Vec<Route>)> {
+    let (mut rules, mut routes) = (Vec::new(), Vec::new());
+    for &f in families {
+        let [r, t] = listing_sections(f);
+        rules.extend(parse_rules_json_of(get(&r)?, f)?);
+        routes.extend(parse_routes_json_of(get(&t)?, f)?);
+    }
+    Ok((rules, routes))
+}
 
 pub const TABLE_MAIN: u32 = 254;
 pub const TABLE_LOCAL: u32 = 255;
