@@ -10,7 +10,9 @@
 //! [`fact_sections_of`], read by [`from_listings`]): an entry of another
 //! family (a listing without the flag holds both) is foreign, skipped
 //! (`foreign_family`) rather than failing or misread. The batch parser
-//! reads IPv4 lines and refuses a line of a family not managed.
+//! reads each line as its family's (a later family's line starts with its
+//! flag), with that family's kernel defaults, and refuses a line of a
+//! family not managed.
 //!
 //! Two readers produce the same values: [`parse_rules_json`] /
 //! [`parse_routes_json`] read the live host (`ip -4 -j -d -N rule|route show`,
@@ -623,6 +625,10 @@ impl IfNames {
 }
 
 /// iproute2's default scope for a route being added (ip/iproute.c).
+/// The metric the kernel gives an IPv6 route added without one
+/// (IP6_RT_PRIO_USER).
+const IPV6_DEFAULT_METRIC: u32 = 1024;
+
 fn default_scope(kind: &str, has_gateway: bool) -> u8 {
     match kind {
         "local" | "nat" => 254,
@@ -661,14 +667,6 @@ fn max_len(family: Family) -> u8 {
     match family {
         Family::Inet => 32,
         Family::Inet6 => 128,
-    }
-}
-
-/// [`parse_net`] of IPv4 (the batch parser's lines).
-fn parse_prefix(addr: &str, len: Option<u8>) -> Option<Ipv4Net> {
-    match parse_net(addr, len, Family::Inet)? {
-        IpNet::V4(n) => Some(n),
-        IpNet::V6(_) => None,
     }
 }
 
@@ -1036,26 +1034,18 @@ pub fn parse_batch(text: &str, what: &str, names: &RtTables) -> Result<Batch> {
                 )));
             }
         }
+        // The line's family: its addresses are read as that family's (one
+        // of the other is an error), and a rule without any carries it.
+        let family = family.unwrap_or(crate::state::family::OWNED);
         words.clear();
         words.extend(body.split_whitespace());
         match words.as_slice() {
-            ["rule", "add", rest @ ..] => {
-                let mut rule = parse_rule_words(rest, &table).map_err(err)?;
-                // The line's flag says the family of a rule without
-                // addresses; one with addresses must agree with it.
-                let said = family.unwrap_or(crate::state::family::OWNED);
-                if (rule.from.is_some() || rule.to.is_some()) && rule.family() != said {
-                    return Err(err(format!(
-                        "a rule of family {} on a line of family {said}",
-                        rule.family()
-                    )));
-                }
-                rule.family = said;
-                batch.rules.push(rule);
-            }
+            ["rule", "add", rest @ ..] => batch
+                .rules
+                .push(parse_rule_words(rest, family, &table).map_err(err)?),
             ["route", "add" | "replace", rest @ ..] => batch
                 .routes
-                .push(parse_route_words(rest, &table, &mut devs).map_err(err)?),
+                .push(parse_route_words(rest, family, &table, &mut devs).map_err(err)?),
             _ => {
                 return Err(err(
                     "expected `rule add ...` or `route add|replace ...`".into()
@@ -1066,11 +1056,24 @@ pub fn parse_batch(text: &str, what: &str, names: &RtTables) -> Result<Batch> {
     Ok(batch)
 }
 
+/// A `rule add` line's words (after `rule add`), of family `family`.
 fn parse_rule_words(
     w: &[&str],
+    family: Family,
     table: &dyn Fn(&str) -> Option<u32>,
 ) -> std::result::Result<Rule, String> {
-    let mut rule = Rule::default();
+    let mut rule = Rule {
+        family,
+        ..Rule::default()
+    };
+    let selector = |v: &str| -> std::result::Result<Option<IpNet>, String> {
+        if v == "all" {
+            return Ok(None);
+        }
+        parse_net(v, None, family)
+            .map(Some)
+            .ok_or_else(|| format!("bad address {v} (an {family} line)"))
+    };
     let mut priority = None;
     let mut action = None;
     let mut i = 0;
@@ -1089,26 +1092,8 @@ fn parse_rule_words(
             "priority" | "pref" | "prio" => {
                 priority = Some(parse_u32(arg(i)?).ok_or("bad priority")?);
             }
-            "from" => {
-                let v = arg(i)?;
-                rule.from = if v == "all" {
-                    None
-                } else {
-                    Some(IpNet::V4(
-                        parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?,
-                    ))
-                };
-            }
-            "to" => {
-                let v = arg(i)?;
-                rule.to = if v == "all" {
-                    None
-                } else {
-                    Some(IpNet::V4(
-                        parse_prefix(v, None).ok_or_else(|| format!("bad address {v}"))?,
-                    ))
-                };
-            }
+            "from" => rule.from = selector(arg(i)?)?,
+            "to" => rule.to = selector(arg(i)?)?,
             "fwmark" => rule.fwmark = Some(parse_mark(arg(i)?).ok_or("bad fwmark")?),
             "iif" | "dev" => rule.iif = Some(arg(i)?.to_string()),
             "oif" => rule.oif = Some(arg(i)?.to_string()),
@@ -1150,8 +1135,14 @@ fn parse_rule_words(
     Ok(rule)
 }
 
+/// A `route add|replace` line's words (after them), of family `family`,
+/// with the kernel's defaults of that family filled in, so that the route
+/// equals its live echo: IPv4's scope by type and gateway; IPv6 has no
+/// route scopes (always 0) and gives a route without a metric (or with
+/// metric 0) metric 1024.
 fn parse_route_words(
     w: &[&str],
+    family: Family,
     table: &dyn Fn(&str) -> Option<u32>,
     devs: &mut IfNames,
 ) -> std::result::Result<Route, String> {
@@ -1166,7 +1157,8 @@ fn parse_route_words(
         i = 1;
     }
     let dst = w.get(i).ok_or("missing destination")?;
-    r.dst = IpNet::V4(parse_prefix(dst, None).ok_or_else(|| format!("bad destination {dst}"))?);
+    r.dst = parse_net(dst, None, family)
+        .ok_or_else(|| format!("bad destination {dst} (an {family} line)"))?;
     i += 1;
     let mut scope = None;
     let arg = |i: usize| {
@@ -1176,10 +1168,10 @@ fn parse_route_words(
     };
     while i < w.len() {
         match w[i] {
-            "via" => r.via = Some(addr_of(arg(i)?, Family::Inet).ok_or("bad via address")?),
+            "via" => r.via = Some(addr_of(arg(i)?, family).ok_or("bad via address")?),
             "dev" | "oif" => r.dev = Some(devs.get(arg(i)?)),
             "nhid" => r.nhid = Some(parse_u32(arg(i)?).ok_or("bad nhid")?),
-            "src" => r.src = Some(addr_of(arg(i)?, Family::Inet).ok_or("bad src address")?),
+            "src" => r.src = Some(addr_of(arg(i)?, family).ok_or("bad src address")?),
             "table" => {
                 let t = arg(i)?;
                 r.table = table(t).ok_or_else(|| format!("unknown table `{t}`"))?
@@ -1203,7 +1195,15 @@ fn parse_route_words(
         }
         i += 2;
     }
-    r.scope = scope.unwrap_or_else(|| default_scope(&r.kind, r.via.is_some()));
+    match family {
+        Family::Inet => r.scope = scope.unwrap_or_else(|| default_scope(&r.kind, r.via.is_some())),
+        Family::Inet6 => {
+            r.scope = 0;
+            if r.metric == 0 {
+                r.metric = IPV6_DEFAULT_METRIC;
+            }
+        }
+    }
     Ok(r)
 }
 
@@ -1386,5 +1386,77 @@ mod tests {
             let _ = parse_rules_json(&s);
             let _ = parse_routes_json(&s);
         }
+    }
+
+    /// IPv6 batch lines (the words after `-6 route add`/`rule add`) read
+    /// as the kernel lists them: a route as rendered (no scope, no metric)
+    /// equals its live echo in a captured `ip -6` listing (scope 0, metric
+    /// 1024), each owned live route and rule round-trips through its
+    /// batch words, and an address of the other family is refused, naming
+    /// the line's family.
+    #[test]
+    fn ipv6_batch_words_equal_their_live_echo() {
+        let live_routes = parse_routes_json_of(
+            include_str!("../../tests/fixtures/ip/v6-routes.json"),
+            Family::Inet6,
+        )
+        .unwrap();
+        let live_rules = parse_rules_json_of(
+            include_str!("../../tests/fixtures/ip/v6-rules.json"),
+            Family::Inet6,
+        )
+        .unwrap();
+        let table = |t: &str| table_id(t);
+        let route = |line: &str| {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            parse_route_words(&w, Family::Inet6, &table, &mut IfNames::default())
+        };
+        let live = |dst: &str| {
+            live_routes
+                .iter()
+                .find(|r| r.proto == 201 && net_str(r.dst) == dst)
+                .unwrap_or_else(|| panic!("{dst} not in {live_routes:#?}"))
+        };
+        for (rendered, dst) in [
+            (
+                "2001:db8:200::/48 dev v0 src 2001:db8:a::2 table 101 proto 201",
+                "2001:db8:200::/48",
+            ),
+            (
+                "2001:db8:100::/48 via 2001:db8:a::1 dev v0 table 100 proto 201",
+                "2001:db8:100::/48",
+            ),
+            (
+                "default via 2001:db8:a::1 dev v0 table 100 proto 201 metric 5",
+                "::/0",
+            ),
+        ] {
+            assert_eq!(&route(rendered).unwrap(), live(dst), "{rendered}");
+        }
+        let owned: Vec<&Route> = live_routes.iter().filter(|r| r.proto == 201).collect();
+        assert_eq!(owned.len(), 3);
+        for r in owned {
+            assert_eq!(&route(&r.to_batch()).unwrap(), r, "{}", r.to_batch());
+        }
+        let owned: Vec<&Rule> = live_rules.iter().filter(|r| r.proto == 201).collect();
+        assert_eq!(owned.len(), 2);
+        for r in owned {
+            let b = r.to_batch();
+            let w: Vec<&str> = b.split_whitespace().collect();
+            assert_eq!(
+                &parse_rule_words(&w, Family::Inet6, &table).unwrap(),
+                r,
+                "{b}"
+            );
+        }
+        let e = route("10.0.0.0/8 dev v0 table 100").unwrap_err();
+        assert!(e.contains("an inet6 line"), "{e}");
+        let w = ["priority", "5", "from", "10.0.0.0/8", "lookup", "100"];
+        let e = parse_rule_words(&w, Family::Inet6, &table).unwrap_err();
+        assert!(e.contains("bad address 10.0.0.0/8 (an inet6 line)"), "{e}");
+        // IPv4's defaults stay its own: scope by type and gateway, metric 0.
+        let w = ["10.0.0.0/8", "dev", "d0", "table", "100"];
+        let r = parse_route_words(&w, Family::Inet, &table, &mut IfNames::default()).unwrap();
+        assert_eq!((r.scope, r.metric), (253, 0));
     }
 }
