@@ -624,11 +624,11 @@ impl IfNames {
     }
 }
 
-/// iproute2's default scope for a route being added (ip/iproute.c).
 /// The metric the kernel gives an IPv6 route added without one
 /// (IP6_RT_PRIO_USER).
 const IPV6_DEFAULT_METRIC: u32 = 1024;
 
+/// iproute2's default scope for a route being added (ip/iproute.c).
 fn default_scope(kind: &str, has_gateway: bool) -> u8 {
     match kind {
         "local" | "nat" => 254,
