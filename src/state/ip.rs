@@ -425,6 +425,52 @@ const ROUTE_TYPES: &[&str] = &[
     "nat",
 ];
 
+/// The string side of a shared-string newtype (`struct T(Arc<str>)`):
+/// read as a `str`, compared with one, printed and serialised as it.
+macro_rules! shared_str {
+    ($t:ident) => {
+        impl $t {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $t {
+            fn eq(&self, other: &str) -> bool {
+                &*self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                &*self.0 == *other
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    };
+}
+
 /// A route's type (`unicast`, `local`, ...). The names iproute2 knows are
 /// shared strings made once: a million routes hold no string of their own
 /// (a `String` each was 55 MB of a 1.7 million route render).
@@ -435,18 +481,9 @@ impl RouteKind {
     pub fn unicast() -> RouteKind {
         RouteKind::from("unicast")
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl std::ops::Deref for RouteKind {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
+shared_str!(RouteKind);
 
 /// [`ROUTE_TYPES`], each made once.
 fn known_kinds() -> &'static [RouteKind] {
@@ -474,30 +511,6 @@ impl From<String> for RouteKind {
             Some(k) => k.clone(),
             None => RouteKind(s.into()),
         }
-    }
-}
-
-impl PartialEq<str> for RouteKind {
-    fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
-    }
-}
-
-impl PartialEq<&str> for RouteKind {
-    fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
-    }
-}
-
-impl fmt::Display for RouteKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Serialize for RouteKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
     }
 }
 
@@ -554,18 +567,7 @@ impl Serialize for Attrs {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IfName(Arc<str>);
 
-impl IfName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for IfName {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
+shared_str!(IfName);
 
 impl From<&str> for IfName {
     fn from(s: &str) -> Self {
@@ -576,30 +578,6 @@ impl From<&str> for IfName {
 impl From<String> for IfName {
     fn from(s: String) -> Self {
         IfName(s.into())
-    }
-}
-
-impl PartialEq<str> for IfName {
-    fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
-    }
-}
-
-impl PartialEq<&str> for IfName {
-    fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
-    }
-}
-
-impl fmt::Display for IfName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Serialize for IfName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
     }
 }
 
