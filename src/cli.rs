@@ -168,6 +168,17 @@ pub struct InventoryArgs {
     pub hosts: HostsArgs,
 }
 
+impl InventoryArgs {
+    /// The inventory and its selected hosts; `None` when `--list-hosts`
+    /// printed them, which is all there is to do.
+    fn selection(
+        &self,
+    ) -> Result<Option<(crate::inventory::Inventory, Vec<crate::inventory::Host>)>> {
+        let (inv, hosts) = select(&self.inventory, self.hosts.limit.as_deref())?;
+        Ok((!list_hosts(&self.hosts, &hosts)).then_some((inv, hosts)))
+    }
+}
+
 /// How to connect, and to how many hosts at once.
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
@@ -439,10 +450,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Explain(a) => explain(&a),
         Command::Import(a) => import(&a),
         Command::Status(a) => {
-            let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
-            if list_hosts(&a.inv.hosts, &hosts) {
+            let Some((_, hosts)) = a.inv.selection()? else {
                 return Ok(EXIT_OK);
-            }
+            };
             let json = a.output.format != Format::Text;
             crate::status::run(&hosts, &a.connect.options(), a.connect.forks, json)
         }
@@ -483,10 +493,9 @@ fn gather_all(
 }
 
 fn gather(a: &GatherArgs) -> Result<i32> {
-    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
-    if list_hosts(&a.inv.hosts, &hosts) {
+    let Some((_, hosts)) = a.inv.selection()? else {
         return Ok(EXIT_OK);
-    }
+    };
     let results = gather_all(&hosts, &a.connect);
     let text = a.output.format == Format::Text;
     let mut failed = 0;
@@ -515,10 +524,9 @@ fn gather(a: &GatherArgs) -> Result<i32> {
 }
 
 fn render(a: &RenderArgs) -> Result<i32> {
-    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
-    if list_hosts(&a.inv.hosts, &hosts) {
+    let Some((_, hosts)) = a.inv.selection()? else {
         return Ok(EXIT_OK);
-    }
+    };
     let hosts = gateways_only(hosts, false)?;
     let templates = Templates::load(a.templates.templates.as_deref())?;
     // Every host's intent first: bad input changes nothing and prints nothing else.
@@ -632,11 +640,10 @@ fn apply(a: ApplyArgs) -> Result<i32> {
 
 fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
     let t0 = std::time::Instant::now();
-    let (inv, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
-    crate::gather::phase("inventory read", t0);
-    if list_hosts(&a.inv.hosts, &hosts) {
+    let Some((inv, hosts)) = a.inv.selection()? else {
         return Ok(EXIT_OK);
-    }
+    };
+    crate::gather::phase("inventory read", t0);
     let templates = Templates::load(a.templates.templates.as_deref())?;
     let saved = apply.as_ref().and_then(|m| m.saved.as_ref());
     // Hosts with connection settings only (a bastion) have nothing to plan.
@@ -815,7 +822,9 @@ pub struct ImportArgs {
 }
 
 fn import(a: &ImportArgs) -> Result<i32> {
-    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
+    let Some((_, hosts)) = a.inv.selection()? else {
+        return Ok(EXIT_OK);
+    };
     // Before connecting: an existing output is never overwritten.
     if let Some(out) = a.output.as_deref().filter(|o| o.exists()) {
         return Err(crate::error::Error::Invalid {
@@ -824,9 +833,6 @@ fn import(a: &ImportArgs) -> Result<i32> {
                 "import never overwrites: give another -o, or move the old file away".into(),
             ),
         });
-    }
-    if list_hosts(&a.inv.hosts, &hosts) {
-        return Ok(EXIT_OK);
     }
     let results = gather_all(&hosts, &a.connect);
     let mut imported = Vec::new();
@@ -911,10 +917,9 @@ fn explain(a: &ExplainArgs) -> Result<i32> {
         a.sport,
         a.dport,
     )?;
-    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
-    if list_hosts(&a.inv.hosts, &hosts) {
+    let Some(_) = a.inv.selection()? else {
         return Ok(EXIT_OK);
-    }
+    };
     crate::trace::cmd::run(&crate::trace::cmd::Request {
         inventory: &a.inv.inventory,
         limit: a.inv.hosts.limit.as_deref(),
@@ -948,10 +953,9 @@ pub struct CheckArgs {
 }
 
 fn check(a: &CheckArgs) -> Result<i32> {
-    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
-    if list_hosts(&a.inv.hosts, &hosts) {
+    let Some(_) = a.inv.selection()? else {
         return Ok(EXIT_OK);
-    }
+    };
     crate::check::run(&crate::check::Request {
         inventory: &a.inv.inventory,
         limit: a.inv.hosts.limit.as_deref(),
@@ -977,10 +981,9 @@ pub struct VerifyArgs {
 }
 
 fn verify(a: &VerifyArgs) -> Result<i32> {
-    let (_, hosts) = select(&a.inv.inventory, a.inv.hosts.limit.as_deref())?;
-    if list_hosts(&a.inv.hosts, &hosts) {
+    let Some(_) = a.inv.selection()? else {
         return Ok(EXIT_OK);
-    }
+    };
     crate::check::assert::run(&crate::check::assert::Request {
         inventory: &a.inv.inventory,
         limit: a.inv.hosts.limit.as_deref(),
