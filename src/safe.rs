@@ -516,14 +516,7 @@ pub fn applied_line(marker: &str) -> String {
 /// Over a new connection after the apply: prove the owned state is the one
 /// the apply's in-band gather verified (same digest), then confirm.
 pub fn verify_confirm_script(id: &str, digest_args: &str) -> String {
-    let mut s = minify(&converge::lib_sh());
-    s.push_str(&params(&[
-        ("S", snapshot_dir(id)),
-        ("SNAPSHOT_DIR", SNAPSHOT_DIR.into()),
-        ("KEEP", KEEP_SNAPSHOTS.to_string()),
-        ("LIBRARY_ROOT", LIBRARY_ROOT.into()),
-        ("KEEP_LIBRARIES", KEEP_LIBRARIES.to_string()),
-    ]));
+    let mut s = confirm_preamble(id);
     s.push_str(&minify(VERIFY_SH));
     let _ = writeln!(s, "verify_and_confirm {digest_args}");
     s.push_str(&minify(CONFIRM_SH));
@@ -532,6 +525,14 @@ pub fn verify_confirm_script(id: &str, digest_args: &str) -> String {
 
 /// Disarm the revert of snapshot `id` (after verification) and prune old snapshots.
 pub fn confirm_script(id: &str) -> String {
+    let mut s = confirm_preamble(id);
+    s.push_str(&minify(CONFIRM_SH));
+    s
+}
+
+/// What gateway/confirm.sh runs on: the library and the parameters of
+/// snapshot `id` and of the pruning (snapshots and libraries kept).
+fn confirm_preamble(id: &str) -> String {
     let mut s = minify(&converge::lib_sh());
     s.push_str(&params(&[
         ("S", snapshot_dir(id)),
@@ -540,7 +541,6 @@ pub fn confirm_script(id: &str) -> String {
         ("LIBRARY_ROOT", LIBRARY_ROOT.into()),
         ("KEEP_LIBRARIES", KEEP_LIBRARIES.to_string()),
     ]));
-    s.push_str(&minify(CONFIRM_SH));
     s
 }
 
