@@ -140,10 +140,6 @@ pub const NFT_FAMILY: &str = owned!(nft_family);
 /// The name of the one owned nftables table.
 pub const NFT_TABLE: &str = owned!(nft_table);
 
-// TODO(merge): model/build.rs still spells these three (`rule_priority`
-// default 1000, MAX_RULE_PRIORITY = 32766 - 1000, mark_mask default and
-// hints 0xff00): make them DEFAULT_RULE_PRIORITY, RULE_BAND_SIZE and
-// DEFAULT_MARK_MASK.
 /// First priority of dwprov's ip rule band when the inventory sets no
 /// `rule_priority`.
 pub const DEFAULT_RULE_PRIORITY: u32 = 1000;

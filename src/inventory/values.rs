@@ -261,21 +261,9 @@ pub fn table_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Unix user name: `[a-z_][a-z0-9_-]*`, at most 32 characters.
-pub fn user(s: &str) -> Result<(), String> {
-    let v = crate::escape::value(s);
-    let mut chars = s.chars();
-    let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        && s.len() <= 32;
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{v}` is not a valid user name (a lowercase letter or `_`, then lowercase letters, digits, `_`, `-`)"
-        ))
-    }
-}
+/// Unix user name: `[a-z_][a-z0-9_-]*`, at most 32 characters (the
+/// transport's check, which an ssh config's `User` passes too).
+pub use crate::transport::user_name as user;
 
 /// Inventory host and group names: `[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most 64.
 pub fn inventory_name(s: &str) -> Result<(), String> {
@@ -489,13 +477,25 @@ pub fn mark(n: &Node, mask: u32) -> Result<u32> {
     Ok(m)
 }
 
-/// dwprov's rules use `rule_priority .. rule_priority+999`; the band must end
-/// below the main table's rule at 32766.
-const MAX_RULE_PRIORITY: i64 = 32766 - 1000;
+/// The priority of the kernel's `lookup main` rule, which dwprov's band
+/// must end below.
+const MAIN_RULE_PRIORITY: u32 = 32766;
 
-/// The first priority of dwprov's ip rule band.
+/// The first priority of dwprov's ip rule band (`rule_priority ..
+/// rule_priority + RULE_BAND_SIZE - 1`, ending below the main rule).
 pub fn rule_priority(n: &Node) -> Result<u32> {
-    Ok(int_in(n, "rule_priority", 1, MAX_RULE_PRIORITY, "dwprov's rules use rule_priority .. rule_priority+999, which must stay below the main rule at 32766")? as u32)
+    let band = crate::ownership::RULE_BAND_SIZE;
+    let hint = format!(
+        "dwprov's rules use rule_priority .. rule_priority+{}, which must stay below the main rule at {MAIN_RULE_PRIORITY}",
+        band - 1
+    );
+    Ok(int_in(
+        n,
+        "rule_priority",
+        1,
+        i64::from(MAIN_RULE_PRIORITY - band),
+        &hint,
+    )? as u32)
 }
 
 /// The fwmark bits dwprov owns: a non-zero 32-bit mask.

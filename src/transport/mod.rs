@@ -19,11 +19,9 @@ pub mod ssh;
 
 /// Unix user name to log in as: `[a-z_][a-z0-9_-]*`, at most 32
 /// characters. The transport checks the users it finds itself (an ssh
-/// config's `User`); the inventory checks its own with the same rule.
-// TODO(merge): inventory/names.rs::user keeps a copy of this check; make it
-// `pub use crate::transport::user_name as user;` (the transport must not
-// import the inventory, which builds on it).
+/// config's `User`), and the inventory's `user` is this check.
 pub fn user_name(s: &str) -> std::result::Result<(), String> {
+    let v = crate::escape::value(s);
     let mut chars = s.chars();
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
@@ -32,7 +30,7 @@ pub fn user_name(s: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{s}` is not a valid user name (a lowercase letter or `_`, then lowercase letters, digits, `_`, `-`)"
+            "`{v}` is not a valid user name (a lowercase letter or `_`, then lowercase letters, digits, `_`, `-`)"
         ))
     }
 }
@@ -207,21 +205,19 @@ pub fn connect(conn: &Connection, host: &str, opts: &ConnectOptions) -> Result<B
 
 #[cfg(test)]
 mod tests {
-    /// Until the inventory uses it, its own copy of the check must agree.
+    /// The one user name check (the inventory's `user` is this one).
     #[test]
-    fn user_name_agrees_with_the_inventory_check() {
-        for s in [
-            "root",
-            "_x",
-            "ops-1",
-            "Root",
-            "1ops",
-            "",
-            "a b",
-            "-x",
-            &"a".repeat(33),
-        ] {
-            assert_eq!(super::user_name(s), crate::inventory::names::user(s), "{s}");
+    fn user_names() {
+        for ok in ["root", "_x", "ops-1", &"a".repeat(32)] {
+            assert_eq!(super::user_name(ok), Ok(()), "{ok}");
         }
+        for bad in ["Root", "1ops", "", "a b", "-x", &"a".repeat(33)] {
+            let e = super::user_name(bad).unwrap_err();
+            assert!(e.contains("is not a valid user name"), "{bad}: {e}");
+        }
+        // Shown escaped, as every inventory value in a message.
+        assert!(super::user_name("a\nb").is_err());
+        let e = super::user_name("a\u{1b}b").unwrap_err();
+        assert!(e.contains("`a\\x1bb`") && !e.contains('\u{1b}'), "{e}");
     }
 }
