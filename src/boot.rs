@@ -313,11 +313,13 @@ fn insert_batch_lists(ctx: &mut tera::Context, desired: &State) {
                 .collect(),
         )
     };
-    let (routes, rules) = of(Family::ALL[0]);
+    // The first managed family's lines carry no flag (Family::batch_prefix).
+    let first = crate::state::family::OWNED;
+    let (routes, rules) = of(first);
     ctx.insert("routes", &routes);
     ctx.insert("rules", &rules);
     let mut others = Vec::new();
-    for &f in &Family::ALL[1..] {
+    for f in Family::ALL.into_iter().filter(|&f| f != first) {
         let (routes, rules) = of(f);
         if !routes.is_empty() || !rules.is_empty() {
             others
@@ -332,7 +334,6 @@ fn insert_batch_lists(ctx: &mut tera::Context, desired: &State) {
 /// one string: a 1.7 million route list would otherwise be held as a string
 /// per route, as JSON in the template context, and in tera's output buffer.
 fn ip_batch(host: &str, desired: &State) -> String {
-    use crate::state::Family;
     const ROUTE: &str = "route replace ";
     const RULE: &str = "rule add ";
     // About 90 bytes a route: one allocation for most lists, trimmed below.
@@ -348,8 +349,9 @@ fn ip_batch(host: &str, desired: &State) -> String {
     }
     // One pass over each list: the first family's routes, then its rules;
     // a later family's lines (starting with its flag) go to `later`, after
-    // them (as the template's `other_families`).
-    let first = Family::ALL[0];
+    // them (as the template's `other_families`). The first managed family's
+    // lines carry no flag (Family::batch_prefix).
+    let first = crate::state::family::OWNED;
     let mut later = String::new();
     for r in &desired.routes {
         let f = r.family();
