@@ -304,7 +304,7 @@ pub fn parse_facts(host: &str, sections: &BTreeMap<String, Section>) -> Result<F
         ip::from_listings(crate::state::family::MANAGED, |s| {
             let sec = get(s.name);
             if sec.status != 0 {
-                return Err(remote(host, &section_command(s.name), &sec));
+                return Err(remote(host, &shown(s), &sec));
             }
             Ok(sec.stdout)
         })?;

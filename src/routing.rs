@@ -1,8 +1,9 @@
 //! The rules-and-routes kind, in one home: policy rules and routes tagged
 //! with dwprov's protocol ([`crate::ownership::ROUTE_PROTO`]). Its gather
 //! sections and typed state are [`crate::state::ip`]'s (`fact_sections_of`,
-//! one listing per family, `from_listings`, the `ip -j` parsers); here are the diff, owned objects only, and the
-//! read-back of a snapshot's listings. Registered as
+//! one listing per family, `from_listings`, the `ip -j` parsers); here
+//! are the diff, owned objects only, and the read-back of a snapshot's
+//! listings. Registered as
 //! [`crate::kind::Kind::RulesRoutes`]; converge applies them in one `ip
 //! -batch` with the nexthops, whose lines [`ip_batch_with_undo`] orders
 //! here (this module is their one batch), boot restores them from `ip.batch`.

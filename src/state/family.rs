@@ -37,16 +37,16 @@ pub enum Family {
 }
 
 /// The family of every rule, route and address dwprov owns or reads today:
-/// the `ip` flag of gather's addresses (`G_IP_FAMILY`), and the first (default) family
-/// of gateway/lib.sh's owned listings and batches, IPv4 (the inventory
-/// rejects IPv6 values, so nothing owned is ever IPv6).
+/// the `ip` flag of gather's addresses (`G_IP_FAMILY`), and the first
+/// (default) family of gateway/lib.sh's owned listings and batches, IPv4
+/// (the inventory rejects IPv6 values, so nothing owned is ever IPv6).
 pub const OWNED: Family = Family::Inet;
 
 /// The families gather reads and dwprov manages: [`OWNED`] only. Gather
 /// lists each one's rules and routes in sections of its own
 /// (`state::ip::fact_sections_of`: `rules6`, `routes6` for IPv6), read
-/// each as its family's. The gateway side already takes a list ([`ip_flags`]: lib.sh's
-/// `IP_FAMILIES`): every owned listing loops over it, and a batch runs each
+/// each as its family's. The gateway side already takes a list
+/// ([`ip_flags`]: lib.sh's `IP_FAMILIES`): every owned listing loops over it, and a batch runs each
 /// family's lines with its flag, a line of a family after the first
 /// starting with that flag ([`Family::batch_prefix`]). What a second
 /// family still needs is named in docs/ARCHITECTURE.md ("IPv6").
@@ -131,6 +131,22 @@ impl Family {
         match self {
             Family::Inet => "iptables",
             Family::Inet6 => "ip6tables",
+        }
+    }
+
+    /// The longest prefix of the family: 32 or 128 bits.
+    pub fn max_prefix_len(self) -> u8 {
+        match self {
+            Family::Inet => 32,
+            Family::Inet6 => 128,
+        }
+    }
+
+    /// The family's /0 (`ip`'s `all` and `default`).
+    pub fn all_net(self) -> ipnet::IpNet {
+        match self {
+            Family::Inet => ipnet::IpNet::V4(ipnet::Ipv4Net::default()),
+            Family::Inet6 => ipnet::IpNet::V6(ipnet::Ipv6Net::default()),
         }
     }
 

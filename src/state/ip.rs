@@ -24,45 +24,32 @@
 use crate::error::{Error, Result};
 use crate::fact::FactSection;
 use crate::state::{Family, RtTables};
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// Each family's rule and route listings as gather sections: IPv4's
-/// `rules` and `routes`, IPv6's `rules6` and `routes6`, each listing one
-/// family (its `ip` flag), read with that family's parsers
-/// ([`parse_rules_json_of`], [`parse_routes_json_of`]).
-const LISTINGS: [(Family, [FactSection; 2]); 2] = [
-    (
-        Family::Inet,
-        [
-            FactSection::command("rules", "ip -4 -j -d -N rule show"),
-            FactSection::command("routes", "ip -4 -j -d -N route show table all"),
-        ],
-    ),
-    (
-        Family::Inet6,
-        [
-            FactSection::command("rules6", "ip -6 -j -d -N rule show"),
-            FactSection::command("routes6", "ip -6 -j -d -N route show table all"),
-        ],
-    ),
-];
-
 /// The foreign `rt_tables` names the tables are read with.
 const RT_TABLES: FactSection =
     FactSection::helper("rt_tables", "f_rt_tables", "cat /etc/iproute2/rt_tables*");
 
-/// Family `f`'s two listing sections: its rules, then its routes.
+/// Family `f`'s two listing sections, its rules then its routes: IPv4's
+/// `rules` and `routes`, IPv6's `rules6` and `routes6`, each listing one
+/// family (its `ip` flag), read with that family's parsers
+/// ([`parse_rules_json_of`], [`parse_routes_json_of`]).
 pub fn listing_sections(f: Family) -> [FactSection; 2] {
-    LISTINGS
-        .iter()
-        .find(|(g, _)| *g == f)
-        .map(|(_, s)| *s)
-        .expect("LISTINGS has every family")
+    match f {
+        Family::Inet => [
+            FactSection::command("rules", "ip -4 -j -d -N rule show"),
+            FactSection::command("routes", "ip -4 -j -d -N route show table all"),
+        ],
+        Family::Inet6 => [
+            FactSection::command("rules6", "ip -6 -j -d -N rule show"),
+            FactSection::command("routes6", "ip -6 -j -d -N route show table all"),
+        ],
+    }
 }
 
 /// The gather sections of rules and routes ([`crate::kind::Kind::RulesRoutes`])
@@ -621,14 +608,11 @@ fn default_scope(kind: &str, has_gateway: bool) -> u8 {
 /// `None` for anything else, an address of the other family too.
 fn parse_net(addr: &str, len: Option<u8>, family: Family) -> Option<IpNet> {
     if addr == "all" || addr == "default" {
-        return Some(match family {
-            Family::Inet => IpNet::V4(Ipv4Net::default()),
-            Family::Inet6 => IpNet::V6(Ipv6Net::default()),
-        });
+        return Some(family.all_net());
     }
     let (a, l) = match addr.split_once('/') {
         Some((a, l)) => (a, l.parse().ok()?),
-        None => (addr, len.unwrap_or(max_len(family))),
+        None => (addr, len.unwrap_or(family.max_prefix_len())),
     };
     IpNet::new(addr_of(a, family)?, l).ok()
 }
@@ -638,14 +622,6 @@ fn addr_of(s: &str, family: Family) -> Option<IpAddr> {
     s.parse::<IpAddr>()
         .ok()
         .filter(|a| Family::of_addr(a) == family)
-}
-
-/// The longest prefix of `family` (32 or 128).
-fn max_len(family: Family) -> u8 {
-    match family {
-        Family::Inet => 32,
-        Family::Inet6 => 128,
-    }
 }
 
 fn parse_u32(s: &str) -> Option<u32> {
@@ -795,7 +771,7 @@ pub fn parse_rules_json_of(text: &str, family: Family) -> Result<Vec<Rule>> {
         let len = |k: &str| {
             obj.get(k)
                 .and_then(json_num)
-                .map(|n| n.min(u32::from(max_len(family))) as u8)
+                .map(|n| n.min(u32::from(family.max_prefix_len())) as u8)
         };
         let mut action = None;
         let mut fwmask = u32::MAX;
