@@ -44,7 +44,9 @@ pub const RT_TABLES_FILE: &str = "/etc/iproute2/rt_tables";
 
 /// Rules the kernel makes itself (local, main, default lookups).
 fn kernel_rule(r: &Rule) -> bool {
-    [0, 32766, 32767].contains(&r.priority)
+    crate::state::ip::KERNEL_RULES
+        .iter()
+        .any(|&(p, _)| p == r.priority)
         && r.from.is_none()
         && r.to.is_none()
         && r.fwmark.is_none()

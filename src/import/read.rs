@@ -13,7 +13,6 @@ use std::net::IpAddr;
 
 /// The kernel's own tables and rules (local, main, default) are not the admin's.
 const KERNEL_TABLES: [u32; 3] = [253, 254, 255];
-const KERNEL_RULE_PRIORITIES: [u32; 3] = [0, 32766, 32767];
 
 /// A line as the inventory writes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -200,7 +199,12 @@ pub fn adopt(facts: &Facts, management: Option<IpAddr>) -> Result<Adopted, Refus
     let mut dest_rules: Vec<(usize, IpNet)> = Vec::new();
     let mut has_fwmark = false;
     for r in &st.rules {
-        if KERNEL_RULE_PRIORITIES.contains(&r.priority) && r.from.is_none() && r.to.is_none() {
+        if crate::state::ip::KERNEL_RULES
+            .iter()
+            .any(|&(p, _)| p == r.priority)
+            && r.from.is_none()
+            && r.to.is_none()
+        {
             continue;
         }
         let RuleAction::Table(t) = r.action else {

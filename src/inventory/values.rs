@@ -477,25 +477,18 @@ pub fn mark(n: &Node, mask: u32) -> Result<u32> {
     Ok(m)
 }
 
-/// The priority of the kernel's `lookup main` rule, which dwprov's band
-/// must end below.
-const MAIN_RULE_PRIORITY: u32 = 32766;
-
 /// The first priority of dwprov's ip rule band (`rule_priority ..
-/// rule_priority + RULE_BAND_SIZE - 1`, ending below the main rule).
+/// rule_priority + RULE_BAND_SIZE - 1`, ending below the kernel's main rule).
 pub fn rule_priority(n: &Node) -> Result<u32> {
-    let band = crate::ownership::RULE_BAND_SIZE;
+    let (band, main) = (
+        crate::ownership::RULE_BAND_SIZE,
+        crate::state::ip::PRIORITY_MAIN,
+    );
     let hint = format!(
-        "dwprov's rules use rule_priority .. rule_priority+{}, which must stay below the main rule at {MAIN_RULE_PRIORITY}",
+        "dwprov's rules use rule_priority .. rule_priority+{}, which must stay below the main rule at {main}",
         band - 1
     );
-    Ok(int_in(
-        n,
-        "rule_priority",
-        1,
-        i64::from(MAIN_RULE_PRIORITY - band),
-        &hint,
-    )? as u32)
+    Ok(int_in(n, "rule_priority", 1, i64::from(main - band), &hint)? as u32)
 }
 
 /// The fwmark bits dwprov owns: a non-zero 32-bit mask.

@@ -80,6 +80,15 @@ pub fn from_listings<'a>(
 pub const TABLE_MAIN: u32 = 254;
 pub const TABLE_LOCAL: u32 = 255;
 pub const TABLE_DEFAULT: u32 = 253;
+/// The priority of the kernel's `lookup main` rule.
+pub const PRIORITY_MAIN: u32 = 32766;
+/// The rules the kernel makes itself, (priority, table): `lookup local`,
+/// `main` and `default`.
+pub const KERNEL_RULES: [(u32, u32); 3] = [
+    (0, TABLE_LOCAL),
+    (PRIORITY_MAIN, TABLE_MAIN),
+    (32767, TABLE_DEFAULT),
+];
 
 /// A fwmark with its mask (mask 0xffffffff when none was given).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

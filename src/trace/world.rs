@@ -17,7 +17,7 @@ use super::netfilter::SetMatches;
 use crate::facts::Facts;
 use crate::model::Gateway;
 use crate::ownership;
-use crate::state::ip::{TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN};
+use crate::state::ip::{TABLE_LOCAL, TABLE_MAIN};
 use crate::state::iptables::{Chain, Iptables};
 use crate::state::{Route, RtTables, Rule, RuleAction, State};
 use serde::Serialize;
@@ -105,19 +105,15 @@ fn kernel_routes(iface: &str, a: &Net) -> [Route; 2] {
 
 /// The kernel's three rules (local, main, default).
 fn kernel_rules() -> Vec<Rule> {
-    [
-        (0, TABLE_LOCAL),
-        (32766, TABLE_MAIN),
-        (32767, TABLE_DEFAULT),
-    ]
-    .into_iter()
-    .map(|(priority, t)| Rule {
-        priority,
-        action: RuleAction::Table(t),
-        proto: 2,
-        ..Rule::default()
-    })
-    .collect()
+    crate::state::ip::KERNEL_RULES
+        .into_iter()
+        .map(|(priority, t)| Rule {
+            priority,
+            action: RuleAction::Table(t),
+            proto: 2,
+            ..Rule::default()
+        })
+        .collect()
 }
 
 fn lines_of(gw: Option<&Gateway>) -> (Vec<LineRef>, Vec<String>) {

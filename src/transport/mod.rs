@@ -21,7 +21,6 @@ pub mod ssh;
 /// characters. The transport checks the users it finds itself (an ssh
 /// config's `User`), and the inventory's `user` is this check.
 pub fn user_name(s: &str) -> std::result::Result<(), String> {
-    let v = crate::escape::value(s);
     let mut chars = s.chars();
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
@@ -30,7 +29,8 @@ pub fn user_name(s: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{v}` is not a valid user name (a lowercase letter or `_`, then lowercase letters, digits, `_`, `-`)"
+            "`{}` is not a valid user name (a lowercase letter or `_`, then lowercase letters, digits, `_`, `-`)",
+            crate::escape::value(s)
         ))
     }
 }
