@@ -2,9 +2,9 @@
 # shellcheck disable=SC2154 # S, ID, UNIT, TIMEOUT, EXPECT_*: set by the caller; what: by snapshot_routing
 # dwprov commit-confirmed apply, the part before any change (follows lib.sh
 # and the parameters): functions the apply script calls in this order:
-# preflight_dirs, arm_timer, snapshot_files, snapshot_sysctls (the kinds'
-# own, gateway/kind-*.sh), snapshot_state, then, once everything is
-# staged, run_apply.
+# preflight_dirs, (the staging), arm_timer, snapshot_files,
+# snapshot_sysctls (the kinds' own, gateway/kind-*.sh), snapshot_state,
+# then run_apply.
 #
 # The snapshot is taken on the gateway from its live state (nothing of it
 # travels from the controller) and checked before it is trusted: the owned
@@ -15,12 +15,16 @@
 # change: a revert to a wrong snapshot would delete real objects.
 
 # Until the revert is armed nothing has changed: a failing step says so,
-# and the snapshot goes (a later rollback must never pick a partial one).
+# and the snapshot goes (a later rollback must never pick a partial one),
+# and so do the files staged so far (the apply script defines
+# `staged_cleanup` before it stages any).
 nochange() {
     echo "dwprov: $1; nothing was changed" >&2
+    unstage
     rm -rf "$S"
     exit "$NOTHING_CHANGED"
 }
+unstage() { if command -v staged_cleanup >/dev/null 2>&1; then staged_cleanup; fi; }
 fail() { nochange "$1"; }
 
 # Every directory to write to must be writable (read-only /etc, full disk):
@@ -57,6 +61,7 @@ arm_timer() {
         echo "dwprov: $1; nothing was changed" >&2
         timer_up
         disarm
+        unstage
         rm -rf "$S"
         exit "$NOTHING_CHANGED"
     }

@@ -377,8 +377,27 @@ pub fn apply_script(
     dirs.insert(SNAPSHOT_DIR.into());
     let dirs: String = dirs.into_iter().map(|d| d + "\n").collect();
     s.push_str(&heredoc("preflight_dirs", "preflight", &d, &dirs));
-    // The iptables test overlaps the snapshot and the staging.
+    // Whatever stops the apply from here on removes the staged files
+    // (snapshot.sh's `nochange`).
+    s.push_str(&staged_cleanup(&body.staged));
+    // The firewall test runs in the background from here to the end of the
+    // snapshot. On iptables-nft a `--test` holds the nf_tables lock for its
+    // whole run (~25 ms here: its aborted transaction waits for the
+    // kernel), and the snapshot's xtables and nft listings wait for it: so
+    // the work that needs no lock comes first. The new files go to temp
+    // files beside them (no change yet), and the ip batch waits in the
+    // snapshot (written once here, not inside apply.sh: a 4,000-line batch
+    // is parsed by the shell once).
     s.push_str(&body.test_start);
+    s.push_str(&body.stage);
+    if !body.ip_batch.is_empty() {
+        s.push_str(&heredoc(
+            "cat > \"$S/ip.batch\"",
+            "write the ip batch",
+            &d,
+            &body.ip_batch,
+        ));
+    }
     if caps.systemd {
         let (service, timer) = revert_units_text(id, timeout_secs);
         s.push_str(&heredoc(
@@ -440,33 +459,12 @@ pub fn apply_script(
             &crate::takeover::restore_iptables(hand_made),
         ));
     }
-    // The new files go to temp files beside them (no change yet) while the
-    // iptables test may still run.
-    s.push_str(&body.stage);
-    // The ip batch waits in the snapshot (written once here, not inside
-    // apply.sh: a 4,000-line batch is parsed by the shell once).
-    if !body.ip_batch.is_empty() {
-        s.push_str(&heredoc(
-            "cat > \"$S/ip.batch\"",
-            "write the ip batch",
-            &d,
-            &body.ip_batch,
-        ));
-    }
     s.push_str(&body.wait_for_test(""));
     s.push_str("timer_up || nochange 'arm the revert timer'\necho armed > \"$S/state\"\n");
     // The changes, as a file of their own (run in their own process group).
     let mut apply = in_snapshot(&dir);
     apply.push_str(". \"$S/lib/apply.sh\"\n");
-    let _ = writeln!(
-        apply,
-        "staged_cleanup() {{ rm -f {} ; }}",
-        if body.staged.is_empty() {
-            "/dev/null/none".to_string()
-        } else {
-            body.staged.join(" ")
-        }
-    );
+    apply.push_str(&staged_cleanup(&body.staged));
     if !body.undo.is_empty() {
         apply.push_str(&heredoc(
             "cat > \"$S/ip.undo\"",
@@ -504,6 +502,16 @@ pub fn apply_script(
     s.push_str("wait \"$dj\"\nexit 0\n");
     out.script = s;
     out
+}
+
+/// `staged_cleanup`, the shell function that removes the temp files the
+/// staging writes (`staged`, shell-quoted): a stop before the commit leaves
+/// none behind.
+fn staged_cleanup(staged: &[String]) -> String {
+    if staged.is_empty() {
+        return "staged_cleanup() { :; }\n".into();
+    }
+    format!("staged_cleanup() {{ rm -f {} ; }}\n", staged.join(" "))
 }
 
 /// The stdout line the apply script prints once its changes are made (and

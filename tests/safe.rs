@@ -396,3 +396,34 @@ fn a_rejected_iptables_payload_changes_nothing_and_stops_the_timer() {
         "{staged}"
     );
 }
+
+/// The new files are staged before the snapshot is taken (while the
+/// iptables test runs): a snapshot refused after that (here an
+/// iptables-save that prints nothing, which `iptables -S` contradicts)
+/// stops the apply with nothing changed and no staged file left behind.
+#[test]
+fn a_snapshot_refused_after_the_staging_leaves_no_staged_file() {
+    let lab = Lab::up();
+    let a = inventory_with(&lab, "a.yaml", "fwmark", FORWARDS, "100.65.0.0/16", "");
+    let b = inventory_with(&lab, "b.yaml", "fwmark", FORWARDS, CNC_ROUTES, "");
+    apply(&lab, &a);
+    let before = lab.sh_ok("gw", SNAPSHOT);
+    common::fake_tool(
+        &lab,
+        "iptables-save",
+        "case ${0##*/} in iptables-save) exit 0 ;; esac\nexec \"$REAL\" \"${0##*/}\" \"$@\"",
+    );
+    let o = lab.dwprov(&["apply", "-i", b.to_str().unwrap(), "--yes"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("iptables-save disagrees") && out.contains("nothing was changed"),
+        "{out}"
+    );
+    common::unfake_tool(&lab, "iptables-save");
+    // b's new route changes the boot batch: that file was staged.
+    let staged = lab.sh_ok("gw", "find /etc -name '*.dwprov-tmp' | wc -l");
+    assert_eq!(staged.trim(), "0", "staged files left behind");
+    assert_eq!(lab.sh_ok("gw", SNAPSHOT), before, "nothing may change");
+    assert_eq!(plan_code(&lab, &a), 0);
+}
