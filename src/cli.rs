@@ -724,23 +724,27 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
     if let Some(path) = apply.as_ref().and_then(|m| m.retry_file.as_ref()) {
         rollout::write_retry_file(path, &outcomes)?;
     }
-    let doc = serde_json::json!({
-        "format_version": 1,
-        "command": if apply.is_some() { "apply" } else { "plan" },
-        "hosts": outcomes,
-    });
+    let t0 = std::time::Instant::now();
+    let command = if apply.is_some() { "apply" } else { "plan" };
+    let doc = || serde_json::json!({"format_version": 1, "command": command, "hosts": outcomes});
     if events {
         println!(
             "{}",
-            serde_json::json!({"format_version": 1, "event": "recap", "recap": doc})
+            serde_json::json!({"format_version": 1, "event": "recap", "recap": doc()})
         );
     } else {
         match a.output.format {
             Format::Text => print!("\n{}", report::recap(&outcomes, apply.is_some())),
-            f => print_doc(f, &doc)?,
+            // Streamed: the recap of a big apply is megabytes.
+            Format::Json => {
+                fleet::json::write_recap(&mut std::io::stdout().lock(), command, &outcomes)
+                    .map_err(|e| Error::io("stdout", e))?
+            }
+            f => print_doc(f, &doc())?,
         }
     }
     let _ = std::io::stdout().flush();
+    crate::gather::phase("recap", t0);
     Ok(if failed > 0 {
         EXIT_ERROR
     } else if apply.is_none() && outcomes.iter().any(Outcome::drifted) {

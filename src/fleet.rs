@@ -14,6 +14,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+pub mod json;
 pub mod rollout;
 
 /// Where a host is in the pipeline (for progress and error grouping).

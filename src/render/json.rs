@@ -93,12 +93,12 @@ impl Serialize for Desired<'_> {
 }
 
 /// `v` as a `Value`: its maps sorted by key, as the whole document was.
-fn sorted<T: Serialize>(v: &T) -> serde_json::Result<serde_json::Value> {
+pub(crate) fn sorted<T: Serialize>(v: &T) -> serde_json::Result<serde_json::Value> {
     serde_json::to_value(v)
 }
 
 /// A list whose elements are turned into a `Value` one at a time.
-struct EachSorted<'a, T>(&'a [T]);
+pub(crate) struct EachSorted<'a, T>(pub &'a [T]);
 
 impl<T: Serialize> Serialize for EachSorted<'_, T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
