@@ -25,6 +25,8 @@ echo confirmed > "$S/state"
 # The pruning needs no answer: in the background, so the controller's wait
 # ends with the confirm (nothing it writes goes to this session).
 {
+# The verify's listings (hundreds of kB on a big gateway) served their turn.
+rm -rf "$S/verify" "$S/confirm"
 ls -1d "$SNAPSHOT_DIR"/*/ 2>/dev/null | sort -r | tail -n +"$((KEEP + 1))" | while read -r old; do rm -rf "$old"; done
 # Installed program versions: the newest few (a snapshot has its own copy).
 ls -1dt "$LIBRARY_ROOT"/*/ 2>/dev/null | tail -n +"$((KEEP_LIBRARIES + 1))" | while read -r old; do rm -rf "$old"; done

@@ -9,7 +9,7 @@
 #                                    listings disagree, 2 = cannot list)
 #   fw_iptables_snapshot_check RC    stop (nochange) on a bad snapshot status
 #   fw_iptables_revert               owned objects back to $S's listing (rfail on error)
-#   fw_iptables_digest_lines         the owned lines for owned_digest
+#   fw_iptables_listing DIR          its listings for owned_listings
 #   fw_iptables_show                 the snapshot's sections for `rollback`
 # iptables: the owned chains (CHAIN*) and every jump into one, in
 # `TABLE<TAB>LINE` listings, restored with `iptables-restore --noflush`.
@@ -53,8 +53,19 @@ $(listing_diff "$S/ipt" "$S/ipt.S")" ;;
     esac
 }
 
-fw_iptables_digest_lines() {
-    iptables-save | grep -e '^\*' -e "^:$CHAIN" -e "^-A $CHAIN" -e " -[jg] ${CHAIN}[^ ]*\$"
+# Into owned_listings' directory $1: `iptables.all`, the whole save (what
+# the verify reads, as gather does), and `iptables`, its owned lines (what
+# the digest covers: a save's counters and timestamps change by themselves).
+fw_iptables_listing() {
+    if ! command -v iptables-save >/dev/null 2>&1; then
+        : > "$1/iptables.all"
+        : > "$1/iptables"
+        return 0
+    fi
+    iptables-save > "$1/iptables.all" || return 1
+    # No owned line yet is no error.
+    grep -e '^\*' -e "^:$CHAIN" -e "^-A $CHAIN" -e " -[jg] ${CHAIN}[^ ]*\$" "$1/iptables.all" > "$1/iptables"
+    return 0
 }
 
 # Owned chains and jumps only, --noflush. Not done when iptables-save

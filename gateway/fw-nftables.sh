@@ -7,7 +7,7 @@
 #                                    cannot list)
 #   fw_nftables_snapshot_check RC    stop (nochange) on a bad snapshot status
 #   fw_nftables_revert               the table back to $S's listing (rfail on error)
-#   fw_nftables_digest_lines         the table's listing for owned_digest
+#   fw_nftables_listing DIR          its listing for owned_listings
 #   fw_nftables_show                 the snapshot's sections for `rollback`
 # nftables: the one table NFT_FAMILY NFT_TABLE and everything in it.
 
@@ -40,9 +40,20 @@ fw_nftables_snapshot_check() {
     [ "$1" = 0 ] || nochange "snapshot the nftables table $NFT_FAMILY $NFT_TABLE (nft list failed)"
 }
 
-fw_nftables_digest_lines() {
-    if command -v nft >/dev/null 2>&1; then nft list table "$NFT_FAMILY" "$NFT_TABLE" 2>/dev/null; fi
-    return 0
+# Into owned_listings' directory $1: `nftables`, the owned table as `nft
+# -j` JSON (what gather reads), empty when it or nft is not there.
+fw_nftables_listing() {
+    : > "$1/nftables"
+    command -v nft >/dev/null 2>&1 || return 0
+    if ! nft -j list table "$NFT_FAMILY" "$NFT_TABLE" > "$1/nftables" 2> "$1/nftables.err"; then
+        : > "$1/nftables"
+        if [ "$(head -n 1 "$1/nftables.err")" != "Error: No such file or directory" ]; then
+            cat "$1/nftables.err" >&2
+            rm -f "$1/nftables.err"
+            return 1
+        fi
+    fi
+    rm -f "$1/nftables.err"
 }
 
 # The snapshot's table as `nft -j` JSON, the section `nft.json`: loaded

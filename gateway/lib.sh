@@ -298,22 +298,76 @@ pick_snapshot() {
     { [ -n "$S" ] && [ -f "$S/revert.sh" ]; } || fail 'no such snapshot on this host (dwprov rollback --list shows them)'
 }
 
-# A digest of the owned state as the kernel lists it now: owned rules and
-# routes, every firewall backend's owned lines (fw_digest_lines), and the files and /proc/sys
-# entries named as arguments. The apply records it next to its in-band
-# gather; the verify over a new connection computes it again: equal means
-# the state that gather saw is the state now (the new connection need not
-# move the whole converged state again). Same tools both times, so
-# sha256sum where there is one, else POSIX cksum.
-owned_digest() {
+# dwprov's objects as the kernel lists them now, into directory $1 (made
+# anew), one file per listing: for each managed family FLAG, `rulesFLAG`
+# as text, the owned rules only, `rulesFLAG.all` every rule as `ip -j`
+# JSON, and `routesFLAG` the owned routes as `ip -j` JSON; every firewall
+# backend's (fw_listing); `nexthops.all` the nexthop objects (`ip -j`; a
+# kernel without them has none); `sums`, the digest of each file named
+# after $1 (the owned files, /proc/sys entries; a missing one has no
+# line). The apply lists them right after its changes, for the
+# controller's verify (show_listings) and its digest (listing_digest); the
+# confirm over a new connection lists and digests again: equal means the
+# state verified is the state now, and only a digest travels twice.
+# Errors go to $1/errors; non-zero when a listing failed.
+owned_listings() {
+    ol=$1
+    shift
+    { rm -rf "$ol" && mkdir -p "$ol"; } || return 1
+    fw_listing "$ol" 2>> "$ol/errors" &
+    olj=$!
+    olr=0
+    for ofam in $IP_FAMILIES; do
+        ip "$ofam" -j -d -N rule show > "$ol/rules$ofam.all" 2>> "$ol/errors" || olr=1
+        # grep finds nothing where no rule is owned yet: not an error.
+        ip "$ofam" -N rule show 2>> "$ol/errors" | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)" > "$ol/rules$ofam"
+        ip "$ofam" -j -d -N route show table all proto "$PROTO" > "$ol/routes$ofam" 2>> "$ol/errors" || olr=1
+    done
+    ip -N -j -d nexthop show > "$ol/nexthops.all" 2>/dev/null || : > "$ol/nexthops.all"
+    digest_tool
+    "$sum" "$@" > "$ol/sums" 2>/dev/null
+    wait "$olj" || olr=1
+    return "$olr"
+}
+
+# sum: sha256sum where there is one, else POSIX cksum (the same tool both
+# times a digest is computed on one gateway).
+digest_tool() {
     if command -v sha256sum >/dev/null 2>&1; then sum="sha256sum"; else sum="cksum"; fi
-    {
-        for ofam in $IP_FAMILIES; do
-            ip "$ofam" -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)"
-            ip "$ofam" -N -d route show table all proto "$PROTO"
+}
+
+# The digest of owned_listings' directory $1: of every listing in it but
+# the `.all` ones (they show foreign objects too) and the errors, by name,
+# in the order of their names.
+listing_digest() {
+    digest_tool
+    (
+        cd "$1" || exit 1
+        set --
+        for f in *; do
+            case $f in *.all | errors) ;; *) set -- "$@" "$f" ;; esac
         done
-        fw_digest_lines
-        # One line per file that exists: its digest and name.
-        "$sum" "$@" 2>/dev/null
-    } | "$sum" | cut -d ' ' -f 1
+        "$sum" "$@"
+    ) | "$sum" | cut -d ' ' -f 1
+}
+
+# Every listing of directory $1 as a section framed by the marker $D (the
+# gather's format: `$D begin NAME`, the listing, `$D end NAME 0`, the
+# stderr, `$D fin`), named as its file; one awk for them all. The errors,
+# if any, are the section `errors`.
+show_listings() {
+    (
+        cd "$1" || exit 1
+        set --
+        for f in *; do [ -f "$f" ] && set -- "$@" "$f"; done
+        awk -v D="$D" 'BEGIN {
+            for (i = 1; i < ARGC; i++) {
+                f = ARGV[i]
+                printf "%s begin %s\n", D, f
+                while ((getline l < f) > 0) print l
+                close(f)
+                printf "\n%s end %s 0\n\n%s fin\n", D, f, D
+            }
+        }' "$@"
+    )
 }

@@ -66,7 +66,9 @@ pub trait Checks: Sync {
         plan: &HostPlan,
         t: &mut dyn Transport,
     ) -> Result<Vec<String>>;
-    fn after_apply(&self, host: &Host, facts: &Facts, t: &mut dyn Transport) -> Result<()>;
+    /// After the changes, over `t`: `facts` the live facts when the
+    /// verify gathered them (else the check gathers what it needs).
+    fn after_apply(&self, host: &Host, facts: Option<&Facts>, t: &mut dyn Transport) -> Result<()>;
 }
 
 /// A progress sink that shows nothing.
@@ -538,8 +540,8 @@ fn apply_host_at(
         pending,
         cause: Box::new(cause),
     };
-    // The apply verifies in its own round trip (an in-band gather, and a
-    // digest of the owned state); a new connection then proves the gateway
+    // The apply verifies in its own round trip (its owned objects listed,
+    // crate::verified, and a digest of those listings); a new connection then proves the gateway
     // reachable and that state unchanged, and confirms.
     let m = gather::marker();
     let build = |installed: bool| {
@@ -577,7 +579,7 @@ fn apply_host_at(
     // The new connection's handshake overlaps the verification: it starts
     // once the gateway says the change is made (never before it, so it
     // still proves the gateway reachable after the change), while the
-    // in-band gather runs and is checked; the confirm is sent on it only
+    // verify listings run and are checked; the confirm is sent on it only
     // after that check.
     let (conn, name, copts) = (&host.connection, &host.name, &opts.connect);
     std::thread::scope(|scope| {
@@ -590,7 +592,7 @@ fn apply_host_at(
         let t0 = std::time::Instant::now();
         let executed = converge::execute_watched(t, &script, &mut watch);
         gather::phase(
-            "apply round trip (snapshot, apply, in-band gather, digest)",
+            "apply round trip (snapshot, apply, verify listings, digest)",
             t0,
         );
         drop(watch);
@@ -613,16 +615,24 @@ fn apply_host_at(
         opts.progress.stage(&plan.host, Stage::Verify);
         *stage = Stage::Verify;
         let t0 = std::time::Instant::now();
-        let facts = match gather::facts_from_output(&plan.host, &out, &m) {
-            Ok(f) => f,
+        let listed = crate::verified::state(
+            &plan.host,
+            &out.stdout_str(),
+            &m,
+            &plan.facts,
+            &plan.facts.state,
+            &plan.rendered.desired,
+        );
+        let verified = match listed {
+            Ok(v) => v,
             Err(e) => return Err(reverted(e, true)),
         };
-        gather::phase("verify: in-band gather parse", t0);
+        gather::phase("verify: listings parse", t0);
         let t0 = std::time::Instant::now();
-        let residue = check_residue(plan, &facts);
+        let residue = check_residue(plan, &verified);
         gather::phase("verify: residue diff", t0);
         if let Err(e) = residue {
-            if let Some(residue) = contradicted(plan, &facts) {
+            if let Some(residue) = contradicted(plan, &verified) {
                 // Every step succeeded, yet the verify shows exactly the
                 // pre-apply objects: the listing tools contradict the kernel.
                 // A revert is computed from the same listings: neither revert
@@ -651,10 +661,8 @@ fn apply_host_at(
             let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
             return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
         }
-        if let Some(e) = opts
-            .checks
-            .and_then(|c| c.after_apply(host, &facts, t).err())
-        {
+        // The flow assertions want the whole live state: they gather it.
+        if let Some(e) = opts.checks.and_then(|c| c.after_apply(host, None, t).err()) {
             let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
             return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
         }
@@ -750,10 +758,10 @@ fn apply_unconfirmed(
     opts.progress.stage(&plan.host, Stage::Verify);
     *stage = Stage::Verify;
     let facts = gather::facts_from_output(&plan.host, &out, &m)?;
-    check_residue(plan, &facts)?;
+    check_residue(plan, &facts.state)?;
     // Nothing to revert to: a failed flow assertion fails the apply only.
     if let Some(c) = opts.checks {
-        c.after_apply(host, &facts, t)?;
+        c.after_apply(host, Some(&facts), t)?;
     }
     Ok(ApplyStats {
         changes: plan.diff.changes.len(),
@@ -768,8 +776,8 @@ fn apply_unconfirmed(
 
 /// The live state after an apply must be the desired one: anything left is
 /// a verification residue, named object by object.
-fn check_residue(plan: &HostPlan, facts: &Facts) -> Result<()> {
-    let residue = diff::diff(&plan.rendered.desired, &facts.state);
+fn check_residue(plan: &HostPlan, live: &crate::state::State) -> Result<()> {
+    let residue = diff::diff(&plan.rendered.desired, live);
     if residue.changes.is_empty() {
         return Ok(());
     }
@@ -785,8 +793,8 @@ fn check_residue(plan: &HostPlan, facts: &Facts) -> Result<()> {
 /// although every step succeeded. A canonical-spelling residue is not
 /// that: the object changed, just not into the desired spelling. Returns
 /// the pending objects, described.
-fn contradicted(plan: &HostPlan, facts: &Facts) -> Option<Vec<String>> {
-    let residue = diff::diff(&plan.rendered.desired, &facts.state).changes;
+fn contradicted(plan: &HostPlan, live: &crate::state::State) -> Option<Vec<String>> {
+    let residue = diff::diff(&plan.rendered.desired, live).changes;
     let all_unchanged =
         !residue.is_empty() && residue.iter().all(|c| plan.diff.changes.contains(c));
     all_unchanged.then(|| residue.iter().map(converge::describe).collect())
@@ -962,7 +970,9 @@ fn assert_unchanged(
     let checks = opts.checks?;
     let mut guard = p.transport.lock().ok()?;
     let t = guard.as_mut()?;
-    let error = checks.after_apply(host, &plan.facts, t.as_mut()).err()?;
+    let error = checks
+        .after_apply(host, Some(&plan.facts), t.as_mut())
+        .err()?;
     opts.progress.finished(&host.name, false);
     Some(Err(StagedError {
         stage: Stage::Verify,

@@ -48,6 +48,7 @@ pub mod templates;
 pub mod trace;
 pub mod transport;
 pub mod units;
+pub mod verified;
 pub mod yaml;
 
 pub use error::{Error, Result};

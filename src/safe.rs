@@ -9,9 +9,9 @@
 //! writes `revert.sh` and arms a revert that runs **on the gateway**,
 //! detached from the SSH session: after `confirm_timeout` seconds it runs
 //! `revert.sh` unless disarmed. The apply verifies in its own round trip
-//! (an in-band gather, and a digest of the owned state computed on the
-//! gateway); dwprov disarms only after a *new* SSH connection found the
-//! same digest, so a change that cuts the management path, or an SSH
+//! (its owned objects listed after the changes, [`crate::verified`], and
+//! a digest of those listings computed on the gateway); dwprov disarms
+//! only after a *new* SSH connection found the same digest, so a change that cuts the management path, or an SSH
 //! session killed in the middle of an apply, ends in the old state by
 //! itself, and the converged state does not travel twice.
 //!
@@ -274,7 +274,7 @@ pub struct ConfirmedRun<'a> {
     pub id: &'a str,
     /// Seconds before an unconfirmed change reverts itself.
     pub timeout_secs: u64,
-    /// Frames the in-band gather (`gather::marker`).
+    /// Frames the verify's listings (`gather::marker`).
     pub marker: &'a str,
     /// The gateway-side programs of this version are on the gateway
     /// already ([`library_installed`]); else the script installs them.
@@ -284,26 +284,15 @@ pub struct ConfirmedRun<'a> {
     pub hand_made: &'a [crate::takeover::HandMade],
 }
 
-/// The owned files and sysctls whose content the verify digest covers
-/// (gateway/lib.sh `owned_digest`), as quoted arguments.
-pub fn digest_args(old: &State, desired: &State) -> String {
-    let files: std::collections::BTreeSet<&String> =
-        old.files.keys().chain(desired.files.keys()).collect();
-    let sysctls = desired.sysctls.keys().map(|k| format!("/proc/sys/{k}"));
-    files
-        .into_iter()
-        .cloned()
-        .chain(sysctls)
-        .map(|p| sh_quote(&p))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+/// The arguments of the verify listings and digest (the owned files and
+/// sysctls), as [`crate::verified::listing_args`] quotes them.
+pub use crate::verified::listing_args as digest_args;
 
 /// The apply script with snapshot and armed revert (gateway/snapshot.sh),
 /// then the changes as `$S/apply.sh` in a process group of their own, then,
-/// in the same round trip, the verification: the digest of the owned state
-/// (checked again over a new connection, [`verify_confirm_script`]) and a
-/// gather framed by `run.marker` (`gather::script`).
+/// in the same round trip, the verification: the owned objects listed and
+/// framed by `run.marker` ([`crate::verified::listing_script`]), and their
+/// digest, checked again over a new connection ([`verify_confirm_script`]).
 pub fn apply_script(
     changes: &[Change],
     old: &State,
@@ -488,18 +477,14 @@ pub fn apply_script(
     ));
     s.push_str("run_apply\n");
     // Told at once (before the verification): the controller opens the new
-    // connection now, after the change, while the gather still runs.
+    // connection now, after the change, while the listings run.
     let _ = writeln!(s, "printf '%s\\n' '{}'", applied_line(marker).trim_end());
     // Changed from here on: no `nochange`; a missing digest only means the
-    // new connection will not confirm (the timer then reverts).
-    // The digest is computed while the gather runs (both only read).
-    let _ = writeln!(
-        s,
-        "{{ owned_digest {} > \"$S/verify.digest.tmp\" && mv -f \"$S/verify.digest.tmp\" \"$S/verify.digest\"; }} &\ndj=$!",
-        digest_args(old, desired)
-    );
-    s.push_str(&crate::gather::script(marker));
-    s.push_str("wait \"$dj\"\nexit 0\n");
+    // new connection will not confirm (the timer then reverts). The owned
+    // objects, listed once for the verify and its digest.
+    s.push_str(&params(&[("D", marker.to_string())]));
+    s.push_str(&crate::verified::listing_script(old, desired, &d));
+    s.push_str("exit 0\n");
     out.script = s;
     out
 }
@@ -522,7 +507,8 @@ pub fn applied_line(marker: &str) -> String {
 }
 
 /// Over a new connection after the apply: prove the owned state is the one
-/// the apply's in-band gather verified (same digest), then confirm.
+/// the apply's verify listed (same digest of the same listings), then
+/// confirm.
 pub fn verify_confirm_script(id: &str, digest_args: &str) -> String {
     let mut s = confirm_preamble(id);
     s.push_str(&minify(VERIFY_SH));

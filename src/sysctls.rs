@@ -43,14 +43,21 @@ pub const SHOW_SNAPSHOT: &str = "sec sysctls \"$S/sysctls\"\n";
 /// A snapshot's `sysctls` listing (its section, as the other homes read
 /// theirs): `KEY VALUE` lines, values as listed.
 pub fn from_snapshot(sections: &crate::facts::Sections) -> Result<Sysctls> {
-    let text = crate::facts::snapshot_listing(sections, "sysctls")?;
+    Ok(parse_listing(crate::facts::snapshot_listing(
+        sections, "sysctls",
+    )?))
+}
+
+/// `KEY VALUE` lines (gateway/kind-sysctls.sh `snapshot_sysctls`: a
+/// snapshot's, and the apply's verify listing, `crate::verified`).
+pub fn parse_listing(text: &str) -> Sysctls {
     let mut out = Sysctls::new();
     for l in text.lines() {
         if let Some((k, v)) = l.split_once(' ') {
             out.insert(k.to_string(), v.to_string());
         }
     }
-    Ok(out)
+    out
 }
 
 /// `key = value` lines of a sysctl.d file.

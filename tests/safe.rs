@@ -427,3 +427,44 @@ fn a_snapshot_refused_after_the_staging_leaves_no_staged_file() {
     assert_eq!(lab.sh_ok("gw", SNAPSHOT), before, "nothing may change");
     assert_eq!(plan_code(&lab, &a), 0);
 }
+
+/// The confirm over the new connection lists dwprov's objects again and
+/// compares their digest with the one the apply's verify recorded from its
+/// own listing: an owned route deleted in between (here by a stand-in `ip`
+/// on the second owned `ip -j` route listing, the confirm's) is found, the
+/// change is not confirmed, and the gateway ends in the old state.
+#[test]
+fn an_owned_route_deleted_after_the_verify_is_not_confirmed() {
+    let lab = Lab::up();
+    let a = inventory_with(&lab, "a.yaml", "fwmark", FORWARDS, "100.65.0.0/16", "");
+    let b = inventory_with(&lab, "b.yaml", "fwmark", FORWARDS, CNC_ROUTES, "");
+    apply(&lab, &a);
+    let before = lab.sh_ok("gw", SNAPSHOT);
+    let count = lab.dir.join("owned-route-listings");
+    common::fake_tool(
+        &lab,
+        "ip",
+        &format!(
+            "case \" $* \" in *' -j '*' route show table all proto 201 '*)\n\
+             n=$(cat '{0}' 2>/dev/null || echo 0); n=$((n + 1)); echo \"$n\" > '{0}'\n\
+             if [ \"$n\" = 2 ]; then \"$REAL\" route del 100.66.0.0/16; fi ;;\n\
+             esac\nexec \"$REAL\" \"$@\"",
+            count.display()
+        ),
+    );
+    let o = lab.dwprov(&["apply", "-i", b.to_str().unwrap(), "--yes"]);
+    let out = text(&o);
+    common::unfake_tool(&lab, "ip");
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("changed between the apply's verification and this new connection"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap().trim(),
+        "2",
+        "the verify and the confirm listed the owned routes"
+    );
+    assert_eq!(lab.sh_ok("gw", SNAPSHOT), before, "back to the old state");
+    assert_eq!(plan_code(&lab, &a), 0);
+}

@@ -436,12 +436,21 @@ pub fn live(
 }
 
 /// The post-apply check (`fleet::apply_host`, before confirming): every
-/// assertion of `host` on the state the apply left (`facts`, its in-band
-/// gather); an error naming each failed flow, expected and got.
-pub fn after_apply(host: &Host, facts: &Facts, t: &mut dyn Transport) -> Result<()> {
+/// assertion of `host` on the state the apply left (`facts`, the verify's
+/// gather; gathered here when the verify did not); an error naming each
+/// failed flow, expected and got.
+pub fn after_apply(host: &Host, facts: Option<&Facts>, t: &mut dyn Transport) -> Result<()> {
     if host.vars.get("assert").is_none() {
         return Ok(());
     }
+    let gathered;
+    let facts = match facts {
+        Some(f) => f,
+        None => {
+            gathered = crate::gather::gather(t)?;
+            &gathered
+        }
+    };
     let gw = crate::model::build(host)?;
     let list = resolve(host, &gw)?;
     let failed: Vec<String> = live(&gw, facts, &list, t)?

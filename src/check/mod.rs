@@ -290,7 +290,7 @@ impl crate::fleet::Checks for Gate {
     fn after_apply(
         &self,
         host: &Host,
-        facts: &crate::facts::Facts,
+        facts: Option<&crate::facts::Facts>,
         t: &mut dyn crate::transport::Transport,
     ) -> Result<()> {
         assert::after_apply(host, facts, t)

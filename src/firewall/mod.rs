@@ -48,7 +48,7 @@ pub struct Payload {
 }
 
 /// What a firewall backend provides. Each method is pure; the gateway side
-/// of the snapshot, revert and verify digest is its `gateway/fw-NAME.sh`
+/// of the snapshot, revert and verify listing is its `gateway/fw-NAME.sh`
 /// (the `fw_*` functions, [`gateway_sh`]).
 pub trait FirewallBackend: Sized + Default {
     const BACKEND: Backend;
@@ -103,6 +103,13 @@ pub fn gateway_sh() -> String {
             .map(|(b, _)| format!(" fw_{b}_{f};"))
             .collect()
     };
+    // With the directory argument of `owned_listings`.
+    let each_in_dir = |f: &str| -> String {
+        GATEWAY_BACKENDS
+            .iter()
+            .map(|(b, _)| format!(" fw_{b}_{f} \"$1\" || return 1;"))
+            .collect()
+    };
     // The snapshots run in the background (while ip lists); the wait
     // keeps each one's status for its check.
     let jobs: String = GATEWAY_BACKENDS
@@ -119,9 +126,9 @@ pub fn gateway_sh() -> String {
         .collect();
     s.push_str(&format!(
         "fw_snapshot() {{{jobs} }}\nfw_snapshot_wait() {{{waits} }}\nfw_snapshot_check() {{{checks} }}\n\
-         fw_revert() {{{} }}\nfw_digest_lines() {{{} }}\nfw_show() {{{} }}\n",
+         fw_revert() {{{} }}\nfw_listing() {{{} }}\nfw_show() {{{} }}\n",
         each("revert"),
-        each("digest_lines"),
+        each_in_dir("listing"),
         each("show"),
     ));
     s
@@ -229,13 +236,7 @@ mod tests {
     #[test]
     fn every_backend_defines_what_the_dispatchers_call() {
         let sh = gateway_sh();
-        for f in [
-            "snapshot",
-            "snapshot_check",
-            "revert",
-            "digest_lines",
-            "show",
-        ] {
+        for f in ["snapshot", "snapshot_check", "revert", "listing", "show"] {
             for (b, text) in GATEWAY_BACKENDS {
                 let def = format!("\nfw_{b}_{f}() {{");
                 assert!(format!("\n{text}").contains(&def), "{b}: no fw_{b}_{f}");
@@ -246,7 +247,7 @@ mod tests {
             "fw_snapshot_wait()",
             "fw_snapshot_check()",
             "fw_revert()",
-            "fw_digest_lines()",
+            "fw_listing()",
             "fw_show()",
         ] {
             let line = sh
