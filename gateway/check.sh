@@ -36,14 +36,17 @@ c_ssh() {
 # read them (by name across the directories, the first directory holding
 # a name wins), then /etc/sysctl.conf: `FILE:LINE:TEXT` of each rp_filter
 # line, and `FILE::` for every file (so the order is known).
+# One awk reads them all (a grep and a sed per file cost two processes each).
 c_sysctl_files() {
+    set --
     for c_f in $(for c_d in /etc/sysctl.d /run/sysctl.d /usr/local/lib/sysctl.d /usr/lib/sysctl.d /lib/sysctl.d; do
         for c_g in "$c_d"/*.conf; do [ -f "$c_g" ] && printf '%s %s\n' "${c_g##*/}" "$c_g"; done
     done | sort -s -k1,1 | awk '!seen[$1]++ { print $2 }') /etc/sysctl.conf; do
         [ -f "$c_f" ] || continue
         printf '%s::\n' "$c_f"
-        grep -n 'rp_filter' "$c_f" | sed "s|^|$c_f:|"
+        set -- "$@" "$c_f"
     done
+    [ "$#" -eq 0 ] || awk '/rp_filter/ { print FILENAME ":" FNR ":" $0 }' "$@"
     return 0
 }
 
@@ -61,10 +64,11 @@ c_networkd() {
             if [ -L "$c_w" ] || [ -e "$c_w" ]; then printf 'enabled enabled\n'; break; fi
         done
     fi
+    set --
     for c_f in /etc/systemd/networkd.conf /usr/lib/systemd/networkd.conf.d/*.conf /run/systemd/networkd.conf.d/*.conf /etc/systemd/networkd.conf.d/*.conf; do
-        [ -f "$c_f" ] || continue
-        grep -n -i '^[[:space:]]*ManageForeign' "$c_f" | sed "s|^|$c_f:|"
+        [ -f "$c_f" ] && set -- "$@" "$c_f"
     done
+    [ "$#" -eq 0 ] || awk 'tolower($0) ~ /^[[:space:]]*manageforeign/ { print FILENAME ":" FNR ":" $0 }' "$@"
     return 0
 }
 

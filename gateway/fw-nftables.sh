@@ -45,15 +45,17 @@ fw_nftables_snapshot_check() {
 fw_nftables_listing() {
     : > "$1/nftables"
     command -v nft >/dev/null 2>&1 || return 0
-    if ! nft -j list table "$NFT_FAMILY" "$NFT_TABLE" > "$1/nftables" 2> "$1/nftables.err"; then
+    # Its stderr stays out of the digest (`.all`); read with a builtin.
+    if ! nft -j list table "$NFT_FAMILY" "$NFT_TABLE" > "$1/nftables" 2> "$1/nftables.err.all"; then
         : > "$1/nftables"
-        if [ "$(head -n 1 "$1/nftables.err")" != "Error: No such file or directory" ]; then
-            cat "$1/nftables.err" >&2
-            rm -f "$1/nftables.err"
+        fne=
+        IFS= read -r fne < "$1/nftables.err.all"
+        if [ "$fne" != "Error: No such file or directory" ]; then
+            printf '%s\n' "$fne" >&2
             return 1
         fi
     fi
-    rm -f "$1/nftables.err"
+    return 0
 }
 
 # The snapshot's table as `nft -j` JSON, the section `nft.json`: loaded

@@ -300,32 +300,41 @@ pick_snapshot() {
 
 # dwprov's objects as the kernel lists them now, into directory $1 (made
 # anew), one file per listing: for each managed family FLAG, `rulesFLAG`
-# as text, the owned rules only, `rulesFLAG.all` every rule as `ip -j`
-# JSON, and `routesFLAG` the owned routes as `ip -j` JSON; every firewall
-# backend's (fw_listing); `nexthops.all` the nexthop objects (`ip -j`; a
-# kernel without them has none); `sums`, the digest of each file named
-# after $1 (the owned files, /proc/sys entries; a missing one has no
-# line). The apply lists them right after its changes, for the
-# controller's verify (show_listings) and its digest (listing_digest); the
-# confirm over a new connection lists and digests again: equal means the
-# state verified is the state now, and only a digest travels twice.
-# Errors go to $1/errors; non-zero when a listing failed.
+# the owned rules as text and `routesFLAG` the owned routes as `ip -j`
+# JSON; every firewall backend's (fw_listing); `sums`, the digest of each
+# file named after $2 (the owned files, /proc/sys entries; a missing one
+# has no line). With $2 `verify` (the apply's, for the controller's
+# verify: show_listings) also `rulesFLAG.all`, every rule as `ip -j` JSON,
+# and `nexthops.all`, the nexthop objects (none where the kernel has
+# none); with `digest` (the confirm's) not. The apply records
+# listing_digest of its listings; the confirm over a new connection lists
+# and digests again: equal means the state verified is the state now, and
+# only a digest travels twice. Errors go to $1/errors; non-zero when a
+# listing failed.
 owned_listings() {
     ol=$1
-    shift
+    olm=$2
+    shift 2
     { rm -rf "$ol" && mkdir -p "$ol"; } || return 1
-    fw_listing "$ol" 2>> "$ol/errors" &
+    digest_tool
+    # Everything but the routes (the big listing) in the background.
+    {
+        olb=0
+        fw_listing "$ol" || olb=1
+        for ofam in $IP_FAMILIES; do
+            # grep finds nothing where no rule is owned yet: not an error.
+            ip "$ofam" -N rule show | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)" > "$ol/rules$ofam"
+            if [ "$olm" = verify ]; then ip "$ofam" -j -d -N rule show > "$ol/rules$ofam.all" || olb=1; fi
+        done
+        if [ "$olm" = verify ]; then ip -N -j -d nexthop show > "$ol/nexthops.all" 2>/dev/null || : > "$ol/nexthops.all"; fi
+        "$sum" "$@" > "$ol/sums" 2>/dev/null
+        exit "$olb"
+    } 2>> "$ol/errors" &
     olj=$!
     olr=0
     for ofam in $IP_FAMILIES; do
-        ip "$ofam" -j -d -N rule show > "$ol/rules$ofam.all" 2>> "$ol/errors" || olr=1
-        # grep finds nothing where no rule is owned yet: not an error.
-        ip "$ofam" -N rule show 2>> "$ol/errors" | grep -E "[[:space:]]proto $PROTO([[:space:]]|\$)" > "$ol/rules$ofam"
         ip "$ofam" -j -d -N route show table all proto "$PROTO" > "$ol/routes$ofam" 2>> "$ol/errors" || olr=1
     done
-    ip -N -j -d nexthop show > "$ol/nexthops.all" 2>/dev/null || : > "$ol/nexthops.all"
-    digest_tool
-    "$sum" "$@" > "$ol/sums" 2>/dev/null
     wait "$olj" || olr=1
     return "$olr"
 }
@@ -336,9 +345,9 @@ digest_tool() {
     if command -v sha256sum >/dev/null 2>&1; then sum="sha256sum"; else sum="cksum"; fi
 }
 
-# The digest of owned_listings' directory $1: of every listing in it but
-# the `.all` ones (they show foreign objects too) and the errors, by name,
-# in the order of their names.
+# The digest of owned_listings' directory $1 (a `sum` output line): of
+# every listing in it but the `.all` ones (they show foreign objects too)
+# and the errors, by name, in the order of their names.
 listing_digest() {
     digest_tool
     (
@@ -348,26 +357,28 @@ listing_digest() {
             case $f in *.all | errors) ;; *) set -- "$@" "$f" ;; esac
         done
         "$sum" "$@"
-    ) | "$sum" | cut -d ' ' -f 1
+    ) | "$sum"
 }
 
 # Every listing of directory $1 as a section framed by the marker $D (the
-# gather's format: `$D begin NAME`, the listing, `$D end NAME 0`, the
-# stderr, `$D fin`), named as its file; one awk for them all. The errors,
-# if any, are the section `errors`.
+# gather's format: `$D begin NAME`, the listing, `$D end NAME 0`, an empty
+# stderr, `$D fin`), named as its file, in one `cat`: the frames between
+# the listings are files of their own (`.frame.N`, written by the shell).
+# The errors, if any, are the section `errors`.
 show_listings() {
     (
         cd "$1" || exit 1
         set --
-        for f in *; do [ -f "$f" ] && set -- "$@" "$f"; done
-        awk -v D="$D" 'BEGIN {
-            for (i = 1; i < ARGC; i++) {
-                f = ARGV[i]
-                printf "%s begin %s\n", D, f
-                while ((getline l < f) > 0) print l
-                close(f)
-                printf "\n%s end %s 0\n\n%s fin\n", D, f, D
-            }
-        }' "$@"
+        sln=0
+        slp=
+        for f in *; do
+            [ -f "$f" ] || continue
+            sln=$((sln + 1))
+            { [ -z "$slp" ] || printf '\n%s end %s 0\n\n%s fin\n' "$D" "$slp" "$D"; printf '%s begin %s\n' "$D" "$f"; } > ".frame.$sln"
+            set -- "$@" ".frame.$sln" "$f"
+            slp=$f
+        done
+        [ -z "$slp" ] || printf '\n%s end %s 0\n\n%s fin\n' "$D" "$slp" "$D" > .frame.end
+        [ -z "$slp" ] || cat "$@" .frame.end
     )
 }

@@ -9,9 +9,9 @@
 # the gateway reachable, so the revert is disarmed (confirm.sh).
 verify_and_confirm() {
     [ -f "$S/verify.digest" ] || fail 'the apply recorded no digest of its verified state: the change is NOT confirmed'
-    owned_listings "$S/confirm" "$@" || fail "listing dwprov's objects over the new connection failed: the change is NOT confirmed"
+    owned_listings "$S/confirm" digest "$@" || fail "listing dwprov's objects over the new connection failed: the change is NOT confirmed"
     now=$(listing_digest "$S/confirm")
     was=
-    read -r was < "$S/verify.digest"
+    IFS= read -r was < "$S/verify.digest"
     [ "$now" = "$was" ] || fail "dwprov's objects changed between the apply's verification and this new connection: the change is NOT confirmed"
 }

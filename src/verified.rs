@@ -34,7 +34,7 @@ fn owned_paths<'a>(old: &'a State, desired: &'a State) -> BTreeSet<&'a String> {
     old.files.keys().chain(desired.files.keys()).collect()
 }
 
-/// The arguments of `owned_listings` after its directory: the owned files
+/// The arguments of `owned_listings` after its directory and mode: the owned files
 /// and the /proc/sys entry of every sysctl the apply sets, quoted. The
 /// apply and the confirm list with the same ones.
 pub fn listing_args(old: &State, desired: &State) -> String {
@@ -58,7 +58,7 @@ pub fn listing_script(old: &State, desired: &State, d: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "owned_listings \"{LISTED_DIR}\" {}\nvr=$?",
+        "owned_listings \"{LISTED_DIR}\" verify {}\nvr=$?",
         listing_args(old, desired)
     );
     let keys: String = desired.sysctls.keys().map(|k| format!("{k}\n")).collect();
