@@ -18,11 +18,18 @@ LOG="$STATE/agent.log"
 running() { p=$(cat "$1" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 
 stop() {
-    # The supervisor first, so that it does not restart the agent.
-    for f in "$SUP_PID" "$AGENT_PID"; do
-        if running "$f"; then kill "$p" 2>/dev/null; fi
-        rm -f "$f"
-    done
+    # The supervisor first, so that it does not restart the agent, and
+    # until it has ended (at most 5 s): its trap ends its agent and removes
+    # the pid files, which must not happen after a `restart` started the
+    # next supervisor (under load it did: the old trap then ended the new
+    # agent and removed the new supervisor's pid file).
+    if running "$SUP_PID"; then
+        kill "$p" 2>/dev/null
+        i=0
+        while kill -0 "$p" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    fi
+    if running "$AGENT_PID"; then kill "$p" 2>/dev/null; fi
+    rm -f "$SUP_PID" "$AGENT_PID"
     return 0
 }
 
@@ -39,13 +46,16 @@ start() {
 
 run() {
     echo $$ > "$SUP_PID"
-    trap 'running "$AGENT_PID" && kill "$p" 2>/dev/null; rm -f "$SUP_PID" "$AGENT_PID"; exit 0' TERM INT
+    # Its own agent ($ap), and its own pid files only.
+    ap=
+    trap '[ -z "$ap" ] || kill "$ap" 2>/dev/null; [ "$(cat "$SUP_PID" 2>/dev/null)" != $$ ] || rm -f "$SUP_PID" "$AGENT_PID"; exit 0' TERM INT
     while :; do
         # The log lives on tmpfs: one old generation is kept, at most 1 MiB each.
         if [ -f "$LOG" ] && [ "$(wc -c < "$LOG")" -gt 1048576 ]; then mv -f "$LOG" "$LOG.1"; fi
         "$BIN" --config "$CONFIG" --state-dir "$STATE" >> "$LOG" 2>&1 &
-        echo $! > "$AGENT_PID"
-        wait $!
+        ap=$!
+        echo "$ap" > "$AGENT_PID"
+        wait "$ap"
         sleep 1
     done
 }

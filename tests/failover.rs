@@ -617,3 +617,57 @@ fn three_balanced_lines_share_by_weight_and_a_dead_one_leaves_and_returns() {
         "cmcc is back in the group: {got:?}"
     );
 }
+
+/// The gateway's processes (in its network namespace) whose command line
+/// contains every one of `words`.
+fn gateway_processes(lab: &Lab, words: &[&str]) -> Vec<String> {
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", &lab.ns("gw")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter_map(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| words.iter().all(|w| c.contains(w)))
+        .collect()
+}
+
+/// A supervisor restart (`agent-supervise.sh restart`, what an apply or a
+/// rollback runs on a new agent config) while the old supervisor sleeps
+/// before restarting an agent that ended: the old one ends before the new
+/// one starts, so one supervisor runs, its pid file names it, and its
+/// agent runs. (The old supervisor's late trap used to end the new agent
+/// and remove the new supervisor's pid file: a rollback under load showed
+/// it.)
+#[test]
+fn a_restart_while_the_supervisor_sleeps_leaves_one_supervisor() {
+    let lab = Lab::up();
+    let _stop = StopAgent(&lab);
+    let inv = inventory(&lab);
+    apply(&lab, &inv);
+    wait_lines_up(&lab);
+    let old = agent_pid(&lab).expect("the agent runs");
+    let supervisor = dwprov::ownership::AGENT_SUPERVISOR;
+    lab.sh_ok(
+        "gw",
+        &format!("kill {old}; sleep 0.2; sh {supervisor} restart"),
+    );
+    // Past the old supervisor's `sleep 1`, and its new agent's start.
+    std::thread::sleep(Duration::from_millis(2500));
+    let running = gateway_processes(&lab, &["agent-supervise.sh", " run"]);
+    assert_eq!(running.len(), 1, "{running:?}");
+    let pid_file = lab.sh_ok(
+        "gw",
+        &format!("cat {AGENT_STATE_DIR}/supervisor.pid 2>/dev/null; true"),
+    );
+    let sup: u32 = pid_file
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no supervisor pid file: {pid_file:?}"));
+    assert!(lab.sh("gw", &format!("kill -0 {sup}")).status.success());
+    assert!(
+        agent_pid(&lab).is_some_and(|p| p != old),
+        "the new agent runs"
+    );
+}
