@@ -644,7 +644,9 @@ fn plan_or_apply(a: &PlanArgs, apply: Option<ApplyMode>) -> Result<i32> {
         return Ok(EXIT_OK);
     };
     crate::gather::phase("inventory read", t0);
+    let t0 = std::time::Instant::now();
     let templates = Templates::load(a.templates.templates.as_deref())?;
+    crate::gather::phase("templates", t0);
     let saved = apply.as_ref().and_then(|m| m.saved.as_ref());
     // Hosts with connection settings only (a bastion) have nothing to plan.
     let hosts = gateways_only(hosts, saved.is_some())?;
