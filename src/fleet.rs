@@ -579,15 +579,38 @@ fn apply_host_at(
     // The new connection's handshake overlaps the verification: it starts
     // once the gateway says the change is made (never before it, so it
     // still proves the gateway reachable after the change), while the
-    // verify listings run and are checked; the confirm is sent on it only
-    // after that check.
+    // verify listings run and are checked. Once the listings are in, it
+    // lists and digests again while the controller checks them, and
+    // confirms only when told the check passed (WhenTold).
     let (conn, name, copts) = (&host.connection, &host.name, &opts.connect);
+    let digest_args = crate::safe::digest_args(&plan.facts.state, &plan.rendered.desired);
+    let held = crate::safe::verify_confirm_when_told_script(&id, &digest_args, &m);
     std::thread::scope(|scope| {
+        // Dropped when this closure returns (before the scope joins the
+        // thread), which tells it not to start, or not to confirm.
+        let (start, started) = std::sync::mpsc::channel::<()>();
+        let (verdict, verdict_rx) = std::sync::mpsc::channel::<bool>();
+        let (held, ready) = (&held, crate::safe::ready_line(&m).into_bytes());
         let mut early = None;
+        let confirming = move || -> Result<(Box<dyn Transport>, transport::Output)> {
+            let mut t2 = transport::connect(conn, name, copts)?;
+            // Not before the apply's listings are all in (its digest too).
+            started
+                .recv()
+                .map_err(|_| Error::invalid("the apply ended before its verify"))?;
+            let mut told = WhenTold {
+                line: ready,
+                scan: 0,
+                verdict: Some(verdict_rx),
+                reply: None,
+            };
+            let out = t2.run_script_watched(held, &mut told)?;
+            Ok((t2, out))
+        };
         let mut watch = OnLine {
             line: crate::safe::applied_line(&m).into_bytes(),
             scan: 0,
-            then: Some(|| early = Some(scope.spawn(|| transport::connect(conn, name, copts)))),
+            then: Some(|| early = Some(scope.spawn(confirming))),
         };
         let t0 = std::time::Instant::now();
         let executed = converge::execute_watched(t, &script, &mut watch);
@@ -612,6 +635,7 @@ fn apply_host_at(
                 });
             }
         };
+        let _ = start.send(());
         opts.progress.stage(&plan.host, Stage::Verify);
         *stage = Stage::Verify;
         let t0 = std::time::Instant::now();
@@ -666,21 +690,19 @@ fn apply_host_at(
             let out = t.run_script(&crate::safe::rollback_script(Some(&id)));
             return Err(reverted(e, !matches!(out, Ok(ref o) if o.status == 0)));
         }
-        let confirm = crate::safe::verify_confirm_script(
-            &id,
-            &crate::safe::digest_args(&plan.facts.state, &plan.rendered.desired),
-        );
-        // A thread that panicked leaves nothing to use: connect here instead.
-        let mut early = early.and_then(|h| h.join().ok());
         let t0 = std::time::Instant::now();
-        let confirmed = once_more_on_channel_error(|| {
-            let mut t2 = match early.take() {
-                Some(opened) => opened?,
-                None => transport::connect(conn, name, copts)?,
-            };
-            let out = t2.run_script(&confirm)?;
-            Ok((t2, out))
-        });
+        let _ = verdict.send(true);
+        // A thread that panicked, or a connection or channel that failed,
+        // leaves nothing to use: connect here instead, verify and confirm.
+        let early = early.and_then(|h| h.join().ok());
+        let confirmed = match early {
+            Some(Ok(done)) => Ok(done),
+            _ => once_more_on_channel_error(|| {
+                let mut t2 = transport::connect(conn, name, copts)?;
+                let out = t2.run_script(&crate::safe::verify_confirm_script(&id, &digest_args))?;
+                Ok((t2, out))
+            }),
+        };
         gather::phase("confirm (new connection, digest, disarm)", t0);
         let (mut t2, out) = match confirmed {
             Ok(v) => v,
@@ -707,6 +729,48 @@ fn apply_host_at(
             snapshot: Some(id.clone()),
         })
     })
+}
+
+/// Holds the confirm's stdin until `line` arrives on stdout (its word that
+/// the digest matched, [`crate::safe::ready_line`]), then waits for the
+/// controller's verdict and sends it: `confirm`, or `abort` (also when the
+/// verdict's sender is gone).
+struct WhenTold {
+    line: Vec<u8>,
+    scan: usize,
+    verdict: Option<std::sync::mpsc::Receiver<bool>>,
+    reply: Option<Vec<u8>>,
+}
+
+impl transport::Watch for WhenTold {
+    fn stdout(&mut self, all: &[u8], _new: usize) -> Result<()> {
+        if let Some(rx) = &self.verdict {
+            let hay = &all[self.scan..];
+            if hay
+                .windows(self.line.len())
+                .any(|w| w == self.line.as_slice())
+            {
+                let ok = rx.recv().unwrap_or(false);
+                self.verdict = None;
+                self.reply = Some(if ok {
+                    b"confirm\n".to_vec()
+                } else {
+                    b"abort\n".to_vec()
+                });
+            } else {
+                self.scan = all.len().saturating_sub(self.line.len());
+            }
+        }
+        Ok(())
+    }
+
+    fn holds_stdin(&self) -> bool {
+        true
+    }
+
+    fn reply(&mut self) -> Option<Vec<u8>> {
+        self.reply.take()
+    }
 }
 
 /// Runs `then` (once) when `line` arrives on stdout: the apply's word that

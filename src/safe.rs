@@ -517,6 +517,38 @@ pub fn verify_confirm_script(id: &str, digest_args: &str) -> String {
     s
 }
 
+/// The line [`verify_confirm_when_told_script`] prints once the digest
+/// matched, to hear the controller's verdict.
+pub fn ready_line(marker: &str) -> String {
+    format!("{marker} ready\n")
+}
+
+/// [`verify_confirm_script`] run before the controller's verdict, so that
+/// its listing overlaps the controller's check of the apply's: the digest
+/// compared, it prints [`ready_line`] and reads one line on stdin; only
+/// `confirm` confirms (anything else, or none: not confirmed, and the
+/// timer reverts). Everything is one function called on the last line: the
+/// shell has read the whole script before it reads the verdict.
+pub fn verify_confirm_when_told_script(id: &str, digest_args: &str, marker: &str) -> String {
+    let mut s = confirm_preamble(id);
+    s.push_str(&minify(VERIFY_SH));
+    let _ = writeln!(
+        s,
+        "confirm_when_told() {{
+verify_and_confirm {digest_args}
+printf '%s\\n' '{}'
+verdict=
+IFS= read -r verdict || verdict=
+         [ \"$verdict\" = confirm ] || fail \"the controller's verify of the apply failed: the change is NOT confirmed\"",
+        ready_line(marker).trim_end()
+    );
+    s.push_str(&minify(CONFIRM_SH));
+    // exit: stdin stays open until the verdict, so the shell must not
+    // wait for more script after a failure that ends the function early.
+    s.push_str("}\nconfirm_when_told; exit $?\n");
+    s
+}
+
 /// Disarm the revert of snapshot `id` (after verification) and prune old snapshots.
 pub fn confirm_script(id: &str) -> String {
     let mut s = confirm_preamble(id);

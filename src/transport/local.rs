@@ -53,7 +53,19 @@ impl Transport for LocalTransport {
         // deadlock against full pipes.
         let mut stdin = child.stdin.take().expect("piped stdin");
         let body = script.as_bytes().to_vec();
-        let writer = std::thread::spawn(move || stdin.write_all(&body));
+        // A watch that holds stdin: its reply follows the script (none
+        // when the script ends first: the sender goes with this call).
+        let (more_tx, more_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let holds = watch.holds_stdin();
+        let writer = std::thread::spawn(move || {
+            stdin.write_all(&body)?;
+            if holds {
+                if let Ok(more) = more_rx.recv() {
+                    stdin.write_all(&more)?;
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        });
         let mut err_pipe = child.stderr.take().expect("piped stderr");
         // Past the limit, stderr is still drained (a blocked writer would
         // hang the script) but no longer kept.
@@ -92,11 +104,16 @@ impl Transport for LocalTransport {
             if let Err(e) = stop {
                 end(&mut child);
                 drop(out_pipe);
+                drop(more_tx);
                 let _ = reader.join();
                 let _ = writer.join();
                 return Err(e);
             }
+            if let Some(more) = watch.reply() {
+                let _ = more_tx.send(more);
+            }
         }
+        drop(more_tx);
         let status = child.wait().map_err(|e| Error::io("/bin/sh", e))?;
         let _ = writer.join();
         let stderr = reader
@@ -146,5 +163,39 @@ mod tests {
             ),
             (3, "hello\n", "oops\n")
         );
+    }
+
+    /// A watch that holds stdin: its reply reaches the script after the
+    /// script itself, once the watch saw what it waited for; a script
+    /// that exits first gets none and the run still ends.
+    #[test]
+    fn a_held_stdin_gets_the_reply_after_the_script() {
+        struct Told(Option<Vec<u8>>, bool);
+        impl Watch for Told {
+            fn stdout(&mut self, all: &[u8], _: usize) -> Result<()> {
+                if !self.1 && all.ends_with(b"ready\n") {
+                    self.1 = true;
+                    self.0 = Some(b"confirm\n".to_vec());
+                }
+                Ok(())
+            }
+            fn holds_stdin(&self) -> bool {
+                true
+            }
+            fn reply(&mut self) -> Option<Vec<u8>> {
+                self.0.take()
+            }
+        }
+        let mut t = LocalTransport::new("gw1");
+        let script = "main() { echo ready; IFS= read -r v; echo \"got $v\"; }\nmain\n";
+        let out = t
+            .run_script_watched(script, &mut Told(None, false))
+            .unwrap();
+        assert_eq!(out.stdout_str(), "ready\ngot confirm\n");
+        // The shell reads its script from stdin: one that ends itself.
+        let out = t
+            .run_script_watched("echo bye; exit\n", &mut Told(None, false))
+            .unwrap();
+        assert_eq!((out.status, out.stdout_str().as_ref()), (0, "bye\n"));
     }
 }

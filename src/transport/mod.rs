@@ -69,6 +69,19 @@ pub trait Watch {
     fn waiting_for(&self) -> Option<String> {
         None
     }
+    /// Keep the script's stdin open after the script: the watch has more
+    /// to send ([`Watch::reply`]) once it has seen what it waits for. The
+    /// shell reads its script from stdin, so such a script must `exit`
+    /// itself where it may end before the reply.
+    fn holds_stdin(&self) -> bool {
+        false
+    }
+    /// With [`Watch::holds_stdin`]: what to send on stdin after the
+    /// script, once known (asked after each chunk of stdout); stdin closes
+    /// after it, or when the script ends first.
+    fn reply(&mut self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// A [`Watch`] that never stops anything.

@@ -247,7 +247,9 @@ impl SshTransport {
         let mut ch = self.nb("open a session channel", || self.session.channel_session())?;
         self.nb(&format!("start `{cmd}`"), || ch.exec(cmd))?;
 
-        let input = script.as_bytes();
+        // A watch that holds stdin sends its reply after the script.
+        let mut input = std::borrow::Cow::Borrowed(script.as_bytes());
+        let mut replied = !watch.holds_stdin();
         let (mut written, mut eof_sent) = (0usize, false);
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let (mut out_done, mut err_done) = (false, false);
@@ -286,6 +288,15 @@ impl SshTransport {
                             ));
                         }
                     }
+                }
+            } else if !replied {
+                if let Some(more) = watch.reply() {
+                    input.to_mut().extend_from_slice(&more);
+                    replied = true;
+                    progress = true;
+                } else if out_done && err_done {
+                    // The script ended without waiting for it.
+                    replied = true;
                 }
             } else if !eof_sent {
                 match ch.send_eof() {
