@@ -154,6 +154,17 @@ disarm() {
     rm -f "$S/timer.pid"
 }
 
+# The controller's verdict on an apply it checked while the confirm's
+# connection verified (the pipelined confirm): print the ready line $1, read
+# one line on stdin. Only `confirm` is a yes: anything else, or none (the
+# controller is gone), is a no.
+await_verdict() {
+    printf '%s\n' "$1"
+    verdict=
+    IFS= read -r verdict || verdict=
+    [ "$verdict" = confirm ]
+}
+
 # Lines of file $1 that are not in file $2 (as multisets), in $1's order.
 only_in() {
     awk 'FILENAME == ARGV[1] { b[$0]++; next } { if (b[$0]-- <= 0) print }' "$2" "$1"

@@ -1146,6 +1146,39 @@ pub fn parallel<T: Sync, R: Send>(items: &[T], forks: usize, f: impl Fn(&T) -> R
 mod tests {
     use super::*;
 
+    /// The pipelined confirm's handshake, on a real shell: the gateway's
+    /// `await_verdict` says yes only when the controller's verdict was a
+    /// yes; a no, or a controller gone before its verdict, is a no.
+    #[test]
+    fn only_a_yes_from_the_controller_confirms() {
+        let ready = crate::safe::ready_line("m1");
+        let script = format!(
+            "{}await_verdict '{}' && echo yes || echo no; exit\n",
+            crate::converge::lib_sh(),
+            ready.trim_end()
+        );
+        let mut t = crate::transport::local::LocalTransport::new("gw1");
+        for (verdict, expect) in [(Some(true), "yes"), (Some(false), "no"), (None, "no")] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            match verdict {
+                Some(v) => tx.send(v).unwrap(),
+                None => drop(tx),
+            }
+            let mut told = WhenTold {
+                line: ready.clone().into_bytes(),
+                scan: 0,
+                verdict: Some(rx),
+                reply: None,
+            };
+            let out = t.run_script_watched(&script, &mut told).unwrap();
+            assert_eq!(
+                out.stdout_str(),
+                format!("{ready}{expect}\n"),
+                "{verdict:?}"
+            );
+        }
+    }
+
     /// Issue 14: the facts of a gateway whose cnc line is leased `addr`
     /// (default route via 203.0.113.1 metric 100 in main).
     fn leased(addr: &str) -> Facts {

@@ -536,10 +536,7 @@ pub fn verify_confirm_when_told_script(id: &str, digest_args: &str, marker: &str
         s,
         "confirm_when_told() {{
 verify_and_confirm {digest_args}
-printf '%s\\n' '{}'
-verdict=
-IFS= read -r verdict || verdict=
-         [ \"$verdict\" = confirm ] || fail \"the controller's verify of the apply failed: the change is NOT confirmed\"",
+await_verdict '{}' || fail \"the controller's verify of the apply failed: the change is NOT confirmed\"",
         ready_line(marker).trim_end()
     );
     s.push_str(&minify(CONFIRM_SH));
